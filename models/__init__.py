@@ -1,0 +1,1 @@
+"""Database tables and the dataclasses passed to workflows and activities."""

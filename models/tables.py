@@ -1,0 +1,136 @@
+"""Treecast's database tables (sqlmodel). Secrets are stored only encrypted.
+
+Rows never travel through Temporal: workflows and activities pass ids, and
+activities load rows themselves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, for row timestamps (never used in workflow code)."""
+    return datetime.now(UTC)
+
+
+def new_app_id() -> str:
+    """`app_` + 24 hex characters."""
+    return "app_" + secrets.token_hex(12)
+
+
+def new_repository_id() -> str:
+    """`repo_` + 24 hex characters."""
+    return "repo_" + secrets.token_hex(12)
+
+
+class WatchStatus:
+    """Values of `Watch.status`."""
+
+    PENDING = "pending"
+    SYNCING = "syncing"
+    SYNCED = "synced"
+    FAILED = "failed"
+    DISABLED = "disabled"  # the app answered 410 Gone; `watch` again to resume
+
+
+class App(SQLModel, table=True):
+    """A client application that receives webhooks."""
+
+    __tablename__ = "apps"
+
+    id: str = Field(primary_key=True, max_length=28)
+    name: str = Field(max_length=200)
+    base_url: str = Field(max_length=2048)
+    # Fernet ciphertext of a JSON list of `whsec_` secrets; several while rotating.
+    secrets_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Repository(SQLModel, table=True):
+    """A git repository that at least one app may watch."""
+
+    __tablename__ = "repositories"
+
+    id: str = Field(primary_key=True, max_length=29)
+    # Normalised URL (see treecast.urls.normalise_git_url); unique with the ref.
+    url: str = Field(max_length=2048, index=True)
+    ref: str = Field(default="", max_length=255)
+    poll_interval_seconds: int = Field(default=60)
+    token_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    __table_args__ = (Index("uq_repositories_url_ref", "url", "ref", unique=True),)
+
+
+class Watch(SQLModel, table=True):
+    """An app watching a repository, with the state of its deliveries."""
+
+    __tablename__ = "watches"
+
+    app_id: str = Field(primary_key=True, foreign_key="apps.id", max_length=28)
+    repository_id: str = Field(
+        primary_key=True, foreign_key="repositories.id", max_length=29, index=True
+    )
+    # JSON list of glob patterns; empty list = the whole repository.
+    path_globs: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    status: str = Field(default=WatchStatus.PENDING, max_length=20)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_error_type: str | None = Field(default=None, max_length=100)
+    delivered_commit: str | None = Field(default=None, max_length=64)
+    retry_count: int = Field(default=0)
+    last_synced_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeliveredFile(SQLModel, table=True):
+    """What one app acknowledged for one path: the ledger changes are computed against."""
+
+    __tablename__ = "delivered_files"
+
+    app_id: str = Field(primary_key=True, foreign_key="apps.id", max_length=28)
+    repository_id: str = Field(primary_key=True, foreign_key="repositories.id", max_length=29)
+    path: str = Field(primary_key=True, max_length=4096)
+    blob_id: str = Field(max_length=64)
+    sha256: str = Field(max_length=64)
+    delivered_at: datetime = Field(default_factory=utcnow)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One HTTP attempt to an app; bounded to the newest N per app."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    app_id: str = Field(max_length=28, index=True)
+    repository_id: str = Field(max_length=29)
+    event: str = Field(max_length=32)
+    path: str | None = Field(default=None, max_length=4096)
+    webhook_id: str = Field(max_length=100)
+    http_status: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    response_excerpt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    duration_ms: float = 0.0
+    attempted_at: datetime = Field(default_factory=utcnow)
+
+
+class Snapshot(SQLModel, table=True):
+    """One successful sync of a repository: which commit, how many files."""
+
+    __tablename__ = "snapshots"
+
+    id: int | None = Field(default=None, primary_key=True)
+    repository_id: str = Field(foreign_key="repositories.id", max_length=29, index=True)
+    commit: str | None = Field(default=None, max_length=64)  # None: the remote is empty
+    file_count: int = 0
+    total_bytes: int = 0
+    skipped_symlinks: int = 0
+    skipped_submodules: int = 0
+    skipped_invalid_paths: int = 0
+    taken_at: datetime = Field(default_factory=utcnow)
