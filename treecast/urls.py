@@ -153,7 +153,12 @@ def validate_base_url(url: str, *, allow_private: bool, resolve: bool = True) ->
                 raise ValueError(
                     "the base URL points to localhost (set TREECAST_ALLOW_PRIVATE_URLS=1 for local testing)"
                 ) from None
-            addresses = resolve_addresses(host, port) if resolve else []
+            # A name that does not resolve now is accepted: the delivery transport
+            # checks the address it actually connects to, every time.
+            try:
+                addresses = resolve_addresses(host, port) if resolve else []
+            except ValueError:
+                addresses = []
         for address in addresses:
             if is_blocked_address(address):
                 raise ValueError(

@@ -1,0 +1,550 @@
+"""Treecast's command line: register apps and repositories, watch, sync, inspect.
+
+Run `python starter.py --help`. Every command accepts `--json` and then prints
+one JSON document. Mistakes print one line on stderr and exit with status 2;
+an unreachable Temporal server exits with status 3; a failed sync with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
+from treecast.crypto import Cipher
+from treecast.db import session_scope
+from treecast.registry import UserError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class Unreachable(Exception):
+    """Temporal could not be reached; the message says what to do."""
+
+
+Output = dict[str, Any]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports mistakes as one line and exit status 2 (no usage dump on stderr)."""
+
+    def error(self, message: str) -> Any:
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def build_parser() -> ArgumentParser:
+    """The whole command tree (also documents it: `starter.py COMMAND --help`)."""
+    parser = ArgumentParser(
+        prog="starter.py",
+        description="Push the files of git repositories to apps as signed webhooks.",
+        epilog="Settings come from the environment; see docs/configuration.md.",
+    )
+    _add_json(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+
+    app = commands.add_parser("app", help="register and remove apps")
+    _add_json(app)
+    app_cmds = app.add_subparsers(dest="app_command", metavar="ACTION", parser_class=ArgumentParser)
+    add = app_cmds.add_parser("add", help="register an app; prints its id and secret (shown once)")
+    add.add_argument("--name", required=True, help="a name for people")
+    add.add_argument("--url", required=True, help="base URL; webhooks go to BASE_URL/create etc.")
+    add.add_argument("--secret", help="a whsec_ secret (generated when omitted)")
+    _add_json(add)
+    lst = app_cmds.add_parser("list", help="list apps")
+    _add_json(lst)
+    rm = app_cmds.add_parser("remove", help="remove an app, its watches and ledgers")
+    rm.add_argument("app_id", metavar="APP_ID")
+    _add_json(rm)
+    rot = app_cmds.add_parser(
+        "rotate-secret", help="add a secret (both sign) or --finish to keep only the newest"
+    )
+    rot.add_argument("app_id", metavar="APP_ID")
+    rot.add_argument("--secret", help="the new whsec_ secret (generated when omitted)")
+    rot.add_argument("--finish", action="store_true", help="drop every secret but the newest")
+    _add_json(rot)
+
+    repo = commands.add_parser("repo", help="register and remove repositories")
+    _add_json(repo)
+    repo_cmds = repo.add_subparsers(
+        dest="repo_command", metavar="ACTION", parser_class=ArgumentParser
+    )
+    radd = repo_cmds.add_parser("add", help="register a repository and start syncing it")
+    radd.add_argument(
+        "url", metavar="GIT_URL", help="https://, ssh://, git@host:path or file:// URL"
+    )
+    radd.add_argument(
+        "--ref", default="", help="branch, tag or commit (default: the remote's default branch)"
+    )
+    radd.add_argument(
+        "--interval",
+        type=int,
+        help="poll interval in seconds (default: TREECAST_POLL_INTERVAL_SECONDS)",
+    )
+    radd.add_argument(
+        "--token-env", metavar="VAR", help="name of an environment variable holding an access token"
+    )
+    _add_json(radd)
+    rlst = repo_cmds.add_parser("list", help="list repositories")
+    _add_json(rlst)
+    rrm = repo_cmds.add_parser("remove", help="stop syncing a repository and forget it")
+    rrm.add_argument("repository_id", metavar="REPO_ID")
+    _add_json(rrm)
+
+    w = commands.add_parser("watch", help="make an app watch a repository")
+    w.add_argument("app_id", metavar="APP_ID")
+    w.add_argument("repository_id", metavar="REPO_ID")
+    w.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only paths matching (repeatable)",
+    )
+    _add_json(w)
+    uw = commands.add_parser("unwatch", help="stop a watch and forget what the app received")
+    uw.add_argument("app_id", metavar="APP_ID")
+    uw.add_argument("repository_id", metavar="REPO_ID")
+    _add_json(uw)
+
+    s = commands.add_parser("sync", help="sync a repository now")
+    s.add_argument("repository_id", metavar="REPO_ID")
+    s.add_argument(
+        "--wait", action="store_true", help="return when the sync and its deliveries are done"
+    )
+    s.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait with --wait (default 600)"
+    )
+    _add_json(s)
+    st = commands.add_parser("status", help="breaker, commits and per-app state")
+    st.add_argument("repository_id", metavar="REPO_ID", nargs="?")
+    _add_json(st)
+    rs = commands.add_parser("reset", help="close an open breaker and sync now")
+    rs.add_argument("repository_id", metavar="REPO_ID")
+    _add_json(rs)
+    rd = commands.add_parser(
+        "redeliver", help="forget an app's ledger for a repository and send everything again"
+    )
+    rd.add_argument("app_id", metavar="APP_ID")
+    rd.add_argument("repository_id", metavar="REPO_ID")
+    _add_json(rd)
+    return parser
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def _cipher(settings: Settings) -> Cipher:
+    return Cipher(resolve_secret_key(settings))
+
+
+def _run_temporal(call: Callable[[], Any]) -> Any:
+    """Run an async Temporal call, turning connection failures into `Unreachable`."""
+    try:
+        return asyncio.run(call())
+    except RuntimeError as error:
+        if "connect" in str(error).lower() or "transport" in str(error).lower():
+            raise Unreachable(str(error).splitlines()[0]) from None
+        raise
+
+
+async def _client(settings: Settings) -> Any:
+    from treecast import temporal_ops
+
+    try:
+        return await temporal_ops.connect(settings)
+    except Exception as error:
+        raise Unreachable(
+            f"cannot reach Temporal at {settings.temporal_address} ({type(error).__name__}); "
+            "start it with `make run` or set TEMPORAL_ADDRESS"
+        ) from None
+
+
+async def _start_sync(
+    settings: Settings, repository_id: str, interval: int, sync_now: bool = True
+) -> None:
+    from treecast import temporal_ops
+
+    client = await _client(settings)
+    await temporal_ops.start_sync(client, settings, repository_id, interval, sync_now=sync_now)
+
+
+def _repository_interval(settings: Settings, repository_id: str) -> int:
+    from treecast.registry import get_repository
+
+    with session_scope(settings.database_url) as session:
+        return get_repository(session, repository_id).poll_interval_seconds
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _age(value: str | None) -> str:
+    if not value:
+        return "never"
+    try:
+        then = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = int((datetime.now(UTC) - then).total_seconds())
+    if seconds < 0:
+        return f"in {-seconds}s"
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def _status_dict(status: Any) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    from dataclasses import asdict, is_dataclass
+
+    raw = asdict(status) if is_dataclass(status) and not isinstance(status, type) else dict(status)
+    return {k: _iso(v) for k, v in raw.items()}
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def cmd_app(settings: Settings, args: argparse.Namespace) -> Output:
+    from treecast import registry
+
+    action = args.app_command
+    if action is None:
+        raise UserError(
+            "app needs an action: add, list, remove, rotate-secret (see starter.py app --help)"
+        )
+    with session_scope(settings.database_url) as session:
+        if action == "add":
+            created = registry.add_app(
+                session, settings, _cipher(settings), args.name, args.url, args.secret
+            )
+            return {
+                "app_id": created.app.id,
+                "name": created.app.name,
+                "base_url": created.app.base_url,
+                "secret": created.secret,
+                "_text": f"app {created.app.id} registered\nsecret (shown once, keep it): {created.secret}",
+            }
+        if action == "list":
+            apps = registry.list_apps(session)
+            lines = [
+                f"{a['app_id']}  {a['name']:<20} {a['base_url']}  watches={a['watches']}"
+                for a in apps
+            ]
+            return {
+                "apps": apps,
+                "_text": "\n".join(lines) or "no apps yet: starter.py app add --name N --url URL",
+            }
+        if action == "remove":
+            repositories = registry.remove_app(session, args.app_id)
+            return {
+                "removed": args.app_id,
+                "repositories": repositories,
+                "_text": f"app {args.app_id} removed",
+            }
+        secret = registry.rotate_app_secret(
+            session, _cipher(settings), args.app_id, args.secret, args.finish
+        )
+        if secret is None:
+            return {
+                "app_id": args.app_id,
+                "finished": True,
+                "_text": "only the newest secret is active now",
+            }
+        return {
+            "app_id": args.app_id,
+            "secret": secret,
+            "_text": f"new secret (shown once; old and new both sign until --finish): {secret}",
+        }
+
+
+def cmd_repo(settings: Settings, args: argparse.Namespace) -> Output:
+    from treecast import registry
+
+    action = args.repo_command
+    if action is None:
+        raise UserError("repo needs an action: add, list, remove (see starter.py repo --help)")
+    if action == "add":
+        token = None
+        if args.token_env:
+            token = os.environ.get(args.token_env)
+            if not token:
+                raise UserError(
+                    f"--token-env: the environment variable {args.token_env} is not set or empty"
+                )
+        with session_scope(settings.database_url) as session:
+            repository, created = registry.add_repository(
+                session, settings, _cipher(settings), args.url, args.ref, args.interval, token
+            )
+        try:
+            _run_temporal(
+                lambda: _start_sync(settings, repository.id, repository.poll_interval_seconds)
+            )
+        except Unreachable as error:
+            raise Unreachable(
+                f"repository {repository.id} is registered, but its sync could not start: {error}; "
+                "run `starter.py sync` once Temporal is up"
+            ) from None
+        verb = "registered" if created else "already registered"
+        return {
+            "repository_id": repository.id,
+            "url": repository.url,
+            "ref": repository.ref,
+            "created": created,
+            "_text": f"repository {repository.id} {verb} ({repository.url}); syncing started",
+        }
+    if action == "list":
+        with session_scope(settings.database_url) as session:
+            repos = registry.list_repositories(session)
+        lines = [
+            f"{r['repository_id']}  {r['url']}  ref={r['ref'] or '(default)'}  watches={r['watches']}"
+            for r in repos
+        ]
+        return {
+            "repositories": repos,
+            "_text": "\n".join(lines) or "no repositories yet: starter.py repo add GIT_URL",
+        }
+    with session_scope(settings.database_url) as session:
+        registry.get_repository(session, args.repository_id)
+    from treecast import temporal_ops
+
+    async def stop() -> None:
+        await temporal_ops.stop(await _client(settings), args.repository_id)
+
+    _run_temporal(stop)
+    with session_scope(settings.database_url) as session:
+        registry.remove_repository(session, args.repository_id)
+    return {
+        "removed": args.repository_id,
+        "_text": f"repository {args.repository_id} removed; its sync stopped",
+    }
+
+
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> Output:
+    from treecast import registry
+
+    with session_scope(settings.database_url) as session:
+        watch, created = registry.watch(session, args.app_id, args.repository_id, args.path)
+        interval = registry.get_repository(session, args.repository_id).poll_interval_seconds
+        globs = json.loads(watch.path_globs)
+    _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+    what = "now watches" if created else "watch updated:"
+    return {
+        "app_id": args.app_id,
+        "repository_id": args.repository_id,
+        "paths": globs,
+        "created": created,
+        "_text": f"{args.app_id} {what} {args.repository_id}"
+        + (f" (paths: {', '.join(globs)})" if globs else "")
+        + "; a sync was requested",
+    }
+
+
+def cmd_unwatch(settings: Settings, args: argparse.Namespace) -> Output:
+    from treecast import registry
+
+    with session_scope(settings.database_url) as session:
+        forgotten = registry.unwatch(session, args.app_id, args.repository_id)
+    return {
+        "app_id": args.app_id,
+        "repository_id": args.repository_id,
+        "ledger_rows_removed": forgotten,
+        "_text": f"{args.app_id} no longer watches {args.repository_id}",
+    }
+
+
+def cmd_sync(settings: Settings, args: argparse.Namespace) -> Output:
+    interval = _repository_interval(settings, args.repository_id)
+    if not args.wait:
+        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+        return {"repository_id": args.repository_id, "requested": True, "_text": "sync requested"}
+    from treecast import temporal_ops
+
+    progress: Callable[[str], None] | None = (
+        None if args.json else (lambda line: print(line, file=sys.stderr))
+    )
+
+    async def run() -> Any:
+        client = await _client(settings)
+        return await temporal_ops.sync_and_wait(
+            client,
+            settings,
+            args.repository_id,
+            interval,
+            on_progress=progress,
+            timeout=args.timeout,
+        )
+
+    outcome = _run_temporal(run)
+    result = _status_dict(outcome) or {}
+    ok = bool(result.get("ok", False))
+    result["_text"] = str(result.get("summary") or ("sync done" if ok else "sync failed"))
+    result["_exit"] = 0 if ok else EXIT_FAILED
+    return result
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
+    from treecast import registry
+
+    with session_scope(settings.database_url) as session:
+        if args.repository_id:
+            repos = [registry.get_repository(session, args.repository_id)]
+        else:
+            repos = [
+                registry.get_repository(session, r["repository_id"])
+                for r in registry.list_repositories(session)
+            ]
+        rows = [
+            {
+                "repository_id": r.id,
+                "url": r.url,
+                "ref": r.ref,
+                "apps": registry.watches_of(session, r.id),
+            }
+            for r in repos
+        ]
+
+    async def query() -> tuple[list[Any], str | None]:
+        from treecast import temporal_ops
+
+        try:
+            client = await _client(settings)
+        except Unreachable as error:
+            return [None] * len(rows), str(error)
+        return [await temporal_ops.get_status(client, row["repository_id"]) for row in rows], None
+
+    statuses, unreachable = asyncio.run(query())
+    lines: list[str] = []
+    for row, status in zip(rows, statuses, strict=True):
+        row["sync"] = _status_dict(status)
+        sync = row["sync"] or {}
+        lines.append(f"{row['repository_id']}  {row['url']}  ref={row['ref'] or '(default)'}")
+        if row["sync"] is None:
+            lines.append(
+                "  sync: " + ("unknown (Temporal unreachable)" if unreachable else "not running")
+            )
+        else:
+            commit = (sync.get("last_commit") or "-")[:12]
+            lines.append(
+                f"  breaker={sync.get('breaker_state')}  failures={sync.get('consecutive_failures')}  "
+                f"commit={commit}  last sync {_age(sync.get('last_sync_at'))}  next sync {_age(sync.get('next_sync_at'))}"
+            )
+        for app in row["apps"]:
+            err = (
+                f"  error={app['last_error_type']}: {app['last_error']}"
+                if app["last_error"]
+                else ""
+            )
+            delivered = (app["delivered_commit"] or "-")[:12]
+            lines.append(
+                f"  {app['app_id']} {app['app_name']:<16} {app['status']:<8} at {delivered}{err}"
+            )
+    out: Output = {"repositories": rows, "_text": "\n".join(lines) or "no repositories yet"}
+    if unreachable:
+        out["temporal_error"] = unreachable
+    return out
+
+
+def cmd_reset(settings: Settings, args: argparse.Namespace) -> Output:
+    interval = _repository_interval(settings, args.repository_id)
+
+    async def run() -> None:
+        from treecast import temporal_ops
+
+        await temporal_ops.reset(await _client(settings), settings, args.repository_id, interval)
+
+    _run_temporal(run)
+    return {
+        "repository_id": args.repository_id,
+        "reset": True,
+        "_text": "breaker closed; sync requested",
+    }
+
+
+def cmd_redeliver(settings: Settings, args: argparse.Namespace) -> Output:
+    from treecast import registry
+
+    with session_scope(settings.database_url) as session:
+        registry.get_watch(session, args.app_id, args.repository_id)
+    from activities.watchers import forget_ledger
+
+    forgotten = forget_ledger(settings, args.app_id, args.repository_id)
+    interval = _repository_interval(settings, args.repository_id)
+    _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+    return {
+        "app_id": args.app_id,
+        "repository_id": args.repository_id,
+        "ledger_rows_removed": forgotten,
+        "_text": f"forgot {forgotten} delivered files; the whole repository will be sent again",
+    }
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Output]] = {
+    "app": cmd_app,
+    "repo": cmd_repo,
+    "watch": cmd_watch,
+    "unwatch": cmd_unwatch,
+    "sync": cmd_sync,
+    "status": cmd_status,
+    "reset": cmd_reset,
+    "redeliver": cmd_redeliver,
+}
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    return "--json" in argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run one command, print its result; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return EXIT_USAGE
+        settings = load_settings()
+        result = COMMANDS[args.command](settings, args)
+    except (UserError, ConfigError) as error:
+        return _fail(str(error), EXIT_USAGE, as_json)
+    except Unreachable as error:
+        return _fail(str(error), EXIT_UNREACHABLE, as_json)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, as_json)
+    exit_code = int(result.pop("_exit", 0))
+    text = result.pop("_text", "")
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    elif text:
+        print(text)
+    return exit_code
+
+
+def _fail(message: str, code: int, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": message}), file=sys.stderr)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""starter.py: every command's success and bad input, without Temporal (see test_e2e for the rest)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import starter
+from tests.conftest import free_port
+from treecast.crypto import generate_key, generate_webhook_secret
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = tmp_path / "data"
+    monkeypatch.setenv("TREECAST_DATA_DIR", str(data))
+    monkeypatch.setenv("TREECAST_SECRET_KEY", generate_key())
+    monkeypatch.setenv("TREECAST_ALLOW_PRIVATE_URLS", "0")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
+    return data
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    code = starter.main(["--json", *argv] if "--json" not in argv else list(argv))
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def dump_db(data: Path) -> list[tuple[Any, ...]]:
+    db = data / "treecast.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        rows: list[tuple[Any, ...]] = []
+        for (table,) in conn.execute(
+            "select name from sqlite_master where type='table' order by name"
+        ):
+            rows += [(table, *row) for row in conn.execute(f"select * from {table}")]
+        return rows
+
+
+def test_app_add_list_rotate_remove(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, added, _ = run(
+        capsys, "app", "add", "--name", "docs site", "--url", "https://example.com/hooks/"
+    )
+    assert code == 0
+    assert added["base_url"] == "https://example.com/hooks"
+    assert added["secret"].startswith("whsec_")
+    app_id = added["app_id"]
+
+    code, listed, _ = run(capsys, "app", "list")
+    assert [a["app_id"] for a in listed["apps"]] == [app_id]
+    assert "secret" not in json.dumps(listed)
+
+    code, rotated, _ = run(capsys, "app", "rotate-secret", app_id)
+    assert code == 0 and rotated["secret"] != added["secret"]
+    code, _, _ = run(capsys, "app", "rotate-secret", app_id, "--finish")
+    assert code == 0
+
+    code, removed, _ = run(capsys, "app", "remove", app_id)
+    assert code == 0 and removed["removed"] == app_id
+    assert run(capsys, "app", "list")[1]["apps"] == []
+
+
+def test_secrets_are_encrypted_at_rest(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = generate_webhook_secret()
+    code, added, _ = run(
+        capsys, "app", "add", "--name", "a", "--url", "https://example.com", "--secret", secret
+    )
+    assert code == 0 and added["secret"] == secret
+    raw = (cli_env / "treecast.db").read_bytes()
+    wal = cli_env / "treecast.db-wal"
+    raw += wal.read_bytes() if wal.exists() else b""
+    assert secret.encode() not in raw
+    assert secret[len("whsec_") :].encode() not in raw
+
+
+def test_text_output_without_json(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert starter.main(["app", "list"]) == 0
+    assert "no apps yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["app", "add", "--name", "a", "--url", "ftp://example.com"], "http:// or https://"),
+        (["app", "add", "--name", "a", "--url", "javascript:alert(1)"], "http:// or https://"),
+        (["app", "add", "--name", "a", "--url", "https://user:pw@example.com"], "credentials"),
+        (["app", "add", "--name", "a", "--url", "http://127.0.0.1:9000"], "private or loopback"),
+        (["app", "add", "--name", "a", "--url", "http://[::1]/x"], "private or loopback"),
+        (["app", "add", "--name", "a", "--url", "http://10.1.2.3/"], "private or loopback"),
+        (["app", "add", "--name", "a", "--url", "http://localhost:8000"], "localhost"),
+        (
+            ["app", "add", "--name", "a", "--url", "https://example.com", "--secret", "hunter2"],
+            "whsec_",
+        ),
+        (
+            ["app", "add", "--name", "a", "--url", "https://example.com", "--secret", "whsec_!!!"],
+            "base64",
+        ),
+        (["app", "add", "--name", "", "--url", "https://example.com"], "--name"),
+        (["app", "add", "--name", "x" * 300, "--url", "https://example.com"], "--name"),
+        (["app", "add", "--name", "a", "--url", "https://example.com/" + "a" * 3000], "longer"),
+        (["app", "add", "--name", "a"], "--url"),
+        (["app", "remove", "app_nothex"], "not an app id"),
+        (["app", "remove", "app_" + "0" * 24], "no app"),
+        (["repo", "add", "not a url"], "spaces"),
+        (["repo", "add", "ftp://example.com/x.git"], "unsupported"),
+        (["repo", "add", "javascript:alert(1)"], "unsupported"),
+        (["repo", "add", "https://user:pw@example.com/o/r"], "credentials"),
+        (["repo", "add", "https://example.com/"], "no repository path"),
+        (["repo", "add", "file://relative"], "file://"),
+        (["repo", "add", ""], "empty"),
+        (["repo", "add", "https://example.com/o/r", "--ref", "a b"], "--ref"),
+        (["repo", "add", "https://example.com/o/r", "--interval", "0"], "--interval"),
+        (["repo", "add", "https://example.com/o/r", "--interval", "x"], "invalid int"),
+        (
+            ["repo", "add", "https://example.com/o/r", "--token-env", "TREECAST_NO_SUCH_VAR"],
+            "not set",
+        ),
+        (["repo", "remove", "repo_" + "0" * 24], "no repository"),
+        (["watch", "app_" + "0" * 24, "repo_" + "0" * 24], "no app"),
+        (["unwatch", "app_x", "repo_y"], "not an app id"),
+        (["sync", "repo_" + "1" * 24], "no repository"),
+        (["status", "repo_bad"], "not a repository id"),
+        (["reset", "repo_" + "1" * 24], "no repository"),
+        (["redeliver", "app_" + "0" * 24, "repo_" + "0" * 24], "no app"),
+        (["frobnicate"], "invalid choice"),
+        (["app"], "needs an action"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    before = dump_db(cli_env)
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out is None
+    message = json.loads(err)["error"]
+    assert fragment in message
+    assert "Traceback" not in err
+    assert dump_db(cli_env) == before
+    human = starter.main(list(argv))
+    assert human == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_bad_configuration_is_reported_by_the_cli(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TREECAST_BREAKER_THRESHOLD", "lots")
+    code, _, err = run(capsys, "app", "list")
+    assert code == 2 and "TREECAST_BREAKER_THRESHOLD" in err
+
+
+def test_watch_of_unknown_repository_changes_nothing(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app_id = run(capsys, "app", "add", "--name", "a", "--url", "https://example.com")[1]["app_id"]
+    before = dump_db(cli_env)
+    code, _, err = run(capsys, "watch", app_id, "repo_" + "2" * 24)
+    assert code == 2 and "no repository" in err
+    assert dump_db(cli_env) == before
+
+
+def test_repo_add_without_temporal_registers_and_says_how_to_continue(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_TOKEN", "ghp_supersecrettoken123")
+    code, _, err = run(
+        capsys, "repo", "add", "https://example.com/Owner/Name.git", "--token-env", "MY_TOKEN"
+    )
+    assert code == 3
+    assert "starter.py sync" in err
+    assert "ghp_supersecrettoken123" not in err
+    code, listed, _ = run(capsys, "repo", "list")
+    [repo] = listed["repositories"]
+    assert repo["url"] == "https://example.com/Owner/Name" and repo["has_token"] is True
+    raw = (cli_env / "treecast.db").read_bytes() + (cli_env / "treecast.db-wal").read_bytes()
+    assert b"ghp_supersecrettoken123" not in raw

@@ -1,0 +1,124 @@
+"""Treecast's worker: runs every workflow and activity on the task queue.
+
+python worker.py          connect to TEMPORAL_ADDRESS
+python worker.py --dev    first start the Temporal dev server (Web UI on :8233)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
+from treecast.db import engine_for
+
+log = logging.getLogger("treecast.worker")
+
+
+def build_activities(settings: Settings) -> list[Any]:
+    """Every activity callable, bound to this process's settings."""
+    from activities.delivery import DeliveryActivities
+    from activities.snapshot import GitActivities
+    from activities.watchers import WatchActivities
+
+    git = GitActivities(settings)
+    delivery = DeliveryActivities(settings)
+    watches = WatchActivities(settings)
+    return [
+        git.snapshot_repository,
+        delivery.deliver_changes,
+        delivery.send_notice,
+        watches.list_watchers,
+        watches.record_delivery_failure,
+    ]
+
+
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    """The worker for Treecast's task queue (tests build theirs with this too)."""
+    from workflows import ALL_WORKFLOWS
+
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=build_activities(settings),
+        activity_executor=executor,
+        max_concurrent_activities=settings.activity_concurrency,
+    )
+
+
+async def run(settings: Settings, *, dev: bool) -> None:
+    """Prepare the database, optionally start the dev server, and run until SIGINT/SIGTERM."""
+    from treecast import temporal_ops
+
+    resolve_secret_key(settings)  # fail now, not at the first activity
+    engine_for(settings.database_url)
+    server = None
+    if dev:
+        from treecast.devserver import DevServer
+        from workflows.search_attributes import dev_server_args
+
+        server = DevServer(settings, search_attribute_args=dev_server_args())
+        server.start()
+        log.info(
+            "Temporal dev server on %s, Web UI at %s", settings.temporal_address, server.ui_url
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        client = await temporal_ops.connect(settings)
+        with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
+            worker = build_worker(client, settings, executor)
+            async with worker:
+                log.info(
+                    "worker polling task queue %r (activities: %d at once)",
+                    settings.task_queue,
+                    settings.activity_concurrency,
+                )
+                if server is not None:
+                    print(f"Treecast worker ready. Temporal Web UI: {server.ui_url}", flush=True)
+                await stop.wait()
+                log.info("shutting down")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="worker.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dev", action="store_true", help="start the Temporal dev server first and stop it on exit"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+        if args.dev:
+            settings = replace(settings, dev=True)
+        asyncio.run(run(settings, dev=args.dev))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
