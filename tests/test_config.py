@@ -76,3 +76,9 @@ def test_cipher_round_trips_and_refuses_a_wrong_key() -> None:
     assert cipher.decrypt_list(cipher.encrypt_list(["a", "b"])) == ["a", "b"]
     with pytest.raises(ValueError, match="TREECAST_SECRET_KEY"):
         Cipher(generate_key()).decrypt(token)
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    missing = [s.name for s in SETTINGS if f"`{s.name}`" not in doc]
+    assert missing == []
