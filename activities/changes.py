@@ -1,0 +1,175 @@
+"""Each app's changes at a commit, "current state wins": the tree against the app's ledger.
+
+The ledger (`DeliveredFile` rows) says what the app acknowledged: path → blob id
+and SHA-256. A path missing from it is a create, a different blob an update, a
+ledger path gone from the tree (or now excluded) a delete.
+
+When the app fully acknowledged an earlier commit X that this cache still holds,
+only the paths `git diff-tree X Y` reports can differ, so only those are looked
+up: the work follows the size of the change, not of the repository. Everything
+else (no X, X gone from the cache, a changed `.treecastignore`) compares the
+whole tree with the whole ledger.
+
+This relies on one invariant the callers keep: `Watch.delivered_commit` is set
+only when the ledger equals that commit's filtered tree, and it is cleared when
+the watch's `path_globs` change (globs are not in git, so a diff cannot see them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+
+from activities.git_cache import ensure_commit, has_object
+from activities.git_objects import blob_sizes
+from activities.git_tree import (
+    FILE_MODES,
+    DiffEntry,
+    FileFilter,
+    diff_trees,
+    ignore_filter,
+    list_tree,
+    parse_globs,
+    touches_ignore_file,
+)
+from models.changes import ChangeKind, FileChange
+from models.tables import DeliveredFile, Watch
+from treecast.config import Settings
+
+# Paths per `IN (...)` query: well under SQLite's and PostgreSQL's parameter limits.
+_LOOKUP_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the app acknowledged for one path."""
+
+    blob_id: str
+    sha256: str
+
+
+def load_ledger(
+    session: Session, app_id: str, repository_id: str, paths: Iterable[str] | None = None
+) -> dict[str, LedgerEntry]:
+    """The app's ledger for a repository (only `paths`, when given)."""
+    base = select(DeliveredFile.path, DeliveredFile.blob_id, DeliveredFile.sha256).where(
+        DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id
+    )
+    ledger: dict[str, LedgerEntry] = {}
+    if paths is None:
+        for path, blob_id, sha256 in session.exec(base):
+            ledger[path] = LedgerEntry(blob_id, sha256)
+        return ledger
+    wanted = sorted(set(paths))
+    for start in range(0, len(wanted), _LOOKUP_BATCH):
+        batch = wanted[start : start + _LOOKUP_BATCH]
+        for path, blob_id, sha256 in session.exec(base.where(col(DeliveredFile.path).in_(batch))):
+            ledger[path] = LedgerEntry(blob_id, sha256)
+    return ledger
+
+
+def order_changes(changes: Iterable[FileChange]) -> list[FileChange]:
+    """Deletes, then creates, then updates, each sorted by path (a reproducible run)."""
+    rank = {kind: i for i, kind in enumerate(ChangeKind.ORDER)}
+    return sorted(changes, key=lambda c: (rank[c.kind], c.path))
+
+
+def _decide(
+    path: str, current: tuple[str, int] | None, known: LedgerEntry | None
+) -> FileChange | None:
+    """The change for one path given its current (blob, size) and its ledger entry."""
+    if current is None:
+        if known is None:
+            return None
+        return FileChange(ChangeKind.DELETE, path, None, 0, known.sha256)
+    blob_id, size = current
+    if known is None:
+        return FileChange(ChangeKind.CREATE, path, blob_id, size, None)
+    if known.blob_id != blob_id:
+        return FileChange(ChangeKind.UPDATE, path, blob_id, size, known.sha256)
+    return None
+
+
+def full_changes(
+    settings: Settings,
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    repo_path: Path,
+    commit: str,
+    file_filter: FileFilter,
+) -> list[FileChange]:
+    """Compare the whole filtered tree with the whole ledger."""
+    files = list_tree(settings, repo_path, commit, file_filter).files
+    ledger = load_ledger(session, app_id, repository_id)
+    changes: list[FileChange] = []
+    for path in ledger.keys() | files.keys():
+        entry = files.get(path)
+        change = _decide(path, (entry.blob_id, entry.size) if entry else None, ledger.get(path))
+        if change is not None:
+            changes.append(change)
+    return order_changes(changes)
+
+
+def diff_changes(
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    repo_path: Path,
+    entries: list[DiffEntry],
+    file_filter: FileFilter,
+) -> list[FileChange]:
+    """Changes restricted to the paths a tree diff reports (ledger consulted for each)."""
+    current: dict[str, tuple[str, int] | None] = {}
+    for entry in entries:
+        try:
+            path = entry.raw_path.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # never delivered, so never in a ledger
+        wanted = entry.new_mode in FILE_MODES and file_filter.wanted(path)
+        current[path] = (entry.new_blob, 0) if wanted else None
+    sizes = blob_sizes(repo_path, {v[0] for v in current.values() if v is not None})
+    ledger = load_ledger(session, app_id, repository_id, current.keys())
+    changes: list[FileChange] = []
+    for path, state in current.items():
+        if state is not None:
+            state = (state[0], sizes[state[0]])
+        change = _decide(path, state, ledger.get(path))
+        if change is not None:
+            changes.append(change)
+    return order_changes(changes)
+
+
+def compute_changes(
+    settings: Settings,
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    commit: str | None,
+) -> list[FileChange]:
+    """What one app must receive for the repository to be at `commit`, in delivery order.
+
+    `commit` None is an empty repository: every ledger path is a delete. Fetches
+    the commit into this worker's cache when missing (`ensure_commit`). Raises
+    LookupError when the app does not watch the repository.
+    """
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        raise LookupError(f"app {app_id} does not watch repository {repository_id}")
+    if commit is None:
+        ledger = load_ledger(session, app_id, repository_id)
+        return order_changes(
+            FileChange(ChangeKind.DELETE, path, None, 0, entry.sha256)
+            for path, entry in ledger.items()
+        )
+    repo_path = ensure_commit(settings, repository_id, commit)
+    file_filter = ignore_filter(settings, repo_path, commit, parse_globs(watch.path_globs))
+    base = watch.delivered_commit
+    if base and has_object(settings, repo_path, base):
+        entries = diff_trees(settings, repo_path, base, commit) if base != commit else []
+        if not touches_ignore_file(entries):
+            return diff_changes(session, app_id, repository_id, repo_path, entries, file_filter)
+    return full_changes(settings, session, app_id, repository_id, repo_path, commit, file_filter)

@@ -1,0 +1,651 @@
+"""This worker's bare git caches: one per repository id, fetched under a file lock.
+
+Every git command goes through `run_git`, which adds the timeout, the
+heartbeat, the credentials (for that one command only) and the error
+classification, and redacts whatever leaves it. The token never reaches the
+cache's config, a URL on disk, a log line or an error message: it travels to
+git as an `http.extraHeader` in the environment of the one command.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.git_objects import is_object_id
+from models.git import GitErrorType
+from treecast.config import Settings
+from treecast.redact import redact
+
+log = logging.getLogger(__name__)
+
+# Where a sync leaves the fetched ref, and the prefix of refs that keep commits from gc.
+HEAD_REF = "refs/treecast/head"
+KEEP_PREFIX = "refs/treecast/keep/"
+
+# How often a long git command (or a wait for the lock) heartbeats.
+HEARTBEAT_SECONDS = 5.0
+
+# Shallow fetches: the cache never needs history, only the trees of the commits
+# it syncs, and a depth-1 fetch of a long-lived repository is much smaller.
+FETCH_DEPTH = 1
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def git_error(error_type: str, message: str) -> ApplicationError:
+    """An ApplicationError of a `GitErrorType`, non-retryable where retrying cannot help."""
+    return ApplicationError(
+        message, type=error_type, non_retryable=error_type in GitErrorType.NON_RETRYABLE
+    )
+
+
+# Checked in this order: an HTTP 401 is reported with "unable to access", so auth beats
+# network, and ref errors beat the broad "not found" of a missing repository.
+_CLASSIFIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        GitErrorType.AUTHENTICATION_FAILED,
+        (
+            "authentication failed",
+            "could not read username",
+            "could not read password",
+            "terminal prompts disabled",
+            "the requested url returned error: 401",
+            "the requested url returned error: 403",
+            "permission denied (publickey",
+            "invalid username or password",
+            "invalid credentials",
+            "access denied",
+            "http basic: access denied",
+        ),
+    ),
+    (
+        GitErrorType.REF_NOT_FOUND,
+        (
+            "couldn't find remote ref",
+            "not our ref",
+            "unknown revision",
+            "bad revision",
+            "no such ref",
+            "invalid refspec",
+        ),
+    ),
+    (
+        GitErrorType.REPOSITORY_NOT_FOUND,
+        (
+            "repository not found",
+            "does not appear to be a git repository",
+            "the requested url returned error: 404",
+            "not found",
+            "no such repository",
+            "project you were looking for could not be found",
+        ),
+    ),
+    (
+        GitErrorType.NETWORK,
+        (
+            "could not resolve host",
+            "could not resolve hostname",
+            "failed to connect",
+            "couldn't connect to server",
+            "connection refused",
+            "connection timed out",
+            "connection reset",
+            "operation timed out",
+            "network is unreachable",
+            "early eof",
+            "the remote end hung up",
+            "unable to access",
+            "rpc failed",
+            "transfer closed",
+            "ssl",
+            "gnutls",
+            "tls",
+            "http/2 stream",
+            "empty reply from server",
+            "the requested url returned error: 5",
+        ),
+    ),
+)
+
+# Signs that the cache itself is damaged (a rebuild helps, a retry of the same command does not).
+_CORRUPTION = (
+    "not a git repository",
+    "bad object",
+    "corrupt",
+    "unable to read",
+    "loose object",
+    "index-pack failed",
+    "invalid index-pack output",
+    "packfile",
+    "bad config",
+    "unable to create",
+    "shallow file has changed",
+)
+
+
+def classify_git_error(stderr: str) -> str:
+    """The `GitErrorType` that best describes a failed git command's stderr."""
+    lowered = stderr.lower()
+    for error_type, needles in _CLASSIFIERS:
+        if any(needle in lowered for needle in needles):
+            return error_type
+    return GitErrorType.OTHER
+
+
+def _looks_corrupt(stderr: str) -> bool:
+    lowered = stderr.lower()
+    return any(needle in lowered for needle in _CORRUPTION)
+
+
+class CacheCorrupt(Exception):
+    """The cache needs a rebuild; raised internally and handled by `sync_ref`."""
+
+
+# -- credentials and environment -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An access token for one repository (never printed: see __repr__)."""
+
+    token: str
+    username: str = "x-access-token"
+
+    def __repr__(self) -> str:
+        return "Credentials(***)"
+
+    def header(self) -> str:
+        """The HTTP Authorization header git sends (Basic, as GitHub and GitLab accept)."""
+        pair = f"{self.username}:{self.token}".encode()
+        return "Authorization: Basic " + base64.b64encode(pair).decode()
+
+    def secrets(self) -> list[str]:
+        """Every form of the secret that could show up in text, for redaction."""
+        pair = f"{self.username}:{self.token}".encode()
+        return [self.token, base64.b64encode(pair).decode()]
+
+
+def _git_env(credentials: Credentials | None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # An operator's askpass helper or config injection must not prompt or leak here.
+        if k not in ("GIT_ASKPASS", "SSH_ASKPASS") and not k.startswith("GIT_CONFIG_")
+    }
+    env["LC_ALL"] = "C"  # classification reads English messages
+    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a human
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    if credentials is not None:
+        # Config through the environment lives only as long as this one command.
+        env["GIT_CONFIG_COUNT"] = "1"
+        env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
+        env["GIT_CONFIG_VALUE_0"] = credentials.header()
+    return env
+
+
+# -- running git ---------------------------------------------------------------------
+
+
+def _heartbeat(detail: str) -> None:
+    if activity.in_activity():
+        activity.heartbeat(detail)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    # git spawns helpers (git-remote-http, ssh, upload-pack): kill the whole group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, 9)
+    with contextlib.suppress(Exception):
+        proc.kill()
+    proc.wait()
+
+
+def run_git(
+    args: Sequence[str],
+    *,
+    settings: Settings,
+    cwd: Path | None = None,
+    credentials: Credentials | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run one git command with a timeout, heartbeats and redacted, classified errors.
+
+    Raises an ApplicationError of a `GitErrorType` when the command times out or
+    (with `check`) exits non-zero; its message is redacted. `CacheCorrupt` is
+    raised instead when the stderr shows a damaged local repository and `cwd`
+    is a cache.
+    """
+    limit = settings.git_timeout_seconds if timeout is None else timeout
+    secrets = credentials.secrets() if credentials else []
+    command = ["git", "-c", "credential.helper=", *args]
+    what = f"git {args[0]}" if args else "git"
+    log.debug("running %s", redact(" ".join(command), secrets))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=_git_env(credentials),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    pending_input = input
+    while True:
+        remaining = limit - (time.monotonic() - started)
+        if remaining <= 0:
+            _kill(proc)
+            raise git_error(
+                GitErrorType.TIMEOUT,
+                f"{what} did not finish within {limit:g} s (TREECAST_GIT_TIMEOUT_SECONDS); "
+                "the remote may be slow or unreachable",
+            )
+        try:
+            stdout, stderr = proc.communicate(
+                pending_input, timeout=min(remaining, HEARTBEAT_SECONDS)
+            )
+            break
+        except subprocess.TimeoutExpired:
+            pending_input = None  # communicate() already queued it
+            _heartbeat(f"{what} running for {time.monotonic() - started:.0f} s")
+        except BaseException:
+            _kill(proc)
+            raise
+    result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    if check and proc.returncode != 0:
+        text = redact(stderr.decode(errors="replace").strip(), secrets)
+        if cwd is not None and _looks_corrupt(text):
+            raise CacheCorrupt(text)
+        error_type = classify_git_error(text)
+        tail = " | ".join(line for line in text.splitlines()[-4:] if line.strip())
+        raise git_error(error_type, redact(f"{what} failed: {tail or 'no message'}", secrets))
+    return result
+
+
+# -- the cache and its lock -------------------------------------------------------------
+
+
+def cache_path(settings: Settings, repository_id: str) -> Path:
+    """The bare repository this worker keeps for `repository_id`."""
+    if not _REPO_ID.match(repository_id):
+        raise ValueError(f"invalid repository id: {repository_id[:100]!r}")
+    return settings.git_cache_dir / f"{repository_id}.git"
+
+
+@contextlib.contextmanager
+def cache_lock(
+    settings: Settings, repository_id: str, *, timeout: float | None = None
+) -> Iterator[Path]:
+    """Hold this worker's exclusive lock on one repository's cache; yields the cache path.
+
+    An `flock` on a lock file beside the cache: it serialises threads of one
+    process (each opens its own file description) and processes on one host,
+    and the kernel drops it when a worker dies. While waiting it heartbeats.
+    Waiting longer than `timeout` (default: four git timeouts) raises a retryable
+    GitTimeout.
+    """
+    path = cache_path(settings, repository_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    limit = settings.git_timeout_seconds * 4 if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    fd = os.open(path.parent / f"{repository_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        delay = 0.01
+        last_beat = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+            now = time.monotonic()
+            if now >= deadline:
+                raise git_error(
+                    GitErrorType.TIMEOUT,
+                    f"the git cache of {repository_id} stayed busy for {limit:g} s",
+                )
+            if now - last_beat >= HEARTBEAT_SECONDS:
+                _heartbeat(f"waiting for the git cache of {repository_id}")
+                last_beat = now
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+_CACHE_CONFIG = (
+    # Keep every fetch as a pack: index-pack writes it whole or not at all, so a
+    # fetch killed half-way never leaves a commit without its trees and blobs.
+    ("transfer.unpackLimit", "1"),
+    ("fetch.unpackLimit", "1"),
+    # gc runs inside our lock and timeout, never in the background.
+    ("gc.autoDetach", "false"),
+    ("maintenance.autoDetach", "false"),
+    ("core.logAllRefUpdates", "false"),
+)
+
+
+def _init_cache(settings: Settings, path: Path) -> None:
+    """Create an empty bare cache atomically (build beside it, then rename)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        run_git(["init", "--bare", "-q", str(tmp)], settings=settings)
+        for key, value in _CACHE_CONFIG:
+            run_git(["config", key, value], settings=settings, cwd=tmp)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _looks_valid(path: Path) -> bool:
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Remove what a git command killed half-way leaves behind.
+
+    Safe only under `cache_lock`: no other git runs on this cache then, so any
+    `*.lock` file is stale, and unfinished `tmp_*` packs are garbage.
+    """
+    for name in ("shallow.lock", "packed-refs.lock", "config.lock", "HEAD.lock", "index.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (path / name).unlink()
+    for lock in (path / "refs").rglob("*.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+    for tmp in (path / "objects" / "pack").glob("tmp_*"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def prepare_cache(settings: Settings, path: Path) -> Path:
+    """Make `path` a usable bare cache (call under `cache_lock`): create, repair or rebuild."""
+    if path.exists() and not _looks_valid(path):
+        log.warning("rebuilding the damaged git cache %s", path.name)
+        shutil.rmtree(path, ignore_errors=True)
+    if not path.exists():
+        _init_cache(settings, path)
+    _clear_leftovers(path)
+    return path
+
+
+def rebuild_cache(settings: Settings, path: Path) -> Path:
+    """Throw the cache away and start empty (the next fetch clones again)."""
+    log.warning("rebuilding the git cache %s", path.name)
+    shutil.rmtree(path, ignore_errors=True)
+    return prepare_cache(settings, path)
+
+
+def has_object(settings: Settings, path: Path, oid: str) -> bool:
+    """True when the cache holds `oid` (a commit or tag id, peeled to a commit)."""
+    if not path.exists():
+        return False
+    result = run_git(
+        ["cat-file", "-e", f"{oid}^{{commit}}"], settings=settings, cwd=path, check=False
+    )
+    return result.returncode == 0
+
+
+def rev_parse_commit(settings: Settings, path: Path, rev: str) -> str:
+    """The commit id `rev` names in the cache."""
+    out = run_git(
+        ["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], settings=settings, cwd=path
+    )
+    return out.stdout.decode().strip()
+
+
+def keep_commit(settings: Settings, path: Path, commit: str) -> None:
+    """Pin a commit with a ref so gc never prunes it while apps may still diff against it."""
+    run_git(["update-ref", KEEP_PREFIX + commit, commit], settings=settings, cwd=path)
+
+
+def prune_kept(settings: Settings, path: Path, keep: set[str]) -> None:
+    """Drop the pins of commits not in `keep`."""
+    out = run_git(
+        ["for-each-ref", "--format=%(refname)", KEEP_PREFIX], settings=settings, cwd=path
+    ).stdout.decode()
+    stale = [ref for ref in out.splitlines() if ref and ref[len(KEEP_PREFIX) :] not in keep]
+    if stale:
+        commands = "".join(f"delete {ref}\n" for ref in stale).encode()
+        run_git(["update-ref", "--stdin"], settings=settings, cwd=path, input=commands)
+
+
+# -- resolving and fetching -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """What the remote says a ref is: its full name and object (None: no commits yet)."""
+
+    name: str  # the short name reported in SnapshotResult.ref ("main", "v1.0", a commit id)
+    full_name: str | None  # refs/heads/..., refs/tags/..., HEAD, or None for a commit id
+    oid: str | None
+
+
+def _ls_remote(
+    settings: Settings, url: str, credentials: Credentials | None, patterns: list[str]
+) -> list[tuple[str, str]]:
+    out = run_git(
+        ["ls-remote", "--symref", url, *patterns], settings=settings, credentials=credentials
+    ).stdout.decode(errors="replace")
+    rows: list[tuple[str, str]] = []
+    for line in out.splitlines():
+        left, _, right = line.partition("\t")
+        rows.append((left.strip(), right.strip()))
+    return rows
+
+
+def _short(full_name: str) -> str:
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if full_name.startswith(prefix):
+            return full_name[len(prefix) :]
+    return full_name
+
+
+def resolve_remote_ref(
+    settings: Settings, url: str, ref: str, credentials: Credentials | None = None
+) -> RemoteRef:
+    """Ask the remote what `ref` is: a branch, a tag, a full ref, a commit id, or ""
+    for the remote's default branch (`git ls-remote --symref` HEAD)."""
+    ref = ref.strip()
+    if is_object_id(ref.lower()):
+        return RemoteRef(name=ref.lower(), full_name=None, oid=ref.lower())
+    if not ref:
+        rows = _ls_remote(settings, url, credentials, ["HEAD"])
+        symref = next(
+            (left[len("ref: ") :] for left, right in rows if left.startswith("ref: ")), None
+        )
+        oid = next((left for left, right in rows if right == "HEAD" and is_object_id(left)), None)
+        if symref is None:
+            # A detached remote HEAD still names a commit; no rows at all means no commits.
+            return RemoteRef(name="HEAD", full_name="HEAD" if oid else None, oid=oid)
+        return RemoteRef(name=_short(symref), full_name=symref, oid=oid)
+    candidates = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
+    found = dict(
+        (right, left) for left, right in _ls_remote(settings, url, credentials, candidates)
+    )
+    for full_name in candidates:
+        if full_name in found and is_object_id(found[full_name]):
+            return RemoteRef(name=_short(full_name), full_name=full_name, oid=found[full_name])
+    raise git_error(
+        GitErrorType.REF_NOT_FOUND,
+        f"the ref {ref!r} is neither a branch nor a tag of the remote; fix the repository's ref",
+    )
+
+
+def _fetch(
+    settings: Settings,
+    path: Path,
+    url: str,
+    source: str,
+    credentials: Credentials | None,
+) -> None:
+    run_git(
+        [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            f"--depth={FETCH_DEPTH}",
+            url,
+            f"+{source}:{HEAD_REF}",
+        ],
+        settings=settings,
+        cwd=path,
+        credentials=credentials,
+    )
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """The commit a sync left in the cache (None: the remote has no commits)."""
+
+    path: Path
+    ref: str
+    commit: str | None
+    fetched: bool  # False when the cache already had the commit (nothing crossed the network)
+
+
+def _sync_once(
+    settings: Settings, path: Path, url: str, ref: str, credentials: Credentials | None
+) -> SyncOutcome:
+    remote = resolve_remote_ref(settings, url, ref, credentials)
+    if remote.oid is None:
+        return SyncOutcome(path=path, ref=remote.name, commit=None, fetched=False)
+    if has_object(settings, path, remote.oid):
+        run_git(["update-ref", HEAD_REF, remote.oid], settings=settings, cwd=path)
+        return SyncOutcome(
+            path=path,
+            ref=remote.name,
+            commit=rev_parse_commit(settings, path, remote.oid),
+            fetched=False,
+        )
+    # Fetch the named ref (not the id ls-remote saw) so a push in between cannot make
+    # us ask for a commit the server no longer advertises; commit ids are fetched as is.
+    _fetch(settings, path, url, remote.full_name or remote.oid, credentials)
+    commit = rev_parse_commit(settings, path, HEAD_REF)
+    return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True)
+
+
+def sync_ref(
+    settings: Settings,
+    path: Path,
+    url: str,
+    ref: str,
+    credentials: Credentials | None = None,
+) -> SyncOutcome:
+    """Bring the ref's current commit into the cache at `path` (call under `cache_lock`).
+
+    The first sync clones (a shallow fetch into an empty cache), later ones fetch
+    only what is new; a damaged cache is rebuilt once and the sync retried.
+    """
+    prepare_cache(settings, path)
+    try:
+        return _sync_once(settings, path, url, ref, credentials)
+    except CacheCorrupt as exc:
+        log.warning("git cache %s looks damaged (%s); rebuilding", path.name, exc)
+        rebuild_cache(settings, path)
+        try:
+            return _sync_once(settings, path, url, ref, credentials)
+        except CacheCorrupt as again:
+            raise git_error(
+                GitErrorType.OTHER, f"git cache {path.name} is unusable: {again}"
+            ) from None
+
+
+# -- repository rows -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepoAccess:
+    """What git needs to reach one repository (the token decrypted, in memory only)."""
+
+    repository_id: str
+    url: str
+    ref: str
+    credentials: Credentials | None
+
+    def __repr__(self) -> str:
+        return f"RepoAccess({self.repository_id!r}, {self.url!r}, ref={self.ref!r})"
+
+
+def load_access(settings: Settings, repository_id: str) -> RepoAccess:
+    """Load a repository row and decrypt its token (RepositoryNotFound if it is not registered)."""
+    from models.tables import Repository
+    from treecast.config import resolve_secret_key
+    from treecast.crypto import Cipher
+    from treecast.db import session_scope
+
+    with session_scope(settings.database_url) as session:
+        row = session.get(Repository, repository_id)
+        if row is None:
+            raise git_error(
+                GitErrorType.REPOSITORY_NOT_FOUND,
+                f"repository {repository_id} is not registered (removed meanwhile?)",
+            )
+        url, ref, token_encrypted = row.url, row.ref or "", row.token_encrypted
+    credentials = None
+    if token_encrypted:
+        credentials = Credentials(Cipher(resolve_secret_key(settings)).decrypt(token_encrypted))
+    return RepoAccess(repository_id=repository_id, url=url, ref=ref, credentials=credentials)
+
+
+def ensure_commit(settings: Settings, repository_id: str, commit: str) -> Path:
+    """The bare cache of `repository_id`, holding `commit` (fetched if this worker lacks it).
+
+    For delivery on any worker: the snapshot may have run elsewhere. The commit is
+    pinned by a ref, so reading blobs from the returned path without holding the
+    lock is safe (git's object store allows readers during fetches, and gc will
+    not prune a pinned commit). Raises RefNotFound when the remote no longer has it.
+    """
+    path = cache_path(settings, repository_id)
+    if _looks_valid(path) and has_object(settings, path, commit):
+        return path
+    access = load_access(settings, repository_id)
+    with cache_lock(settings, repository_id):
+        prepare_cache(settings, path)
+        if not has_object(settings, path, commit):
+            try:
+                _fetch(settings, path, access.url, commit, access.credentials)
+            except ApplicationError as exc:
+                if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
+                    raise
+                # Servers that refuse fetching by id: fetch the watched ref and look again.
+                sync_ref(settings, path, access.url, access.ref, access.credentials)
+            except CacheCorrupt:
+                rebuild_cache(settings, path)
+                _fetch(settings, path, access.url, commit, access.credentials)
+            if not has_object(settings, path, commit):
+                raise git_error(
+                    GitErrorType.REF_NOT_FOUND,
+                    f"commit {commit} is no longer on the remote of {repository_id}",
+                ) from None
+        keep_commit(settings, path, commit)
+    return path

@@ -1,0 +1,227 @@
+"""Streaming reads of blobs from a bare git cache, without a working tree.
+
+`BlobReader` keeps one `git cat-file --batch` process per context, so reading
+thousands of files costs one process, and `iter_bytes` hands a large file over
+in chunks so it is never held whole in memory by the reader.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+_OID = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+# Drained objects are read in pieces of this size so draining a huge blob stays flat in memory.
+_DRAIN_CHUNK = 1 << 20
+
+
+class BlobNotFound(LookupError):
+    """The object is not in the cache (or is not a blob)."""
+
+
+def is_object_id(value: str) -> bool:
+    """True for a full lowercase SHA-1 (40) or SHA-256 (64) hex object id."""
+    return bool(_OID.match(value))
+
+
+def _check_oid(blob_id: str) -> None:
+    if not is_object_id(blob_id):
+        # Refuse anything else: a newline or space would desynchronise the batch protocol.
+        raise ValueError(f"not a git object id: {blob_id[:80]!r}")
+
+
+def _git_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+
+
+class BlobReader:
+    """Reads blobs of one bare repository through one long-lived `git cat-file --batch`.
+
+    Use as a context manager. Not thread-safe: give each thread its own reader.
+    Requests are strictly sequential; a caller that stops iterating `iter_bytes`
+    early leaves the rest of that blob unread, and the reader drains it before
+    the next request so the stream stays in sync.
+    """
+
+    def __init__(self, repo_path: Path | str) -> None:
+        self.repo_path = Path(repo_path)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._check: subprocess.Popen[bytes] | None = None
+        self._remaining = 0  # unread bytes of the current object (its trailing LF excluded)
+        self._pending_lf = False  # the current object's trailing LF is not read yet
+        self._serial = 0  # bumps on each request so a stale iterator can tell it is stale
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the git processes (safe to call twice)."""
+        for proc in (self._proc, self._check):
+            if proc is None:
+                continue
+            try:
+                if proc.stdin:
+                    proc.stdin.close()
+                proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+            finally:
+                if proc.stdout:
+                    proc.stdout.close()
+        self._proc = None
+        self._check = None
+
+    def _start(self, mode: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["git", "-C", str(self.repo_path), "cat-file", mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_git_env(),
+        )
+
+    def _batch(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            self._proc = self._start("--batch")
+        return self._proc
+
+    # -- protocol ------------------------------------------------------------------
+
+    @staticmethod
+    def _pipes(proc: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
+        assert proc.stdin is not None and proc.stdout is not None
+        return proc.stdin, proc.stdout
+
+    def _drain(self) -> None:
+        """Skip what is left of the current object, so the next header is at the stream head."""
+        if self._proc is None:
+            return
+        _, out = self._pipes(self._proc)
+        while self._remaining > 0:
+            got = out.read(min(self._remaining, _DRAIN_CHUNK))
+            if not got:
+                raise OSError("git cat-file ended in the middle of an object")
+            self._remaining -= len(got)
+        if self._pending_lf:
+            if out.read(1) != b"\n":
+                raise OSError("git cat-file --batch stream is out of sync")
+            self._pending_lf = False
+
+    def _request(self, blob_id: str) -> int:
+        """Ask for one blob and read its header; returns the size (content not yet read)."""
+        _check_oid(blob_id)
+        self._drain()
+        self._serial += 1
+        proc = self._batch()
+        stdin, out = self._pipes(proc)
+        try:
+            stdin.write(blob_id.encode() + b"\n")
+            stdin.flush()
+        except BrokenPipeError:
+            raise OSError(f"git cat-file stopped in {self.repo_path}") from None
+        header = out.readline()
+        if not header.endswith(b"\n"):
+            raise OSError(f"git cat-file stopped in {self.repo_path}")
+        parts = header.split()
+        if len(parts) == 2 and parts[1] in (b"missing", b"ambiguous"):
+            raise BlobNotFound(f"blob {blob_id} is not in the cache")
+        if len(parts) != 3:
+            raise OSError(f"unexpected git cat-file header: {header[:200]!r}")
+        kind, size = parts[1], int(parts[2])
+        self._remaining, self._pending_lf = size, True
+        if kind != b"blob":
+            self._drain()
+            raise BlobNotFound(f"object {blob_id} is a {kind.decode()}, not a blob")
+        return size
+
+    # -- public API ----------------------------------------------------------------
+
+    def size(self, blob_id: str) -> int:
+        """Size in bytes of a blob (raises BlobNotFound)."""
+        _check_oid(blob_id)
+        if self._check is None:
+            self._check = self._start("--batch-check")
+        stdin, out = self._pipes(self._check)
+        stdin.write(blob_id.encode() + b"\n")
+        stdin.flush()
+        parts = out.readline().split()
+        if len(parts) != 3 or parts[1] != b"blob":
+            raise BlobNotFound(f"blob {blob_id} is not in the cache")
+        return int(parts[2])
+
+    def iter_bytes(self, blob_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The blob's bytes in chunks of at most `chunk_size` (raises BlobNotFound at once).
+
+        The header is read eagerly, so a missing blob fails here rather than on
+        the first `next()`.
+        """
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self._request(blob_id)
+        return self._chunks(self._serial, chunk_size)
+
+    def _chunks(self, serial: int, chunk_size: int) -> Iterator[bytes]:
+        assert self._proc is not None
+        _, out = self._pipes(self._proc)
+        while self._remaining > 0:
+            if serial != self._serial:
+                raise RuntimeError("a BlobReader iterator was used after a newer request")
+            piece = out.read(min(chunk_size, self._remaining))
+            if not piece:
+                raise OSError("git cat-file ended in the middle of a blob")
+            self._remaining -= len(piece)
+            yield piece
+        if serial == self._serial:
+            self._drain()  # the trailing LF
+
+    def read(self, blob_id: str) -> bytes:
+        """The whole blob (for small files; use `iter_bytes` for large ones)."""
+        size = self._request(blob_id)
+        assert self._proc is not None
+        _, out = self._pipes(self._proc)
+        data = out.read(size)
+        if len(data) != size:
+            raise OSError("git cat-file ended in the middle of a blob")
+        self._remaining = 0
+        self._drain()
+        return data
+
+
+def blob_sizes(repo_path: Path | str, blob_ids: Iterable[str]) -> dict[str, int]:
+    """Sizes of many blobs in one `git cat-file --batch-check` run (missing ones are left out)."""
+    ids = sorted(set(blob_ids))
+    for oid in ids:
+        _check_oid(oid)
+    if not ids:
+        return {}
+    out = subprocess.run(
+        ["git", "-C", str(repo_path), "cat-file", "--batch-check"],
+        input=("\n".join(ids) + "\n").encode(),
+        capture_output=True,
+        check=True,
+        env=_git_env(),
+    ).stdout
+    sizes: dict[str, int] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == b"blob":
+            sizes[parts[0].decode()] = int(parts[2])
+    return sizes

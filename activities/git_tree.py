@@ -1,0 +1,326 @@
+"""Listing a commit's files with git itself, and deciding which of them each app gets.
+
+The tree comes from `git ls-tree -r -z -l` (NUL-separated, so any byte in a path
+is safe). Regular and executable files are delivered; symlinks, submodules and
+paths that are not valid UTF-8 are skipped and counted. A `.treecastignore` at
+the root (gitignore syntax) excludes files for every app; a watch's path globs
+narrow it further for that app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from activities.git_cache import run_git
+from activities.git_objects import BlobReader
+from treecast.config import Settings
+
+log = logging.getLogger(__name__)
+
+IGNORE_FILE = ".treecastignore"
+
+MODE_FILE = "100644"
+MODE_EXECUTABLE = "100755"
+MODE_SYMLINK = "120000"
+MODE_SUBMODULE = "160000"
+MODE_ABSENT = "000000"
+FILE_MODES = (MODE_FILE, MODE_EXECUTABLE)
+
+# Bigger ignore files are refused: nobody writes 1 MiB of ignore rules, and it is read whole.
+MAX_IGNORE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TreeFile:
+    """One deliverable file of a commit."""
+
+    path: str
+    blob_id: str
+    size: int
+    mode: str
+
+
+@dataclass
+class TreeStats:
+    """Counts of one commit's tree (after `.treecastignore`, before any app's globs)."""
+
+    file_count: int = 0
+    total_bytes: int = 0
+    skipped_symlinks: int = 0
+    skipped_submodules: int = 0
+    skipped_invalid_paths: int = 0
+    ignored: int = 0
+    invalid_paths: list[str] = field(default_factory=list)  # escaped, for reports and logs
+
+    def add(self, other: TreeStats, sign: int = 1) -> None:
+        """Add (or with sign=-1 subtract) another set of counts."""
+        self.file_count += sign * other.file_count
+        self.total_bytes += sign * other.total_bytes
+        self.skipped_symlinks += sign * other.skipped_symlinks
+        self.skipped_submodules += sign * other.skipped_submodules
+        self.skipped_invalid_paths += sign * other.skipped_invalid_paths
+        self.ignored += sign * other.ignored
+
+
+# -- filters -------------------------------------------------------------------------------
+
+
+class FileFilter:
+    """Which paths one app receives: not ignored by `.treecastignore`, and matching its globs."""
+
+    def __init__(self, ignore_lines: Iterable[str] = (), globs: Iterable[str] = ()) -> None:
+        lines = [line for line in ignore_lines if line.strip()]
+        self.ignore = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        patterns = [g for g in globs if g.strip()]
+        self.globs = pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+
+    def ignored(self, path: str) -> bool:
+        """True when `.treecastignore` excludes the path (for every app)."""
+        return self.ignore is not None and self.ignore.match_file(path)
+
+    def wanted(self, path: str) -> bool:
+        """True when the app receives the path."""
+        if self.ignored(path):
+            return False
+        return self.globs is None or self.globs.match_file(path)
+
+
+def parse_globs(raw: str | None) -> list[str]:
+    """A watch's `path_globs` column (JSON list of patterns) as a list; bad JSON means none."""
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        log.warning("ignoring malformed path_globs %r", raw[:200])
+        return []
+    if not isinstance(value, list):
+        return []
+    return [str(item) for item in value if isinstance(item, str) and item.strip()]
+
+
+def read_ignore_lines(repo_path: Path, blob_id: str | None) -> list[str]:
+    """The lines of a `.treecastignore` blob (none when absent or too big)."""
+    if blob_id is None:
+        return []
+    with BlobReader(repo_path) as reader:
+        if reader.size(blob_id) > MAX_IGNORE_BYTES:
+            log.warning("%s is larger than %d bytes; ignoring it", IGNORE_FILE, MAX_IGNORE_BYTES)
+            return []
+        return reader.read(blob_id).decode("utf-8", errors="replace").splitlines()
+
+
+def ignore_blob_at(settings: Settings, repo_path: Path, commit: str) -> str | None:
+    """The blob id of the root `.treecastignore` at `commit` (None when there is none)."""
+    out = run_git(
+        ["ls-tree", "-z", commit, "--", IGNORE_FILE], settings=settings, cwd=repo_path
+    ).stdout
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, name = record.partition(b"\t")
+        mode, kind, oid = meta.split()
+        if name == IGNORE_FILE.encode() and kind == b"blob" and mode.decode() in FILE_MODES:
+            return oid.decode()
+    return None
+
+
+def ignore_filter(
+    settings: Settings, repo_path: Path, commit: str, globs: Iterable[str] = ()
+) -> FileFilter:
+    """The filter for `commit`: its own `.treecastignore`, plus an app's globs."""
+    lines = read_ignore_lines(repo_path, ignore_blob_at(settings, repo_path, commit))
+    return FileFilter(lines, globs)
+
+
+# -- classification shared by listing and diffs -----------------------------------------------
+
+
+def escape_path(raw: bytes) -> str:
+    """A printable form of a path that is not valid UTF-8."""
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def classify(mode: str, raw_path: bytes, stats: TreeStats) -> str | None:
+    """The path as text when the entry is a deliverable file; otherwise count why not.
+
+    Listing and diffing both go through here, so counts kept incrementally from a
+    diff equal counts from a full listing.
+    """
+    if mode == MODE_SUBMODULE:
+        stats.skipped_submodules += 1
+        return None
+    if mode == MODE_SYMLINK:
+        stats.skipped_symlinks += 1
+        return None
+    if mode not in FILE_MODES:
+        return None
+    try:
+        return raw_path.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.skipped_invalid_paths += 1
+        stats.invalid_paths.append(escape_path(raw_path))
+        return None
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+
+def _ls_tree_records(out: bytes) -> Iterator[tuple[str, str, int, bytes]]:
+    # "<mode> SP <type> SP <object> SP* <size> TAB <path> NUL" (size is "-" for submodules)
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw_path = record.partition(b"\t")
+        mode, _kind, oid, size = meta.split()
+        yield mode.decode(), oid.decode(), (int(size) if size != b"-" else 0), raw_path
+
+
+@dataclass
+class TreeListing:
+    """The deliverable files of one commit (after `.treecastignore`) and the tree's counts."""
+
+    commit: str
+    files: dict[str, TreeFile]
+    stats: TreeStats
+    ignore_blob: str | None
+
+
+def list_tree(
+    settings: Settings, repo_path: Path, commit: str, file_filter: FileFilter | None = None
+) -> TreeListing:
+    """List `commit` with `git ls-tree -r -z -l`; keep files `file_filter` wants.
+
+    Without a filter the commit's own `.treecastignore` applies. `stats` counts
+    what `.treecastignore` leaves (globs do not change the repository's counts).
+    """
+    out = run_git(
+        ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], settings=settings, cwd=repo_path
+    ).stdout
+    ignore_blob = None
+    for mode, oid, _size, raw_path in _ls_tree_records(out):
+        if raw_path == IGNORE_FILE.encode() and mode in FILE_MODES:
+            ignore_blob = oid
+            break
+    if file_filter is None:
+        file_filter = FileFilter(read_ignore_lines(repo_path, ignore_blob))
+    stats = TreeStats()
+    files: dict[str, TreeFile] = {}
+    for mode, oid, size, raw_path in _ls_tree_records(out):
+        path = classify(mode, raw_path, stats)
+        if path is None:
+            continue
+        if file_filter.ignored(path):
+            stats.ignored += 1
+            continue
+        stats.file_count += 1
+        stats.total_bytes += size
+        if file_filter.globs is None or file_filter.globs.match_file(path):
+            files[path] = TreeFile(path=path, blob_id=oid, size=size, mode=mode)
+    if stats.invalid_paths:
+        log.warning(
+            "skipped %d path(s) that are not valid UTF-8 in %s, e.g. %s",
+            stats.skipped_invalid_paths,
+            commit,
+            stats.invalid_paths[0],
+        )
+    return TreeListing(commit=commit, files=files, stats=stats, ignore_blob=ignore_blob)
+
+
+# -- diffs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DiffEntry:
+    """One path that differs between two commits (mode 000000 = absent on that side)."""
+
+    raw_path: bytes
+    old_mode: str
+    new_mode: str
+    old_blob: str
+    new_blob: str
+
+
+def diff_trees(settings: Settings, repo_path: Path, old: str, new: str) -> list[DiffEntry]:
+    """Every path that differs between two commits (`git diff-tree -r -z --no-renames`)."""
+    out = run_git(
+        ["diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--full-index", old, new],
+        settings=settings,
+        cwd=repo_path,
+    ).stdout
+    parts = out.split(b"\0")
+    entries: list[DiffEntry] = []
+    i = 0
+    # raw format: ":<old mode> <new mode> <old oid> <new oid> <status>" NUL "<path>" NUL
+    while i + 1 < len(parts):
+        meta = parts[i]
+        if not meta.startswith(b":"):
+            i += 1
+            continue
+        old_mode, new_mode, old_blob, new_blob, _status = meta[1:].split()
+        entries.append(
+            DiffEntry(
+                raw_path=parts[i + 1],
+                old_mode=old_mode.decode(),
+                new_mode=new_mode.decode(),
+                old_blob=old_blob.decode(),
+                new_blob=new_blob.decode(),
+            )
+        )
+        i += 2
+    return entries
+
+
+def touches_ignore_file(entries: Iterable[DiffEntry]) -> bool:
+    """True when a diff changes the root `.treecastignore` (filters differ: diff is not enough)."""
+    return any(entry.raw_path == IGNORE_FILE.encode() for entry in entries)
+
+
+def _count_side(
+    mode: str, blob: str, raw_path: bytes, sizes: dict[str, int], ff: FileFilter, into: TreeStats
+) -> None:
+    if mode == MODE_ABSENT:
+        return
+    path = classify(mode, raw_path, into)
+    if path is None:
+        return
+    if ff.ignored(path):
+        into.ignored += 1
+        return
+    into.file_count += 1
+    into.total_bytes += sizes[blob]
+
+
+def diff_stats(
+    entries: Iterable[DiffEntry], sizes: dict[str, int], file_filter: FileFilter
+) -> TreeStats:
+    """How a diff changes a tree's counts (new side minus old side), for incremental snapshots.
+
+    `sizes` must hold the size of every file blob on both sides; `file_filter`
+    must be the same on both sides (check `touches_ignore_file` first).
+    """
+    delta = TreeStats()
+    for entry in entries:
+        old, new = TreeStats(), TreeStats()
+        _count_side(entry.old_mode, entry.old_blob, entry.raw_path, sizes, file_filter, old)
+        _count_side(entry.new_mode, entry.new_blob, entry.raw_path, sizes, file_filter, new)
+        delta.add(new)
+        delta.add(old, -1)
+    return delta
+
+
+def file_blobs(entries: Iterable[DiffEntry]) -> set[str]:
+    """The blob ids of regular files on either side of a diff (whose sizes a count needs)."""
+    blobs: set[str] = set()
+    for entry in entries:
+        if entry.old_mode in FILE_MODES:
+            blobs.add(entry.old_blob)
+        if entry.new_mode in FILE_MODES:
+            blobs.add(entry.new_blob)
+    return blobs
