@@ -1,0 +1,272 @@
+"""Inputs, state, queries and results of the sync, delivery and notice workflows.
+
+Only ids, commits, counts and times travel through here: file content stays in git.
+Every time is an aware UTC `datetime` (workflow time), stored as an absolute
+deadline so it survives continue-as-new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from models.delivery import DeliverResult, NoticeResult
+
+
+class BreakerStatus:
+    """States of a repository's circuit breaker."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class SyncEvent:
+    """Breaker notices sent to every watching app."""
+
+    SYNC_FAILED = "sync_failed"
+    SYNC_RECOVERED = "sync_recovered"
+
+
+class RequestState:
+    """Where one `sync_now` request stands (`SyncOutcome.state`)."""
+
+    PENDING = "pending"  # waiting for a sync to start
+    SYNCING = "syncing"  # its sync is running
+    DELIVERING = "delivering"  # synced; the deliveries of its commit are running
+    DONE = "done"  # synced and every delivery of that sync finished
+    FAILED = "failed"  # the sync failed (see error_type)
+    BREAKER_OPEN = "breaker_open"  # refused: the breaker is open (see message)
+    PAUSED = "paused"  # refused: the repository is paused
+    STOPPED = "stopped"  # the workflow stopped before syncing
+
+    FINAL = (DONE, FAILED, BREAKER_OPEN, PAUSED, STOPPED)
+
+
+def sync_workflow_id(repository_id: str) -> str:
+    """The id of a repository's `SyncRepository` workflow."""
+    return f"sync-repository/{repository_id}"
+
+
+def deliver_workflow_id(repository_id: str) -> str:
+    """The id of a repository's (single) `DeliverFiles` child."""
+    return f"deliver/{repository_id}"
+
+
+def notify_workflow_id(repository_id: str, event: str, at: datetime) -> str:
+    """The id of one `NotifyBreaker` child: one per breaker transition."""
+    return f"notify/{repository_id}/{event}/{at.isoformat()}"
+
+
+@dataclass
+class BreakerState:
+    """A repository's breaker; `workflows.breaker` moves it between states."""
+
+    status: str = BreakerStatus.CLOSED
+    consecutive_failures: int = 0
+    opened_at: datetime | None = None  # when the current outage's breaker opened
+    cooldown_until: datetime | None = None  # set while open
+    failed_probes: int = 0  # half-open syncs that failed during this outage
+    # True from a `sync_failed` notice until the `sync_recovered` that answers it,
+    # so apps get exactly one of each per outage, even across a manual reset.
+    notice_outstanding: bool = False
+
+
+@dataclass
+class SyncRequest:
+    """The `sync_now` signal's argument; `request_id` lets `sync --wait` follow it."""
+
+    request_id: str | None = None
+
+
+@dataclass
+class AppOutcome:
+    """One app's delivery in a finished pass."""
+
+    app_id: str
+    status: str
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    error_type: str | None = None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> int:
+        """Files acknowledged in this pass."""
+        return self.created + self.updated + self.deleted
+
+    @staticmethod
+    def from_result(result: DeliverResult) -> AppOutcome:
+        """Copy a `deliver_changes` result."""
+        return AppOutcome(
+            app_id=result.app_id,
+            status=result.status,
+            created=result.created,
+            updated=result.updated,
+            deleted=result.deleted,
+            skipped=result.skipped,
+            error_type=result.error_type,
+            error=result.error,
+        )
+
+
+@dataclass
+class SyncOutcome:
+    """What became of one `sync_now` request: what `sync --wait` reports."""
+
+    request_id: str
+    state: str = RequestState.PENDING  # a RequestState value
+    commit: str | None = None
+    error_type: str | None = None
+    message: str | None = None  # one line for a person (redacted)
+    apps: list[AppOutcome] = field(default_factory=list)
+    requested_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def final(self) -> bool:
+        """True once nothing more will happen to this request."""
+        return self.state in RequestState.FINAL
+
+    @property
+    def ok(self) -> bool:
+        """Synced and every app delivered without error."""
+        return self.state == RequestState.DONE and all(a.error_type is None for a in self.apps)
+
+
+@dataclass
+class SyncState:
+    """Everything `SyncRepository` carries across continue-as-new."""
+
+    breaker: BreakerState = field(default_factory=BreakerState)
+    last_commit: str | None = None
+    last_ref: str | None = None
+    last_sync_at: datetime | None = None  # last successful sync
+    last_attempt_at: datetime | None = None
+    next_sync_at: datetime | None = None  # None: sync as soon as the run starts
+    last_error_type: str | None = None
+    last_error: str | None = None  # redacted
+    paused: bool = False
+    sync_requested: bool = False  # a `sync_now` (with or without id) not yet served
+    pending_request_ids: list[str] = field(default_factory=list)
+    outcomes: list[SyncOutcome] = field(default_factory=list)  # recent requests, bounded
+    syncs: int = 0  # sync attempts over the workflow's whole life
+    delivering_commit: str | None = None  # last commit handed to DeliverFiles, not yet reported
+
+
+@dataclass
+class SyncRepositoryInput:
+    """Start (or continue) a repository's sync loop; built from Settings by the starter."""
+
+    repository_id: str
+    poll_interval_seconds: int
+    breaker_threshold: int
+    breaker_cooldown_seconds: int
+    notice_timeout_seconds: float = 10.0
+    snapshot_timeout_seconds: float = 900.0
+    state: SyncState | None = None
+    max_cycles: int = 500  # loop iterations per run before continue-as-new
+
+
+@dataclass
+class SyncRepositoryResult:
+    """How the sync loop ended (only on `stop`)."""
+
+    repository_id: str
+    last_commit: str | None
+    syncs: int
+
+
+@dataclass
+class SyncStatus:
+    """The `status` query: what the repository's workflow is doing now."""
+
+    repository_id: str
+    breaker_state: str
+    consecutive_failures: int
+    breaker_threshold: int
+    cooldown_until: datetime | None
+    last_commit: str | None
+    last_sync_at: datetime | None
+    last_attempt_at: datetime | None
+    next_sync_at: datetime | None
+    last_error_type: str | None
+    last_error: str | None
+    paused: bool
+    stopping: bool
+    syncing: bool
+    delivering_commit: str | None
+    poll_interval_seconds: int
+    syncs: int
+    pending_requests: int
+    message: str  # one line for a person, e.g. "breaker open until …"
+
+
+@dataclass
+class DeliverFilesInput:
+    """Start `DeliverFiles` for a repository's newest synced commit."""
+
+    repository_id: str
+    commit: str | None
+    request_ids: list[str] = field(default_factory=list)
+    parent_workflow_id: str | None = None  # receives `deliveries_finished` after each pass
+    # carried across the child's own continue-as-new
+    passes_done: int = 0
+
+
+@dataclass
+class NewCommit:
+    """Signal to a running `DeliverFiles`: do another pass for this newer commit."""
+
+    commit: str | None
+    request_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeliveryPass:
+    """One pass of `DeliverFiles`: every behind app, one after another, at one commit."""
+
+    repository_id: str
+    commit: str | None
+    request_ids: list[str] = field(default_factory=list)
+    apps: list[AppOutcome] = field(default_factory=list)
+    finished_at: datetime | None = None
+
+
+@dataclass
+class DeliverFilesResult:
+    """Per-app results of every pass this run did (the last pass last)."""
+
+    repository_id: str
+    passes: list[DeliveryPass] = field(default_factory=list)
+
+
+@dataclass
+class NotifyBreakerInput:
+    """Send one breaker notice to every app watching the repository."""
+
+    repository_id: str
+    event: str  # a SyncEvent value
+    transition_id: str
+    occurred_at: datetime
+    breaker_status: str  # "open" or "closed", as the notice reports it
+    consecutive_failures: int
+    threshold: int
+    cooldown_until: datetime | None = None
+    opened_at: datetime | None = None
+    failed_syncs: int = 0
+    error_type: str | None = None
+    error_message: str | None = None  # redacted
+    commit: str | None = None
+    notice_timeout_seconds: float = 10.0
+
+
+@dataclass
+class NotifyBreakerResult:
+    """Per-app notice results, in the order sent."""
+
+    repository_id: str
+    event: str
+    results: list[NoticeResult] = field(default_factory=list)

@@ -1,0 +1,99 @@
+"""NotifyBreaker: the detached child that tells every watching app the breaker opened or closed.
+
+Apps are notified one after another in their stable order. Each notice has a
+short, bounded retry policy, so one dead app costs a few notice timeouts and
+never holds back the rest.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from models.delivery import (
+        BreakerInfo,
+        NoticeInput,
+        NoticeResult,
+        WatchersInput,
+        WatchersResult,
+    )
+    from models.sync import NotifyBreakerInput, NotifyBreakerResult
+    from workflows.deliver_files import DB_RETRY, DB_TIMEOUT, failure_of
+
+NOTICE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=3
+)
+NOTICE_MARGIN = timedelta(seconds=5)  # connect + sign + bookkeeping around the HTTP timeout
+
+
+def _iso(value: object) -> str | None:
+    return value.isoformat() if value is not None else None  # type: ignore[attr-defined]
+
+
+@workflow.defn
+class NotifyBreaker:
+    """Send `sync_failed` or `sync_recovered` to every app watching a repository."""
+
+    @workflow.run
+    async def run(self, input: NotifyBreakerInput) -> NotifyBreakerResult:
+        """Notify each app once, in order; failures are reported, not raised."""
+        watchers: WatchersResult = await workflow.execute_activity(
+            "list_watchers",
+            WatchersInput(repository_id=input.repository_id),
+            result_type=WatchersResult,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"apps watching {input.repository_id}",
+        )
+        breaker = BreakerInfo(
+            status=input.breaker_status,
+            consecutive_failures=input.consecutive_failures,
+            threshold=input.threshold,
+            cooldown_until=_iso(input.cooldown_until),
+            opened_at=_iso(input.opened_at),
+            failed_syncs=input.failed_syncs,
+        )
+        timeout = timedelta(seconds=input.notice_timeout_seconds) + NOTICE_MARGIN
+        apps = watchers.app_ids
+        results: list[NoticeResult] = []
+        for number, app_id in enumerate(apps, start=1):
+            workflow.set_current_details(
+                f"{input.event} for {input.repository_id}: app {app_id} ({number} of {len(apps)})"
+            )
+            notice = NoticeInput(
+                app_id=app_id,
+                repository_id=input.repository_id,
+                event=input.event,
+                transition_id=input.transition_id,
+                breaker=breaker,
+                error_type=input.error_type,
+                error_message=input.error_message,
+                commit=input.commit,
+                occurred_at=input.occurred_at.isoformat(),
+            )
+            try:
+                result: NoticeResult = await workflow.execute_activity(
+                    "send_notice",
+                    notice,
+                    result_type=NoticeResult,
+                    start_to_close_timeout=timeout,
+                    retry_policy=NOTICE_RETRY,
+                    summary=f"{input.event} for {input.repository_id} to app {app_id}",
+                )
+            except ActivityError as err:
+                error_type, message = failure_of(err)
+                result = NoticeResult(
+                    app_id=app_id, delivered=False, error_type=error_type, error=message
+                )
+            results.append(result)
+        sent = sum(1 for r in results if r.delivered)
+        workflow.set_current_details(
+            f"{input.event} for {input.repository_id}: {sent} of {len(apps)} apps acknowledged"
+        )
+        return NotifyBreakerResult(
+            repository_id=input.repository_id, event=input.event, results=results
+        )

@@ -1,0 +1,523 @@
+"""SyncRepository: one long-running workflow per repository that polls git and fans out.
+
+Loop: wait for the next poll (interval plus a small per-repository offset) or a
+`sync_now`; run `snapshot_repository` unless the breaker is open; on success
+hand the commit to the `DeliverFiles` child when the commit moved or an app is
+behind; on a breaker transition start a `NotifyBreaker` child. Children are
+detached (ABANDON) and only their start is awaited, so they outlive this run,
+its continue-as-new, a termination or a worker restart.
+
+`sync --wait` follows a request id: `sync_now` records a `SyncOutcome`, the
+`request` query reads it, and it becomes final only after `DeliverFiles`
+reported (`deliveries_finished`) the pass that covered it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from models.delivery import WatchersInput, WatchersResult
+    from models.git import GitErrorType, SnapshotInput, SnapshotResult
+    from models.sync import (
+        AppOutcome,
+        BreakerStatus,
+        DeliverFilesInput,
+        DeliveryPass,
+        NewCommit,
+        NotifyBreakerInput,
+        RequestState,
+        SyncEvent,
+        SyncOutcome,
+        SyncRepositoryInput,
+        SyncRepositoryResult,
+        SyncRequest,
+        SyncState,
+        SyncStatus,
+        deliver_workflow_id,
+        notify_workflow_id,
+        sync_workflow_id,
+    )
+    from workflows import breaker, search_attributes
+    from workflows.deliver_files import DB_RETRY, DB_TIMEOUT, DeliverFiles, failure_of
+    from workflows.notify_breaker import NotifyBreaker
+
+SNAPSHOT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=4,
+    non_retryable_error_types=list(GitErrorType.NON_RETRYABLE),
+)
+OUTCOMES_KEPT = 50  # recent sync_now requests kept for `sync --wait`
+HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
+
+
+def poll_jitter(repository_id: str, interval_seconds: int) -> timedelta:
+    """A stable per-repository offset added to every poll, up to 10% of the interval (≤ 30 s).
+
+    Derived from a hash of the id, so it is deterministic on replay and
+    repositories added together drift apart instead of polling in the same second.
+    """
+    spread = min(interval_seconds * 0.1, 30.0)
+    fraction = zlib.crc32(repository_id.encode()) / 2**32
+    return timedelta(seconds=round(spread * fraction, 3))
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+@workflow.defn
+class SyncRepository:
+    """The sync loop, breaker and fan-out of one repository."""
+
+    @workflow.init
+    def __init__(self, input: SyncRepositoryInput) -> None:
+        self._input = input
+        self._state: SyncState = input.state if input.state is not None else SyncState()
+        self._stopping = False
+        self._syncing = False
+        self._published: tuple[object, ...] | None = None
+
+    # --- signals -------------------------------------------------------------------------
+
+    @workflow.signal(name="sync_now")
+    def sync_now(self, request: SyncRequest | None = None) -> None:
+        """Sync as soon as possible (refused, and said so, while open, paused or stopping)."""
+        request = request or SyncRequest()
+        state = self._state
+        now = workflow.now()
+        if request.request_id and self._outcome(request.request_id) is not None:
+            return  # a repeated signal-with-start of the same request
+        refusal: tuple[str, str] | None = None
+        if self._stopping:
+            refusal = (RequestState.STOPPED, "the repository is being removed")
+        elif state.paused:
+            refusal = (RequestState.PAUSED, "the repository is paused; `resume` it first")
+        elif not breaker.allows_sync(state.breaker) and not breaker.cooldown_over(
+            state.breaker, now
+        ):
+            refusal = (RequestState.BREAKER_OPEN, self._open_message())
+        if request.request_id:
+            outcome = SyncOutcome(request_id=request.request_id, requested_at=now)
+            if refusal:
+                outcome.state, outcome.message, outcome.finished_at = (*refusal, now)
+                outcome.commit = state.last_commit
+            else:
+                state.pending_request_ids.append(request.request_id)
+            self._remember(outcome)
+        if refusal is None:
+            state.sync_requested = True
+
+    @workflow.signal(name="reset")
+    def reset(self, request: SyncRequest | None = None) -> None:
+        """Close the breaker and sync right away."""
+        self._state.breaker = breaker.reset(self._state.breaker)
+        self._publish()
+        self.sync_now(request)
+
+    @workflow.signal(name="pause")
+    def pause(self) -> None:
+        """Stop polling until `resume`; waiting requests are answered "paused"."""
+        self._state.paused = True
+        self._refuse_pending(RequestState.PAUSED, "the repository was paused")
+        self._publish()
+
+    @workflow.signal(name="resume")
+    def resume(self) -> None:
+        """Poll again (at once if a poll fell due while paused)."""
+        self._state.paused = False
+        self._publish()
+
+    @workflow.signal(name="stop")
+    def stop(self) -> None:
+        """The repository was removed: end the loop cleanly."""
+        self._stopping = True
+
+    @workflow.signal(name="deliveries_finished")
+    def deliveries_finished(self, done: DeliveryPass) -> None:
+        """`DeliverFiles` finished a pass: the requests it covered are done."""
+        now = workflow.now()
+        for request_id in done.request_ids:
+            outcome = self._outcome(request_id)
+            if outcome is not None and not outcome.final:
+                outcome.state = RequestState.DONE
+                outcome.commit = done.commit
+                outcome.apps = list(done.apps)
+                outcome.finished_at = now
+                failed = [a.app_id for a in done.apps if a.error_type]
+                outcome.message = (
+                    f"delivered to {len(done.apps) - len(failed)} of {len(done.apps)} apps"
+                    + (f"; failed: {', '.join(failed)}" if failed else "")
+                )
+        if self._state.delivering_commit == done.commit:
+            self._state.delivering_commit = None
+
+    # --- queries -------------------------------------------------------------------------
+
+    @workflow.query(name="status")
+    def status(self) -> SyncStatus:
+        """Breaker, last and next sync, last error: what `starter.py status` shows."""
+        state, brk = self._state, self._state.breaker
+        return SyncStatus(
+            repository_id=self._input.repository_id,
+            breaker_state=brk.status,
+            consecutive_failures=brk.consecutive_failures,
+            breaker_threshold=self._input.breaker_threshold,
+            cooldown_until=brk.cooldown_until,
+            last_commit=state.last_commit,
+            last_sync_at=state.last_sync_at,
+            last_attempt_at=state.last_attempt_at,
+            next_sync_at=self._next_sync_at(),
+            last_error_type=state.last_error_type,
+            last_error=state.last_error,
+            paused=state.paused,
+            stopping=self._stopping,
+            syncing=self._syncing,
+            delivering_commit=state.delivering_commit,
+            poll_interval_seconds=self._input.poll_interval_seconds,
+            syncs=state.syncs,
+            pending_requests=len(state.pending_request_ids),
+            message=self._message(),
+        )
+
+    @workflow.query(name="request")
+    def request(self, request_id: str) -> SyncOutcome | None:
+        """What became of one `sync_now` request (None: unknown id)."""
+        return self._outcome(request_id)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: SyncRepositoryInput) -> SyncRepositoryResult:
+        """Poll, sync and fan out until `stop`, continuing-as-new now and then."""
+        self._publish(force=True)
+        cycles = 0
+        while not self._stopping:
+            if cycles >= input.max_cycles or workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._stopping:
+                    break
+                # Everything that matters is in the state, deadlines included, so
+                # a pending sync_now or an open breaker carries over intact.
+                workflow.continue_as_new(replace(input, state=self._state))
+            cycles += 1
+            if await self._wait_for_turn():
+                await self._sync()
+        self._refuse_pending(RequestState.STOPPED, "the repository was removed")
+        for outcome in self._state.outcomes:
+            if not outcome.final:
+                outcome.state, outcome.finished_at = RequestState.STOPPED, workflow.now()
+                outcome.message = "the repository was removed before this sync finished"
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.set_current_details(f"Stopped: {input.repository_id} was removed")
+        return SyncRepositoryResult(
+            repository_id=input.repository_id,
+            last_commit=self._state.last_commit,
+            syncs=self._state.syncs,
+        )
+
+    async def _wait_for_turn(self) -> bool:
+        """Sleep until a sync is due; True when one should run now."""
+        state = self._state
+        if state.paused:
+            await workflow.wait_condition(lambda: not self._state.paused or self._stopping)
+            return False
+        brk = state.breaker
+        if brk.status == BreakerStatus.OPEN:
+            if not breaker.cooldown_over(brk, workflow.now()):
+                # A durable timer: the cooldown ends on time even across worker restarts.
+                await self._sleep_until(
+                    brk.cooldown_until,
+                    lambda: (
+                        self._stopping
+                        or self._state.paused
+                        or self._state.breaker.status != BreakerStatus.OPEN
+                    ),
+                )
+            if self._stopping or self._state.paused:
+                return False
+            if breaker.cooldown_over(self._state.breaker, workflow.now()):
+                self._state.breaker = breaker.half_open(self._state.breaker, workflow.now())
+                self._publish()
+                return True  # the probe
+            return False
+        if state.sync_requested or brk.status == BreakerStatus.HALF_OPEN:
+            return True
+        due = self._next_sync_at()
+        if due is not None and due > workflow.now():
+            await self._sleep_until(
+                due,
+                lambda: (
+                    self._stopping
+                    or self._state.paused
+                    or self._state.sync_requested
+                    or self._state.breaker.status != BreakerStatus.CLOSED
+                ),
+            )
+            return False
+        return not self._stopping
+
+    async def _sleep_until(self, deadline: datetime | None, wake: Callable[[], bool]) -> None:
+        remaining = (deadline - workflow.now()).total_seconds() if deadline else 0.0
+        if remaining <= 0:
+            return
+        with contextlib.suppress(TimeoutError):  # the deadline passed: that is the point
+            await workflow.wait_condition(wake, timeout=remaining)
+
+    async def _sync(self) -> None:
+        """One sync attempt: snapshot, breaker bookkeeping, notices, deliveries."""
+        input, state = self._input, self._state
+        state.sync_requested = False
+        request_ids, state.pending_request_ids = state.pending_request_ids, []
+        self._set_requests(request_ids, RequestState.SYNCING)
+        now = workflow.now()
+        state.syncs += 1
+        state.last_attempt_at = now
+        state.next_sync_at = (
+            now
+            + timedelta(seconds=input.poll_interval_seconds)
+            + poll_jitter(input.repository_id, input.poll_interval_seconds)
+        )
+        self._syncing = True
+        workflow.set_current_details(f"Syncing {input.repository_id} (sync #{state.syncs})")
+        try:
+            snapshot: SnapshotResult = await workflow.execute_activity(
+                "snapshot_repository",
+                SnapshotInput(repository_id=input.repository_id),
+                result_type=SnapshotResult,
+                start_to_close_timeout=timedelta(seconds=input.snapshot_timeout_seconds),
+                retry_policy=SNAPSHOT_RETRY,
+                summary=f"fetch {input.repository_id}",
+            )
+        except ActivityError as err:
+            self._syncing = False
+            await self._sync_failed(err, request_ids)
+            return
+        finally:
+            self._syncing = False
+        before = state.breaker
+        step = breaker.record_success(before)
+        state.breaker = step.state
+        moved = snapshot.commit != state.last_commit
+        state.last_commit, state.last_ref = snapshot.commit, snapshot.ref
+        state.last_sync_at = workflow.now()
+        state.last_error_type = state.last_error = None
+        self._publish()
+        if step.notice == SyncEvent.SYNC_RECOVERED:
+            await self._notify(
+                NotifyBreakerInput(
+                    repository_id=input.repository_id,
+                    event=SyncEvent.SYNC_RECOVERED,
+                    transition_id="",
+                    occurred_at=workflow.now(),
+                    breaker_status=BreakerStatus.CLOSED,
+                    consecutive_failures=before.consecutive_failures,
+                    threshold=input.breaker_threshold,
+                    opened_at=before.opened_at,
+                    failed_syncs=before.failed_probes,
+                    commit=snapshot.commit,
+                    notice_timeout_seconds=input.notice_timeout_seconds,
+                )
+            )
+        if self._stopping:
+            return  # the run loop answers the requests
+        short = (snapshot.commit or "empty")[:12]
+        watchers: WatchersResult = await workflow.execute_activity(
+            "list_watchers",
+            WatchersInput(repository_id=input.repository_id, commit=snapshot.commit),
+            result_type=WatchersResult,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"apps of {input.repository_id} behind {short}",
+        )
+        if not moved and not watchers.behind_app_ids:
+            self._set_requests(
+                request_ids,
+                RequestState.DONE,
+                commit=snapshot.commit,
+                message=f"unchanged at {short}; every app is up to date",
+            )
+            self._publish()
+            return
+        self._set_requests(request_ids, RequestState.DELIVERING, commit=snapshot.commit)
+        await self._hand_over(snapshot.commit, request_ids, len(watchers.behind_app_ids))
+        self._publish()
+
+    async def _sync_failed(self, err: ActivityError, request_ids: list[str]) -> None:
+        input, state = self._input, self._state
+        error_type, message = failure_of(err)
+        state.last_error_type, state.last_error = error_type, message
+        now = workflow.now()
+        step = breaker.record_failure(
+            state.breaker,
+            now,
+            input.breaker_threshold,
+            timedelta(seconds=input.breaker_cooldown_seconds),
+        )
+        state.breaker = step.state
+        self._set_requests(request_ids, RequestState.FAILED, error_type=error_type, message=message)
+        if state.breaker.status == BreakerStatus.OPEN:
+            # Requests that queued during the attempt cannot run until the cooldown ends.
+            self._refuse_pending(RequestState.BREAKER_OPEN, self._open_message())
+        self._publish()
+        if step.notice == SyncEvent.SYNC_FAILED:
+            await self._notify(
+                NotifyBreakerInput(
+                    repository_id=input.repository_id,
+                    event=SyncEvent.SYNC_FAILED,
+                    transition_id="",
+                    occurred_at=now,
+                    breaker_status=BreakerStatus.OPEN,
+                    consecutive_failures=state.breaker.consecutive_failures,
+                    threshold=input.breaker_threshold,
+                    cooldown_until=state.breaker.cooldown_until,
+                    opened_at=state.breaker.opened_at,
+                    error_type=error_type,
+                    error_message=message,
+                    notice_timeout_seconds=input.notice_timeout_seconds,
+                )
+            )
+
+    async def _notify(self, notice: NotifyBreakerInput) -> None:
+        child_id = notify_workflow_id(notice.repository_id, notice.event, notice.occurred_at)
+        notice.transition_id = child_id  # stable per transition: idempotent webhook ids
+        # Already started: this transition's notice is on its way.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await workflow.start_child_workflow(
+                NotifyBreaker.run,
+                notice,
+                id=child_id,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=f"{notice.event} for every app watching {notice.repository_id}",
+            )
+
+    async def _hand_over(self, commit: str | None, request_ids: list[str], behind: int) -> None:
+        """Start DeliverFiles, or give the running one the newer commit."""
+        repository_id = self._input.repository_id
+        child_id = deliver_workflow_id(repository_id)
+        short = (commit or "empty")[:12]
+        for _ in range(HANDOVER_ATTEMPTS):
+            try:
+                await workflow.start_child_workflow(
+                    DeliverFiles.run,
+                    DeliverFilesInput(
+                        repository_id=repository_id,
+                        commit=commit,
+                        request_ids=request_ids,
+                        parent_workflow_id=sync_workflow_id(repository_id),
+                    ),
+                    id=child_id,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    static_summary=f"deliver {repository_id} at {short} to {behind} apps",
+                )
+                self._state.delivering_commit = commit
+                return
+            except WorkflowAlreadyStartedError:
+                pass
+            try:
+                # By id only: the running child, whichever run it is in.
+                await workflow.get_external_workflow_handle(child_id).signal(
+                    "new_commit", NewCommit(commit=commit, request_ids=request_ids)
+                )
+                self._state.delivering_commit = commit
+                return
+            except FailureError:
+                continue  # it completed between our start and our signal: start anew
+        self._set_requests(
+            request_ids,
+            RequestState.FAILED,
+            error_type="DeliveryHandoverFailed",
+            message="could not start or signal the delivery workflow; the next sync retries",
+        )
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def _next_sync_at(self) -> datetime | None:
+        return self._state.next_sync_at
+
+    def _outcome(self, request_id: str) -> SyncOutcome | None:
+        for outcome in self._state.outcomes:
+            if outcome.request_id == request_id:
+                return outcome
+        return None
+
+    def _remember(self, outcome: SyncOutcome) -> None:
+        outcomes = [*self._state.outcomes, outcome]
+        # Drop the oldest finished ones first; unfinished requests are still awaited.
+        while len(outcomes) > OUTCOMES_KEPT:
+            finished = next((o for o in outcomes if o.final), outcomes[0])
+            outcomes.remove(finished)
+        self._state.outcomes = outcomes
+
+    def _set_requests(
+        self,
+        request_ids: list[str],
+        new_state: str,
+        *,
+        commit: str | None = None,
+        error_type: str | None = None,
+        message: str | None = None,
+        apps: list[AppOutcome] | None = None,
+    ) -> None:
+        now = workflow.now()
+        for request_id in request_ids:
+            outcome = self._outcome(request_id)
+            if outcome is None or outcome.final:
+                continue
+            outcome.state = new_state
+            outcome.commit = commit if commit is not None else outcome.commit
+            outcome.error_type = error_type
+            outcome.message = message
+            if apps is not None:
+                outcome.apps = apps
+            if new_state in RequestState.FINAL:
+                outcome.finished_at = now
+
+    def _refuse_pending(self, new_state: str, message: str) -> None:
+        state = self._state
+        ids, state.pending_request_ids = state.pending_request_ids, []
+        state.sync_requested = False
+        self._set_requests(ids, new_state, commit=state.last_commit, message=message)
+
+    def _open_message(self) -> str:
+        brk = self._state.breaker
+        return (
+            f"breaker open until {_iso(brk.cooldown_until)} after "
+            f"{brk.consecutive_failures} failed syncs; `reset` to retry now"
+        )
+
+    def _message(self) -> str:
+        state, brk = self._state, self._state.breaker
+        if self._stopping:
+            return "stopping: the repository was removed"
+        if state.paused:
+            return "paused; `resume` to poll again"
+        if brk.status == BreakerStatus.OPEN:
+            return self._open_message()
+        if brk.status == BreakerStatus.HALF_OPEN:
+            return "breaker half-open: one probe sync decides"
+        if self._syncing:
+            return "syncing"
+        at = (state.last_commit or "no commit yet")[:12]
+        return f"at {at}; next poll {_iso(self._next_sync_at())}"
+
+    def _publish(self, *, force: bool = False) -> None:
+        """Upsert the search attributes (when changed) and the UI's current details."""
+        state, brk = self._state, self._state.breaker
+        values = (brk.status, state.last_commit, brk.consecutive_failures)
+        if force or values != self._published:
+            workflow.upsert_search_attributes(
+                search_attributes.updates(self._input.repository_id, *values)
+            )
+            self._published = values
+        workflow.set_current_details(f"{self._input.repository_id}: {self._message()}")
