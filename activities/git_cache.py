@@ -142,6 +142,15 @@ _CORRUPTION = (
 )
 
 
+# What a person should do about each kind of failure (errors say what to do in one line).
+_HINTS = {
+    GitErrorType.AUTHENTICATION_FAILED: "the remote refused access; check the repository's token",
+    GitErrorType.REPOSITORY_NOT_FOUND: "the remote has no such repository; check its URL and token",
+    GitErrorType.REF_NOT_FOUND: "the remote has no such ref; check the watched ref",
+    GitErrorType.NETWORK: "the remote could not be reached; it will be retried",
+}
+
+
 def classify_git_error(stderr: str) -> str:
     """The `GitErrorType` that best describes a failed git command's stderr."""
     lowered = stderr.lower()
@@ -278,8 +287,13 @@ def run_git(
         if cwd is not None and _looks_corrupt(text):
             raise CacheCorrupt(text)
         error_type = classify_git_error(text)
-        tail = " | ".join(line for line in text.splitlines()[-4:] if line.strip())
-        raise git_error(error_type, redact(f"{what} failed: {tail or 'no message'}", secrets))
+        detail = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+        if len(detail) > 600:
+            detail = detail[:600] + "…"
+        message = (
+            f"{what} failed ({_HINTS.get(error_type, 'see git output')}): {detail or 'no message'}"
+        )
+        raise git_error(error_type, redact(message, secrets))
     return result
 
 
@@ -494,6 +508,9 @@ def resolve_remote_ref(
     for full_name in candidates:
         if full_name in found and is_object_id(found[full_name]):
             return RemoteRef(name=_short(full_name), full_name=full_name, oid=found[full_name])
+    if not _ls_remote(settings, url, credentials, []):
+        # No refs at all: a new repository nobody pushed to yet is empty, not misconfigured.
+        return RemoteRef(name=_short(ref), full_name=None, oid=None)
     raise git_error(
         GitErrorType.REF_NOT_FOUND,
         f"the ref {ref!r} is neither a branch nor a tag of the remote; fix the repository's ref",

@@ -181,16 +181,17 @@ class BlobReader:
     def _chunks(self, serial: int, chunk_size: int) -> Iterator[bytes]:
         assert self._proc is not None
         _, out = self._pipes(self._proc)
-        while self._remaining > 0:
+        while True:
             if serial != self._serial:
                 raise RuntimeError("a BlobReader iterator was used after a newer request")
+            if self._remaining <= 0:
+                break
             piece = out.read(min(chunk_size, self._remaining))
             if not piece:
                 raise OSError("git cat-file ended in the middle of a blob")
             self._remaining -= len(piece)
             yield piece
-        if serial == self._serial:
-            self._drain()  # the trailing LF
+        self._drain()  # the trailing LF
 
     def read(self, blob_id: str) -> bytes:
         """The whole blob (for small files; use `iter_bytes` for large ones)."""

@@ -1,0 +1,149 @@
+"""Real git remotes over HTTP for tests: git-http-backend behind Basic auth, and a silent server."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HTTP_BACKEND = (
+    Path(
+        subprocess.run(["git", "--exec-path"], capture_output=True, check=True)
+        .stdout.decode()
+        .strip()
+    )
+    / "git-http-backend"
+)
+
+
+class GitHttpServer:
+    """Serves the bare repositories under `root` with smart HTTP, requiring Basic auth.
+
+    `token` None serves without auth. Every Authorization header seen is kept in
+    `auth_headers` so a test can check what git actually sent.
+    """
+
+    def __init__(self, root: Path, token: str | None) -> None:
+        self.root = root
+        self.token = token
+        self.auth_headers: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _authorised(self) -> bool:
+                header = self.headers.get("Authorization")
+                if header:
+                    server.auth_headers.append(header)
+                if server.token is None:
+                    return True
+                if not header or not header.startswith("Basic "):
+                    return False
+                user_pass = base64.b64decode(header[len("Basic ") :]).decode()
+                return user_pass.partition(":")[2] == server.token
+
+            def _serve(self) -> None:
+                if not self._authorised():
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                env = {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "GIT_PROJECT_ROOT": str(server.root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "REQUEST_METHOD": self.command,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "REMOTE_USER": "git",
+                    "REMOTE_ADDR": "127.0.0.1",
+                }
+                if self.headers.get("Content-Encoding"):
+                    env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+                if self.headers.get("Git-Protocol"):
+                    env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+                out = subprocess.run(
+                    [str(HTTP_BACKEND)], input=body, env=env, capture_output=True, check=False
+                ).stdout
+                head, _, content = out.partition(b"\r\n\r\n")
+                status = 200
+                headers: list[tuple[str, str]] = []
+                for line in head.decode(errors="replace").split("\r\n"):
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.strip().split()[0])
+                    elif name:
+                        headers.append((name, value.strip()))
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = _serve
+            do_POST = _serve
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.httpd.server_address[1])
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        """The http:// URL of the bare repository `root/name`."""
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+@contextmanager
+def git_http_server(root: Path, token: str | None) -> Iterator[GitHttpServer]:
+    """A running `GitHttpServer` for the duration of the block."""
+    server = GitHttpServer(root, token)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (for timeouts)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()

@@ -1,0 +1,365 @@
+"""The git cache against real remotes: file://, smart HTTP with Basic auth, and dead servers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.git_cache import (
+    HEAD_REF,
+    Credentials,
+    cache_lock,
+    cache_path,
+    classify_git_error,
+    ensure_commit,
+    has_object,
+    run_git,
+    sync_ref,
+)
+from activities.git_objects import BlobNotFound, BlobReader, blob_sizes
+from models.git import GitErrorType
+from models.tables import Repository
+from tests.conftest import free_port
+from tests.githttp import git_http_server, silent_server
+from tests.gitrepos import WorkRepo, git
+from treecast.config import Settings, resolve_secret_key
+from treecast.crypto import Cipher
+from treecast.db import session_scope
+
+TOKEN = "ghp_" + "S3cr3tT0ken" * 3
+
+
+def sync(
+    settings: Settings, url: str, ref: str = "", credentials: Credentials | None = None
+) -> tuple[str | None, str, bool]:
+    with cache_lock(settings, "repo_t") as path:
+        out = sync_ref(settings, path, url, ref, credentials)
+    return out.commit, out.ref, out.fetched
+
+
+def git_failure(settings: Settings, url: str, **kwargs: object) -> ApplicationError:
+    with pytest.raises(ApplicationError) as info:
+        sync(settings, url, **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> WorkRepo:
+    work = WorkRepo(tmp_path / "origin")
+    work.write("README.md", "# hello\n")
+    work.write("docs/a.md", "a\n")
+    work.commit("first")
+    return work
+
+
+def test_first_sync_clones_then_polls_without_fetching(settings: Settings, repo: WorkRepo) -> None:
+    head = git(repo.work, "rev-parse", "HEAD")
+    commit, ref, fetched = sync(settings, repo.url)
+    assert (commit, ref, fetched) == (head, "main", True)
+    assert has_object(settings, cache_path(settings, "repo_t"), head)
+    # Nothing changed: the cache already has the commit, so nothing is fetched.
+    assert sync(settings, repo.url) == (head, "main", False)
+
+
+def test_incremental_sync_fetches_the_new_commit(settings: Settings, repo: WorkRepo) -> None:
+    first, _, _ = sync(settings, repo.url)
+    repo.write("docs/a.md", "changed\n")
+    second = repo.commit("second")
+    commit, _, fetched = sync(settings, repo.url)
+    assert commit == second != first and fetched
+    path = cache_path(settings, "repo_t")
+    assert first is not None and has_object(settings, path, first)  # kept for diffs
+    # The cache is shallow: history is never needed, only trees.
+    assert (path / "shallow").exists()
+
+
+def test_default_branch_comes_from_the_remote(settings: Settings, tmp_path: Path) -> None:
+    trunk = WorkRepo(tmp_path / "t", branch="trunk")
+    trunk.write("x", "1")
+    head = trunk.commit()
+    assert sync(settings, trunk.url)[:2] == (head, "trunk")
+
+
+def test_branch_tag_and_commit_refs(settings: Settings, repo: WorkRepo) -> None:
+    v1 = git(repo.work, "rev-parse", "HEAD")
+    git(repo.work, "tag", "-a", "v1", "-m", "release one")
+    git(repo.work, "tag", "light", v1)
+    git(repo.work, "push", "-q", "origin", "v1", "light")
+    git(repo.work, "checkout", "-q", "-b", "feature")
+    repo.write("feature.txt", "f")
+    git(repo.work, "add", "-A")
+    git(repo.work, "commit", "-q", "-m", "feature")
+    git(repo.work, "push", "-q", "origin", "feature")
+    feature = git(repo.work, "rev-parse", "HEAD")
+
+    assert sync(settings, repo.url, "feature")[:2] == (feature, "feature")
+    assert sync(settings, repo.url, "v1")[:2] == (v1, "v1")  # annotated: peeled to the commit
+    assert sync(settings, repo.url, "light")[:2] == (v1, "light")
+    assert sync(settings, repo.url, "refs/heads/feature")[:2] == (feature, "feature")
+    # A commit id already in the cache needs no network at all.
+    assert sync(settings, repo.url, v1) == (v1, v1, False)
+
+    other = replace(settings, data_dir=settings.data_dir / "other")
+    assert sync(other, repo.url, feature) == (feature, feature, True)
+
+    err = git_failure(settings, repo.url, ref="no-such-branch")
+    assert err.type == GitErrorType.REF_NOT_FOUND and err.non_retryable
+
+
+def test_empty_remote_is_a_successful_sync(settings: Settings, tmp_path: Path) -> None:
+    empty = WorkRepo(tmp_path / "e")
+    assert sync(settings, empty.url)[0] is None
+    assert sync(settings, empty.url, "main")[0] is None
+    empty.write("first", "1")
+    head = empty.commit()
+    assert sync(settings, empty.url, "main")[0] == head
+
+
+def test_force_push_is_followed(settings: Settings, repo: WorkRepo) -> None:
+    repo.write("b", "b")
+    before = repo.commit("to be rewritten")
+    assert sync(settings, repo.url)[0] == before
+    git(repo.work, "reset", "-q", "--hard", "HEAD~1")
+    repo.write("c", "c")
+    after = repo.commit("rewritten", force=True)
+    assert sync(settings, repo.url)[0] == after
+
+
+def test_deleted_remote_is_not_retryable(settings: Settings, repo: WorkRepo) -> None:
+    sync(settings, repo.url)
+    import shutil
+
+    shutil.rmtree(repo.remote)
+    err = git_failure(settings, repo.url)
+    assert err.type == GitErrorType.REPOSITORY_NOT_FOUND and err.non_retryable
+
+
+def _assert_token_absent(settings: Settings, text: str) -> None:
+    secrets = Credentials(TOKEN).secrets()
+    for secret in secrets:
+        assert secret not in text
+    for root, _dirs, files in os.walk(settings.data_dir):
+        for name in files:
+            data = (Path(root) / name).read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, f"token found in {name}"
+
+
+def test_token_over_http(
+    settings: Settings, repo: WorkRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    head = git(repo.work, "rev-parse", "HEAD")
+    with git_http_server(repo.remote.parent, TOKEN) as server:
+        url = server.url("remote.git")
+        assert sync(settings, url, credentials=Credentials(TOKEN))[0] == head
+        assert server.auth_headers  # git really sent the token
+        assert sync(settings, url, credentials=Credentials(TOKEN))[2] is False
+
+        wrong = git_failure(settings, url, credentials=Credentials("ghp_wrongtoken123"))
+        assert wrong.type == GitErrorType.AUTHENTICATION_FAILED and wrong.non_retryable
+        assert "wrongtoken" not in str(wrong)
+
+        missing = git_failure(settings, url)
+        assert missing.type == GitErrorType.AUTHENTICATION_FAILED
+
+        gone = git_failure(settings, server.url("nothing.git"), credentials=Credentials(TOKEN))
+        assert gone.type == GitErrorType.REPOSITORY_NOT_FOUND
+    config = (cache_path(settings, "repo_t") / "config").read_text()
+    assert "extraheader" not in config.lower() and "http://" not in config
+    _assert_token_absent(settings, str(wrong) + str(missing) + str(gone) + caplog.text)
+
+
+def test_bad_token_error_never_carries_the_token(
+    settings: Settings, repo: WorkRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with git_http_server(repo.remote.parent, "the-right-one") as server:
+        err = git_failure(settings, server.url("remote.git"), credentials=Credentials(TOKEN))
+    assert err.type == GitErrorType.AUTHENTICATION_FAILED and err.non_retryable
+    _assert_token_absent(settings, str(err) + repr(err.details) + caplog.text)
+
+
+def test_silent_server_times_out_and_is_retryable(settings: Settings) -> None:
+    quick = replace(settings, git_timeout_seconds=1.0)
+    with silent_server() as port:
+        started = time.monotonic()
+        err = git_failure(quick, f"http://127.0.0.1:{port}/r.git", credentials=Credentials(TOKEN))
+    assert time.monotonic() - started < 10
+    assert err.type == GitErrorType.TIMEOUT and not err.non_retryable
+    _assert_token_absent(settings, str(err))
+
+
+def test_refused_connection_is_a_retryable_network_error(settings: Settings) -> None:
+    err = git_failure(settings, f"http://127.0.0.1:{free_port()}/r.git")
+    assert err.type == GitErrorType.NETWORK and not err.non_retryable
+
+
+def test_concurrent_syncs_are_serialised(settings: Settings, repo: WorkRepo) -> None:
+    results: list[object] = []
+    inside = 0
+    most_inside = 0
+    guard = threading.Lock()
+    original = sync_ref
+
+    def one() -> None:
+        nonlocal inside, most_inside
+        try:
+            with cache_lock(settings, "repo_t") as path:
+                with guard:
+                    inside += 1
+                    most_inside = max(most_inside, inside)
+                out = original(settings, path, repo.url, "")
+                time.sleep(0.05)
+                with guard:
+                    inside -= 1
+            results.append(out.commit)
+        except Exception as exc:  # pragma: no cover - reported by the assert below
+            results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    head = git(repo.work, "rev-parse", "HEAD")
+    assert results == [head] * 4
+    assert most_inside == 1
+
+
+def test_lock_blocks_a_second_holder(settings: Settings) -> None:
+    acquired = threading.Event()
+    with cache_lock(settings, "repo_t"):
+
+        def other() -> None:
+            with cache_lock(settings, "repo_t"):
+                acquired.set()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert not acquired.wait(0.3)
+    assert acquired.wait(5)
+    thread.join()
+    with (
+        pytest.raises(ApplicationError) as info,
+        cache_lock(settings, "repo_t"),
+        cache_lock(settings, "repo_t", timeout=0.2),
+    ):
+        pass
+    assert info.value.type == GitErrorType.TIMEOUT
+
+
+def test_a_fetch_killed_half_way_leaves_a_usable_cache(settings: Settings, repo: WorkRepo) -> None:
+    sync(settings, repo.url)
+    path = cache_path(settings, "repo_t")
+    # What a killed `git fetch` leaves: lock files and an unfinished pack.
+    (path / "shallow.lock").write_text("x")
+    (path / "refs" / "treecast" / "head.lock").write_text("x")
+    (path / "objects" / "pack" / "tmp_pack_abc").write_bytes(b"PACK\0\0garbage")
+    repo.write("new.txt", "n")
+    head = repo.commit()
+    assert sync(settings, repo.url)[0] == head
+    assert not (path / "shallow.lock").exists()
+
+    # A cache damaged beyond that is rebuilt.
+    (path / "HEAD").write_text("garbage\n")
+    repo.write("newer.txt", "n")
+    head = repo.commit()
+    assert sync(settings, repo.url)[0] == head
+    (path / "objects").rename(path / "gone")
+    assert sync(settings, repo.url)[0] == head
+
+
+def test_ensure_commit_fetches_on_another_worker(settings: Settings, repo: WorkRepo) -> None:
+    token = Cipher(resolve_secret_key(settings)).encrypt("unused-for-file-urls")
+    with session_scope(settings.database_url) as session:
+        session.add(Repository(id="repo_t", url=repo.url, ref="", token_encrypted=token))
+    head = git(repo.work, "rev-parse", "HEAD")
+    path = ensure_commit(settings, "repo_t", head)  # nothing synced on this worker yet
+    assert has_object(settings, path, head)
+    kept = run_git(["for-each-ref", "--format=%(refname)"], settings=settings, cwd=path)
+    assert f"refs/treecast/keep/{head}" in kept.stdout.decode()
+    assert ensure_commit(settings, "repo_t", head) == path
+    with pytest.raises(ApplicationError) as info:
+        ensure_commit(settings, "repo_t", "0" * 40)
+    assert info.value.type == GitErrorType.REF_NOT_FOUND
+
+
+def test_head_ref_is_left_in_the_cache(settings: Settings, repo: WorkRepo) -> None:
+    commit, _, _ = sync(settings, repo.url)
+    out = run_git(["rev-parse", HEAD_REF], settings=settings, cwd=cache_path(settings, "repo_t"))
+    assert out.stdout.decode().strip() == commit
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        (
+            "remote: Repository not found.\nfatal: repository 'https://x/y/' not found",
+            "RepositoryNotFound",
+        ),
+        ("fatal: Authentication failed for 'https://github.com/a/b/'", "AuthenticationFailed"),
+        (
+            "fatal: could not read Username for 'https://x': terminal prompts disabled",
+            "AuthenticationFailed",
+        ),
+        (
+            "fatal: unable to access 'https://x/': The requested URL returned error: 403",
+            "AuthenticationFailed",
+        ),
+        ("fatal: couldn't find remote ref refs/heads/nope", "RefNotFound"),
+        ("fatal: unable to access 'https://x/': Could not resolve host: x", "GitNetworkError"),
+        ("fatal: the remote end hung up unexpectedly", "GitNetworkError"),
+        ("fatal: something nobody expected", "GitError"),
+    ],
+)
+def test_error_classification(stderr: str, expected: str) -> None:
+    assert classify_git_error(stderr) == expected
+
+
+# -- BlobReader ----------------------------------------------------------------------------
+
+
+def test_blob_reader_streams_and_stays_in_sync(settings: Settings, repo: WorkRepo) -> None:
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    repo.write("big.bin", big)
+    repo.write("small.txt", "small\n")
+    repo.write("empty", b"")
+    repo.commit()
+    commit, _, _ = sync(settings, repo.url)
+    path = cache_path(settings, "repo_t")
+    listing = run_git(["ls-tree", "-r", str(commit)], settings=settings, cwd=path).stdout.decode()
+    blobs = {line.split("\t")[1]: line.split()[2] for line in listing.splitlines()}
+    tree_out = run_git(["rev-parse", f"{commit}^{{tree}}"], settings=settings, cwd=path)
+    tree = tree_out.stdout.decode().strip()
+    with BlobReader(path) as reader:
+        chunks = list(reader.iter_bytes(blobs["big.bin"], chunk_size=1 << 20))
+        assert [len(c) for c in chunks] == [1 << 20] * 3 + [17]
+        assert b"".join(chunks) == big
+        # Stop after one chunk: the reader must drain the rest before the next request.
+        partial = reader.iter_bytes(blobs["big.bin"], chunk_size=1000)
+        assert next(partial) == big[:1000]
+        assert reader.read(blobs["small.txt"]) == b"small\n"
+        with pytest.raises(RuntimeError):
+            next(partial)
+        assert reader.read(blobs["empty"]) == b""
+        assert list(reader.iter_bytes(blobs["empty"])) == []
+        assert reader.size(blobs["big.bin"]) == len(big)
+        with pytest.raises(BlobNotFound):
+            reader.read("1" * 40)
+        with pytest.raises(BlobNotFound):
+            reader.read(tree)  # a tree, not a blob
+        with pytest.raises(ValueError):
+            reader.read("HEAD\nsmall")
+        assert reader.read(blobs["small.txt"]) == b"small\n"
+        never_started = reader.iter_bytes(blobs["big.bin"])
+        del never_started
+        assert reader.read(blobs["docs/a.md"]) == b"a\n"
+    assert blob_sizes(path, [blobs["big.bin"], "2" * 40]) == {blobs["big.bin"]: len(big)}
