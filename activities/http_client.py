@@ -1,0 +1,274 @@
+"""The HTTP side of delivery: an SSRF-guarded httpx client and one signed POST.
+
+The guard sits in the network backend, below httpx: it resolves the host itself,
+refuses private/loopback/link-local/multicast/unspecified addresses, and then
+connects to the very address it vetted. A DNS answer that changes between the
+check and the connect (DNS rebinding) therefore cannot reach an internal
+address. TLS still uses the hostname for SNI and certificate checks, because
+httpcore passes the origin's host to `start_tls`, not the address we dialled.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpcore
+import httpx
+
+from models.delivery import DeliveryErrorType
+from treecast.config import Settings
+from treecast.redact import redact
+from treecast.urls import is_blocked_address
+
+Resolver = Callable[[str, int], list[str]]
+
+RESPONSE_EXCERPT_BYTES = 2048
+# Read at most this much of a response: enough for the excerpt while keeping the
+# connection reusable for ordinary small answers, without trusting a huge body.
+_RESPONSE_READ_LIMIT = 64 * 1024
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+class BlockedAddressError(httpcore.ConnectError):
+    """The target resolves to an address webhooks may not reach."""
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, in the resolver's order (duplicates removed)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise httpcore.ConnectError(f"the host {host!r} does not resolve ({exc})") from None
+    seen: dict[str, None] = {}
+    for info in infos:
+        seen.setdefault(str(info[4][0]), None)
+    return list(seen)
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """A sync network backend that only connects to public addresses it resolved itself."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        resolver: Resolver = system_resolver,
+        inner: httpcore.NetworkBackend | None = None,
+    ) -> None:
+        self._allow_private = allow_private
+        self._resolver = resolver
+        self._inner = inner if inner is not None else httpcore.SyncBackend()
+
+    def _addresses(self, host: str, port: int) -> list[str]:
+        literal = host.strip("[]")
+        try:
+            return [str(ipaddress.ip_address(literal.split("%", 1)[0]))]
+        except ValueError:
+            return self._resolver(host, port)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        """Resolve, refuse blocked addresses, then connect to a vetted address."""
+        addresses = self._addresses(host, port)
+        if not addresses:
+            raise httpcore.ConnectError(f"the host {host!r} does not resolve")
+        if not self._allow_private:
+            # One blocked answer refuses the host: a name that mixes public and
+            # internal addresses is exactly what a rebinding attack looks like.
+            for address in addresses:
+                if is_blocked_address(address):
+                    raise BlockedAddressError(
+                        f"refusing to connect to {host}: it resolves to the private or loopback "
+                        f"address {address} (set TREECAST_ALLOW_PRIVATE_URLS=1 to allow it)"
+                    )
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        """Unix sockets are never a webhook target."""
+        raise BlockedAddressError("webhooks cannot be delivered to a unix socket")
+
+    def sleep(self, seconds: float) -> None:
+        """Delegate (used by httpcore's connect retries)."""
+        self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport with its connection pool on the guarded backend."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        resolver: Resolver = system_resolver,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        limits = limits or httpx.Limits(max_connections=4, max_keepalive_connections=4)
+        # trust_env=False: an HTTP(S)_PROXY variable would otherwise route around the guard.
+        super().__init__(limits=limits, trust_env=False)
+        ssl_context = httpx.create_ssl_context(trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(allow_private=allow_private, resolver=resolver),
+        )
+
+
+def make_client(
+    settings: Settings, *, timeout: float, resolver: Resolver = system_resolver
+) -> httpx.Client:
+    """One keep-alive client for one activity run: guarded, no redirects, no proxies from env."""
+    return httpx.Client(
+        transport=GuardedTransport(allow_private=settings.allow_private_urls, resolver=resolver),
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def endpoint_url(base_url: str, event: str) -> str:
+    """`{base_url}/{event}` without a double slash when the base URL ends in `/`."""
+    return base_url.rstrip("/") + "/" + event
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    seconds: float
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+@dataclass
+class PostOutcome:
+    """What one POST to an app produced."""
+
+    ok: bool  # a 2xx answer
+    status: int | None  # HTTP status, None when no answer arrived
+    duration_ms: float
+    excerpt: str | None = None  # first 2 KiB of the response body, redacted
+    error_type: str | None = None  # a DeliveryErrorType value when not ok
+    error: str | None = None  # one redacted line when not ok
+    retry_after: float | None = None  # seconds, from Retry-After on 429/503
+
+
+def post_webhook(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: float,
+    what: str,
+    secrets: Iterable[str] = (),
+) -> PostOutcome:
+    """POST one signed body; never raises for HTTP or network failures (see `PostOutcome`).
+
+    `what` names the message in errors (e.g. `create docs/a.md`); the URL is left
+    out of errors because a base URL may embed a token.
+    """
+    secret_list = list(secrets)
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return (time.perf_counter() - started) * 1000.0
+
+    try:
+        with client.stream("POST", url, content=body, headers=headers, timeout=timeout) as resp:
+            received = bytearray()
+            for piece in resp.iter_raw():
+                received += piece
+                if len(received) >= _RESPONSE_READ_LIMIT:
+                    break
+            status = resp.status_code
+            retry_header = resp.headers.get("retry-after")
+    except httpx.TimeoutException:
+        return PostOutcome(
+            ok=False,
+            status=None,
+            duration_ms=elapsed(),
+            error_type=DeliveryErrorType.TRANSPORT,
+            error=f"{what}: the app did not answer within {timeout:g} s",
+        )
+    except httpx.HTTPError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BlockedAddressError):
+            return PostOutcome(
+                ok=False,
+                status=None,
+                duration_ms=elapsed(),
+                error_type=DeliveryErrorType.BLOCKED_ADDRESS,
+                error=redact(f"{what}: {cause}", secret_list),
+            )
+        reason = str(exc) or type(exc).__name__
+        return PostOutcome(
+            ok=False,
+            status=None,
+            duration_ms=elapsed(),
+            error_type=DeliveryErrorType.TRANSPORT,
+            error=redact(f"{what}: {type(exc).__name__}: {reason}", secret_list),
+        )
+    excerpt = redact(
+        bytes(received[:RESPONSE_EXCERPT_BYTES]).decode("utf-8", errors="replace"), secret_list
+    )
+    if 200 <= status < 300:
+        return PostOutcome(ok=True, status=status, duration_ms=elapsed(), excerpt=excerpt)
+    retry_after = parse_retry_after(retry_header) if status in (429, 503) else None
+    if status == 410:
+        error_type = DeliveryErrorType.GONE
+        message = f"{what}: the app answered 410 Gone; its watch is disabled until watched again"
+    else:
+        error_type = DeliveryErrorType.HTTP_STATUS
+        hint = " (redirects are not followed; fix the base URL)" if 300 <= status < 400 else ""
+        message = f"{what}: the app answered HTTP {status}{hint}"
+    return PostOutcome(
+        ok=False,
+        status=status,
+        duration_ms=elapsed(),
+        excerpt=excerpt,
+        error_type=error_type,
+        error=redact(message, secret_list),
+        retry_after=retry_after,
+    )

@@ -1,0 +1,236 @@
+"""Watch state in the database: who watches a repository, failures, the ledger and the log.
+
+Everything here is small database work shared by the delivery and notice
+activities (loading an app's target, recording attempts) and the two watch
+activities the workflows call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, select
+from temporalio import activity
+
+from activities.payloads import RepositoryRef
+from models.delivery import RecordFailureInput, WatchersInput, WatchersResult
+from models.tables import (
+    App,
+    DeliveredFile,
+    DeliveryAttempt,
+    Repository,
+    Watch,
+    WatchStatus,
+    utcnow,
+)
+from treecast.config import Settings, resolve_secret_key
+from treecast.crypto import Cipher
+from treecast.db import session_scope
+from treecast.redact import redact
+from treecast.urls import owner_and_name
+
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class AppTarget:
+    """Where and how to send one app its webhooks for one repository (secrets decrypted)."""
+
+    app_id: str
+    base_url: str
+    secrets: list[str]
+    repository: RepositoryRef
+    watch_status: str
+    # Changes when the app's copy is reset (a successful sync, or `redeliver`), so a
+    # deliberate re-send gets fresh webhook ids while retries keep the same ones.
+    generation: str
+
+
+def _generation(watch: Watch) -> str:
+    moment = watch.last_synced_at
+    if moment is None:
+        return ""
+    if moment.tzinfo is not None:
+        # SQLite hands back naive datetimes and PostgreSQL aware ones: compare as naive UTC.
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def load_target(
+    settings: Settings, session: Session, app_id: str, repository_id: str
+) -> AppTarget | None:
+    """The app, repository and watch rows as an `AppTarget`, or None when any is gone."""
+    app = session.get(App, app_id)
+    repo = session.get(Repository, repository_id)
+    watch = session.get(Watch, (app_id, repository_id))
+    if app is None or repo is None or watch is None:
+        return None
+    cipher = Cipher(resolve_secret_key(settings))
+    owner, name = owner_and_name(repo.url)
+    return AppTarget(
+        app_id=app.id,
+        base_url=app.base_url,
+        secrets=cipher.decrypt_list(app.secrets_encrypted),
+        repository=RepositoryRef(
+            repository_id=repo.id, url=repo.url, owner=owner, name=name, ref=repo.ref or None
+        ),
+        watch_status=watch.status,
+        generation=_generation(watch),
+    )
+
+
+def record_attempt(
+    session: Session,
+    *,
+    app_id: str,
+    repository_id: str,
+    event: str,
+    path: str | None,
+    webhook_id: str,
+    http_status: int | None,
+    duration_ms: float,
+    error: str | None = None,
+    excerpt: str | None = None,
+) -> None:
+    """Add one row to the delivery log (the caller's transaction commits it)."""
+    session.add(
+        DeliveryAttempt(
+            app_id=app_id,
+            repository_id=repository_id,
+            event=event,
+            path=path,
+            webhook_id=webhook_id,
+            http_status=http_status,
+            error=error[:MAX_ERROR_CHARS] if error else None,
+            response_excerpt=excerpt or None,
+            duration_ms=round(duration_ms, 3),
+        )
+    )
+
+
+def prune_delivery_log(session: Session, app_id: str, keep: int) -> int:
+    """Delete all but the newest `keep` attempts of an app; returns rows deleted."""
+    cutoff = session.exec(
+        select(DeliveryAttempt.id)
+        .where(DeliveryAttempt.app_id == app_id)
+        .order_by(col(DeliveryAttempt.id).desc())
+        .offset(keep)
+        .limit(1)
+    ).first()
+    if cutoff is None:
+        return 0
+    result = session.execute(
+        delete(DeliveryAttempt).where(
+            col(DeliveryAttempt.app_id) == app_id, col(DeliveryAttempt.id) <= cutoff
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def note_watch_failure(
+    session: Session, app_id: str, repository_id: str, error_type: str, error: str
+) -> None:
+    """Count a failed delivery attempt on the watch and keep its redacted error."""
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        return
+    watch.retry_count += 1
+    watch.last_error = redact(error)[:MAX_ERROR_CHARS]
+    watch.last_error_type = error_type
+    session.add(watch)
+
+
+def disable_watch(session: Session, app_id: str, repository_id: str, error: str) -> None:
+    """The app answered 410 Gone: stop delivering until it is watched again."""
+    from models.delivery import DeliveryErrorType
+
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        return
+    watch.status = WatchStatus.DISABLED
+    watch.last_error = redact(error)[:MAX_ERROR_CHARS]
+    watch.last_error_type = DeliveryErrorType.GONE
+    session.add(watch)
+
+
+def forget_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
+    """Forget what an app received from a repository, so the next sync sends everything again.
+
+    Deletes the app's ledger rows for the repository and resets its watch to
+    `pending` with no delivered commit. Returns how many ledger rows were deleted.
+    """
+    with session_scope(settings.database_url) as session:
+        result = session.execute(
+            delete(DeliveredFile).where(
+                col(DeliveredFile.app_id) == app_id,
+                col(DeliveredFile.repository_id) == repository_id,
+            )
+        )
+        watch = session.get(Watch, (app_id, repository_id))
+        if watch is not None:
+            watch.status = WatchStatus.PENDING
+            watch.delivered_commit = None
+            watch.retry_count = 0
+            watch.last_error = None
+            watch.last_error_type = None
+            # A new generation: the re-sent files get fresh webhook ids, so receivers
+            # that deduplicate by id do not drop the deliberate re-delivery.
+            watch.last_synced_at = utcnow()
+            session.add(watch)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class WatchActivities:
+    """Database activities about watches (no HTTP)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @activity.defn(name="list_watchers")
+    def list_watchers(self, input: WatchersInput) -> WatchersResult:
+        """Apps watching a repository (sorted) and those not yet synced at `input.commit`."""
+        with session_scope(self.settings.database_url) as session:
+            watches = session.exec(
+                select(Watch)
+                .where(Watch.repository_id == input.repository_id)
+                .order_by(col(Watch.app_id))
+            ).all()
+            app_ids = [w.app_id for w in watches]
+            behind = [
+                w.app_id
+                for w in watches
+                if w.status != WatchStatus.DISABLED
+                and (w.delivered_commit != input.commit or w.status != WatchStatus.SYNCED)
+            ]
+        return WatchersResult(app_ids=app_ids, behind_app_ids=behind)
+
+    @activity.defn(name="record_delivery_failure")
+    def record_delivery_failure(self, input: RecordFailureInput) -> None:
+        """Mark a watch `failed` with its redacted error once delivery ran out of attempts."""
+        with session_scope(self.settings.database_url) as session:
+            watch = session.get(Watch, (input.app_id, input.repository_id))
+            if watch is None or watch.status == WatchStatus.DISABLED:
+                return
+            watch.status = WatchStatus.FAILED
+            watch.last_error = redact(input.error)[:MAX_ERROR_CHARS]
+            watch.last_error_type = input.error_type
+            session.add(watch)
+
+
+def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
+    """How many files an app has acknowledged for a repository."""
+    with session_scope(settings.database_url) as session:
+        return int(
+            session.exec(
+                select(func.count())
+                .select_from(DeliveredFile)
+                .where(DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id)
+            ).one()
+        )
+
+
+def now_utc() -> datetime:
+    """Aware UTC now (for watch timestamps)."""
+    return datetime.now(UTC)

@@ -1,0 +1,443 @@
+"""An example Treecast receiver that mirrors a repository into a folder.
+
+It shows what a receiver must do (see docs/webhooks.md):
+
+* verify every request with the `standardwebhooks` package (bad signatures and
+  timestamps more than 5 minutes off get 401);
+* deduplicate by `webhook-id` (a retried message is acknowledged, not re-applied);
+* reassemble chunked files in order and check each file's SHA-256;
+* write files on create/update and remove them on delete, refusing any path that
+  would escape the mirror folder;
+* log `sync_failed` / `sync_recovered` notices.
+
+Run it:  python -m examples.receiver --port 8080 --secret whsec_... --mirror ./mirror
+
+Tests import `Receiver`, start it on 127.0.0.1 port 0 in a thread, and use its
+hooks (`fail_next`, `drop_next`, `delay_next`) to make deliveries fail on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+FILE_EVENTS = ("create", "update", "delete")
+NOTICE_EVENTS = ("sync_failed", "sync_recovered")
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Received:
+    """One verified request, as the receiver saw it."""
+
+    event: str
+    path: str | None
+    webhook_id: str
+    status: int  # what the receiver answered
+    duplicate: bool = False
+    chunk_index: int | None = None
+    signatures: int = 0  # how many v1 signatures the header carried
+
+
+@dataclass
+class _Transfer:
+    """A chunked file being reassembled into a temp file (never held whole in memory)."""
+
+    path: str
+    sha: str
+    size: int
+    total: int
+    temp: Path
+    next_index: int = 0
+    hasher: Any = field(default_factory=hashlib.sha256)
+
+
+@dataclass
+class _Fault:
+    """A planned failure for the next `count` requests."""
+
+    count: int
+    status: int | None = None  # None: drop the connection without answering
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay: float = 0.0
+    event: str | None = None  # only requests for this event (None: any)
+
+
+class MirrorError(Exception):
+    """A request the mirror refuses; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def safe_target(root: Path, path: str) -> Path:
+    """The file under `root` for a repository path; refuses absolute or escaping paths."""
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or "\\" in path or "\0" in path:
+        raise MirrorError(400, f"refusing path {path!r}")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise MirrorError(400, f"refusing path {path!r}")
+    target = (root / pure).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise MirrorError(400, f"refusing path {path!r}: it escapes the mirror")
+    return target
+
+
+class Receiver:
+    """A Standard Webhooks receiver that mirrors files into `mirror`; start/stop in a thread."""
+
+    def __init__(
+        self,
+        secrets: Iterable[str],
+        mirror: Path | str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        quiet: bool = True,
+    ) -> None:
+        self._verifiers = [Webhook(s) for s in secrets]
+        if not self._verifiers:
+            raise ValueError("the receiver needs at least one whsec_ secret")
+        self.mirror = Path(mirror)
+        self.mirror.mkdir(parents=True, exist_ok=True)
+        self._staging = Path(tempfile.mkdtemp(prefix="treecast-receiver-"))
+        self.quiet = quiet
+        self.requests: list[Received] = []
+        self.notices: list[dict[str, Any]] = []
+        self.rejected: list[tuple[int, str]] = []  # (status, reason) of unverified requests
+        self._seen: set[str] = set()
+        self._transfers: dict[str, _Transfer] = {}
+        self._faults: list[_Fault] = []
+        # One request at a time through the mirror: Treecast sends sequentially per
+        # app anyway, and this keeps dedup and reassembly simple.
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The base URL to register for an app."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Receiver:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until interrupted (the command line)."""
+        self._server.serve_forever()
+
+    # -- test hooks ----------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        event: str | None = None,
+    ) -> None:
+        """Answer the next `count` verified requests (of `event`, if given) with `status`."""
+        with self._lock:
+            self._faults.append(
+                _Fault(count=count, status=status, headers=headers or {}, body=body, event=event)
+            )
+
+    def drop_next(self, count: int = 1, *, event: str | None = None) -> None:
+        """Close the connection without answering the next `count` requests."""
+        with self._lock:
+            self._faults.append(_Fault(count=count, status=None, event=event))
+
+    def delay_next(self, seconds: float, count: int = 1, *, status: int = 200) -> None:
+        """Sleep before answering the next `count` requests (to provoke timeouts).
+
+        The delayed requests are not applied to the mirror.
+        """
+        with self._lock:
+            self._faults.append(_Fault(count=count, status=status, delay=seconds))
+
+    def clear_faults(self) -> None:
+        """Forget planned failures."""
+        with self._lock:
+            self._faults.clear()
+
+    def files(self) -> dict[str, bytes]:
+        """Every file in the mirror with its bytes (relative POSIX paths)."""
+        root = self.mirror
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    def file_requests(self, *, answered_ok: bool = True) -> list[Received]:
+        """Verified file requests (by default those answered with 2xx, duplicates included)."""
+        return [
+            r
+            for r in self.requests
+            if r.event in FILE_EVENTS and (not answered_ok or 200 <= r.status < 300)
+        ]
+
+    # -- request handling --------------------------------------------------------------
+
+    def _take_fault(self, event: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.event is None or fault.event == event:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _verify(self, body: bytes, headers: dict[str, str]) -> Any:
+        last: Exception | None = None
+        for verifier in self._verifiers:
+            try:
+                return verifier.verify(body, headers)
+            except WebhookVerificationError as exc:
+                last = exc
+        raise WebhookVerificationError(str(last))
+
+    def handle(
+        self, event: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int | None, dict[str, str], bytes, float]:
+        """Process one request; returns (status or None to drop, headers, body, delay)."""
+        if event not in FILE_EVENTS + NOTICE_EVENTS:
+            return 404, {}, b'{"error":"unknown endpoint"}', 0.0
+        try:
+            payload = self._verify(body, headers)
+        except (WebhookVerificationError, ValueError, UnicodeDecodeError) as exc:
+            self.rejected.append((401, str(exc)))
+            return 401, {}, b'{"error":"invalid signature"}', 0.0
+        msg_id = headers.get("webhook-id", "")
+        file = payload.get("file") or {}
+        chunk = file.get("chunk") or {}
+        record = Received(
+            event=event,
+            path=file.get("path"),
+            webhook_id=msg_id,
+            status=200,
+            chunk_index=chunk.get("index"),
+            signatures=len(headers.get("webhook-signature", "").split()),
+        )
+        with self._lock:
+            self.requests.append(record)
+            fault = self._take_fault(event)
+            if fault is not None:
+                record.status = fault.status or 0
+                if fault.delay:
+                    return fault.status, fault.headers, fault.body, fault.delay
+                return fault.status, fault.headers, fault.body, 0.0
+            if msg_id in self._seen:
+                record.duplicate = True
+                return 200, {}, b'{"ok":true,"duplicate":true}', 0.0
+            try:
+                self._apply(event, payload)
+            except MirrorError as exc:
+                record.status = exc.status
+                return exc.status, {}, json.dumps({"error": str(exc)}).encode(), 0.0
+            self._seen.add(msg_id)
+        return 200, {}, b'{"ok":true}', 0.0
+
+    def _apply(self, event: str, payload: dict[str, Any]) -> None:
+        if event in NOTICE_EVENTS:
+            self.notices.append(payload)
+            repo = payload.get("repository", {})
+            detail = payload.get("error", {}).get("message") or payload.get("commit_sha")
+            print(f"{event} {repo.get('owner')}/{repo.get('name')}: {detail}", flush=True)
+            return
+        file = payload["file"]
+        target = safe_target(self.mirror, file["path"])
+        if event == "delete":
+            if target.is_file():
+                target.unlink()
+                self._prune_dirs(target.parent)
+            return
+        chunk = file.get("chunk")
+        if chunk is None:
+            data = self._decode(file["content"], file.get("content_encoding"))
+            if hashlib.sha256(data).hexdigest() != file["sha"] or len(data) != file["size"]:
+                raise MirrorError(422, f"{file['path']}: content does not match its sha/size")
+            self._write(target, data)
+        else:
+            self._chunk(target, file, chunk)
+        if not self.quiet:
+            print(f"{event} {file['path']} ({file['size']} bytes)", flush=True)
+
+    @staticmethod
+    def _decode(content: str, encoding: str | None) -> bytes:
+        if encoding == "base64":
+            try:
+                return base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                raise MirrorError(422, "content is not valid base64") from None
+        return content.encode("utf-8")
+
+    def _chunk(self, target: Path, file: dict[str, Any], chunk: dict[str, Any]) -> None:
+        transfer_id, index, total = str(chunk["id"]), int(chunk["index"]), int(chunk["total"])
+        transfer = self._transfers.get(transfer_id)
+        if index == 0:
+            if transfer is not None:
+                transfer.temp.unlink(missing_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._staging)
+            os.close(fd)
+            transfer = _Transfer(
+                path=file["path"],
+                sha=file["sha"],
+                size=int(file["size"]),
+                total=total,
+                temp=Path(name),
+            )
+            self._transfers[transfer_id] = transfer
+        if transfer is None or index != transfer.next_index:
+            # A receiver that lost earlier chunks says so; Treecast then re-sends from 0.
+            raise MirrorError(409, f"{file['path']}: chunk {index} arrived out of order")
+        # Each chunk is whole base64 quanta, so it decodes on its own.
+        data = self._decode(file["content"], file.get("content_encoding"))
+        transfer.hasher.update(data)
+        with transfer.temp.open("ab") as handle:
+            handle.write(data)
+        transfer.next_index += 1
+        if transfer.next_index < transfer.total:
+            return
+        del self._transfers[transfer_id]
+        size = transfer.temp.stat().st_size
+        if transfer.hasher.hexdigest() != transfer.sha or size != transfer.size:
+            transfer.temp.unlink(missing_ok=True)
+            raise MirrorError(422, f"{file['path']}: reassembled content does not match its sha")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(transfer.temp, target)
+
+    @staticmethod
+    def _write(target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        temp.write_bytes(data)
+        os.replace(temp, target)
+
+    def _prune_dirs(self, folder: Path) -> None:
+        root = self.mirror.resolve()
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Treecast's client expects
+
+            def log_message(self, format: str, *args: Any) -> None:
+                if not receiver.quiet:
+                    super().log_message(format, *args)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length > MAX_BODY_BYTES:
+                    self._answer(413, {}, b"")
+                    return
+                body = self.rfile.read(length)
+                event = self.path.rstrip("/").rsplit("/", 1)[-1]
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, extra, answer, delay = receiver.handle(event, body, headers)
+                if delay:
+                    time.sleep(delay)
+                if status is None:
+                    self.close_connection = True
+                    return
+                self._answer(status, extra, answer)
+
+            def _answer(self, status: int, extra: dict[str, str], answer: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(answer)
+
+        return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(description="Example Treecast webhook receiver")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        help="whsec_ secret (repeat while rotating; default: $TREECAST_RECEIVER_SECRET)",
+    )
+    parser.add_argument("--mirror", default="./mirror", help="folder the repository is mirrored to")
+    parser.add_argument("--verbose", action="store_true", help="print every file and request")
+    args = parser.parse_args(argv)
+    secrets = args.secret or [
+        s for s in os.environ.get("TREECAST_RECEIVER_SECRET", "").split() if s
+    ]
+    if not secrets:
+        print("receiver: pass --secret whsec_... (the app's webhook secret)", file=sys.stderr)
+        return 2
+    receiver = Receiver(
+        secrets, args.mirror, host=args.host, port=args.port, quiet=not args.verbose
+    )
+    print(
+        f"receiver: listening on http://{args.host}:{receiver.port}, mirroring into {args.mirror}"
+    )
+    try:
+        receiver.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver._server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

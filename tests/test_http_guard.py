@@ -1,0 +1,170 @@
+"""The guarded transport: SSRF refusals on the address actually dialled, no redirects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import httpcore
+import httpx
+import pytest
+
+from activities.http_client import (
+    GuardedBackend,
+    endpoint_url,
+    make_client,
+    parse_retry_after,
+    post_webhook,
+)
+from activities.signing import signed_headers
+from examples.receiver import Receiver
+from models.delivery import DeliveryErrorType
+from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
+from treecast.config import Settings
+
+EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+
+
+def _post(client: httpx.Client, url: str, secret: str, event: str = "create") -> object:
+    body = json.dumps({"file": {"path": "a.txt", "sha": EMPTY_SHA, "size": 0, "content": ""}})
+    headers = signed_headers([secret], f"msg_{uuid.uuid4().hex}", event, body.encode())
+    return post_webhook(
+        client,
+        url,
+        body.encode(),
+        headers,
+        timeout=client.timeout.read or 2.0,
+        what=f"{event} a.txt",
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "localhost", "10.0.0.8", "169.254.169.254"])
+def test_private_targets_are_refused(settings: Settings, host: str) -> None:
+    strict = replace(settings, allow_private_urls=False)
+    with make_client(strict, timeout=2.0) as client:
+        outcome = post_webhook(
+            client, f"http://{host}:9/create", b"{}", {}, timeout=2.0, what="create a.txt"
+        )
+    assert not outcome.ok
+    assert outcome.error_type == DeliveryErrorType.BLOCKED_ADDRESS
+    assert "TREECAST_ALLOW_PRIVATE_URLS" in (outcome.error or "")
+
+
+def test_rebinding_name_is_checked_at_connect_time(
+    settings: Settings,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    # A public-looking name whose DNS answer is loopback at connect time.
+    strict = replace(settings, allow_private_urls=False)
+    calls: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"]
+
+    url = f"http://hooks.example.com:{receiver.port}/create"
+    with make_client(strict, timeout=2.0, resolver=rebinding) as client:
+        outcome = _post(client, url, receiver_secret)
+    assert calls == ["hooks.example.com"]
+    assert outcome.error_type == DeliveryErrorType.BLOCKED_ADDRESS  # type: ignore[attr-defined]
+    assert receiver.requests == []
+
+
+def test_mixed_public_and_private_answers_are_refused() -> None:
+    backend = GuardedBackend(
+        allow_private=False, resolver=lambda h, p: ["93.184.216.34", "10.1.2.3"]
+    )
+    with pytest.raises(httpcore.ConnectError, match=r"10\.1\.2\.3"):
+        backend.connect_tcp("mixed.example.com", 443)
+
+
+class _RecordingBackend(httpcore.NetworkBackend):
+    """Stands in for the internet, which tests cannot reach: records what would be dialled."""
+
+    def __init__(self) -> None:
+        self.dialled: list[tuple[str, int]] = []
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        self.dialled.append((host, port))
+        raise httpcore.ConnectError("offline")
+
+
+def test_public_name_is_dialled_by_its_vetted_address() -> None:
+    inner = _RecordingBackend()
+    backend = GuardedBackend(
+        allow_private=False, resolver=lambda h, p: ["93.184.216.34"], inner=inner
+    )
+    with pytest.raises(httpcore.ConnectError):
+        backend.connect_tcp("hooks.example.com", 443)
+    assert inner.dialled == [("93.184.216.34", 443)]
+
+
+def test_allowed_private_target_is_reached_with_keep_alive(
+    settings: Settings,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    with make_client(settings, timeout=2.0) as client:
+        for _ in range(3):
+            outcome = _post(client, receiver.url + "/create", receiver_secret)
+            assert outcome.ok, outcome  # type: ignore[attr-defined]
+        pool = client._transport._pool  # type: ignore[attr-defined]
+        assert len(pool.connections) == 1  # one connection reused
+
+
+def test_redirects_are_not_followed(
+    settings: Settings,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    receiver.fail_next(302, headers={"location": "http://169.254.169.254/latest"})
+    with make_client(settings, timeout=2.0) as client:
+        outcome = _post(client, receiver.url + "/create", receiver_secret)
+    assert not outcome.ok and outcome.status == 302  # type: ignore[attr-defined]
+    assert "redirects are not followed" in outcome.error  # type: ignore[attr-defined]
+    assert len(receiver.requests) == 1
+
+
+def test_failures_are_classified(
+    settings: Settings,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    url = receiver.url + "/create"
+    with make_client(settings, timeout=0.5) as client:
+        receiver.fail_next(503, headers={"retry-after": "7"}, body=b"busy " * 1000)
+        busy = _post(client, url, receiver_secret)
+        assert busy.status == 503 and busy.retry_after == 7.0  # type: ignore[attr-defined]
+        assert busy.excerpt is not None and len(busy.excerpt) == 2048  # type: ignore[attr-defined]
+        receiver.fail_next(410)
+        assert _post(client, url, receiver_secret).error_type == DeliveryErrorType.GONE  # type: ignore[attr-defined]
+        receiver.drop_next()
+        dropped = _post(client, url, receiver_secret)
+        assert dropped.error_type == DeliveryErrorType.TRANSPORT  # type: ignore[attr-defined]
+        receiver.delay_next(1.5)
+        slow = _post(client, url, receiver_secret)
+        assert slow.error_type == DeliveryErrorType.TRANSPORT  # type: ignore[attr-defined]
+        assert "did not answer within" in slow.error  # type: ignore[attr-defined]
+        assert _post(client, url, receiver_secret).ok  # type: ignore[attr-defined]
+
+
+def test_endpoint_url_and_retry_after() -> None:
+    assert endpoint_url("https://a.example/hooks/", "create") == "https://a.example/hooks/create"
+    assert endpoint_url("https://a.example", "delete") == "https://a.example/delete"
+    now = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30.0
+    assert parse_retry_after("999999") == 3600.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
