@@ -7,17 +7,37 @@ the virtualenv's `bin/`. Every environment knows Treecast's search attributes.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import itertools
+import os
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from models.delivery import (
+    DeliverInput,
+    DeliverResult,
+    NoticeInput,
+    NoticeResult,
+    RecordFailureInput,
+    WatchersInput,
+    WatchersResult,
+)
+from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from workflows import ALL_WORKFLOWS
 from workflows.search_attributes import ALL_KEYS, dev_server_args
 
@@ -38,7 +58,15 @@ async def start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_check(TEST_SERVER)
     )
-    # It accepts unregistered custom search attributes, so nothing to register.
+    # Like a real server it rejects upserts of unknown search attributes.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in ALL_KEYS
+            },
+        )
+    )
     return env
 
 
@@ -83,3 +111,139 @@ async def treecast_worker(
         **kwargs,
     ) as worker:
         yield worker
+
+
+@dataclass
+class Delivery:
+    """One `deliver_changes` call as the fake saw it (times are real monotonic seconds)."""
+
+    app_id: str
+    commit: str | None
+    started: float
+    ended: float = 0.0
+
+
+@dataclass
+class FakeTreecast:
+    """Stand-ins for the git, watch and delivery activities, with the same names.
+
+    The remote is `commit`; `git_error` (a GitErrorType) makes every fetch fail.
+    Apps are `apps`; an app is behind while `app_commits[app] != commit`.
+    Every call is recorded so tests can assert order, counts and overlap.
+    """
+
+    commit: str | None = "c1"
+    git_error: str | None = None
+    apps: list[str] = field(default_factory=list)
+    app_commits: dict[str, str | None] = field(default_factory=dict)
+    failing_apps: dict[str, str] = field(default_factory=dict)  # app -> DeliveryErrorType
+    dead_notice_apps: set[str] = field(default_factory=set)
+    delivery_seconds: float = 0.0
+    snapshot_gate: asyncio.Event | None = None  # set: fetches wait for it
+    snapshots: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
+    deliver_attempts: dict[str, int] = field(default_factory=dict)
+    recorded_failures: list[RecordFailureInput] = field(default_factory=list)
+    notices: list[NoticeInput] = field(default_factory=list)
+    notice_attempts: dict[str, int] = field(default_factory=dict)
+
+    def activities(self) -> list[Any]:
+        """The activity functions to register on a test worker."""
+        return [
+            self.snapshot_repository,
+            self.list_watchers,
+            self.deliver_changes,
+            self.record_delivery_failure,
+            self.send_notice,
+        ]
+
+    @activity.defn(name="snapshot_repository")
+    async def snapshot_repository(self, input: SnapshotInput) -> SnapshotResult:
+        self.snapshots += 1
+        if self.snapshot_gate is not None:
+            await self.snapshot_gate.wait()
+        if self.git_error is not None:
+            raise ApplicationError(
+                f"git fetch failed ({self.git_error})",
+                type=self.git_error,
+                non_retryable=self.git_error in GitErrorType.NON_RETRYABLE,
+            )
+        return SnapshotResult(repository_id=input.repository_id, commit=self.commit, ref="main")
+
+    @activity.defn(name="list_watchers")
+    async def list_watchers(self, input: WatchersInput) -> WatchersResult:
+        apps = sorted(self.apps)
+        behind = [a for a in apps if self.app_commits.get(a, "none") != input.commit]
+        return WatchersResult(app_ids=apps, behind_app_ids=behind)
+
+    @activity.defn(name="deliver_changes")
+    async def deliver_changes(self, input: DeliverInput) -> DeliverResult:
+        self.deliver_attempts[input.app_id] = self.deliver_attempts.get(input.app_id, 0) + 1
+        record = Delivery(input.app_id, input.commit, time.monotonic())
+        self.deliveries.append(record)
+        try:
+            if self.delivery_seconds:
+                await asyncio.sleep(self.delivery_seconds)
+            error = self.failing_apps.get(input.app_id)
+            if error is not None:
+                raise ApplicationError(
+                    "POST http://127.0.0.1:9/create failed: connection refused", type=error
+                )
+            self.app_commits[input.app_id] = input.commit
+            return DeliverResult(
+                app_id=input.app_id, status="synced", created=2, updated=1, deleted=0
+            )
+        finally:
+            record.ended = time.monotonic()
+
+    @activity.defn(name="record_delivery_failure")
+    async def record_delivery_failure(self, input: RecordFailureInput) -> None:
+        self.recorded_failures.append(input)
+
+    @activity.defn(name="send_notice")
+    async def send_notice(self, input: NoticeInput) -> NoticeResult:
+        self.notice_attempts[input.app_id] = self.notice_attempts.get(input.app_id, 0) + 1
+        if input.app_id in self.dead_notice_apps:
+            raise ApplicationError("connection refused", type="WebhookTransportError")
+        self.notices.append(input)
+        return NoticeResult(app_id=input.app_id, delivered=True)
+
+    def notices_of(self, event: str) -> list[str]:
+        """App ids that acknowledged `event`, in order."""
+        return [n.app_id for n in self.notices if n.event == event]
+
+
+def overlapping(deliveries: list[Delivery]) -> list[tuple[Delivery, Delivery]]:
+    """Pairs of deliveries whose run times overlap (should be none)."""
+    ordered = sorted(deliveries, key=lambda d: d.started)
+    return [(a, b) for a, b in itertools.pairwise(ordered) if b.started < a.ended]
+
+
+async def eventually(
+    env: WorkflowEnvironment,
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    step: float = 1.0,
+    attempts: int = 200,
+) -> None:
+    """Advance the environment's time `step` seconds at a time until `check()` holds."""
+    for _ in range(attempts):
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        await env.sleep(step)
+    raise AssertionError("condition never held")
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def save_history(handle: WorkflowHandle, name: str) -> None:
+    """Keep a workflow's history for the replay test, when TREECAST_RECORD_HISTORIES=1."""
+    if os.environ.get("TREECAST_RECORD_HISTORIES") != "1":
+        return
+    history = await handle.fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())

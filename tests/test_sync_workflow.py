@@ -1,0 +1,272 @@
+"""SyncRepository on the time-skipping test server: polling, breaker, signals, sync --wait.
+
+Activities are the fakes of `tests.temporal_env.FakeTreecast`; time moves with
+`env.sleep`, so a 30-minute cooldown takes no real time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from models.git import GitErrorType
+from models.sync import (
+    BreakerStatus,
+    RequestState,
+    SyncEvent,
+    SyncOutcome,
+    SyncRepositoryInput,
+    SyncRequest,
+    SyncStatus,
+    sync_workflow_id,
+)
+from tests.temporal_env import (
+    FakeTreecast,
+    eventually,
+    new_task_queue,
+    save_history,
+    start_time_skipping,
+    treecast_worker,
+)
+from treecast import temporal_ops
+from treecast.config import Settings
+from workflows.sync_repository import SyncRepository
+
+pytestmark = pytest.mark.timeout(60)
+
+COOLDOWN = 1800
+INTERVAL = 60
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await start_time_skipping()
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+def sync_input(repository_id: str, **changes: object) -> SyncRepositoryInput:
+    base = SyncRepositoryInput(
+        repository_id=repository_id,
+        poll_interval_seconds=INTERVAL,
+        breaker_threshold=3,
+        breaker_cooldown_seconds=COOLDOWN,
+        notice_timeout_seconds=2,
+        snapshot_timeout_seconds=30,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def start(client: Client, task_queue: str, input: SyncRepositoryInput) -> WorkflowHandle:
+    return await client.start_workflow(
+        SyncRepository.run,
+        input,
+        id=sync_workflow_id(input.repository_id),
+        task_queue=task_queue,
+    )
+
+
+async def status(handle: WorkflowHandle) -> SyncStatus:
+    return await handle.query(SyncRepository.status)
+
+
+async def request(handle: WorkflowHandle, request_id: str) -> SyncOutcome | None:
+    return await handle.query(SyncRepository.request, request_id)
+
+
+async def test_breaker_opens_notifies_once_and_recovers(env: WorkflowEnvironment) -> None:
+    fake = FakeTreecast(apps=["app-b", "app-a"], git_error=GitErrorType.REPOSITORY_NOT_FOUND)
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await start(env.client, queue, sync_input("repo-1"))
+
+        async def opened() -> bool:
+            return (await status(handle)).breaker_state == BreakerStatus.OPEN
+
+        await eventually(env, opened, step=10)
+        first = await status(handle)
+        # exactly `threshold` failed syncs, each a single (non-retryable) fetch
+        assert first.consecutive_failures == 3
+        assert fake.snapshots == 3
+        assert first.last_error_type == GitErrorType.REPOSITORY_NOT_FOUND
+        assert first.cooldown_until is not None
+        await eventually(env, lambda: len(fake.notices) == 2)
+        assert fake.notices_of(SyncEvent.SYNC_FAILED) == ["app-a", "app-b"]
+        failed = fake.notices[0]
+        assert failed.breaker.status == "open"
+        assert failed.breaker.consecutive_failures == 3
+        assert failed.breaker.threshold == 3
+        assert failed.error_type == GitErrorType.REPOSITORY_NOT_FOUND
+        assert failed.transition_id == fake.notices[1].transition_id
+        assert failed.transition_id.startswith("notify/repo-1/sync_failed/")
+
+        # While open: polls and sync_now leave git alone, and sync_now says why.
+        await handle.signal(SyncRepository.sync_now, SyncRequest(request_id="r-open"))
+        refused = await request(handle, "r-open")
+        assert refused is not None and refused.state == RequestState.BREAKER_OPEN
+        assert refused.message is not None and "breaker open until" in refused.message
+        await env.sleep(COOLDOWN / 2)
+        assert fake.snapshots == 3
+        assert "breaker open until" in (await status(handle)).message
+
+        # Cooldown over: one probe, still failing -> open again, quietly.
+        await env.sleep(COOLDOWN / 2 + 5)
+
+        async def probed() -> bool:
+            return fake.snapshots == 4 and (await status(handle)).breaker_state == "open"
+
+        await eventually(env, probed)
+        reopened = await status(handle)
+        assert reopened.cooldown_until is not None and first.cooldown_until is not None
+        assert reopened.cooldown_until >= first.cooldown_until + timedelta(seconds=COOLDOWN)
+        assert reopened.consecutive_failures == 4
+
+        # Fixed meanwhile: the next probe closes it and says so once per app.
+        fake.git_error = None
+        await env.sleep(COOLDOWN + 5)
+        await eventually(
+            env, lambda: len(fake.notices_of(SyncEvent.SYNC_RECOVERED)) == 2, attempts=30
+        )
+        assert fake.notices_of(SyncEvent.SYNC_FAILED) == ["app-a", "app-b"]  # no second one
+        assert fake.notices_of(SyncEvent.SYNC_RECOVERED) == ["app-a", "app-b"]
+        notice = next(n for n in fake.notices if n.event == SyncEvent.SYNC_RECOVERED)
+        assert notice.breaker.status == "closed"
+        assert notice.breaker.failed_syncs == 1
+        assert notice.commit == "c1"
+        assert fake.snapshots == 5
+        healthy = await status(handle)
+        assert healthy.breaker_state == BreakerStatus.CLOSED
+        assert healthy.consecutive_failures == 0
+        assert healthy.last_commit == "c1"
+        # and the files went out after recovery
+        await eventually(env, lambda: fake.app_commits == {"app-a": "c1", "app-b": "c1"})
+        await handle.signal(SyncRepository.stop)
+        await handle.result()
+        await save_history(handle, "sync_breaker")
+
+
+async def test_retryable_git_errors_are_retried_then_count_once(env: WorkflowEnvironment) -> None:
+    fake = FakeTreecast(git_error=GitErrorType.NETWORK)
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await start(env.client, queue, sync_input("repo-r"))
+
+        async def one_failure() -> bool:
+            return (await status(handle)).consecutive_failures == 1
+
+        await eventually(env, one_failure)
+        assert fake.snapshots == 4  # the retry policy's attempts, one failed sync
+        assert (await status(handle)).last_error_type == GitErrorType.NETWORK
+        await handle.signal(SyncRepository.stop)
+        await handle.result()
+
+
+async def test_polls_on_the_interval_with_a_little_jitter(env: WorkflowEnvironment) -> None:
+    fake = FakeTreecast()
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await start(env.client, queue, sync_input("repo-p"))
+        await eventually(env, lambda: fake.snapshots == 1, step=0.5)
+        first = await status(handle)
+        assert first.next_sync_at is not None and first.last_attempt_at is not None
+        gap = (first.next_sync_at - first.last_attempt_at).total_seconds()
+        assert INTERVAL <= gap < INTERVAL * 1.1
+        await env.sleep(INTERVAL * 5 + 30)
+        assert 5 <= fake.snapshots <= 6
+        await handle.signal(SyncRepository.stop)
+        result = await handle.result()
+        assert result.last_commit == "c1"
+
+
+async def test_signals_pause_resume_reset_stop(env: WorkflowEnvironment) -> None:
+    fake = FakeTreecast(apps=["app-a"], git_error=GitErrorType.AUTHENTICATION_FAILED)
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await start(env.client, queue, sync_input("repo-s", breaker_threshold=1))
+
+        async def is_open() -> bool:
+            return (await status(handle)).breaker_state == BreakerStatus.OPEN
+
+        await eventually(env, is_open)
+        assert fake.snapshots == 1
+
+        # reset closes it and syncs at once (a success answers the sync_failed)
+        fake.git_error = None
+        await handle.signal(SyncRepository.reset, SyncRequest(request_id="r-reset"))
+
+        async def reset_done() -> bool:
+            outcome = await request(handle, "r-reset")
+            return outcome is not None and outcome.final
+
+        await eventually(env, reset_done, step=0.5)
+        done = await request(handle, "r-reset")
+        assert done is not None and done.state == RequestState.DONE and done.ok
+        assert [a.app_id for a in done.apps] == ["app-a"]
+        assert fake.snapshots == 2
+        assert (await status(handle)).breaker_state == BreakerStatus.CLOSED
+        await eventually(env, lambda: fake.notices_of(SyncEvent.SYNC_RECOVERED) == ["app-a"])
+
+        # paused: no polls, sync_now refused with a reason
+        await handle.signal(SyncRepository.pause)
+        await env.sleep(INTERVAL * 5)
+        assert fake.snapshots == 2
+        paused = await status(handle)
+        assert paused.paused and "paused" in paused.message
+        await handle.signal(SyncRepository.sync_now, SyncRequest(request_id="r-paused"))
+        refused = await request(handle, "r-paused")
+        assert refused is not None and refused.state == RequestState.PAUSED
+
+        # resume: the overdue poll runs at once
+        await handle.signal(SyncRepository.resume)
+        await eventually(env, lambda: fake.snapshots == 3, step=0.5, attempts=10)
+
+        # a sync that finds nothing new is done without a delivery
+        await handle.signal(SyncRepository.sync_now, SyncRequest(request_id="r-same"))
+        await eventually(env, lambda: fake.snapshots == 4, step=0.5, attempts=10)
+        same = await request(handle, "r-same")
+        assert same is not None and same.state == RequestState.DONE and same.apps == []
+
+        await handle.signal(SyncRepository.stop)
+        result = await handle.result()
+        assert result.syncs == 4
+        await save_history(handle, "sync_signals")
+
+
+async def test_sync_and_wait_returns_after_the_deliveries(
+    env: WorkflowEnvironment, settings: Settings
+) -> None:
+    fake = FakeTreecast(apps=["app-a", "app-b"], delivery_seconds=0.2)
+    progress: list[str] = []
+    async with treecast_worker(env.client, settings.task_queue, fake.activities()):
+        outcome = await temporal_ops.sync_and_wait(
+            env.client, settings, "repo-w", 300, progress.append, timeout=30
+        )
+        assert outcome.state == RequestState.DONE, outcome
+        assert outcome.ok and outcome.commit == "c1"
+        assert [(a.app_id, a.delivered) for a in outcome.apps] == [("app-a", 3), ("app-b", 3)]
+        # it returned only after both apps had their files
+        assert fake.app_commits == {"app-a": "c1", "app-b": "c1"}
+        assert progress[-1].startswith("done")
+
+        # a second sync while nothing changed: done, nothing to deliver
+        again = await temporal_ops.sync_and_wait(
+            env.client, settings, "repo-w", 300, None, timeout=30
+        )
+        assert again.state == RequestState.DONE and again.apps == []
+
+        current = await temporal_ops.get_status(env.client, "repo-w")
+        assert current is not None and current.last_commit == "c1"
+        assert current.breaker_threshold == settings.breaker_threshold
+        assert await temporal_ops.get_status(env.client, "no-such-repo") is None
+
+        await temporal_ops.stop(env.client, "repo-w")
+        await temporal_ops.stop(env.client, "no-such-repo")  # not found is fine
+        await env.client.get_workflow_handle(sync_workflow_id("repo-w")).result()
+        assert await temporal_ops.get_status(env.client, "repo-w") is None

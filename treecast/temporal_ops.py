@@ -1,0 +1,240 @@
+"""Client-side calls `starter.py` makes on the per-repository workflows.
+
+Everything here talks to Temporal only (never the database or git): start or
+signal a repository's `SyncRepository`, follow one sync to the end of its
+deliveries, read its status, reset its breaker, pause, resume and stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.sync import (
+    RequestState,
+    SyncOutcome,
+    SyncRepositoryInput,
+    SyncRequest,
+    SyncStatus,
+    sync_workflow_id,
+)
+from treecast.config import Settings
+from workflows import search_attributes
+from workflows.sync_repository import SyncRepository
+
+POLL_FIRST = 0.05  # seconds between `request` queries at first...
+POLL_MAX = 1.0  # ...backing off to this
+
+
+async def connect(settings: Settings) -> Client:
+    """A client for the configured Temporal address and namespace.
+
+    Profiles and `TEMPORAL_*` variables (API key, TLS) apply as for any Temporal
+    tool; the address and namespace come from Settings, which read the same
+    variables, so both agree.
+    """
+    config = ClientConfig.load_client_connect_config()
+    config["target_host"] = settings.temporal_address
+    config["namespace"] = settings.temporal_namespace
+    return await Client.connect(**config)
+
+
+def sync_input(
+    settings: Settings, repository_id: str, poll_interval_seconds: int | None = None
+) -> SyncRepositoryInput:
+    """The workflow input for a repository, from Settings (breaker and timeouts)."""
+    return SyncRepositoryInput(
+        repository_id=repository_id,
+        poll_interval_seconds=poll_interval_seconds or settings.poll_interval_seconds,
+        breaker_threshold=settings.breaker_threshold,
+        breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+        notice_timeout_seconds=settings.notice_timeout_seconds,
+        # a fetch runs a few git commands, each bounded by the git timeout
+        snapshot_timeout_seconds=max(60.0, settings.git_timeout_seconds * 4),
+    )
+
+
+async def _signal_with_start(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None,
+    signal: str,
+    request: SyncRequest,
+) -> None:
+    # Signal-with-start: the running workflow gets the signal; if there is none, one
+    # starts with it. Two calls never make two workflows for one repository.
+    await client.start_workflow(
+        SyncRepository.run,
+        sync_input(settings, repository_id, poll_interval_seconds),
+        id=sync_workflow_id(repository_id),
+        task_queue=settings.task_queue,
+        start_signal=signal,
+        start_signal_args=[request],
+        search_attributes=_initial_attributes(repository_id),
+        static_summary=_summary(repository_id),
+    )
+
+
+def _initial_attributes(repository_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [SearchAttributePair(search_attributes.REPOSITORY_ID, repository_id)]
+    )
+
+
+def _summary(repository_id: str) -> str:
+    return f"Sync loop of repository {repository_id}"
+
+
+async def start_sync(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None,
+    *,
+    sync_now: bool,
+) -> None:
+    """Make sure the repository's sync loop runs; with `sync_now`, also sync right away.
+
+    A new workflow syncs on its first run either way; `sync_now=False` just
+    leaves a running one on its schedule.
+    """
+    if sync_now:
+        await _signal_with_start(
+            client, settings, repository_id, poll_interval_seconds, "sync_now", SyncRequest()
+        )
+        return
+    # USE_EXISTING: a running loop is left alone, so starting twice never runs two.
+    await client.start_workflow(
+        SyncRepository.run,
+        sync_input(settings, repository_id, poll_interval_seconds),
+        id=sync_workflow_id(repository_id),
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=_initial_attributes(repository_id),
+        static_summary=_summary(repository_id),
+    )
+
+
+async def sync_and_wait(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None,
+    on_progress: Callable[[str], None] | None,
+    timeout: float,
+) -> SyncOutcome:
+    """Sync now and wait until that sync's deliveries have finished (or it was refused).
+
+    The outcome is final: DONE (with per-app results), FAILED, BREAKER_OPEN,
+    PAUSED or STOPPED. Raises `TimeoutError` if it is not final within `timeout`.
+    """
+    request_id = uuid.uuid4().hex
+    await _signal_with_start(
+        client,
+        settings,
+        repository_id,
+        poll_interval_seconds,
+        "sync_now",
+        SyncRequest(request_id=request_id),
+    )
+    # No run id: queries follow the workflow across continue-as-new.
+    handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = POLL_FIRST
+    last_seen = ""
+    while True:
+        outcome = await handle.query(SyncRepository.request, request_id)
+        if outcome is not None:
+            line = _progress_line(outcome)
+            if on_progress is not None and line != last_seen:
+                on_progress(line)
+            last_seen = line
+            if outcome.final:
+                return outcome
+        if loop.time() + delay > deadline:
+            raise TimeoutError(
+                f"sync of {repository_id} not finished after {timeout:g} s "
+                f"(last state: {outcome.state if outcome else 'not yet received'}); "
+                "it goes on in the background: see `starter.py status`"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, POLL_MAX)
+
+
+def _progress_line(outcome: SyncOutcome) -> str:
+    commit = (outcome.commit or "")[:12]
+    if outcome.state == RequestState.SYNCING:
+        return "fetching"
+    if outcome.state == RequestState.DELIVERING:
+        return f"delivering {commit}"
+    if outcome.state == RequestState.PENDING:
+        return "waiting for the running sync to finish"
+    return f"{outcome.state}: {outcome.message or commit}"
+
+
+async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle | None:
+    handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        return None
+    return handle
+
+
+async def get_status(client: Client, repository_id: str) -> SyncStatus | None:
+    """The repository workflow's `status` query; None when it is not running."""
+    handle = await _running_handle(client, repository_id)
+    if handle is None:
+        return None
+    return await handle.query(SyncRepository.status)
+
+
+async def reset(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None = None,
+) -> None:
+    """Close the repository's breaker and sync right away (starting its loop if needed)."""
+    await _signal_with_start(
+        client, settings, repository_id, poll_interval_seconds, "reset", SyncRequest()
+    )
+
+
+async def _signal_running(client: Client, repository_id: str, signal: str) -> bool:
+    handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+    try:
+        await handle.signal(signal)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def pause(client: Client, repository_id: str) -> bool:
+    """Stop polling the repository until `resume`; False when no workflow runs."""
+    return await _signal_running(client, repository_id, "pause")
+
+
+async def resume(client: Client, repository_id: str) -> bool:
+    """Poll the repository again; False when no workflow runs."""
+    return await _signal_running(client, repository_id, "resume")
+
+
+async def stop(client: Client, repository_id: str) -> None:
+    """End the repository's workflow cleanly (repository removed); no workflow is fine."""
+    await _signal_running(client, repository_id, "stop")
