@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 import httpcore
 import httpx
 
+from activities.signing import redaction_terms
 from models.delivery import DeliveryErrorType
 from treecast.config import Settings
 from treecast.redact import redact
@@ -209,7 +210,7 @@ def post_webhook(
     `what` names the message in errors (e.g. `create docs/a.md`); the URL is left
     out of errors because a base URL may embed a token.
     """
-    secret_list = list(secrets)
+    secret_list = redaction_terms(list(secrets))
     started = time.perf_counter()
 
     def elapsed() -> float:

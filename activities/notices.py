@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import payloads
 from activities.http_client import PostOutcome, endpoint_url, make_client, post_webhook
-from activities.signing import signed_headers, webhook_id
+from activities.signing import redaction_terms, signed_headers, webhook_id
 from activities.watchers import (
     AppTarget,
     disable_watch,
@@ -71,7 +71,7 @@ class NoticeActivities:
     def _raise(outcome: PostOutcome, secrets: list[str]) -> NoReturn:
         """Turn a failed outcome into the activity's ApplicationError."""
         assert outcome.error_type is not None
-        message = redact(outcome.error or outcome.error_type, secrets)
+        message = redact(outcome.error or outcome.error_type, redaction_terms(secrets))
         delay = timedelta(seconds=outcome.retry_after) if outcome.retry_after is not None else None
         raise ApplicationError(
             message,
@@ -111,7 +111,7 @@ class NoticeActivities:
             body = payloads.sync_failed_body(
                 repo=target.repository,
                 error_type=input.error_type,
-                error_message=redact(input.error_message or "", target.secrets),
+                error_message=redact(input.error_message or "", redaction_terms(target.secrets)),
                 breaker=input.breaker,
                 timestamp=timestamp,
             )

@@ -30,6 +30,16 @@ def secret_key_bytes(secret: str) -> bytes:
     return base64.b64decode(body + "=" * (-len(body) % 4))
 
 
+def redaction_terms(secrets: Sequence[str]) -> list[str]:
+    """Every form of the secrets worth scrubbing from text: `whsec_...` and the bare key."""
+    terms: list[str] = []
+    for secret in secrets:
+        terms.append(secret)
+        if secret.startswith(WHSEC_PREFIX):
+            terms.append(secret[len(WHSEC_PREFIX) :])
+    return terms
+
+
 def sign(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value: one `v1,<sig>` per secret, space-separated."""
     if not secrets:

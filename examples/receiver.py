@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -52,6 +52,10 @@ class Received:
     duplicate: bool = False
     chunk_index: int | None = None
     signatures: int = 0  # how many v1 signatures the header carried
+    raw_path: str = ""  # the request path as sent
+    # The body without `file.content` (kept small for assertions), and `headers`.
+    payload: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +81,16 @@ class _Fault:
     body: bytes = b""
     delay: float = 0.0
     event: str | None = None  # only requests for this event (None: any)
+    where: Callable[[Received], bool] | None = None  # only requests this accepts
+
+
+def _without_content(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        return {}
+    small = dict(payload)
+    if isinstance(small.get("file"), dict):
+        small["file"] = {k: v for k, v in small["file"].items() if k != "content"}
+    return small
 
 
 class MirrorError(Exception):
@@ -178,17 +192,31 @@ class Receiver:
         headers: dict[str, str] | None = None,
         body: bytes = b"",
         event: str | None = None,
+        where: Callable[[Received], bool] | None = None,
     ) -> None:
-        """Answer the next `count` verified requests (of `event`, if given) with `status`."""
+        """Answer the next `count` verified requests (of `event`, matching `where`) with `status`."""
         with self._lock:
             self._faults.append(
-                _Fault(count=count, status=status, headers=headers or {}, body=body, event=event)
+                _Fault(
+                    count=count,
+                    status=status,
+                    headers=headers or {},
+                    body=body,
+                    event=event,
+                    where=where,
+                )
             )
 
-    def drop_next(self, count: int = 1, *, event: str | None = None) -> None:
+    def drop_next(
+        self,
+        count: int = 1,
+        *,
+        event: str | None = None,
+        where: Callable[[Received], bool] | None = None,
+    ) -> None:
         """Close the connection without answering the next `count` requests."""
         with self._lock:
-            self._faults.append(_Fault(count=count, status=None, event=event))
+            self._faults.append(_Fault(count=count, status=None, event=event, where=where))
 
     def delay_next(self, seconds: float, count: int = 1, *, status: int = 200) -> None:
         """Sleep before answering the next `count` requests (to provoke timeouts).
@@ -222,9 +250,11 @@ class Receiver:
 
     # -- request handling --------------------------------------------------------------
 
-    def _take_fault(self, event: str) -> _Fault | None:
+    def _take_fault(self, record: Received) -> _Fault | None:
         for fault in self._faults:
-            if fault.event is None or fault.event == event:
+            if (fault.event is None or fault.event == record.event) and (
+                fault.where is None or fault.where(record)
+            ):
                 fault.count -= 1
                 if fault.count <= 0:
                     self._faults.remove(fault)
@@ -241,7 +271,7 @@ class Receiver:
         raise WebhookVerificationError(str(last))
 
     def handle(
-        self, event: str, body: bytes, headers: dict[str, str]
+        self, event: str, body: bytes, headers: dict[str, str], raw_path: str = ""
     ) -> tuple[int | None, dict[str, str], bytes, float]:
         """Process one request; returns (status or None to drop, headers, body, delay)."""
         if event not in FILE_EVENTS + NOTICE_EVENTS:
@@ -261,10 +291,13 @@ class Receiver:
             status=200,
             chunk_index=chunk.get("index"),
             signatures=len(headers.get("webhook-signature", "").split()),
+            raw_path=raw_path,
+            payload=_without_content(payload),
+            headers=headers,
         )
         with self._lock:
             self.requests.append(record)
-            fault = self._take_fault(event)
+            fault = self._take_fault(record)
             if fault is not None:
                 record.status = fault.status or 0
                 if fault.delay:
@@ -384,7 +417,7 @@ class Receiver:
                 body = self.rfile.read(length)
                 event = self.path.rstrip("/").rsplit("/", 1)[-1]
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, extra, answer, delay = receiver.handle(event, body, headers)
+                status, extra, answer, delay = receiver.handle(event, body, headers, self.path)
                 if delay:
                     time.sleep(delay)
                 if status is None:

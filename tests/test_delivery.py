@@ -1,0 +1,546 @@
+"""deliver_changes against a real git remote and the example receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.delivery import DeliveryActivities
+from activities.watchers import WatchActivities, count_ledger, forget_ledger
+from examples.receiver import Received, Receiver
+from models.delivery import (
+    DeliverInput,
+    DeliverResult,
+    DeliveryErrorType,
+    RecordFailureInput,
+    WatchersInput,
+)
+from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchStatus
+from tests.gitrepos import WorkRepo
+from tests.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
+from treecast.config import Settings
+from treecast.crypto import generate_webhook_secret
+from treecast.db import session_scope
+
+BINARY = bytes(range(256)) * 40  # 10 KiB with NUL bytes
+
+
+class Run:
+    """One app watching one WorkRepo, delivered through an ActivityEnvironment."""
+
+    def __init__(self, settings: Settings, tmp: Path, rcv: Receiver, secrets: list[str]) -> None:
+        self.settings = settings
+        self.repo = WorkRepo(tmp / "repo")
+        self.receiver = rcv
+        self.base_url = rcv.url
+        self.secrets = secrets
+        self.app_id = ""
+        self.repository_id = ""
+        self.beats: list[Any] = []
+        self.env = ActivityEnvironment()
+        self.env.on_heartbeat = lambda *details: self.beats.append(details[0])
+
+    def register(self) -> None:
+        self.app_id, self.repository_id = register(
+            self.settings, self.base_url, self.secrets, self.repo.url
+        )
+
+    def deliver(self, commit: str | None, *, resume_from: Any = None) -> DeliverResult:
+        if resume_from is not None:
+            self.env.info = dataclasses.replace(self.env.info, heartbeat_details=[resume_from])
+        result = self.env.run(
+            DeliveryActivities(self.settings).deliver_changes,
+            DeliverInput(self.app_id, self.repository_id, commit),
+        )
+        assert isinstance(result, DeliverResult)
+        return result
+
+    def watch(self) -> Watch:
+        with session_scope(self.settings.database_url) as session:
+            watch = session.get(Watch, (self.app_id, self.repository_id))
+            assert watch is not None
+            return watch
+
+    def ledger(self) -> dict[str, str]:
+        with session_scope(self.settings.database_url) as session:
+            rows = session.exec(
+                select(DeliveredFile).where(DeliveredFile.app_id == self.app_id)
+            ).all()
+            return {row.path: row.sha256 for row in rows}
+
+    def attempts(self) -> list[DeliveryAttempt]:
+        with session_scope(self.settings.database_url) as session:
+            return list(
+                session.exec(
+                    select(DeliveryAttempt).where(DeliveryAttempt.app_id == self.app_id)
+                ).all()
+            )
+
+
+@pytest.fixture
+def run(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:  # noqa: F811
+    return Run(settings, tmp_path, receiver, [receiver_secret])
+
+
+def sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def ok_files(rcv: Receiver) -> list[Received]:
+    return [r for r in rcv.file_requests() if not r.duplicate]
+
+
+# -- the happy path ------------------------------------------------------------------
+
+
+def test_first_delivery_then_changes_in_order(
+    any_db_settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    run = Run(any_db_settings, tmp_path, receiver, [receiver_secret])
+    run.repo.write("README.md", "# Héllo\n\tworld \u2028\n")
+    run.repo.write("docs/a.md", "a\n")
+    run.repo.write("docs/b.md", "b\n")
+    run.repo.write("img/logo.bin", BINARY)
+    run.repo.write("latin1.txt", "café".encode("latin-1"))
+    run.repo.write("spaced name/ü.txt", "ü\n")
+    first = run.repo.commit("first")
+    run.register()
+
+    result = run.deliver(first)
+    assert (result.status, result.created, result.updated, result.deleted) == ("synced", 6, 0, 0)
+    assert receiver.files() == run.repo.files_at(first)
+    by_path = {r.path: r.payload for r in ok_files(receiver)}
+    readme = by_path["README.md"]
+    assert "content_encoding" not in readme["file"]
+    assert readme["file"]["sha"] == sha("# Héllo\n\tworld \u2028\n")
+    assert readme["commit_sha"] == first
+    assert readme["repository"]["repository_id"] == run.repository_id
+    assert readme["repository"]["url"] == run.repo.url
+    assert readme["repository"]["name"] == "remote.git"
+    assert by_path["img/logo.bin"]["file"]["content_encoding"] == "base64"
+    assert by_path["latin1.txt"]["file"]["content_encoding"] == "base64"  # not valid UTF-8
+    assert by_path["img/logo.bin"]["file"]["size"] == len(BINARY)
+    watch = run.watch()
+    assert (watch.status, watch.delivered_commit, watch.retry_count) == ("synced", first, 0)
+    assert watch.last_synced_at is not None and watch.last_error is None
+    assert run.ledger() == {p: sha(b) for p, b in run.repo.files_at(first).items()}
+
+    # delete, create and update in one commit: deletes first, then creates, then updates
+    receiver.requests.clear()
+    run.repo.remove("docs/b.md")
+    run.repo.remove("latin1.txt")
+    run.repo.write("docs/a.md", "a changed\n")
+    run.repo.write("img/logo.bin", BINARY[::-1])
+    run.repo.write("new/c.md", "c\n")
+    run.repo.write("0-first.md", "zero\n")
+    second = run.repo.commit("second")
+    result = run.deliver(second)
+    assert (result.created, result.updated, result.deleted) == (2, 2, 2)
+    sent = [(r.event, r.path) for r in ok_files(receiver)]
+    assert sent == [
+        ("delete", "docs/b.md"),
+        ("delete", "latin1.txt"),
+        ("create", "0-first.md"),
+        ("create", "new/c.md"),
+        ("update", "docs/a.md"),
+        ("update", "img/logo.bin"),
+    ]
+    payloads = {(r.event, r.path): r.payload for r in ok_files(receiver)}
+    assert payloads[("delete", "docs/b.md")]["file"] == {"path": "docs/b.md", "sha": sha("b\n")}
+    assert payloads[("update", "docs/a.md")]["previous_sha"] == sha("a\n")
+    assert payloads[("update", "docs/a.md")]["file"]["sha"] == sha("a changed\n")
+    assert receiver.files() == run.repo.files_at(second)
+    assert run.watch().delivered_commit == second
+
+    # nothing changed: nothing sent, still synced
+    receiver.requests.clear()
+    assert run.deliver(second).delivered == 0
+    assert receiver.requests == []
+
+
+def test_headers_and_trailing_slash(run: Run) -> None:
+    run.base_url = run.receiver.url + "/"
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    run.deliver(commit)
+    (request,) = run.receiver.requests
+    assert request.raw_path == "/create"
+    assert request.headers["treecast-event"] == "create"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("Treecast/")
+    assert request.headers["webhook-id"].startswith("msg_")
+
+
+def test_empty_repository_deletes_everything(run: Run) -> None:
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    run.deliver(commit)
+    result = run.deliver(None)
+    assert (result.status, result.deleted) == ("synced", 1)
+    assert run.receiver.files() == {} and run.ledger() == {}
+    assert run.watch().delivered_commit is None
+
+
+# -- chunking ------------------------------------------------------------------------
+
+
+def chunky(settings: Settings) -> Settings:
+    return replace(settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
+
+
+def test_large_files_go_in_chunks_and_are_reassembled(
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+    big_text = ("línea de texto número %d\n" * 400 % tuple(range(400))).encode()
+    run.repo.write("big.bin", BINARY)  # 10,240 bytes -> 14 chunks of 768 bytes
+    run.repo.write("big.txt", big_text)  # text above the threshold: base64 chunks
+    run.repo.write("small.bin", BINARY[:3000])  # 4,000 base64 chars: not chunked
+    commit = run.repo.commit()
+    run.register()
+    run.deliver(commit)
+    assert receiver.files() == run.repo.files_at(commit)
+    chunks = [r for r in ok_files(receiver) if r.path == "big.bin"]
+    assert [r.chunk_index for r in chunks] == list(range(14))
+    assert {r.payload["file"]["chunk"]["id"] for r in chunks} == {
+        chunks[0].payload["file"]["chunk"]["id"]
+    }
+    assert all(r.payload["file"]["chunk"]["total"] == 14 for r in chunks)
+    assert all(r.payload["file"]["sha"] == sha(BINARY) for r in chunks)
+    text_chunks = [r for r in ok_files(receiver) if r.path == "big.txt"]
+    assert len(text_chunks) > 1
+    assert all(r.payload["file"]["content_encoding"] == "base64" for r in text_chunks)
+    (small,) = [r for r in ok_files(receiver) if r.path == "small.bin"]
+    assert small.chunk_index is None
+    assert len({r.webhook_id for r in receiver.requests}) == len(receiver.requests)
+
+
+def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+    run.repo.write("big.bin", BINARY)
+    commit = run.repo.commit()
+    run.register()
+    receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
+    with pytest.raises(ApplicationError):
+        run.deliver(commit)
+    assert run.ledger() == {}  # the ledger waits for the last chunk
+    failed_id = receiver.requests[-1].webhook_id
+    last = run.beats[-1]
+    assert last["next_chunk"] == 5 and last["path"] == "big.bin"
+
+    receiver.requests.clear()
+    run.deliver(commit, resume_from=last)
+    assert [r.chunk_index for r in receiver.requests] == list(range(5, 14))
+    assert receiver.requests[0].webhook_id == failed_id
+    assert receiver.files() == run.repo.files_at(commit)
+    assert run.ledger() == {"big.bin": sha(BINARY)}
+
+
+def test_a_receiver_that_lost_its_chunks_gets_the_file_again(
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+    run.repo.write("big.bin", BINARY)
+    commit = run.repo.commit()
+    run.register()
+    receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
+    with pytest.raises(ApplicationError):
+        run.deliver(commit)
+    # The app restarts and forgets its partial transfers (a fresh receiver, same mirror).
+    receiver.stop()
+    fresh = Receiver(run.secrets, receiver.mirror, port=receiver.port).start()
+    try:
+        with pytest.raises(ApplicationError, match="409"):
+            run.deliver(commit, resume_from=run.beats[-1])
+        assert run.beats[-1]["next_chunk"] == 0
+        run.deliver(commit, resume_from=run.beats[-1])
+        assert [r.chunk_index for r in ok_files(fresh)] == list(range(14))
+        assert fresh.files() == run.repo.files_at(commit)
+    finally:
+        fresh.stop()
+
+
+# -- signatures ----------------------------------------------------------------------
+
+
+def test_rotation_signs_with_both_secrets(run: Run, tmp_path: Path) -> None:
+    old = run.secrets[0]
+    new = generate_webhook_secret()
+    run.repo.write("a.txt", "a")
+    first = run.repo.commit()
+    run.register()
+    set_secrets(run.settings, run.app_id, [old, new])
+    run.deliver(first)
+    assert run.receiver.requests[0].signatures == 2
+    # A receiver that already switched to the new secret verifies too.
+    with Receiver([new], tmp_path / "mirror-new") as switched:
+        run.receiver.stop()
+        with session_scope(run.settings.database_url) as session:
+            app = session.get(App, run.app_id)
+            assert app is not None
+            app.base_url = switched.url
+            session.add(app)
+        run.repo.write("b.txt", "b")
+        second = run.repo.commit()
+        run.deliver(second)
+        assert [(r.path, r.status) for r in switched.requests] == [("b.txt", 200)]
+        assert switched.rejected == []
+    # The retired secret alone no longer verifies: a receiver with it rejects.
+    set_secrets(run.settings, run.app_id, [new])
+    with Receiver([old], tmp_path / "mirror-old") as stale:
+        with session_scope(run.settings.database_url) as session:
+            app = session.get(App, run.app_id)
+            assert app is not None
+            app.base_url = stale.url
+            session.add(app)
+        run.repo.write("c.txt", "c")
+        third = run.repo.commit()
+        with pytest.raises(ApplicationError, match="401"):
+            run.deliver(third)
+        assert len(stale.rejected) == 1
+
+
+# -- failures, retries and resume ----------------------------------------------------
+
+
+def test_resume_after_failure_never_resends_acknowledged_files(run: Run) -> None:
+    for name in "abcde":
+        run.repo.write(f"{name}.txt", name)
+    commit = run.repo.commit()
+    run.register()
+    run.receiver.fail_next(500, where=lambda r: r.path == "c.txt")
+    with pytest.raises(ApplicationError) as failure:
+        run.deliver(commit)
+    assert failure.value.type == DeliveryErrorType.HTTP_STATUS
+    assert not failure.value.non_retryable
+    assert set(run.ledger()) == {"a.txt", "b.txt"}
+    watch = run.watch()
+    assert watch.status == WatchStatus.SYNCING and watch.retry_count == 1
+    assert watch.last_error == "create c.txt: the app answered HTTP 500"
+    failed_id = run.receiver.requests[-1].webhook_id
+
+    run.deliver(commit)
+    sent = Counter(r.path for r in run.receiver.requests)
+    assert sent == {"a.txt": 1, "b.txt": 1, "c.txt": 2, "d.txt": 1, "e.txt": 1}
+    retried = [r for r in run.receiver.requests if r.path == "c.txt"]
+    assert retried[0].webhook_id == retried[1].webhook_id == failed_id
+    assert run.receiver.files() == run.repo.files_at(commit)
+    watch = run.watch()
+    assert (watch.status, watch.retry_count, watch.last_error) == ("synced", 0, None)
+
+
+def test_lost_acknowledgement_is_resent_with_the_same_id(run: Run) -> None:
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    run.receiver.delay_next(1.0)  # processed late: Treecast gave up waiting
+    slow = replace(run.settings, file_timeout_seconds=0.3)
+    with pytest.raises(ApplicationError, match="did not answer within") as failure:
+        run.env.run(
+            DeliveryActivities(slow).deliver_changes,
+            DeliverInput(run.app_id, run.repository_id, commit),
+        )
+    assert failure.value.type == DeliveryErrorType.TRANSPORT
+    run.deliver(commit)
+    first, second = run.receiver.requests
+    assert first.webhook_id == second.webhook_id
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "message"),
+    [
+        (301, {"location": "http://example.com/"}, "redirects are not followed"),
+        (404, {}, "HTTP 404"),
+        (500, {}, "HTTP 500"),
+    ],
+)
+def test_non_2xx_fail_the_attempt(
+    run: Run, status: int, headers: dict[str, str], message: str
+) -> None:
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    run.receiver.fail_next(status, headers=headers)
+    with pytest.raises(ApplicationError, match=message) as failure:
+        run.deliver(commit)
+    assert failure.value.type == DeliveryErrorType.HTTP_STATUS
+    assert failure.value.next_retry_delay is None
+    (attempt,) = run.attempts()
+    assert attempt.http_status == status and attempt.error and message in attempt.error
+
+
+@pytest.mark.parametrize(("status", "value", "seconds"), [(429, "7", 7), (503, "120", 120)])
+def test_retry_after_sets_the_next_retry_delay(
+    run: Run, status: int, value: str, seconds: int
+) -> None:
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    run.receiver.fail_next(status, headers={"retry-after": value})
+    with pytest.raises(ApplicationError) as failure:
+        run.deliver(commit)
+    assert failure.value.next_retry_delay == timedelta(seconds=seconds)
+
+
+def test_dropped_connection_is_a_transport_error(run: Run) -> None:
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    run.receiver.drop_next()
+    with pytest.raises(ApplicationError) as failure:
+        run.deliver(commit)
+    assert failure.value.type == DeliveryErrorType.TRANSPORT
+
+
+def test_410_disables_the_watch(run: Run) -> None:
+    run.repo.write("a.txt", "a")
+    run.repo.write("b.txt", "b")
+    commit = run.repo.commit()
+    run.register()
+    run.receiver.fail_next(410, where=lambda r: r.path == "b.txt")
+    result = run.deliver(commit)
+    assert (result.status, result.created, result.error_type) == ("disabled", 1, "WebhookGone")
+    assert run.watch().status == WatchStatus.DISABLED
+    run.receiver.requests.clear()
+    assert run.deliver(commit).status == "disabled"
+    assert run.receiver.requests == []
+    # record_delivery_failure leaves a disabled watch alone; list_watchers skips it
+    watches = WatchActivities(run.settings)
+    watches.record_delivery_failure(
+        RecordFailureInput(run.app_id, run.repository_id, "WebhookHttpError", "x")
+    )
+    assert run.watch().status == WatchStatus.DISABLED
+    listed = ActivityEnvironment().run(
+        watches.list_watchers, WatchersInput(run.repository_id, commit)
+    )
+    assert listed.app_ids == [run.app_id] and listed.behind_app_ids == []
+
+
+def test_private_target_is_refused_unless_allowed(run: Run) -> None:
+    run.settings = replace(run.settings, allow_private_urls=False)
+    run.base_url = f"http://localhost:{run.receiver.port}"
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    with pytest.raises(ApplicationError, match="TREECAST_ALLOW_PRIVATE_URLS") as failure:
+        run.deliver(commit)
+    assert failure.value.type == DeliveryErrorType.BLOCKED_ADDRESS
+    assert failure.value.non_retryable
+    assert run.receiver.requests == []
+
+
+def test_no_secret_reaches_the_log_or_errors(run: Run) -> None:
+    secret = run.secrets[0]
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    echo = f"bad signature, expected key {secret} and {secret[6:]}".encode()
+    run.receiver.fail_next(400, body=echo)
+    with pytest.raises(ApplicationError) as failure:
+        run.deliver(commit)
+    texts = [str(failure.value), run.watch().last_error or ""]
+    for attempt in run.attempts():
+        texts += [attempt.error or "", attempt.response_excerpt or "", attempt.webhook_id]
+    assert any("bad signature" in t for t in texts)
+    for text in texts:
+        assert secret not in text and secret[6:] not in text
+    assert "***" in (run.attempts()[0].response_excerpt or "")
+
+
+def test_removed_app_or_watch_returns_quietly(run: Run) -> None:
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    with session_scope(run.settings.database_url) as session:
+        watch = session.get(Watch, (run.app_id, run.repository_id))
+        session.delete(watch)
+    result = run.deliver(commit)
+    assert (result.status, result.error_type) == ("removed", DeliveryErrorType.WATCH_MISSING)
+    assert run.receiver.requests == []
+
+
+def test_delivery_log_is_bounded(run: Run) -> None:
+    run.settings = replace(run.settings, delivery_log_keep=3)
+    for i in range(8):
+        run.repo.write(f"f{i}.txt", str(i))
+    commit = run.repo.commit()
+    run.register()
+    run.deliver(commit)
+    attempts = run.attempts()
+    assert len(attempts) == 3
+    assert [a.path for a in sorted(attempts, key=lambda a: a.id or 0)] == [
+        "f5.txt",
+        "f6.txt",
+        "f7.txt",
+    ]
+
+
+def test_failure_record_and_watchers(run: Run) -> None:
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    watches = WatchActivities(run.settings)
+    env = ActivityEnvironment()
+    assert env.run(
+        watches.list_watchers, WatchersInput(run.repository_id, commit)
+    ).behind_app_ids == [run.app_id]
+    env.run(
+        watches.record_delivery_failure,
+        RecordFailureInput(
+            run.app_id, run.repository_id, "WebhookHttpError", "token ghp_abc123 leaked"
+        ),
+    )
+    watch = run.watch()
+    assert watch.status == WatchStatus.FAILED and "ghp_abc123" not in (watch.last_error or "")
+    run.deliver(commit)
+    assert (
+        env.run(watches.list_watchers, WatchersInput(run.repository_id, commit)).behind_app_ids
+        == []
+    )
+
+
+def test_redeliver_sends_everything_again_with_fresh_ids(run: Run) -> None:
+    run.repo.write("a.txt", "a")
+    run.repo.write("b/c.txt", "c")
+    commit = run.repo.commit()
+    run.register()
+    run.deliver(commit)
+    first_ids = {r.webhook_id for r in run.receiver.requests}
+    (run.receiver.mirror / "a.txt").unlink()  # the app lost a file
+    assert forget_ledger(run.settings, run.app_id, run.repository_id) == 2
+    assert count_ledger(run.settings, run.app_id, run.repository_id) == 0
+    watch = run.watch()
+    assert (watch.status, watch.delivered_commit) == ("pending", None)
+    run.receiver.requests.clear()
+    assert run.deliver(commit).created == 2
+    assert all(not r.duplicate for r in run.receiver.requests)
+    assert not first_ids & {r.webhook_id for r in run.receiver.requests}
+    assert run.receiver.files() == run.repo.files_at(commit)
+    assert json.loads(json.dumps(run.ledger()))  # ledger rebuilt
