@@ -6,7 +6,10 @@ Activities are the fakes of `tests.temporal_env.FakeTreecast`; time moves with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -30,6 +33,7 @@ from tests.temporal_env import (
     eventually,
     new_task_queue,
     save_history,
+    start_local,
     start_time_skipping,
     treecast_worker,
 )
@@ -270,3 +274,94 @@ async def test_sync_and_wait_returns_after_the_deliveries(
         await temporal_ops.stop(env.client, "no-such-repo")  # not found is fine
         await env.client.get_workflow_handle(sync_workflow_id("repo-w")).result()
         assert await temporal_ops.get_status(env.client, "repo-w") is None
+
+
+async def test_continue_as_new_carries_the_breaker_and_a_pending_sync_now() -> None:
+    # The time-skipping server hangs when a parent starts an ABANDON child and then
+    # continues-as-new (sdk-java 1540, 1618), so this runs on the real dev server
+    # with second-scale intervals.
+    env = await start_local()
+    try:
+        gate = asyncio.Event()
+        fake = FakeTreecast(apps=["app-a"], snapshot_gate=gate)
+        queue = new_task_queue()
+        input = sync_input(
+            "repo-c",
+            poll_interval_seconds=1,
+            breaker_threshold=2,
+            breaker_cooldown_seconds=2,
+            max_cycles=1,  # continue-as-new after every cycle
+        )
+        async with treecast_worker(env.client, queue, fake.activities()):
+            handle = await start(env.client, queue, input)
+            first_run = handle.result_run_id
+            await wait_real(lambda: fake.snapshots == 1)
+            # a sync_now arriving while the run's only cycle is busy...
+            await handle.signal(SyncRepository.sync_now, SyncRequest(request_id="r-carry"))
+            assert (await status(handle)).pending_requests == 1
+            gate.set()
+            # ...is served by a later run
+            latest = env.client.get_workflow_handle(handle.id)
+
+            async def carried() -> bool:
+                outcome = await request(latest, "r-carry")
+                return outcome is not None and outcome.final
+
+            await wait_real(carried)
+            outcome = await request(latest, "r-carry")
+            assert outcome is not None and outcome.state == RequestState.DONE
+            assert (await latest.describe()).run_id != first_run
+            assert fake.snapshots >= 2
+
+            # the breaker's count and state cross runs; one sync_failed per opening
+            fake.git_error = GitErrorType.REPOSITORY_NOT_FOUND
+
+            async def reopened_quietly() -> bool:
+                current = await status(latest)
+                return current.breaker_state == BreakerStatus.OPEN and (
+                    current.consecutive_failures >= 3  # opened, then a failed probe
+                )
+
+            await wait_real(reopened_quietly, seconds=30)
+            assert fake.notices_of(SyncEvent.SYNC_FAILED) == ["app-a"]
+
+            fake.git_error = None
+
+            async def recovered() -> bool:
+                return (await status(latest)).breaker_state == BreakerStatus.CLOSED
+
+            await wait_real(recovered, seconds=30)
+            await wait_real(lambda: fake.notices_of(SyncEvent.SYNC_RECOVERED) == ["app-a"])
+            assert fake.notices_of(SyncEvent.SYNC_FAILED) == ["app-a"]
+
+            # visible and filterable by the search attributes
+            query = 'TreecastRepositoryId = "repo-c" AND TreecastBreakerState = "closed"'
+
+            async def listed() -> bool:
+                return [w.id async for w in env.client.list_workflows(query)] != []
+
+            await wait_real(listed)
+            runs = [w async for w in env.client.list_workflows(f'WorkflowId = "{handle.id}"')]
+            assert len(runs) >= 4
+
+            await latest.signal(SyncRepository.stop)
+            await latest.result()
+            await save_history(
+                env.client.get_workflow_handle(handle.id, run_id=first_run), "sync_can_first_run"
+            )
+            await save_history(latest, "sync_can_last_run")
+    finally:
+        await env.shutdown()
+
+
+async def wait_real(check: Callable[[], Awaitable[bool] | bool], seconds: float = 15) -> None:
+    """Poll `check` in real time (the dev server's clock is the wall clock)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"condition not met within {seconds} s")

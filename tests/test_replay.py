@@ -1,0 +1,53 @@
+"""Recorded workflow histories must replay on today's workflow code.
+
+The histories in tests/histories/ come from the workflow tests. A change that
+makes the workflows non-deterministic (reordered commands, a new activity in the
+middle of old code, a changed timer) fails here instead of in production. To
+record them again after a deliberate, versioned change:
+
+    TREECAST_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_sync_workflow.py \
+        tests/test_deliver_workflow.py tests/test_notify_workflow.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from tests.temporal_env import HISTORIES
+from workflows import ALL_WORKFLOWS
+
+pytestmark = pytest.mark.timeout(60)
+
+EXPECTED = {
+    "SyncRepository": {"sync_breaker", "sync_signals", "sync_can_first_run"},
+    "DeliverFiles": {"deliver_failures", "deliver_newer_commit", "deliver_orphaned"},
+    "NotifyBreaker": {"notify_dead_app"},
+}
+
+
+def _histories() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_every_workflow_has_recorded_histories() -> None:
+    names = {path.stem for path in _histories()}
+    for workflow, wanted in EXPECTED.items():
+        assert wanted <= names, f"{workflow}: missing {sorted(wanted - names)}"
+
+
+@pytest.mark.skipif(
+    os.environ.get("TREECAST_RECORD_HISTORIES") == "1",
+    reason="the histories are being recorded by this very run",
+)
+@pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
+async def test_history_replays_without_nondeterminism(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    result = await Replayer(workflows=ALL_WORKFLOWS).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
