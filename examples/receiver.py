@@ -281,6 +281,8 @@ class Receiver:
         except (WebhookVerificationError, ValueError, UnicodeDecodeError) as exc:
             self.rejected.append((401, str(exc)))
             return 401, {}, b'{"error":"invalid signature"}', 0.0
+        if not isinstance(payload, dict):
+            return 400, {}, b'{"error":"the body is not a JSON object"}', 0.0
         msg_id = headers.get("webhook-id", "")
         file = payload.get("file") or {}
         chunk = file.get("chunk") or {}
