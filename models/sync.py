@@ -114,7 +114,11 @@ class AppOutcome:
 
 @dataclass
 class SyncOutcome:
-    """What became of one `sync_now` request: what `sync --wait` reports."""
+    """What became of one `sync_now` request: what `sync --wait` reports.
+
+    `ok` and `summary` are plain fields (not properties) so they survive
+    serialization and `dataclasses.asdict`; `finish` sets them.
+    """
 
     request_id: str
     state: str = RequestState.PENDING  # a RequestState value
@@ -124,16 +128,21 @@ class SyncOutcome:
     apps: list[AppOutcome] = field(default_factory=list)
     requested_at: datetime | None = None
     finished_at: datetime | None = None
+    ok: bool = False  # done, and every app delivered without error
+    summary: str = ""  # one line: the state and what happened
 
     @property
     def final(self) -> bool:
         """True once nothing more will happen to this request."""
         return self.state in RequestState.FINAL
 
-    @property
-    def ok(self) -> bool:
-        """Synced and every app delivered without error."""
-        return self.state == RequestState.DONE and all(a.error_type is None for a in self.apps)
+    def finish(self, state: str, at: datetime, message: str | None = None) -> None:
+        """Make the outcome final and derive `ok` and `summary`."""
+        self.state, self.finished_at = state, at
+        if message is not None:
+            self.message = message
+        self.ok = state == RequestState.DONE and all(a.error_type is None for a in self.apps)
+        self.summary = f"{state}: {self.message}" if self.message else state
 
 
 @dataclass

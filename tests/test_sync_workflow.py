@@ -258,6 +258,7 @@ async def test_sync_and_wait_returns_after_the_deliveries(
         # it returned only after both apps had their files
         assert fake.app_commits == {"app-a": "c1", "app-b": "c1"}
         assert progress[-1].startswith("done")
+        assert outcome.summary == "done: c1: 6 files to 2 of 2 apps"
 
         # a second sync while nothing changed: done, nothing to deliver
         again = await temporal_ops.sync_and_wait(

@@ -110,8 +110,8 @@ class SyncRepository:
         if request.request_id:
             outcome = SyncOutcome(request_id=request.request_id, requested_at=now)
             if refusal:
-                outcome.state, outcome.message, outcome.finished_at = (*refusal, now)
                 outcome.commit = state.last_commit
+                outcome.finish(refusal[0], now, refusal[1])
             else:
                 state.pending_request_ids.append(request.request_id)
             self._remember(outcome)
@@ -150,14 +150,16 @@ class SyncRepository:
         for request_id in done.request_ids:
             outcome = self._outcome(request_id)
             if outcome is not None and not outcome.final:
-                outcome.state = RequestState.DONE
                 outcome.commit = done.commit
                 outcome.apps = list(done.apps)
-                outcome.finished_at = now
                 failed = [a.app_id for a in done.apps if a.error_type]
-                outcome.message = (
-                    f"delivered to {len(done.apps) - len(failed)} of {len(done.apps)} apps"
-                    + (f"; failed: {', '.join(failed)}" if failed else "")
+                files = sum(a.delivered for a in done.apps)
+                outcome.finish(
+                    RequestState.DONE,
+                    now,
+                    f"{(done.commit or 'empty')[:12]}: {files} files to "
+                    f"{len(done.apps) - len(failed)} of {len(done.apps)} apps"
+                    + (f"; failed: {', '.join(failed)}" if failed else ""),
                 )
         if self._state.delivering_commit == done.commit:
             self._state.delivering_commit = None
@@ -216,8 +218,11 @@ class SyncRepository:
         self._refuse_pending(RequestState.STOPPED, "the repository was removed")
         for outcome in self._state.outcomes:
             if not outcome.final:
-                outcome.state, outcome.finished_at = RequestState.STOPPED, workflow.now()
-                outcome.message = "the repository was removed before this sync finished"
+                outcome.finish(
+                    RequestState.STOPPED,
+                    workflow.now(),
+                    "the repository was removed before this sync finished",
+                )
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.set_current_details(f"Stopped: {input.repository_id} was removed")
         return SyncRepositoryResult(
@@ -365,7 +370,12 @@ class SyncRepository:
             timedelta(seconds=input.breaker_cooldown_seconds),
         )
         state.breaker = step.state
-        self._set_requests(request_ids, RequestState.FAILED, error_type=error_type, message=message)
+        self._set_requests(
+            request_ids,
+            RequestState.FAILED,
+            error_type=error_type,
+            message=f"{error_type}: {message}",
+        )
         if state.breaker.status == BreakerStatus.OPEN:
             # Requests that queued during the attempt cannot run until the cooldown ends.
             self._refuse_pending(RequestState.BREAKER_OPEN, self._open_message())
@@ -474,14 +484,14 @@ class SyncRepository:
             outcome = self._outcome(request_id)
             if outcome is None or outcome.final:
                 continue
-            outcome.state = new_state
             outcome.commit = commit if commit is not None else outcome.commit
             outcome.error_type = error_type
-            outcome.message = message
             if apps is not None:
                 outcome.apps = apps
             if new_state in RequestState.FINAL:
-                outcome.finished_at = now
+                outcome.finish(new_state, now, message)
+            else:
+                outcome.state, outcome.message = new_state, message
 
     def _refuse_pending(self, new_state: str, message: str) -> None:
         state = self._state
