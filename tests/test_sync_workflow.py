@@ -39,6 +39,7 @@ from tests.temporal_env import (
 )
 from treecast import temporal_ops
 from treecast.config import Settings
+from workflows.search_attributes import dev_server_args, operator_create_commands
 from workflows.sync_repository import SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
@@ -366,3 +367,45 @@ async def wait_real(check: Callable[[], Awaitable[bool] | bool], seconds: float 
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"condition not met within {seconds} s")
+
+
+async def test_starting_twice_runs_one_loop(env: WorkflowEnvironment, settings: Settings) -> None:
+    fake = FakeTreecast(git_error=GitErrorType.REF_NOT_FOUND)
+    async with treecast_worker(env.client, settings.task_queue, fake.activities()):
+        await temporal_ops.start_sync(env.client, settings, "repo-2", 300, sync_now=False)
+        handle = env.client.get_workflow_handle(sync_workflow_id("repo-2"))
+        run_id = (await handle.describe()).run_id
+        await temporal_ops.start_sync(env.client, settings, "repo-2", 300, sync_now=False)
+        await temporal_ops.start_sync(env.client, settings, "repo-2", 300, sync_now=True)
+        await temporal_ops.reset(env.client, settings, "repo-2", 300)
+        assert (await handle.describe()).run_id == run_id
+        await eventually(env, lambda: fake.snapshots >= 2, step=0.2)
+        current = await temporal_ops.get_status(env.client, "repo-2")
+        assert current is not None and current.last_error_type == GitErrorType.REF_NOT_FOUND
+        assert current.poll_interval_seconds == 300
+        await temporal_ops.stop(env.client, "repo-2")
+        await handle.result()
+
+
+def test_search_attribute_registration_arguments() -> None:
+    assert dev_server_args() == [
+        "--search-attribute",
+        "TreecastRepositoryId=Keyword",
+        "--search-attribute",
+        "TreecastBreakerState=Keyword",
+        "--search-attribute",
+        "TreecastLastCommit=Keyword",
+        "--search-attribute",
+        "TreecastConsecutiveFailures=Int",
+    ]
+    commands = operator_create_commands()
+    assert commands[-1] == [
+        "operator",
+        "search-attribute",
+        "create",
+        "--name",
+        "TreecastConsecutiveFailures",
+        "--type",
+        "Int",
+    ]
+    assert commands[0].count("--name") == 3 and commands[0][-1] == "Keyword"
