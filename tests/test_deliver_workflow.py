@@ -88,7 +88,7 @@ async def test_one_failing_app_is_recorded_and_the_others_still_get_their_files(
 async def test_newer_commit_during_a_pass_ends_with_every_app_at_the_newest(
     env: WorkflowEnvironment,
 ) -> None:
-    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.3)
+    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.5)
     queue = new_task_queue()
     async with treecast_worker(env.client, queue, fake.activities()):
         parent = await env.client.start_workflow(
@@ -138,7 +138,7 @@ async def test_newer_commit_during_a_pass_ends_with_every_app_at_the_newest(
 async def test_the_child_finishes_its_deliveries_after_the_parent_is_terminated(
     env: WorkflowEnvironment,
 ) -> None:
-    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.3)
+    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.5)
     queue = new_task_queue()
     async with treecast_worker(env.client, queue, fake.activities()):
         parent = await env.client.start_workflow(
