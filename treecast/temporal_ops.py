@@ -30,7 +30,7 @@ from workflows import search_attributes
 from workflows.sync_repository import SyncRepository
 
 POLL_FIRST = 0.05  # seconds between `request` queries at first...
-POLL_MAX = 1.0  # ...backing off to this
+POLL_MAX = 0.5  # ...backing off to this (bounds the latency sync --wait adds)
 
 
 async def connect(settings: Settings) -> Client:
@@ -167,7 +167,7 @@ async def sync_and_wait(
                 "it goes on in the background: see `starter.py status`"
             )
         await asyncio.sleep(delay)
-        delay = min(delay * 2, POLL_MAX)
+        delay = min(delay * 1.5, POLL_MAX)
 
 
 def _progress_line(outcome: SyncOutcome) -> str:
