@@ -23,14 +23,15 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from activities.git_cache import ensure_commit, has_object
-from activities.git_objects import blob_sizes
+from activities.git_cache import cache_path, ensure_commit
+from activities.git_objects import batch_check
 from activities.git_tree import (
     FILE_MODES,
     DiffEntry,
     FileFilter,
-    diff_trees,
-    ignore_filter,
+    diff_with_sizes,
+    filter_for,
+    ignore_blob_name,
     list_tree,
     parse_globs,
     touches_ignore_file,
@@ -118,8 +119,8 @@ def diff_changes(
     session: Session,
     app_id: str,
     repository_id: str,
-    repo_path: Path,
     entries: list[DiffEntry],
+    sizes: dict[str, int],
     file_filter: FileFilter,
 ) -> list[FileChange]:
     """Changes restricted to the paths a tree diff reports (ledger consulted for each)."""
@@ -131,7 +132,6 @@ def diff_changes(
             continue  # never delivered, so never in a ledger
         wanted = entry.new_mode in FILE_MODES and file_filter.wanted(path)
         current[path] = (entry.new_blob, 0) if wanted else None
-    sizes = blob_sizes(repo_path, {v[0] for v in current.values() if v is not None})
     ledger = load_ledger(session, app_id, repository_id, current.keys())
     changes: list[FileChange] = []
     for path, state in current.items():
@@ -165,11 +165,23 @@ def compute_changes(
             FileChange(ChangeKind.DELETE, path, None, 0, entry.sha256)
             for path, entry in ledger.items()
         )
-    repo_path = ensure_commit(settings, repository_id, commit)
-    file_filter = ignore_filter(settings, repo_path, commit, parse_globs(watch.path_globs))
+    repo_path = cache_path(settings, repository_id)
     base = watch.delivered_commit
-    if base and has_object(settings, repo_path, base):
-        entries = diff_trees(settings, repo_path, base, commit) if base != commit else []
+    # One git process answers: is the commit here, is the base here, which ignore file.
+    names = [f"{commit}^{{commit}}", ignore_blob_name(commit), f"{base or commit}^{{commit}}"]
+    try:
+        here, ignore, base_here = batch_check(repo_path, names)
+    except OSError:
+        here = ignore = base_here = None  # no usable cache on this worker yet
+    if here is None:
+        repo_path = ensure_commit(settings, repository_id, commit)
+        here, ignore, base_here = batch_check(repo_path, names)
+    ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
+    file_filter = filter_for(repo_path, ignore_blob, parse_globs(watch.path_globs))
+    if base and base_here is not None:
+        entries, sizes = (
+            diff_with_sizes(settings, repo_path, base, commit) if base != commit else ([], {})
+        )
         if not touches_ignore_file(entries):
-            return diff_changes(session, app_id, repository_id, repo_path, entries, file_filter)
+            return diff_changes(session, app_id, repository_id, entries, sizes, file_filter)
     return full_changes(settings, session, app_id, repository_id, repo_path, commit, file_filter)

@@ -24,17 +24,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.git_objects import is_object_id
+from activities.git_objects import ObjectChecker, batch_check, is_object_id
 from models.git import GitErrorType
 from treecast.config import Settings
 from treecast.redact import redact
 
 log = logging.getLogger(__name__)
 
-# Where a sync leaves the fetched ref, and the prefix of refs that keep commits from gc.
+# Where a fetch by ref name lands (servers refusing fetch by id), and the refs that
+# keep commits from gc: a fetch by id writes its pin directly.
 HEAD_REF = "refs/treecast/head"
 KEEP_PREFIX = "refs/treecast/keep/"
 
@@ -417,14 +419,21 @@ def rebuild_cache(settings: Settings, path: Path) -> Path:
     return prepare_cache(settings, path)
 
 
+def peeled_commit(path: Path, rev: str, checker: ObjectChecker | None = None) -> str | None:
+    """The commit `rev` (a commit or tag id, or a ref) names in the cache; None if absent."""
+    if not path.exists():
+        return None
+    try:
+        names = [f"{rev}^{{commit}}"]
+        info = (checker.check(names) if checker is not None else batch_check(path, names))[0]
+    except OSError:
+        return None  # a damaged cache holds nothing usable
+    return info.oid if info is not None and info.kind == "commit" else None
+
+
 def has_object(settings: Settings, path: Path, oid: str) -> bool:
     """True when the cache holds `oid` (a commit or tag id, peeled to a commit)."""
-    if not path.exists():
-        return False
-    result = run_git(
-        ["cat-file", "-e", f"{oid}^{{commit}}"], settings=settings, cwd=path, check=False
-    )
-    return result.returncode == 0
+    return peeled_commit(path, oid) is not None
 
 
 def rev_parse_commit(settings: Settings, path: Path, rev: str) -> str:
@@ -438,6 +447,11 @@ def rev_parse_commit(settings: Settings, path: Path, rev: str) -> str:
 def keep_commit(settings: Settings, path: Path, commit: str) -> None:
     """Pin a commit with a ref so gc never prunes it while apps may still diff against it."""
     run_git(["update-ref", KEEP_PREFIX + commit, commit], settings=settings, cwd=path)
+
+
+def maintain(settings: Settings, path: Path) -> None:
+    """Let git pack and clean the cache when it thinks it is due (fetches skip this)."""
+    run_git(["gc", "--auto", "--quiet"], settings=settings, cwd=path)
 
 
 def prune_kept(settings: Settings, path: Path, keep: set[str]) -> None:
@@ -522,6 +536,7 @@ def _fetch(
     path: Path,
     url: str,
     source: str,
+    destination: str,
     credentials: Credentials | None,
 ) -> None:
     run_git(
@@ -530,9 +545,11 @@ def _fetch(
             "--quiet",
             "--no-tags",
             "--no-write-fetch-head",
+            # gc runs every few snapshots instead (`maintain`), not after every fetch.
+            "--no-auto-gc",
             f"--depth={FETCH_DEPTH}",
             url,
-            f"+{source}:{HEAD_REF}",
+            f"+{source}:{destination}",
         ],
         settings=settings,
         cwd=path,
@@ -551,23 +568,37 @@ class SyncOutcome:
 
 
 def _sync_once(
-    settings: Settings, path: Path, url: str, ref: str, credentials: Credentials | None
+    settings: Settings,
+    path: Path,
+    url: str,
+    ref: str,
+    credentials: Credentials | None,
+    checker: ObjectChecker | None,
 ) -> SyncOutcome:
     remote = resolve_remote_ref(settings, url, ref, credentials)
     if remote.oid is None:
         return SyncOutcome(path=path, ref=remote.name, commit=None, fetched=False)
-    if has_object(settings, path, remote.oid):
-        run_git(["update-ref", HEAD_REF, remote.oid], settings=settings, cwd=path)
-        return SyncOutcome(
-            path=path,
-            ref=remote.name,
-            commit=rev_parse_commit(settings, path, remote.oid),
-            fetched=False,
-        )
-    # Fetch the named ref (not the id ls-remote saw) so a push in between cannot make
-    # us ask for a commit the server no longer advertises; commit ids are fetched as is.
-    _fetch(settings, path, url, remote.full_name or remote.oid, credentials)
-    commit = rev_parse_commit(settings, path, HEAD_REF)
+    commit = peeled_commit(path, remote.oid, checker)
+    if commit is not None:
+        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=False)
+    try:
+        # By id: we get exactly what ls-remote saw, and the fetch itself pins it.
+        _fetch(settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials)
+    except ApplicationError as exc:
+        if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER) or not remote.full_name:
+            raise
+        # A server that refuses fetching by id (or a ref that moved meanwhile): by name.
+        _fetch(settings, path, url, remote.full_name, HEAD_REF, credentials)
+        commit = rev_parse_commit(settings, path, HEAD_REF)
+        keep_commit(settings, path, commit)
+        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True)
+    branch = remote.full_name == "HEAD" or (remote.full_name or "").startswith("refs/heads/")
+    # A branch names a commit; a tag or a given id may name a tag object: peel it.
+    commit = remote.oid if branch else peeled_commit(path, remote.oid, checker)
+    if commit is None:
+        raise git_error(GitErrorType.REF_NOT_FOUND, f"{ref or 'HEAD'} does not name a commit")
+    if commit != remote.oid:
+        keep_commit(settings, path, commit)
     return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True)
 
 
@@ -577,6 +608,7 @@ def sync_ref(
     url: str,
     ref: str,
     credentials: Credentials | None = None,
+    checker: ObjectChecker | None = None,
 ) -> SyncOutcome:
     """Bring the ref's current commit into the cache at `path` (call under `cache_lock`).
 
@@ -585,12 +617,14 @@ def sync_ref(
     """
     prepare_cache(settings, path)
     try:
-        return _sync_once(settings, path, url, ref, credentials)
+        return _sync_once(settings, path, url, ref, credentials, checker)
     except CacheCorrupt as exc:
         log.warning("git cache %s looks damaged (%s); rebuilding", path.name, exc)
+        if checker is not None:
+            checker.close()
         rebuild_cache(settings, path)
         try:
-            return _sync_once(settings, path, url, ref, credentials)
+            return _sync_once(settings, path, url, ref, credentials, checker)
         except CacheCorrupt as again:
             raise git_error(
                 GitErrorType.OTHER, f"git cache {path.name} is unusable: {again}"
@@ -613,14 +647,18 @@ class RepoAccess:
         return f"RepoAccess({self.repository_id!r}, {self.url!r}, ref={self.ref!r})"
 
 
-def load_access(settings: Settings, repository_id: str) -> RepoAccess:
+def load_access(
+    settings: Settings, repository_id: str, session: Session | None = None
+) -> RepoAccess:
     """Load a repository row and decrypt its token (RepositoryNotFound if it is not registered)."""
     from models.tables import Repository
     from treecast.config import resolve_secret_key
     from treecast.crypto import Cipher
     from treecast.db import session_scope
 
-    with session_scope(settings.database_url) as session:
+    with contextlib.ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(session_scope(settings.database_url))
         row = session.get(Repository, repository_id)
         if row is None:
             raise git_error(
@@ -650,7 +688,7 @@ def ensure_commit(settings: Settings, repository_id: str, commit: str) -> Path:
         prepare_cache(settings, path)
         if not has_object(settings, path, commit):
             try:
-                _fetch(settings, path, access.url, commit, access.credentials)
+                _fetch(settings, path, access.url, commit, KEEP_PREFIX + commit, access.credentials)
             except ApplicationError as exc:
                 if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
                     raise
@@ -658,7 +696,7 @@ def ensure_commit(settings: Settings, repository_id: str, commit: str) -> Path:
                 sync_ref(settings, path, access.url, access.ref, access.credentials)
             except CacheCorrupt:
                 rebuild_cache(settings, path)
-                _fetch(settings, path, access.url, commit, access.credentials)
+                _fetch(settings, path, access.url, commit, KEEP_PREFIX + commit, access.credentials)
             if not has_object(settings, path, commit):
                 raise git_error(
                     GitErrorType.REF_NOT_FOUND,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -206,23 +207,132 @@ class BlobReader:
         return data
 
 
-def blob_sizes(repo_path: Path | str, blob_ids: Iterable[str]) -> dict[str, int]:
-    """Sizes of many blobs in one `git cat-file --batch-check` run (missing ones are left out)."""
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What `git cat-file --batch-check` says about one name."""
+
+    oid: str
+    kind: str  # blob, tree, commit, tag
+    size: int
+
+
+def _parse_check(line: bytes) -> ObjectInfo | None:
+    parts = line.split()
+    if len(parts) == 3 and is_object_id(parts[0].decode()):
+        return ObjectInfo(parts[0].decode(), parts[1].decode(), int(parts[2]))
+    return None  # "<name> missing" / "ambiguous"
+
+
+def _check_names(names: Sequence[str]) -> None:
+    for name in names:
+        if "\n" in name or not name:
+            raise ValueError(f"not a usable object name: {name[:80]!r}")
+
+
+class ObjectChecker:
+    """One long-lived `git cat-file --batch-check` for many lookups during one sync.
+
+    Starting git costs milliseconds; a sync asks several small questions (is the
+    commit here, the previous one, the ignore file, the sizes of changed blobs), so
+    one process answers them all. git re-scans its packs on a miss, so objects
+    fetched after the process started are found too. Not thread-safe.
+    """
+
+    _BATCH = 500  # names written before reading answers, so neither pipe fills up
+
+    def __init__(self, repo_path: Path | str) -> None:
+        self.repo_path = Path(repo_path)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ObjectChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the git process (a later lookup starts a new one)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+
+    def check(self, names: Sequence[str]) -> list[ObjectInfo | None]:
+        """Answers in the order asked; None where a name resolves to nothing."""
+        _check_names(names)
+        answers: list[ObjectInfo | None] = []
+        for start in range(0, len(names), self._BATCH):
+            answers.extend(self._round(names[start : start + self._BATCH]))
+        return answers
+
+    def _round(self, names: Sequence[str]) -> list[ObjectInfo | None]:
+        if self._proc is None:
+            if not (self.repo_path / "objects").is_dir():
+                raise OSError(f"{self.repo_path} is not a git cache")
+            self._proc = subprocess.Popen(
+                ["git", "-C", str(self.repo_path), "cat-file", "--batch-check"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=_git_env(),
+            )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(("\n".join(names) + "\n").encode())
+            self._proc.stdin.flush()
+            lines = [self._proc.stdout.readline() for _ in names]
+        except BrokenPipeError:
+            self.close()
+            raise OSError(f"git cat-file --batch-check stopped in {self.repo_path}") from None
+        if any(not line.endswith(b"\n") for line in lines):
+            self.close()
+            raise OSError(f"git cat-file --batch-check stopped in {self.repo_path}")
+        return [_parse_check(line) for line in lines]
+
+
+def batch_check(repo_path: Path | str, names: Sequence[str]) -> list[ObjectInfo | None]:
+    """Look up many object names (ids, `X^{commit}`, `X:path`) in one git process.
+
+    Answers come in the order asked; None where the name resolves to nothing.
+    One process for several questions keeps a sync's fixed cost low.
+    """
+    if not names:
+        return []
+    _check_names(names)
+    proc = subprocess.run(
+        ["git", "-C", str(repo_path), "cat-file", "--batch-check"],
+        input=("\n".join(names) + "\n").encode(),
+        capture_output=True,
+        check=False,
+        env=_git_env(),
+    )
+    if proc.returncode != 0:
+        raise OSError(
+            f"git cat-file --batch-check failed in {repo_path}: "
+            + proc.stderr.decode(errors="replace").strip()[:300]
+        )
+    return [_parse_check(line) for line in proc.stdout.split(b"\n")[: len(names)]]
+
+
+def blob_sizes(
+    repo_path: Path | str, blob_ids: Iterable[str], checker: ObjectChecker | None = None
+) -> dict[str, int]:
+    """Sizes of many blobs in one `git cat-file --batch-check` (missing ones are left out)."""
     ids = sorted(set(blob_ids))
     for oid in ids:
         _check_oid(oid)
-    if not ids:
-        return {}
-    out = subprocess.run(
-        ["git", "-C", str(repo_path), "cat-file", "--batch-check"],
-        input=("\n".join(ids) + "\n").encode(),
-        capture_output=True,
-        check=True,
-        env=_git_env(),
-    ).stdout
+    answers = checker.check(ids) if checker is not None else batch_check(repo_path, ids)
     sizes: dict[str, int] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1] == b"blob":
-            sizes[parts[0].decode()] = int(parts[2])
+    for oid, info in zip(ids, answers, strict=True):
+        if info is not None and info.kind == "blob":
+            sizes[oid] = info.size
     return sizes

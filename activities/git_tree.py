@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pathspec
 
 from activities.git_cache import run_git
-from activities.git_objects import BlobReader
+from activities.git_objects import BlobReader, ObjectChecker, batch_check, blob_sizes
 from treecast.config import Settings
 
 log = logging.getLogger(__name__)
@@ -105,38 +107,74 @@ def parse_globs(raw: str | None) -> list[str]:
     return [str(item) for item in value if isinstance(item, str) and item.strip()]
 
 
+class _Memo:
+    """A small thread-safe LRU for results keyed by git object ids (which never change)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, ...], object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> object | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, ...], value: object) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+# The snapshot and then each app's change computation ask for the same ignore file and
+# the same diff on one worker: remember them (small diffs only, to bound memory).
+_IGNORE_MEMO = _Memo(64)
+_DIFF_MEMO = _Memo(16)
+MEMO_MAX_DIFF_ENTRIES = 5000
+
+
 def read_ignore_lines(repo_path: Path, blob_id: str | None) -> list[str]:
     """The lines of a `.treecastignore` blob (none when absent or too big)."""
     if blob_id is None:
         return []
+    key = (str(repo_path), blob_id)
+    cached = _IGNORE_MEMO.get(key)
+    if isinstance(cached, list):
+        return cached
     with BlobReader(repo_path) as reader:
         if reader.size(blob_id) > MAX_IGNORE_BYTES:
             log.warning("%s is larger than %d bytes; ignoring it", IGNORE_FILE, MAX_IGNORE_BYTES)
             return []
-        return reader.read(blob_id).decode("utf-8", errors="replace").splitlines()
+        lines = reader.read(blob_id).decode("utf-8", errors="replace").splitlines()
+    _IGNORE_MEMO.put(key, lines)
+    return lines
+
+
+def ignore_blob_name(commit: str) -> str:
+    """The `batch_check` name of a commit's root `.treecastignore`."""
+    return f"{commit}:{IGNORE_FILE}"
 
 
 def ignore_blob_at(settings: Settings, repo_path: Path, commit: str) -> str | None:
     """The blob id of the root `.treecastignore` at `commit` (None when there is none)."""
-    out = run_git(
-        ["ls-tree", "-z", commit, "--", IGNORE_FILE], settings=settings, cwd=repo_path
-    ).stdout
-    for record in out.split(b"\0"):
-        if not record:
-            continue
-        meta, _, name = record.partition(b"\t")
-        mode, kind, oid = meta.split()
-        if name == IGNORE_FILE.encode() and kind == b"blob" and mode.decode() in FILE_MODES:
-            return oid.decode()
-    return None
+    info = batch_check(repo_path, [ignore_blob_name(commit)])[0]
+    return info.oid if info is not None and info.kind == "blob" else None
+
+
+def filter_for(repo_path: Path, ignore_blob: str | None, globs: Iterable[str] = ()) -> FileFilter:
+    """The filter given the commit's `.treecastignore` blob (or None) and an app's globs."""
+    return FileFilter(read_ignore_lines(repo_path, ignore_blob), globs)
 
 
 def ignore_filter(
     settings: Settings, repo_path: Path, commit: str, globs: Iterable[str] = ()
 ) -> FileFilter:
     """The filter for `commit`: its own `.treecastignore`, plus an app's globs."""
-    lines = read_ignore_lines(repo_path, ignore_blob_at(settings, repo_path, commit))
-    return FileFilter(lines, globs)
+    return filter_for(repo_path, ignore_blob_at(settings, repo_path, commit), globs)
 
 
 # -- classification shared by listing and diffs -----------------------------------------------
@@ -205,7 +243,8 @@ def list_tree(
     ).stdout
     ignore_blob = None
     for mode, oid, _size, raw_path in _ls_tree_records(out):
-        if raw_path == IGNORE_FILE.encode() and mode in FILE_MODES:
+        # Any root blob of that name, as `ignore_blob_at` (a cat-file lookup) sees it.
+        if raw_path == IGNORE_FILE.encode() and mode in (*FILE_MODES, MODE_SYMLINK):
             ignore_blob = oid
             break
     if file_filter is None:
@@ -275,6 +314,25 @@ def diff_trees(settings: Settings, repo_path: Path, old: str, new: str) -> list[
         )
         i += 2
     return entries
+
+
+def diff_with_sizes(
+    settings: Settings,
+    repo_path: Path,
+    old: str,
+    new: str,
+    checker: ObjectChecker | None = None,
+) -> tuple[list[DiffEntry], dict[str, int]]:
+    """`diff_trees` plus the sizes of the files on both sides, remembered for small diffs."""
+    key = (str(repo_path), old, new)
+    cached = _DIFF_MEMO.get(key)
+    if isinstance(cached, tuple):
+        return cached
+    entries = diff_trees(settings, repo_path, old, new)
+    sizes = blob_sizes(repo_path, file_blobs(entries), checker)
+    if len(entries) <= MEMO_MAX_DIFF_ENTRIES:
+        _DIFF_MEMO.put(key, (entries, sizes))
+    return entries, sizes
 
 
 def touches_ignore_file(entries: Iterable[DiffEntry]) -> bool:

@@ -9,27 +9,26 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, delete, select, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.git_cache import (
-    RepoAccess,
     cache_lock,
     git_error,
-    has_object,
     keep_commit,
     load_access,
+    maintain,
     prune_kept,
     sync_ref,
 )
-from activities.git_objects import blob_sizes
+from activities.git_objects import ObjectChecker
 from activities.git_tree import (
     TreeStats,
     diff_stats,
-    diff_trees,
-    file_blobs,
-    ignore_filter,
+    diff_with_sizes,
+    filter_for,
+    ignore_blob_name,
     list_tree,
     touches_ignore_file,
 )
@@ -44,6 +43,10 @@ log = logging.getLogger(__name__)
 # Snapshot rows (and pinned commits) kept per repository.
 KEEP_SNAPSHOTS = 20
 
+# Stale pins are dropped once every this many new snapshots (listing the pins costs a
+# git process; a few extra pinned commits cost nothing).
+PRUNE_EVERY = 10
+
 
 def _stats_from_row(row: Snapshot) -> TreeStats:
     return TreeStats(
@@ -55,18 +58,26 @@ def _stats_from_row(row: Snapshot) -> TreeStats:
     )
 
 
-def tree_stats(settings: Settings, path: Path, commit: str, previous: Snapshot | None) -> TreeStats:
+def tree_stats(
+    settings: Settings,
+    path: Path,
+    commit: str,
+    previous: Snapshot | None,
+    checker: ObjectChecker,
+) -> TreeStats:
     """The counts of `commit`: carried over from the previous snapshot through a tree diff
     when the cache still holds it (work proportional to the change), else a full listing."""
     if previous is not None and previous.commit == commit:
         return _stats_from_row(previous)
-    if previous is not None and previous.commit and has_object(settings, path, previous.commit):
-        entries = diff_trees(settings, path, previous.commit, commit)
-        if not touches_ignore_file(entries):
-            sizes = blob_sizes(path, file_blobs(entries))
-            stats = _stats_from_row(previous)
-            stats.add(diff_stats(entries, sizes, ignore_filter(settings, path, commit)))
-            return stats
+    if previous is not None and previous.commit:
+        base, ignore = checker.check([f"{previous.commit}^{{commit}}", ignore_blob_name(commit)])
+        if base is not None:
+            entries, sizes = diff_with_sizes(settings, path, previous.commit, commit, checker)
+            if not touches_ignore_file(entries):
+                ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
+                stats = _stats_from_row(previous)
+                stats.add(diff_stats(entries, sizes, filter_for(path, ignore_blob)))
+                return stats
     return list_tree(settings, path, commit).stats
 
 
@@ -81,40 +92,48 @@ def _latest(session: Session, repository_id: str) -> Snapshot | None:
 
 
 def record_snapshot(
-    session: Session, repository_id: str, commit: str | None, stats: TreeStats
-) -> set[str]:
-    """Record a sync (a repeat of the newest commit only refreshes its time), keep the newest
-    `KEEP_SNAPSHOTS`, and return the commits worth keeping in the cache."""
-    latest = _latest(session, repository_id)
+    session: Session,
+    repository_id: str,
+    commit: str | None,
+    stats: TreeStats,
+    latest: Snapshot | None,
+) -> set[str] | None:
+    """Record a sync (a repeat of the newest commit only refreshes its time) and keep the
+    newest `KEEP_SNAPSHOTS`. Every `PRUNE_EVERY` new rows, returns the commits worth
+    keeping in the cache (the caller then drops other pins and lets git tidy up)."""
     if latest is not None and latest.commit == commit:
-        latest.taken_at = utcnow()
-        session.add(latest)
-    else:
-        session.add(
-            Snapshot(
-                repository_id=repository_id,
-                commit=commit,
-                file_count=stats.file_count,
-                total_bytes=stats.total_bytes,
-                skipped_symlinks=stats.skipped_symlinks,
-                skipped_submodules=stats.skipped_submodules,
-                skipped_invalid_paths=stats.skipped_invalid_paths,
-            )
+        session.exec(
+            update(Snapshot).where(col(Snapshot.id) == latest.id).values(taken_at=utcnow())
         )
+        return None
+    row = Snapshot(
+        repository_id=repository_id,
+        commit=commit,
+        file_count=stats.file_count,
+        total_bytes=stats.total_bytes,
+        skipped_symlinks=stats.skipped_symlinks,
+        skipped_submodules=stats.skipped_submodules,
+        skipped_invalid_paths=stats.skipped_invalid_paths,
+    )
+    session.add(row)
     session.flush()
-    rows = session.exec(
-        select(Snapshot)
+    newest_first = (
+        select(Snapshot.id)
         .where(Snapshot.repository_id == repository_id)
         .order_by(col(Snapshot.taken_at).desc(), col(Snapshot.id).desc())
+    )
+    stale = list(session.exec(newest_first.offset(KEEP_SNAPSHOTS)).all())
+    if stale:
+        session.exec(delete(Snapshot).where(col(Snapshot.id).in_(stale)))
+    if (row.id or 0) % PRUNE_EVERY:
+        return None
+    kept = session.exec(
+        select(Snapshot.commit).where(Snapshot.repository_id == repository_id)
     ).all()
-    for old in rows[KEEP_SNAPSHOTS:]:
-        session.delete(old)
-    keep = {row.commit for row in rows[:KEEP_SNAPSHOTS] if row.commit}
     delivered = session.exec(
         select(Watch.delivered_commit).where(Watch.repository_id == repository_id)
     ).all()
-    keep.update(c for c in delivered if c)
-    return keep
+    return {c for c in [*kept, *delivered] if c}
 
 
 class GitActivities:
@@ -129,41 +148,47 @@ class GitActivities:
 
         Raises ApplicationError typed with a `GitErrorType` (message redacted).
         """
-        access = load_access(self.settings, input.repository_id)
+        secrets: list[str] = []  # filled once the token is decrypted
         try:
-            return self._snapshot(access)
+            return self._snapshot(input.repository_id, secrets)
         except ApplicationError:
             raise  # already classified and redacted by run_git
         except Exception as exc:
-            secrets = access.credentials.secrets() if access.credentials else []
             raise git_error(
                 GitErrorType.OTHER,
-                redact(f"snapshot of {access.repository_id} failed: {exc}", secrets),
+                redact(f"snapshot of {input.repository_id} failed: {exc}", secrets),
             ) from None
 
-    def _snapshot(self, access: RepoAccess) -> SnapshotResult:
+    def _snapshot(self, repository_id: str, secrets: list[str]) -> SnapshotResult:
         settings = self.settings
-        with cache_lock(settings, access.repository_id) as path:
-            outcome = sync_ref(settings, path, access.url, access.ref, access.credentials)
+        with cache_lock(settings, repository_id) as path, ObjectChecker(path) as checker:
+            with session_scope(settings.database_url) as session:
+                access = load_access(settings, repository_id, session)
+                previous = _latest(session, repository_id)
+            if access.credentials is not None:
+                secrets.extend(access.credentials.secrets())
+            outcome = sync_ref(settings, path, access.url, access.ref, access.credentials, checker)
             stats = TreeStats()
-            with session_scope(settings.database_url) as session:
-                previous = _latest(session, access.repository_id)
             if outcome.commit is not None:
-                stats = tree_stats(settings, path, outcome.commit, previous)
-                keep_commit(settings, path, outcome.commit)
+                stats = tree_stats(settings, path, outcome.commit, previous, checker)
+                if not outcome.fetched and (previous is None or previous.commit != outcome.commit):
+                    # Back to a commit the cache had anyway: pin it again (a fetch pins itself).
+                    keep_commit(settings, path, outcome.commit)
             with session_scope(settings.database_url) as session:
-                keep = record_snapshot(session, access.repository_id, outcome.commit, stats)
-            prune_kept(settings, path, keep)
+                keep = record_snapshot(session, repository_id, outcome.commit, stats, previous)
+            if keep is not None:
+                prune_kept(settings, path, keep)
+                maintain(settings, path)
         log.info(
             "synced %s at %s (%s): %d files, %d bytes",
-            access.repository_id,
+            repository_id,
             outcome.ref or "(default branch)",
             outcome.commit or "no commits",
             stats.file_count,
             stats.total_bytes,
         )
         return SnapshotResult(
-            repository_id=access.repository_id,
+            repository_id=repository_id,
             commit=outcome.commit,
             ref=outcome.ref,
             file_count=stats.file_count,

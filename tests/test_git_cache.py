@@ -13,7 +13,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.git_cache import (
-    HEAD_REF,
+    KEEP_PREFIX,
     Credentials,
     cache_lock,
     cache_path,
@@ -292,10 +292,14 @@ def test_ensure_commit_fetches_on_another_worker(settings: Settings, repo: WorkR
     assert info.value.type == GitErrorType.REF_NOT_FOUND
 
 
-def test_head_ref_is_left_in_the_cache(settings: Settings, repo: WorkRepo) -> None:
+def test_a_fetch_pins_its_commit(settings: Settings, repo: WorkRepo) -> None:
     commit, _, _ = sync(settings, repo.url)
-    out = run_git(["rev-parse", HEAD_REF], settings=settings, cwd=cache_path(settings, "repo_t"))
+    path = cache_path(settings, "repo_t")
+    out = run_git(["rev-parse", f"{KEEP_PREFIX}{commit}"], settings=settings, cwd=path)
     assert out.stdout.decode().strip() == commit
+    # gc keeps pinned commits even when nothing else refers to them.
+    run_git(["gc", "-q", "--prune=now"], settings=settings, cwd=path)
+    assert has_object(settings, path, str(commit))
 
 
 @pytest.mark.parametrize(
