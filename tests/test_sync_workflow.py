@@ -39,7 +39,7 @@ from tests.temporal_env import (
 )
 from treecast import temporal_ops
 from treecast.config import Settings
-from workflows.search_attributes import dev_server_args, operator_create_commands
+from workflows.search_attributes import dev_server_args, operator_create_command
 from workflows.sync_repository import SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
@@ -398,14 +398,12 @@ def test_search_attribute_registration_arguments() -> None:
         "--search-attribute",
         "TreecastConsecutiveFailures=Int",
     ]
-    commands = operator_create_commands()
-    assert commands[-1] == [
-        "operator",
-        "search-attribute",
-        "create",
-        "--name",
-        "TreecastConsecutiveFailures",
-        "--type",
-        "Int",
+    command = operator_create_command()
+    assert command[:3] == ["operator", "search-attribute", "create"]
+    pairs = list(zip(command[3::4], command[4::4], command[5::4], command[6::4], strict=True))
+    assert [(name, type_) for _, name, _, type_ in pairs] == [
+        ("TreecastRepositoryId", "Keyword"),
+        ("TreecastBreakerState", "Keyword"),
+        ("TreecastLastCommit", "Keyword"),
+        ("TreecastConsecutiveFailures", "Int"),
     ]
-    assert commands[0].count("--name") == 3 and commands[0][-1] == "Keyword"

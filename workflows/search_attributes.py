@@ -4,7 +4,7 @@ They make repositories findable and filterable in the Web UI and with
 `temporal workflow list --query`, e.g. `TreecastBreakerState = "open"`.
 A server must know them before a workflow upserts them: `worker.py --dev`
 passes `dev_server_args()` to `temporal server start-dev`; a production
-namespace needs `operator_create_commands()` once.
+namespace needs `operator_create_command()` once.
 """
 
 from __future__ import annotations
@@ -40,18 +40,16 @@ def dev_server_args() -> list[str]:
     return args
 
 
-def operator_create_commands() -> list[list[str]]:
-    """Argument lists for `temporal operator search-attribute create`, one per type."""
-    by_type: dict[str, list[str]] = {}
+def operator_create_command() -> list[str]:
+    """Arguments for `temporal operator search-attribute create` registering every key.
+
+    The CLI pairs the n-th `--name` with the n-th `--type` and silently drops a
+    name without its own type, so every name gets one.
+    """
+    command = ["operator", "search-attribute", "create"]
     for key in ALL_KEYS:
-        by_type.setdefault(_type_name(key), []).append(key.name)
-    commands = []
-    for type_name, names in by_type.items():
-        command = ["operator", "search-attribute", "create"]
-        for name in names:
-            command += ["--name", name]
-        commands.append([*command, "--type", type_name])
-    return commands
+        command += ["--name", key.name, "--type", _type_name(key)]
+    return command
 
 
 def updates(
