@@ -411,7 +411,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
                 registry.get_repository(session, r["repository_id"])
                 for r in registry.list_repositories(session)
             ]
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "repository_id": r.id,
                 "url": r.url,
