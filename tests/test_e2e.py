@@ -1,0 +1,169 @@
+"""End to end on the Temporal dev server: starter.py, the real worker, real git, the example receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import starter
+import worker
+from examples.receiver import Receiver
+from tests.gitrepos import WorkRepo
+from tests.temporal_env import new_task_queue, start_local
+from treecast.config import load_settings
+from treecast.crypto import generate_key, generate_webhook_secret
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Result:
+    code: int
+    out: Any
+    err: str
+
+
+@dataclass
+class Stack:
+    repo: WorkRepo
+    receiver: Receiver
+    secret: str
+    run: Callable[..., Any]
+
+
+def _invoke(argv: list[str]) -> Result:
+    out, err = StringIO(), StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = starter.main(["--json", *argv])
+    text = out.getvalue()
+    return Result(code, json.loads(text) if text.strip() else None, err.getvalue())
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    env = await start_local()
+    address = env.client.service_client.config.target_host
+    for name, value in {
+        "TEMPORAL_ADDRESS": address,
+        "TREECAST_DATA_DIR": str(tmp_path / "data"),
+        "TREECAST_SECRET_KEY": generate_key(),
+        "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_TASK_QUEUE": new_task_queue(),
+        "TREECAST_BREAKER_THRESHOLD": "2",
+        "TREECAST_GIT_TIMEOUT_SECONDS": "20",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
+    settings = load_settings()
+    secret = generate_webhook_secret()
+    repo = WorkRepo(tmp_path / "git")
+    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    try:
+        with Receiver([secret], tmp_path / "mirror") as receiver:
+            async with worker.build_worker(env.client, settings, executor):
+
+                async def run(*argv: str) -> Result:
+                    # starter.main runs its own event loop, so it gets a thread.
+                    return await asyncio.to_thread(_invoke, list(argv))
+
+                yield Stack(repo=repo, receiver=receiver, secret=secret, run=run)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        await env.shutdown()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.1)
+
+
+async def test_sync_deliver_break_and_recover(stack: Stack) -> None:
+    repo, receiver, run = stack.repo, stack.receiver, stack.run
+    repo.write("README.md", "# hello\n")
+    repo.write("docs/guide.md", "guide ✓\n")
+    repo.write("img/logo.bin", bytes(range(256)) * 8)
+    first = repo.commit("first")
+
+    added = await run(
+        "app", "add", "--name", "mirror", "--url", receiver.url, "--secret", stack.secret
+    )
+    assert added.code == 0, added.err
+    app_id = added.out["app_id"]
+    repo_added = await run("repo", "add", repo.url, "--interval", "3600")
+    assert repo_added.code == 0, repo_added.err
+    repo_id = repo_added.out["repository_id"]
+    again = await run("repo", "add", repo.url + "/")
+    assert again.out["repository_id"] == repo_id and again.out["created"] is False
+    assert (await run("watch", app_id, repo_id)).code == 0
+
+    synced = await run("sync", repo_id, "--wait", "--timeout", "60")
+    assert synced.code == 0, (synced.out, synced.err)
+    assert receiver.files() == repo.files_at(first)
+
+    # A change: update, create, delete; the mirror follows.
+    repo.write("README.md", "# hello again\n")
+    repo.write("docs/new.md", "new\n")
+    repo.remove("docs/guide.md")
+    second = repo.commit("second")
+    synced = await run("sync", repo_id, "--wait", "--timeout", "60")
+    assert synced.code == 0, (synced.out, synced.err)
+    assert receiver.files() == repo.files_at(second)
+
+    status = await run("status", repo_id)
+    [row] = status.out["repositories"]
+    assert row["sync"]["breaker_state"] == "closed"
+    assert row["sync"]["last_commit"] == second
+    assert [(a["app_id"], a["status"], a["delivered_commit"]) for a in row["apps"]] == [
+        (app_id, "synced", second)
+    ]
+
+    # The remote disappears: after `threshold` (2) failed syncs the breaker opens
+    # and the receiver holds exactly one sync_failed.
+    hidden = repo.remote.with_name("gone.git")
+    repo.remote.rename(hidden)
+    for _ in range(2):
+        failed = await run("sync", repo_id, "--wait", "--timeout", "60")
+        assert failed.code == 1
+    await eventually(lambda: len(receiver.notices) >= 1)
+    while_open = await run("sync", repo_id, "--wait", "--timeout", "30")
+    assert while_open.code == 1
+    assert "open" in json.dumps(while_open.out).lower()
+    await asyncio.sleep(0.5)
+    assert [n["event"] for n in receiver.notices] == ["sync_failed"]
+    notice = receiver.notices[0]
+    assert notice["circuit_breaker"]["status"] == "open"
+    assert notice["error"]["type"] == "RepositoryNotFound"
+    status = await run("status", repo_id)
+    assert status.out["repositories"][0]["sync"]["breaker_state"] == "open"
+
+    # The remote comes back with a new commit; reset closes the breaker.
+    hidden.rename(repo.remote)
+    repo.write("after.txt", "recovered\n")
+    third = repo.commit("third")
+    assert (await run("reset", repo_id)).code == 0
+    await eventually(
+        lambda: [n["event"] for n in receiver.notices] == ["sync_failed", "sync_recovered"]
+    )
+    await eventually(lambda: receiver.files() == repo.files_at(third))
+    recovered = receiver.notices[1]
+    assert recovered["commit_sha"] == third
+    assert recovered["circuit_breaker"]["status"] == "closed"
+
+    # Removing the repository stops its workflow and forgets it.
+    removed = await run("repo", "remove", repo_id)
+    assert removed.code == 0
+    status = await run("status", repo_id)
+    assert status.code == 2
