@@ -19,13 +19,12 @@ import base64
 import hashlib
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import delete
-from sqlmodel import col
 from temporalio import activity
 
 from activities import payloads
@@ -35,6 +34,7 @@ from activities.payloads import ChunkPlan, ContentProbe, Event
 from activities.signing import stable_digest, webhook_id
 from activities.watchers import (
     AppTarget,
+    LedgerWriter,
     disable_watch,
     load_target,
     note_watch_failure,
@@ -43,7 +43,7 @@ from activities.watchers import (
 )
 from models.changes import ChangeKind, FileChange
 from models.delivery import DeliverInput, DeliverResult, DeliveryErrorType
-from models.tables import DeliveredFile, Watch, WatchStatus, utcnow
+from models.tables import Watch, WatchStatus, utcnow
 from treecast.db import session_scope
 
 REMOVED = "removed"  # DeliverResult.status when the app or watch no longer exists
@@ -112,6 +112,8 @@ class _Run:
     """The state of one `deliver_changes` attempt."""
 
     target: AppTarget  # loaded first thing in `run`
+    writer: ThreadPoolExecutor  # ledger writes (see `_deliver_all`)
+    ledger: LedgerWriter  # used on the writer thread only
 
     def __init__(self, owner: DeliveryActivities, input: DeliverInput) -> None:
         self.owner = owner
@@ -123,6 +125,7 @@ class _Run:
         self.done = 0
         self.total = 0
         self.resume: _Resume | None = None
+        self.pending: Future[None] | None = None
 
     # -- entry ----------------------------------------------------------------------
 
@@ -179,6 +182,19 @@ class _Run:
             client = stack.enter_context(
                 make_client(self.settings, timeout=self.settings.file_timeout_seconds)
             )
+            # One writer thread: the ledger row of file N is committed while file N+1
+            # is on the wire. At most one write is outstanding, and every failure,
+            # and the end of the run, waits for it, so the ledger never runs ahead
+            # of acknowledgements and lags them by at most one file.
+            self.writer = stack.enter_context(
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="treecast-ledger")
+            )
+            self.ledger = LedgerWriter(
+                self.settings.database_url, self.input.app_id, self.input.repository_id
+            )
+            # Closed on the writer thread, after its last write (callbacks run LIFO,
+            # so this runs before the executor shuts down).
+            stack.callback(lambda: self.writer.submit(self.ledger.close).result())
             reader = None
             if needs_git:
                 from activities.git_cache import ensure_commit
@@ -203,6 +219,13 @@ class _Run:
                     else:
                         self.result.updated += 1
                 self.done += 1
+            self._drain()
+
+    def _drain(self) -> None:
+        """Wait for the outstanding ledger write (re-raising its error)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
 
     # -- heartbeats -----------------------------------------------------------------
 
@@ -246,6 +269,22 @@ class _Run:
     ) -> None:
         """Log the attempt and, on success, move the ledger, in one transaction."""
         app_id, repository_id = self.input.app_id, self.input.repository_id
+        self.attempts_since_prune += 1
+        prune = self.attempts_since_prune >= PRUNE_EVERY_ATTEMPTS
+        if prune:
+            self.attempts_since_prune = 0
+        if outcome.ok:
+            attempt = {
+                "event": event,
+                "webhook_id": msg_id,
+                "http_status": outcome.status,
+                "duration_ms": outcome.duration_ms,
+                "excerpt": outcome.excerpt,
+            }
+            self._drain()
+            self.pending = self.writer.submit(self._write_ok, path, ledger, forget, attempt, prune)
+            return
+        self._drain()
         with session_scope(self.settings.database_url) as session:
             record_attempt(
                 session,
@@ -259,38 +298,29 @@ class _Run:
                 error=outcome.error,
                 excerpt=outcome.excerpt,
             )
-            if outcome.ok and ledger is not None:
-                row = session.get(DeliveredFile, (app_id, repository_id, path))
-                if row is None:
-                    row = DeliveredFile(
-                        app_id=app_id,
-                        repository_id=repository_id,
-                        path=path,
-                        blob_id=ledger[0],
-                        sha256=ledger[1],
-                    )
-                else:
-                    row.blob_id, row.sha256, row.delivered_at = ledger[0], ledger[1], utcnow()
-                session.add(row)
-            elif outcome.ok and forget:
-                session.execute(
-                    delete(DeliveredFile).where(
-                        col(DeliveredFile.app_id) == app_id,
-                        col(DeliveredFile.repository_id) == repository_id,
-                        col(DeliveredFile.path) == path,
-                    )
-                )
-            elif outcome.error_type == DeliveryErrorType.GONE:
+            if outcome.error_type == DeliveryErrorType.GONE:
                 disable_watch(session, app_id, repository_id, outcome.error or "")
-            elif not outcome.ok:
+            else:
                 assert outcome.error_type is not None
                 note_watch_failure(
                     session, app_id, repository_id, outcome.error_type, outcome.error or ""
                 )
-            self.attempts_since_prune += 1
-            if self.attempts_since_prune >= PRUNE_EVERY_ATTEMPTS:
-                self.attempts_since_prune = 0
+            if prune:
                 prune_delivery_log(session, app_id, self.settings.delivery_log_keep)
+
+    def _write_ok(
+        self,
+        path: str,
+        ledger: tuple[str, str] | None,
+        forget: bool,
+        attempt: dict[str, Any],
+        prune: bool,
+    ) -> None:
+        """(On the writer thread) log a 2xx and move the ledger in one transaction."""
+        self.ledger.acknowledged(path=path, ledger=ledger, forget=forget, **attempt)
+        if prune:
+            with session_scope(self.settings.database_url) as session:
+                prune_delivery_log(session, self.input.app_id, self.settings.delivery_log_keep)
 
     def _check(self, outcome: PostOutcome) -> None:
         """Stop the run on a failed outcome (after `_record` stored it)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
@@ -27,7 +28,7 @@ from models.tables import (
 )
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
-from treecast.db import session_scope
+from treecast.db import engine_for, session_scope
 from treecast.redact import redact
 from treecast.urls import owner_and_name
 
@@ -108,6 +109,89 @@ def record_attempt(
             duration_ms=round(duration_ms, 3),
         )
     )
+
+
+class LedgerWriter:
+    """Per-file writes of one delivery run through one DBAPI connection, without the ORM.
+
+    This runs once per delivered file, so it skips SQLAlchemy's statement machinery
+    (about 0.8 ms of CPU per file) for two prepared statements and a commit. Each
+    call is its own transaction: an acknowledged file is durable before the next
+    one is recorded. Use from one thread; `close` returns the connection to the pool.
+    """
+
+    def __init__(self, database_url: str, app_id: str, repository_id: str) -> None:
+        self._engine = engine_for(database_url)
+        self._postgres = self._engine.dialect.name == "postgresql"
+        self._app_id, self._repository_id = app_id, repository_id
+        self._raw: Any = None
+        mark = "%s" if self._postgres else "?"
+        attempts = DeliveryAttempt.__tablename__
+        files = DeliveredFile.__tablename__
+        self._insert_attempt = (
+            f"INSERT INTO {attempts} (app_id, repository_id, event, path, webhook_id, "
+            "http_status, error, response_excerpt, duration_ms, attempted_at) "
+            f"VALUES ({', '.join([mark] * 10)})"
+        )
+        self._upsert_file = (
+            f"INSERT INTO {files} (app_id, repository_id, path, blob_id, sha256, delivered_at) "
+            f"VALUES ({', '.join([mark] * 6)}) "
+            "ON CONFLICT (app_id, repository_id, path) DO UPDATE SET "
+            "blob_id = excluded.blob_id, sha256 = excluded.sha256, "
+            "delivered_at = excluded.delivered_at"
+        )
+        self._delete_file = (
+            f"DELETE FROM {files} WHERE app_id = {mark} AND repository_id = {mark} "
+            f"AND path = {mark}"
+        )
+
+    def _now(self) -> Any:
+        now = utcnow()
+        if self._postgres:
+            return now
+        # SQLAlchemy's SQLite DATETIME storage format (naive UTC), so ORM reads parse it.
+        return now.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def acknowledged(
+        self,
+        *,
+        event: str,
+        path: str,
+        webhook_id: str,
+        http_status: int | None,
+        duration_ms: float,
+        excerpt: str | None,
+        ledger: tuple[str, str] | None,
+        forget: bool,
+    ) -> None:
+        """Log a 2xx attempt and upsert (`ledger`) or delete (`forget`) the path's row."""
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()
+        now = self._now()
+        ids = (self._app_id, self._repository_id)
+        cursor = self._raw.cursor()
+        try:
+            cursor.execute(
+                self._insert_attempt,
+                (*ids, event, path, webhook_id, http_status, None, excerpt or None,
+                 round(duration_ms, 3), now),
+            )  # fmt: skip
+            if ledger is not None:
+                cursor.execute(self._upsert_file, (*ids, path, ledger[0], ledger[1], now))
+            elif forget:
+                cursor.execute(self._delete_file, (*ids, path))
+            self._raw.commit()
+        except BaseException:
+            self._raw.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        """Return the connection to the pool."""
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
 
 def prune_delivery_log(session: Session, app_id: str, keep: int) -> int:

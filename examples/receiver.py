@@ -406,6 +406,10 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Treecast's client expects
+            # Send each answer in one segment: with Nagle on, headers and body as two
+            # small writes stall ~40 ms per request on the client's delayed ACK.
+            disable_nagle_algorithm = True
+            wbufsize = -1  # buffered; http.server flushes after each request
 
             def log_message(self, format: str, *args: Any) -> None:
                 if not receiver.quiet:

@@ -1,0 +1,256 @@
+"""Delivery benchmark: files per second against a bare httpx loop, and memory on a huge file.
+
+    python -m bench.delivery            # 10,000 files and a 200 MB binary
+    python -m bench.delivery --quick    # 1,000 files and a 20 MB binary
+
+1. Throughput: a repository of small files is delivered by `deliver_changes`
+   (through an ActivityEnvironment, SQLite ledger, signing, logging) to the example
+   receiver running in its own process. The baseline posts the same signed bodies,
+   built beforehand, with one keep-alive `httpx.Client` to a fresh receiver. The
+   ratio activity/baseline is the figure of merit (target >= 0.7).
+2. Memory: a worker subprocess delivers one large binary file; its peak resident
+   memory (VmHWM) is compared with the same process idle just before (target:
+   under 64 MB above idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _vm_hwm_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ReceiverProcess:
+    """The example receiver in its own process (so it does not share our GIL)."""
+
+    def __init__(self, secret: str, mirror: Path) -> None:
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "examples.receiver", "--port", str(self.port),
+             "--secret", secret, "--mirror", str(mirror)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.post(f"{self.url}/create", content=b"{}", timeout=1)
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _settings(data_dir: Path) -> Any:
+    from treecast.config import load_settings
+    from treecast.crypto import generate_key
+
+    return load_settings(
+        {
+            "TREECAST_DATA_DIR": str(data_dir),
+            "TREECAST_SECRET_KEY": generate_key(),
+            "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        }
+    )
+
+
+def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any:
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.delivery import DeliveryActivities
+    from models.delivery import DeliverInput
+
+    return ActivityEnvironment().run(
+        DeliveryActivities(settings).deliver_changes, DeliverInput(app_id, repository_id, commit)
+    )
+
+
+def throughput(root: Path, files: int) -> dict[str, Any]:
+    """Files/s of deliver_changes and of a bare httpx loop, to the same receiver program."""
+    from activities import payloads
+    from activities.git_cache import ensure_commit
+    from activities.signing import signed_headers
+    from tests.gitrepos import WorkRepo
+    from tests.receiver_fixture import register
+    from treecast.crypto import generate_webhook_secret
+
+    repo = WorkRepo(root / "repo")
+    for i in range(files):
+        repo.write(f"docs/{i % 100:02d}/page-{i:05d}.md", f"# Page {i}\n\n" + "lorem ipsum " * 40)
+    commit = repo.commit("many files")
+    secret = generate_webhook_secret()
+    settings = _settings(root / "data")
+
+    # Baseline: the same bodies, signed beforehand, posted by a bare loop.
+    ref = payloads.RepositoryRef("repo_x", repo.url, "bench", "repo", None)
+    requests = []
+    for path, data in sorted(repo.files_at(commit).items()):
+        body = payloads.file_body(
+            event="create", repo=ref, path=path, sha=hashlib.sha256(data).hexdigest(),
+            size=len(data), content=data.decode(), base64=False, commit_sha=commit,
+            timestamp=payloads.iso_utc(),
+        )  # fmt: skip
+        msg_id = "msg_" + hashlib.sha256(path.encode()).hexdigest()[:32]
+        requests.append((body, signed_headers([secret], msg_id, "create", body)))
+    receiver = ReceiverProcess(secret, root / "mirror-bare")
+    try:
+        with httpx.Client(timeout=30) as client:
+            started = time.perf_counter()
+            for body, headers in requests:
+                client.post(
+                    f"{receiver.url}/create", content=body, headers=headers
+                ).raise_for_status()
+            bare_seconds = time.perf_counter() - started
+    finally:
+        receiver.stop()
+
+    receiver = ReceiverProcess(secret, root / "mirror-activity")
+    try:
+        app_id, repository_id = register(settings, receiver.url, [secret], repo.url)
+        ensure_commit(settings, repository_id, commit)  # the snapshot normally did this
+        started = time.perf_counter()
+        result = _deliver(settings, app_id, repository_id, commit)
+        activity_seconds = time.perf_counter() - started
+    finally:
+        receiver.stop()
+    assert result.created == files, result
+    mirrored = sum(1 for p in (root / "mirror-activity").rglob("*") if p.is_file())
+    assert mirrored == files, f"mirror has {mirrored} of {files} files"
+    return {
+        "files": files,
+        "bare_files_per_second": round(files / bare_seconds, 1),
+        "activity_files_per_second": round(files / activity_seconds, 1),
+        "ratio": round(bare_seconds / activity_seconds, 3),
+    }
+
+
+def memory_child(root: Path) -> dict[str, Any]:
+    """(In a subprocess) deliver the prepared big file; report idle and peak VmHWM."""
+    spec = json.loads((root / "spec.json").read_text())
+    settings = _settings(root / "data")
+    # Warm up everything an idle worker has loaded (modules, database, git cache).
+    import activities.delivery  # noqa: F401
+    from activities.git_cache import ensure_commit
+    from treecast.db import engine_for
+
+    engine_for(settings.database_url)
+    from tests.receiver_fixture import register
+
+    app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])
+    ensure_commit(settings, repository_id, spec["commit"])
+    idle = _vm_hwm_kib()
+    started = time.perf_counter()
+    result = _deliver(settings, app_id, repository_id, spec["commit"])
+    seconds = time.perf_counter() - started
+    peak = _vm_hwm_kib()
+    return {
+        "status": result.status,
+        "idle_kib": idle,
+        "peak_kib": peak,
+        "seconds": round(seconds, 2),
+    }
+
+
+def memory(root: Path, size_mb: int) -> dict[str, Any]:
+    """Peak memory of a worker process delivering one `size_mb` MB binary file."""
+    from tests.gitrepos import WorkRepo
+    from treecast.crypto import generate_webhook_secret
+
+    repo = WorkRepo(root / "repo")
+    target = repo.work / "huge.bin"
+    with target.open("wb") as handle:
+        for _ in range(size_mb):
+            handle.write(os.urandom(1 << 20))
+    commit = repo.commit("one huge file")
+    secret = generate_webhook_secret()
+    receiver = ReceiverProcess(secret, root / "mirror")
+    try:
+        spec = {"url": receiver.url, "secret": secret, "repo_url": repo.url, "commit": commit}
+        (root / "spec.json").write_text(json.dumps(spec))
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.delivery", "--memory-child", str(root)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        receiver.stop()
+    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    mirrored = (root / "mirror" / "huge.bin").read_bytes()
+    assert hashlib.sha256(mirrored).digest() == hashlib.sha256(target.read_bytes()).digest()
+    figures["file_mb"] = size_mb
+    figures["above_idle_mb"] = round((figures["peak_kib"] - figures["idle_kib"]) / 1024, 1)
+    figures["mb_per_second"] = round(size_mb / figures["seconds"], 1)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both measurements and print them (and a JSON line)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1,000 files and a 20 MB file")
+    parser.add_argument("--files", type=int, default=None)
+    parser.add_argument("--size-mb", type=int, default=None)
+    parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child)))
+        return 0
+    files = args.files or (1_000 if args.quick else 10_000)
+    size_mb = args.size_mb or (20 if args.quick else 200)
+    with tempfile.TemporaryDirectory(prefix="treecast-bench-") as tmp:
+        speed = throughput(Path(tmp) / "speed", files)
+        print(
+            f"throughput: {speed['files']} files, activity {speed['activity_files_per_second']}/s, "
+            f"bare httpx loop {speed['bare_files_per_second']}/s, ratio {speed['ratio']} "
+            "(target >= 0.7)"
+        )
+        mem = memory(Path(tmp) / "memory", size_mb)
+        print(
+            f"memory: {size_mb} MB file in {mem['seconds']} s ({mem['mb_per_second']} MB/s), "
+            f"peak {mem['peak_kib'] // 1024} MB, {mem['above_idle_mb']} MB above idle "
+            "(target < 64 MB)"
+        )
+    print(json.dumps({"throughput": speed, "memory": mem}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
