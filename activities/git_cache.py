@@ -43,8 +43,13 @@ KEEP_PREFIX = "refs/treecast/keep/"
 # How often a long git command (or a wait for the lock) heartbeats.
 HEARTBEAT_SECONDS = 5.0
 
-# Shallow fetches: the cache never needs history, only the trees of the commits
-# it syncs, and a depth-1 fetch of a long-lived repository is much smaller.
+# The first fetch into an empty cache is shallow: the cache never needs history,
+# only the trees of the commits it syncs, and a depth-1 clone of a long-lived
+# repository is much smaller. Later fetches are not: a shallow fetch makes the
+# server recompute the shallow boundary, measured at 200-390 ms for one new
+# commit against 80-170 ms for a plain fetch that negotiates from the commits
+# already here (docs/performance.md). The price: a force-push to an unrelated
+# history fetches that history whole, once.
 FETCH_DEPTH = 1
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -531,6 +536,17 @@ def resolve_remote_ref(
     )
 
 
+def _has_history(path: Path) -> bool:
+    """True when an earlier fetch left commits here (so a plain fetch only brings what is new)."""
+    if (path / "shallow").exists():
+        return True
+    keep = path / KEEP_PREFIX.rstrip("/")
+    if keep.is_dir() and any(keep.iterdir()):
+        return True
+    packed = path / "packed-refs"
+    return packed.exists() and KEEP_PREFIX.encode() in packed.read_bytes()
+
+
 def _fetch(
     settings: Settings,
     path: Path,
@@ -547,7 +563,7 @@ def _fetch(
             "--no-write-fetch-head",
             # gc runs every few snapshots instead (`maintain`), not after every fetch.
             "--no-auto-gc",
-            f"--depth={FETCH_DEPTH}",
+            *([] if _has_history(path) else [f"--depth={FETCH_DEPTH}"]),
             url,
             f"+{source}:{destination}",
         ],
