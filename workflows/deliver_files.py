@@ -125,7 +125,9 @@ class DeliverFiles:
 
     async def _one_pass(self, commit: str | None, request_ids: list[str]) -> DeliveryPass:
         short = (commit or "empty")[:12]
-        watchers: WatchersResult = await workflow.execute_activity(
+        watchers: WatchersResult = await workflow.execute_local_activity(
+            # Local: a quick database read on the hot path of every sync; saves a
+            # server round trip per step (docs/performance.md).
             "list_watchers",
             WatchersInput(repository_id=self._repository_id, commit=commit),
             result_type=WatchersResult,
