@@ -89,7 +89,11 @@ async def latency(
         await wait_for(arrived, 60)
         samples.append(time.perf_counter() - started)
         target = receiver.mirror / "changing.txt"
-        await wait_for(lambda: target.exists() and target.read_bytes() == expected, 10)
+
+        def applied(target: Path = target, expected: bytes = expected) -> bool:
+            return target.exists() and target.read_bytes() == expected
+
+        await wait_for(applied, 10)
     return samples
 
 
