@@ -16,7 +16,9 @@ twice (once to hash and classify it, once to send it), one chunk at a time.
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +46,7 @@ from activities.watchers import (
 from models.changes import ChangeKind, FileChange
 from models.delivery import DeliverInput, DeliverResult, DeliveryErrorType
 from models.tables import Watch, WatchStatus, utcnow
+from treecast import metrics
 from treecast.db import session_scope
 
 REMOVED = "removed"  # DeliverResult.status when the app or watch no longer exists
@@ -93,6 +96,43 @@ def _exact_pieces(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
+class _HeartbeatPump:
+    """Repeats the latest heartbeat every second from a side thread while an attempt runs.
+
+    Why: the heartbeat timeout is short so that a killed worker is noticed within
+    seconds, yet one POST may legitimately take up to the file timeout (and a big
+    blob read a while). The pump keeps a live attempt alive through those; a dead
+    process stops pumping, and Temporal retries the activity elsewhere.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._stop = threading.Event()
+        # The copied context carries the activity's context into the side thread.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._loop,), name="treecast-heartbeat", daemon=True
+        )
+
+    def __enter__(self) -> _HeartbeatPump:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY_SECONDS):
+            run = self._run
+            if time.monotonic() - run.last_beat >= HEARTBEAT_EVERY_SECONDS:
+                run.last_beat = time.monotonic()
+                try:
+                    activity.heartbeat(run.details)
+                except Exception as error:  # a missed beat is retried a second later
+                    activity.logger.debug("heartbeat failed: %s", error)
+
+
 class DeliveryActivities(NoticeActivities):
     """Webhook-sending activities: `deliver_changes` here, `send_notice` inherited."""
 
@@ -105,7 +145,9 @@ class DeliveryActivities(NoticeActivities):
         retryable ApplicationError whose type is a DeliveryErrorType, after counting
         the attempt on the watch.
         """
-        return _Run(self, input).run()
+        run = _Run(self, input)
+        with _HeartbeatPump(run):
+            return run.run()
 
 
 class _Run:
@@ -121,7 +163,8 @@ class _Run:
         self.input = input
         self.result = DeliverResult(app_id=input.app_id, status=WatchStatus.SYNCING)
         self.attempts_since_prune = 0
-        self.last_beat = 0.0
+        self.last_beat = time.monotonic()
+        self.details: dict[str, Any] = {"done": 0, "total": 0}  # the latest heartbeat
         self.done = 0
         self.total = 0
         self.resume: _Resume | None = None
@@ -237,6 +280,7 @@ class _Run:
         details: dict[str, Any] = {"done": self.done, "total": self.total}
         if chunk is not None:
             details.update(chunk)
+        self.details = details
         activity.heartbeat(details)
 
     # -- one message ----------------------------------------------------------------
@@ -274,6 +318,10 @@ class _Run:
         if prune:
             self.attempts_since_prune = 0
         if outcome.ok:
+            if ledger is not None or forget:
+                metrics.current().files_delivered.with_additional_attributes({"event": event}).add(
+                    1
+                )
             attempt = {
                 "event": event,
                 "webhook_id": msg_id,

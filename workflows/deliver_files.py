@@ -47,9 +47,11 @@ DELIVER_RETRY = RetryPolicy(
         DeliveryErrorType.WATCH_MISSING,
     ],
 )
-# A big first delivery can take long; heartbeats (one per file) detect a dead worker.
+# A big first delivery can take long; heartbeats detect a dead worker. The activity
+# heartbeats every second while it lives (also during a slow POST), so a short
+# timeout only measures how soon a killed worker's delivery resumes elsewhere.
 DELIVER_TIMEOUT = timedelta(hours=2)
-DELIVER_HEARTBEAT = timedelta(seconds=60)
+DELIVER_HEARTBEAT = timedelta(seconds=10)
 DB_TIMEOUT = timedelta(seconds=60)
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
