@@ -17,8 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from treecast import metrics
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
 from treecast.db import engine_for
 
@@ -41,6 +43,20 @@ def build_activities(settings: Settings) -> list[Any]:
         watches.list_watchers,
         watches.record_delivery_failure,
     ]
+
+
+def make_runtime(settings: Settings) -> Runtime | None:
+    """A runtime exporting Temporal's and Treecast's metrics for Prometheus, when a port is set."""
+    if not settings.metrics_port:
+        return None
+    runtime = Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+        )
+    )
+    metrics.install(runtime.metric_meter)
+    log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
+    return runtime
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
@@ -78,7 +94,7 @@ async def run(settings: Settings, *, dev: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        client = await temporal_ops.connect(settings)
+        client = await temporal_ops.connect(settings, runtime=make_runtime(settings))
         with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
             worker = build_worker(client, settings, executor)
             async with worker:

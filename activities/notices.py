@@ -27,6 +27,7 @@ from activities.watchers import (
 )
 from models.delivery import DeliveryErrorType, NoticeInput, NoticeResult
 from models.tables import WatchStatus
+from treecast import metrics
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.redact import redact
@@ -57,7 +58,7 @@ class NoticeActivities:
     ) -> PostOutcome:
         """Sign `body` with every active secret of the app and POST it to `{base_url}/{event}`."""
         headers = signed_headers(target.secrets, msg_id, event, body)
-        return post_webhook(
+        outcome = post_webhook(
             client,
             endpoint_url(target.base_url, event),
             body,
@@ -66,6 +67,10 @@ class NoticeActivities:
             what=what,
             secrets=target.secrets,
         )
+        metrics.record_webhook(
+            event, "ok" if outcome.ok else str(outcome.error_type), outcome.duration_ms, len(body)
+        )
+        return outcome
 
     @staticmethod
     def _raise(outcome: PostOutcome, secrets: list[str]) -> NoReturn:

@@ -15,6 +15,7 @@ from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.sync import (
@@ -33,7 +34,7 @@ POLL_FIRST = 0.05  # seconds between `request` queries at first...
 POLL_MAX = 0.5  # ...backing off to this (bounds the latency sync --wait adds)
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """A client for the configured Temporal address and namespace.
 
     Profiles and `TEMPORAL_*` variables (API key, TLS) apply as for any Temporal
@@ -43,7 +44,7 @@ async def connect(settings: Settings) -> Client:
     config = ClientConfig.load_client_connect_config()
     config["target_host"] = settings.temporal_address
     config["namespace"] = settings.temporal_namespace
-    return await Client.connect(**config)
+    return await Client.connect(**config, runtime=runtime)
 
 
 def sync_input(

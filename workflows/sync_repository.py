@@ -76,6 +76,21 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else "-"
 
 
+def _count(name: str, description: str, **attributes: str) -> None:
+    """Add one to a Treecast counter; the workflow meter skips this while replaying."""
+    counter = workflow.metric_meter().create_counter(name, description)
+    counter.with_additional_attributes(attributes).add(1)
+
+
+def _count_transition(source: str, target: str) -> None:
+    _count(
+        "treecast_breaker_transitions",
+        "Circuit breaker transitions",
+        source=source,
+        target=target,
+    )
+
+
 @workflow.defn
 class SyncRepository:
     """The sync loop, breaker and fan-out of one repository."""
@@ -313,6 +328,9 @@ class SyncRepository:
         before = state.breaker
         step = breaker.record_success(before)
         state.breaker = step.state
+        _count("treecast_syncs", "Syncs by outcome (ok or a git error type)", outcome="ok")
+        if before.status != state.breaker.status:
+            _count_transition(before.status, state.breaker.status)
         moved = snapshot.commit != state.last_commit
         state.last_commit, state.last_ref = snapshot.commit, snapshot.ref
         state.last_sync_at = workflow.now()
@@ -365,13 +383,17 @@ class SyncRepository:
         error_type, message = failure_of(err)
         state.last_error_type, state.last_error = error_type, message
         now = workflow.now()
+        before = state.breaker
         step = breaker.record_failure(
-            state.breaker,
+            before,
             now,
             input.breaker_threshold,
             timedelta(seconds=input.breaker_cooldown_seconds),
         )
         state.breaker = step.state
+        _count("treecast_syncs", "Syncs by outcome (ok or a git error type)", outcome=error_type)
+        if before.status != state.breaker.status:
+            _count_transition(before.status, state.breaker.status)
         self._set_requests(
             request_ids,
             RequestState.FAILED,
