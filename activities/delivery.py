@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import payloads
 from activities.http_client import PostOutcome, make_client
@@ -146,8 +147,29 @@ class DeliveryActivities(NoticeActivities):
         the attempt on the watch.
         """
         run = _Run(self, input)
-        with _HeartbeatPump(run):
-            return run.run()
+        try:
+            with _HeartbeatPump(run):
+                result = run.run()
+        except ApplicationError as error:
+            activity.logger.warning(
+                "delivery of %s to %s failed after %d files: %s",
+                input.repository_id,
+                input.app_id,
+                run.done,
+                error.type,
+            )
+            raise
+        activity.logger.info(
+            "delivered %s at %s to %s: %s, %d created, %d updated, %d deleted",
+            input.repository_id,
+            (input.commit or "empty")[:12],
+            input.app_id,
+            result.status,
+            result.created,
+            result.updated,
+            result.deleted,
+        )
+        return result
 
 
 class _Run:

@@ -162,6 +162,9 @@ class NoticeActivities:
                 disable_watch(session, input.app_id, input.repository_id, outcome.error or "")
             prune_delivery_log(session, input.app_id, self.settings.delivery_log_keep)
         if outcome.ok:
+            activity.logger.info(
+                "sent %s for %s to %s", input.event, input.repository_id, input.app_id
+            )
             return NoticeResult(app_id=input.app_id, delivered=True)
         if outcome.error_type == DeliveryErrorType.GONE:
             return NoticeResult(

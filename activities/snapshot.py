@@ -6,7 +6,6 @@ content stay in git, where delivery reads them by commit and blob id.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from sqlmodel import Session, col, delete, select, update
@@ -37,8 +36,6 @@ from models.tables import Snapshot, Watch, utcnow
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.redact import redact
-
-log = logging.getLogger(__name__)
 
 # Snapshot rows (and pinned commits) kept per repository.
 KEEP_SNAPSHOTS = 20
@@ -179,7 +176,7 @@ class GitActivities:
             if keep is not None:
                 prune_kept(settings, path, keep)
                 maintain(settings, path)
-        log.info(
+        activity.logger.info(
             "synced %s at %s (%s): %d files, %d bytes",
             repository_id,
             outcome.ref or "(default branch)",

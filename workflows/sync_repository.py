@@ -83,6 +83,7 @@ def _count(name: str, description: str, **attributes: str) -> None:
 
 
 def _count_transition(source: str, target: str) -> None:
+    workflow.logger.info("breaker %s -> %s", source, target)
     _count(
         "treecast_breaker_transitions",
         "Circuit breaker transitions",
