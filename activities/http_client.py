@@ -6,17 +6,26 @@ connects to the very address it vetted. A DNS answer that changes between the
 check and the connect (DNS rebinding) therefore cannot reach an internal
 address. TLS still uses the hostname for SNI and certificate checks, because
 httpcore passes the origin's host to `start_tls`, not the address we dialled.
+
+httpx's timeouts bound each socket operation, not a request: a receiver that
+trickles its answer a byte at a time would hold a request forever. The guarded
+streams therefore also enforce a total deadline per request (see
+`request_deadline`), which `post_webhook` sets to its `timeout`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import ssl
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpcore
 import httpx
@@ -36,8 +45,81 @@ _RESPONSE_READ_LIMIT = 64 * 1024
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
+# Large request bodies are written in pieces of this size, so the deadline is checked
+# between pieces even when the receiver reads our request slowly.
+_WRITE_PIECE = 64 * 1024
+
+
 class BlockedAddressError(httpcore.ConnectError):
     """The target resolves to an address webhooks may not reach."""
+
+
+# The deadline of the request this thread is sending. A sync httpx client performs
+# the whole request (connect, write, read) on the calling thread, so a thread-local
+# reaches the network streams without threading it through httpx and httpcore.
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def request_deadline(seconds: float) -> Iterator[None]:
+    """Within the block, every guarded socket operation of this thread ends `seconds` from now.
+
+    Each read, write, connect and TLS handshake gets at most the time left, and
+    one started after the deadline times out at once, so a request that is
+    trickled (or never answered) gives up at the deadline as a whole.
+    """
+    previous = getattr(_local, "deadline", None)
+    _local.deadline = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _local.deadline = previous
+
+
+def _time_left(timeout: float | None, expired: type[Exception]) -> float | None:
+    """`timeout` capped by this thread's request deadline; raises `expired` once it passed."""
+    deadline: float | None = getattr(_local, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the request deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose operations respect the thread's request deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """One read, given at most the time left before the deadline."""
+        return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Write in pieces, so a receiver that reads slowly cannot outlast the deadline."""
+        for start in range(0, len(buffer), _WRITE_PIECE):
+            piece = buffer[start : start + _WRITE_PIECE]
+            self._inner.write(piece, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        """Close the underlying stream."""
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        """The TLS handshake, within the deadline; the TLS stream is guarded too."""
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, left))
+
+    def get_extra_info(self, info: str) -> Any:
+        """Delegate (the pool asks whether an idle connection was closed by the peer)."""
+        return self._inner.get_extra_info(info)
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -97,13 +179,14 @@ class GuardedBackend(httpcore.NetworkBackend):
         last_error: Exception | None = None
         for address in addresses:
             try:
-                return self._inner.connect_tcp(
+                stream = self._inner.connect_tcp(
                     address,
                     port,
-                    timeout=timeout,
+                    timeout=_time_left(timeout, httpcore.ConnectTimeout),
                     local_address=local_address,
                     socket_options=socket_options,
                 )
+                return DeadlineStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
         assert last_error is not None
@@ -216,15 +299,23 @@ def post_webhook(
     def elapsed() -> float:
         return (time.perf_counter() - started) * 1000.0
 
+    received = bytearray()
     try:
-        with client.stream("POST", url, content=body, headers=headers, timeout=timeout) as resp:
-            received = bytearray()
-            for piece in resp.iter_raw():
-                received += piece
-                if len(received) >= _RESPONSE_READ_LIMIT:
-                    break
+        with (
+            request_deadline(timeout),
+            client.stream("POST", url, content=body, headers=headers, timeout=timeout) as resp,
+        ):
             status = resp.status_code
             retry_header = resp.headers.get("retry-after")
+            try:
+                for piece in resp.iter_raw():
+                    received += piece
+                    if len(received) >= _RESPONSE_READ_LIMIT:
+                        break
+            except httpx.TransportError:
+                # The status is the app's answer; the body is only kept as an excerpt, so
+                # one that trickles past the deadline or breaks off is cut where it stands.
+                pass
     except httpx.TimeoutException:
         return PostOutcome(
             ok=False,
