@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue, start_local
 from treecast.config import load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
+from treecast.devserver import temporal_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +41,7 @@ class Stack:
     repo: WorkRepo
     receiver: Receiver
     secret: str
+    address: str
     run: Callable[..., Any]
 
 
@@ -76,10 +80,33 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
                     # starter.main runs its own event loop, so it gets a thread.
                     return await asyncio.to_thread(_invoke, list(argv))
 
-                yield Stack(repo=repo, receiver=receiver, secret=secret, run=run)
+                yield Stack(repo=repo, receiver=receiver, secret=secret, address=address, run=run)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
         await env.shutdown()
+
+
+def list_by_query(address: str, query: str) -> list[str]:
+    """Workflow ids `temporal workflow list --query` finds (what the Web UI's filter shows)."""
+    done = subprocess.run(
+        [
+            str(temporal_cli()),
+            "workflow",
+            "list",
+            "--address",
+            address,
+            "--query",
+            query,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    rows = json.loads(done.stdout or "[]")
+    return sorted(row["execution"]["workflowId"] for row in rows)
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -90,7 +117,10 @@ async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_sync_deliver_break_and_recover(stack: Stack) -> None:
+async def test_sync_deliver_break_and_recover(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     repo, receiver, run = stack.repo, stack.receiver, stack.run
     repo.write("README.md", "# hello\n")
     repo.write("docs/guide.md", "guide ✓\n")
@@ -112,6 +142,12 @@ async def test_sync_deliver_break_and_recover(stack: Stack) -> None:
     synced = await run("sync", repo_id, "--wait", "--timeout", "60")
     assert synced.code == 0, (synced.out, synced.err)
     assert receiver.files() == repo.files_at(first)
+    # One log line per delivery naming the repository, the app and the workflow.
+    delivered = [r.getMessage() for r in caplog.records if r.getMessage().startswith("delivered ")]
+    assert any(
+        repo_id in line and app_id in line and f"deliver/{repo_id}" in line and "3 created" in line
+        for line in delivered
+    ), delivered
 
     # A change: update, create, delete; the mirror follows.
     repo.write("README.md", "# hello again\n")
@@ -148,6 +184,16 @@ async def test_sync_deliver_break_and_recover(stack: Stack) -> None:
     assert notice["error"]["type"] == "RepositoryNotFound"
     status = await run("status", repo_id)
     assert status.out["repositories"][0]["sync"]["breaker_state"] == "open"
+    # What a person filters on in the Web UI, through the Temporal CLI.
+    await eventually(
+        lambda: (
+            list_by_query(stack.address, 'TreecastBreakerState = "open"')
+            == [f"sync-repository/{repo_id}"]
+        )
+    )
+    assert list_by_query(
+        stack.address, f'TreecastRepositoryId = "{repo_id}" AND TreecastConsecutiveFailures >= 2'
+    ) == [f"sync-repository/{repo_id}"]
 
     # The remote comes back with a new commit; reset closes the breaker.
     hidden.rename(repo.remote)
@@ -161,6 +207,22 @@ async def test_sync_deliver_break_and_recover(stack: Stack) -> None:
     recovered = receiver.notices[1]
     assert recovered["commit_sha"] == third
     assert recovered["circuit_breaker"]["status"] == "closed"
+
+    # No secret in any log line, ever.
+    assert not [r for r in caplog.records if stack.secret in r.getMessage()]
+
+    # redeliver sends everything again; unwatch stops deliveries and forgets the ledger.
+    before = len(receiver.file_requests())
+    redelivered = await run("redeliver", app_id, repo_id)
+    assert redelivered.code == 0 and redelivered.out["ledger_rows_removed"] == len(
+        repo.files_at(third)
+    )
+    await eventually(lambda: len(receiver.file_requests()) - before >= len(repo.files_at(third)))
+    assert receiver.files() == repo.files_at(third)
+    unwatched = await run("unwatch", app_id, repo_id)
+    assert unwatched.code == 0
+    status = await run("status", repo_id)
+    assert status.out["repositories"][0]["apps"] == []
 
     # Removing the repository stops its workflow and forgets it.
     removed = await run("repo", "remove", repo_id)
