@@ -19,7 +19,7 @@ from typing import Any
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
-from treecast.registry import UserError
+from treecast.registry import UserError, shown
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -33,10 +33,24 @@ class Unreachable(Exception):
 Output = dict[str, Any]
 
 
+def _seconds(raw: str) -> float:
+    """An argparse type: a finite, positive number of seconds (nan or -1 would never end or
+    end at once)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown(raw)} is not a number of seconds") from None
+    if not 0 < value <= 86400 * 365:
+        raise argparse.ArgumentTypeError(f"{shown(raw)} must be between 0 and 31536000 seconds")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports mistakes as one line and exit status 2 (no usage dump on stderr)."""
 
     def error(self, message: str) -> Any:
+        if len(message) > 300:  # argparse quotes the bad value whole, however long
+            message = message[:200] + "…" + message[-60:]
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
@@ -124,7 +138,10 @@ def build_parser() -> ArgumentParser:
         "--wait", action="store_true", help="return when the sync and its deliveries are done"
     )
     s.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait with --wait (default 600)"
+        "--timeout",
+        type=_seconds,
+        default=600.0,
+        help="seconds to wait with --wait (default 600)",
     )
     _add_json(s)
     st = commands.add_parser("status", help="breaker, commits and per-app state")
@@ -287,7 +304,8 @@ def cmd_repo(settings: Settings, args: argparse.Namespace) -> Output:
             token = os.environ.get(args.token_env)
             if not token:
                 raise UserError(
-                    f"--token-env: the environment variable {args.token_env} is not set or empty"
+                    f"--token-env: the environment variable {shown(args.token_env)} "
+                    "is not set or empty"
                 )
         with session_scope(settings.database_url) as session:
             repository, created = registry.add_repository(

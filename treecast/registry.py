@@ -44,6 +44,11 @@ class UserError(Exception):
     """Bad input or an unknown id: shown to the person as one line, exit status 2."""
 
 
+def shown(value: str, limit: int = 60) -> str:
+    """`value` quoted for an error message, cut short: a huge argument must not make a huge line."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
 @dataclass
 class AppCreated:
     """The new app and its secret (shown once)."""
@@ -55,14 +60,16 @@ class AppCreated:
 def check_app_id(app_id: str) -> None:
     """Raise UserError unless `app_id` has the `app_` + 24 hex form."""
     if not APP_ID.match(app_id or ""):
-        raise UserError(f"{app_id!r} is not an app id (app_ followed by 24 hex characters)")
+        raise UserError(
+            f"{shown(app_id or '')} is not an app id (app_ followed by 24 hex characters)"
+        )
 
 
 def check_repository_id(repository_id: str) -> None:
     """Raise UserError unless `repository_id` has the `repo_` + 24 hex form."""
     if not REPO_ID.match(repository_id or ""):
         raise UserError(
-            f"{repository_id!r} is not a repository id (repo_ followed by 24 hex characters)"
+            f"{shown(repository_id or '')} is not a repository id (repo_ followed by 24 hex characters)"
         )
 
 
@@ -281,11 +288,11 @@ def _check_globs(globs: list[str]) -> list[str]:
     for glob in globs:
         glob = glob.strip()
         if not glob or len(glob) > MAX_GLOB_LENGTH or "\n" in glob or "\0" in glob:
-            raise UserError(f"--path {glob!r} is not a usable glob pattern")
+            raise UserError(f"--path {shown(glob)} is not a usable glob pattern")
         try:
             re.compile(fnmatch.translate(glob))
         except re.error:
-            raise UserError(f"--path {glob!r} is not a usable glob pattern") from None
+            raise UserError(f"--path {shown(glob)} is not a usable glob pattern") from None
         cleaned.append(glob)
     return cleaned
 
