@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo run bench clean
+.PHONY: install test lint typecheck unit demo run bench clean browser screenshot
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
+# Headless Chromium (Debian's package) for the Web UI check; installed when we may.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the Web UI test"; \
+	    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "note: could not install chromium; the Web UI test will be skipped"; \
+	  else echo "note: chromium is not installed; the Web UI test will be skipped"; fi; }
+
 # The whole suite: lint, types, unit, PostgreSQL, time-skipping and dev-server tests.
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -q
+
+# Re-take docs/ui-breaker-open.png (the Web UI filtered by breaker state).
+screenshot: $(STAMP) browser
+	$(BIN)/python -m examples.ui_screenshot
 
 # Start the Temporal dev server (Web UI on :8233) and a worker; Ctrl-C stops both.
 run: $(STAMP)
@@ -36,6 +49,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.git_snapshot
 	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.sync_latency
 
 clean:
 	rm -rf $(VENV) .treecast .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""The Web UI lists a repository with an open breaker when filtered by the search attribute."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import worker
+from examples.ui_screenshot import (
+    breaker_filter_url,
+    chromium,
+    open_a_breaker,
+    rendered_text,
+    screenshot,
+)
+from tests.conftest import free_port
+from tests.temporal_env import new_task_queue, start_local
+from treecast.config import Settings
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (make browser)"),
+]
+
+
+async def test_ui_workflow_list_filtered_by_breaker_state(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ui_port = free_port()
+    env = await start_local(ui=True, ui_port=ui_port)
+    settings = dataclasses.replace(
+        settings,
+        temporal_address=env.client.service_client.config.target_host,
+        task_queue=new_task_queue(),
+        breaker_threshold=1,
+    )
+    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    try:
+        async with worker.build_worker(env.client, settings, executor):
+            repository_id = await open_a_breaker(settings, tmp_path)
+            url = breaker_filter_url(f"http://127.0.0.1:{ui_port}")
+            dom = await asyncio.to_thread(rendered_text, url)
+            png = tmp_path / "ui.png"
+            await asyncio.to_thread(screenshot, url, png)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        await env.shutdown()
+    assert f"sync-repository/{repository_id}" in dom
+    assert 'TreecastBreakerState = "open"' in dom or "TreecastBreakerState" in dom
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
