@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -229,3 +230,27 @@ async def test_sync_deliver_break_and_recover(
     assert removed.code == 0
     status = await run("status", repo_id)
     assert status.code == 2
+
+
+async def test_sync_wait_shows_files_delivered_of_total(stack: Stack) -> None:
+    repo, receiver, run = stack.repo, stack.receiver, stack.run
+    for index in range(40):
+        repo.write(f"f{index:02d}.txt", f"{index}\n")
+    commit = repo.commit("forty files")
+    app_id = (
+        await run("app", "add", "--name", "m", "--url", receiver.url, "--secret", stack.secret)
+    ).out["app_id"]
+    repo_id = (await run("repo", "add", repo.url, "--interval", "3600")).out["repository_id"]
+    # One refusal half-way: the retry waits a second, long enough to be seen mid-way.
+    receiver.fail_next(500, 1, where=lambda r: r.path == "f20.txt")
+    assert (await run("watch", app_id, repo_id)).code == 0
+    out, err = StringIO(), StringIO()
+
+    def sync_with_progress() -> int:
+        with redirect_stdout(out), redirect_stderr(err):
+            return starter.main(["sync", repo_id, "--wait", "--timeout", "60"])
+
+    assert await asyncio.to_thread(sync_with_progress) == 0, err.getvalue()
+    assert receiver.files() == repo.files_at(commit)
+    lines = err.getvalue().splitlines()
+    assert any(re.fullmatch(r"delivering \w+: \d+ of 40 files", line) for line in lines), lines

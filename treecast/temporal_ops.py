@@ -24,6 +24,7 @@ from models.sync import (
     SyncRepositoryInput,
     SyncRequest,
     SyncStatus,
+    deliver_workflow_id,
     sync_workflow_id,
 )
 from treecast.config import Settings
@@ -156,6 +157,9 @@ async def sync_and_wait(
         outcome = await handle.query(SyncRepository.request, request_id)
         if outcome is not None:
             line = _progress_line(outcome)
+            if outcome.state == RequestState.DELIVERING and on_progress is not None:
+                files = await delivery_progress(client, repository_id)
+                line += f": {files}" if files else ""
             if on_progress is not None and line != last_seen:
                 on_progress(line)
             last_seen = line
@@ -169,6 +173,27 @@ async def sync_and_wait(
             )
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, POLL_MAX)
+
+
+async def delivery_progress(client: Client, repository_id: str) -> str | None:
+    """ "N of M files" of the delivery running now, from its activity's heartbeat; None if none."""
+    try:
+        description = await client.get_workflow_handle(
+            deliver_workflow_id(repository_id)
+        ).describe()
+    except RPCError:
+        return None
+    for pending in description.raw_description.pending_activities:
+        if (
+            pending.activity_type.name != "deliver_changes"
+            or not pending.heartbeat_details.payloads
+        ):
+            continue
+        details = await client.data_converter.decode(pending.heartbeat_details.payloads)
+        latest = details[-1] if details else None
+        if isinstance(latest, dict) and latest.get("total"):
+            return f"{latest.get('done', 0)} of {latest['total']} files"
+    return None
 
 
 def _progress_line(outcome: SyncOutcome) -> str:
