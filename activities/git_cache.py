@@ -100,6 +100,7 @@ _CLASSIFIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "repository not found",
             "does not appear to be a git repository",
+            "invalid gitfile format",  # a file:// URL naming a regular file
             "the requested url returned error: 404",
             "not found",
             "no such repository",
