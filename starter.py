@@ -449,35 +449,71 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
         return [await temporal_ops.get_status(client, row["repository_id"]) for row in rows], None
 
     statuses, unreachable = asyncio.run(query())
-    lines: list[str] = []
     for row, status in zip(rows, statuses, strict=True):
         row["sync"] = _status_dict(status)
-        sync = row["sync"] or {}
-        lines.append(f"{row['repository_id']}  {row['url']}  ref={row['ref'] or '(default)'}")
-        if row["sync"] is None:
-            lines.append(
-                "  sync: " + ("unknown (Temporal unreachable)" if unreachable else "not running")
-            )
-        else:
-            commit = (sync.get("last_commit") or "-")[:12]
-            lines.append(
-                f"  breaker={sync.get('breaker_state')}  failures={sync.get('consecutive_failures')}  "
-                f"commit={commit}  last sync {_age(sync.get('last_sync_at'))}  next sync {_age(sync.get('next_sync_at'))}"
-            )
-        for app in row["apps"]:
-            err = (
-                f"  error={app['last_error_type']}: {app['last_error']}"
-                if app["last_error"]
-                else ""
-            )
-            delivered = (app["delivered_commit"] or "-")[:12]
-            lines.append(
-                f"  {app['app_id']} {app['app_name']:<16} {app['status']:<8} at {delivered}{err}"
-            )
-    out: Output = {"repositories": rows, "_text": "\n".join(lines) or "no repositories yet"}
+    text = _status_table(rows, unreachable is not None) if rows else "no repositories yet"
+    out: Output = {"repositories": rows, "_text": text}
     if unreachable:
         out["temporal_error"] = unreachable
     return out
+
+
+def _table(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
+    """Left-aligned columns, as wide as their widest cell."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return [
+        indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    ]
+
+
+def _status_table(rows: list[dict[str, Any]], unreachable: bool) -> str:
+    """One line per repository, and under it one line per watching app."""
+    lines: list[str] = []
+    for row in rows:
+        sync = row["sync"]
+        if sync is None:
+            state = ["unknown" if unreachable else "stopped", "-", "-", "-", "-"]
+        else:
+            breaker = sync["breaker_state"]
+            if breaker == "open" and sync.get("cooldown_until"):
+                breaker += f" until {_age(sync['cooldown_until'])}".replace("until in ", "for ")
+            state = [
+                breaker,
+                str(sync["consecutive_failures"]),
+                (sync.get("last_commit") or "-")[:12],
+                _age(sync.get("last_sync_at")),
+                _age(sync.get("next_sync_at")),
+            ]
+        ref = f" ({row['ref']})" if row["ref"] else ""
+        lines += _table(
+            ["REPOSITORY", "BREAKER", "FAILURES", "COMMIT", "LAST SYNC", "NEXT SYNC", "URL"],
+            [[row["repository_id"], *state, row["url"] + ref]],
+        )
+        if sync is not None and sync.get("last_error_type"):
+            lines.append(
+                f"  last error: {sync['last_error_type']}: {sync.get('last_error') or ''}"[:200]
+            )
+        apps = [
+            [
+                app["app_id"],
+                app["app_name"][:24],
+                app["status"],
+                (app["delivered_commit"] or "-")[:12],
+                _age(app["last_synced_at"]),
+                f"{app['last_error_type']}: {app['last_error']}"[:80] if app["last_error"] else "",
+            ]
+            for app in row["apps"]
+        ]
+        if apps:
+            lines += _table(
+                ["APP", "NAME", "STATUS", "AT", "DELIVERED", "ERROR"], apps, indent="  "
+            )
+        else:
+            lines.append("  no app watches it yet")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def cmd_reset(settings: Settings, args: argparse.Namespace) -> Output:

@@ -254,3 +254,27 @@ async def test_sync_wait_shows_files_delivered_of_total(stack: Stack) -> None:
     assert receiver.files() == repo.files_at(commit)
     lines = err.getvalue().splitlines()
     assert any(re.fullmatch(r"delivering \w+: \d+ of 40 files", line) for line in lines), lines
+
+    # `status` without --json: a table a person reads at a glance.
+    table = StringIO()
+
+    def status_text() -> int:
+        with redirect_stdout(table):
+            return starter.main(["status"])
+
+    assert await asyncio.to_thread(status_text) == 0
+    lines = table.getvalue().splitlines()
+    assert lines[0].split() == [
+        "REPOSITORY",
+        "BREAKER",
+        "FAILURES",
+        "COMMIT",
+        "LAST",
+        "SYNC",
+        "NEXT",
+        "SYNC",
+        "URL",
+    ]
+    assert lines[1].split()[:4] == [repo_id, "closed", "0", commit[:12]]
+    assert lines[2].split() == ["APP", "NAME", "STATUS", "AT", "DELIVERED", "ERROR"]
+    assert lines[3].split()[:4] == [app_id, "m", "synced", commit[:12]]
