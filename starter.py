@@ -155,6 +155,10 @@ def build_parser() -> ArgumentParser:
     )
     rd.add_argument("app_id", metavar="APP_ID")
     rd.add_argument("repository_id", metavar="REPO_ID")
+    rd.add_argument("--wait", action="store_true", help="return when every file was sent again")
+    rd.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait with --wait (default 600)"
+    )
     _add_json(rd)
     return parser
 
@@ -388,34 +392,43 @@ def cmd_unwatch(settings: Settings, args: argparse.Namespace) -> Output:
     }
 
 
-def cmd_sync(settings: Settings, args: argparse.Namespace) -> Output:
-    interval = _repository_interval(settings, args.repository_id)
-    if not args.wait:
-        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
-        return {"repository_id": args.repository_id, "requested": True, "_text": "sync requested"}
+def _sync_and_wait(settings: Settings, repository_id: str, timeout: float, as_json: bool) -> Output:
+    """Sync now and wait for that sync's deliveries, printing progress on stderr."""
     from treecast import temporal_ops
 
+    interval = _repository_interval(settings, repository_id)
     progress: Callable[[str], None] | None = (
-        None if args.json else (lambda line: print(line, file=sys.stderr))
+        None if as_json else (lambda line: print(line, file=sys.stderr, flush=True))
     )
 
     async def run() -> Any:
         client = await _client(settings)
         return await temporal_ops.sync_and_wait(
-            client,
-            settings,
-            args.repository_id,
-            interval,
-            on_progress=progress,
-            timeout=args.timeout,
+            client, settings, repository_id, interval, on_progress=progress, timeout=timeout
         )
 
-    outcome = _run_temporal(run)
+    try:
+        outcome = _run_temporal(run)
+    except TimeoutError as error:
+        return {
+            "repository_id": repository_id,
+            "ok": False,
+            "_text": str(error),
+            "_exit": EXIT_FAILED,
+        }
     result = _status_dict(outcome) or {}
     ok = bool(result.get("ok", False))
     result["_text"] = str(result.get("summary") or ("sync done" if ok else "sync failed"))
     result["_exit"] = 0 if ok else EXIT_FAILED
     return result
+
+
+def cmd_sync(settings: Settings, args: argparse.Namespace) -> Output:
+    interval = _repository_interval(settings, args.repository_id)
+    if not args.wait:
+        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+        return {"repository_id": args.repository_id, "requested": True, "_text": "sync requested"}
+    return _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
@@ -540,13 +553,19 @@ def cmd_redeliver(settings: Settings, args: argparse.Namespace) -> Output:
     from activities.watchers import forget_ledger
 
     forgotten = forget_ledger(settings, args.app_id, args.repository_id)
+    said = f"forgot {forgotten} delivered files; the whole repository will be sent again"
+    if args.wait:
+        if not args.json:
+            print(said, file=sys.stderr)
+        result = _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
+        return {"app_id": args.app_id, "ledger_rows_removed": forgotten, **result}
     interval = _repository_interval(settings, args.repository_id)
     _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
     return {
         "app_id": args.app_id,
         "repository_id": args.repository_id,
         "ledger_rows_removed": forgotten,
-        "_text": f"forgot {forgotten} delivered files; the whole repository will be sent again",
+        "_text": said,
     }
 
 

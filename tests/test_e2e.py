@@ -214,11 +214,10 @@ async def test_sync_deliver_break_and_recover(
 
     # redeliver sends everything again; unwatch stops deliveries and forgets the ledger.
     before = len(receiver.file_requests())
-    redelivered = await run("redeliver", app_id, repo_id)
-    assert redelivered.code == 0 and redelivered.out["ledger_rows_removed"] == len(
-        repo.files_at(third)
-    )
-    await eventually(lambda: len(receiver.file_requests()) - before >= len(repo.files_at(third)))
+    redelivered = await run("redeliver", app_id, repo_id, "--wait")
+    assert redelivered.code == 0, redelivered.err
+    assert redelivered.out["ledger_rows_removed"] == len(repo.files_at(third))
+    assert len(receiver.file_requests()) - before == len(repo.files_at(third))
     assert receiver.files() == repo.files_at(third)
     unwatched = await run("unwatch", app_id, repo_id)
     assert unwatched.code == 0
