@@ -73,14 +73,32 @@ class TreeStats:
 # -- filters -------------------------------------------------------------------------------
 
 
+def _spec(lines: list[str], what: str) -> pathspec.GitIgnoreSpec | None:
+    """The patterns as one spec, leaving out (with a warning) any that pathspec rejects:
+    one bad line in a repository's ignore file must not fail every sync."""
+    if not lines:
+        return None
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except ValueError:
+        pass
+    valid: list[str] = []
+    for line in lines:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([line])
+        except ValueError:
+            log.warning("ignoring the invalid %s pattern %r", what, line[:200])
+            continue
+        valid.append(line)
+    return pathspec.GitIgnoreSpec.from_lines(valid) if valid else None
+
+
 class FileFilter:
     """Which paths one app receives: not ignored by `.treecastignore`, and matching its globs."""
 
     def __init__(self, ignore_lines: Iterable[str] = (), globs: Iterable[str] = ()) -> None:
-        lines = [line for line in ignore_lines if line.strip()]
-        self.ignore = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
-        patterns = [g for g in globs if g.strip()]
-        self.globs = pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+        self.ignore = _spec([line for line in ignore_lines if line.strip()], IGNORE_FILE)
+        self.globs = _spec([g for g in globs if g.strip()], "path glob")
 
     def ignored(self, path: str) -> bool:
         """True when `.treecastignore` excludes the path (for every app)."""

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import pathspec
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
@@ -291,7 +292,9 @@ def _check_globs(globs: list[str]) -> list[str]:
             raise UserError(f"--path {shown(glob)} is not a usable glob pattern")
         try:
             re.compile(fnmatch.translate(glob))
-        except re.error:
+            # Delivery matches globs with pathspec (gitignore syntax), which rejects more.
+            pathspec.GitIgnoreSpec.from_lines([glob])
+        except (re.error, ValueError):
             raise UserError(f"--path {shown(glob)} is not a usable glob pattern") from None
         cleaned.append(glob)
     return cleaned
