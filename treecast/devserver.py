@@ -84,13 +84,31 @@ class DevServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"the Temporal dev server exited early; see {self.log_path}")
-            if port_open(self.host, self.port):
+            # An open port is not enough: the frontend answers "not healthy yet" at first.
+            if port_open(self.host, self.port) and self.healthy():
                 return
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(
             f"the Temporal dev server did not start within {timeout:.0f}s; see {self.log_path}"
         )
+
+    def healthy(self) -> bool:
+        """True once the frontend reports SERVING."""
+        done = subprocess.run(
+            [
+                str(temporal_cli()),
+                "operator",
+                "cluster",
+                "health",
+                "--address",
+                f"{self.host}:{self.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.returncode == 0 and "SERVING" in done.stdout
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL)."""
