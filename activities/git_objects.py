@@ -21,6 +21,20 @@ _OID = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _DRAIN_CHUNK = 1 << 20
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """End a `cat-file` process: close its input, wait briefly, kill if it lingers."""
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.stdout:
+            proc.stdout.close()
+
+
 class BlobNotFound(LookupError):
     """The object is not in the cache (or is not a blob)."""
 
@@ -75,18 +89,8 @@ class BlobReader:
     def close(self) -> None:
         """Stop the git processes (safe to call twice)."""
         for proc in (self._proc, self._check):
-            if proc is None:
-                continue
-            try:
-                if proc.stdin:
-                    proc.stdin.close()
-                proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
-            finally:
-                if proc.stdout:
-                    proc.stdout.close()
+            if proc is not None:
+                stop_process(proc)
         self._proc = None
         self._check = None
 
@@ -253,18 +257,8 @@ class ObjectChecker:
     def close(self) -> None:
         """Stop the git process (a later lookup starts a new one)."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin:
-                proc.stdin.close()
-            proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        finally:
-            if proc.stdout:
-                proc.stdout.close()
+        if proc is not None:
+            stop_process(proc)
 
     def check(self, names: Sequence[str]) -> list[ObjectInfo | None]:
         """Answers in the order asked; None where a name resolves to nothing."""
