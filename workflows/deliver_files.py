@@ -47,6 +47,20 @@ DELIVER_RETRY = RetryPolicy(
         DeliveryErrorType.WATCH_MISSING,
     ],
 )
+# Every app's first attempt in a pass is a single try; an app that fails it gets the
+# remaining attempts only after every other app had its turn, so a dead app costs
+# the others one attempt, not its whole retry budget (docs/workflows.md).
+FIRST_TRY = RetryPolicy(
+    maximum_attempts=1, non_retryable_error_types=DELIVER_RETRY.non_retryable_error_types
+)
+LATER_TRIES = RetryPolicy(
+    initial_interval=DELIVER_RETRY.initial_interval,
+    backoff_coefficient=DELIVER_RETRY.backoff_coefficient,
+    maximum_attempts=DELIVER_RETRY.maximum_attempts - 1,
+    non_retryable_error_types=DELIVER_RETRY.non_retryable_error_types,
+)
+# Histories recorded before apps took turns replay the old one-app-at-a-time path.
+TAKE_TURNS_PATCH = "apps-take-turns"
 # A big first delivery can take long; heartbeats detect a dead worker. The activity
 # heartbeats every second while it lives (also during a slow POST), so a short
 # timeout only measures how soon a killed worker's delivery resumes elsewhere.
@@ -57,6 +71,8 @@ DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
 PASSES_KEPT = 20  # results carried in the workflow result (the rest are in the database)
+_NOT_RETRIED = tuple(DELIVER_RETRY.non_retryable_error_types or ())
+_RETRY_LATER = "retry_later"  # an outcome of a first try that failed (internal)
 # The watch was removed or already marked by the activity itself: nothing to record.
 _NOT_RECORDED = (DeliveryErrorType.WATCH_MISSING, DeliveryErrorType.GONE)
 
@@ -83,6 +99,7 @@ class DeliverFiles:
         self._request_ids: list[str] = list(input.request_ids)
         self._more = True  # a pass is owed for `_target`
         self._passes: list[DeliveryPass] = []
+        self._failing: set[str] = set()  # apps whose last pass in this run failed
 
     @workflow.signal(name="new_commit")
     def new_commit(self, update: NewCommit) -> None:
@@ -138,13 +155,13 @@ class DeliverFiles:
             summary=f"apps of {self._repository_id} behind {short}",
         )
         apps = list(watchers.behind_app_ids)
-        outcomes: list[AppOutcome] = []
-        for number, app_id in enumerate(apps, start=1):
-            workflow.set_current_details(
-                f"Delivering {self._repository_id} at {short} to app {app_id} "
-                f"({number} of {len(apps)})"
-            )
-            outcomes.append(await self._deliver_one(app_id, commit, short))
+        if workflow.patched(TAKE_TURNS_PATCH):
+            outcomes = await self._take_turns(apps, commit, short)
+        else:
+            outcomes = []
+            for number, app_id in enumerate(apps, start=1):
+                self._details(short, app_id, number, len(apps))
+                outcomes.append(await self._deliver_one(app_id, commit, short))
         delivered = sum(o.delivered for o in outcomes)
         failed = sum(1 for o in outcomes if o.error_type)
         workflow.set_current_details(
@@ -159,7 +176,61 @@ class DeliverFiles:
             finished_at=workflow.now(),
         )
 
-    async def _deliver_one(self, app_id: str, commit: str | None, short: str) -> AppOutcome:
+    def _details(self, short: str, app_id: str, number: int, count: int) -> None:
+        workflow.set_current_details(
+            f"Delivering {self._repository_id} at {short} to app {app_id} ({number} of {count})"
+        )
+
+    async def _take_turns(
+        self, apps: list[str], commit: str | None, short: str
+    ) -> list[AppOutcome]:
+        """One try per app, healthy apps first; then the retries of those that failed it.
+
+        An app that already failed its previous pass in this run gets no retries here:
+        the next poll tries it again, so a dead app never holds the others back.
+        """
+        order = [a for a in apps if a not in self._failing] + [
+            a for a in apps if a in self._failing
+        ]
+        outcomes: dict[str, AppOutcome] = {}
+        later: list[str] = []
+        for number, app_id in enumerate(order, start=1):
+            self._details(short, app_id, number, len(order))
+            retry_later = app_id not in self._failing
+            outcome = await self._deliver_one(
+                app_id, commit, short, policy=FIRST_TRY, retry_later=retry_later
+            )
+            if outcome.status == _RETRY_LATER:
+                later.append(app_id)
+            else:
+                outcomes[app_id] = outcome
+        for number, app_id in enumerate(later, start=1):
+            workflow.set_current_details(
+                f"Retrying {self._repository_id} at {short} to app {app_id} "
+                f"({number} of {len(later)} that failed their first try)"
+            )
+            outcomes[app_id] = await self._deliver_one(app_id, commit, short, policy=LATER_TRIES)
+        for app_id, outcome in outcomes.items():
+            if outcome.status == WatchStatus.FAILED:
+                self._failing.add(app_id)
+            else:
+                self._failing.discard(app_id)
+        return [outcomes[a] for a in apps]
+
+    async def _deliver_one(
+        self,
+        app_id: str,
+        commit: str | None,
+        short: str,
+        *,
+        policy: RetryPolicy = DELIVER_RETRY,
+        retry_later: bool = False,
+    ) -> AppOutcome:
+        """Run `deliver_changes` for one app and record a failure on its watch.
+
+        With `retry_later`, a retryable failure is not recorded: the outcome's status
+        is `_RETRY_LATER` and the caller retries the app after the others.
+        """
         try:
             result: DeliverResult = await workflow.execute_activity(
                 "deliver_changes",
@@ -167,12 +238,16 @@ class DeliverFiles:
                 result_type=DeliverResult,
                 start_to_close_timeout=DELIVER_TIMEOUT,
                 heartbeat_timeout=DELIVER_HEARTBEAT,
-                retry_policy=DELIVER_RETRY,
+                retry_policy=policy,
                 summary=f"deliver {self._repository_id} at {short} to app {app_id}",
             )
             return AppOutcome.from_result(result)
         except ActivityError as err:
             error_type, message = failure_of(err)
+        if retry_later and error_type not in _NOT_RETRIED:
+            return AppOutcome(
+                app_id=app_id, status=_RETRY_LATER, error_type=error_type, error=message
+            )
         # One app's failure is recorded on its watch and does not stop the others.
         if error_type not in _NOT_RECORDED:
             await workflow.execute_activity(
