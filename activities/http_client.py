@@ -16,6 +16,7 @@ streams therefore also enforce a total deadline per request (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 import ssl
@@ -206,6 +207,12 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle took ~100 ms, once per client."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport with its connection pool on the guarded backend."""
 
@@ -218,10 +225,9 @@ class GuardedTransport(httpx.HTTPTransport):
     ) -> None:
         limits = limits or httpx.Limits(max_connections=4, max_keepalive_connections=4)
         # trust_env=False: an HTTP(S)_PROXY variable would otherwise route around the guard.
-        super().__init__(limits=limits, trust_env=False)
-        ssl_context = httpx.create_ssl_context(trust_env=False)
+        super().__init__(verify=shared_ssl_context(), limits=limits, trust_env=False)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
+            ssl_context=shared_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
