@@ -218,13 +218,23 @@ class Receiver:
         with self._lock:
             self._faults.append(_Fault(count=count, status=None, event=event, where=where))
 
-    def delay_next(self, seconds: float, count: int = 1, *, status: int = 200) -> None:
-        """Sleep before answering the next `count` requests (to provoke timeouts).
+    def delay_next(
+        self,
+        seconds: float,
+        count: int = 1,
+        *,
+        status: int = 200,
+        event: str | None = None,
+        where: Callable[[Received], bool] | None = None,
+    ) -> None:
+        """Sleep before answering the next `count` requests (of `event`, matching `where`).
 
-        The delayed requests are not applied to the mirror.
+        To provoke timeouts. The delayed requests are not applied to the mirror.
         """
         with self._lock:
-            self._faults.append(_Fault(count=count, status=status, delay=seconds))
+            self._faults.append(
+                _Fault(count=count, status=status, delay=seconds, event=event, where=where)
+            )
 
     def clear_faults(self) -> None:
         """Forget planned failures."""
