@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,9 @@ class FakeTreecast:
     apps: list[str] = field(default_factory=list)
     app_commits: dict[str, str | None] = field(default_factory=dict)
     failing_apps: dict[str, str] = field(default_factory=dict)  # app -> DeliveryErrorType
+    # app -> seconds: its first delivery attempt answers 429 with this Retry-After
+    retry_after: dict[str, float] = field(default_factory=dict)
+    deliver_scheduled: dict[str, list[datetime]] = field(default_factory=dict)
     dead_notice_apps: set[str] = field(default_factory=set)
     delivery_seconds: float = 0.0
     snapshot_gate: asyncio.Event | None = None  # set: fetches wait for it
@@ -170,6 +174,14 @@ class FakeTreecast:
     @activity.defn(name="deliver_changes")
     async def deliver_changes(self, input: DeliverInput) -> DeliverResult:
         self.deliver_attempts[input.app_id] = self.deliver_attempts.get(input.app_id, 0) + 1
+        scheduled = self.deliver_scheduled.setdefault(input.app_id, [])
+        scheduled.append(activity.info().current_attempt_scheduled_time)
+        if len(scheduled) == 1 and input.app_id in self.retry_after:
+            raise ApplicationError(
+                "POST http://127.0.0.1:9/create answered 429",
+                type="WebhookHttpError",
+                next_retry_delay=timedelta(seconds=self.retry_after[input.app_id]),
+            )
         record = Delivery(input.app_id, input.commit, time.monotonic())
         self.deliveries.append(record)
         try:

@@ -155,3 +155,27 @@ async def test_the_child_finishes_its_deliveries_after_the_parent_is_terminated(
     assert [a.app_id for a in result.passes[0].apps] == ["app-a", "app-b", "app-c"]
     assert fake.app_commits == {"app-a": "c1", "app-b": "c1", "app-c": "c1"}
     await save_history(child, "deliver_orphaned")
+
+
+async def test_a_retry_after_from_the_first_try_is_honoured_after_the_other_apps(
+    env: WorkflowEnvironment,
+) -> None:
+    # app-a answers 429 with Retry-After: 120 s; app-b is served meanwhile, and
+    # app-a's next try waits until the two minutes have passed (in test time).
+    fake = FakeTreecast(apps=["app-a", "app-b"], retry_after={"app-a": 120})
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await env.client.start_workflow(
+            DeliverFiles.run,
+            DeliverFilesInput(repository_id="repo-r", commit="c1"),
+            id=deliver_workflow_id("repo-r"),
+            task_queue=queue,
+        )
+        result = await handle.result()
+    assert [(a.app_id, a.status) for a in result.passes[0].apps] == [
+        ("app-a", "synced"),
+        ("app-b", "synced"),
+    ]
+    first, second = fake.deliver_scheduled["app-a"]
+    assert (second - first).total_seconds() >= 120
+    assert fake.deliver_scheduled["app-b"][0] < second

@@ -11,7 +11,7 @@ deliveries are done.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -100,6 +100,7 @@ class DeliverFiles:
         self._more = True  # a pass is owed for `_target`
         self._passes: list[DeliveryPass] = []
         self._failing: set[str] = set()  # apps whose last pass in this run failed
+        self._not_before: dict[str, datetime] = {}  # Retry-After of a failed first try
 
     @workflow.signal(name="new_commit")
     def new_commit(self, update: NewCommit) -> None:
@@ -209,6 +210,9 @@ class DeliverFiles:
                 f"Retrying {self._repository_id} at {short} to app {app_id} "
                 f"({number} of {len(later)} that failed their first try)"
             )
+            not_before = self._not_before.pop(app_id, None)
+            if not_before is not None and not_before > workflow.now():
+                await workflow.sleep(not_before - workflow.now())
             outcomes[app_id] = await self._deliver_one(app_id, commit, short, policy=LATER_TRIES)
         for app_id, outcome in outcomes.items():
             if outcome.status == WatchStatus.FAILED:
@@ -244,6 +248,10 @@ class DeliverFiles:
             return AppOutcome.from_result(result)
         except ActivityError as err:
             error_type, message = failure_of(err)
+            delay = err.cause.next_retry_delay if isinstance(err.cause, ApplicationError) else None
+            if retry_later and delay is not None:
+                # 429/503 with Retry-After: the app's later tries wait as it asked.
+                self._not_before[app_id] = workflow.now() + delay
         if retry_later and error_type not in _NOT_RETRIED:
             return AppOutcome(
                 app_id=app_id, status=_RETRY_LATER, error_type=error_type, error=message
