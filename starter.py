@@ -157,7 +157,7 @@ def build_parser() -> ArgumentParser:
     rd.add_argument("repository_id", metavar="REPO_ID")
     rd.add_argument("--wait", action="store_true", help="return when every file was sent again")
     rd.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait with --wait (default 600)"
+        "--timeout", type=_seconds, default=600.0, help="seconds to wait with --wait (default 600)"
     )
     _add_json(rd)
     return parser

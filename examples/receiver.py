@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,7 +105,8 @@ class MirrorError(Exception):
 def safe_target(root: Path, path: str) -> Path:
     """The file under `root` for a repository path; refuses absolute or escaping paths."""
     pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or "\\" in path or "\0" in path:
+    # A backslash is an ordinary character in a git path (and a POSIX file name).
+    if not path or pure.is_absolute() or "\0" in path:
         raise MirrorError(400, f"refusing path {path!r}")
     if any(part in ("", ".", "..") for part in path.split("/")):
         raise MirrorError(400, f"refusing path {path!r}")
@@ -398,7 +400,8 @@ class Receiver:
     @staticmethod
     def _write(target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        # A short name: the target's own name may already be at the 255-byte limit.
+        temp = target.with_name(f".treecast-{uuid.uuid4().hex}.tmp")
         temp.write_bytes(data)
         os.replace(temp, target)
 

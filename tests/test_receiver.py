@@ -75,7 +75,7 @@ def test_dedup_by_webhook_id(receiver: Receiver, receiver_secret: str) -> None: 
     assert [r.duplicate for r in receiver.requests] == [False, True]
 
 
-@pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\b"])
+@pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a/../../b", "a//b", "./a", "a\0b"])
 def test_paths_escaping_the_mirror_are_refused(
     receiver: Receiver,  # noqa: F811
     receiver_secret: str,  # noqa: F811

@@ -371,7 +371,8 @@ NAMES = [
     "\u00e9 decomposed.txt",
     ".hidden",
     "trailing.dots...",
-    "a" * 200,  # long (the receiver adds a temp prefix and suffix within the 255-byte limit)
+    "a" * 255,  # as long as a file name can be
+    "back\\slash.txt",  # an ordinary character in a git path
 ]
 
 
