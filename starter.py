@@ -150,6 +150,13 @@ def build_parser() -> ArgumentParser:
     rs = commands.add_parser("reset", help="close an open breaker and sync now")
     rs.add_argument("repository_id", metavar="REPO_ID")
     _add_json(rs)
+    for name, text in (
+        ("pause", "stop polling a repository until resume"),
+        ("resume", "poll it again"),
+    ):
+        toggle = commands.add_parser(name, help=text)
+        toggle.add_argument("repository_id", metavar="REPO_ID")
+        _add_json(toggle)
     rd = commands.add_parser(
         "redeliver", help="forget an app's ledger for a repository and send everything again"
     )
@@ -529,6 +536,29 @@ def _status_table(rows: list[dict[str, Any]], unreachable: bool) -> str:
     return "\n".join(lines).rstrip()
 
 
+def cmd_pause_resume(settings: Settings, args: argparse.Namespace) -> Output:
+    """Pause or resume a repository's polling (its workflow keeps running)."""
+    _repository_interval(settings, args.repository_id)  # an unknown id is a UserError
+    paused = args.command == "pause"
+
+    async def run() -> bool:
+        from treecast import temporal_ops
+
+        client = await _client(settings)
+        toggle = temporal_ops.pause if paused else temporal_ops.resume
+        return await toggle(client, args.repository_id)
+
+    if not _run_temporal(run):
+        raise UserError(
+            f"{args.repository_id} has no running sync; start it with `starter.py sync`"
+        )
+    return {
+        "repository_id": args.repository_id,
+        "paused": paused,
+        "_text": "polling paused; `resume` to continue" if paused else "polling resumed",
+    }
+
+
 def cmd_reset(settings: Settings, args: argparse.Namespace) -> Output:
     interval = _repository_interval(settings, args.repository_id)
 
@@ -577,6 +607,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Output]] = {
     "sync": cmd_sync,
     "status": cmd_status,
     "reset": cmd_reset,
+    "pause": cmd_pause_resume,
+    "resume": cmd_pause_resume,
     "redeliver": cmd_redeliver,
 }
 

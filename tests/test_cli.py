@@ -183,3 +183,11 @@ def test_repo_add_without_temporal_registers_and_says_how_to_continue(
     assert repo["url"] == "https://example.com/Owner/Name" and repo["has_token"] is True
     raw = (cli_env / "treecast.db").read_bytes() + (cli_env / "treecast.db-wal").read_bytes()
     assert b"ghp_supersecrettoken123" not in raw
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_pause_and_resume_refuse_unknown_repositories(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    code, _, err = run(capsys, command, "repo_" + "3" * 24)
+    assert code == 2 and "no repository" in err

@@ -167,6 +167,14 @@ async def test_sync_deliver_break_and_recover(
         (app_id, "synced", second)
     ]
 
+    # pause stops polling (and refuses sync --wait) until resume.
+    assert (await run("pause", repo_id)).code == 0
+    assert (await run("status", repo_id)).out["repositories"][0]["sync"]["paused"] is True
+    refused = await run("sync", repo_id, "--wait", "--timeout", "30")
+    assert refused.code == 1 and "paused" in json.dumps(refused.out)
+    assert (await run("resume", repo_id)).code == 0
+    assert (await run("status", repo_id)).out["repositories"][0]["sync"]["paused"] is False
+
     # The remote disappears: after `threshold` (2) failed syncs the breaker opens
     # and the receiver holds exactly one sync_failed.
     hidden = repo.remote.with_name("gone.git")
