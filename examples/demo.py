@@ -26,6 +26,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import worker
 from examples.receiver import Receiver
@@ -159,6 +160,9 @@ async def tour(
         all(mirrored.get(p) == d for p, d in committed_files(scratch, second).items()),
         f"commit {second[:12]} arrived (hello.md updated, news.md created)",
     )
+    print(
+        f"  look: {ui}/namespaces/default/workflows/deliver%2F{repo_id} (the delivery, app by app)"
+    )
 
     say(f"The remote breaks: after {settings.breaker_threshold} failed syncs the breaker opens")
     broken = remote.with_name("scratch-remote.broken")
@@ -186,6 +190,11 @@ async def tour(
     status = await cli("status", repo_id)
     state = status["repositories"][0]["sync"]["breaker_state"]
     check(state == "closed", f"breaker is {state}")
+    print(
+        f"  look: {ui}/namespaces/default/workflows?query="
+        + quote(f'WorkflowId STARTS_WITH "notify/{repo_id}/"')
+        + " (the two notices)"
+    )
 
 
 async def run(once: bool) -> int:
