@@ -46,7 +46,7 @@ from activities.watchers import (
 )
 from models.changes import ChangeKind, FileChange
 from models.delivery import DeliverInput, DeliverResult, DeliveryErrorType
-from models.tables import Watch, WatchStatus, utcnow
+from models.tables import Watch, WatchStatus, new_generation, utcnow
 from treecast import metrics
 from treecast.db import session_scope
 
@@ -233,6 +233,7 @@ class _Run:
                 watch.status = WatchStatus.SYNCED
                 watch.delivered_commit = self.input.commit
                 watch.last_synced_at = utcnow()
+                watch.ledger_generation = new_generation()
                 watch.retry_count = 0
                 watch.last_error = None
                 watch.last_error_type = None

@@ -24,6 +24,7 @@ from models.tables import (
     Repository,
     Watch,
     WatchStatus,
+    new_generation,
     utcnow,
 )
 from treecast.config import Settings, resolve_secret_key
@@ -50,13 +51,7 @@ class AppTarget:
 
 
 def _generation(watch: Watch) -> str:
-    moment = watch.last_synced_at
-    if moment is None:
-        return ""
-    if moment.tzinfo is not None:
-        # SQLite hands back naive datetimes and PostgreSQL aware ones: compare as naive UTC.
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return watch.ledger_generation
 
 
 def load_target(
@@ -261,7 +256,7 @@ def forget_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
             watch.last_error_type = None
             # A new generation: the re-sent files get fresh webhook ids, so receivers
             # that deduplicate by id do not drop the deliberate re-delivery.
-            watch.last_synced_at = utcnow()
+            watch.ledger_generation = new_generation()
             session.add(watch)
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

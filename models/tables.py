@@ -28,6 +28,11 @@ def new_repository_id() -> str:
     return "repo_" + secrets.token_hex(12)
 
 
+def new_generation() -> str:
+    """A fresh `Watch.ledger_generation`."""
+    return secrets.token_hex(8)
+
+
 class WatchStatus:
     """Values of `Watch.status`."""
 
@@ -86,6 +91,10 @@ class Watch(SQLModel, table=True):
     delivered_commit: str | None = Field(default=None, max_length=64)
     retry_count: int = Field(default=0)
     last_synced_at: datetime | None = None
+    # Part of every webhook-id: retries of a message keep it, while a new watch, a
+    # finished sync or `redeliver` start a new one, so a deliberate re-send is never
+    # dropped by a receiver that deduplicates by webhook-id.
+    ledger_generation: str = Field(default_factory=new_generation, max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -231,6 +231,14 @@ async def test_sync_deliver_break_and_recover(
     assert unwatched.code == 0
     status = await run("status", repo_id)
     assert status.out["repositories"][0]["apps"] == []
+    # Watching again sends everything under new webhook-ids: a receiver that
+    # deduplicates by id applies them instead of dropping them as repeats.
+    before = len(receiver.requests)
+    assert (await run("watch", app_id, repo_id)).code == 0
+    assert (await run("sync", repo_id, "--wait", "--timeout", "60")).code == 0
+    again = [r for r in receiver.requests[before:] if r.path is not None]
+    assert len(again) == len(repo.files_at(third))
+    assert not any(r.duplicate for r in again)
 
     # Removing the repository stops its workflow and forgets it.
     removed = await run("repo", "remove", repo_id)
