@@ -197,11 +197,12 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
         session.add(watch)
         session.commit()
 
-    # Bare git baseline: its own shallow clone at the same commit.
+    # Bare git baseline: its own shallow clone at the same commit, then plain fetches
+    # (what Treecast does: only the first fetch into an empty cache is shallow).
     bare = root / "bare.git"
     git(root, "init", "--bare", "-q", str(bare))
-    fetch = ["fetch", "-q", "--no-tags", "--depth=1", url, "+refs/heads/main:refs/heads/main"]
-    git(bare, *fetch)
+    git(bare, "fetch", "-q", "--no-tags", "--depth=1", url, "+refs/heads/main:refs/heads/main")
+    fetch = ["fetch", "-q", "--no-tags", url, "+refs/heads/main:refs/heads/main"]
 
     compute_only: list[float] = []
 
