@@ -249,9 +249,9 @@ class _Run:
                 make_client(self.settings, timeout=self.settings.file_timeout_seconds)
             )
             # One writer thread: the ledger row of file N is committed while file N+1
-            # is on the wire. At most one write is outstanding, and every failure,
-            # and the end of the run, waits for it, so the ledger never runs ahead
-            # of acknowledgements and lags them by at most one file.
+            # is read from git and built; the request for N+1 waits for it (`_post`).
+            # So the ledger never runs ahead of acknowledgements, and a kill re-sends
+            # at most the one file that was on the wire.
             self.writer = stack.enter_context(
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="treecast-ledger")
             )
@@ -315,6 +315,10 @@ class _Run:
     def _post(
         self, client: httpx.Client, event: str, msg_id: str, body: bytes, what: str
     ) -> PostOutcome:
+        # The previous file's ledger row is written while this body was read from git
+        # and built; it must be committed before the next request leaves, so a killed
+        # worker re-sends at most the one file in flight (docs/reliability.md).
+        self._drain()
         return self.owner._post(
             client,
             self.target,
