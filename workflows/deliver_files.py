@@ -11,6 +11,7 @@ deliveries are done.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -52,12 +53,6 @@ DELIVER_RETRY = RetryPolicy(
 # the others one attempt, not its whole retry budget (docs/workflows.md).
 FIRST_TRY = RetryPolicy(
     maximum_attempts=1, non_retryable_error_types=DELIVER_RETRY.non_retryable_error_types
-)
-LATER_TRIES = RetryPolicy(
-    initial_interval=DELIVER_RETRY.initial_interval,
-    backoff_coefficient=DELIVER_RETRY.backoff_coefficient,
-    maximum_attempts=DELIVER_RETRY.maximum_attempts - 1,
-    non_retryable_error_types=DELIVER_RETRY.non_retryable_error_types,
 )
 # Histories recorded before apps took turns replay the old one-app-at-a-time path.
 TAKE_TURNS_PATCH = "apps-take-turns"
@@ -101,6 +96,7 @@ class DeliverFiles:
         self._passes: list[DeliveryPass] = []
         self._failing: set[str] = set()  # apps whose last pass in this run failed
         self._not_before: dict[str, datetime] = {}  # Retry-After of a failed first try
+        self._first_failures: dict[str, AppOutcome] = {}  # first tries awaiting retries
 
     @workflow.signal(name="new_commit")
     def new_commit(self, update: NewCommit) -> None:
@@ -210,16 +206,48 @@ class DeliverFiles:
                 f"Retrying {self._repository_id} at {short} to app {app_id} "
                 f"({number} of {len(later)} that failed their first try)"
             )
-            not_before = self._not_before.pop(app_id, None)
-            if not_before is not None and not_before > workflow.now():
-                await workflow.sleep(not_before - workflow.now())
-            outcomes[app_id] = await self._deliver_one(app_id, commit, short, policy=LATER_TRIES)
+            outcomes[app_id] = await self._retry(app_id, commit, short)
         for app_id, outcome in outcomes.items():
             if outcome.status == WatchStatus.FAILED:
                 self._failing.add(app_id)
             else:
                 self._failing.discard(app_id)
         return [outcomes[a] for a in apps]
+
+    async def _retry(self, app_id: str, commit: str | None, short: str) -> AppOutcome:
+        """The rest of an app's attempts, one try at a time, backing off in workflow time.
+
+        The backoff is a timer rather than the activity's retry policy so that a newer
+        commit (`new_commit`) can cut it short: the pass for the newest commit comes
+        first, and the app gets its turn there. A Retry-After from the app stretches
+        the wait.
+        """
+        last: AppOutcome | None = None
+        delay = DELIVER_RETRY.initial_interval or timedelta(seconds=1)
+        for _ in range((DELIVER_RETRY.maximum_attempts or 5) - 1):
+            not_before = max(workflow.now() + delay, self._not_before.pop(app_id, workflow.now()))
+            if await self._newer_commit_before(not_before):
+                break
+            outcome = await self._deliver_one(
+                app_id, commit, short, policy=FIRST_TRY, retry_later=True
+            )
+            if outcome.status != _RETRY_LATER:
+                self._first_failures.pop(app_id, None)
+                return outcome
+            last = outcome
+            delay *= DELIVER_RETRY.backoff_coefficient
+        self._not_before.pop(app_id, None)
+        if last is None:  # cut short before any retry: the first try's error stands
+            last = self._first_failures[app_id]
+        return await self._record_failure(app_id, last.error_type or "", last.error or "")
+
+    async def _newer_commit_before(self, deadline: datetime) -> bool:
+        """Wait until `deadline`, or less if a newer commit is owed; True in that case."""
+        remaining = (deadline - workflow.now()).total_seconds()
+        if remaining > 0 and not self._more:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._more, timeout=remaining)
+        return self._more
 
     async def _deliver_one(
         self,
@@ -253,10 +281,16 @@ class DeliverFiles:
                 # 429/503 with Retry-After: the app's later tries wait as it asked.
                 self._not_before[app_id] = workflow.now() + delay
         if retry_later and error_type not in _NOT_RETRIED:
-            return AppOutcome(
+            failed = AppOutcome(
                 app_id=app_id, status=_RETRY_LATER, error_type=error_type, error=message
             )
-        # One app's failure is recorded on its watch and does not stop the others.
+            self._first_failures.setdefault(app_id, failed)
+            return failed
+        return await self._record_failure(app_id, error_type, message)
+
+    async def _record_failure(self, app_id: str, error_type: str, message: str) -> AppOutcome:
+        """Record a failed delivery on the app's watch (one app's failure stops no other)."""
+        self._first_failures.pop(app_id, None)
         if error_type not in _NOT_RECORDED:
             await workflow.execute_activity(
                 "record_delivery_failure",
