@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from models.delivery import DeliveryErrorType
 from models.sync import (
     DeliverFilesInput,
+    NewCommit,
     RequestState,
     SyncRepositoryInput,
     SyncRequest,
@@ -179,3 +181,35 @@ async def test_a_retry_after_from_the_first_try_is_honoured_after_the_other_apps
     first, second = fake.deliver_scheduled["app-a"]
     assert (second - first).total_seconds() >= 120
     assert fake.deliver_scheduled["app-b"][0] < second
+
+
+async def test_a_newer_commit_cuts_a_failing_apps_retries_short(env: WorkflowEnvironment) -> None:
+    # app-a is down. While its retries back off, commit c2 arrives: app-b must get c2
+    # without waiting for app-a's whole retry budget (1 + 2 + 4 s of backoff).
+    fake = FakeTreecast(
+        apps=["app-a", "app-b"], failing_apps={"app-a": DeliveryErrorType.TRANSPORT}
+    )
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        with env.auto_time_skipping_disabled():
+            handle = await env.client.start_workflow(
+                DeliverFiles.run,
+                DeliverFilesInput(repository_id="repo-n", commit="c1"),
+                id=deliver_workflow_id("repo-n"),
+                task_queue=queue,
+            )
+            while not (
+                fake.app_commits.get("app-b") == "c1" and fake.deliver_attempts.get("app-a", 0) >= 2
+            ):
+                await asyncio.sleep(0.05)
+            fake.commit = "c2"
+            await handle.signal(DeliverFiles.new_commit, NewCommit(commit="c2", request_ids=[]))
+            result = await handle.result()
+    first, second = result.passes[0], result.passes[1]
+    assert [(a.app_id, a.status) for a in first.apps] == [("app-a", "failed"), ("app-b", "synced")]
+    assert second.commit == "c2"
+    assert [(a.app_id, a.status) for a in second.apps] == [("app-a", "failed"), ("app-b", "synced")]
+    assert fake.app_commits["app-b"] == "c2"
+    # the first pass gave up on app-a early; the second gave it one try (it failed before)
+    assert fake.deliver_attempts["app-a"] < 5 + 1
+    assert [f.app_id for f in fake.recorded_failures] == ["app-a", "app-a"]
