@@ -13,9 +13,9 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from treecast import cli_format
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
@@ -215,38 +215,6 @@ def _repository_interval(settings: Settings, repository_id: str) -> int:
         return get_repository(session, repository_id).poll_interval_seconds
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _age(value: str | None) -> str:
-    if not value:
-        return "never"
-    try:
-        then = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    seconds = int((datetime.now(UTC) - then).total_seconds())
-    if seconds < 0:
-        return f"in {-seconds}s"
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
-
-
-def _status_dict(status: Any) -> dict[str, Any] | None:
-    if status is None:
-        return None
-    from dataclasses import asdict, is_dataclass
-
-    raw = asdict(status) if is_dataclass(status) and not isinstance(status, type) else dict(status)
-    return {k: _iso(v) for k, v in raw.items()}
-
-
 # --- commands ---------------------------------------------------------------
 
 
@@ -423,7 +391,7 @@ def _sync_and_wait(settings: Settings, repository_id: str, timeout: float, as_js
             "_text": str(error),
             "_exit": EXIT_FAILED,
         }
-    result = _status_dict(outcome) or {}
+    result = cli_format.plain(outcome) or {}
     ok = bool(result.get("ok", False))
     result["_text"] = str(result.get("summary") or ("sync done" if ok else "sync failed"))
     result["_exit"] = 0 if ok else EXIT_FAILED
@@ -470,70 +438,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
 
     statuses, unreachable = asyncio.run(query())
     for row, status in zip(rows, statuses, strict=True):
-        row["sync"] = _status_dict(status)
-    text = _status_table(rows, unreachable is not None) if rows else "no repositories yet"
+        row["sync"] = cli_format.plain(status)
+    text = cli_format.status_table(rows, unreachable is not None) if rows else "no repositories yet"
     out: Output = {"repositories": rows, "_text": text}
     if unreachable:
         out["temporal_error"] = unreachable
     return out
-
-
-def _table(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
-    """Left-aligned columns, as wide as their widest cell."""
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    return [
-        indent
-        + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    ]
-
-
-def _status_table(rows: list[dict[str, Any]], unreachable: bool) -> str:
-    """One line per repository, and under it one line per watching app."""
-    lines: list[str] = []
-    for row in rows:
-        sync = row["sync"]
-        if sync is None:
-            state = ["unknown" if unreachable else "stopped", "-", "-", "-", "-"]
-        else:
-            breaker = sync["breaker_state"]
-            if breaker == "open" and sync.get("cooldown_until"):
-                breaker += f" until {_age(sync['cooldown_until'])}".replace("until in ", "for ")
-            state = [
-                breaker,
-                str(sync["consecutive_failures"]),
-                (sync.get("last_commit") or "-")[:12],
-                _age(sync.get("last_sync_at")),
-                _age(sync.get("next_sync_at")),
-            ]
-        ref = f" ({row['ref']})" if row["ref"] else ""
-        lines += _table(
-            ["REPOSITORY", "BREAKER", "FAILURES", "COMMIT", "LAST SYNC", "NEXT SYNC", "URL"],
-            [[row["repository_id"], *state, row["url"] + ref]],
-        )
-        if sync is not None and sync.get("last_error_type"):
-            lines.append(
-                f"  last error: {sync['last_error_type']}: {sync.get('last_error') or ''}"[:200]
-            )
-        apps = [
-            [
-                app["app_id"],
-                app["app_name"][:24],
-                app["status"],
-                (app["delivered_commit"] or "-")[:12],
-                _age(app["last_synced_at"]),
-                f"{app['last_error_type']}: {app['last_error']}"[:80] if app["last_error"] else "",
-            ]
-            for app in row["apps"]
-        ]
-        if apps:
-            lines += _table(
-                ["APP", "NAME", "STATUS", "AT", "DELIVERED", "ERROR"], apps, indent="  "
-            )
-        else:
-            lines.append("  no app watches it yet")
-        lines.append("")
-    return "\n".join(lines).rstrip()
 
 
 def cmd_pause_resume(settings: Settings, args: argparse.Namespace) -> Output:

@@ -1,0 +1,96 @@
+"""How `starter.py` shows things to a person: ages, plain dicts, the status table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso(value: Any) -> Any:
+    """Datetimes as ISO-8601 text; anything else unchanged."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def age(value: str | None) -> str:
+    """An ISO time as "12s ago" / "in 3m"; "never" for none."""
+    if not value:
+        return "never"
+    try:
+        then = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = int((datetime.now(UTC) - then).total_seconds())
+    if seconds < 0:
+        return f"in {-seconds}s"
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def plain(status: Any) -> dict[str, Any] | None:
+    """A dataclass (a workflow's status or outcome) as a JSON-ready dict."""
+    if status is None:
+        return None
+    raw = asdict(status) if is_dataclass(status) and not isinstance(status, type) else dict(status)
+    return {k: iso(v) for k, v in raw.items()}
+
+
+def table(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
+    """Left-aligned columns, as wide as their widest cell."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return [
+        indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    ]
+
+
+def status_table(rows: list[dict[str, Any]], unreachable: bool) -> str:
+    """One line per repository, and under it one line per watching app."""
+    lines: list[str] = []
+    for row in rows:
+        sync = row["sync"]
+        if sync is None:
+            state = ["unknown" if unreachable else "stopped", "-", "-", "-", "-"]
+        else:
+            breaker = sync["breaker_state"]
+            if breaker == "open" and sync.get("cooldown_until"):
+                breaker += f" until {age(sync['cooldown_until'])}".replace("until in ", "for ")
+            state = [
+                breaker,
+                str(sync["consecutive_failures"]),
+                (sync.get("last_commit") or "-")[:12],
+                age(sync.get("last_sync_at")),
+                age(sync.get("next_sync_at")),
+            ]
+        ref = f" ({row['ref']})" if row["ref"] else ""
+        lines += table(
+            ["REPOSITORY", "BREAKER", "FAILURES", "COMMIT", "LAST SYNC", "NEXT SYNC", "URL"],
+            [[row["repository_id"], *state, row["url"] + ref]],
+        )
+        if sync is not None and sync.get("last_error_type"):
+            lines.append(
+                f"  last error: {sync['last_error_type']}: {sync.get('last_error') or ''}"[:200]
+            )
+        apps = [
+            [
+                app["app_id"],
+                app["app_name"][:24],
+                app["status"],
+                (app["delivered_commit"] or "-")[:12],
+                age(app["last_synced_at"]),
+                f"{app['last_error_type']}: {app['last_error']}"[:80] if app["last_error"] else "",
+            ]
+            for app in row["apps"]
+        ]
+        if apps:
+            lines += table(["APP", "NAME", "STATUS", "AT", "DELIVERED", "ERROR"], apps, indent="  ")
+        else:
+            lines.append("  no app watches it yet")
+        lines.append("")
+    return "\n".join(lines).rstrip()
