@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -99,4 +98,4 @@ async def test_metrics_endpoint_counts_syncs_and_webhooks(
     assert "treecast_webhook_request_duration" in text
     # Temporal's own runtime metrics come through the same endpoint.
     assert "temporal_workflow_completed" in text or "temporal_activity_execution" in text
-    assert secret not in text and os.environ.get("TREECAST_SECRET_KEY", "§") not in text
+    assert secret not in text and resolve_secret_key(settings) not in text

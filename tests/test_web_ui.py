@@ -18,13 +18,33 @@ from examples.ui_screenshot import (
     screenshot,
 )
 from tests.conftest import free_port
+from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue, start_local
-from treecast.config import Settings
+from treecast import registry, temporal_ops
+from treecast.config import Settings, resolve_secret_key
+from treecast.crypto import Cipher
+from treecast.db import session_scope
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (make browser)"),
 ]
+
+
+async def sync_a_healthy_repository(settings: Settings, tmp_path: Path) -> str:
+    """A repository that syncs fine (breaker closed), to show the filter leaves it out."""
+    repo = WorkRepo(tmp_path / "healthy")
+    repo.write("a.md", "fine\n")
+    repo.commit()
+    cipher = Cipher(resolve_secret_key(settings))
+    with session_scope(settings.database_url) as session:
+        repository, _ = registry.add_repository(session, settings, cipher, repo.url, "", 3600, None)
+    client = await temporal_ops.connect(settings)
+    outcome = await temporal_ops.sync_and_wait(
+        client, settings, repository.id, 3600, on_progress=None, timeout=60
+    )
+    assert outcome.ok, outcome.summary
+    return repository.id
 
 
 async def test_ui_workflow_list_filtered_by_breaker_state(
@@ -42,6 +62,7 @@ async def test_ui_workflow_list_filtered_by_breaker_state(
     try:
         async with worker.build_worker(env.client, settings, executor):
             repository_id = await open_a_breaker(settings, tmp_path)
+            healthy_id = await sync_a_healthy_repository(settings, tmp_path)
             url = breaker_filter_url(f"http://127.0.0.1:{ui_port}")
             dom = await asyncio.to_thread(rendered_text, url)
             png = tmp_path / "ui.png"
@@ -49,6 +70,7 @@ async def test_ui_workflow_list_filtered_by_breaker_state(
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
         await env.shutdown()
+    # The filter keeps the open breaker and leaves the healthy repository out.
     assert f"sync-repository/{repository_id}" in dom
-    assert 'TreecastBreakerState = "open"' in dom or "TreecastBreakerState" in dom
+    assert f"sync-repository/{healthy_id}" not in dom
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
