@@ -38,7 +38,6 @@ from activities.signing import stable_digest, webhook_id
 from activities.watchers import (
     AppTarget,
     LedgerWriter,
-    disable_watch,
     load_target,
     note_watch_failure,
     prune_delivery_log,
@@ -368,14 +367,9 @@ class _Run:
                 event=event,
                 path=path,
                 webhook_id=msg_id,
-                http_status=outcome.status,
-                duration_ms=outcome.duration_ms,
-                error=outcome.error,
-                excerpt=outcome.excerpt,
+                outcome=outcome,
             )
-            if outcome.error_type == DeliveryErrorType.GONE:
-                disable_watch(session, app_id, repository_id, outcome.error or "")
-            else:
+            if outcome.error_type != DeliveryErrorType.GONE:
                 assert outcome.error_type is not None
                 note_watch_failure(
                     session, app_id, repository_id, outcome.error_type, outcome.error or ""

@@ -20,7 +20,6 @@ from activities.http_client import PostOutcome, endpoint_url, make_client, post_
 from activities.signing import redaction_terms, signed_headers, webhook_id
 from activities.watchers import (
     AppTarget,
-    disable_watch,
     load_target,
     prune_delivery_log,
     record_attempt,
@@ -153,13 +152,8 @@ class NoticeActivities:
                 event=input.event,
                 path=None,
                 webhook_id=msg_id,
-                http_status=outcome.status,
-                duration_ms=outcome.duration_ms,
-                error=outcome.error,
-                excerpt=outcome.excerpt,
+                outcome=outcome,
             )
-            if outcome.error_type == DeliveryErrorType.GONE:
-                disable_watch(session, input.app_id, input.repository_id, outcome.error or "")
             prune_delivery_log(session, input.app_id, self.settings.delivery_log_keep)
         if outcome.ok:
             activity.logger.info(

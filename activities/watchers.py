@@ -15,8 +15,9 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 from temporalio import activity
 
+from activities.http_client import PostOutcome
 from activities.payloads import RepositoryRef
-from models.delivery import RecordFailureInput, WatchersInput, WatchersResult
+from models.delivery import DeliveryErrorType, RecordFailureInput, WatchersInput, WatchersResult
 from models.tables import (
     App,
     DeliveredFile,
@@ -85,12 +86,9 @@ def record_attempt(
     event: str,
     path: str | None,
     webhook_id: str,
-    http_status: int | None,
-    duration_ms: float,
-    error: str | None = None,
-    excerpt: str | None = None,
+    outcome: PostOutcome,
 ) -> None:
-    """Add one row to the delivery log (the caller's transaction commits it)."""
+    """Log one webhook attempt; a 410 Gone also disables the watch (same transaction)."""
     session.add(
         DeliveryAttempt(
             app_id=app_id,
@@ -98,12 +96,14 @@ def record_attempt(
             event=event,
             path=path,
             webhook_id=webhook_id,
-            http_status=http_status,
-            error=error[:MAX_ERROR_CHARS] if error else None,
-            response_excerpt=excerpt or None,
-            duration_ms=round(duration_ms, 3),
+            http_status=outcome.status,
+            error=outcome.error[:MAX_ERROR_CHARS] if outcome.error else None,
+            response_excerpt=outcome.excerpt or None,
+            duration_ms=round(outcome.duration_ms, 3),
         )
     )
+    if outcome.error_type == DeliveryErrorType.GONE:
+        disable_watch(session, app_id, repository_id, outcome.error or "")
 
 
 class LedgerWriter:
