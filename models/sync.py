@@ -223,6 +223,9 @@ class DeliverFilesInput:
     parent_workflow_id: str | None = None  # receives `deliveries_finished` after each pass
     # carried across the child's own continue-as-new
     passes_done: int = 0
+    # The apps behind `commit` as the parent just listed them: the first pass uses
+    # them instead of asking again (None: ask, as later passes always do).
+    app_ids: list[str] | None = None
 
 
 @dataclass

@@ -136,6 +136,7 @@ class FakeTreecast:
     delivery_seconds: float = 0.0
     snapshot_gate: asyncio.Event | None = None  # set: fetches wait for it
     snapshots: int = 0
+    watcher_lists: int = 0  # list_watchers calls
     deliveries: list[Delivery] = field(default_factory=list)
     deliver_attempts: dict[str, int] = field(default_factory=dict)
     recorded_failures: list[RecordFailureInput] = field(default_factory=list)
@@ -167,6 +168,7 @@ class FakeTreecast:
 
     @activity.defn(name="list_watchers")
     async def list_watchers(self, input: WatchersInput) -> WatchersResult:
+        self.watcher_lists += 1
         apps = sorted(self.apps)
         behind = [a for a in apps if self.app_commits.get(a, "none") != input.commit]
         return WatchersResult(app_ids=apps, behind_app_ids=behind)

@@ -115,6 +115,9 @@ async def test_newer_commit_during_a_pass_ends_with_every_app_at_the_newest(
         await parent.result()
     # one child did both passes: the running pass, then one for the newest commit
     assert [p.commit for p in result.passes] == ["c1", "c2"]
+    # apps were listed once per sync by the parent and once for the child's second
+    # pass; the first pass took the parent's list instead of asking again
+    assert fake.watcher_lists == 3
     assert result.passes[1].request_ids == ["r2"]
     assert fake.app_commits == {"app-a": "c2", "app-b": "c2", "app-c": "c2"}
     assert not overlapping(fake.deliveries)

@@ -1,8 +1,8 @@
 """DeliverFiles: the one detached child per repository that pushes a commit to its apps.
 
-Each pass lists the apps behind the newest commit and runs `deliver_changes` for
-them one after another, in their stable order, so deliveries to an app never
-overlap. A newer commit arriving meanwhile (the `new_commit` signal) is not
+Each pass lists the apps behind the newest commit (the first pass takes the list
+the parent just made) and runs `deliver_changes` for them one after another, in
+their stable order, so deliveries to an app never overlap. A newer commit arriving meanwhile (the `new_commit` signal) is not
 started beside the running pass: the child does one more pass when the current
 one ends, for the newest commit only. After every pass it tells the parent
 (`deliveries_finished`), which is how `sync --wait` learns that a sync's
@@ -114,12 +114,14 @@ class DeliverFiles:
     async def run(self, input: DeliverFilesInput) -> DeliverFilesResult:
         """Do passes until no newer commit is owed, then complete."""
         passes_done = input.passes_done
+        known_apps = input.app_ids  # for the first pass only
         while True:
             while self._more and not workflow.info().is_continue_as_new_suggested():
                 self._more = False
                 commit, request_ids = self._target, self._request_ids
                 self._request_ids = []
-                done = await self._one_pass(commit, request_ids)
+                done = await self._one_pass(commit, request_ids, known_apps)
+                known_apps = None
                 passes_done += 1
                 self._passes = [*self._passes, done][-PASSES_KEPT:]
                 await self._report(input.parent_workflow_id, done)
@@ -139,19 +141,23 @@ class DeliverFiles:
                     )
                 )
 
-    async def _one_pass(self, commit: str | None, request_ids: list[str]) -> DeliveryPass:
+    async def _one_pass(
+        self, commit: str | None, request_ids: list[str], known_apps: list[str] | None
+    ) -> DeliveryPass:
         short = (commit or "empty")[:12]
-        watchers: WatchersResult = await workflow.execute_local_activity(
-            # Local: a quick database read on the hot path of every sync; saves a
-            # server round trip per step (docs/performance.md).
-            "list_watchers",
-            WatchersInput(repository_id=self._repository_id, commit=commit),
-            result_type=WatchersResult,
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"apps of {self._repository_id} behind {short}",
-        )
-        apps = list(watchers.behind_app_ids)
+        if known_apps is not None:
+            apps = list(known_apps)  # the parent listed them a moment ago
+        else:
+            watchers: WatchersResult = await workflow.execute_local_activity(
+                # Local: a quick database read; saves a server round trip per pass.
+                "list_watchers",
+                WatchersInput(repository_id=self._repository_id, commit=commit),
+                result_type=WatchersResult,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary=f"apps of {self._repository_id} behind {short}",
+            )
+            apps = list(watchers.behind_app_ids)
         if workflow.patched(TAKE_TURNS_PATCH):
             outcomes = await self._take_turns(apps, commit, short)
         else:

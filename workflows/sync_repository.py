@@ -376,7 +376,7 @@ class SyncRepository:
             self._publish()
             return
         self._set_requests(request_ids, RequestState.DELIVERING, commit=snapshot.commit)
-        await self._hand_over(snapshot.commit, request_ids, len(watchers.behind_app_ids))
+        await self._hand_over(snapshot.commit, request_ids, watchers.behind_app_ids)
         self._publish()
 
     async def _sync_failed(self, err: ActivityError, request_ids: list[str]) -> None:
@@ -436,7 +436,9 @@ class SyncRepository:
                 static_summary=f"{notice.event} for every app watching {notice.repository_id}",
             )
 
-    async def _hand_over(self, commit: str | None, request_ids: list[str], behind: int) -> None:
+    async def _hand_over(
+        self, commit: str | None, request_ids: list[str], behind: list[str]
+    ) -> None:
         """Start DeliverFiles, or give the running one the newer commit."""
         repository_id = self._input.repository_id
         child_id = deliver_workflow_id(repository_id)
@@ -450,10 +452,11 @@ class SyncRepository:
                         commit=commit,
                         request_ids=request_ids,
                         parent_workflow_id=sync_workflow_id(repository_id),
+                        app_ids=list(behind),
                     ),
                     id=child_id,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    static_summary=f"deliver {repository_id} at {short} to {behind} apps",
+                    static_summary=f"deliver {repository_id} at {short} to {len(behind)} apps",
                 )
                 self._state.delivering_commit = commit
                 return
