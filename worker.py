@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -25,6 +26,7 @@ from treecast.config import ConfigError, Settings, load_settings, resolve_secret
 from treecast.db import engine_for
 
 log = logging.getLogger("treecast.worker")
+HEARTBEAT_THROTTLE = timedelta(seconds=1)  # at most one heartbeat a second per activity
 
 
 def build_activities(settings: Settings) -> list[Any]:
@@ -70,6 +72,9 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         activities=build_activities(settings),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_concurrency,
+        # Heartbeats carry a delivery's "N of M files"; the default throttle (80% of
+        # the 10 s heartbeat timeout) would leave `sync --wait` showing 8 s old counts.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 
 

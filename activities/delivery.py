@@ -44,7 +44,7 @@ from activities.watchers import (
     record_attempt,
 )
 from models.changes import ChangeKind, FileChange
-from models.delivery import DeliverInput, DeliverResult, DeliveryErrorType
+from models.delivery import AcknowledgedCounts, DeliverInput, DeliverResult, DeliveryErrorType
 from models.tables import Watch, WatchStatus, new_generation, utcnow
 from treecast import metrics
 from treecast.db import session_scope
@@ -157,7 +157,19 @@ class DeliveryActivities(NoticeActivities):
                 run.done,
                 error.type,
             )
-            raise
+            # The files this try did deliver travel with the failure, so the pass
+            # that retries can still count them (`AcknowledgedCounts`).
+            raise ApplicationError(
+                error.message,
+                AcknowledgedCounts(
+                    created=run.result.created,
+                    updated=run.result.updated,
+                    deleted=run.result.deleted,
+                ),
+                type=error.type,
+                non_retryable=error.non_retryable,
+                next_retry_delay=error.next_retry_delay,
+            ) from None
         activity.logger.info(
             "delivered %s at %s to %s: %s, %d created, %d updated, %d deleted",
             input.repository_id,
@@ -295,14 +307,15 @@ class _Run:
     # -- heartbeats -----------------------------------------------------------------
 
     def _beat(self, *, force: bool = False, chunk: dict[str, Any] | None = None) -> None:
+        details: dict[str, Any] = {"done": self.done, "total": self.total}
+        if chunk is not None:
+            details.update(chunk)
+        # Always the latest, so the pump never repeats a stale count.
+        self.details = details
         now = time.monotonic()
         if not force and chunk is None and now - self.last_beat < HEARTBEAT_EVERY_SECONDS:
             return
         self.last_beat = now
-        details: dict[str, Any] = {"done": self.done, "total": self.total}
-        if chunk is not None:
-            details.update(chunk)
-        self.details = details
         activity.heartbeat(details)
 
     # -- one message ----------------------------------------------------------------

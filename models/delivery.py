@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -57,6 +58,29 @@ class DeliverResult:
     def delivered(self) -> int:
         """Files acknowledged in this run."""
         return self.created + self.updated + self.deleted
+
+
+@dataclass
+class AcknowledgedCounts:
+    """Files a failed `deliver_changes` try had delivered: the details of its error."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    @staticmethod
+    def from_details(details: Sequence[object]) -> AcknowledgedCounts:
+        """Read them back from an ApplicationError's details (a dict once decoded)."""
+        first = details[0] if details else None
+        if isinstance(first, AcknowledgedCounts):
+            return first
+        if not isinstance(first, dict):
+            return AcknowledgedCounts()
+        return AcknowledgedCounts(
+            created=int(first.get("created", 0)),
+            updated=int(first.get("updated", 0)),
+            deleted=int(first.get("deleted", 0)),
+        )
 
 
 @dataclass

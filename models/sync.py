@@ -248,6 +248,18 @@ class DeliveryPass:
 
 
 @dataclass
+class RetryWait:
+    """An app that failed a try in the running pass and waits for its next one."""
+
+    app_id: str
+    attempt: int  # the try it waits for (the first try was 1)
+    attempts: int  # tries it gets in this pass
+    at: datetime  # when that try starts, unless a newer commit cuts the wait short
+    error_type: str
+    error: str
+
+
+@dataclass
 class DeliverFilesResult:
     """Per-app results of every pass this run did (the last pass last)."""
 

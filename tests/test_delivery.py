@@ -20,6 +20,7 @@ from activities.delivery import DeliveryActivities
 from activities.watchers import WatchActivities, count_ledger, forget_ledger
 from examples.receiver import Received, Receiver
 from models.delivery import (
+    AcknowledgedCounts,
     DeliverInput,
     DeliverResult,
     DeliveryErrorType,
@@ -341,6 +342,8 @@ def test_resume_after_failure_never_resends_acknowledged_files(run: Run) -> None
     assert failure.value.type == DeliveryErrorType.HTTP_STATUS
     assert not failure.value.non_retryable
     assert set(run.ledger()) == {"a.txt", "b.txt"}
+    # What this try did deliver travels with the failure, for the pass's totals.
+    assert failure.value.details == (AcknowledgedCounts(created=2),)
     watch = run.watch()
     assert watch.status == WatchStatus.SYNCING and watch.retry_count == 1
     assert watch.last_error == "create c.txt: the app answered HTTP 500"

@@ -249,16 +249,33 @@ async def test_sync_deliver_break_and_recover(
 
 async def test_sync_wait_shows_files_delivered_of_total(stack: Stack) -> None:
     repo, receiver, run = stack.repo, stack.receiver, stack.run
-    for index in range(40):
-        repo.write(f"f{index:02d}.txt", f"{index}\n")
-    commit = repo.commit("forty files")
+    repo.write("seed.txt", "seed\n")
+    seeded = repo.commit("seed")
     app_id = (
         await run("app", "add", "--name", "m", "--url", receiver.url, "--secret", stack.secret)
     ).out["app_id"]
     repo_id = (await run("repo", "add", repo.url, "--interval", "3600")).out["repository_id"]
-    # One refusal half-way: the retry waits a second, long enough to be seen mid-way.
-    receiver.fail_next(500, 1, where=lambda r: r.path == "f20.txt")
     assert (await run("watch", app_id, repo_id)).code == 0
+    # The sync `watch` started is over before ours begins, so ours does the delivery.
+    await eventually(lambda: receiver.files() == repo.files_at(seeded))
+    for index in range(40):
+        repo.write(f"f{index:02d}.txt", f"{index}\n")
+    commit = repo.commit("forty files")
+
+    held: list[str] = []
+
+    def held_then_refused(record: Any) -> bool:
+        # f20 is held 3 s the first time (mid-delivery, long enough for a heartbeat
+        # to show it), then refused with HTTP 500.
+        if record.path != "f20.txt":
+            return False
+        if not held:
+            held.append(record.webhook_id)
+            time.sleep(3)
+        return True
+
+    # Refused twice: the retries wait 1 s, then 2 s, long enough to be seen.
+    receiver.fail_next(500, 2, where=held_then_refused)
     out, err = StringIO(), StringIO()
 
     def sync_with_progress() -> int:
@@ -268,7 +285,11 @@ async def test_sync_wait_shows_files_delivered_of_total(stack: Stack) -> None:
     assert await asyncio.to_thread(sync_with_progress) == 0, err.getvalue()
     assert receiver.files() == repo.files_at(commit)
     lines = err.getvalue().splitlines()
-    assert any(re.fullmatch(r"delivering \w+: \d+ of 40 files", line) for line in lines), lines
+    # The count moves: while f20 is held, the first 20 files are shown as delivered.
+    assert f"delivering {commit[:12]}: 20 of 40 files" in lines, lines
+    waiting = rf"delivering \w+: app {app_id} failed \(.*HTTP 500\); try [23] of 5 at [\d:]+ UTC"
+    assert any(re.fullmatch(waiting, line) for line in lines), lines
+    assert lines[-1].startswith(f"done: {commit[:12]}: 40 files"), lines
 
     # `status` without --json: a table a person reads at a glance.
     table = StringIO()

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
@@ -29,6 +29,7 @@ from models.sync import (
 )
 from treecast.config import Settings
 from workflows import search_attributes
+from workflows.deliver_files import DeliverFiles
 from workflows.sync_repository import SyncRepository
 
 POLL_FIRST = 0.05  # seconds between `request` queries at first...
@@ -177,10 +178,9 @@ async def sync_and_wait(
 
 async def delivery_progress(client: Client, repository_id: str) -> str | None:
     """ "N of M files" of the delivery running now, from its activity's heartbeat; None if none."""
+    handle = client.get_workflow_handle(deliver_workflow_id(repository_id))
     try:
-        description = await client.get_workflow_handle(
-            deliver_workflow_id(repository_id)
-        ).describe()
+        description = await handle.describe()
     except RPCError:
         return None
     for pending in description.raw_description.pending_activities:
@@ -193,7 +193,18 @@ async def delivery_progress(client: Client, repository_id: str) -> str | None:
         latest = details[-1] if details else None
         if isinstance(latest, dict) and latest.get("total"):
             return f"{latest.get('done', 0)} of {latest['total']} files"
-    return None
+    if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        return None
+    try:
+        wait = await handle.query(DeliverFiles.retry_wait)
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+    if wait is None:
+        return None
+    return (
+        f"app {wait.app_id} failed ({wait.error}); "
+        f"try {wait.attempt} of {wait.attempts} at {wait.at:%H:%M:%S} UTC"
+    )
 
 
 def _progress_line(outcome: SyncOutcome) -> str:

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from models.delivery import (
+        AcknowledgedCounts,
         DeliverInput,
         DeliverResult,
         DeliveryErrorType,
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         DeliverFilesResult,
         DeliveryPass,
         NewCommit,
+        RetryWait,
     )
     from models.tables import WatchStatus
     from treecast.redact import redact
@@ -97,6 +99,10 @@ class DeliverFiles:
         self._failing: set[str] = set()  # apps whose last pass in this run failed
         self._not_before: dict[str, datetime] = {}  # Retry-After of a failed first try
         self._first_failures: dict[str, AppOutcome] = {}  # first tries awaiting retries
+        self._waiting: RetryWait | None = None  # the retry being waited for, if any
+        # Files that failed tries in the running pass had delivered, per app; they
+        # count in the app's outcome when it has one.
+        self._earlier: dict[str, AcknowledgedCounts] = {}
 
     @workflow.signal(name="new_commit")
     def new_commit(self, update: NewCommit) -> None:
@@ -109,6 +115,11 @@ class DeliverFiles:
     def passes(self) -> list[DeliveryPass]:
         """Passes finished in this run."""
         return self._passes
+
+    @workflow.query(name="retry_wait")
+    def retry_wait(self) -> RetryWait | None:
+        """The app waiting to retry right now (what `sync --wait` shows meanwhile)."""
+        return self._waiting
 
     @workflow.run
     async def run(self, input: DeliverFilesInput) -> DeliverFilesResult:
@@ -230,9 +241,23 @@ class DeliverFiles:
         """
         last: AppOutcome | None = None
         delay = DELIVER_RETRY.initial_interval or timedelta(seconds=1)
-        for _ in range((DELIVER_RETRY.maximum_attempts or 5) - 1):
+        attempts = DELIVER_RETRY.maximum_attempts or 5
+        for attempt in range(2, attempts + 1):
             not_before = max(workflow.now() + delay, self._not_before.pop(app_id, workflow.now()))
-            if await self._newer_commit_before(not_before):
+            failed = last or self._first_failures[app_id]
+            self._waiting = RetryWait(
+                app_id=app_id,
+                attempt=attempt,
+                attempts=attempts,
+                at=not_before,
+                error_type=failed.error_type or "",
+                error=failed.error or "",
+            )
+            try:
+                cut_short = await self._newer_commit_before(not_before)
+            finally:
+                self._waiting = None
+            if cut_short:
                 break
             outcome = await self._deliver_one(
                 app_id, commit, short, policy=FIRST_TRY, retry_later=True
@@ -279,9 +304,17 @@ class DeliverFiles:
                 retry_policy=policy,
                 summary=f"deliver {self._repository_id} at {short} to app {app_id}",
             )
-            return AppOutcome.from_result(result)
+            return self._counting_earlier(AppOutcome.from_result(result))
         except ActivityError as err:
             error_type, message = failure_of(err)
+            if isinstance(err.cause, ApplicationError):
+                tried = AcknowledgedCounts.from_details(err.cause.details)
+                sum_up = self._earlier.get(app_id, AcknowledgedCounts())
+                self._earlier[app_id] = AcknowledgedCounts(
+                    created=sum_up.created + tried.created,
+                    updated=sum_up.updated + tried.updated,
+                    deleted=sum_up.deleted + tried.deleted,
+                )
             delay = err.cause.next_retry_delay if isinstance(err.cause, ApplicationError) else None
             if retry_later and delay is not None:
                 # 429/503 with Retry-After: the app's later tries wait as it asked.
@@ -315,7 +348,18 @@ class DeliverFiles:
             status = WatchStatus.DISABLED
         elif error_type == DeliveryErrorType.WATCH_MISSING:
             status = "removed"
-        return AppOutcome(app_id=app_id, status=status, error_type=error_type, error=message)
+        return self._counting_earlier(
+            AppOutcome(app_id=app_id, status=status, error_type=error_type, error=message)
+        )
+
+    def _counting_earlier(self, outcome: AppOutcome) -> AppOutcome:
+        """The app's final outcome in this pass, plus what its failed tries delivered."""
+        earlier = self._earlier.pop(outcome.app_id, None)
+        if earlier is not None:
+            outcome.created += earlier.created
+            outcome.updated += earlier.updated
+            outcome.deleted += earlier.deleted
+        return outcome
 
     async def _report(self, parent_workflow_id: str | None, done: DeliveryPass) -> None:
         if not parent_workflow_id:
