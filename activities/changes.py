@@ -23,7 +23,8 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from activities.git_cache import cache_path, ensure_commit
+from activities.git_cache import cache_path
+from activities.git_fetch import ensure_commit
 from activities.git_objects import batch_check
 from activities.git_tree import (
     FILE_MODES,

@@ -274,7 +274,7 @@ class _Run:
             stack.callback(lambda: self.writer.submit(self.ledger.close).result())
             reader = None
             if needs_git:
-                from activities.git_cache import ensure_commit
+                from activities.git_fetch import ensure_commit
                 from activities.git_objects import BlobReader
 
                 if self.input.commit is None:

@@ -12,15 +12,8 @@ from sqlmodel import Session, col, delete, select, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.git_cache import (
-    cache_lock,
-    git_error,
-    keep_commit,
-    load_access,
-    maintain,
-    prune_kept,
-    sync_ref,
-)
+from activities.git_cache import cache_lock, git_error, keep_commit, maintain, prune_kept
+from activities.git_fetch import load_access, sync_ref
 from activities.git_objects import ObjectChecker
 from activities.git_tree import (
     TreeStats,

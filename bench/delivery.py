@@ -106,7 +106,7 @@ def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any
 def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
     """Files/s of deliver_changes and of a bare httpx loop, to the same receiver program."""
     from activities import payloads
-    from activities.git_cache import ensure_commit
+    from activities.git_fetch import ensure_commit
     from activities.signing import signed_headers
     from tests.gitrepos import WorkRepo
     from tests.receiver_fixture import add_watch, register
@@ -184,7 +184,7 @@ def memory_child(root: Path) -> dict[str, Any]:
     settings = _settings(root / "data")
     # Warm up everything an idle worker has loaded (modules, database, git cache).
     import activities.delivery  # noqa: F401
-    from activities.git_cache import ensure_commit
+    from activities.git_fetch import ensure_commit
     from treecast.db import engine_for
 
     engine_for(settings.database_url)

@@ -13,7 +13,8 @@ import pytest
 from sqlmodel import col, delete, select
 
 from activities.changes import compute_changes, full_changes
-from activities.git_cache import cache_lock, cache_path, sync_ref
+from activities.git_cache import cache_lock, cache_path
+from activities.git_fetch import sync_ref
 from activities.git_objects import BlobReader
 from activities.git_tree import ignore_filter, parse_globs
 from models.changes import ChangeKind, FileChange

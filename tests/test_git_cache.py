@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -18,11 +19,10 @@ from activities.git_cache import (
     cache_lock,
     cache_path,
     classify_git_error,
-    ensure_commit,
     has_object,
     run_git,
-    sync_ref,
 )
+from activities.git_fetch import MEMO_FILE, MEMO_SECONDS, ensure_commit, sync_ref
 from activities.git_objects import BlobNotFound, BlobReader, blob_sizes
 from models.git import GitErrorType
 from models.tables import Repository
@@ -367,3 +367,84 @@ def test_blob_reader_streams_and_stays_in_sync(settings: Settings, repo: WorkRep
         del never_started
         assert reader.read(blobs["docs/a.md"]) == b"a\n"
     assert blob_sizes(path, [blobs["big.bin"], "2" * 40]) == {blobs["big.bin"]: len(big)}
+
+
+def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The git subcommands `sync_ref` runs from here on (recorded, then run for real)."""
+    import activities.git_cache as git_cache
+    import activities.git_fetch as git_fetch
+
+    seen: list[str] = []
+    real = git_cache.run_git
+
+    def recording(args: list[str], **kwargs: object) -> object:
+        seen.append(args[0])
+        return real(args, **kwargs)  # type: ignore[arg-type]
+
+    for module in (git_cache, git_fetch):
+        monkeypatch.setattr(module, "run_git", recording)
+    return seen
+
+
+def expire_memo(settings: Settings) -> None:
+    """Age the remembered resolution past MEMO_SECONDS."""
+    memo_file = cache_path(settings, "repo_t") / MEMO_FILE
+    memo = json.loads(memo_file.read_text())
+    memo["resolved_at"] -= MEMO_SECONDS + 1
+    memo_file.write_text(json.dumps(memo))
+
+
+def test_later_syncs_fetch_the_remembered_ref_by_name(
+    settings: Settings, repo: WorkRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _, _ = sync(settings, repo.url)
+    commands = git_commands(monkeypatch)
+    assert sync(settings, repo.url) == (first, "main", False)
+    assert commands == ["fetch"]  # no ls-remote: one round trip, as bare git polls
+    repo.write("docs/a.md", "changed\n")
+    second = repo.commit("second")
+    commands.clear()
+    assert sync(settings, repo.url) == (second, "main", True)
+    assert commands == ["fetch"]
+    # Both commits are pinned (git itself reads the pins) for later diffs.
+    path = cache_path(settings, "repo_t")
+    pins = git(path, "for-each-ref", "--format=%(refname) %(objectname)", KEEP_PREFIX)
+    assert f"{KEEP_PREFIX}{second} {second}" in pins.splitlines()
+    assert f"{KEEP_PREFIX}{first} {first}" in pins.splitlines()
+    # After MEMO_SECONDS the remote is asked again what the ref is.
+    expire_memo(settings)
+    commands.clear()
+    assert sync(settings, repo.url) == (second, "main", False)
+    assert commands[0] == "ls-remote"
+
+
+def test_a_new_default_branch_is_followed_at_once_and_named_later(
+    settings: Settings, repo: WorkRepo
+) -> None:
+    main_head, _, _ = sync(settings, repo.url)
+    git(repo.work, "checkout", "-q", "-b", "trunk")
+    repo.branch = "trunk"
+    repo.write("trunk.txt", "t")
+    trunk_head = repo.commit("trunk")
+    git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/trunk")
+    # The commit follows the remote's HEAD at the next sync...
+    assert sync(settings, repo.url)[:2] == (trunk_head, "main")
+    # ...and the name once the remembered resolution expires.
+    expire_memo(settings)
+    assert sync(settings, repo.url)[:2] == (trunk_head, "trunk")
+    assert main_head != trunk_head
+
+
+def test_a_branch_replaced_by_a_tag_is_resolved_again(settings: Settings, repo: WorkRepo) -> None:
+    git(repo.work, "checkout", "-q", "-b", "x")
+    repo.branch = "x"
+    repo.write("x.txt", "x")
+    on_branch = repo.commit("on x")
+    assert sync(settings, repo.url, "x")[:2] == (on_branch, "x")
+    git(repo.remote, "update-ref", "-d", "refs/heads/x")
+    git(repo.remote, "tag", "x", "main")
+    main_head = git(repo.remote, "rev-parse", "main")
+    assert sync(settings, repo.url, "x")[:2] == (main_head, "x")
+    git(repo.remote, "tag", "-d", "x")
+    err = git_failure(settings, repo.url, ref="x")
+    assert err.type == GitErrorType.REF_NOT_FOUND and err.non_retryable

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.git_cache import cache_lock, sync_ref
+from activities.git_cache import cache_lock
+from activities.git_fetch import sync_ref
 from activities.git_objects import blob_sizes
 from activities.git_tree import (
     FileFilter,

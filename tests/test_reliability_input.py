@@ -507,7 +507,7 @@ def deliver_in_child(spec_file: str) -> None:
     """(In a subprocess) deliver one commit and print idle and peak VmHWM as JSON."""
     spec = json.loads(Path(spec_file).read_text())
     settings = Settings(**{**spec["settings"], "data_dir": Path(spec["settings"]["data_dir"])})
-    from activities.git_cache import ensure_commit
+    from activities.git_fetch import ensure_commit
     from treecast.db import engine_for
 
     engine_for(settings.database_url)

@@ -1,0 +1,415 @@
+"""Resolving the watched ref and fetching it into this worker's cache (`sync_ref`).
+
+The first sync of a repository asks the remote what the ref is (`git ls-remote
+--symref`) and fetches that commit by id. It remembers the answer in the cache
+(`RefMemo`), so later syncs are one `git fetch` of the ref by name, as bare git
+would do it; the remote is asked again every `MEMO_SECONDS` (the default branch
+may change its name) and whenever fetching by name fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlmodel import Session
+from temporalio.exceptions import ApplicationError
+
+from activities.git_cache import (
+    HEAD_REF,
+    KEEP_PREFIX,
+    CacheCorrupt,
+    Credentials,
+    cache_lock,
+    cache_path,
+    git_error,
+    has_object,
+    keep_commit,
+    looks_valid,
+    peeled_commit,
+    prepare_cache,
+    rebuild_cache,
+    rev_parse_commit,
+    run_git,
+)
+from activities.git_objects import ObjectChecker, is_object_id
+from models.git import GitErrorType
+from treecast.config import Settings
+
+log = logging.getLogger(__name__)
+
+# The first fetch into an empty cache is shallow: the cache never needs history,
+# only the trees of the commits it syncs, and a depth-1 clone of a long-lived
+# repository is much smaller. Later fetches are not: a shallow fetch makes the
+# server recompute the shallow boundary, measured at 200-390 ms for one new
+# commit against 80-170 ms for a plain fetch that negotiates from the commits
+# already here (docs/performance.md). The price: a force-push to an unrelated
+# history fetches that history whole, once.
+FETCH_DEPTH = 1
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """What the remote says a ref is: its full name and object (None: no commits yet)."""
+
+    name: str  # the short name reported in SnapshotResult.ref ("main", "v1.0", a commit id)
+    full_name: str | None  # refs/heads/..., refs/tags/..., HEAD, or None for a commit id
+    oid: str | None
+
+
+def _ls_remote(
+    settings: Settings, url: str, credentials: Credentials | None, patterns: list[str]
+) -> list[tuple[str, str]]:
+    out = run_git(
+        ["ls-remote", "--symref", url, *patterns], settings=settings, credentials=credentials
+    ).stdout.decode(errors="replace")
+    rows: list[tuple[str, str]] = []
+    for line in out.splitlines():
+        left, _, right = line.partition("\t")
+        rows.append((left.strip(), right.strip()))
+    return rows
+
+
+def _short(full_name: str) -> str:
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if full_name.startswith(prefix):
+            return full_name[len(prefix) :]
+    return full_name
+
+
+def resolve_remote_ref(
+    settings: Settings, url: str, ref: str, credentials: Credentials | None = None
+) -> RemoteRef:
+    """Ask the remote what `ref` is: a branch, a tag, a full ref, a commit id, or ""
+    for the remote's default branch (`git ls-remote --symref` HEAD)."""
+    ref = ref.strip()
+    if is_object_id(ref.lower()):
+        return RemoteRef(name=ref.lower(), full_name=None, oid=ref.lower())
+    if not ref:
+        rows = _ls_remote(settings, url, credentials, ["HEAD"])
+        symref = next(
+            (left[len("ref: ") :] for left, right in rows if left.startswith("ref: ")), None
+        )
+        oid = next((left for left, right in rows if right == "HEAD" and is_object_id(left)), None)
+        if symref is None:
+            # A detached remote HEAD still names a commit; no rows at all means no commits.
+            return RemoteRef(name="HEAD", full_name="HEAD" if oid else None, oid=oid)
+        return RemoteRef(name=_short(symref), full_name=symref, oid=oid)
+    candidates = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
+    found = dict(
+        (right, left) for left, right in _ls_remote(settings, url, credentials, candidates)
+    )
+    for full_name in candidates:
+        if full_name in found and is_object_id(found[full_name]):
+            return RemoteRef(name=_short(full_name), full_name=full_name, oid=found[full_name])
+    if not _ls_remote(settings, url, credentials, []):
+        # No refs at all: a new repository nobody pushed to yet is empty, not misconfigured.
+        return RemoteRef(name=_short(ref), full_name=None, oid=None)
+    raise git_error(
+        GitErrorType.REF_NOT_FOUND,
+        f"the ref {ref!r} is neither a branch nor a tag of the remote; fix the repository's ref",
+    )
+
+
+def _has_history(path: Path) -> bool:
+    """True when an earlier fetch left commits here (so a plain fetch only brings what is new)."""
+    if (path / "shallow").exists():
+        return True
+    keep = path / KEEP_PREFIX.rstrip("/")
+    if keep.is_dir() and any(keep.iterdir()):
+        return True
+    packed = path / "packed-refs"
+    return packed.exists() and KEEP_PREFIX.encode() in packed.read_bytes()
+
+
+def _fetch(
+    settings: Settings,
+    path: Path,
+    url: str,
+    source: str,
+    destination: str,
+    credentials: Credentials | None,
+) -> None:
+    run_git(
+        [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            # gc runs every few snapshots instead (`maintain`), not after every fetch.
+            "--no-auto-gc",
+            *([] if _has_history(path) else [f"--depth={FETCH_DEPTH}"]),
+            url,
+            f"+{source}:{destination}",
+        ],
+        settings=settings,
+        cwd=path,
+        credentials=credentials,
+    )
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """The commit a sync left in the cache (None: the remote has no commits)."""
+
+    path: Path
+    ref: str
+    commit: str | None
+    # True when the sync brought a commit its previous sync did not have, and pinned it
+    # (False: nothing new, or a commit the cache already held, not pinned again here).
+    fetched: bool
+
+
+MEMO_FILE = "treecast-ref.json"
+# How long a remembered resolution is trusted before the remote is asked again.
+MEMO_SECONDS = 300.0
+
+
+@dataclass
+class RefMemo:
+    """What the remote said the watched ref is, and the commit the last sync left."""
+
+    ref: str  # the repository's ref as configured ("" for the default branch)
+    name: str  # the short name reported in SnapshotResult.ref
+    source: str  # fetched by name: a full ref name, or HEAD for the default branch
+    commit: str
+    resolved_at: float  # when the remote was last asked (time.time())
+
+    @staticmethod
+    def load(path: Path, ref: str) -> RefMemo | None:
+        """The memo for `ref`, unless missing, unreadable, for another ref, or too old."""
+        try:
+            memo = RefMemo(**json.loads((path / MEMO_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        age = time.time() - memo.resolved_at
+        if memo.ref != ref or not 0 <= age < MEMO_SECONDS or not is_object_id(memo.commit):
+            return None
+        return memo
+
+    def save(self, path: Path) -> None:
+        """Write it atomically (a sync killed half-way leaves the old one or none)."""
+        tmp = path / (MEMO_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, path / MEMO_FILE)
+
+    @staticmethod
+    def forget(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (path / MEMO_FILE).unlink()
+
+
+def _loose_ref(path: Path, name: str) -> str | None:
+    """The object id a loose ref file holds (None once gc packed it)."""
+    try:
+        value = (path / name).read_text().strip()
+    except OSError:
+        return None
+    return value if is_object_id(value) else None
+
+
+def _sync_by_name(
+    settings: Settings,
+    path: Path,
+    url: str,
+    memo: RefMemo,
+    credentials: Credentials | None,
+    checker: ObjectChecker | None,
+) -> SyncOutcome | None:
+    """One `git fetch` of the remembered ref; None when asking the remote again may help
+    (the ref is gone or changed its kind: `_sync_once` resolves it afresh)."""
+    try:
+        _fetch(settings, path, url, memo.source, HEAD_REF, credentials)
+    except ApplicationError as exc:
+        if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
+            raise
+        return None
+    oid = _loose_ref(path, HEAD_REF)
+    commit: str | None
+    if oid is None:
+        commit = rev_parse_commit(settings, path, HEAD_REF)  # packed by gc; peels too
+    elif oid == memo.commit or memo.source == "HEAD" or memo.source.startswith("refs/heads/"):
+        commit = oid  # a branch names a commit (git refuses anything else there)
+    else:
+        commit = peeled_commit(path, oid, checker)  # a tag may name a tag object
+    if not commit:
+        return None
+    moved = commit != memo.commit
+    if moved:
+        keep_commit(settings, path, commit)
+        memo.commit = commit
+        memo.save(path)
+    return SyncOutcome(path=path, ref=memo.name, commit=commit, fetched=moved)
+
+
+def _sync_once(
+    settings: Settings,
+    path: Path,
+    url: str,
+    ref: str,
+    credentials: Credentials | None,
+    checker: ObjectChecker | None,
+) -> SyncOutcome:
+    memo = RefMemo.load(path, ref)
+    if memo is not None:
+        outcome = _sync_by_name(settings, path, url, memo, credentials, checker)
+        if outcome is not None:
+            return outcome
+        RefMemo.forget(path)
+    outcome, remote = _resolve_and_fetch(settings, path, url, ref, credentials, checker)
+    if outcome.commit is not None and remote.full_name is not None:
+        RefMemo(
+            ref=ref,
+            name=outcome.ref,
+            # The default branch is fetched as the remote's HEAD, so a new default is
+            # followed at once (its name is refreshed when the memo expires).
+            source="HEAD" if not ref.strip() else remote.full_name,
+            commit=outcome.commit,
+            resolved_at=time.time(),
+        ).save(path)
+    return outcome
+
+
+def _resolve_and_fetch(
+    settings: Settings,
+    path: Path,
+    url: str,
+    ref: str,
+    credentials: Credentials | None,
+    checker: ObjectChecker | None,
+) -> tuple[SyncOutcome, RemoteRef]:
+    """Ask the remote what the ref is, then fetch that commit by id."""
+    remote = resolve_remote_ref(settings, url, ref, credentials)
+    if remote.oid is None:
+        return SyncOutcome(path=path, ref=remote.name, commit=None, fetched=False), remote
+    commit = peeled_commit(path, remote.oid, checker)
+    if commit is not None:
+        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=False), remote
+    try:
+        # By id: we get exactly what ls-remote saw, and the fetch itself pins it.
+        _fetch(settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials)
+    except ApplicationError as exc:
+        if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER) or not remote.full_name:
+            raise
+        # A server that refuses fetching by id (or a ref that moved meanwhile): by name.
+        _fetch(settings, path, url, remote.full_name, HEAD_REF, credentials)
+        commit = rev_parse_commit(settings, path, HEAD_REF)
+        keep_commit(settings, path, commit)
+        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
+    branch = remote.full_name == "HEAD" or (remote.full_name or "").startswith("refs/heads/")
+    # A branch names a commit; a tag or a given id may name a tag object: peel it.
+    commit = remote.oid if branch else peeled_commit(path, remote.oid, checker)
+    if commit is None:
+        raise git_error(GitErrorType.REF_NOT_FOUND, f"{ref or 'HEAD'} does not name a commit")
+    if commit != remote.oid:
+        keep_commit(settings, path, commit)
+    return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
+
+
+def sync_ref(
+    settings: Settings,
+    path: Path,
+    url: str,
+    ref: str,
+    credentials: Credentials | None = None,
+    checker: ObjectChecker | None = None,
+) -> SyncOutcome:
+    """Bring the ref's current commit into the cache at `path` (call under `cache_lock`).
+
+    The first sync clones (a shallow fetch into an empty cache), later ones fetch
+    only what is new; a damaged cache is rebuilt once and the sync retried.
+    """
+    prepare_cache(settings, path)
+    try:
+        return _sync_once(settings, path, url, ref, credentials, checker)
+    except CacheCorrupt as exc:
+        log.warning("git cache %s looks damaged (%s); rebuilding", path.name, exc)
+        if checker is not None:
+            checker.close()
+        rebuild_cache(settings, path)
+        try:
+            return _sync_once(settings, path, url, ref, credentials, checker)
+        except CacheCorrupt as again:
+            raise git_error(
+                GitErrorType.OTHER, f"git cache {path.name} is unusable: {again}"
+            ) from None
+
+
+# -- repository rows -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepoAccess:
+    """What git needs to reach one repository (the token decrypted, in memory only)."""
+
+    repository_id: str
+    url: str
+    ref: str
+    credentials: Credentials | None
+
+    def __repr__(self) -> str:
+        return f"RepoAccess({self.repository_id!r}, {self.url!r}, ref={self.ref!r})"
+
+
+def load_access(
+    settings: Settings, repository_id: str, session: Session | None = None
+) -> RepoAccess:
+    """Load a repository row and decrypt its token (RepositoryNotFound if it is not registered)."""
+    from models.tables import Repository
+    from treecast.config import resolve_secret_key
+    from treecast.crypto import Cipher
+    from treecast.db import session_scope
+
+    with contextlib.ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(session_scope(settings.database_url))
+        row = session.get(Repository, repository_id)
+        if row is None:
+            raise git_error(
+                GitErrorType.REPOSITORY_NOT_FOUND,
+                f"repository {repository_id} is not registered (removed meanwhile?)",
+            )
+        url, ref, token_encrypted = row.url, row.ref or "", row.token_encrypted
+    credentials = None
+    if token_encrypted:
+        credentials = Credentials(Cipher(resolve_secret_key(settings)).decrypt(token_encrypted))
+    return RepoAccess(repository_id=repository_id, url=url, ref=ref, credentials=credentials)
+
+
+def ensure_commit(settings: Settings, repository_id: str, commit: str) -> Path:
+    """The bare cache of `repository_id`, holding `commit` (fetched if this worker lacks it).
+
+    For delivery on any worker: the snapshot may have run elsewhere. The commit is
+    pinned by a ref, so reading blobs from the returned path without holding the
+    lock is safe (git's object store allows readers during fetches, and gc will
+    not prune a pinned commit). Raises RefNotFound when the remote no longer has it.
+    """
+    path = cache_path(settings, repository_id)
+    if looks_valid(path) and has_object(settings, path, commit):
+        return path
+    access = load_access(settings, repository_id)
+    with cache_lock(settings, repository_id):
+        prepare_cache(settings, path)
+        if not has_object(settings, path, commit):
+            try:
+                _fetch(settings, path, access.url, commit, KEEP_PREFIX + commit, access.credentials)
+            except ApplicationError as exc:
+                if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
+                    raise
+                # Servers that refuse fetching by id: fetch the watched ref and look again.
+                sync_ref(settings, path, access.url, access.ref, access.credentials)
+            except CacheCorrupt:
+                rebuild_cache(settings, path)
+                _fetch(settings, path, access.url, commit, KEEP_PREFIX + commit, access.credentials)
+            if not has_object(settings, path, commit):
+                raise git_error(
+                    GitErrorType.REF_NOT_FOUND,
+                    f"commit {commit} is no longer on the remote of {repository_id}",
+                ) from None
+        keep_commit(settings, path, commit)
+    return path
