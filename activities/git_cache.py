@@ -94,6 +94,7 @@ _CLASSIFIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "does not appear to be a git repository",
             "invalid gitfile format",  # a file:// URL naming a regular file
             "the requested url returned error: 404",
+            "the requested url returned error: 30",  # a redirect, refused with a token
             "not found",
             "no such repository",
             "project you were looking for could not be found",
@@ -145,7 +146,9 @@ _CORRUPTION = (
 # What a person should do about each kind of failure (errors say what to do in one line).
 _HINTS = {
     GitErrorType.AUTHENTICATION_FAILED: "the remote refused access; check the repository's token",
-    GitErrorType.REPOSITORY_NOT_FOUND: "the remote has no such repository; check its URL and token",
+    GitErrorType.REPOSITORY_NOT_FOUND: (
+        "the remote has no such repository (or redirected it); check its URL and token"
+    ),
     GitErrorType.REF_NOT_FOUND: "the remote has no such ref; check the watched ref",
     GitErrorType.NETWORK: "the remote could not be reached; it will be retried",
 }
@@ -205,9 +208,13 @@ def _git_env(credentials: Credentials | None) -> dict[str, str]:
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     if credentials is not None:
         # Config through the environment lives only as long as this one command.
-        env["GIT_CONFIG_COUNT"] = "1"
+        env["GIT_CONFIG_COUNT"] = "2"
         env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
         env["GIT_CONFIG_VALUE_0"] = credentials.header()
+        # git sends an extra header to wherever the remote redirects, another host
+        # included: with a token, a redirect is refused (the URL must be updated).
+        env["GIT_CONFIG_KEY_1"] = "http.followRedirects"
+        env["GIT_CONFIG_VALUE_1"] = "false"
     return env
 
 
@@ -284,9 +291,11 @@ def run_git(
     result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         text = redact(stderr.decode(errors="replace").strip(), secrets)
-        if cwd is not None and _looks_corrupt(text):
-            raise CacheCorrupt(text)
         error_type = classify_git_error(text)
+        # A connection cut mid-pack also makes index-pack complain: that is the network,
+        # not the cache, and throwing the cache away would not help.
+        if cwd is not None and _looks_corrupt(text) and error_type != GitErrorType.NETWORK:
+            raise CacheCorrupt(text)
         detail = " | ".join(line.strip() for line in text.splitlines() if line.strip())
         if len(detail) > 600:
             detail = detail[:600] + "…"

@@ -96,6 +96,14 @@ def resolve_remote_ref(
             (left[len("ref: ") :] for left, right in rows if left.startswith("ref: ")), None
         )
         oid = next((left for left, right in rows if right == "HEAD" and is_object_id(left)), None)
+        if oid is None and _ls_remote(settings, url, credentials, []):
+            # HEAD names a branch that does not exist while others do. Syncing that as an
+            # empty repository would delete every file at every app: refuse instead.
+            raise git_error(
+                GitErrorType.REF_NOT_FOUND,
+                "the remote's HEAD names no existing branch (its default branch is gone?); "
+                "set the repository's ref to one of its branches",
+            )
         if symref is None:
             # A detached remote HEAD still names a commit; no rows at all means no commits.
             return RemoteRef(name="HEAD", full_name="HEAD" if oid else None, oid=oid)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 HTTP_BACKEND = (
     Path(
@@ -29,10 +30,21 @@ class GitHttpServer:
     `auth_headers` so a test can check what git actually sent.
     """
 
-    def __init__(self, root: Path, token: str | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        token: str | None,
+        *,
+        redirect_to: str | None = None,
+        truncate_packs: bool = False,
+    ) -> None:
         self.root = root
         self.token = token
         self.auth_headers: list[str] = []
+        # Every request answered with a 301 to this base URL (another server).
+        self.redirect_to = redirect_to
+        # Packs cut off half-way, as a dropped connection would.
+        self.truncate_packs = truncate_packs
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +63,13 @@ class GitHttpServer:
                 return user_pass.partition(":")[2] == server.token
 
             def _serve(self) -> None:
+                if server.redirect_to is not None:
+                    server.auth_headers.extend(self.headers.get_all("Authorization") or [])
+                    self.send_response(301)
+                    self.send_header("Location", server.redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if not self._authorised():
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -93,6 +112,10 @@ class GitHttpServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
+                if server.truncate_packs and b"want " in body:  # a fetch, not a listing
+                    self.wfile.write(content[: len(content) // 2])
+                    self.close_connection = True
+                    return
                 self.wfile.write(content)
 
             do_GET = _serve
@@ -108,9 +131,9 @@ class GitHttpServer:
 
 
 @contextmanager
-def git_http_server(root: Path, token: str | None) -> Iterator[GitHttpServer]:
+def git_http_server(root: Path, token: str | None, **options: Any) -> Iterator[GitHttpServer]:
     """A running `GitHttpServer` for the duration of the block."""
-    server = GitHttpServer(root, token)
+    server = GitHttpServer(root, token, **options)
     server.thread.start()
     try:
         yield server

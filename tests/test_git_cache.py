@@ -187,6 +187,38 @@ def test_bad_token_error_never_carries_the_token(
     _assert_token_absent(settings, str(err) + repr(err.details) + caplog.text)
 
 
+def test_a_redirect_never_takes_the_token_to_another_host(
+    settings: Settings, repo: WorkRepo
+) -> None:
+    head = git(repo.work, "rev-parse", "HEAD")
+    with git_http_server(repo.remote.parent, None) as elsewhere:
+        moved_to = f"http://localhost:{elsewhere.port}"
+        with git_http_server(repo.remote.parent, None, redirect_to=moved_to) as front:
+            url = front.url("remote.git")
+            err = git_failure(settings, url, credentials=Credentials(TOKEN))
+            assert err.type == GitErrorType.REPOSITORY_NOT_FOUND and err.non_retryable
+            assert "301" in err.message and TOKEN not in str(err)
+            assert elsewhere.auth_headers == []  # the token never left for the other host
+            # Without a token there is nothing to leak: a moved public repository is followed.
+            assert sync(settings, url)[0] == head
+
+
+def test_a_connection_cut_mid_fetch_is_retryable_and_keeps_the_cache(
+    settings: Settings, repo: WorkRepo
+) -> None:
+    with git_http_server(repo.remote.parent, None) as server:
+        first, _, _ = sync(settings, server.url("remote.git"))
+    repo.write("docs/a.md", "changed\n")
+    repo.commit("second")
+    with git_http_server(repo.remote.parent, None, truncate_packs=True) as cutting:
+        err = git_failure(settings, cutting.url("remote.git"))
+    assert err.type == GitErrorType.NETWORK and not err.non_retryable
+    # Not mistaken for a damaged cache: nothing was thrown away (pins, remembered ref).
+    path = cache_path(settings, "repo_t")
+    assert first is not None and has_object(settings, path, first)
+    assert (path / MEMO_FILE).exists()
+
+
 def test_silent_server_times_out_and_is_retryable(settings: Settings) -> None:
     quick = replace(settings, git_timeout_seconds=1.0)
     with silent_server() as port:
@@ -448,3 +480,18 @@ def test_a_branch_replaced_by_a_tag_is_resolved_again(settings: Settings, repo: 
     git(repo.remote, "tag", "-d", "x")
     err = git_failure(settings, repo.url, ref="x")
     assert err.type == GitErrorType.REF_NOT_FOUND and err.non_retryable
+
+
+def test_a_default_branch_that_does_not_exist_is_refused_not_emptied(
+    settings: Settings, repo: WorkRepo
+) -> None:
+    head, _, _ = sync(settings, repo.url)
+    # The remote's HEAD now names a branch nobody pushed, while `main` still exists:
+    # syncing it as an empty repository would delete every file at every app.
+    git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/master")
+    err = git_failure(settings, repo.url)
+    assert err.type == GitErrorType.REF_NOT_FOUND and "no existing branch" in err.message
+    fresh = replace(settings, data_dir=settings.data_dir / "fresh")
+    assert git_failure(fresh, repo.url).type == GitErrorType.REF_NOT_FOUND
+    git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/main")
+    assert sync(settings, repo.url)[0] == head
