@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.git_objects import ObjectChecker, batch_check, is_object_id
 from models.git import GitErrorType
@@ -51,9 +51,16 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 def git_error(error_type: str, message: str) -> ApplicationError:
-    """An ApplicationError of a `GitErrorType`, non-retryable where retrying cannot help."""
+    """An ApplicationError of a `GitErrorType`, non-retryable where retrying cannot help.
+
+    Benign: an unreachable or misconfigured remote is expected, so the SDK logs it at
+    DEBUG instead of a warning with a traceback; the snapshot activity logs one line.
+    """
     return ApplicationError(
-        message, type=error_type, non_retryable=error_type in GitErrorType.NON_RETRYABLE
+        message,
+        type=error_type,
+        non_retryable=error_type in GitErrorType.NON_RETRYABLE,
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 

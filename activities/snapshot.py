@@ -141,13 +141,18 @@ class GitActivities:
         secrets: list[str] = []  # filled once the token is decrypted
         try:
             return self._snapshot(input.repository_id, secrets)
-        except ApplicationError:
-            raise  # already classified and redacted by run_git
+        except ApplicationError as err:
+            failure = err  # already classified and redacted by run_git
         except Exception as exc:
-            raise git_error(
+            failure = git_error(
                 GitErrorType.OTHER,
                 redact(f"snapshot of {input.repository_id} failed: {exc}", secrets),
-            ) from None
+            )
+        # One line per failed sync (the error is benign, so the SDK adds no traceback).
+        activity.logger.warning(
+            "sync of %s failed: %s: %s", input.repository_id, failure.type, failure.message
+        )
+        raise failure from None
 
     def _snapshot(self, repository_id: str, secrets: list[str]) -> SnapshotResult:
         settings = self.settings

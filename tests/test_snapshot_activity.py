@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import col, select
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 import activities.git_cache as git_cache
@@ -130,6 +130,20 @@ def test_ref_not_found_is_not_retryable(settings: Settings, repo: WorkRepo) -> N
     register(settings, repo.url, ref="release")
     err = failure(settings)
     assert err.type == GitErrorType.REF_NOT_FOUND and err.non_retryable
+
+
+def test_a_failed_sync_is_one_warning_line_without_a_traceback(
+    settings: Settings, repo: WorkRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    register(settings, repo.url, ref="no-such-branch")
+    caplog.set_level(logging.INFO)
+    err = failure(settings)
+    assert err.category == ApplicationErrorCategory.BENIGN  # the SDK logs it at DEBUG only
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    line = warnings[0].getMessage()
+    assert "repo_s" in line and GitErrorType.REF_NOT_FOUND in line and "\n" not in line
+    assert warnings[0].exc_info is None
 
 
 def test_tokens_stay_secret(
