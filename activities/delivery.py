@@ -4,9 +4,11 @@ Changes come from `activities.changes.compute_changes` (deletes, creates,
 updates, each by path) and are sent one request at a time. After every 2xx the
 ledger row is written in its own transaction, so a retried or restarted
 activity recomputes the changes, finds the acknowledged files already in the
-ledger and resumes after them. A chunked file's progress lives in the
-heartbeat details, so a retry can resume after its last acknowledged chunk;
-webhook ids are stable across retries, so anything re-sent anyway is a
+ledger and resumes after them. A chunked file's progress (`ChunkResume`) lives
+in the heartbeat details, together with the try's counts; a failed try carries
+both in its error's details, and DeliverFiles passes the position to the app's
+next try (`DeliverInput.resume`), which resumes at the first unacknowledged
+chunk. Webhook ids are stable across retries, so anything re-sent anyway is a
 duplicate the receiver can drop.
 
 File bytes are streamed from git: a file above the chunk threshold is read
@@ -20,21 +22,22 @@ import contextvars
 import hashlib
 import threading
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict
 from typing import Any
 
 import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities import payloads
 from activities.http_client import PostOutcome, make_client
 from activities.notices import NoticeActivities
 from activities.payloads import ChunkPlan, ContentProbe, Event
-from activities.signing import stable_digest, webhook_id
+from activities.signing import redaction_terms, stable_digest, webhook_id
 from activities.watchers import (
     AppTarget,
     LedgerWriter,
@@ -44,10 +47,17 @@ from activities.watchers import (
     record_attempt,
 )
 from models.changes import ChangeKind, FileChange
-from models.delivery import AcknowledgedCounts, DeliverInput, DeliverResult, DeliveryErrorType
+from models.delivery import (
+    AcknowledgedCounts,
+    ChunkResume,
+    DeliverInput,
+    DeliverResult,
+    DeliveryErrorType,
+)
 from models.tables import Watch, WatchStatus, new_generation, utcnow
 from treecast import metrics
 from treecast.db import session_scope
+from treecast.redact import redact
 
 REMOVED = "removed"  # DeliverResult.status when the app or watch no longer exists
 HEARTBEAT_EVERY_SECONDS = 1.0  # between files; every chunk heartbeats regardless
@@ -57,31 +67,6 @@ _READ_PIECE = 1 << 20  # bytes per read while hashing a large blob
 
 class _Gone(Exception):
     """The app answered 410: stop this run successfully with the watch disabled."""
-
-
-@dataclass
-class _Resume:
-    """Where a chunked file stood when the previous attempt last heartbeated."""
-
-    path: str
-    blob_id: str
-    generation: str
-    next_chunk: int
-
-    @classmethod
-    def from_details(cls, details: Iterable[Any]) -> _Resume | None:
-        for item in reversed(list(details)):
-            if isinstance(item, dict) and isinstance(item.get("next_chunk"), int):
-                try:
-                    return cls(
-                        path=str(item["path"]),
-                        blob_id=str(item["blob_id"]),
-                        generation=str(item["generation"]),
-                        next_chunk=int(item["next_chunk"]),
-                    )
-                except KeyError:
-                    return None
-        return None
 
 
 def _exact_pieces(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
@@ -141,14 +126,19 @@ class DeliveryActivities(NoticeActivities):
         """Deliver one app's changes for one repository at `input.commit`, resumably.
 
         Returns status `synced`, `disabled` (the app answered 410, or the watch was
-        already disabled) or `removed` (app or watch gone). Other failures raise a
-        retryable ApplicationError whose type is a DeliveryErrorType, after counting
-        the attempt on the watch.
+        already disabled) or `removed` (app or watch gone). A refused or failed
+        request raises a retryable ApplicationError whose type is a DeliveryErrorType,
+        after counting the attempt on the watch; any other exception becomes a
+        retryable ApplicationError typed with its class name. Either way the error's
+        details are the try's `AcknowledgedCounts` and its latest heartbeat details
+        (with the chunk position to resume at, if any).
         """
         run = _Run(self, input)
         try:
             with _HeartbeatPump(run):
                 result = run.run()
+        except CancelledError:
+            raise  # Temporal's own (cancel, heartbeat failure, shutdown): never rewrapped
         except ApplicationError as error:
             activity.logger.warning(
                 "delivery of %s to %s failed after %d files: %s",
@@ -157,19 +147,28 @@ class DeliveryActivities(NoticeActivities):
                 run.done,
                 error.type,
             )
-            # The files this try did deliver travel with the failure, so the pass
-            # that retries can still count them (`AcknowledgedCounts`).
-            raise ApplicationError(
+            raise run.failure(
                 error.message,
-                AcknowledgedCounts(
-                    created=run.result.created,
-                    updated=run.result.updated,
-                    deleted=run.result.deleted,
-                ),
                 type=error.type,
                 non_retryable=error.non_retryable,
                 next_retry_delay=error.next_retry_delay,
             ) from None
+        except Exception as error:
+            # Anything else (a database or git hiccup, a bug) fails the try the same
+            # way, retryable, so its counts and chunk position are not lost; its text is
+            # redacted before it reaches the log or Temporal's history.
+            error_type = type(error).__name__
+            secrets = run.secrets()
+            message = redact(str(error).strip() or error_type, secrets)
+            activity.logger.warning(
+                "delivery of %s to %s failed after %d files: %s\n%s",
+                input.repository_id,
+                input.app_id,
+                run.done,
+                error_type,
+                redact("".join(traceback.format_exception(error)).rstrip(), secrets),
+            )
+            raise run.failure(message, type=error_type) from None
         activity.logger.info(
             "delivered %s at %s to %s: %s, %d created, %d updated, %d deleted",
             input.repository_id,
@@ -197,11 +196,32 @@ class _Run:
         self.result = DeliverResult(app_id=input.app_id, status=WatchStatus.SYNCING)
         self.attempts_since_prune = 0
         self.last_beat = time.monotonic()
-        self.details: dict[str, Any] = {"done": 0, "total": 0}  # the latest heartbeat
         self.done = 0
         self.total = 0
-        self.resume: _Resume | None = None
+        # Where a previous try left a chunked file: a retry of this same activity has
+        # it in its heartbeat details, a new try from DeliverFiles in its input. It
+        # stays in the heartbeats until the first chunked file has used it.
+        self.resume: ChunkResume | None = (
+            ChunkResume.from_details(activity.info().heartbeat_details) or input.resume
+        )
+        self.details: dict[str, Any] = self._details()  # the latest heartbeat
         self.pending: Future[None] | None = None
+
+    def secrets(self) -> list[str]:
+        """The app's secrets in every form that could show up in text (none before loading)."""
+        target = getattr(self, "target", None)
+        return redaction_terms(target.secrets) if target is not None else []
+
+    def failure(self, message: str, **kwargs: Any) -> ApplicationError:
+        """The try's error: what it delivered and its latest heartbeat travel with it.
+
+        The counts let the pass add up what this try did deliver; the heartbeat holds
+        the chunk position the app's next try resumes at (`ChunkResume`).
+        """
+        counts = AcknowledgedCounts(
+            created=self.result.created, updated=self.result.updated, deleted=self.result.deleted
+        )
+        return ApplicationError(message, counts, dict(self.details), **kwargs)
 
     # -- entry ----------------------------------------------------------------------
 
@@ -229,7 +249,6 @@ class _Run:
                 self.settings, session, app_id, repository_id, self.input.commit
             )
         self.total = len(changes)
-        self.resume = _Resume.from_details(activity.info().heartbeat_details)
         self._beat(force=True)
         try:
             self._deliver_all(changes)
@@ -306,10 +325,23 @@ class _Run:
 
     # -- heartbeats -----------------------------------------------------------------
 
-    def _beat(self, *, force: bool = False, chunk: dict[str, Any] | None = None) -> None:
-        details: dict[str, Any] = {"done": self.done, "total": self.total}
+    def _details(self, chunk: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Progress ("N of M files"), the files acknowledged so far, and a chunk position."""
+        details: dict[str, Any] = {
+            "done": self.done,
+            "total": self.total,
+            "created": self.result.created,
+            "updated": self.result.updated,
+            "deleted": self.result.deleted,
+        }
         if chunk is not None:
             details.update(chunk)
+        elif self.resume is not None:
+            details.update(asdict(self.resume))  # not used yet: still the place to resume
+        return details
+
+    def _beat(self, *, force: bool = False, chunk: dict[str, Any] | None = None) -> None:
+        details = self._details(chunk)
         # Always the latest, so the pump never repeats a stale count.
         self.details = details
         now = time.monotonic()

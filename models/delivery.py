@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -33,12 +33,49 @@ class WatchersResult:
 
 
 @dataclass
+class ChunkResume:
+    """Where a chunked file stood: the first chunk the app has not acknowledged yet.
+
+    `deliver_changes` heartbeats it while it sends a chunked file, and a failed try
+    carries it in its error's details; DeliverFiles hands it to the app's next try in
+    the same pass (`DeliverInput.resume`). The activity uses it only for the same
+    path, git blob and ledger generation, so a stale one just means chunk 0.
+    """
+
+    path: str
+    blob_id: str
+    generation: str
+    next_chunk: int
+
+    @staticmethod
+    def from_details(details: Iterable[object]) -> ChunkResume | None:
+        """The latest position in heartbeat or error details (dicts once decoded), if any."""
+        for item in reversed(list(details)):
+            if isinstance(item, ChunkResume):
+                return item
+            if isinstance(item, dict) and isinstance(item.get("next_chunk"), int):
+                try:
+                    return ChunkResume(
+                        path=str(item["path"]),
+                        blob_id=str(item["blob_id"]),
+                        generation=str(item["generation"]),
+                        next_chunk=int(item["next_chunk"]),
+                    )
+                except KeyError:
+                    return None
+        return None
+
+
+@dataclass
 class DeliverInput:
     """Deliver one app's changes for one repository at `commit` (None: empty repository)."""
 
     app_id: str
     repository_id: str
     commit: str | None
+    # A previous try's position in a chunked file of this commit; the activity's own
+    # heartbeat details (a retry of the same activity) take precedence.
+    resume: ChunkResume | None = None
 
 
 @dataclass
@@ -62,7 +99,11 @@ class DeliverResult:
 
 @dataclass
 class AcknowledgedCounts:
-    """Files a failed `deliver_changes` try had delivered: the details of its error."""
+    """Files a failed `deliver_changes` try had delivered.
+
+    The first of its error's details; its heartbeat details carry the same counts, so
+    a try that timed out (killed worker) reports them too.
+    """
 
     created: int = 0
     updated: int = 0
@@ -70,7 +111,7 @@ class AcknowledgedCounts:
 
     @staticmethod
     def from_details(details: Sequence[object]) -> AcknowledgedCounts:
-        """Read them back from an ApplicationError's details (a dict once decoded)."""
+        """Read them back from error or heartbeat details (a dict once decoded)."""
         first = details[0] if details else None
         if isinstance(first, AcknowledgedCounts):
             return first

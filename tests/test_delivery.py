@@ -21,6 +21,7 @@ from activities.watchers import WatchActivities, count_ledger, forget_ledger
 from examples.receiver import Received, Receiver
 from models.delivery import (
     AcknowledgedCounts,
+    ChunkResume,
     DeliverInput,
     DeliverResult,
     DeliveryErrorType,
@@ -57,12 +58,15 @@ class Run:
             self.settings, self.base_url, self.secrets, self.repo.url
         )
 
-    def deliver(self, commit: str | None, *, resume_from: Any = None) -> DeliverResult:
+    def deliver(
+        self, commit: str | None, *, resume_from: Any = None, resume: ChunkResume | None = None
+    ) -> DeliverResult:
+        """One try; `resume_from` as a retry's heartbeat details, `resume` as DeliverFiles'."""
         if resume_from is not None:
             self.env.info = dataclasses.replace(self.env.info, heartbeat_details=[resume_from])
         result = self.env.run(
             DeliveryActivities(self.settings).deliver_changes,
-            DeliverInput(self.app_id, self.repository_id, commit),
+            DeliverInput(self.app_id, self.repository_id, commit, resume=resume),
         )
         assert isinstance(result, DeliverResult)
         return result
@@ -246,12 +250,15 @@ def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(
     commit = run.repo.commit()
     run.register()
     receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
-    with pytest.raises(ApplicationError):
+    with pytest.raises(ApplicationError) as failure:
         run.deliver(commit)
     assert run.ledger() == {}  # the ledger waits for the last chunk
     failed_id = receiver.requests[-1].webhook_id
     last = run.beats[-1]
     assert last["next_chunk"] == 5 and last["path"] == "big.bin"
+    # The failure carries the same position, for a new try started by DeliverFiles.
+    counts, beat = failure.value.details
+    assert counts == AcknowledgedCounts() and beat == last
 
     receiver.requests.clear()
     run.deliver(commit, resume_from=last)
@@ -259,6 +266,50 @@ def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(
     assert receiver.requests[0].webhook_id == failed_id
     assert receiver.files() == run.repo.files_at(commit)
     assert run.ledger() == {"big.bin": sha(BINARY)}
+
+
+def test_a_new_try_resumes_at_the_position_in_its_input(
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # DeliverFiles starts every try as a new activity (no heartbeat details): the
+    # position comes in DeliverInput.resume. A try that fails before reaching the
+    # chunked file (here with an unexpected exception) passes the unused position on.
+    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+    run.repo.write("a.txt", "a")
+    run.repo.write("big.bin", BINARY)
+    commit = run.repo.commit()
+    run.register()
+    receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
+    with pytest.raises(ApplicationError) as failure:
+        run.deliver(commit)
+    resume = ChunkResume.from_details(failure.value.details)
+    assert resume is not None and (resume.path, resume.next_chunk) == ("big.bin", 5)
+    assert failure.value.details[0] == AcknowledgedCounts(created=1)  # a.txt
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"lost https://user:pw@db.example/ while signing with {run.secrets[0]}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("activities.payloads.plan_chunks", broken)
+        with pytest.raises(ApplicationError) as failure:
+            run.deliver(commit, resume=resume)
+    error = failure.value
+    assert (error.type, error.non_retryable) == ("RuntimeError", False)
+    assert "https://***@db.example/" in error.message and run.secrets[0] not in error.message
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError" in logged and "user:pw" not in logged and run.secrets[0] not in logged
+    assert error.details[0] == AcknowledgedCounts()
+    assert ChunkResume.from_details(error.details) == resume  # not used, so still standing
+
+    receiver.requests.clear()
+    run.deliver(commit, resume=resume)
+    assert [r.chunk_index for r in receiver.requests] == list(range(5, 14))
+    assert receiver.files() == run.repo.files_at(commit)
 
 
 def test_a_receiver_that_lost_its_chunks_gets_the_file_again(
@@ -342,8 +393,11 @@ def test_resume_after_failure_never_resends_acknowledged_files(run: Run) -> None
     assert failure.value.type == DeliveryErrorType.HTTP_STATUS
     assert not failure.value.non_retryable
     assert set(run.ledger()) == {"a.txt", "b.txt"}
-    # What this try did deliver travels with the failure, for the pass's totals.
-    assert failure.value.details == (AcknowledgedCounts(created=2),)
+    # What this try did deliver travels with the failure, for the pass's totals; so
+    # does its latest heartbeat, with the same counts (no chunk position here).
+    counts, beat = failure.value.details
+    assert counts == AcknowledgedCounts(created=2)
+    assert beat == {"done": 2, "total": 5, "created": 2, "updated": 0, "deleted": 0}
     watch = run.watch()
     assert watch.status == WatchStatus.SYNCING and watch.retry_count == 1
     assert watch.last_error == "create c.txt: the app answered HTTP 500"
