@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner
 
-from models.delivery import DeliveryErrorType
+import worker
+from examples.receiver import Receiver
+from models.delivery import ChunkResume, DeliverInput, DeliverResult, DeliveryErrorType
 from models.sync import (
     DeliverFilesInput,
     NewCommit,
@@ -18,6 +26,8 @@ from models.sync import (
     deliver_workflow_id,
     sync_workflow_id,
 )
+from tests.gitrepos import WorkRepo
+from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from tests.temporal_env import (
     FakeTreecast,
     eventually,
@@ -27,6 +37,8 @@ from tests.temporal_env import (
     start_time_skipping,
     treecast_worker,
 )
+from treecast.config import Settings
+from workflows import deliver_files
 from workflows.deliver_files import DeliverFiles
 from workflows.sync_repository import SyncRepository
 
@@ -216,3 +228,86 @@ async def test_a_newer_commit_cuts_a_failing_apps_retries_short(env: WorkflowEnv
     # the first pass gave up on app-a early; the second gave it one try (it failed before)
     assert fake.deliver_attempts["app-a"] < 5 + 1
     assert [f.app_id for f in fake.recorded_failures] == ["app-a", "app-a"]
+
+
+async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    # The real activities against the example receiver, small chunks: the app refuses
+    # chunk 5 of big.bin once. Every try is its own activity (apps take turns), so the
+    # position reaches the next try through the failure and DeliverInput.resume.
+    settings = replace(
+        settings,
+        chunk_threshold_bytes=4096,
+        chunk_size_bytes=1024,
+        task_queue=new_task_queue(),
+    )
+    repo = WorkRepo(tmp_path / "repo")
+    repo.write("a.txt", "a\n")
+    repo.write("big.bin", bytes(range(256)) * 40)  # 10 KiB: 14 chunks
+    commit = repo.commit()
+    app_id, repository_id = register(settings, receiver.url, [receiver_secret], repo.url)
+    receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
+    with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
+        async with worker.build_worker(env.client, settings, executor):
+            handle = await env.client.start_workflow(
+                DeliverFiles.run,
+                DeliverFilesInput(repository_id=repository_id, commit=commit, app_ids=[app_id]),
+                id=deliver_workflow_id(repository_id),
+                task_queue=settings.task_queue,
+            )
+            result = await handle.result()
+    [outcome] = result.passes[0].apps
+    assert (outcome.status, outcome.error_type) == ("synced", None)
+    # a.txt came with the failed try, big.bin with the second: both count
+    assert (outcome.created, outcome.updated, outcome.deleted) == (2, 0, 0)
+    chunks = [(r.chunk_index, r.status) for r in receiver.requests if r.path == "big.bin"]
+    assert chunks == [(i, 200) for i in range(5)] + [(5, 500)] + [(i, 200) for i in range(5, 14)]
+    assert [r.path for r in receiver.requests].count("a.txt") == 1
+    assert receiver.files() == repo.files_at(commit)
+    await save_history(handle, "deliver_chunk_resume")
+
+
+async def test_a_timed_out_try_counts_its_files_and_the_next_resumes_where_it_stopped(
+    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A killed worker: the try heartbeats its counts and chunk position, then goes
+    # silent. Its TimeoutError's last heartbeat is all the workflow learns of it.
+    monkeypatch.setattr(deliver_files, "DELIVER_HEARTBEAT", timedelta(seconds=1))
+    position = ChunkResume(path="big.bin", blob_id="b1", generation="g1", next_chunk=4)
+    tries: list[DeliverInput] = []
+
+    @activity.defn(name="deliver_changes")
+    async def deliver_changes(input: DeliverInput) -> DeliverResult:
+        tries.append(input)
+        if len(tries) == 1:
+            counts = {"created": 2, "updated": 1, "deleted": 0}
+            activity.heartbeat({"done": 3, "total": 5, **counts, **asdict(position)})
+            await asyncio.sleep(30)  # "killed": no more heartbeats
+        return DeliverResult(app_id=input.app_id, status="synced", updated=2)
+
+    fake = FakeTreecast(apps=["app-a"])
+    others = [a for a in fake.activities() if a.__name__ != "deliver_changes"]
+    queue = new_task_queue()
+    # Unsandboxed, so the shortened heartbeat timeout above is the workflow's.
+    async with treecast_worker(
+        env.client,
+        queue,
+        [*others, deliver_changes],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        graceful_shutdown_timeout=timedelta(0),
+    ):
+        result = await env.client.execute_workflow(
+            DeliverFiles.run,
+            DeliverFilesInput(repository_id="repo-k", commit="c1", app_ids=["app-a"]),
+            id=deliver_workflow_id("repo-k"),
+            task_queue=queue,
+        )
+    [outcome] = result.passes[0].apps
+    assert outcome.status == "synced"
+    assert (outcome.created, outcome.updated, outcome.deleted) == (2, 1 + 2, 0)
+    assert [t.resume for t in tries] == [None, position]

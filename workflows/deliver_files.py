@@ -17,10 +17,12 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from models.delivery import (
         AcknowledgedCounts,
+        ChunkResume,
         DeliverInput,
         DeliverResult,
         DeliveryErrorType,
@@ -103,6 +105,9 @@ class DeliverFiles:
         # Files that failed tries in the running pass had delivered, per app; they
         # count in the app's outcome when it has one.
         self._earlier: dict[str, AcknowledgedCounts] = {}
+        # Where an app's failed try left a chunked file, and for which commit: its next
+        # try in the pass resumes there instead of at chunk 0.
+        self._resume: dict[str, tuple[str | None, ChunkResume]] = {}
 
     @workflow.signal(name="new_commit")
     def new_commit(self, update: NewCommit) -> None:
@@ -297,24 +302,23 @@ class DeliverFiles:
         try:
             result: DeliverResult = await workflow.execute_activity(
                 "deliver_changes",
-                DeliverInput(app_id=app_id, repository_id=self._repository_id, commit=commit),
+                DeliverInput(
+                    app_id=app_id,
+                    repository_id=self._repository_id,
+                    commit=commit,
+                    resume=self._resume_at(app_id, commit),
+                ),
                 result_type=DeliverResult,
                 start_to_close_timeout=DELIVER_TIMEOUT,
                 heartbeat_timeout=DELIVER_HEARTBEAT,
                 retry_policy=policy,
                 summary=f"deliver {self._repository_id} at {short} to app {app_id}",
             )
+            self._resume.pop(app_id, None)
             return self._counting_earlier(AppOutcome.from_result(result))
         except ActivityError as err:
             error_type, message = failure_of(err)
-            if isinstance(err.cause, ApplicationError):
-                tried = AcknowledgedCounts.from_details(err.cause.details)
-                sum_up = self._earlier.get(app_id, AcknowledgedCounts())
-                self._earlier[app_id] = AcknowledgedCounts(
-                    created=sum_up.created + tried.created,
-                    updated=sum_up.updated + tried.updated,
-                    deleted=sum_up.deleted + tried.deleted,
-                )
+            self._note_failed_try(app_id, commit, err.cause)
             delay = err.cause.next_retry_delay if isinstance(err.cause, ApplicationError) else None
             if retry_later and delay is not None:
                 # 429/503 with Retry-After: the app's later tries wait as it asked.
@@ -327,9 +331,47 @@ class DeliverFiles:
             return failed
         return await self._record_failure(app_id, error_type, message)
 
+    def _resume_at(self, app_id: str, commit: str | None) -> ChunkResume | None:
+        """Where the app's previous try in this pass left a chunked file of `commit`."""
+        kept = self._resume.get(app_id)
+        return kept[1] if kept is not None and kept[0] == commit else None
+
+    def _note_failed_try(
+        self, app_id: str, commit: str | None, cause: BaseException | None
+    ) -> None:
+        """Keep what a failed try delivered (for the totals) and where it left off.
+
+        A `deliver_changes` error carries its counts and its latest heartbeat in its
+        details; a try that timed out (a killed worker) leaves the same heartbeat in
+        `last_heartbeat_details`. Anything else (a cancellation) tells nothing.
+        """
+        if isinstance(cause, ApplicationError):
+            details = cause.details
+        elif isinstance(cause, ActivityTimeoutError):
+            details = cause.last_heartbeat_details
+        else:
+            return
+        if not details:
+            return  # no word from the try (it died before its first heartbeat)
+        tried = AcknowledgedCounts.from_details(details)
+        sum_up = self._earlier.get(app_id, AcknowledgedCounts())
+        self._earlier[app_id] = AcknowledgedCounts(
+            created=sum_up.created + tried.created,
+            updated=sum_up.updated + tried.updated,
+            deleted=sum_up.deleted + tried.deleted,
+        )
+        # The try's heartbeat carries a position until a chunked file has used it, so
+        # one without a position means the next try starts its files afresh.
+        resume = ChunkResume.from_details(details)
+        if resume is None:
+            self._resume.pop(app_id, None)
+        else:
+            self._resume[app_id] = (commit, resume)
+
     async def _record_failure(self, app_id: str, error_type: str, message: str) -> AppOutcome:
         """Record a failed delivery on the app's watch (one app's failure stops no other)."""
         self._first_failures.pop(app_id, None)
+        self._resume.pop(app_id, None)  # the next pass starts the file afresh
         if error_type not in _NOT_RECORDED:
             await workflow.execute_activity(
                 "record_delivery_failure",
