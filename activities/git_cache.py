@@ -153,9 +153,7 @@ _CORRUPTION = (
 # What a person should do about each kind of failure (errors say what to do in one line).
 _HINTS = {
     GitErrorType.AUTHENTICATION_FAILED: "the remote refused access; check the repository's token",
-    GitErrorType.REPOSITORY_NOT_FOUND: (
-        "the remote has no such repository (or redirected it); check its URL and token"
-    ),
+    GitErrorType.REPOSITORY_NOT_FOUND: "the remote has no such repository; check its URL and token",
     GitErrorType.REF_NOT_FOUND: "the remote has no such ref; check the watched ref",
     GitErrorType.NETWORK: "the remote could not be reached; it will be retried",
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 GIT_ENV = {
@@ -62,23 +64,19 @@ class WorkRepo:
         return git(self.work, "rev-parse", "HEAD")
 
     def files_at(self, commit: str) -> dict[str, bytes]:
-        """Every regular file of `commit` with its bytes (what a mirror must equal)."""
-        listing = subprocess.run(
-            ["git", "ls-tree", "-r", "-z", commit], cwd=self.work, check=True, capture_output=True
+        """Every regular file of `git archive` of `commit`, with its bytes: what a mirror
+        must equal (symlinks, which Treecast skips, are left out)."""
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit],
+            cwd=self.work,
+            check=True,
+            capture_output=True,
         ).stdout
         files: dict[str, bytes] = {}
-        for entry in listing.split(b"\0"):
-            if not entry:
-                continue
-            meta, path = entry.split(b"\t", 1)
-            mode, kind, blob = meta.split()
-            if kind != b"blob" or mode == b"120000":
-                continue
-            data = subprocess.run(
-                ["git", "cat-file", "blob", blob.decode()],
-                cwd=self.work,
-                check=True,
-                capture_output=True,
-            ).stdout
-            files[path.decode()] = data
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member in tar:
+                if member.isfile():
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    files[member.name] = extracted.read()
         return files
