@@ -196,6 +196,7 @@ async def test_a_retry_after_from_the_first_try_is_honoured_after_the_other_apps
     first, second = fake.deliver_scheduled["app-a"]
     assert (second - first).total_seconds() >= 120
     assert fake.deliver_scheduled["app-b"][0] < second
+    await save_history(handle, "deliver_retry_after")
 
 
 async def test_a_newer_commit_cuts_a_failing_apps_retries_short(env: WorkflowEnvironment) -> None:
@@ -228,6 +229,7 @@ async def test_a_newer_commit_cuts_a_failing_apps_retries_short(env: WorkflowEnv
     # the first pass gave up on app-a early; the second gave it one try (it failed before)
     assert fake.deliver_attempts["app-a"] < 5 + 1
     assert [f.app_id for f in fake.recorded_failures] == ["app-a", "app-a"]
+    await save_history(handle, "deliver_cut_short")
 
 
 async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(

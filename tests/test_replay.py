@@ -25,7 +25,16 @@ pytestmark = pytest.mark.timeout(60)
 
 EXPECTED = {
     "SyncRepository": {"sync_breaker", "sync_signals", "sync_can_first_run"},
-    "DeliverFiles": {"deliver_failures", "deliver_newer_commit", "deliver_orphaned"},
+    # deliver_failures, _newer_commit and _orphaned predate "apps take turns" (the
+    # unpatched path); the others take turns, with a failing app.
+    "DeliverFiles": {
+        "deliver_failures",
+        "deliver_newer_commit",
+        "deliver_orphaned",
+        "deliver_retry_after",
+        "deliver_cut_short",
+        "deliver_chunk_resume",
+    },
     "NotifyBreaker": {"notify_dead_app"},
 }
 
