@@ -19,6 +19,7 @@ from treecast import cli_format
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
+from treecast.process_exit import run_and_exit
 from treecast.registry import UserError, shown
 
 EXIT_FAILED = 1
@@ -562,4 +563,5 @@ def _fail(message: str, code: int, as_json: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Not sys.exit: Python's shutdown can abort after Temporal was used (see process_exit).
+    run_and_exit(main)

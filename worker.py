@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from treecast import metrics
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
 from treecast.db import engine_for
+from treecast.process_exit import run_and_exit
 
 log = logging.getLogger("treecast.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)  # at most one heartbeat a second per activity
@@ -142,4 +143,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Not sys.exit: Python's shutdown can abort after Temporal was used (see process_exit).
+    run_and_exit(main)

@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
 
-def test_worker_dev_registers_search_attributes_and_cleans_up(tmp_path: Path) -> None:
+# SIGTERM is what `docker compose stop` sends; SIGINT is Ctrl-C.
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_worker_dev_registers_search_attributes_and_cleans_up(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -70,8 +74,10 @@ def test_worker_dev_registers_search_attributes_and_cleans_up(tmp_path: Path) ->
         assert (tmp_path / "data" / "secret.key").exists()
         assert (tmp_path / "data" / "treecast.db").exists()
         assert (tmp_path / "data" / "temporal-dev.db").exists()
-        worker.send_signal(signal.SIGINT)
+        worker.send_signal(stop_signal)
         assert worker.wait(timeout=60) == 0
+        rest = worker.stdout.read()
+        assert "shutting down" in rest and "Fatal Python error" not in rest, rest
         assert not port_open("127.0.0.1", port)
     finally:
         if worker.poll() is None:
