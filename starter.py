@@ -1,8 +1,9 @@
 """Treecast's command line: register apps and repositories, watch, sync, inspect.
 
 Run `python starter.py --help`. Every command accepts `--json` and then prints
-one JSON document. Mistakes print one line on stderr and exit with status 2;
-an unreachable Temporal server exits with status 3; a failed sync with 1.
+one JSON document. Mistakes, bad settings and a database that cannot be reached print
+one line on stderr and exit with status 2; an unreachable Temporal server exits with
+status 3; a failed sync with 1.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from treecast import cli_format
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher
-from treecast.db import session_scope
+from treecast.db import connect_failure, session_scope
 from treecast.process_exit import run_and_exit
 from treecast.registry import UserError, shown
 
@@ -532,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run one command, print its result; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(argv)
+    settings: Settings | None = None
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -541,6 +545,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = COMMANDS[args.command](settings, args)
     except (UserError, ConfigError) as error:
         return _fail(str(error), EXIT_USAGE, as_json)
+    except DBAPIError as error:
+        # An unreachable or unopenable database is a setting to fix, like a malformed one.
+        line = connect_failure(settings.database_url, error) if settings else None
+        if line is None:
+            raise
+        return _fail(line, EXIT_USAGE, as_json)
     except Unreachable as error:
         return _fail(str(error), EXIT_UNREACHABLE, as_json)
     except KeyboardInterrupt:

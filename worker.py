@@ -17,13 +17,14 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from treecast import metrics
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
-from treecast.db import engine_for
+from treecast.db import connect_failure, engine_for
 from treecast.process_exit import run_and_exit
 
 log = logging.getLogger("treecast.worker")
@@ -128,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings: Settings | None = None
     try:
         settings = load_settings()
         if args.dev:
@@ -135,6 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run(settings, dev=args.dev))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except DBAPIError as error:
+        # run() opens the database before anything else, so this is the start-up check.
+        line = connect_failure(settings.database_url, error) if settings else None
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)

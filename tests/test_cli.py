@@ -191,3 +191,40 @@ def test_pause_and_resume_refuse_unknown_repositories(
 ) -> None:
     code, _, err = run(capsys, command, "repo_" + "3" * 24)
     assert code == 2 and "no repository" in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["app", "list"], ["status"], ["repo", "add", "https://e.com/o/r"]]
+)
+def test_an_unreachable_database_is_one_line_naming_the_variable(
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("TREECAST_DATABASE_URL", f"postgresql://nobody:hunter2@127.0.0.1:{port}/x")
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out is None
+    message = json.loads(err)["error"]
+    assert message.startswith("TREECAST_DATABASE_URL: cannot connect (")
+    assert f"postgresql+psycopg://nobody:***@127.0.0.1:{port}/x" in message
+    assert "Connection refused" in message
+    assert "hunter2" not in err and "Traceback" not in err
+    assert starter.main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TREECAST_DATABASE_URL: cannot connect")
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_one_line(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = cli_env.parent / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("TREECAST_DATABASE_URL", f"sqlite:///{blocker}/treecast.db")
+    code, _, err = run(capsys, "app", "list")
+    assert code == 2
+    assert json.loads(err)["error"] == (
+        f"TREECAST_DATABASE_URL: cannot connect (sqlite:///{blocker}/treecast.db: "
+        "unable to open database file)"
+    )

@@ -29,6 +29,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     [
         ("TEMPORAL_ADDRESS", "no-port"),
         ("TREECAST_DATABASE_URL", "mysql://x/y"),
+        ("TREECAST_DATABASE_URL", "postgresql://u@h:notaport/db"),
         ("TREECAST_BREAKER_THRESHOLD", "0"),
         ("TREECAST_BREAKER_THRESHOLD", "five"),
         ("TREECAST_BREAKER_COOLDOWN_SECONDS", "-1"),
@@ -48,6 +49,15 @@ def test_bad_values_fail_with_one_line_naming_the_variable(
     message = str(raised.value)
     assert name in message
     assert "\n" not in message
+
+
+def test_a_bad_database_url_is_shown_without_its_password(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(
+            {"TREECAST_DATA_DIR": str(tmp_path), "TREECAST_DATABASE_URL": "mysql://u:hunter2@h/x"}
+        )
+    assert "hunter2" not in str(raised.value)
+    assert "mysql://***@h/x" in str(raised.value)
 
 
 def test_postgres_urls_use_psycopg(tmp_path: Path) -> None:

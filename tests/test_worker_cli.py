@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from treecast.crypto import generate_key
 from treecast.devserver import port_open, temporal_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,3 +114,23 @@ def test_worker_outside_dev_mode_needs_the_key(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "TREECAST_SECRET_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_worker_with_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    env = {
+        **os.environ,
+        "TREECAST_DATA_DIR": str(tmp_path),
+        "TREECAST_SECRET_KEY": generate_key(),
+        "TREECAST_DATABASE_URL": f"postgresql://nobody:hunter2@127.0.0.1:{port}/x",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    done = subprocess.run(
+        [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: TREECAST_DATABASE_URL: cannot connect (postgresql+psycopg://nobody:***@127.0.0.1:{port}/x: "
+    )
+    assert "hunter2" not in done.stderr

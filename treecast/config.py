@@ -105,7 +105,9 @@ def _parse(
     try:
         return parse(raw)
     except (ValueError, TypeError):
-        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+        from treecast.redact import redact  # a bad database URL may still hold a password
+
+        raise ConfigError(f"{name}={redact(raw)!r} is not {what}") from None
 
 
 def _bool(raw: str) -> bool:
@@ -144,6 +146,12 @@ def _database_url(raw: str) -> str:
         raw = "postgresql://" + raw[len("postgres://") :]
     if raw.startswith("postgresql://"):
         raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(raw)  # e.g. a port that is not a number
+    except Exception:
+        raise ValueError("not a URL SQLAlchemy can read") from None
     return raw
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -9,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from treecast.redact import MASK, redact
 
 
 def make_engine(url: str) -> Engine:
@@ -20,7 +23,9 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # When this fails, connecting fails too: "unable to open database file".
+            with contextlib.suppress(OSError):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -61,3 +66,34 @@ def session_scope(url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def shown_url(url: str) -> str:
+    """`url` with its password (also a `password=` query parameter) replaced by ***."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy reads: show only its scheme
+        return url.split("://", 1)[0] + "://" + MASK
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "MASKED"})
+    return parsed.render_as_string(hide_password=True).replace("=MASKED", "=" + MASK)
+
+
+def connect_failure(url: str, error: BaseException) -> str | None:
+    """One line naming TREECAST_DATABASE_URL when `error` means the database at `url` could
+    not be reached or opened (password hidden); None when `error` is anything else.
+
+    SQLAlchemy raises a DBAPIError without a statement when getting a connection failed:
+    refused, unknown host, bad password, missing database, an SQLite file it cannot open.
+    """
+    if not isinstance(error, DBAPIError) or error.statement is not None:
+        return None
+    secrets: list[str | None] = []
+    with contextlib.suppress(Exception):
+        parsed = make_url(url)
+        secrets += [parsed.password and str(parsed.password), *parsed.query.get("password", ())]
+    lines = str(error.orig if error.orig is not None else error).strip().splitlines()
+    reason = redact(lines[0] if lines else type(error).__name__, secrets)
+    if len(reason) > 300:
+        reason = reason[:300] + "…"
+    return f"TREECAST_DATABASE_URL: cannot connect ({shown_url(url)}: {reason})"
