@@ -192,7 +192,9 @@ class FakeTreecast:
             error = self.failing_apps.get(input.app_id)
             if error is not None:
                 raise ApplicationError(
-                    "POST http://127.0.0.1:9/create failed: connection refused", type=error
+                    "POST http://127.0.0.1:9/create failed: connection refused",
+                    type=error,
+                    non_retryable=error in GitErrorType.NON_RETRYABLE,  # e.g. a commit gone
                 )
             self.app_commits[input.app_id] = input.commit
             return DeliverResult(

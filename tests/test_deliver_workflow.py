@@ -17,6 +17,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 import worker
 from examples.receiver import Receiver
 from models.delivery import ChunkResume, DeliverInput, DeliverResult, DeliveryErrorType
+from models.git import GitErrorType
 from models.sync import (
     DeliverFilesInput,
     NewCommit,
@@ -97,6 +98,25 @@ async def test_one_failing_app_is_recorded_and_the_others_still_get_their_files(
     assert fake.app_commits == {"app-a": "c1", "app-c": "c1"}
     assert not overlapping(fake.deliveries)
     await save_history(handle, "deliver_failures")
+
+
+async def test_a_non_retryable_failure_is_not_tried_again(env: WorkflowEnvironment) -> None:
+    # deliver_changes cannot read a commit the remote no longer has: retrying cannot help.
+    fake = FakeTreecast(apps=["app-a", "app-b"], failing_apps={"app-a": GitErrorType.REF_NOT_FOUND})
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        result = await env.client.execute_workflow(
+            DeliverFiles.run,
+            DeliverFilesInput(repository_id="repo-n", commit="c1"),
+            id=deliver_workflow_id("repo-n"),
+            task_queue=queue,
+        )
+    assert fake.deliver_attempts == {"app-a": 1, "app-b": 1}
+    assert [(a.app_id, a.status) for a in result.passes[0].apps] == [
+        ("app-a", "failed"),
+        ("app-b", "synced"),
+    ]
+    assert [f.error_type for f in fake.recorded_failures] == [GitErrorType.REF_NOT_FOUND]
 
 
 async def test_newer_commit_during_a_pass_ends_with_every_app_at_the_newest(

@@ -60,6 +60,7 @@ FIRST_TRY = RetryPolicy(
 )
 # Histories recorded before apps took turns replay the old one-app-at-a-time path.
 TAKE_TURNS_PATCH = "apps-take-turns"
+RESPECT_NON_RETRYABLE_PATCH = "non-retryable-not-retried"
 # A big first delivery can take long; heartbeats detect a dead worker. The activity
 # heartbeats every second while it lives (also during a slow POST), so a short
 # timeout only measures how soon a killed worker's delivery resumes elsewhere.
@@ -323,7 +324,14 @@ class DeliverFiles:
             if retry_later and delay is not None:
                 # 429/503 with Retry-After: the app's later tries wait as it asked.
                 self._not_before[app_id] = workflow.now() + delay
-        if retry_later and error_type not in _NOT_RETRIED:
+            # An error the activity marked non-retryable (a commit gone from the remote)
+            # is not tried again either; patched, so earlier histories replay as they ran.
+            final = (
+                isinstance(err.cause, ApplicationError)
+                and err.cause.non_retryable
+                and workflow.patched(RESPECT_NON_RETRYABLE_PATCH)
+            )
+        if retry_later and error_type not in _NOT_RETRIED and not final:
             failed = AppOutcome(
                 app_id=app_id, status=_RETRY_LATER, error_type=error_type, error=message
             )
