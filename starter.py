@@ -219,6 +219,17 @@ def _repository_interval(settings: Settings, repository_id: str) -> int:
         return get_repository(session, repository_id).poll_interval_seconds
 
 
+def _saved_but_unreachable(
+    done: str, kept: str, repository_id: str, error: Unreachable
+) -> Unreachable:
+    """Temporal was down after a change was saved: say it is kept and how it gets synced."""
+    return Unreachable(
+        f"{done}, but no sync could be requested: {error}. {kept} when Temporal is back: "
+        f"at {repository_id}'s next poll, or at once with `starter.py sync {repository_id}` "
+        "(needed too if its sync never started)"
+    )
+
+
 # --- commands ---------------------------------------------------------------
 
 
@@ -345,8 +356,16 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> Output:
         watch, created = registry.watch(session, args.app_id, args.repository_id, args.path)
         interval = registry.get_repository(session, args.repository_id).poll_interval_seconds
         globs = json.loads(watch.path_globs)
-    _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
     what = "now watches" if created else "watch updated:"
+    try:
+        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+    except Unreachable as error:
+        raise _saved_but_unreachable(
+            f"{args.app_id} {what} {args.repository_id}",
+            "The watch is saved and syncs",
+            args.repository_id,
+            error,
+        ) from None
     return {
         "app_id": args.app_id,
         "repository_id": args.repository_id,
@@ -446,7 +465,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
     text = cli_format.status_table(rows, unreachable is not None) if rows else "no repositories yet"
     out: Output = {"repositories": rows, "_text": text}
     if unreachable:
+        # What the database knows is still printed; the exit status says it is incomplete.
         out["temporal_error"] = unreachable
+        out["_error"] = unreachable
+        out["_exit"] = EXIT_UNREACHABLE
     return out
 
 
@@ -498,13 +520,21 @@ def cmd_redeliver(settings: Settings, args: argparse.Namespace) -> Output:
 
     forgotten = forget_ledger(settings, args.app_id, args.repository_id)
     said = f"forgot {forgotten} delivered files; the whole repository will be sent again"
-    if args.wait:
-        if not args.json:
-            print(said, file=sys.stderr)
-        result = _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
-        return {"app_id": args.app_id, "ledger_rows_removed": forgotten, **result}
-    interval = _repository_interval(settings, args.repository_id)
-    _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+    try:
+        if args.wait:
+            if not args.json:
+                print(said, file=sys.stderr)
+            result = _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
+            return {"app_id": args.app_id, "ledger_rows_removed": forgotten, **result}
+        interval = _repository_interval(settings, args.repository_id)
+        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+    except Unreachable as error:
+        raise _saved_but_unreachable(
+            f"forgot {forgotten} files delivered to {args.app_id}",
+            "They are sent again",
+            args.repository_id,
+            error,
+        ) from None
     return {
         "app_id": args.app_id,
         "repository_id": args.repository_id,
@@ -557,10 +587,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130, as_json)
     exit_code = int(result.pop("_exit", 0))
     text = result.pop("_text", "")
+    problem = result.pop("_error", None)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     elif text:
         print(text)
+    if problem:  # a result printed in spite of an error (status without Temporal)
+        return _fail(str(problem), exit_code, as_json)
     return exit_code
 
 

@@ -228,3 +228,34 @@ def test_an_sqlite_file_that_cannot_be_opened_is_one_line(
         f"TREECAST_DATABASE_URL: cannot connect (sqlite:///{blocker}/treecast.db: "
         "unable to open database file)"
     )
+
+
+def test_status_without_temporal_prints_what_it_knows_and_exits_3(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app_id = run(capsys, "app", "add", "--name", "a", "--url", "https://example.com")[1]["app_id"]
+    assert run(capsys, "repo", "add", "https://example.com/o/r")[0] == 3
+    repository_id = run(capsys, "repo", "list")[1]["repositories"][0]["repository_id"]
+    code, out, err = run(capsys, "watch", app_id, repository_id)
+    assert code == 3 and out is None
+    message = json.loads(err)["error"]
+    assert message.startswith(f"{app_id} now watches {repository_id}, but no sync could be")
+    assert "cannot reach Temporal" in message and "The watch is saved" in message
+    assert f"starter.py sync {repository_id}" in message
+    assert run(capsys, "app", "list")[1]["apps"][0]["watches"] == 1  # kept
+
+    code, out, err = run(capsys, "status")
+    assert code == 3
+    [row] = out["repositories"]
+    assert row["sync"] is None and [a["app_id"] for a in row["apps"]] == [app_id]
+    assert "cannot reach Temporal" in out["temporal_error"]
+    assert json.loads(err)["error"] == out["temporal_error"]
+
+    assert starter.main(["status"]) == 3
+    printed = capsys.readouterr()
+    assert "unknown" in printed.out and repository_id in printed.out
+    assert printed.err.startswith("error: cannot reach Temporal")
+
+    code, _, err = run(capsys, "redeliver", app_id, repository_id)
+    assert code == 3
+    assert "forgot 0 files delivered" in err and "sent again when Temporal is back" in err
