@@ -306,6 +306,54 @@ def test_worker_environment_passes_load_settings_with_the_documented_defaults() 
             assert match.group(3) == documented[name], name
 
 
+# Settings the compose file sets itself rather than taking from .env.
+FIXED_BY_COMPOSE = {
+    "TEMPORAL_ADDRESS",
+    "TREECAST_DATA_DIR",
+    "TREECAST_DATABASE_URL",
+    "TREECAST_DEV",
+}
+
+
+def commented_defaults() -> dict[str, str]:
+    """The optional `# NAME=default` lines of .env.example."""
+    found = re.findall(r"^# ([A-Z][A-Z0-9_]*)=(\S*)$", ENV_EXAMPLE_PATH.read_text(), re.MULTILINE)
+    return dict(found)
+
+
+def test_every_setting_reaches_the_worker_and_is_listed_in_env_example() -> None:
+    environment = services()["worker"]["environment"]
+    missing = [setting.name for setting in SETTINGS if setting.name not in environment]
+    assert not missing, f"the worker's environment lacks {missing}"
+    optional = commented_defaults()
+    for setting in SETTINGS:
+        if setting.name in FIXED_BY_COMPOSE:
+            continue
+        value = str(environment[setting.name])
+        if setting.name == "TREECAST_SECRET_KEY":
+            assert env_example()[setting.name] == ""  # required, checked above
+            continue
+        # Taken from .env with the documented default, and shown in .env.example.
+        assert value == f"${{{setting.name}:-{setting.default}}}", (setting.name, value)
+        assert optional.get(setting.name) == setting.default, (
+            f".env.example should list '# {setting.name}={setting.default}'"
+        )
+
+
+def test_the_metrics_port_is_exposed_on_the_compose_network_only() -> None:
+    worker = services()["worker"]
+    assert worker["expose"] == ["${TREECAST_METRICS_PORT:-0}"]
+    assert "ports" not in worker, "metrics have no authentication: do not publish them"
+    environment = yaml.safe_dump(worker["environment"])
+    chosen = {
+        "TREECAST_METRICS_PORT": "9464",
+        "TREECAST_SECRET_KEY": "k",
+        "TREECAST_DB_PASSWORD": "p",
+    }
+    assert yaml.safe_load(interpolate(environment, chosen))["TREECAST_METRICS_PORT"] == 9464
+    assert interpolate(worker["expose"][0], chosen) == "9464"
+
+
 def test_temporal_and_its_jobs_share_one_version_and_one_password() -> None:
     all_services = services()
     images = {
