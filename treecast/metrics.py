@@ -2,7 +2,8 @@
 
 Activities use `current()` (installed once by `worker.py`; a no-op meter
 otherwise, e.g. in unit tests). Workflows count through `workflow.metric_meter()`
-instead, which skips counting while a history is replayed (see `count_in_workflow`).
+instead, which skips counting while a history is replayed (see `_count` in
+`workflows/sync_repository.py`).
 """
 
 from __future__ import annotations
