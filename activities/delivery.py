@@ -41,6 +41,7 @@ from activities.signing import redaction_terms, stable_digest, webhook_id
 from activities.watchers import (
     AppTarget,
     LedgerWriter,
+    WatchChanged,
     load_target,
     note_watch_failure,
     prune_delivery_log,
@@ -257,6 +258,14 @@ class _Run:
             self.result.error_type = DeliveryErrorType.GONE
             self.result.error = str(gone)
             return self.result
+        except WatchChanged as changed:
+            # Unwatched, removed or redelivered meanwhile: stop sending; a redeliver's
+            # own sync starts over with the fresh generation.
+            activity.logger.info("delivery stopped: %s", changed)
+            self.result.status = REMOVED
+            self.result.error_type = DeliveryErrorType.WATCH_MISSING
+            self.result.error = str(changed)
+            return self.result
         with session_scope(self.settings.database_url) as session:
             watch = session.get(Watch, (app_id, repository_id))
             if watch is not None:
@@ -286,7 +295,10 @@ class _Run:
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="treecast-ledger")
             )
             self.ledger = LedgerWriter(
-                self.settings.database_url, self.input.app_id, self.input.repository_id
+                self.settings.database_url,
+                self.input.app_id,
+                self.input.repository_id,
+                self.target.generation,
             )
             # Closed on the writer thread, after its last write (callbacks run LIFO,
             # so this runs before the executor shuts down).

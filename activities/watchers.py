@@ -106,6 +106,16 @@ def record_attempt(
         disable_watch(session, app_id, repository_id, outcome.error or "")
 
 
+class WatchChanged(Exception):
+    """The watch a delivery run started for was removed or reset (unwatch, app removal,
+    redeliver) while it ran: the run stops and leaves the ledger alone."""
+
+    def __init__(self, app_id: str, repository_id: str) -> None:
+        super().__init__(
+            f"the watch of {repository_id} by {app_id} was removed or reset during the delivery"
+        )
+
+
 class LedgerWriter:
     """Per-file writes of one delivery run through one DBAPI connection, without the ORM.
 
@@ -115,14 +125,22 @@ class LedgerWriter:
     one is recorded. Use from one thread; `close` returns the connection to the pool.
     """
 
-    def __init__(self, database_url: str, app_id: str, repository_id: str) -> None:
+    def __init__(self, database_url: str, app_id: str, repository_id: str, generation: str) -> None:
         self._engine = engine_for(database_url)
         self._postgres = self._engine.dialect.name == "postgresql"
         self._app_id, self._repository_id = app_id, repository_id
+        self._generation = generation
         self._raw: Any = None
         mark = "%s" if self._postgres else "?"
         attempts = DeliveryAttempt.__tablename__
         files = DeliveredFile.__tablename__
+        # The ledger moves only while the watch the run started for still stands: an
+        # unwatch, app removal or redeliver meanwhile must not be undone by this run.
+        standing = (
+            f"EXISTS (SELECT 1 FROM {Watch.__tablename__} WHERE app_id = {mark} "
+            f"AND repository_id = {mark} AND ledger_generation = {mark})"
+        )
+        self._watch_standing = f"SELECT {standing}"
         self._insert_attempt = (
             f"INSERT INTO {attempts} (app_id, repository_id, event, path, webhook_id, "
             "http_status, error, response_excerpt, duration_ms, attempted_at) "
@@ -130,7 +148,7 @@ class LedgerWriter:
         )
         self._upsert_file = (
             f"INSERT INTO {files} (app_id, repository_id, path, blob_id, sha256, delivered_at) "
-            f"VALUES ({', '.join([mark] * 6)}) "
+            f"SELECT {', '.join([mark] * 6)} WHERE {standing} "
             "ON CONFLICT (app_id, repository_id, path) DO UPDATE SET "
             "blob_id = excluded.blob_id, sha256 = excluded.sha256, "
             "delivered_at = excluded.delivered_at"
@@ -171,10 +189,17 @@ class LedgerWriter:
                 (*ids, event, path, webhook_id, http_status, None, excerpt or None,
                  round(duration_ms, 3), now),
             )  # fmt: skip
+            watch = (*ids, self._generation)
             if ledger is not None:
-                cursor.execute(self._upsert_file, (*ids, path, ledger[0], ledger[1], now))
+                cursor.execute(self._upsert_file, (*ids, path, ledger[0], ledger[1], now, *watch))
+                if cursor.rowcount == 0:
+                    raise WatchChanged(self._app_id, self._repository_id)
             elif forget:
                 cursor.execute(self._delete_file, (*ids, path))
+                if cursor.rowcount == 0:
+                    cursor.execute(self._watch_standing, watch)
+                    if not cursor.fetchone()[0]:
+                        raise WatchChanged(self._app_id, self._repository_id)
             self._raw.commit()
         except BaseException:
             self._raw.rollback()

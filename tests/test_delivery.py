@@ -31,6 +31,7 @@ from models.delivery import (
 from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchStatus
 from tests.gitrepos import WorkRepo
 from tests.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
+from treecast import registry
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
@@ -601,3 +602,30 @@ def test_redeliver_sends_everything_again_with_fresh_ids(run: Run) -> None:
     assert not first_ids & {r.webhook_id for r in run.receiver.requests}
     assert run.receiver.files() == run.repo.files_at(commit)
     assert json.loads(json.dumps(run.ledger()))  # ledger rebuilt
+
+
+@pytest.mark.parametrize("change", ["unwatch", "redeliver"])
+def test_a_watch_removed_or_reset_mid_delivery_stops_it_and_keeps_the_ledger_forgotten(
+    run: Run, change: str
+) -> None:
+    for index in range(20):
+        run.repo.write(f"f{index:02d}.txt", f"{index}\n")
+    commit = run.repo.commit()
+    run.register()
+
+    def change_the_watch_at_f05(record: Received) -> bool:
+        if record.path == "f05.txt":
+            if change == "unwatch":
+                with session_scope(run.settings.database_url) as session:
+                    registry.unwatch(session, run.app_id, run.repository_id)
+            else:
+                forget_ledger(run.settings, run.app_id, run.repository_id)
+        return False  # answered 200 all the same
+
+    run.receiver.fail_next(500, where=change_the_watch_at_f05)
+    result = run.deliver(commit)
+    assert result.status == "removed" and result.error_type == DeliveryErrorType.WATCH_MISSING
+    # f05 was on its way when the watch changed; nothing after it was sent, and the
+    # ledger the change forgot does not come back.
+    assert [r.path for r in ok_files(run.receiver)] == [f"f{i:02d}.txt" for i in range(6)]
+    assert run.ledger() == {}
