@@ -142,17 +142,19 @@ class DeliveryActivities(NoticeActivities):
             raise  # Temporal's own (cancel, heartbeat failure, shutdown): never rewrapped
         except ApplicationError as error:
             activity.logger.warning(
-                "delivery of %s to %s failed after %d files: %s",
+                "delivery of %s to %s failed after %d files: %s: %s",
                 input.repository_id,
                 input.app_id,
                 run.done,
                 error.type,
+                error.message,
             )
             raise run.failure(
                 error.message,
                 type=error.type,
                 non_retryable=error.non_retryable,
                 next_retry_delay=error.next_retry_delay,
+                category=error.category,  # benign when the app refused or was unreachable
             ) from None
         except Exception as error:
             # Anything else (a database or git hiccup, a bug) fails the try the same

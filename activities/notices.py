@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import payloads
 from activities.http_client import PostOutcome, endpoint_url, make_client, post_webhook
@@ -83,6 +83,9 @@ class NoticeActivities:
             # Retrying cannot reach a forbidden address; everything else may recover.
             non_retryable=outcome.error_type == DeliveryErrorType.BLOCKED_ADDRESS,
             next_retry_delay=delay,
+            # An app that is down or refuses is expected: the SDK logs it at DEBUG, not
+            # as a warning with a traceback; the activities log one line themselves.
+            category=ApplicationErrorCategory.BENIGN,
         )
 
     # -- the activity ---------------------------------------------------------------
@@ -167,4 +170,12 @@ class NoticeActivities:
                 error_type=outcome.error_type,
                 error=outcome.error,
             )
+        activity.logger.warning(
+            "%s for %s to %s failed: %s: %s",
+            input.event,
+            input.repository_id,
+            input.app_id,
+            outcome.error_type,
+            redact(outcome.error or "", redaction_terms(target.secrets)),
+        )
         self._raise(outcome, target.secrets)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from activities.delivery import DeliveryActivities
@@ -450,6 +450,8 @@ def test_non_2xx_fail_the_attempt(
         run.deliver(commit)
     assert failure.value.type == DeliveryErrorType.HTTP_STATUS
     assert failure.value.next_retry_delay is None
+    # Expected (an app refusing): the SDK logs it at DEBUG, without a traceback.
+    assert failure.value.category == ApplicationErrorCategory.BENIGN
     (attempt,) = run.attempts()
     assert attempt.http_status == status and attempt.error and message in attempt.error
 
