@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
@@ -34,6 +36,63 @@ from workflows.sync_repository import SyncRepository
 
 POLL_FIRST = 0.05  # seconds between `request` queries at first...
 POLL_MAX = 0.5  # ...backing off to this (bounds the latency sync --wait adds)
+# A query is answered by a worker. With none polling the task queue, Temporal holds the
+# query until the call's deadline (30 s by default), so starter.py's queries give up sooner.
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+class NoWorkerAnswered(Exception):
+    """A query got no answer within QUERY_TIMEOUT: no worker polls the workflow's task queue
+    (or the one that does is stuck)."""
+
+    def __init__(self, repository_id: str, query: str, task_queue: str | None) -> None:
+        self.repository_id = repository_id
+        self.query = query
+        self.task_queue = task_queue  # the workflow's; None when describing it failed too
+        super().__init__(
+            f"no worker answered the {query} query of {repository_id} within "
+            f"{QUERY_TIMEOUT.total_seconds():g} s"
+        )
+
+
+def missing_search_attributes(error: BaseException) -> bool:
+    """Whether Temporal refused a call because its namespace lacks Treecast's search attributes."""
+    if not isinstance(error, RPCError) or error.status != RPCStatusCode.INVALID_ARGUMENT:
+        return False
+    message = error.message
+    # "Namespace default has no mapping defined for search attribute TreecastRepositoryId"
+    # (older servers: "search attribute TreecastRepositoryId is not defined")
+    return "search attribute" in message.lower() and any(
+        key.name in message for key in search_attributes.ALL_KEYS
+    )
+
+
+def _no_such_workflow(error: RPCError) -> bool:
+    """NOT_FOUND for the workflow, not for the namespace (a wrong TEMPORAL_NAMESPACE answers
+    NOT_FOUND too, and must not read as "no workflow runs")."""
+    return error.status == RPCStatusCode.NOT_FOUND and not any(
+        detail.type_url.endswith(".NamespaceNotFoundFailure")
+        for detail in error.grpc_status.details
+    )
+
+
+async def _query(
+    handle: WorkflowHandle, repository_id: str, label: str, query: Callable[..., Any], *args: Any
+) -> Any:
+    """Run a query, turning "no answer in time" into `NoWorkerAnswered` (`label` names it)."""
+    try:
+        return await handle.query(query, *args, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        # The client's own deadline ends the call as CANCELLED "Timeout expired"; the
+        # server's as DEADLINE_EXCEEDED.
+        if err.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+            raise
+    task_queue: str | None
+    try:
+        task_queue = (await handle.describe()).task_queue
+    except RPCError:
+        task_queue = None
+    raise NoWorkerAnswered(repository_id, label, task_queue) from None
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
@@ -137,7 +196,8 @@ async def sync_and_wait(
     """Sync now and wait until that sync's deliveries have finished (or it was refused).
 
     The outcome is final: DONE (with per-app results), FAILED, BREAKER_OPEN,
-    PAUSED or STOPPED. Raises `TimeoutError` if it is not final within `timeout`.
+    PAUSED or STOPPED. Raises `TimeoutError` if it is not final within `timeout`, and
+    `NoWorkerAnswered` when no worker answers a progress query.
     """
     request_id = uuid.uuid4().hex
     await _signal_with_start(
@@ -155,7 +215,9 @@ async def sync_and_wait(
     delay = POLL_FIRST
     last_seen = ""
     while True:
-        outcome = await handle.query(SyncRepository.request, request_id)
+        outcome = await _query(
+            handle, repository_id, "progress", SyncRepository.request, request_id
+        )
         if outcome is not None:
             line = _progress_line(outcome)
             if outcome.state == RequestState.DELIVERING and on_progress is not None:
@@ -196,7 +258,7 @@ async def delivery_progress(client: Client, repository_id: str) -> str | None:
     if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
         return None
     try:
-        wait = await handle.query(DeliverFiles.retry_wait)
+        wait = await handle.query(DeliverFiles.retry_wait, rpc_timeout=QUERY_TIMEOUT)
     except (RPCError, WorkflowQueryFailedError):
         return None
     if wait is None:
@@ -223,7 +285,7 @@ async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle 
     try:
         description = await handle.describe()
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
+        if _no_such_workflow(err):
             return None
         raise
     if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
@@ -232,11 +294,15 @@ async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle 
 
 
 async def get_status(client: Client, repository_id: str) -> SyncStatus | None:
-    """The repository workflow's `status` query; None when it is not running."""
+    """The repository workflow's `status` query; None when it is not running.
+
+    Raises `NoWorkerAnswered` when no worker answers within QUERY_TIMEOUT.
+    """
     handle = await _running_handle(client, repository_id)
     if handle is None:
         return None
-    return await handle.query(SyncRepository.status)
+    status: SyncStatus = await _query(handle, repository_id, "status", SyncRepository.status)
+    return status
 
 
 async def reset(
@@ -256,7 +322,7 @@ async def _signal_running(client: Client, repository_id: str, signal: str) -> bo
     try:
         await handle.signal(signal)
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
+        if _no_such_workflow(err):
             return False
         raise
     return True
