@@ -2,8 +2,9 @@
 
 Run `python starter.py --help`. Every command accepts `--json` and then prints
 one JSON document. Mistakes, bad settings and a database that cannot be reached print
-one line on stderr and exit with status 2; an unreachable Temporal server exits with
-status 3; a failed sync with 1.
+one line on stderr and exit with status 2; a Temporal server that cannot be reached or
+cannot do what was asked (no worker answers, search attributes missing, a refused call)
+exits with status 3; a failed sync with 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,7 +33,16 @@ EXIT_UNREACHABLE = 3
 
 
 class Unreachable(Exception):
-    """Temporal could not be reached; the message says what to do."""
+    """Temporal could not be reached or could not do what was asked (no worker answered,
+    search attributes missing, a call refused); the message says what to do. Exit status 3.
+    """
+
+    def __init__(
+        self, message: str, once: str = "when Temporal is back", requested: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.once = once  # when what was saved can be synced ("The watch ... syncs {once}")
+        self.requested = requested  # the sync was requested; only the answer is missing
 
 
 Output = dict[str, Any]
@@ -181,14 +192,73 @@ def _cipher(settings: Settings) -> Cipher:
     return Cipher(resolve_secret_key(settings))
 
 
-def _run_temporal(call: Callable[[], Any]) -> Any:
-    """Run an async Temporal call, turning connection failures into `Unreachable`."""
+def _run_temporal(call: Callable[[], Any], what: str, settings: Settings) -> Any:
+    """Run an async Temporal call, turning connection failures, queries no worker answers
+    and refused calls into `Unreachable`; `what` names the call ("Temporal refused {what}")."""
     try:
         return asyncio.run(call())
-    except RuntimeError as error:
-        if "connect" in str(error).lower() or "transport" in str(error).lower():
-            raise Unreachable(str(error).splitlines()[0]) from None
-        raise
+    except Exception as error:
+        failure = _call_failure(error, what, settings)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _call_failure(error: BaseException, what: str, settings: Settings) -> Unreachable | None:
+    """`_temporal_failure`, and a connection lost during the call (the SDK's RuntimeError)."""
+    if isinstance(error, RuntimeError) and any(
+        word in str(error).lower() for word in ("connect", "transport")
+    ):
+        return Unreachable(str(error).splitlines()[0])
+    return _temporal_failure(error, what, settings)
+
+
+def _temporal_failure(
+    error: BaseException, what: str, settings: Settings | None
+) -> Unreachable | None:
+    """A failure of a Temporal call as one line, or None when `error` is not one (an
+    unexpected error keeps its traceback)."""
+    if "temporalio.service" not in sys.modules:  # no Temporal call was made
+        return None
+    from temporalio.service import RPCError
+
+    from treecast import temporal_ops
+
+    if isinstance(error, temporal_ops.NoWorkerAnswered):
+        queue = error.task_queue or (settings.task_queue if settings else "?")
+        return Unreachable(
+            f"{error}; is worker.py running on task queue {queue}?",
+            once="once a worker runs",
+            requested=True,
+        )
+    if not isinstance(error, RPCError):
+        return None
+    message = (error.message or "").strip().splitlines()
+    if temporal_ops.missing_search_attributes(error):
+        return Unreachable(
+            _no_search_attributes(message[0], settings), once="once they are registered"
+        )
+    said = f": {message[0]}" if message else ""
+    return Unreachable(
+        f"Temporal refused {what}: {error.status.name}{said}", once="once Temporal accepts it"
+    )
+
+
+def _no_search_attributes(said: str, settings: Settings | None) -> str:
+    """What to do when the namespace lacks Treecast's search attributes (`said`: the server's
+    words), with the command registering them."""
+    from workflows.search_attributes import operator_create_command
+
+    command = ["temporal", *operator_create_command()]
+    where = ""
+    if settings is not None:
+        command += ["--address", settings.temporal_address]
+        command += ["--namespace", settings.temporal_namespace]
+        where = f" at {settings.temporal_address}"
+    return (
+        f"the Temporal server{where} does not know Treecast's search attributes ({said}); "
+        f"register them with `{shlex.join(command)}` (see docs/operations.md)"
+    )
 
 
 async def _client(settings: Settings) -> Any:
@@ -219,14 +289,26 @@ def _repository_interval(settings: Settings, repository_id: str) -> int:
         return get_repository(session, repository_id).poll_interval_seconds
 
 
+def _sentence(error: Exception) -> str:
+    """An error's message ending like a sentence, to go on after it."""
+    text = str(error)
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
 def _saved_but_unreachable(
     done: str, kept: str, repository_id: str, error: Unreachable
 ) -> Unreachable:
-    """Temporal was down after a change was saved: say it is kept and how it gets synced."""
+    """Temporal failed after a change was saved: say it is kept and how it gets synced."""
+    if error.requested:  # the sync was requested, but no worker answered
+        return Unreachable(
+            f"{done} and a sync was requested, but {_sentence(error)} {kept} {error.once}",
+            error.once,
+        )
     return Unreachable(
-        f"{done}, but no sync could be requested: {error}. {kept} when Temporal is back: "
+        f"{done}, but no sync could be requested: {_sentence(error)} {kept} {error.once}: "
         f"at {repository_id}'s next poll, or at once with `starter.py sync {repository_id}` "
-        "(needed too if its sync never started)"
+        "(needed too if its sync never started)",
+        error.once,
     )
 
 
@@ -307,12 +389,15 @@ def cmd_repo(settings: Settings, args: argparse.Namespace) -> Output:
             )
         try:
             _run_temporal(
-                lambda: _start_sync(settings, repository.id, repository.poll_interval_seconds)
+                lambda: _start_sync(settings, repository.id, repository.poll_interval_seconds),
+                f"the start of {repository.id}'s sync",
+                settings,
             )
         except Unreachable as error:
             raise Unreachable(
                 f"repository {repository.id} is registered, but its sync could not start: {error}; "
-                "run `starter.py sync` once Temporal is up"
+                f"run `starter.py sync {repository.id}` {error.once}",
+                error.once,
             ) from None
         verb = "registered" if created else "already registered"
         return {
@@ -340,7 +425,7 @@ def cmd_repo(settings: Settings, args: argparse.Namespace) -> Output:
     async def stop() -> None:
         await temporal_ops.stop(await _client(settings), args.repository_id)
 
-    _run_temporal(stop)
+    _run_temporal(stop, f"stopping {args.repository_id}'s sync", settings)
     with session_scope(settings.database_url) as session:
         registry.remove_repository(session, args.repository_id)
     return {
@@ -358,7 +443,11 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> Output:
         globs = json.loads(watch.path_globs)
     what = "now watches" if created else "watch updated:"
     try:
-        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+        _run_temporal(
+            lambda: _start_sync(settings, args.repository_id, interval),
+            f"the sync request for {args.repository_id}",
+            settings,
+        )
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"{args.app_id} {what} {args.repository_id}",
@@ -406,7 +495,7 @@ def _sync_and_wait(settings: Settings, repository_id: str, timeout: float, as_js
         )
 
     try:
-        outcome = _run_temporal(run)
+        outcome = _run_temporal(run, f"the sync request for {repository_id}", settings)
     except TimeoutError as error:
         return {
             "repository_id": repository_id,
@@ -424,9 +513,23 @@ def _sync_and_wait(settings: Settings, repository_id: str, timeout: float, as_js
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> Output:
     interval = _repository_interval(settings, args.repository_id)
     if not args.wait:
-        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+        _run_temporal(
+            lambda: _start_sync(settings, args.repository_id, interval),
+            f"the sync request for {args.repository_id}",
+            settings,
+        )
         return {"repository_id": args.repository_id, "requested": True, "_text": "sync requested"}
-    return _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
+    try:
+        return _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
+    except Unreachable as error:
+        if not error.requested:
+            raise
+        raise Unreachable(
+            f"the sync of {args.repository_id} was requested, but {_sentence(error)} "
+            f"It starts {error.once}",
+            error.once,
+            requested=True,
+        ) from None
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
@@ -450,19 +553,32 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
             for r in repos
         ]
 
-    async def query() -> tuple[list[Any], str | None]:
+    statuses: dict[str, Any] = {}  # repository id -> its status (None: not running)
+
+    async def query() -> None:
         from treecast import temporal_ops
 
-        try:
-            client = await _client(settings)
-        except Unreachable as error:
-            return [None] * len(rows), str(error)
-        return [await temporal_ops.get_status(client, row["repository_id"]) for row in rows], None
+        client = await _client(settings)
+        for row in rows:
+            repository_id = row["repository_id"]
+            try:
+                statuses[repository_id] = await temporal_ops.get_status(client, repository_id)
+            except Exception as error:
+                failure = _call_failure(error, f"the status query of {repository_id}", settings)
+                if failure is None:
+                    raise
+                # The others would wait for the same missing worker: they stay unknown.
+                raise failure from None
 
-    statuses, unreachable = asyncio.run(query())
-    for row, status in zip(rows, statuses, strict=True):
-        row["sync"] = cli_format.plain(status)
-    text = cli_format.status_table(rows, unreachable is not None) if rows else "no repositories yet"
+    unreachable: str | None = None
+    try:
+        asyncio.run(query())
+    except Unreachable as error:
+        unreachable = str(error)
+    for row in rows:
+        row["sync"] = cli_format.plain(statuses.get(row["repository_id"]))
+    unknown = {row["repository_id"] for row in rows} - statuses.keys()
+    text = cli_format.status_table(rows, unknown) if rows else "no repositories yet"
     out: Output = {"repositories": rows, "_text": text}
     if unreachable:
         # What the database knows is still printed; the exit status says it is incomplete.
@@ -484,7 +600,8 @@ def cmd_pause_resume(settings: Settings, args: argparse.Namespace) -> Output:
         toggle = temporal_ops.pause if paused else temporal_ops.resume
         return await toggle(client, args.repository_id)
 
-    if not _run_temporal(run):
+    doing = "pausing" if paused else "resuming"
+    if not _run_temporal(run, f"{doing} {args.repository_id}", settings):
         raise UserError(
             f"{args.repository_id} has no running sync; start it with `starter.py sync`"
         )
@@ -503,7 +620,7 @@ def cmd_reset(settings: Settings, args: argparse.Namespace) -> Output:
 
         await temporal_ops.reset(await _client(settings), settings, args.repository_id, interval)
 
-    _run_temporal(run)
+    _run_temporal(run, f"the reset of {args.repository_id}", settings)
     return {
         "repository_id": args.repository_id,
         "reset": True,
@@ -527,7 +644,11 @@ def cmd_redeliver(settings: Settings, args: argparse.Namespace) -> Output:
             result = _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
             return {"app_id": args.app_id, "ledger_rows_removed": forgotten, **result}
         interval = _repository_interval(settings, args.repository_id)
-        _run_temporal(lambda: _start_sync(settings, args.repository_id, interval))
+        _run_temporal(
+            lambda: _start_sync(settings, args.repository_id, interval),
+            f"the sync request for {args.repository_id}",
+            settings,
+        )
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"forgot {forgotten} files delivered to {args.app_id}",
@@ -585,6 +706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), EXIT_UNREACHABLE, as_json)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, as_json)
+    except Exception as error:
+        # A Temporal failure some command did not expect; anything else keeps its traceback.
+        failure = _temporal_failure(error, "a request", settings)
+        if failure is None:
+            raise
+        return _fail(str(failure), EXIT_UNREACHABLE, as_json)
     exit_code = int(result.pop("_exit", 0))
     text = result.pop("_text", "")
     problem = result.pop("_error", None)

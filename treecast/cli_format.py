@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,13 +51,18 @@ def table(headers: list[str], rows: list[list[str]], indent: str = "") -> list[s
     ]
 
 
-def status_table(rows: list[dict[str, Any]], unreachable: bool) -> str:
-    """One line per repository, and under it one line per watching app."""
+def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> str:
+    """One line per repository, and under it one line per watching app.
+
+    `unknown`: ids of repositories whose state Temporal did not tell (it could not be
+    reached, or no worker answered); without a status they show as stopped.
+    """
     lines: list[str] = []
     for row in rows:
         sync = row["sync"]
         if sync is None:
-            state = ["unknown" if unreachable else "stopped", "-", "-", "-", "-"]
+            unseen = row["repository_id"] in unknown
+            state = ["unknown" if unseen else "stopped", "-", "-", "-", "-"]
         else:
             breaker = sync["breaker_state"]
             if breaker == "open" and sync.get("cooldown_until"):
