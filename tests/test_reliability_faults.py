@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +106,90 @@ async def test_worker_killed_mid_delivery_resumes_with_at_most_one_duplicate_per
             )
             assert proc.kills == 3
             assert dup <= proc.kills  # at most the in-flight file of each kill
+
+
+# -- the worker is SIGKILLed in the middle of a chunked file ---------------------------------
+
+CHUNK_SIZE = 4096  # encoded characters per chunk: 3,072 file bytes
+CHUNKS = 6
+KILL_AFTER = 2  # the worker dies once chunk 2 was acknowledged, with chunk 3 on the wire
+# Seconds the receiver takes per chunk. The resume point after a kill is the last
+# position the worker's heartbeat reported, and the worker heartbeats at most once a
+# second (worker.HEARTBEAT_THROTTLE): slower than that, every acknowledged chunk was
+# reported, so exactly the one on the wire comes again. Faster chunks may repeat up to
+# a second's worth (docs/webhooks.md).
+CHUNK_PACE = 1.2
+
+
+async def test_worker_killed_mid_chunked_file_resumes_at_the_last_reported_chunk(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(SEED)
+    raw = (CHUNK_SIZE // 4) * 3
+    repo = WorkRepo(tmp_path / "git")
+    repo.write("big.bin", rng.randbytes(raw * (CHUNKS - 1) + 1000))
+    commit = repo.commit("one chunked file")
+    expected = repo.files_at(commit)
+    secret = generate_webhook_secret()
+    async with fault_stack(
+        tmp_path / "data",
+        TREECAST_CHUNK_THRESHOLD_BYTES=str(CHUNK_SIZE),
+        TREECAST_CHUNK_SIZE_BYTES=str(CHUNK_SIZE),
+    ) as stack:
+        with Receiver([secret], tmp_path / "mirror") as receiver:
+            app_id = stack.add_app(receiver, secret)
+            repository_id = stack.add_repository(repo.url)
+            stack.watch(app_id, repository_id)
+            proc = WorkerProcess(stack.env, tmp_path / "worker.log")
+            killed = threading.Event()
+            killed_at: list[int] = []  # index into receiver.requests of the in-flight chunk
+
+            def pace_and_kill(record: Received) -> bool:
+                if record.chunk_index is None:
+                    return False
+                time.sleep(CHUNK_PACE)
+                if record.chunk_index == KILL_AFTER + 1 and not killed.is_set():
+                    # Chunks 0..KILL_AFTER are acknowledged; this one is on the wire. It
+                    # is applied (the receiver got it) but the worker never sees the 2xx.
+                    proc.kill()
+                    killed_at.append(len(receiver.requests) - 1)
+                    killed.set()
+                return False
+
+            receiver.fail_next(500, 1_000_000, where=pace_and_kill)
+            proc.start()
+            try:
+                await stack.start_sync(repository_id)
+                await until(killed.is_set, 30, f"chunk {KILL_AFTER + 1} on the wire")
+                proc.start()
+                took = await until_delivered(stack, app_id, repository_id, commit, 30)
+            finally:
+                proc.stop()
+            chunks = [r for r in receiver.file_requests() if r.chunk_index is not None]
+            before = [r.chunk_index for r in receiver.requests[: killed_at[0] + 1]]
+            after = [r.chunk_index for r in receiver.requests[killed_at[0] + 1 :]]
+            sent = Counter(r.chunk_index for r in chunks if r.chunk_index is not None)
+            resent = sorted(i for i, n in sent.items() if n > 1 for _ in range(n - 1))
+            report(
+                "worker SIGKILL mid-chunked file",
+                chunks=CHUNKS,
+                acknowledged_before_kill=KILL_AFTER + 1,
+                sent_before_kill=before,
+                sent_after_restart=after,
+                chunks_resent=resent,
+                duplicates=duplicates(receiver),
+                seconds_from_restart_to_delivered=round(took, 1),
+            )
+            assert receiver.files() == expected
+            assert stack.ledger(app_id, repository_id).keys() == expected.keys()
+            assert before == list(range(KILL_AFTER + 2))
+            # Every chunk acknowledged before the kill was received exactly once.
+            assert all(sent[i] == 1 for i in range(KILL_AFTER + 1)), sent
+            # The restarted worker resumed at the chunk that was on the wire (a duplicate
+            # under the same webhook-id, dropped by the receiver), then the rest once each.
+            assert after == list(range(KILL_AFTER + 1, CHUNKS))
+            assert duplicates(receiver) <= 1
+            assert all(sent[i] == 1 for i in range(KILL_AFTER + 2, CHUNKS)), sent
 
 
 # -- the Temporal server stops and starts again mid-sync -------------------------------------
