@@ -49,7 +49,6 @@ from activities.watchers import (
 )
 from models.changes import ChangeKind, FileChange
 from models.delivery import (
-    AcknowledgedCounts,
     ChunkResume,
     DeliverInput,
     DeliverResult,
@@ -131,8 +130,8 @@ class DeliveryActivities(NoticeActivities):
         request raises a retryable ApplicationError whose type is a DeliveryErrorType,
         after counting the attempt on the watch; any other exception becomes a
         retryable ApplicationError typed with its class name. Either way the error's
-        details are the try's `AcknowledgedCounts` and its latest heartbeat details
-        (with the chunk position to resume at, if any).
+        detail is the try's latest heartbeat, counts up to date (with the chunk position
+        to resume at, if any).
         """
         run = _Run(self, input)
         try:
@@ -218,13 +217,19 @@ class _Run:
     def failure(self, message: str, **kwargs: Any) -> ApplicationError:
         """The try's error: what it delivered and its latest heartbeat travel with it.
 
-        The counts let the pass add up what this try did deliver; the heartbeat holds
-        the chunk position the app's next try resumes at (`ChunkResume`).
+        The counts let the pass add up what this try did deliver (`AcknowledgedCounts`);
+        the heartbeat holds the chunk position the app's next try resumes at
+        (`ChunkResume`).
         """
-        counts = AcknowledgedCounts(
-            created=self.result.created, updated=self.result.updated, deleted=self.result.deleted
-        )
-        return ApplicationError(message, counts, dict(self.details), **kwargs)
+        # The latest heartbeat, with the counts as of this moment (`AcknowledgedCounts`
+        # reads them back); the chunk position is the one last heartbeated.
+        details = {
+            **self.details,
+            "created": self.result.created,
+            "updated": self.result.updated,
+            "deleted": self.result.deleted,
+        }
+        return ApplicationError(message, details, **kwargs)
 
     # -- entry ----------------------------------------------------------------------
 

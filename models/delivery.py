@@ -99,11 +99,9 @@ class DeliverResult:
 
 @dataclass
 class AcknowledgedCounts:
-    """Files a failed `deliver_changes` try had delivered.
-
-    The first of its error's details; its heartbeat details carry the same counts, so
-    a try that timed out (killed worker) reports them too.
-    """
+    """Files a failed `deliver_changes` try had delivered, read from the `created`,
+    `updated` and `deleted` of its heartbeat: the detail of its error, or the last
+    heartbeat details of a try that timed out (a killed worker)."""
 
     created: int = 0
     updated: int = 0

@@ -258,8 +258,8 @@ def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(
     last = run.beats[-1]
     assert last["next_chunk"] == 5 and last["path"] == "big.bin"
     # The failure carries the same position, for a new try started by DeliverFiles.
-    counts, beat = failure.value.details
-    assert counts == AcknowledgedCounts() and beat == last
+    (beat,) = failure.value.details
+    assert beat == last and AcknowledgedCounts.from_details([beat]) == AcknowledgedCounts()
 
     receiver.requests.clear()
     run.deliver(commit, resume_from=last)
@@ -290,7 +290,9 @@ def test_a_new_try_resumes_at_the_position_in_its_input(
         run.deliver(commit)
     resume = ChunkResume.from_details(failure.value.details)
     assert resume is not None and (resume.path, resume.next_chunk) == ("big.bin", 5)
-    assert failure.value.details[0] == AcknowledgedCounts(created=1)  # a.txt
+    assert AcknowledgedCounts.from_details(failure.value.details) == AcknowledgedCounts(
+        created=1  # a.txt
+    )
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"lost https://user:pw@db.example/ while signing with {run.secrets[0]}")
@@ -304,7 +306,7 @@ def test_a_new_try_resumes_at_the_position_in_its_input(
     assert "https://***@db.example/" in error.message and run.secrets[0] not in error.message
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "RuntimeError" in logged and "user:pw" not in logged and run.secrets[0] not in logged
-    assert error.details[0] == AcknowledgedCounts()
+    assert AcknowledgedCounts.from_details(error.details) == AcknowledgedCounts()
     assert ChunkResume.from_details(error.details) == resume  # not used, so still standing
 
     receiver.requests.clear()
@@ -396,9 +398,9 @@ def test_resume_after_failure_never_resends_acknowledged_files(run: Run) -> None
     assert set(run.ledger()) == {"a.txt", "b.txt"}
     # What this try did deliver travels with the failure, for the pass's totals; so
     # does its latest heartbeat, with the same counts (no chunk position here).
-    counts, beat = failure.value.details
-    assert counts == AcknowledgedCounts(created=2)
+    (beat,) = failure.value.details
     assert beat == {"done": 2, "total": 5, "created": 2, "updated": 0, "deleted": 0}
+    assert AcknowledgedCounts.from_details([beat]) == AcknowledgedCounts(created=2)
     watch = run.watch()
     assert watch.status == WatchStatus.SYNCING and watch.retry_count == 1
     assert watch.last_error == "create c.txt: the app answered HTTP 500"
