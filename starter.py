@@ -282,6 +282,15 @@ async def _start_sync(
     await temporal_ops.start_sync(client, settings, repository_id, interval, sync_now=sync_now)
 
 
+def _request_sync(settings: Settings, repository_id: str, interval: int) -> None:
+    """Ask the repository's workflow to sync now (starting it if needed)."""
+    _run_temporal(
+        lambda: _start_sync(settings, repository_id, interval),
+        f"the sync request for {repository_id}",
+        settings,
+    )
+
+
 def _repository_interval(settings: Settings, repository_id: str) -> int:
     from treecast.registry import get_repository
 
@@ -443,11 +452,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> Output:
         globs = json.loads(watch.path_globs)
     what = "now watches" if created else "watch updated:"
     try:
-        _run_temporal(
-            lambda: _start_sync(settings, args.repository_id, interval),
-            f"the sync request for {args.repository_id}",
-            settings,
-        )
+        _request_sync(settings, args.repository_id, interval)
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"{args.app_id} {what} {args.repository_id}",
@@ -513,11 +518,7 @@ def _sync_and_wait(settings: Settings, repository_id: str, timeout: float, as_js
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> Output:
     interval = _repository_interval(settings, args.repository_id)
     if not args.wait:
-        _run_temporal(
-            lambda: _start_sync(settings, args.repository_id, interval),
-            f"the sync request for {args.repository_id}",
-            settings,
-        )
+        _request_sync(settings, args.repository_id, interval)
         return {"repository_id": args.repository_id, "requested": True, "_text": "sync requested"}
     try:
         return _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
@@ -644,11 +645,7 @@ def cmd_redeliver(settings: Settings, args: argparse.Namespace) -> Output:
             result = _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
             return {"app_id": args.app_id, "ledger_rows_removed": forgotten, **result}
         interval = _repository_interval(settings, args.repository_id)
-        _run_temporal(
-            lambda: _start_sync(settings, args.repository_id, interval),
-            f"the sync request for {args.repository_id}",
-            settings,
-        )
+        _request_sync(settings, args.repository_id, interval)
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"forgot {forgotten} files delivered to {args.app_id}",
