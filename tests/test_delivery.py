@@ -206,17 +206,20 @@ def test_empty_repository_deletes_everything(run: Run) -> None:
 # -- chunking ------------------------------------------------------------------------
 
 
-def chunky(settings: Settings) -> Settings:
-    return replace(settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
-
-
-def test_large_files_go_in_chunks_and_are_reassembled(
+@pytest.fixture
+def chunky_run(
     settings: Settings,
     tmp_path: Path,
     receiver: Receiver,  # noqa: F811
     receiver_secret: str,  # noqa: F811
-) -> None:
-    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+) -> Run:
+    """A `Run` whose chunk threshold (4 KiB) and size (1 KiB) make BINARY 14 chunks."""
+    small = replace(settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
+    return Run(small, tmp_path, receiver, [receiver_secret])
+
+
+def test_large_files_go_in_chunks_and_are_reassembled(chunky_run: Run) -> None:
+    run = chunky_run
     big_text = ("línea de texto número %d\n" * 400 % tuple(range(400))).encode()
     run.repo.write("big.bin", BINARY)  # 10,240 bytes -> 14 chunks of 768 bytes
     run.repo.write("big.txt", big_text)  # text above the threshold: base64 chunks
@@ -224,68 +227,60 @@ def test_large_files_go_in_chunks_and_are_reassembled(
     commit = run.repo.commit()
     run.register()
     run.deliver(commit)
-    assert receiver.files() == run.repo.files_at(commit)
-    chunks = [r for r in ok_files(receiver) if r.path == "big.bin"]
+    assert run.receiver.files() == run.repo.files_at(commit)
+    chunks = [r for r in ok_files(run.receiver) if r.path == "big.bin"]
     assert [r.chunk_index for r in chunks] == list(range(14))
     assert {r.payload["file"]["chunk"]["id"] for r in chunks} == {
         chunks[0].payload["file"]["chunk"]["id"]
     }
     assert all(r.payload["file"]["chunk"]["total"] == 14 for r in chunks)
     assert all(r.payload["file"]["sha"] == sha(BINARY) for r in chunks)
-    text_chunks = [r for r in ok_files(receiver) if r.path == "big.txt"]
+    text_chunks = [r for r in ok_files(run.receiver) if r.path == "big.txt"]
     assert len(text_chunks) > 1
     assert all(r.payload["file"]["content_encoding"] == "base64" for r in text_chunks)
-    (small,) = [r for r in ok_files(receiver) if r.path == "small.bin"]
+    (small,) = [r for r in ok_files(run.receiver) if r.path == "small.bin"]
     assert small.chunk_index is None
-    assert len({r.webhook_id for r in receiver.requests}) == len(receiver.requests)
+    assert len({r.webhook_id for r in run.receiver.requests}) == len(run.receiver.requests)
 
 
-def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
-) -> None:
-    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(chunky_run: Run) -> None:
+    run = chunky_run
     run.repo.write("big.bin", BINARY)
     commit = run.repo.commit()
     run.register()
-    receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
+    run.receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
     with pytest.raises(ApplicationError) as failure:
         run.deliver(commit)
     assert run.ledger() == {}  # the ledger waits for the last chunk
-    failed_id = receiver.requests[-1].webhook_id
+    failed_id = run.receiver.requests[-1].webhook_id
     last = run.beats[-1]
     assert last["next_chunk"] == 5 and last["path"] == "big.bin"
     # The failure carries the same position, for a new try started by DeliverFiles.
     (beat,) = failure.value.details
     assert beat == last and AcknowledgedCounts.from_details([beat]) == AcknowledgedCounts()
 
-    receiver.requests.clear()
+    run.receiver.requests.clear()
     run.deliver(commit, resume_from=last)
-    assert [r.chunk_index for r in receiver.requests] == list(range(5, 14))
-    assert receiver.requests[0].webhook_id == failed_id
-    assert receiver.files() == run.repo.files_at(commit)
+    assert [r.chunk_index for r in run.receiver.requests] == list(range(5, 14))
+    assert run.receiver.requests[0].webhook_id == failed_id
+    assert run.receiver.files() == run.repo.files_at(commit)
     assert run.ledger() == {"big.bin": sha(BINARY)}
 
 
 def test_a_new_try_resumes_at_the_position_in_its_input(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    chunky_run: Run,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # DeliverFiles starts every try as a new activity (no heartbeat details): the
     # position comes in DeliverInput.resume. A try that fails before reaching the
     # chunked file (here with an unexpected exception) passes the unused position on.
-    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+    run = chunky_run
     run.repo.write("a.txt", "a")
     run.repo.write("big.bin", BINARY)
     commit = run.repo.commit()
     run.register()
-    receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
+    run.receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
     with pytest.raises(ApplicationError) as failure:
         run.deliver(commit)
     resume = ChunkResume.from_details(failure.value.details)
@@ -309,28 +304,23 @@ def test_a_new_try_resumes_at_the_position_in_its_input(
     assert AcknowledgedCounts.from_details(error.details) == AcknowledgedCounts()
     assert ChunkResume.from_details(error.details) == resume  # not used, so still standing
 
-    receiver.requests.clear()
+    run.receiver.requests.clear()
     run.deliver(commit, resume=resume)
-    assert [r.chunk_index for r in receiver.requests] == list(range(5, 14))
-    assert receiver.files() == run.repo.files_at(commit)
+    assert [r.chunk_index for r in run.receiver.requests] == list(range(5, 14))
+    assert run.receiver.files() == run.repo.files_at(commit)
 
 
-def test_a_receiver_that_lost_its_chunks_gets_the_file_again(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
-) -> None:
-    run = Run(chunky(settings), tmp_path, receiver, [receiver_secret])
+def test_a_receiver_that_lost_its_chunks_gets_the_file_again(chunky_run: Run) -> None:
+    run = chunky_run
     run.repo.write("big.bin", BINARY)
     commit = run.repo.commit()
     run.register()
-    receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
+    run.receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
     with pytest.raises(ApplicationError):
         run.deliver(commit)
-    # The app restarts and forgets its partial transfers (a fresh receiver, same mirror).
-    receiver.stop()
-    fresh = Receiver(run.secrets, receiver.mirror, port=receiver.port).start()
+    # The app restarts and forgets its partial transfers (a fresh run.receiver, same mirror).
+    run.receiver.stop()
+    fresh = Receiver(run.secrets, run.receiver.mirror, port=run.receiver.port).start()
     try:
         with pytest.raises(ApplicationError, match="409"):
             run.deliver(commit, resume_from=run.beats[-1])
