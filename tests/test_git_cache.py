@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import threading
 import time
 from dataclasses import replace
@@ -208,11 +209,14 @@ def test_a_connection_cut_mid_fetch_is_retryable_and_keeps_the_cache(
 ) -> None:
     with git_http_server(repo.remote.parent, None) as server:
         first, _, _ = sync(settings, server.url("remote.git"))
-    repo.write("docs/a.md", "changed\n")
+    # Big enough that git's index-pack is reading the pack when it is cut, and says so
+    # ("invalid index-pack output"), which reads like a damaged cache.
+    repo.write("docs/big.txt", random.Random(3).randbytes(100_000).hex())
     repo.commit("second")
     with git_http_server(repo.remote.parent, None, truncate_packs=True) as cutting:
         err = git_failure(settings, cutting.url("remote.git"))
     assert err.type == GitErrorType.NETWORK and not err.non_retryable
+    assert "index-pack" in err.message
     # Not mistaken for a damaged cache: nothing was thrown away (pins, remembered ref).
     path = cache_path(settings, "repo_t")
     assert first is not None and has_object(settings, path, first)
