@@ -44,7 +44,7 @@ EXPECTED = {
 
 
 def _histories() -> list[Path]:
-    return sorted(HISTORIES.glob("*.json"))
+    return sorted(HISTORIES.rglob("*.json"))
 
 
 def test_every_workflow_has_recorded_histories() -> None:
@@ -57,7 +57,7 @@ def test_every_workflow_has_recorded_histories() -> None:
     os.environ.get("TREECAST_RECORD_HISTORIES") == "1",
     reason="the histories are being recorded by this very run",
 )
-@pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", _histories(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await Replayer(workflows=ALL_WORKFLOWS).replay_workflow(
