@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
-class ChangeKind:
-    """Kinds of change, in the order they are delivered."""
+class ChangeKind(StrEnum):
+    """Kinds of change, in the order they are delivered (deletes, creates, updates).
+
+    Each is also the webhook event that carries it and its endpoint under the app's
+    base URL.
+    """
 
     DELETE = "delete"
     CREATE = "create"
     UPDATE = "update"
-
-    ORDER = (DELETE, CREATE, UPDATE)
 
 
 @dataclass(frozen=True)
 class FileChange:
     """A change to deliver: paths and blob ids only; bytes are read from git when sending."""
 
-    kind: str  # a ChangeKind value
+    kind: ChangeKind
     path: str
     blob_id: str | None  # the current git blob (None for delete)
     size: int  # the current size in bytes (0 for delete)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from temporalio.converter import value_to_type
+
+from models.events import SyncEvent
 
 
-class DeliveryErrorType:
+class DeliveryErrorType(StrEnum):
     """`ApplicationError.type` values raised by the delivery activities."""
 
     HTTP_STATUS = "WebhookHttpError"  # non-2xx answer (3xx included: redirects are not followed)
@@ -14,6 +19,15 @@ class DeliveryErrorType:
     BLOCKED_ADDRESS = "WebhookBlockedAddress"  # private/loopback target while not allowed
     GONE = "WebhookGone"  # 410: the watch is disabled
     WATCH_MISSING = "WatchMissing"  # app or watch removed meanwhile: nothing to do
+
+
+class DeliveryStatus(StrEnum):
+    """How one app's delivery of one commit ended (`AppDelivery.status`)."""
+
+    SYNCED = "synced"  # every change acknowledged
+    FAILED = "failed"  # out of tries; recorded on the watch
+    DISABLED = "disabled"  # the app answered 410 Gone (or the watch was already disabled)
+    REMOVED = "removed"  # the app or its watch is gone (or was reset meanwhile)
 
 
 @dataclass
@@ -36,10 +50,8 @@ class WatchersResult:
 class ChunkResume:
     """Where a chunked file stood: the first chunk the app has not acknowledged yet.
 
-    `deliver_changes` heartbeats it while it sends a chunked file, and a failed try
-    carries it in its error's details; DeliverFiles hands it to the app's next try in
-    the same pass (`DeliverInput.resume`). The activity uses it only for the same
-    path, git blob and ledger generation, so a stale one just means chunk 0.
+    The activity uses it only for the same path, git blob and ledger generation, so a
+    stale one just means chunk 0.
     """
 
     path: str
@@ -47,23 +59,50 @@ class ChunkResume:
     generation: str
     next_chunk: int
 
+
+@dataclass
+class DeliveryProgress:
+    """What a `deliver_changes` try has done so far: its heartbeat, and the detail of its error.
+
+    One type for the activity that writes it, DeliverFiles that adds up failed tries
+    and resumes chunked files from it, and `sync --wait` that shows "N of M files".
+    `chunk` is set while a chunked file is under way (or a position is still unused).
+    """
+
+    done: int = 0
+    total: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    chunk: ChunkResume | None = None
+
+    @property
+    def delivered(self) -> int:
+        """Files acknowledged so far."""
+        return self.created + self.updated + self.deleted
+
     @staticmethod
-    def from_details(details: Iterable[object]) -> ChunkResume | None:
-        """The latest position in heartbeat or error details (dicts once decoded), if any."""
-        for item in reversed(list(details)):
-            if isinstance(item, ChunkResume):
-                return item
-            if isinstance(item, dict) and isinstance(item.get("next_chunk"), int):
-                try:
-                    return ChunkResume(
-                        path=str(item["path"]),
-                        blob_id=str(item["blob_id"]),
-                        generation=str(item["generation"]),
-                        next_chunk=int(item["next_chunk"]),
-                    )
-                except KeyError:
-                    return None
-        return None
+    def from_details(details: Sequence[object]) -> DeliveryProgress | None:
+        """The latest progress in heartbeat or error details (decoded as plain JSON), if any.
+
+        Also reads the flat shape written before `chunk` was its own object (the
+        position's fields beside the counts), so recorded histories replay.
+        """
+        latest = details[-1] if details else None
+        if isinstance(latest, DeliveryProgress):
+            return latest
+        if not isinstance(latest, dict):
+            return None
+        raw = dict(latest)
+        if "chunk" not in raw and isinstance(raw.get("next_chunk"), int):
+            keys = ("path", "blob_id", "generation", "next_chunk")
+            raw["chunk"] = {k: raw[k] for k in keys if k in raw}
+        for key in ("path", "blob_id", "generation", "next_chunk"):
+            raw.pop(key, None)
+        try:
+            return value_to_type(DeliveryProgress, raw)
+        except (TypeError, ValueError, KeyError):
+            return None
 
 
 @dataclass
@@ -79,11 +118,12 @@ class DeliverInput:
 
 
 @dataclass
-class DeliverResult:
-    """What one delivery run did for one app."""
+class AppDelivery:
+    """What delivering one commit did for one app: the activity's result, and each app's
+    line in a pass (with what failed tries had delivered added in)."""
 
     app_id: str
-    status: str  # a WatchStatus value
+    status: DeliveryStatus
     created: int = 0
     updated: int = 0
     deleted: int = 0
@@ -93,33 +133,14 @@ class DeliverResult:
 
     @property
     def delivered(self) -> int:
-        """Files acknowledged in this run."""
+        """Files acknowledged."""
         return self.created + self.updated + self.deleted
 
-
-@dataclass
-class AcknowledgedCounts:
-    """Files a failed `deliver_changes` try had delivered, read from the `created`,
-    `updated` and `deleted` of its heartbeat: the detail of its error, or the last
-    heartbeat details of a try that timed out (a killed worker)."""
-
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-
-    @staticmethod
-    def from_details(details: Sequence[object]) -> AcknowledgedCounts:
-        """Read them back from error or heartbeat details (a dict once decoded)."""
-        first = details[0] if details else None
-        if isinstance(first, AcknowledgedCounts):
-            return first
-        if not isinstance(first, dict):
-            return AcknowledgedCounts()
-        return AcknowledgedCounts(
-            created=int(first.get("created", 0)),
-            updated=int(first.get("updated", 0)),
-            deleted=int(first.get("deleted", 0)),
-        )
+    def add(self, earlier: DeliveryProgress) -> None:
+        """Count what earlier (failed) tries acknowledged."""
+        self.created += earlier.created
+        self.updated += earlier.updated
+        self.deleted += earlier.deleted
 
 
 @dataclass
@@ -150,7 +171,7 @@ class NoticeInput:
 
     app_id: str
     repository_id: str
-    event: str  # "sync_failed" | "sync_recovered"
+    event: SyncEvent
     transition_id: str  # stable per breaker transition: makes the webhook-id idempotent
     breaker: BreakerInfo
     error_type: str | None = None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, Self
 
 
-class GitErrorType:
-    """`ApplicationError.type` values raised by the git activities.
-
-    The first three are non-retryable: retrying cannot help.
-    """
+class GitErrorType(StrEnum):
+    """`ApplicationError.type` values raised by the git activities."""
 
     REPOSITORY_NOT_FOUND = "RepositoryNotFound"
     AUTHENTICATION_FAILED = "AuthenticationFailed"
@@ -18,7 +17,33 @@ class GitErrorType:
     NETWORK = "GitNetworkError"
     OTHER = "GitError"
 
-    NON_RETRYABLE = (REPOSITORY_NOT_FOUND, AUTHENTICATION_FAILED, REF_NOT_FOUND)
+
+# Retrying cannot help with these: the remote said no.
+NON_RETRYABLE_GIT_ERRORS: tuple[GitErrorType, ...] = (
+    GitErrorType.REPOSITORY_NOT_FOUND,
+    GitErrorType.AUTHENTICATION_FAILED,
+    GitErrorType.REF_NOT_FOUND,
+)
+
+
+@dataclass
+class SnapshotStats:
+    """The counts of one commit's tree (after `.treecastignore`), as stored and reported."""
+
+    file_count: int = 0
+    total_bytes: int = 0
+    skipped_symlinks: int = 0
+    skipped_submodules: int = 0
+    skipped_invalid_paths: int = 0
+
+    def counts(self) -> dict[str, Any]:
+        """The counts by field name (to build a row or a result from them)."""
+        return {f.name: getattr(self, f.name) for f in fields(SnapshotStats)}
+
+    @classmethod
+    def of(cls, row: Any) -> Self:
+        """The counts of anything that has them as attributes (a `Snapshot` row)."""
+        return cls(**{f.name: getattr(row, f.name) for f in fields(SnapshotStats)})
 
 
 @dataclass
@@ -28,15 +53,10 @@ class SnapshotInput:
     repository_id: str
 
 
-@dataclass
-class SnapshotResult:
+@dataclass(kw_only=True)
+class SnapshotResult(SnapshotStats):
     """Small metadata about the synced commit; file lists stay in git."""
 
     repository_id: str
     commit: str | None  # None: the remote has no commits yet (a successful, empty sync)
     ref: str  # the ref actually synced (the default branch's name when none was set)
-    file_count: int = 0
-    total_bytes: int = 0
-    skipped_symlinks: int = 0
-    skipped_submodules: int = 0
-    skipped_invalid_paths: int = 0

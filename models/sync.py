@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
-from models.delivery import DeliverResult, NoticeResult
+from models.delivery import AppDelivery, NoticeResult
+from models.events import SyncEvent
 
 
-class BreakerStatus:
+class BreakerStatus(StrEnum):
     """States of a repository's circuit breaker."""
 
     CLOSED = "closed"
@@ -21,15 +23,8 @@ class BreakerStatus:
     HALF_OPEN = "half_open"
 
 
-class SyncEvent:
-    """Breaker notices sent to every watching app."""
-
-    SYNC_FAILED = "sync_failed"
-    SYNC_RECOVERED = "sync_recovered"
-
-
-class RequestState:
-    """Where one `sync_now` request stands (`SyncOutcome.state`)."""
+class RequestState(StrEnum):
+    """Where one sync request stands (`SyncOutcome.state`)."""
 
     PENDING = "pending"  # waiting for a sync to start
     SYNCING = "syncing"  # its sync is running
@@ -40,7 +35,21 @@ class RequestState:
     PAUSED = "paused"  # refused: the repository is paused
     STOPPED = "stopped"  # the workflow stopped before syncing
 
-    FINAL = (DONE, FAILED, BREAKER_OPEN, PAUSED, STOPPED)
+    @property
+    def final(self) -> bool:
+        """True once nothing more will happen to a request in this state."""
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        RequestState.DONE,
+        RequestState.FAILED,
+        RequestState.BREAKER_OPEN,
+        RequestState.PAUSED,
+        RequestState.STOPPED,
+    }
+)
 
 
 def sync_workflow_id(repository_id: str) -> str:
@@ -62,7 +71,7 @@ def notify_workflow_id(repository_id: str, event: str, at: datetime) -> str:
 class BreakerState:
     """A repository's breaker; `workflows.breaker` moves it between states."""
 
-    status: str = BreakerStatus.CLOSED
+    status: BreakerStatus = BreakerStatus.CLOSED
     consecutive_failures: int = 0
     opened_at: datetime | None = None  # when the current outage's breaker opened
     cooldown_until: datetime | None = None  # set while open
@@ -80,39 +89,6 @@ class SyncRequest:
 
 
 @dataclass
-class AppOutcome:
-    """One app's delivery in a finished pass."""
-
-    app_id: str
-    status: str
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    error_type: str | None = None
-    error: str | None = None
-
-    @property
-    def delivered(self) -> int:
-        """Files acknowledged in this pass."""
-        return self.created + self.updated + self.deleted
-
-    @staticmethod
-    def from_result(result: DeliverResult) -> AppOutcome:
-        """Copy a `deliver_changes` result."""
-        return AppOutcome(
-            app_id=result.app_id,
-            status=result.status,
-            created=result.created,
-            updated=result.updated,
-            deleted=result.deleted,
-            skipped=result.skipped,
-            error_type=result.error_type,
-            error=result.error,
-        )
-
-
-@dataclass
 class SyncOutcome:
     """What became of one `sync_now` request: what `sync --wait` reports.
 
@@ -121,11 +97,11 @@ class SyncOutcome:
     """
 
     request_id: str
-    state: str = RequestState.PENDING  # a RequestState value
+    state: RequestState = RequestState.PENDING
     commit: str | None = None
     error_type: str | None = None
     message: str | None = None  # one line for a person (redacted)
-    apps: list[AppOutcome] = field(default_factory=list)
+    apps: list[AppDelivery] = field(default_factory=list)
     requested_at: datetime | None = None
     finished_at: datetime | None = None
     ok: bool = False  # done, and every app delivered without error
@@ -134,9 +110,9 @@ class SyncOutcome:
     @property
     def final(self) -> bool:
         """True once nothing more will happen to this request."""
-        return self.state in RequestState.FINAL
+        return RequestState(self.state).final
 
-    def finish(self, state: str, at: datetime, message: str | None = None) -> None:
+    def finish(self, state: RequestState, at: datetime, message: str | None = None) -> None:
         """Make the outcome final and derive `ok` and `summary`."""
         self.state, self.finished_at = state, at
         if message is not None:
@@ -163,6 +139,9 @@ class SyncState:
     outcomes: list[SyncOutcome] = field(default_factory=list)  # recent requests, bounded
     syncs: int = 0  # sync attempts over the workflow's whole life
     delivering_commit: str | None = None  # last commit handed to DeliverFiles, not yet reported
+    # The latest passes DeliverFiles reported (without request ids): a request that meets
+    # a delivery under way counts the passes of its commit that ended after it was asked.
+    recent_passes: list[DeliveryPass] = field(default_factory=list)
 
 
 @dataclass
@@ -193,7 +172,7 @@ class SyncStatus:
     """The `status` query: what the repository's workflow is doing now."""
 
     repository_id: str
-    breaker_state: str
+    breaker_state: BreakerStatus
     consecutive_failures: int
     breaker_threshold: int
     cooldown_until: datetime | None
@@ -243,7 +222,7 @@ class DeliveryPass:
     repository_id: str
     commit: str | None
     request_ids: list[str] = field(default_factory=list)
-    apps: list[AppOutcome] = field(default_factory=list)
+    apps: list[AppDelivery] = field(default_factory=list)
     finished_at: datetime | None = None
 
 
@@ -272,10 +251,10 @@ class NotifyBreakerInput:
     """Send one breaker notice to every app watching the repository."""
 
     repository_id: str
-    event: str  # a SyncEvent value
+    event: SyncEvent
     transition_id: str
     occurred_at: datetime
-    breaker_status: str  # "open" or "closed", as the notice reports it
+    breaker_status: BreakerStatus  # open or closed, as the notice reports it
     consecutive_failures: int
     threshold: int
     cooldown_until: datetime | None = None
