@@ -1,96 +1,29 @@
-"""The `send_notice` activity: one `sync_failed` or `sync_recovered` POST to one app.
-
-`NoticeActivities` also holds what every webhook-sending activity shares
-(signing a body for the app, posting it, logging the attempt), and
-`activities.delivery.DeliveryActivities` extends it, so the worker registers
-both `deliver_changes` and `send_notice` from one object.
-"""
+"""The notice activity: one `sync_failed` or `sync_recovered` POST to one app."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import NoReturn
-
-import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import payloads
-from activities.http_client import PostOutcome, endpoint_url, make_client, post_webhook
-from activities.signing import redaction_terms, signed_headers, webhook_id
-from activities.watchers import (
-    AppTarget,
-    load_target,
-    prune_delivery_log,
-    record_attempt,
-)
 from models.delivery import DeliveryErrorType, NoticeInput, NoticeResult
+from models.events import SyncEvent
 from models.tables import WatchStatus
-from treecast import metrics
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.redact import redact
+from treecast.store.attempts import prune_delivery_log, record_attempt
+from treecast.store.targets import load_target
+from treecast.webhooks import payloads
+from treecast.webhooks.sender import WebhookSender, failure_error
+from treecast.webhooks.signing import redaction_terms, webhook_id
 
 
 class NoticeActivities:
-    """Sends breaker notices; the base of `DeliveryActivities`."""
+    """Sends breaker notices."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    # -- shared by the webhook-sending activities -----------------------------------
-
-    def _load(self, app_id: str, repository_id: str) -> AppTarget | None:
-        with session_scope(self.settings.database_url) as session:
-            return load_target(self.settings, session, app_id, repository_id)
-
-    def _post(
-        self,
-        client: httpx.Client,
-        target: AppTarget,
-        *,
-        event: str,
-        msg_id: str,
-        body: bytes,
-        timeout: float,
-        what: str,
-    ) -> PostOutcome:
-        """Sign `body` with every active secret of the app and POST it to `{base_url}/{event}`."""
-        headers = signed_headers(target.secrets, msg_id, event, body)
-        outcome = post_webhook(
-            client,
-            endpoint_url(target.base_url, event),
-            body,
-            headers,
-            timeout=timeout,
-            what=what,
-            secrets=target.secrets,
-        )
-        metrics.record_webhook(
-            event, "ok" if outcome.ok else str(outcome.error_type), outcome.duration_ms, len(body)
-        )
-        return outcome
-
-    @staticmethod
-    def _raise(outcome: PostOutcome, secrets: list[str]) -> NoReturn:
-        """Turn a failed outcome into the activity's ApplicationError."""
-        assert outcome.error_type is not None
-        message = redact(outcome.error or outcome.error_type, redaction_terms(secrets))
-        delay = timedelta(seconds=outcome.retry_after) if outcome.retry_after is not None else None
-        raise ApplicationError(
-            message,
-            type=outcome.error_type,
-            # Retrying cannot reach a forbidden address; everything else may recover.
-            non_retryable=outcome.error_type == DeliveryErrorType.BLOCKED_ADDRESS,
-            next_retry_delay=delay,
-            # An app that is down or refuses is expected: the SDK logs it at DEBUG, not
-            # as a warning with a traceback; the activities log one line themselves.
-            category=ApplicationErrorCategory.BENIGN,
-        )
-
-    # -- the activity ---------------------------------------------------------------
-
-    @activity.defn(name="send_notice")
+    @activity.defn
     def send_notice(self, input: NoticeInput) -> NoticeResult:
         """POST one breaker notice to one app; idempotent through its webhook-id.
 
@@ -98,7 +31,9 @@ class NoticeActivities:
         the watch is disabled, or the app answers 410 (which disables the watch).
         Any other failure raises a retryable ApplicationError (a DeliveryErrorType).
         """
-        target = self._load(input.app_id, input.repository_id)
+        settings = self.settings
+        with session_scope(settings.database_url) as session:
+            target = load_target(settings, session, input.app_id, input.repository_id)
         if target is None:
             return NoticeResult(
                 app_id=input.app_id,
@@ -113,41 +48,30 @@ class NoticeActivities:
                 error_type=DeliveryErrorType.GONE,
                 error="the watch is disabled (the app answered 410 Gone)",
             )
+        terms = redaction_terms(target.secrets)
         timestamp = input.occurred_at or payloads.iso_utc()
-        if input.event == payloads.Event.SYNC_FAILED:
+        if input.event == SyncEvent.SYNC_FAILED:
             body = payloads.sync_failed_body(
                 repo=target.repository,
                 error_type=input.error_type,
-                error_message=redact(input.error_message or "", redaction_terms(target.secrets)),
+                error_message=redact(input.error_message or "", terms),
                 breaker=input.breaker,
                 timestamp=timestamp,
             )
-        elif input.event == payloads.Event.SYNC_RECOVERED:
+        else:
             body = payloads.sync_recovered_body(
                 repo=target.repository,
                 commit_sha=input.commit,
                 breaker=input.breaker,
                 timestamp=timestamp,
             )
-        else:
-            raise ApplicationError(
-                f"unknown notice event {input.event!r}", type="ValueError", non_retryable=True
-            )
         msg_id = webhook_id(
             "notice", input.app_id, input.repository_id, input.event, input.transition_id
         )
-        timeout = self.settings.notice_timeout_seconds
-        with make_client(self.settings, timeout=timeout) as client:
-            outcome = self._post(
-                client,
-                target,
-                event=input.event,
-                msg_id=msg_id,
-                body=body,
-                timeout=timeout,
-                what=input.event,
-            )
-        with session_scope(self.settings.database_url) as session:
+        timeout = settings.notice_timeout_seconds
+        with WebhookSender(settings, target.base_url, target.secrets, timeout=timeout) as sender:
+            outcome = sender.post(input.event, msg_id, body, input.event)
+        with session_scope(settings.database_url) as session:
             record_attempt(
                 session,
                 app_id=input.app_id,
@@ -157,7 +81,7 @@ class NoticeActivities:
                 webhook_id=msg_id,
                 outcome=outcome,
             )
-            prune_delivery_log(session, input.app_id, self.settings.delivery_log_keep)
+            prune_delivery_log(session, input.app_id, settings.delivery_log_keep)
         if outcome.ok:
             activity.logger.info(
                 "sent %s for %s to %s", input.event, input.repository_id, input.app_id
@@ -176,6 +100,6 @@ class NoticeActivities:
             input.repository_id,
             input.app_id,
             outcome.error_type,
-            redact(outcome.error or "", redaction_terms(target.secrets)),
+            redact(outcome.error or "", terms),
         )
-        self._raise(outcome, target.secrets)
+        raise failure_error(outcome, target.secrets)

@@ -1,109 +1,52 @@
-"""Watch state in the database: who watches a repository, failures, the ledger and the log.
+"""The ledger: what each app acknowledged, path by path (`DeliveredFile` rows).
 
-Everything here is small database work shared by the delivery and notice
-activities (loading an app's target, recording attempts) and the two watch
-activities the workflows call.
+Changes are computed against it (`treecast.changes`); a delivery writes it after
+every 2xx (`LedgerWriter`); `redeliver` forgets it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
-from temporalio import activity
 
-from activities.http_client import PostOutcome
-from activities.payloads import RepositoryRef
-from models.delivery import DeliveryErrorType, RecordFailureInput, WatchersInput, WatchersResult
-from models.tables import (
-    App,
-    DeliveredFile,
-    DeliveryAttempt,
-    Repository,
-    Watch,
-    WatchStatus,
-    new_generation,
-    utcnow,
-)
-from treecast.config import Settings, resolve_secret_key
-from treecast.crypto import Cipher
+from models.tables import DeliveredFile, DeliveryAttempt, Watch, WatchStatus, new_generation, utcnow
+from treecast.config import Settings
 from treecast.db import engine_for, session_scope
-from treecast.redact import redact
-from treecast.urls import owner_and_name
 
-MAX_ERROR_CHARS = 2000
-
-
-@dataclass(frozen=True)
-class AppTarget:
-    """Where and how to send one app its webhooks for one repository (secrets decrypted)."""
-
-    app_id: str
-    base_url: str
-    secrets: list[str]
-    repository: RepositoryRef
-    watch_status: str
-    # Changes when the app's copy is reset (a successful sync, or `redeliver`), so a
-    # deliberate re-send gets fresh webhook ids while retries keep the same ones.
-    generation: str
+# Paths per `IN (...)` query: well under SQLite's and PostgreSQL's parameter limits.
+_LOOKUP_BATCH = 500
 
 
-def _generation(watch: Watch) -> str:
-    return watch.ledger_generation
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the app acknowledged for one path."""
+
+    blob_id: str
+    sha256: str
 
 
-def load_target(
-    settings: Settings, session: Session, app_id: str, repository_id: str
-) -> AppTarget | None:
-    """The app, repository and watch rows as an `AppTarget`, or None when any is gone."""
-    app = session.get(App, app_id)
-    repo = session.get(Repository, repository_id)
-    watch = session.get(Watch, (app_id, repository_id))
-    if app is None or repo is None or watch is None:
-        return None
-    cipher = Cipher(resolve_secret_key(settings))
-    owner, name = owner_and_name(repo.url)
-    return AppTarget(
-        app_id=app.id,
-        base_url=app.base_url,
-        secrets=cipher.decrypt_list(app.secrets_encrypted),
-        repository=RepositoryRef(
-            repository_id=repo.id, url=repo.url, owner=owner, name=name, ref=repo.ref or None
-        ),
-        watch_status=watch.status,
-        generation=_generation(watch),
+def load_ledger(
+    session: Session, app_id: str, repository_id: str, paths: Iterable[str] | None = None
+) -> dict[str, LedgerEntry]:
+    """The app's ledger for a repository (only `paths`, when given)."""
+    base = select(DeliveredFile.path, DeliveredFile.blob_id, DeliveredFile.sha256).where(
+        DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id
     )
-
-
-def record_attempt(
-    session: Session,
-    *,
-    app_id: str,
-    repository_id: str,
-    event: str,
-    path: str | None,
-    webhook_id: str,
-    outcome: PostOutcome,
-) -> None:
-    """Log one webhook attempt; a 410 Gone also disables the watch (same transaction)."""
-    session.add(
-        DeliveryAttempt(
-            app_id=app_id,
-            repository_id=repository_id,
-            event=event,
-            path=path,
-            webhook_id=webhook_id,
-            http_status=outcome.status,
-            error=outcome.error[:MAX_ERROR_CHARS] if outcome.error else None,
-            response_excerpt=outcome.excerpt or None,
-            duration_ms=round(outcome.duration_ms, 3),
-        )
-    )
-    if outcome.error_type == DeliveryErrorType.GONE:
-        disable_watch(session, app_id, repository_id, outcome.error or "")
+    ledger: dict[str, LedgerEntry] = {}
+    if paths is None:
+        for path, blob_id, sha256 in session.exec(base):
+            ledger[path] = LedgerEntry(blob_id, sha256)
+        return ledger
+    wanted = sorted(set(paths))
+    for start in range(0, len(wanted), _LOOKUP_BATCH):
+        batch = wanted[start : start + _LOOKUP_BATCH]
+        for path, blob_id, sha256 in session.exec(base.where(col(DeliveredFile.path).in_(batch))):
+            ledger[path] = LedgerEntry(blob_id, sha256)
+    return ledger
 
 
 class WatchChanged(Exception):
@@ -214,51 +157,6 @@ class LedgerWriter:
             self._raw = None
 
 
-def prune_delivery_log(session: Session, app_id: str, keep: int) -> int:
-    """Delete all but the newest `keep` attempts of an app; returns rows deleted."""
-    cutoff = session.exec(
-        select(DeliveryAttempt.id)
-        .where(DeliveryAttempt.app_id == app_id)
-        .order_by(col(DeliveryAttempt.id).desc())
-        .offset(keep)
-        .limit(1)
-    ).first()
-    if cutoff is None:
-        return 0
-    result = session.execute(
-        delete(DeliveryAttempt).where(
-            col(DeliveryAttempt.app_id) == app_id, col(DeliveryAttempt.id) <= cutoff
-        )
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def note_watch_failure(
-    session: Session, app_id: str, repository_id: str, error_type: str, error: str
-) -> None:
-    """Count a failed delivery attempt on the watch and keep its redacted error."""
-    watch = session.get(Watch, (app_id, repository_id))
-    if watch is None:
-        return
-    watch.retry_count += 1
-    watch.last_error = redact(error)[:MAX_ERROR_CHARS]
-    watch.last_error_type = error_type
-    session.add(watch)
-
-
-def disable_watch(session: Session, app_id: str, repository_id: str, error: str) -> None:
-    """The app answered 410 Gone: stop delivering until it is watched again."""
-    from models.delivery import DeliveryErrorType
-
-    watch = session.get(Watch, (app_id, repository_id))
-    if watch is None:
-        return
-    watch.status = WatchStatus.DISABLED
-    watch.last_error = redact(error)[:MAX_ERROR_CHARS]
-    watch.last_error_type = DeliveryErrorType.GONE
-    session.add(watch)
-
-
 def forget_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
     """Forget what an app received from a repository, so the next sync sends everything again.
 
@@ -286,43 +184,6 @@ def forget_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-class WatchActivities:
-    """Database activities about watches (no HTTP)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    @activity.defn(name="list_watchers")
-    def list_watchers(self, input: WatchersInput) -> WatchersResult:
-        """Apps watching a repository (sorted) and those not yet synced at `input.commit`."""
-        with session_scope(self.settings.database_url) as session:
-            watches = session.exec(
-                select(Watch)
-                .where(Watch.repository_id == input.repository_id)
-                .order_by(col(Watch.app_id))
-            ).all()
-            app_ids = [w.app_id for w in watches]
-            behind = [
-                w.app_id
-                for w in watches
-                if w.status != WatchStatus.DISABLED
-                and (w.delivered_commit != input.commit or w.status != WatchStatus.SYNCED)
-            ]
-        return WatchersResult(app_ids=app_ids, behind_app_ids=behind)
-
-    @activity.defn(name="record_delivery_failure")
-    def record_delivery_failure(self, input: RecordFailureInput) -> None:
-        """Mark a watch `failed` with its redacted error once delivery ran out of attempts."""
-        with session_scope(self.settings.database_url) as session:
-            watch = session.get(Watch, (input.app_id, input.repository_id))
-            if watch is None or watch.status == WatchStatus.DISABLED:
-                return
-            watch.status = WatchStatus.FAILED
-            watch.last_error = redact(input.error)[:MAX_ERROR_CHARS]
-            watch.last_error_type = input.error_type
-            session.add(watch)
-
-
 def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
     """How many files an app has acknowledged for a repository."""
     with session_scope(settings.database_url) as session:
@@ -333,8 +194,3 @@ def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
                 .where(DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id)
             ).one()
         )
-
-
-def now_utc() -> datetime:
-    """Aware UTC now (for watch timestamps)."""
-    return datetime.now(UTC)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pathspec
 
-from activities.git_cache import run_git
-from activities.git_objects import BlobReader, ObjectChecker, batch_check, blob_sizes
+from models.git import SnapshotStats
 from treecast.config import Settings
+from treecast.gitcache.command import run_git
+from treecast.gitcache.objects import BlobReader, ObjectChecker, batch_check, blob_sizes
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,9 @@ class TreeFile:
 
 
 @dataclass
-class TreeStats:
+class TreeStats(SnapshotStats):
     """Counts of one commit's tree (after `.treecastignore`, before any app's globs)."""
 
-    file_count: int = 0
-    total_bytes: int = 0
-    skipped_symlinks: int = 0
-    skipped_submodules: int = 0
-    skipped_invalid_paths: int = 0
     ignored: int = 0
     invalid_paths: list[str] = field(default_factory=list)  # escaped, for reports and logs
 

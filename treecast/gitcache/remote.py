@@ -17,29 +17,21 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 
-from activities.git_cache import (
+from models.git import GitErrorType
+from treecast.config import Settings
+from treecast.gitcache.cache import (
     HEAD_REF,
     KEEP_PREFIX,
-    CacheCorrupt,
-    Credentials,
-    cache_lock,
-    cache_path,
-    git_error,
-    has_object,
     keep_commit,
-    looks_valid,
     peeled_commit,
     prepare_cache,
     rebuild_cache,
     rev_parse_commit,
-    run_git,
 )
-from activities.git_objects import ObjectChecker, is_object_id
-from models.git import GitErrorType
-from treecast.config import Settings
+from treecast.gitcache.command import CacheCorrupt, Credentials, git_error, run_git
+from treecast.gitcache.objects import ObjectChecker, is_object_id
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +127,7 @@ def _has_history(path: Path) -> bool:
     return packed.exists() and KEEP_PREFIX.encode() in packed.read_bytes()
 
 
-def _fetch(
+def fetch(
     settings: Settings,
     path: Path,
     url: str,
@@ -232,7 +224,7 @@ def _sync_by_name(
     """One `git fetch` of the remembered ref; None when asking the remote again may help
     (the ref is gone or changed its kind: `_sync_once` resolves it afresh)."""
     try:
-        _fetch(settings, path, url, memo.source, HEAD_REF, credentials)
+        fetch(settings, path, url, memo.source, HEAD_REF, credentials)
     except ApplicationError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
             raise
@@ -300,12 +292,12 @@ def _resolve_and_fetch(
         return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=False), remote
     try:
         # By id: we get exactly what ls-remote saw, and the fetch itself pins it.
-        _fetch(settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials)
+        fetch(settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials)
     except ApplicationError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER) or not remote.full_name:
             raise
         # A server that refuses fetching by id (or a ref that moved meanwhile): by name.
-        _fetch(settings, path, url, remote.full_name, HEAD_REF, credentials)
+        fetch(settings, path, url, remote.full_name, HEAD_REF, credentials)
         commit = rev_parse_commit(settings, path, HEAD_REF)
         keep_commit(settings, path, commit)
         return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
@@ -346,78 +338,3 @@ def sync_ref(
             raise git_error(
                 GitErrorType.OTHER, f"git cache {path.name} is unusable: {again}"
             ) from None
-
-
-# -- repository rows -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RepoAccess:
-    """What git needs to reach one repository (the token decrypted, in memory only)."""
-
-    repository_id: str
-    url: str
-    ref: str
-    credentials: Credentials | None
-
-    def __repr__(self) -> str:
-        return f"RepoAccess({self.repository_id!r}, {self.url!r}, ref={self.ref!r})"
-
-
-def load_access(
-    settings: Settings, repository_id: str, session: Session | None = None
-) -> RepoAccess:
-    """Load a repository row and decrypt its token (RepositoryNotFound if it is not registered)."""
-    from models.tables import Repository
-    from treecast.config import resolve_secret_key
-    from treecast.crypto import Cipher
-    from treecast.db import session_scope
-
-    with contextlib.ExitStack() as stack:
-        if session is None:
-            session = stack.enter_context(session_scope(settings.database_url))
-        row = session.get(Repository, repository_id)
-        if row is None:
-            raise git_error(
-                GitErrorType.REPOSITORY_NOT_FOUND,
-                f"repository {repository_id} is not registered (removed meanwhile?)",
-            )
-        url, ref, token_encrypted = row.url, row.ref or "", row.token_encrypted
-    credentials = None
-    if token_encrypted:
-        credentials = Credentials(Cipher(resolve_secret_key(settings)).decrypt(token_encrypted))
-    return RepoAccess(repository_id=repository_id, url=url, ref=ref, credentials=credentials)
-
-
-def ensure_commit(settings: Settings, repository_id: str, commit: str) -> Path:
-    """The bare cache of `repository_id`, holding `commit` (fetched if this worker lacks it).
-
-    For delivery on any worker: the snapshot may have run elsewhere. The commit is
-    pinned by a ref, so reading blobs from the returned path without holding the
-    lock is safe (git's object store allows readers during fetches, and gc will
-    not prune a pinned commit). Raises RefNotFound when the remote no longer has it.
-    """
-    path = cache_path(settings, repository_id)
-    if looks_valid(path) and has_object(settings, path, commit):
-        return path
-    access = load_access(settings, repository_id)
-    with cache_lock(settings, repository_id):
-        prepare_cache(settings, path)
-        if not has_object(settings, path, commit):
-            try:
-                _fetch(settings, path, access.url, commit, KEEP_PREFIX + commit, access.credentials)
-            except ApplicationError as exc:
-                if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
-                    raise
-                # Servers that refuse fetching by id: fetch the watched ref and look again.
-                sync_ref(settings, path, access.url, access.ref, access.credentials)
-            except CacheCorrupt:
-                rebuild_cache(settings, path)
-                _fetch(settings, path, access.url, commit, KEEP_PREFIX + commit, access.credentials)
-            if not has_object(settings, path, commit):
-                raise git_error(
-                    GitErrorType.REF_NOT_FOUND,
-                    f"commit {commit} is no longer on the remote of {repository_id}",
-                ) from None
-        keep_commit(settings, path, commit)
-    return path

@@ -31,11 +31,11 @@ from typing import Any
 import httpcore
 import httpx
 
-from activities.signing import redaction_terms
 from models.delivery import DeliveryErrorType
 from treecast.config import Settings
 from treecast.redact import redact
 from treecast.urls import is_blocked_address
+from treecast.webhooks.signing import redaction_terms
 
 Resolver = Callable[[str, int], list[str]]
 

@@ -18,64 +18,26 @@ the watch's `path_globs` change (globs are not in git, so a diff cannot see them
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from activities.git_cache import cache_path
-from activities.git_fetch import ensure_commit
-from activities.git_objects import batch_check
-from activities.git_tree import (
+from models.changes import ChangeKind, FileChange
+from models.tables import Watch
+from treecast.gitcache.repository import RemoteAccess, RepositoryCache
+from treecast.gitcache.tree import (
     FILE_MODES,
     DiffEntry,
     FileFilter,
-    diff_with_sizes,
-    filter_for,
     ignore_blob_name,
-    list_tree,
     parse_globs,
     touches_ignore_file,
 )
-from models.changes import ChangeKind, FileChange
-from models.tables import DeliveredFile, Watch
-from treecast.config import Settings
-
-# Paths per `IN (...)` query: well under SQLite's and PostgreSQL's parameter limits.
-_LOOKUP_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """What the app acknowledged for one path."""
-
-    blob_id: str
-    sha256: str
-
-
-def load_ledger(
-    session: Session, app_id: str, repository_id: str, paths: Iterable[str] | None = None
-) -> dict[str, LedgerEntry]:
-    """The app's ledger for a repository (only `paths`, when given)."""
-    base = select(DeliveredFile.path, DeliveredFile.blob_id, DeliveredFile.sha256).where(
-        DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id
-    )
-    ledger: dict[str, LedgerEntry] = {}
-    if paths is None:
-        for path, blob_id, sha256 in session.exec(base):
-            ledger[path] = LedgerEntry(blob_id, sha256)
-        return ledger
-    wanted = sorted(set(paths))
-    for start in range(0, len(wanted), _LOOKUP_BATCH):
-        batch = wanted[start : start + _LOOKUP_BATCH]
-        for path, blob_id, sha256 in session.exec(base.where(col(DeliveredFile.path).in_(batch))):
-            ledger[path] = LedgerEntry(blob_id, sha256)
-    return ledger
+from treecast.store.ledger import LedgerEntry, load_ledger
 
 
 def order_changes(changes: Iterable[FileChange]) -> list[FileChange]:
     """Deletes, then creates, then updates, each sorted by path (a reproducible run)."""
-    rank = {kind: i for i, kind in enumerate(ChangeKind.ORDER)}
+    rank = {kind: i for i, kind in enumerate(ChangeKind)}
     return sorted(changes, key=lambda c: (rank[c.kind], c.path))
 
 
@@ -96,17 +58,15 @@ def _decide(
 
 
 def full_changes(
-    settings: Settings,
     session: Session,
+    cache: RepositoryCache,
     app_id: str,
-    repository_id: str,
-    repo_path: Path,
     commit: str,
     file_filter: FileFilter,
 ) -> list[FileChange]:
     """Compare the whole filtered tree with the whole ledger."""
-    files = list_tree(settings, repo_path, commit, file_filter).files
-    ledger = load_ledger(session, app_id, repository_id)
+    files = cache.list_tree(commit, file_filter).files
+    ledger = load_ledger(session, app_id, cache.repository_id)
     changes: list[FileChange] = []
     for path in ledger.keys() | files.keys():
         entry = files.get(path)
@@ -145,18 +105,19 @@ def diff_changes(
 
 
 def compute_changes(
-    settings: Settings,
     session: Session,
+    cache: RepositoryCache,
+    access: RemoteAccess,
     app_id: str,
-    repository_id: str,
     commit: str | None,
 ) -> list[FileChange]:
     """What one app must receive for the repository to be at `commit`, in delivery order.
 
     `commit` None is an empty repository: every ledger path is a delete. Fetches
-    the commit into this worker's cache when missing (`ensure_commit`). Raises
-    LookupError when the app does not watch the repository.
+    the commit into this worker's cache when missing. Raises LookupError when the app
+    does not watch the repository.
     """
+    repository_id = cache.repository_id
     watch = session.get(Watch, (app_id, repository_id))
     if watch is None:
         raise LookupError(f"app {app_id} does not watch repository {repository_id}")
@@ -166,23 +127,20 @@ def compute_changes(
             FileChange(ChangeKind.DELETE, path, None, 0, entry.sha256)
             for path, entry in ledger.items()
         )
-    repo_path = cache_path(settings, repository_id)
     base = watch.delivered_commit
     # One git process answers: is the commit here, is the base here, which ignore file.
     names = [f"{commit}^{{commit}}", ignore_blob_name(commit), f"{base or commit}^{{commit}}"]
     try:
-        here, ignore, base_here = batch_check(repo_path, names)
+        here, ignore, base_here = cache.check(names)
     except OSError:
         here = ignore = base_here = None  # no usable cache on this worker yet
     if here is None:
-        repo_path = ensure_commit(settings, repository_id, commit)
-        here, ignore, base_here = batch_check(repo_path, names)
+        cache.ensure_commit(access, commit)
+        here, ignore, base_here = cache.check(names)
     ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
-    file_filter = filter_for(repo_path, ignore_blob, parse_globs(watch.path_globs))
+    file_filter = cache.file_filter(ignore_blob, parse_globs(watch.path_globs))
     if base and base_here is not None:
-        entries, sizes = (
-            diff_with_sizes(settings, repo_path, base, commit) if base != commit else ([], {})
-        )
+        entries, sizes = cache.diff(base, commit) if base != commit else ([], {})
         if not touches_ignore_file(entries):
             return diff_changes(session, app_id, repository_id, entries, sizes, file_filter)
-    return full_changes(settings, session, app_id, repository_id, repo_path, commit, file_filter)
+    return full_changes(session, cache, app_id, commit, file_filter)

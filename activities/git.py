@@ -1,0 +1,82 @@
+"""The git activity: fetch the watched ref once per repository, record the commit.
+
+Only small metadata leaves it (`SnapshotResult`); file lists and content stay in
+git, where delivery reads them by commit and blob id.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from models.git import GitErrorType, SnapshotInput, SnapshotResult, SnapshotStats
+from treecast.config import Settings
+from treecast.db import session_scope
+from treecast.gitcache.command import git_error
+from treecast.gitcache.repository import RepositoryCache
+from treecast.gitcache.tree import TreeStats
+from treecast.redact import redact
+from treecast.store.repositories import load_access
+from treecast.store.snapshots import latest, record_snapshot
+
+
+class GitActivities:
+    """The git activities of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @activity.defn
+    def snapshot_repository(self, input: SnapshotInput) -> SnapshotResult:
+        """Fetch the repository's ref into this worker's cache and record its commit.
+
+        Raises ApplicationError typed with a `GitErrorType` (message redacted).
+        """
+        secrets: list[str] = []  # filled once the token is decrypted
+        try:
+            return self._snapshot(input.repository_id, secrets)
+        except ApplicationError as err:
+            failure = err  # already classified and redacted by run_git
+        except Exception as exc:
+            failure = git_error(
+                GitErrorType.OTHER,
+                redact(f"snapshot of {input.repository_id} failed: {exc}", secrets),
+            )
+        # One line per failed sync (the error is benign, so the SDK adds no traceback).
+        activity.logger.warning(
+            "sync of %s failed: %s: %s", input.repository_id, failure.type, failure.message
+        )
+        raise failure from None
+
+    def _snapshot(self, repository_id: str, secrets: list[str]) -> SnapshotResult:
+        settings = self.settings
+        with RepositoryCache(settings, repository_id).locked() as cache:
+            with session_scope(settings.database_url) as session:
+                access = load_access(settings, session, repository_id)
+                previous = latest(session, repository_id)
+            secrets.extend(access.secrets())
+            outcome = cache.sync(access)
+            stats = TreeStats()
+            if outcome.commit is not None:
+                before = SnapshotStats.of(previous) if previous is not None else None
+                stats = cache.tree_stats(
+                    outcome.commit, previous.commit if previous else None, before
+                )
+                if not outcome.fetched and (previous is None or previous.commit != outcome.commit):
+                    # Back to a commit the cache had anyway: pin it again (a fetch pins itself).
+                    cache.keep(outcome.commit)
+            with session_scope(settings.database_url) as session:
+                keep = record_snapshot(session, repository_id, outcome.commit, stats, previous)
+            if keep is not None:
+                cache.prune(keep)
+        activity.logger.info(
+            "synced %s at %s (%s): %d files, %d bytes",
+            repository_id,
+            outcome.ref or "(default branch)",
+            outcome.commit or "no commits",
+            stats.file_count,
+            stats.total_bytes,
+        )
+        return SnapshotResult(
+            repository_id=repository_id, commit=outcome.commit, ref=outcome.ref, **stats.counts()
+        )

@@ -1,0 +1,58 @@
+"""The delivery log: one row per webhook attempt, bounded per app."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from models.delivery import DeliveryErrorType
+from models.tables import DeliveryAttempt
+from treecast.store.watches import MAX_ERROR_CHARS, disable_watch
+from treecast.webhooks.transport import PostOutcome
+
+
+def record_attempt(
+    session: Session,
+    *,
+    app_id: str,
+    repository_id: str,
+    event: str,
+    path: str | None,
+    webhook_id: str,
+    outcome: PostOutcome,
+) -> None:
+    """Log one webhook attempt; a 410 Gone also disables the watch (same transaction)."""
+    session.add(
+        DeliveryAttempt(
+            app_id=app_id,
+            repository_id=repository_id,
+            event=event,
+            path=path,
+            webhook_id=webhook_id,
+            http_status=outcome.status,
+            error=outcome.error[:MAX_ERROR_CHARS] if outcome.error else None,
+            response_excerpt=outcome.excerpt or None,
+            duration_ms=round(outcome.duration_ms, 3),
+        )
+    )
+    if outcome.error_type == DeliveryErrorType.GONE:
+        disable_watch(session, app_id, repository_id, outcome.error or "")
+
+
+def prune_delivery_log(session: Session, app_id: str, keep: int) -> int:
+    """Delete all but the newest `keep` attempts of an app; returns rows deleted."""
+    cutoff = session.exec(
+        select(DeliveryAttempt.id)
+        .where(DeliveryAttempt.app_id == app_id)
+        .order_by(col(DeliveryAttempt.id).desc())
+        .offset(keep)
+        .limit(1)
+    ).first()
+    if cutoff is None:
+        return 0
+    result = session.execute(
+        delete(DeliveryAttempt).where(
+            col(DeliveryAttempt.app_id) == app_id, col(DeliveryAttempt.id) <= cutoff
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,90 @@
+"""A watch's delivery state: who is behind, failures, 410s, and a finished delivery."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from models.delivery import DeliveryErrorType
+from models.tables import Watch, WatchStatus, new_generation, utcnow
+from treecast.redact import redact
+
+MAX_ERROR_CHARS = 2000
+
+
+def watchers(
+    session: Session, repository_id: str, commit: str | None
+) -> tuple[list[str], list[str]]:
+    """Apps watching a repository (sorted), and those not yet synced at `commit`."""
+    rows = session.exec(
+        select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
+    ).all()
+    behind = [
+        w.app_id
+        for w in rows
+        if w.status != WatchStatus.DISABLED
+        and (w.delivered_commit != commit or w.status != WatchStatus.SYNCED)
+    ]
+    return [w.app_id for w in rows], behind
+
+
+def note_watch_failure(
+    session: Session, app_id: str, repository_id: str, error_type: str, error: str
+) -> None:
+    """Count a failed delivery attempt on the watch and keep its redacted error."""
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        return
+    watch.retry_count += 1
+    watch.last_error = redact(error)[:MAX_ERROR_CHARS]
+    watch.last_error_type = error_type
+    session.add(watch)
+
+
+def disable_watch(session: Session, app_id: str, repository_id: str, error: str) -> None:
+    """The app answered 410 Gone: stop delivering until it is watched again."""
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        return
+    watch.status = WatchStatus.DISABLED
+    watch.last_error = redact(error)[:MAX_ERROR_CHARS]
+    watch.last_error_type = DeliveryErrorType.GONE
+    session.add(watch)
+
+
+def record_failure(
+    session: Session, app_id: str, repository_id: str, error_type: str, error: str
+) -> None:
+    """Mark a watch `failed` with its redacted error once delivery ran out of tries."""
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None or watch.status == WatchStatus.DISABLED:
+        return
+    watch.status = WatchStatus.FAILED
+    watch.last_error = redact(error)[:MAX_ERROR_CHARS]
+    watch.last_error_type = error_type
+    session.add(watch)
+
+
+def start_delivery(session: Session, app_id: str, repository_id: str) -> None:
+    """A delivery run began."""
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is not None:
+        watch.status = WatchStatus.SYNCING
+        session.add(watch)
+
+
+def finish_delivery(session: Session, app_id: str, repository_id: str, commit: str | None) -> None:
+    """Every change of `commit` was acknowledged: the watch is synced there.
+
+    A new ledger generation: the next deliberate re-send gets fresh webhook ids.
+    """
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        return
+    watch.status = WatchStatus.SYNCED
+    watch.delivered_commit = commit
+    watch.last_synced_at = utcnow()
+    watch.ledger_generation = new_generation()
+    watch.retry_count = 0
+    watch.last_error = None
+    watch.last_error_type = None
+    session.add(watch)

@@ -1,0 +1,78 @@
+"""The one public webhook sender: sign a body for an app and POST it to `{base_url}/{event}`.
+
+File deliveries, batches and breaker notices all go through `WebhookSender`, so
+signing, the SSRF guard, the deadline and the metrics are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from types import TracebackType
+
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from models.delivery import DeliveryErrorType
+from treecast import metrics
+from treecast.config import Settings
+from treecast.redact import redact
+from treecast.webhooks.signing import redaction_terms, signed_headers
+from treecast.webhooks.transport import PostOutcome, endpoint_url, make_client, post_webhook
+
+
+class WebhookSender:
+    """A keep-alive, guarded client posting signed webhooks to one app (a context manager)."""
+
+    def __init__(
+        self, settings: Settings, base_url: str, secrets: Sequence[str], *, timeout: float
+    ) -> None:
+        self.base_url = base_url
+        self.secrets = list(secrets)
+        self.timeout = timeout
+        self._client = make_client(settings, timeout=timeout)
+
+    def __enter__(self) -> WebhookSender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client.close()
+
+    def post(self, event: str, msg_id: str, body: bytes, what: str) -> PostOutcome:
+        """Sign `body` with every active secret of the app and POST it; never raises for
+        HTTP or network failures (see `PostOutcome`)."""
+        headers = signed_headers(self.secrets, msg_id, event, body)
+        outcome = post_webhook(
+            self._client,
+            endpoint_url(self.base_url, event),
+            body,
+            headers,
+            timeout=self.timeout,
+            what=what,
+            secrets=self.secrets,
+        )
+        metrics.record_webhook(
+            event, "ok" if outcome.ok else str(outcome.error_type), outcome.duration_ms, len(body)
+        )
+        return outcome
+
+
+def failure_error(outcome: PostOutcome, secrets: Sequence[str]) -> ApplicationError:
+    """A failed outcome as the ApplicationError an activity raises (typed, redacted)."""
+    assert outcome.error_type is not None
+    message = redact(outcome.error or outcome.error_type, redaction_terms(secrets))
+    delay = timedelta(seconds=outcome.retry_after) if outcome.retry_after is not None else None
+    return ApplicationError(
+        message,
+        type=outcome.error_type,
+        # Retrying cannot reach a forbidden address; everything else may recover.
+        non_retryable=outcome.error_type == DeliveryErrorType.BLOCKED_ADDRESS,
+        next_retry_delay=delay,
+        # An app that is down or refuses is expected: the SDK logs it at DEBUG, not
+        # as a warning with a traceback; the activities log one line themselves.
+        category=ApplicationErrorCategory.BENIGN,
+    )
