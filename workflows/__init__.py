@@ -1,9 +1,5 @@
-"""Temporal workflows: the per-repository sync loop and its detached children."""
+"""Temporal workflows: the per-repository sync loop, its detached children, and their pure cores.
 
-from workflows.deliver_files import DeliverFiles
-from workflows.notify_breaker import NotifyBreaker
-from workflows.sync_repository import SyncRepository
-
-ALL_WORKFLOWS = [SyncRepository, DeliverFiles, NotifyBreaker]
-
-__all__ = ["ALL_WORKFLOWS", "DeliverFiles", "NotifyBreaker", "SyncRepository"]
+Deliberately empty: the workflow sandbox imports this package for every module in it,
+so nothing here may pull the workflows in. `worker.WORKFLOWS` lists them.
+"""

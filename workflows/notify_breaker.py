@@ -10,24 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from models.delivery import (
-        BreakerInfo,
-        NoticeInput,
-        NoticeResult,
-        WatchersInput,
-        WatchersResult,
-    )
+    from activities.notices import NoticeActivities
+    from activities.watches import WatchActivities
+    from models.delivery import BreakerInfo, NoticeInput, NoticeResult, WatchersInput
     from models.sync import NotifyBreakerInput, NotifyBreakerResult
-    from workflows.deliver_files import DB_RETRY, DB_TIMEOUT, failure_of
-
-NOTICE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=3
-)
-NOTICE_MARGIN = timedelta(seconds=5)  # connect + sign + bookkeeping around the HTTP timeout
+    from workflows.policies import DB_RETRY, DB_TIMEOUT, NOTICE_MARGIN, NOTICE_RETRY, failure_of
 
 
 def _iso(value: object) -> str | None:
@@ -41,10 +31,9 @@ class NotifyBreaker:
     @workflow.run
     async def run(self, input: NotifyBreakerInput) -> NotifyBreakerResult:
         """Notify each app once, in order; failures are reported, not raised."""
-        watchers: WatchersResult = await workflow.execute_activity(
-            "list_watchers",
+        watchers = await workflow.execute_activity_method(
+            WatchActivities.list_watchers,
             WatchersInput(repository_id=input.repository_id),
-            result_type=WatchersResult,
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
             summary=f"apps watching {input.repository_id}",
@@ -76,10 +65,9 @@ class NotifyBreaker:
                 occurred_at=input.occurred_at.isoformat(),
             )
             try:
-                result: NoticeResult = await workflow.execute_activity(
-                    "send_notice",
+                result = await workflow.execute_activity_method(
+                    NoticeActivities.send_notice,
                     notice,
-                    result_type=NoticeResult,
                     start_to_close_timeout=timeout,
                     retry_policy=NOTICE_RETRY,
                     summary=f"{input.event} for {input.repository_id} to app {app_id}",

@@ -21,21 +21,21 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from models.delivery import WatchersInput, WatchersResult
-    from models.git import GitErrorType, SnapshotInput, SnapshotResult
+    from activities.git import GitActivities
+    from activities.watches import WatchActivities
+    from models.delivery import WatchersInput
+    from models.events import SyncEvent
+    from models.git import SnapshotInput, SnapshotResult
     from models.sync import (
-        AppOutcome,
         BreakerStatus,
         DeliverFilesInput,
         DeliveryPass,
         NewCommit,
         NotifyBreakerInput,
         RequestState,
-        SyncEvent,
         SyncOutcome,
         SyncRepositoryInput,
         SyncRepositoryResult,
@@ -46,19 +46,18 @@ with workflow.unsafe.imports_passed_through():
         notify_workflow_id,
         sync_workflow_id,
     )
-    from workflows import breaker, search_attributes
-    from workflows.deliver_files import DB_RETRY, DB_TIMEOUT, DeliverFiles, failure_of
+    from workflows import breaker, requests, search_attributes
     from workflows.notify_breaker import NotifyBreaker
+    from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
 
-SNAPSHOT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=4,
-    non_retryable_error_types=list(GitErrorType.NON_RETRYABLE),
-)
-OUTCOMES_KEPT = 50  # recent sync_now requests kept for `sync --wait`
+# The child, by module (it names our `deliveries_finished` signal in turn).
+import workflows.deliver_files as deliver_files
+
 HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
+# The longest a `sync_and_wait` update waits for its sync's deliveries; it then answers
+# with the request as it stands (the client can go on following it with `request`).
+# Bounded so a stuck delivery never blocks the loop's continue-as-new for long.
+UPDATE_WAIT = timedelta(hours=1)
 
 
 def poll_jitter(repository_id: str, interval_seconds: int) -> timedelta:
@@ -104,85 +103,77 @@ class SyncRepository:
         self._syncing = False
         self._published: tuple[object, ...] | None = None
 
-    # --- signals -------------------------------------------------------------------------
+    # --- signals and updates ---------------------------------------------------------------
 
-    @workflow.signal(name="sync_now")
+    @workflow.signal
     def sync_now(self, request: SyncRequest | None = None) -> None:
         """Sync as soon as possible (refused, and said so, while open, paused or stopping)."""
         request = request or SyncRequest()
-        state = self._state
-        now = workflow.now()
-        if request.request_id and self._outcome(request.request_id) is not None:
-            return  # a repeated signal-with-start of the same request
-        refusal: tuple[str, str] | None = None
-        if self._stopping:
-            refusal = (RequestState.STOPPED, "the repository is being removed")
-        elif state.paused:
-            refusal = (RequestState.PAUSED, "the repository is paused; `resume` it first")
-        elif not breaker.allows_sync(state.breaker) and not breaker.cooldown_over(
-            state.breaker, now
-        ):
-            refusal = (RequestState.BREAKER_OPEN, self._open_message())
+        if request.request_id and requests.find(self._state, request.request_id) is not None:
+            return  # a repeated signal-with-start (or update) of the same request
+        refusal = self._refusal()
         if request.request_id:
-            outcome = SyncOutcome(request_id=request.request_id, requested_at=now)
-            if refusal:
-                outcome.commit = state.last_commit
-                outcome.finish(refusal[0], now, refusal[1])
-            else:
-                state.pending_request_ids.append(request.request_id)
-            self._remember(outcome)
+            requests.accept(self._state, request.request_id, workflow.now(), refusal)
         if refusal is None:
-            state.sync_requested = True
+            self._state.sync_requested = True
 
-    @workflow.signal(name="reset")
+    @workflow.update
+    async def sync_and_wait(self, request: SyncRequest) -> SyncOutcome:
+        """Sync now and answer once that sync and its deliveries are done (or it was refused).
+
+        Called with Update-with-Start by `sync --wait` and the API; a repeated request id
+        waits for the same sync instead of starting another.
+        """
+        assert request.request_id is not None  # the validator refuses a request without one
+        self.sync_now(request)
+        outcome = requests.find(self._state, request.request_id)
+        assert outcome is not None
+        with contextlib.suppress(TimeoutError):  # answered as it stands; see UPDATE_WAIT
+            await workflow.wait_condition(
+                lambda: outcome.final, timeout=UPDATE_WAIT.total_seconds()
+            )
+        return outcome
+
+    @sync_and_wait.validator
+    def _check_sync_request(self, request: SyncRequest) -> None:
+        if not request.request_id:
+            raise ValueError("sync_and_wait needs a request_id")
+
+    @workflow.signal
     def reset(self, request: SyncRequest | None = None) -> None:
         """Close the breaker and sync right away."""
         self._state.breaker = breaker.reset(self._state.breaker)
         self._publish()
         self.sync_now(request)
 
-    @workflow.signal(name="pause")
+    @workflow.signal
     def pause(self) -> None:
         """Stop polling until `resume`; waiting requests are answered "paused"."""
         self._state.paused = True
-        self._refuse_pending(RequestState.PAUSED, "the repository was paused")
+        requests.refuse_pending(
+            self._state, workflow.now(), RequestState.PAUSED, "the repository was paused"
+        )
         self._publish()
 
-    @workflow.signal(name="resume")
+    @workflow.signal
     def resume(self) -> None:
         """Poll again (at once if a poll fell due while paused)."""
         self._state.paused = False
         self._publish()
 
-    @workflow.signal(name="stop")
+    @workflow.signal
     def stop(self) -> None:
         """The repository was removed: end the loop cleanly."""
         self._stopping = True
 
-    @workflow.signal(name="deliveries_finished")
+    @workflow.signal
     def deliveries_finished(self, done: DeliveryPass) -> None:
         """`DeliverFiles` finished a pass: the requests it covered are done."""
-        now = workflow.now()
-        for request_id in done.request_ids:
-            outcome = self._outcome(request_id)
-            if outcome is not None and not outcome.final:
-                outcome.commit = done.commit
-                outcome.apps = list(done.apps)
-                failed = [a.app_id for a in done.apps if a.error_type]
-                files = sum(a.delivered for a in done.apps)
-                outcome.finish(
-                    RequestState.DONE,
-                    now,
-                    f"{(done.commit or 'empty')[:12]}: {files} files to "
-                    f"{len(done.apps) - len(failed)} of {len(done.apps)} apps"
-                    + (f"; failed: {', '.join(failed)}" if failed else ""),
-                )
-        if self._state.delivering_commit == done.commit:
-            self._state.delivering_commit = None
+        requests.pass_finished(self._state, done, workflow.now())
 
-    # --- queries -------------------------------------------------------------------------
+    # --- queries ---------------------------------------------------------------------------
 
-    @workflow.query(name="status")
+    @workflow.query
     def status(self) -> SyncStatus:
         """Breaker, last and next sync, last error: what `starter.py status` shows."""
         state, brk = self._state, self._state.breaker
@@ -195,7 +186,7 @@ class SyncRepository:
             last_commit=state.last_commit,
             last_sync_at=state.last_sync_at,
             last_attempt_at=state.last_attempt_at,
-            next_sync_at=self._next_sync_at(),
+            next_sync_at=state.next_sync_at,
             last_error_type=state.last_error_type,
             last_error=state.last_error,
             paused=state.paused,
@@ -208,16 +199,16 @@ class SyncRepository:
             message=self._message(),
         )
 
-    @workflow.query(name="request")
+    @workflow.query
     def request(self, request_id: str) -> SyncOutcome | None:
-        """What became of one `sync_now` request (None: unknown id)."""
-        return self._outcome(request_id)
+        """What became of one sync request (None: unknown id)."""
+        return requests.find(self._state, request_id)
 
-    # --- the loop ------------------------------------------------------------------------
+    # --- the loop --------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: SyncRepositoryInput) -> SyncRepositoryResult:
-        """Poll, sync and fan out until `stop`, continuing-as-new now and then."""
+        """Wait for the poll or a request, sync, fan out; until `stop`, continuing-as-new."""
         self._publish(force=True)
         cycles = 0
         while not self._stopping:
@@ -231,14 +222,7 @@ class SyncRepository:
             cycles += 1
             if await self._wait_for_turn():
                 await self._sync()
-        self._refuse_pending(RequestState.STOPPED, "the repository was removed")
-        for outcome in self._state.outcomes:
-            if not outcome.final:
-                outcome.finish(
-                    RequestState.STOPPED,
-                    workflow.now(),
-                    "the repository was removed before this sync finished",
-                )
+        requests.stop_all(self._state, workflow.now())
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.set_current_details(f"Stopped: {input.repository_id} was removed")
         return SyncRepositoryResult(
@@ -274,7 +258,7 @@ class SyncRepository:
             return False
         if state.sync_requested or brk.status == BreakerStatus.HALF_OPEN:
             return True
-        due = self._next_sync_at()
+        due = state.next_sync_at
         if due is not None and due > workflow.now():
             await self._sleep_until(
                 due,
@@ -296,11 +280,32 @@ class SyncRepository:
             await workflow.wait_condition(wake, timeout=remaining)
 
     async def _sync(self) -> None:
-        """One sync attempt: snapshot, breaker bookkeeping, notices, deliveries."""
+        """One sync: snapshot with its retry policy, feed the breaker, fan out to the child."""
+        request_ids = self._begin()
+        try:
+            snapshot = await workflow.execute_activity_method(
+                GitActivities.snapshot_repository,
+                SnapshotInput(repository_id=self._input.repository_id),
+                start_to_close_timeout=timedelta(seconds=self._input.snapshot_timeout_seconds),
+                retry_policy=SNAPSHOT_RETRY,
+                summary=f"fetch {self._input.repository_id}",
+            )
+        except ActivityError as err:
+            self._syncing = False
+            await self._failed(err, request_ids)
+            return
+        finally:
+            self._syncing = False
+        moved = await self._succeeded(snapshot)
+        if not self._stopping:  # else the run loop answers the requests
+            await self._fan_out(snapshot, request_ids, moved=moved)
+
+    def _begin(self) -> list[str]:
+        """Start a sync: take the waiting requests and set the next poll."""
         input, state = self._input, self._state
         state.sync_requested = False
         request_ids, state.pending_request_ids = state.pending_request_ids, []
-        self._set_requests(request_ids, RequestState.SYNCING)
+        requests.start(state, request_ids)
         now = workflow.now()
         state.syncs += 1
         state.last_attempt_at = now
@@ -311,21 +316,14 @@ class SyncRepository:
         )
         self._syncing = True
         workflow.set_current_details(f"Syncing {input.repository_id} (sync #{state.syncs})")
-        try:
-            snapshot: SnapshotResult = await workflow.execute_activity(
-                "snapshot_repository",
-                SnapshotInput(repository_id=input.repository_id),
-                result_type=SnapshotResult,
-                start_to_close_timeout=timedelta(seconds=input.snapshot_timeout_seconds),
-                retry_policy=SNAPSHOT_RETRY,
-                summary=f"fetch {input.repository_id}",
-            )
-        except ActivityError as err:
-            self._syncing = False
-            await self._sync_failed(err, request_ids)
-            return
-        finally:
-            self._syncing = False
+        return request_ids
+
+    async def _succeeded(self, snapshot: SnapshotResult) -> bool:
+        """The breaker closes; a `sync_failed` outstanding is answered with `sync_recovered`.
+
+        True when the commit moved.
+        """
+        state = self._state
         before = state.breaker
         step = breaker.record_success(before)
         state.breaker = step.state
@@ -340,70 +338,39 @@ class SyncRepository:
         if step.notice == SyncEvent.SYNC_RECOVERED:
             await self._notify(
                 NotifyBreakerInput(
-                    repository_id=input.repository_id,
+                    repository_id=self._input.repository_id,
                     event=SyncEvent.SYNC_RECOVERED,
                     transition_id="",
                     occurred_at=workflow.now(),
                     breaker_status=BreakerStatus.CLOSED,
                     consecutive_failures=before.consecutive_failures,
-                    threshold=input.breaker_threshold,
+                    threshold=self._input.breaker_threshold,
                     opened_at=before.opened_at,
                     failed_syncs=before.failed_probes,
                     commit=snapshot.commit,
-                    notice_timeout_seconds=input.notice_timeout_seconds,
+                    notice_timeout_seconds=self._input.notice_timeout_seconds,
                 )
             )
-        if self._stopping:
-            return  # the run loop answers the requests
-        short = (snapshot.commit or "empty")[:12]
-        watchers: WatchersResult = await workflow.execute_local_activity(
-            # Local: a quick database read on the hot path of every sync; saves a
-            # server round trip per step (docs/performance.md).
-            "list_watchers",
-            WatchersInput(repository_id=input.repository_id, commit=snapshot.commit),
-            result_type=WatchersResult,
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"apps of {input.repository_id} behind {short}",
-        )
-        if not moved and not watchers.behind_app_ids:
-            self._set_requests(
-                request_ids,
-                RequestState.DONE,
-                commit=snapshot.commit,
-                message=f"unchanged at {short}; every app is up to date",
-            )
-            self._publish()
-            return
-        self._set_requests(request_ids, RequestState.DELIVERING, commit=snapshot.commit)
-        await self._hand_over(snapshot.commit, request_ids, watchers.behind_app_ids)
-        self._publish()
+        return moved
 
-    async def _sync_failed(self, err: ActivityError, request_ids: list[str]) -> None:
+    async def _failed(self, err: ActivityError, request_ids: list[str]) -> None:
+        """One failed sync for the breaker; `sync_failed` goes out when it opens."""
         input, state = self._input, self._state
         error_type, message = failure_of(err)
         state.last_error_type, state.last_error = error_type, message
         now = workflow.now()
         before = state.breaker
         step = breaker.record_failure(
-            before,
-            now,
-            input.breaker_threshold,
-            timedelta(seconds=input.breaker_cooldown_seconds),
+            before, now, input.breaker_threshold, timedelta(seconds=input.breaker_cooldown_seconds)
         )
         state.breaker = step.state
         _count("treecast_syncs", "Syncs by outcome (ok or a git error type)", outcome=error_type)
         if before.status != state.breaker.status:
             _count_transition(before.status, state.breaker.status)
-        self._set_requests(
-            request_ids,
-            RequestState.FAILED,
-            error_type=error_type,
-            message=f"{error_type}: {message}",
-        )
+        requests.fail(state, request_ids, now, error_type, message)
         if state.breaker.status == BreakerStatus.OPEN:
             # Requests that queued during the attempt cannot run until the cooldown ends.
-            self._refuse_pending(RequestState.BREAKER_OPEN, self._open_message())
+            requests.refuse_pending(state, now, RequestState.BREAKER_OPEN, self._open_message())
         self._publish()
         if step.notice == SyncEvent.SYNC_FAILED:
             await self._notify(
@@ -423,6 +390,37 @@ class SyncRepository:
                 )
             )
 
+    async def _fan_out(
+        self, snapshot: SnapshotResult, request_ids: list[str], *, moved: bool
+    ) -> None:
+        """Hand the commit to DeliverFiles when it moved or an app is behind."""
+        repository_id, commit = self._input.repository_id, snapshot.commit
+        watchers = await workflow.execute_local_activity_method(
+            # Local: a quick database read on the hot path of every sync; saves a
+            # server round trip per step (docs/performance.md).
+            WatchActivities.list_watchers,
+            WatchersInput(repository_id=repository_id, commit=commit),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"apps of {repository_id} behind {(commit or 'empty')[:12]}",
+        )
+        if not moved and not watchers.behind_app_ids:
+            requests.synced(self._state, request_ids, commit, workflow.now(), handed_over=False)
+            self._publish()
+            return
+        handed = await self._hand_over(commit, request_ids, watchers.behind_app_ids)
+        if handed:
+            requests.synced(self._state, request_ids, commit, workflow.now(), handed_over=True)
+        else:
+            requests.fail(
+                self._state,
+                request_ids,
+                workflow.now(),
+                "DeliveryHandoverFailed",
+                "could not start or signal the delivery workflow; the next sync retries",
+            )
+        self._publish()
+
     async def _notify(self, notice: NotifyBreakerInput) -> None:
         child_id = notify_workflow_id(notice.repository_id, notice.event, notice.occurred_at)
         notice.transition_id = child_id  # stable per transition: idempotent webhook ids
@@ -438,15 +436,15 @@ class SyncRepository:
 
     async def _hand_over(
         self, commit: str | None, request_ids: list[str], behind: list[str]
-    ) -> None:
-        """Start DeliverFiles, or give the running one the newer commit."""
+    ) -> bool:
+        """Start DeliverFiles, or give the running one the newer commit; False if neither worked."""
         repository_id = self._input.repository_id
         child_id = deliver_workflow_id(repository_id)
         short = (commit or "empty")[:12]
         for _ in range(HANDOVER_ATTEMPTS):
             try:
                 await workflow.start_child_workflow(
-                    DeliverFiles.run,
+                    deliver_files.DeliverFiles.run,
                     DeliverFilesInput(
                         repository_id=repository_id,
                         commit=commit,
@@ -459,73 +457,38 @@ class SyncRepository:
                     static_summary=f"deliver {repository_id} at {short} to {len(behind)} apps",
                 )
                 self._state.delivering_commit = commit
-                return
+                return True
             except WorkflowAlreadyStartedError:
                 pass
             try:
                 # By id only: the running child, whichever run it is in.
-                await workflow.get_external_workflow_handle(child_id).signal(
-                    "new_commit", NewCommit(commit=commit, request_ids=request_ids)
+                child = workflow.get_external_workflow_handle_for(
+                    deliver_files.DeliverFiles.run, child_id
+                )
+                await child.signal(
+                    deliver_files.DeliverFiles.new_commit,
+                    NewCommit(commit=commit, request_ids=request_ids),
                 )
                 self._state.delivering_commit = commit
-                return
+                return True
             except FailureError:
                 continue  # it completed between our start and our signal: start anew
-        self._set_requests(
-            request_ids,
-            RequestState.FAILED,
-            error_type="DeliveryHandoverFailed",
-            message="could not start or signal the delivery workflow; the next sync retries",
-        )
+        return False
 
-    # --- bookkeeping ---------------------------------------------------------------------
+    # --- what people see -------------------------------------------------------------------
 
-    def _next_sync_at(self) -> datetime | None:
-        return self._state.next_sync_at
-
-    def _outcome(self, request_id: str) -> SyncOutcome | None:
-        for outcome in self._state.outcomes:
-            if outcome.request_id == request_id:
-                return outcome
-        return None
-
-    def _remember(self, outcome: SyncOutcome) -> None:
-        outcomes = [*self._state.outcomes, outcome]
-        # Drop the oldest finished ones first; unfinished requests are still awaited.
-        while len(outcomes) > OUTCOMES_KEPT:
-            finished = next((o for o in outcomes if o.final), outcomes[0])
-            outcomes.remove(finished)
-        self._state.outcomes = outcomes
-
-    def _set_requests(
-        self,
-        request_ids: list[str],
-        new_state: str,
-        *,
-        commit: str | None = None,
-        error_type: str | None = None,
-        message: str | None = None,
-        apps: list[AppOutcome] | None = None,
-    ) -> None:
-        now = workflow.now()
-        for request_id in request_ids:
-            outcome = self._outcome(request_id)
-            if outcome is None or outcome.final:
-                continue
-            outcome.commit = commit if commit is not None else outcome.commit
-            outcome.error_type = error_type
-            if apps is not None:
-                outcome.apps = apps
-            if new_state in RequestState.FINAL:
-                outcome.finish(new_state, now, message)
-            else:
-                outcome.state, outcome.message = new_state, message
-
-    def _refuse_pending(self, new_state: str, message: str) -> None:
+    def _refusal(self) -> tuple[RequestState, str] | None:
+        """Why a sync request cannot run now (None: it can)."""
         state = self._state
-        ids, state.pending_request_ids = state.pending_request_ids, []
-        state.sync_requested = False
-        self._set_requests(ids, new_state, commit=state.last_commit, message=message)
+        if self._stopping:
+            return RequestState.STOPPED, "the repository is being removed"
+        if state.paused:
+            return RequestState.PAUSED, "the repository is paused; `resume` it first"
+        if not breaker.allows_sync(state.breaker) and not breaker.cooldown_over(
+            state.breaker, workflow.now()
+        ):
+            return RequestState.BREAKER_OPEN, self._open_message()
+        return None
 
     def _open_message(self) -> str:
         brk = self._state.breaker
@@ -547,7 +510,7 @@ class SyncRepository:
         if self._syncing:
             return "syncing"
         at = (state.last_commit or "no commit yet")[:12]
-        return f"at {at}; next poll {_iso(self._next_sync_at())}"
+        return f"at {at}; next poll {_iso(state.next_sync_at)}"
 
     def _publish(self, *, force: bool = False) -> None:
         """Upsert the search attributes (when changed) and the UI's current details."""
