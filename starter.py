@@ -13,39 +13,37 @@ import argparse
 import asyncio
 import json
 import os
-import shlex
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
-from treecast import cli_format
-from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
-from treecast.crypto import Cipher
-from treecast.db import connect_failure, session_scope
+from treecast.cli import format as cli_format
+from treecast.config import ConfigError, Settings, load_settings
+from treecast.db import connect_failure
 from treecast.process_exit import run_and_exit
-from treecast.registry import UserError, shown
+from treecast.service.core import TreecastService
+from treecast.service.errors import Unreachable, UserError, shown, temporal_failure
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
-class Unreachable(Exception):
-    """Temporal could not be reached or could not do what was asked (no worker answered,
-    search attributes missing, a call refused); the message says what to do. Exit status 3.
+@dataclass
+class Result:
+    """What one command prints: `data` as the `--json` document, `text` for a person.
+
+    `problem` is an error printed after a result that still stands (status without
+    Temporal); `exit_code` is the process's status.
     """
 
-    def __init__(
-        self, message: str, once: str = "when Temporal is back", requested: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.once = once  # when what was saved can be synced ("The watch ... syncs {once}")
-        self.requested = requested  # the sync was requested; only the answer is missing
-
-
-Output = dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    exit_code: int = 0
+    problem: str | None = None
 
 
 def _seconds(raw: str) -> float:
@@ -188,116 +186,6 @@ def build_parser() -> ArgumentParser:
 # --- helpers ----------------------------------------------------------------
 
 
-def _cipher(settings: Settings) -> Cipher:
-    return Cipher(resolve_secret_key(settings))
-
-
-def _run_temporal(call: Callable[[], Any], what: str, settings: Settings) -> Any:
-    """Run an async Temporal call, turning connection failures, queries no worker answers
-    and refused calls into `Unreachable`; `what` names the call ("Temporal refused {what}")."""
-    try:
-        return asyncio.run(call())
-    except Exception as error:
-        failure = _call_failure(error, what, settings)
-        if failure is None:
-            raise
-        raise failure from None
-
-
-def _call_failure(error: BaseException, what: str, settings: Settings) -> Unreachable | None:
-    """`_temporal_failure`, and a connection lost during the call (the SDK's RuntimeError)."""
-    if isinstance(error, RuntimeError) and any(
-        word in str(error).lower() for word in ("connect", "transport")
-    ):
-        return Unreachable(str(error).splitlines()[0])
-    return _temporal_failure(error, what, settings)
-
-
-def _temporal_failure(
-    error: BaseException, what: str, settings: Settings | None
-) -> Unreachable | None:
-    """A failure of a Temporal call as one line, or None when `error` is not one (an
-    unexpected error keeps its traceback)."""
-    if "temporalio.service" not in sys.modules:  # no Temporal call was made
-        return None
-    from temporalio.service import RPCError
-
-    from treecast import temporal_ops
-
-    if isinstance(error, temporal_ops.NoWorkerAnswered):
-        queue = error.task_queue or (settings.task_queue if settings else "?")
-        return Unreachable(
-            f"{error}; is worker.py running on task queue {queue}?",
-            once="once a worker runs",
-            requested=True,
-        )
-    if not isinstance(error, RPCError):
-        return None
-    message = (error.message or "").strip().splitlines()
-    if temporal_ops.missing_search_attributes(error):
-        return Unreachable(
-            _no_search_attributes(message[0], settings), once="once they are registered"
-        )
-    said = f": {message[0]}" if message else ""
-    return Unreachable(
-        f"Temporal refused {what}: {error.status.name}{said}", once="once Temporal accepts it"
-    )
-
-
-def _no_search_attributes(said: str, settings: Settings | None) -> str:
-    """What to do when the namespace lacks Treecast's search attributes (`said`: the server's
-    words), with the command registering them."""
-    from workflows.search_attributes import operator_create_command
-
-    command = ["temporal", *operator_create_command()]
-    where = ""
-    if settings is not None:
-        command += ["--address", settings.temporal_address]
-        command += ["--namespace", settings.temporal_namespace]
-        where = f" at {settings.temporal_address}"
-    return (
-        f"the Temporal server{where} does not know Treecast's search attributes ({said}); "
-        f"register them with `{shlex.join(command)}` (see docs/operations.md)"
-    )
-
-
-async def _client(settings: Settings) -> Any:
-    from treecast import temporal_ops
-
-    try:
-        return await temporal_ops.connect(settings)
-    except Exception as error:
-        raise Unreachable(
-            f"cannot reach Temporal at {settings.temporal_address} ({type(error).__name__}); "
-            "start it with `make run` or set TEMPORAL_ADDRESS"
-        ) from None
-
-
-async def _start_sync(
-    settings: Settings, repository_id: str, interval: int, sync_now: bool = True
-) -> None:
-    from treecast import temporal_ops
-
-    client = await _client(settings)
-    await temporal_ops.start_sync(client, settings, repository_id, interval, sync_now=sync_now)
-
-
-def _request_sync(settings: Settings, repository_id: str, interval: int) -> None:
-    """Ask the repository's workflow to sync now (starting it if needed)."""
-    _run_temporal(
-        lambda: _start_sync(settings, repository_id, interval),
-        f"the sync request for {repository_id}",
-        settings,
-    )
-
-
-def _repository_interval(settings: Settings, repository_id: str) -> int:
-    from treecast.registry import get_repository
-
-    with session_scope(settings.database_url) as session:
-        return get_repository(session, repository_id).poll_interval_seconds
-
-
 def _sentence(error: Exception) -> str:
     """An error's message ending like a sentence, to go on after it."""
     text = str(error)
@@ -324,62 +212,45 @@ def _saved_but_unreachable(
 # --- commands ---------------------------------------------------------------
 
 
-def cmd_app(settings: Settings, args: argparse.Namespace) -> Output:
-    from treecast import registry
-
+async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
     action = args.app_command
     if action is None:
         raise UserError(
             "app needs an action: add, list, remove, rotate-secret (see starter.py app --help)"
         )
-    with session_scope(settings.database_url) as session:
-        if action == "add":
-            created = registry.add_app(
-                session, settings, _cipher(settings), args.name, args.url, args.secret
-            )
-            return {
-                "app_id": created.app.id,
-                "name": created.app.name,
-                "base_url": created.app.base_url,
-                "secret": created.secret,
-                "_text": f"app {created.app.id} registered\nsecret (shown once, keep it): {created.secret}",
-            }
-        if action == "list":
-            apps = registry.list_apps(session)
-            lines = [
-                f"{a['app_id']}  {a['name']:<20} {a['base_url']}  watches={a['watches']}"
-                for a in apps
-            ]
-            return {
-                "apps": apps,
-                "_text": "\n".join(lines) or "no apps yet: starter.py app add --name N --url URL",
-            }
-        if action == "remove":
-            repositories = registry.remove_app(session, args.app_id)
-            return {
-                "removed": args.app_id,
-                "repositories": repositories,
-                "_text": f"app {args.app_id} removed",
-            }
-        secret = registry.rotate_app_secret(
-            session, _cipher(settings), args.app_id, args.secret, args.finish
+    if action == "add":
+        app = service.add_app(args.name, args.url, args.secret)
+        return Result(
+            asdict(app),
+            f"app {app.app_id} registered\nsecret (shown once, keep it): {app.secret}",
         )
-        if secret is None:
-            return {
-                "app_id": args.app_id,
-                "finished": True,
-                "_text": "only the newest secret is active now",
-            }
-        return {
-            "app_id": args.app_id,
-            "secret": secret,
-            "_text": f"new secret (shown once; old and new both sign until --finish): {secret}",
-        }
+    if action == "list":
+        apps = service.list_apps()
+        lines = [
+            f"{a.app_id}  {cli_format.printable(a.name):<20} {a.base_url}  watches={a.watches}"
+            for a in apps
+        ]
+        return Result(
+            {"apps": [asdict(a) for a in apps]},
+            "\n".join(lines) or "no apps yet: starter.py app add --name N --url URL",
+        )
+    if action == "remove":
+        repositories = service.remove_app(args.app_id)
+        return Result(
+            {"removed": args.app_id, "repositories": repositories}, f"app {args.app_id} removed"
+        )
+    secret = service.rotate_app_secret(args.app_id, args.secret, args.finish)
+    if secret is None:
+        return Result(
+            {"app_id": args.app_id, "finished": True}, "only the newest secret is active now"
+        )
+    return Result(
+        {"app_id": args.app_id, "secret": secret},
+        f"new secret (shown once; old and new both sign until --finish): {secret}",
+    )
 
 
-def cmd_repo(settings: Settings, args: argparse.Namespace) -> Output:
-    from treecast import registry
-
+async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result:
     action = args.repo_command
     if action is None:
         raise UserError("repo needs an action: add, list, remove (see starter.py repo --help)")
@@ -392,67 +263,48 @@ def cmd_repo(settings: Settings, args: argparse.Namespace) -> Output:
                     f"--token-env: the environment variable {shown(args.token_env)} "
                     "is not set or empty"
                 )
-        with session_scope(settings.database_url) as session:
-            repository, created = registry.add_repository(
-                session, settings, _cipher(settings), args.url, args.ref, args.interval, token
-            )
+        repository, created = service.add_repository(args.url, args.ref, args.interval, token)
+        rid = repository.repository_id
         try:
-            _run_temporal(
-                lambda: _start_sync(settings, repository.id, repository.poll_interval_seconds),
-                f"the start of {repository.id}'s sync",
-                settings,
-            )
+            await service.start_sync(rid, what=f"the start of {rid}'s sync")
         except Unreachable as error:
             raise Unreachable(
-                f"repository {repository.id} is registered, but its sync could not start: {error}; "
-                f"run `starter.py sync {repository.id}` {error.once}",
+                f"repository {rid} is registered, but its sync could not start: {error}; "
+                f"run `starter.py sync {rid}` {error.once}",
                 error.once,
             ) from None
         verb = "registered" if created else "already registered"
-        return {
-            "repository_id": repository.id,
-            "url": repository.url,
-            "ref": repository.ref,
-            "created": created,
-            "_text": f"repository {repository.id} {verb} ({repository.url}); syncing started",
-        }
+        return Result(
+            {
+                "repository_id": repository.repository_id,
+                "url": repository.url,
+                "ref": repository.ref,
+                "created": created,
+            },
+            f"repository {repository.repository_id} {verb} ({repository.url}); syncing started",
+        )
     if action == "list":
-        with session_scope(settings.database_url) as session:
-            repos = registry.list_repositories(session)
+        repos = service.list_repositories()
         lines = [
-            f"{r['repository_id']}  {r['url']}  ref={r['ref'] or '(default)'}  watches={r['watches']}"
+            f"{r.repository_id}  {r.url}  ref={r.ref or '(default)'}  watches={r.watches}"
             for r in repos
         ]
-        return {
-            "repositories": repos,
-            "_text": "\n".join(lines) or "no repositories yet: starter.py repo add GIT_URL",
-        }
-    with session_scope(settings.database_url) as session:
-        registry.get_repository(session, args.repository_id)
-    from treecast import temporal_ops
-
-    async def stop() -> None:
-        await temporal_ops.stop(await _client(settings), args.repository_id)
-
-    _run_temporal(stop, f"stopping {args.repository_id}'s sync", settings)
-    with session_scope(settings.database_url) as session:
-        registry.remove_repository(session, args.repository_id)
-    return {
-        "removed": args.repository_id,
-        "_text": f"repository {args.repository_id} removed; its sync stopped",
-    }
+        return Result(
+            {"repositories": [asdict(r) for r in repos]},
+            "\n".join(lines) or "no repositories yet: starter.py repo add GIT_URL",
+        )
+    await service.remove_repository(args.repository_id)
+    return Result(
+        {"removed": args.repository_id},
+        f"repository {args.repository_id} removed; its sync stopped",
+    )
 
 
-def cmd_watch(settings: Settings, args: argparse.Namespace) -> Output:
-    from treecast import registry
-
-    with session_scope(settings.database_url) as session:
-        watch, created = registry.watch(session, args.app_id, args.repository_id, args.path)
-        interval = registry.get_repository(session, args.repository_id).poll_interval_seconds
-        globs = json.loads(watch.path_globs)
-    what = "now watches" if created else "watch updated:"
+async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Result:
+    watch = service.watch(args.app_id, args.repository_id, args.path)
+    what = "now watches" if watch.created else "watch updated:"
     try:
-        _request_sync(settings, args.repository_id, interval)
+        await service.start_sync(args.repository_id)
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"{args.app_id} {what} {args.repository_id}",
@@ -460,68 +312,55 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> Output:
             args.repository_id,
             error,
         ) from None
-    return {
-        "app_id": args.app_id,
-        "repository_id": args.repository_id,
-        "paths": globs,
-        "created": created,
-        "_text": f"{args.app_id} {what} {args.repository_id}"
-        + (f" (paths: {', '.join(globs)})" if globs else "")
+    return Result(
+        {
+            "app_id": args.app_id,
+            "repository_id": args.repository_id,
+            "paths": watch.paths,
+            "created": watch.created,
+        },
+        f"{args.app_id} {what} {args.repository_id}"
+        + (f" (paths: {', '.join(watch.paths)})" if watch.paths else "")
         + "; a sync was requested",
-    }
+    )
 
 
-def cmd_unwatch(settings: Settings, args: argparse.Namespace) -> Output:
-    from treecast import registry
+async def cmd_unwatch(service: TreecastService, args: argparse.Namespace) -> Result:
+    forgotten = service.unwatch(args.app_id, args.repository_id)
+    return Result(
+        {
+            "app_id": args.app_id,
+            "repository_id": args.repository_id,
+            "ledger_rows_removed": forgotten,
+        },
+        f"{args.app_id} no longer watches {args.repository_id}",
+    )
 
-    with session_scope(settings.database_url) as session:
-        forgotten = registry.unwatch(session, args.app_id, args.repository_id)
-    return {
-        "app_id": args.app_id,
-        "repository_id": args.repository_id,
-        "ledger_rows_removed": forgotten,
-        "_text": f"{args.app_id} no longer watches {args.repository_id}",
-    }
 
-
-def _sync_and_wait(settings: Settings, repository_id: str, timeout: float, as_json: bool) -> Output:
+async def _sync_and_wait(
+    service: TreecastService, repository_id: str, timeout: float, as_json: bool
+) -> Result:
     """Sync now and wait for that sync's deliveries, printing progress on stderr."""
-    from treecast import temporal_ops
-
-    interval = _repository_interval(settings, repository_id)
     progress: Callable[[str], None] | None = (
         None if as_json else (lambda line: print(line, file=sys.stderr, flush=True))
     )
-
-    async def run() -> Any:
-        client = await _client(settings)
-        return await temporal_ops.sync_and_wait(
-            client, settings, repository_id, interval, on_progress=progress, timeout=timeout
-        )
-
     try:
-        outcome = _run_temporal(run, f"the sync request for {repository_id}", settings)
+        outcome = await service.sync_and_wait(repository_id, timeout=timeout, on_progress=progress)
     except TimeoutError as error:
-        return {
-            "repository_id": repository_id,
-            "ok": False,
-            "_text": str(error),
-            "_exit": EXIT_FAILED,
-        }
-    result = cli_format.plain(outcome) or {}
-    ok = bool(result.get("ok", False))
-    result["_text"] = str(result.get("summary") or ("sync done" if ok else "sync failed"))
-    result["_exit"] = 0 if ok else EXIT_FAILED
-    return result
+        return Result({"repository_id": repository_id, "ok": False}, str(error), EXIT_FAILED)
+    data = cli_format.plain(outcome) or {}
+    ok = bool(data.get("ok", False))
+    text = str(data.get("summary") or ("sync done" if ok else "sync failed"))
+    return Result(data, text, 0 if ok else EXIT_FAILED)
 
 
-def cmd_sync(settings: Settings, args: argparse.Namespace) -> Output:
-    interval = _repository_interval(settings, args.repository_id)
+async def cmd_sync(service: TreecastService, args: argparse.Namespace) -> Result:
+    service.poll_interval(args.repository_id)  # an unknown id is a UserError
     if not args.wait:
-        _request_sync(settings, args.repository_id, interval)
-        return {"repository_id": args.repository_id, "requested": True, "_text": "sync requested"}
+        await service.start_sync(args.repository_id)
+        return Result({"repository_id": args.repository_id, "requested": True}, "sync requested")
     try:
-        return _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
+        return await _sync_and_wait(service, args.repository_id, args.timeout, args.json)
     except Unreachable as error:
         if not error.requested:
             raise
@@ -533,119 +372,59 @@ def cmd_sync(settings: Settings, args: argparse.Namespace) -> Output:
         ) from None
 
 
-def cmd_status(settings: Settings, args: argparse.Namespace) -> Output:
-    from treecast import registry
-
-    with session_scope(settings.database_url) as session:
-        if args.repository_id:
-            repos = [registry.get_repository(session, args.repository_id)]
-        else:
-            repos = [
-                registry.get_repository(session, r["repository_id"])
-                for r in registry.list_repositories(session)
-            ]
-        rows: list[dict[str, Any]] = [
-            {
-                "repository_id": r.id,
-                "url": r.url,
-                "ref": r.ref,
-                "apps": registry.watches_of(session, r.id),
-            }
-            for r in repos
-        ]
-
-    statuses: dict[str, Any] = {}  # repository id -> its status (None: not running)
-
-    async def query() -> None:
-        from treecast import temporal_ops
-
-        client = await _client(settings)
-        for row in rows:
-            repository_id = row["repository_id"]
-            try:
-                statuses[repository_id] = await temporal_ops.get_status(client, repository_id)
-            except Exception as error:
-                failure = _call_failure(error, f"the status query of {repository_id}", settings)
-                if failure is None:
-                    raise
-                # The others would wait for the same missing worker: they stay unknown.
-                raise failure from None
-
-    unreachable: str | None = None
-    try:
-        asyncio.run(query())
-    except Unreachable as error:
-        unreachable = str(error)
-    for row in rows:
-        row["sync"] = cli_format.plain(statuses.get(row["repository_id"]))
-    unknown = {row["repository_id"] for row in rows} - statuses.keys()
-    text = cli_format.status_table(rows, unknown) if rows else "no repositories yet"
-    out: Output = {"repositories": rows, "_text": text}
-    if unreachable:
+async def cmd_status(service: TreecastService, args: argparse.Namespace) -> Result:
+    report = await service.status(args.repository_id)
+    rows: list[dict[str, Any]] = [
+        {
+            "repository_id": r.repository_id,
+            "url": r.url,
+            "ref": r.ref,
+            "apps": r.apps,
+            "sync": cli_format.plain(r.sync),
+        }
+        for r in report.repositories
+    ]
+    text = cli_format.status_table(rows, report.unknown) if rows else "no repositories yet"
+    result = Result({"repositories": rows}, text)
+    if report.temporal_error:
         # What the database knows is still printed; the exit status says it is incomplete.
-        out["temporal_error"] = unreachable
-        out["_error"] = unreachable
-        out["_exit"] = EXIT_UNREACHABLE
-    return out
+        result.data["temporal_error"] = report.temporal_error
+        result.problem = report.temporal_error
+        result.exit_code = EXIT_UNREACHABLE
+    return result
 
 
-def cmd_pause_resume(settings: Settings, args: argparse.Namespace) -> Output:
+async def cmd_pause_resume(service: TreecastService, args: argparse.Namespace) -> Result:
     """Pause or resume a repository's polling (its workflow keeps running)."""
-    _repository_interval(settings, args.repository_id)  # an unknown id is a UserError
     paused = args.command == "pause"
-
-    async def run() -> bool:
-        from treecast import temporal_ops
-
-        client = await _client(settings)
-        toggle = temporal_ops.pause if paused else temporal_ops.resume
-        return await toggle(client, args.repository_id)
-
-    doing = "pausing" if paused else "resuming"
-    if not _run_temporal(run, f"{doing} {args.repository_id}", settings):
+    if not await service.set_paused(args.repository_id, paused):
         raise UserError(
             f"{args.repository_id} has no running sync; start it with `starter.py sync`"
         )
-    return {
-        "repository_id": args.repository_id,
-        "paused": paused,
-        "_text": "polling paused; `resume` to continue" if paused else "polling resumed",
-    }
+    return Result(
+        {"repository_id": args.repository_id, "paused": paused},
+        "polling paused; `resume` to continue" if paused else "polling resumed",
+    )
 
 
-def cmd_reset(settings: Settings, args: argparse.Namespace) -> Output:
-    interval = _repository_interval(settings, args.repository_id)
-
-    async def run() -> None:
-        from treecast import temporal_ops
-
-        await temporal_ops.reset(await _client(settings), settings, args.repository_id, interval)
-
-    _run_temporal(run, f"the reset of {args.repository_id}", settings)
-    return {
-        "repository_id": args.repository_id,
-        "reset": True,
-        "_text": "breaker closed; sync requested",
-    }
+async def cmd_reset(service: TreecastService, args: argparse.Namespace) -> Result:
+    await service.reset(args.repository_id)
+    return Result(
+        {"repository_id": args.repository_id, "reset": True}, "breaker closed; sync requested"
+    )
 
 
-def cmd_redeliver(settings: Settings, args: argparse.Namespace) -> Output:
-    from treecast import registry
-
-    with session_scope(settings.database_url) as session:
-        registry.get_watch(session, args.app_id, args.repository_id)
-    from activities.watchers import forget_ledger
-
-    forgotten = forget_ledger(settings, args.app_id, args.repository_id)
+async def cmd_redeliver(service: TreecastService, args: argparse.Namespace) -> Result:
+    forgotten = service.forget_ledger(args.app_id, args.repository_id)
     said = f"forgot {forgotten} delivered files; the whole repository will be sent again"
     try:
         if args.wait:
             if not args.json:
                 print(said, file=sys.stderr)
-            result = _sync_and_wait(settings, args.repository_id, args.timeout, args.json)
-            return {"app_id": args.app_id, "ledger_rows_removed": forgotten, **result}
-        interval = _repository_interval(settings, args.repository_id)
-        _request_sync(settings, args.repository_id, interval)
+            result = await _sync_and_wait(service, args.repository_id, args.timeout, args.json)
+            result.data = {"app_id": args.app_id, "ledger_rows_removed": forgotten, **result.data}
+            return result
+        await service.start_sync(args.repository_id)
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"forgot {forgotten} files delivered to {args.app_id}",
@@ -653,15 +432,19 @@ def cmd_redeliver(settings: Settings, args: argparse.Namespace) -> Output:
             args.repository_id,
             error,
         ) from None
-    return {
-        "app_id": args.app_id,
-        "repository_id": args.repository_id,
-        "ledger_rows_removed": forgotten,
-        "_text": said,
-    }
+    return Result(
+        {
+            "app_id": args.app_id,
+            "repository_id": args.repository_id,
+            "ledger_rows_removed": forgotten,
+        },
+        said,
+    )
 
 
-COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Output]] = {
+COMMANDS: dict[
+    str, Callable[[TreecastService, argparse.Namespace], Coroutine[Any, Any, Result]]
+] = {
     "app": cmd_app,
     "repo": cmd_repo,
     "watch": cmd_watch,
@@ -690,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().print_help()
             return EXIT_USAGE
         settings = load_settings()
-        result = COMMANDS[args.command](settings, args)
+        result = asyncio.run(COMMANDS[args.command](TreecastService(settings), args))
     except (UserError, ConfigError) as error:
         return _fail(str(error), EXIT_USAGE, as_json)
     except DBAPIError as error:
@@ -705,20 +488,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130, as_json)
     except Exception as error:
         # A Temporal failure some command did not expect; anything else keeps its traceback.
-        failure = _temporal_failure(error, "a request", settings)
+        failure = temporal_failure(error, "a request", settings)
         if failure is None:
             raise
         return _fail(str(failure), EXIT_UNREACHABLE, as_json)
-    exit_code = int(result.pop("_exit", 0))
-    text = result.pop("_text", "")
-    problem = result.pop("_error", None)
     if as_json:
-        print(json.dumps(result, indent=2, default=str))
-    elif text:
-        print(text)
-    if problem:  # a result printed in spite of an error (status without Temporal)
-        return _fail(str(problem), exit_code, as_json)
-    return exit_code
+        print(json.dumps(result.data, indent=2, default=str))
+    elif result.text:
+        print(result.text)
+    if result.problem:  # a result printed in spite of an error (status without Temporal)
+        return _fail(result.problem, result.exit_code, as_json)
+    return result.exit_code
 
 
 def _fail(message: str, code: int, as_json: bool) -> int:
@@ -729,6 +509,13 @@ def _fail(message: str, code: int, as_json: bool) -> int:
     return code
 
 
-if __name__ == "__main__":
-    # Not sys.exit: Python's shutdown can abort after Temporal was used (see process_exit).
+def cli() -> NoReturn:
+    """The `treecast` console command: `main()` with its exit status.
+
+    Not sys.exit: Python's shutdown can abort after Temporal was used (see process_exit).
+    """
     run_and_exit(main)
+
+
+if __name__ == "__main__":
+    cli()

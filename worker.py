@@ -31,19 +31,30 @@ log = logging.getLogger("treecast.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)  # at most one heartbeat a second per activity
 
 
+def workflows() -> list[type]:
+    """Every workflow class the worker runs (imported here, never by `workflows/__init__`)."""
+    from workflows.deliver_files import DeliverFiles
+    from workflows.notify_breaker import NotifyBreaker
+    from workflows.sync_repository import SyncRepository
+
+    return [SyncRepository, DeliverFiles, NotifyBreaker]
+
+
 def build_activities(settings: Settings) -> list[Any]:
     """Every activity callable, bound to this process's settings."""
     from activities.delivery import DeliveryActivities
-    from activities.snapshot import GitActivities
-    from activities.watchers import WatchActivities
+    from activities.git import GitActivities
+    from activities.notices import NoticeActivities
+    from activities.watches import WatchActivities
 
     git = GitActivities(settings)
     delivery = DeliveryActivities(settings)
+    notices = NoticeActivities(settings)
     watches = WatchActivities(settings)
     return [
         git.snapshot_repository,
         delivery.deliver_changes,
-        delivery.send_notice,
+        notices.send_notice,
         watches.list_watchers,
         watches.record_delivery_failure,
     ]
@@ -65,12 +76,10 @@ def make_runtime(settings: Settings) -> Runtime | None:
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
     """The worker for Treecast's task queue (tests build theirs with this too)."""
-    from workflows import ALL_WORKFLOWS
-
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=ALL_WORKFLOWS,
+        workflows=workflows(),
         activities=build_activities(settings),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_concurrency,
@@ -82,7 +91,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 
 async def run(settings: Settings, *, dev: bool) -> None:
     """Prepare the database, optionally start the dev server, and run until SIGINT/SIGTERM."""
-    from treecast import temporal_ops
+    from treecast.temporal_client import connect
 
     resolve_secret_key(settings)  # fail now, not at the first activity
     engine_for(settings.database_url)
@@ -101,7 +110,7 @@ async def run(settings: Settings, *, dev: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        client = await temporal_ops.connect(settings, runtime=make_runtime(settings))
+        client = await connect(settings, runtime=make_runtime(settings))
         with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
             worker = build_worker(client, settings, executor)
             async with worker:

@@ -30,6 +30,7 @@ from models.tables import (
 )
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
+from treecast.service.errors import UserError, shown
 from treecast.urls import normalise_git_url, validate_base_url
 
 APP_ID = re.compile(r"^app_[0-9a-f]{24}$")
@@ -39,15 +40,6 @@ MAX_REF = 255
 MAX_GLOBS = 100
 MAX_GLOB_LENGTH = 1024
 MAX_TOKEN = 4096
-
-
-class UserError(Exception):
-    """Bad input or an unknown id: shown to the person as one line, exit status 2."""
-
-
-def shown(value: str, limit: int = 60) -> str:
-    """`value` quoted for an error message, cut short: a huge argument must not make a huge line."""
-    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 @dataclass

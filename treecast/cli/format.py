@@ -8,6 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 
+def printable(text: str) -> str:
+    """Text that came from input, with control characters (newlines, ESC, BEL, DEL and
+    the C1 range) escaped, so a name cannot rewrite the terminal or forge lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def iso(value: Any) -> Any:
     """Datetimes as ISO-8601 text; anything else unchanged."""
     return value.isoformat() if isinstance(value, datetime) else value
@@ -81,16 +89,20 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
         )
         if sync is not None and sync.get("last_error_type"):
             lines.append(
-                f"  last error: {sync['last_error_type']}: {sync.get('last_error') or ''}"[:200]
+                printable(
+                    f"  last error: {sync['last_error_type']}: {sync.get('last_error') or ''}"
+                )[:200]
             )
         apps = [
             [
                 app["app_id"],
-                app["app_name"][:24],
+                printable(app["app_name"])[:24],
                 app["status"],
                 (app["delivered_commit"] or "-")[:12],
                 age(app["last_synced_at"]),
-                f"{app['last_error_type']}: {app['last_error']}"[:80] if app["last_error"] else "",
+                printable(f"{app['last_error_type']}: {app['last_error']}")[:80]
+                if app["last_error"]
+                else "",
             ]
             for app in row["apps"]
         ]

@@ -1,0 +1,373 @@
+"""The service layer's Temporal calls on the per-repository workflows.
+
+Everything here talks to Temporal only (never the database or git): start or
+signal a repository's `SyncRepository`, sync and wait for the deliveries
+(Update-with-Start), read its status, reset its breaker, pause, resume and stop it.
+Signals, queries and updates are called by method reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.delivery import DeliveryProgress
+from models.sync import (
+    RequestState,
+    SyncOutcome,
+    SyncRepositoryInput,
+    SyncRequest,
+    SyncStatus,
+    deliver_workflow_id,
+    sync_workflow_id,
+)
+from treecast.config import Settings
+from workflows import search_attributes
+from workflows.deliver_files import DeliverFiles
+from workflows.sync_repository import SyncRepository
+
+# How often `sync --wait` looks at the delivery's heartbeat for "N of M files" (the
+# end of the sync itself arrives as the update's answer, not by polling).
+PROGRESS_EVERY = 1.0
+# A query is answered by a worker. With none polling the task queue, Temporal holds the
+# query until the call's deadline (30 s by default), so the service's queries give up sooner.
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+class NoWorkerAnswered(Exception):
+    """A query or update got no answer within QUERY_TIMEOUT: no worker polls the workflow's
+    task queue (or the one that does is stuck)."""
+
+    def __init__(self, repository_id: str, query: str, task_queue: str | None) -> None:
+        self.repository_id = repository_id
+        self.query = query  # what went unanswered, e.g. "status query", "sync_and_wait update"
+        self.task_queue = task_queue  # the workflow's; None when describing it failed too
+        super().__init__(
+            f"no worker answered the {query} of {repository_id} within "
+            f"{QUERY_TIMEOUT.total_seconds():g} s"
+        )
+
+
+def missing_search_attributes(error: BaseException) -> bool:
+    """Whether Temporal refused a call because its namespace lacks Treecast's search attributes."""
+    if not isinstance(error, RPCError) or error.status != RPCStatusCode.INVALID_ARGUMENT:
+        return False
+    message = error.message
+    # "Namespace default has no mapping defined for search attribute TreecastRepositoryId"
+    # (older servers: "search attribute TreecastRepositoryId is not defined")
+    return "search attribute" in message.lower() and any(
+        key.name in message for key in search_attributes.ALL_KEYS
+    )
+
+
+def _no_such_workflow(error: RPCError) -> bool:
+    """NOT_FOUND for the workflow, not for the namespace (a wrong TEMPORAL_NAMESPACE answers
+    NOT_FOUND too, and must not read as "no workflow runs")."""
+    return error.status == RPCStatusCode.NOT_FOUND and not any(
+        detail.type_url.endswith(".NamespaceNotFoundFailure")
+        for detail in error.grpc_status.details
+    )
+
+
+def _timed_out(error: RPCError) -> bool:
+    # The client's own deadline ends the call as CANCELLED "Timeout expired"; the
+    # server's as DEADLINE_EXCEEDED.
+    return error.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+async def _no_worker(handle: WorkflowHandle[Any, Any], repository_id: str, label: str) -> Exception:
+    task_queue: str | None
+    try:
+        task_queue = (await handle.describe()).task_queue
+    except RPCError:
+        task_queue = None
+    return NoWorkerAnswered(repository_id, label, task_queue)
+
+
+async def _query(
+    handle: WorkflowHandle[Any, Any],
+    repository_id: str,
+    label: str,
+    query: Callable[..., Any],
+    *args: Any,
+) -> Any:
+    """Run a query, turning "no answer in time" into `NoWorkerAnswered` (`label` names it)."""
+    try:
+        return await handle.query(query, *args, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if not _timed_out(err):
+            raise
+    raise await _no_worker(handle, repository_id, f"{label} query") from None
+
+
+def sync_input(
+    settings: Settings, repository_id: str, poll_interval_seconds: int | None = None
+) -> SyncRepositoryInput:
+    """The workflow input for a repository, from Settings (breaker and timeouts)."""
+    return SyncRepositoryInput(
+        repository_id=repository_id,
+        poll_interval_seconds=poll_interval_seconds or settings.poll_interval_seconds,
+        breaker_threshold=settings.breaker_threshold,
+        breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+        notice_timeout_seconds=settings.notice_timeout_seconds,
+        # a fetch runs a few git commands, each bounded by the git timeout
+        snapshot_timeout_seconds=max(60.0, settings.git_timeout_seconds * 4),
+    )
+
+
+def _start_options(settings: Settings, repository_id: str) -> dict[str, Any]:
+    """What every start of a repository's loop passes (one id per repository)."""
+    return {
+        "id": sync_workflow_id(repository_id),
+        "task_queue": settings.task_queue,
+        "search_attributes": TypedSearchAttributes(
+            [SearchAttributePair(search_attributes.REPOSITORY_ID, repository_id)]
+        ),
+        "static_summary": f"Sync loop of repository {repository_id}",
+    }
+
+
+async def start_sync(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None,
+    *,
+    sync_now: bool,
+) -> None:
+    """Make sure the repository's sync loop runs; with `sync_now`, also sync right away.
+
+    A new workflow syncs on its first run either way; `sync_now=False` just leaves a
+    running one on its schedule. Signal-with-start (or USE_EXISTING): starting twice
+    never runs two loops.
+    """
+    workflow_input = sync_input(settings, repository_id, poll_interval_seconds)
+    options = _start_options(settings, repository_id)
+    if sync_now:
+        await client.start_workflow(
+            SyncRepository.run,
+            workflow_input,
+            start_signal="sync_now",  # the SDK takes the start signal by name only
+            start_signal_args=[SyncRequest()],
+            **options,
+        )
+        return
+    await client.start_workflow(
+        SyncRepository.run,
+        workflow_input,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        **options,
+    )
+
+
+async def sync_and_wait(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None,
+    on_progress: Callable[[str], None] | None,
+    timeout: float,
+    request_id: str | None = None,
+) -> SyncOutcome:
+    """Sync now and wait until that sync's deliveries have finished (or it was refused).
+
+    Update-with-Start: the loop starts if it is not running, and the update answers
+    when the request is final: DONE (with per-app results), FAILED, BREAKER_OPEN,
+    PAUSED or STOPPED. `on_progress` gets every new non-final progress line. Raises
+    `TimeoutError` if it is not final within `timeout`, and `NoWorkerAnswered` when no
+    worker takes the update.
+    """
+    request_id = request_id or uuid.uuid4().hex
+    start = WithStartWorkflowOperation(
+        SyncRepository.run,
+        sync_input(settings, repository_id, poll_interval_seconds),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        **_start_options(settings, repository_id),
+    )
+    try:
+        update = await client.start_update_with_start_workflow(
+            SyncRepository.sync_and_wait,
+            SyncRequest(request_id=request_id),
+            id=request_id,
+            start_workflow_operation=start,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            rpc_timeout=QUERY_TIMEOUT,
+        )
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+        if isinstance(err, RPCError) and not _timed_out(err):
+            raise
+        handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+        raise await _no_worker(handle, repository_id, "sync_and_wait update") from None
+    result = asyncio.ensure_future(update.result())
+    handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_seen = ""
+    try:
+        while not result.done():
+            if on_progress is not None:
+                line = await _progress(client, handle, repository_id, request_id)
+                if line and line != last_seen:
+                    on_progress(line)
+                    last_seen = line
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait({result}, timeout=min(PROGRESS_EVERY, left))
+        if result.done():
+            outcome: SyncOutcome = result.result()
+            if outcome.final:
+                return outcome
+        raise TimeoutError(
+            f"sync of {repository_id} not finished after {timeout:g} s; "
+            "it goes on in the background: see `starter.py status`"
+        )
+    finally:
+        result.cancel()
+        with contextlib.suppress(BaseException):
+            await result
+
+
+async def _progress(
+    client: Client, handle: WorkflowHandle[Any, Any], repository_id: str, request_id: str
+) -> str | None:
+    """The request's state as one line (with "N of M files" while delivering); None if final."""
+    try:
+        outcome = await handle.query(SyncRepository.request, request_id, rpc_timeout=QUERY_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError):
+        return None  # progress is best effort; the update's answer is what counts
+    if outcome is None or outcome.final:
+        return None
+    commit = (outcome.commit or "")[:12]
+    if outcome.state == RequestState.SYNCING:
+        return "fetching"
+    if outcome.state == RequestState.PENDING:
+        return "waiting for the running sync to finish"
+    files = await delivery_progress(client, repository_id)
+    return f"delivering {commit}" + (f": {files}" if files else "")
+
+
+async def delivery_progress(client: Client, repository_id: str) -> str | None:
+    """ "N of M files" of the delivery running now, from its activity's heartbeat, or the
+    retry an app waits for; None if neither."""
+    handle = client.get_workflow_handle(deliver_workflow_id(repository_id))
+    try:
+        description = await handle.describe()
+    except RPCError:
+        return None
+    for pending in description.raw_description.pending_activities:
+        if (
+            pending.activity_type.name != "deliver_changes"
+            or not pending.heartbeat_details.payloads
+        ):
+            continue
+        details = await client.data_converter.decode(pending.heartbeat_details.payloads)
+        progress = DeliveryProgress.from_details(details)
+        if progress is not None and progress.total:
+            return f"{progress.done} of {progress.total} files"
+    if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        return None
+    try:
+        wait = await handle.query(DeliverFiles.retry_wait, rpc_timeout=QUERY_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+    if wait is None:
+        return None
+    return (
+        f"app {wait.app_id} failed ({wait.error}); "
+        f"try {wait.attempt} of {wait.attempts} at {wait.at:%H:%M:%S} UTC"
+    )
+
+
+async def sync_request(client: Client, repository_id: str, request_id: str) -> SyncOutcome | None:
+    """What became of one sync request (None: unknown to the running workflow)."""
+    handle = await _running_handle(client, repository_id)
+    if handle is None:
+        return None
+    outcome: SyncOutcome | None = await _query(
+        handle, repository_id, "request", SyncRepository.request, request_id
+    )
+    return outcome
+
+
+async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle[Any, Any] | None:
+    handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if _no_such_workflow(err):
+            return None
+        raise
+    if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        return None
+    return handle
+
+
+async def get_status(client: Client, repository_id: str) -> SyncStatus | None:
+    """The repository workflow's `status` query; None when it is not running.
+
+    Raises `NoWorkerAnswered` when no worker answers within QUERY_TIMEOUT.
+    """
+    handle = await _running_handle(client, repository_id)
+    if handle is None:
+        return None
+    status: SyncStatus = await _query(handle, repository_id, "status", SyncRepository.status)
+    return status
+
+
+async def reset(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None = None,
+) -> None:
+    """Close the repository's breaker and sync right away (starting its loop if needed)."""
+    await client.start_workflow(
+        SyncRepository.run,
+        sync_input(settings, repository_id, poll_interval_seconds),
+        start_signal="reset",  # the SDK takes the start signal by name only
+        start_signal_args=[SyncRequest()],
+        **_start_options(settings, repository_id),
+    )
+
+
+async def _signal_running(client: Client, repository_id: str, signal: Callable[..., Any]) -> bool:
+    handle = client.get_workflow_handle_for(SyncRepository.run, sync_workflow_id(repository_id))
+    try:
+        await handle.signal(signal)
+    except RPCError as err:
+        if _no_such_workflow(err):
+            return False
+        raise
+    return True
+
+
+async def pause(client: Client, repository_id: str) -> bool:
+    """Stop polling the repository until `resume`; False when no workflow runs."""
+    return await _signal_running(client, repository_id, SyncRepository.pause)
+
+
+async def resume(client: Client, repository_id: str) -> bool:
+    """Poll the repository again; False when no workflow runs."""
+    return await _signal_running(client, repository_id, SyncRepository.resume)
+
+
+async def stop(client: Client, repository_id: str) -> None:
+    """End the repository's workflow cleanly (repository removed); no workflow is fine."""
+    await _signal_running(client, repository_id, SyncRepository.stop)
