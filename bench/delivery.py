@@ -105,12 +105,12 @@ def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any
 
 def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
     """Files/s of deliver_changes and of a bare httpx loop, to the same receiver program."""
-    from activities import payloads
-    from activities.git_fetch import ensure_commit
-    from activities.signing import signed_headers
     from tests.gitrepos import WorkRepo
     from tests.receiver_fixture import add_watch, register
     from treecast.crypto import generate_webhook_secret
+    from treecast.store.repositories import ensure_commit
+    from treecast.webhooks import payloads
+    from treecast.webhooks.signing import signed_headers
 
     repo = WorkRepo(root / "repo")
     repository_id = ""
@@ -184,8 +184,8 @@ def memory_child(root: Path) -> dict[str, Any]:
     settings = _settings(root / "data")
     # Warm up everything an idle worker has loaded (modules, database, git cache).
     import activities.delivery  # noqa: F401
-    from activities.git_fetch import ensure_commit
     from treecast.db import engine_for
+    from treecast.store.repositories import ensure_commit
 
     engine_for(settings.database_url)
     from tests.receiver_fixture import register

@@ -119,8 +119,8 @@ def _peak_rss_kib() -> int:
 
 def memory_probe(cache: str, commit: str) -> None:
     """Child process: peak RSS before and after listing the whole tree (printed as KiB)."""
-    from activities.git_tree import list_tree
     from treecast.config import load_settings
+    from treecast.gitcache.tree import list_tree
 
     settings = load_settings({"TREECAST_DATA_DIR": str(Path(cache).parent.parent)})
     before = _peak_rss_kib()
@@ -132,14 +132,16 @@ def memory_probe(cache: str, commit: str) -> None:
 def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
     from sqlmodel import Session
 
-    from activities.changes import compute_changes
-    from activities.git_objects import BlobReader
-    from activities.snapshot import GitActivities
+    from activities.git import GitActivities
     from models.git import SnapshotInput
     from models.tables import App, DeliveredFile, Repository, Watch
+    from treecast.changes import compute_changes
     from treecast.config import load_settings
     from treecast.crypto import generate_key
     from treecast.db import engine_for
+    from treecast.gitcache.objects import BlobReader
+    from treecast.gitcache.repository import RepositoryCache
+    from treecast.store.repositories import load_access
 
     root = workdir / f"n{count}"
     root.mkdir()
@@ -205,12 +207,15 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
     fetch = ["fetch", "-q", "--no-tags", url, "+refs/heads/main:refs/heads/main"]
 
     compute_only: list[float] = []
+    repo_cache = RepositoryCache(settings, "repo_bench")
+    with Session(engine) as session:
+        access = load_access(settings, session, "repo_bench")
 
     def ours() -> int:
         result = acts.snapshot_repository(SnapshotInput("repo_bench"))
         started = time.perf_counter()
         with Session(engine) as session:
-            n = len(compute_changes(settings, session, "app_bench", "repo_bench", result.commit))
+            n = len(compute_changes(session, repo_cache, access, "app_bench", result.commit))
         compute_only.append(time.perf_counter() - started)
         return n
 
@@ -239,7 +244,7 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
             change_bare.append(timed(lambda prev=previous: bare_git(prev)))  # type: ignore[misc]
             change_ours.append(timed(ours))
         with Session(engine) as session:
-            todo = compute_changes(settings, session, "app_bench", "repo_bench", head)
+            todo = compute_changes(session, repo_cache, access, "app_bench", head)
             assert [c.path for c in todo] == [file_path(target)], todo
             with BlobReader(cache) as reader:
                 assert todo[0].blob_id is not None

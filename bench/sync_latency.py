@@ -32,11 +32,13 @@ from examples.receiver import Receiver
 from models.tables import Snapshot
 from tests.conftest import free_port
 from tests.gitrepos import WorkRepo
-from treecast import registry, temporal_ops
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.devserver import DevServer
+from treecast.service import registry
+from treecast.service import workflows as temporal_ops
+from treecast.temporal_client import connect
 from workflows.search_attributes import dev_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +64,7 @@ async def latency(
     settings: Settings, receiver: Receiver, repo: WorkRepo, app_id: str, runs: int
 ) -> list[float]:
     """Seconds from the sync request to the changed file's webhook, per run."""
-    client = await temporal_ops.connect(settings)
+    client = await connect(settings)
     cipher = Cipher(resolve_secret_key(settings))
     with session_scope(settings.database_url) as session:
         repository, _ = registry.add_repository(session, settings, cipher, repo.url, "", 3600, None)
@@ -101,7 +103,7 @@ async def idle_cpu(
     settings: Settings, worker_pid: int, repo: WorkRepo, repos: int, seconds: float
 ) -> float:
     """CPU share of one core used by the worker while `repos` repositories sit idle."""
-    client = await temporal_ops.connect(settings)
+    client = await connect(settings)
     cipher = Cipher(resolve_secret_key(settings))
     links = Path(tempfile.mkdtemp(prefix="treecast-bench-links-"))
     ids: list[str] = []

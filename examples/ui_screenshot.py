@@ -24,9 +24,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import worker
-from treecast import registry, temporal_ops
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key
+from treecast.service import registry
+from treecast.service import workflows as temporal_ops
+from treecast.temporal_client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = [
@@ -94,7 +96,7 @@ async def open_a_breaker(settings: Settings, tmp: Path) -> str:
         repository, _ = registry.add_repository(
             session, settings, cipher, f"file://{missing}", "", 3600, None
         )
-    client = await temporal_ops.connect(settings)
+    client = await connect(settings)
     for _ in range(settings.breaker_threshold):
         await temporal_ops.sync_and_wait(
             client, settings, repository.id, 3600, on_progress=None, timeout=60

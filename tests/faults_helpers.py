@@ -32,11 +32,13 @@ from examples.receiver import Received, Receiver
 from models.tables import DeliveredFile, DeliveryAttempt, Watch
 from tests.conftest import free_port
 from tests.temporal_env import new_task_queue
-from treecast import registry, temporal_ops
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key
 from treecast.db import session_scope
 from treecast.devserver import DevServer
+from treecast.service import registry
+from treecast.service import workflows as temporal_ops
+from treecast.temporal_client import connect
 from workflows.search_attributes import dev_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +87,7 @@ class FaultStack:
 
     async def connect(self) -> Client:
         """A client for the stack's server (kept for the test)."""
-        self.client = await temporal_ops.connect(self.settings)
+        self.client = await connect(self.settings)
         return self.client
 
     def add_app(self, receiver: Receiver | str, secret: str, name: str = "app") -> str:

@@ -34,16 +34,17 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from models.delivery import (
+    AppDelivery,
     DeliverInput,
-    DeliverResult,
+    DeliveryStatus,
     NoticeInput,
     NoticeResult,
     RecordFailureInput,
     WatchersInput,
     WatchersResult,
 )
-from models.git import GitErrorType, SnapshotInput, SnapshotResult
-from workflows import ALL_WORKFLOWS
+from models.git import NON_RETRYABLE_GIT_ERRORS, SnapshotInput, SnapshotResult
+from worker import workflows as all_workflows
 from workflows.search_attributes import ALL_KEYS
 
 BIN = Path(sys.executable).parent
@@ -98,7 +99,7 @@ async def treecast_worker(
     async with Worker(
         client,
         task_queue=task_queue,
-        workflows=ALL_WORKFLOWS,
+        workflows=all_workflows(),
         activities=list(activities),
         **kwargs,
     ) as worker:
@@ -162,7 +163,7 @@ class FakeTreecast:
             raise ApplicationError(
                 f"git fetch failed ({self.git_error})",
                 type=self.git_error,
-                non_retryable=self.git_error in GitErrorType.NON_RETRYABLE,
+                non_retryable=self.git_error in NON_RETRYABLE_GIT_ERRORS,
             )
         return SnapshotResult(repository_id=input.repository_id, commit=self.commit, ref="main")
 
@@ -174,7 +175,7 @@ class FakeTreecast:
         return WatchersResult(app_ids=apps, behind_app_ids=behind)
 
     @activity.defn(name="deliver_changes")
-    async def deliver_changes(self, input: DeliverInput) -> DeliverResult:
+    async def deliver_changes(self, input: DeliverInput) -> AppDelivery:
         self.deliver_attempts[input.app_id] = self.deliver_attempts.get(input.app_id, 0) + 1
         scheduled = self.deliver_scheduled.setdefault(input.app_id, [])
         scheduled.append(activity.info().current_attempt_scheduled_time)
@@ -194,11 +195,11 @@ class FakeTreecast:
                 raise ApplicationError(
                     "POST http://127.0.0.1:9/create failed: connection refused",
                     type=error,
-                    non_retryable=error in GitErrorType.NON_RETRYABLE,  # e.g. a commit gone
+                    non_retryable=error in NON_RETRYABLE_GIT_ERRORS,  # e.g. a commit gone
                 )
             self.app_commits[input.app_id] = input.commit
-            return DeliverResult(
-                app_id=input.app_id, status="synced", created=2, updated=1, deleted=0
+            return AppDelivery(
+                app_id=input.app_id, status=DeliveryStatus.SYNCED, created=2, updated=1, deleted=0
             )
         finally:
             record.ended = time.monotonic()

@@ -12,16 +12,18 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, delete, select
 
-from activities.changes import compute_changes, full_changes
-from activities.git_cache import cache_lock, cache_path
-from activities.git_fetch import sync_ref
-from activities.git_objects import BlobReader
-from activities.git_tree import ignore_filter, parse_globs
 from models.changes import ChangeKind, FileChange
 from models.tables import App, DeliveredFile, Repository, Watch
 from tests.gitrepos import WorkRepo, git
+from treecast.changes import compute_changes, full_changes
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.gitcache.cache import cache_lock, cache_path
+from treecast.gitcache.objects import BlobReader
+from treecast.gitcache.remote import sync_ref
+from treecast.gitcache.repository import RepositoryCache
+from treecast.gitcache.tree import parse_globs
+from treecast.store.repositories import load_access
 
 REPO = "repo_c"
 
@@ -51,7 +53,8 @@ def register(settings: Settings, repo: WorkRepo, apps: dict[str, list[str]]) -> 
 
 def changes(settings: Settings, app_id: str, commit: str | None) -> list[FileChange]:
     with session_scope(settings.database_url) as session:
-        return compute_changes(settings, session, app_id, REPO, commit)
+        access = load_access(settings, session, REPO)
+        return compute_changes(session, RepositoryCache(settings, REPO), access, app_id, commit)
 
 
 def deliver(settings: Settings, app_id: str, commit: str | None, todo: list[FileChange]) -> None:
@@ -83,9 +86,9 @@ def reference(settings: Settings, app_id: str, commit: str) -> list[FileChange]:
     with session_scope(settings.database_url) as session:
         watch = session.get(Watch, (app_id, REPO))
         assert watch is not None
-        path = cache_path(settings, REPO)
-        ff = ignore_filter(settings, path, commit, parse_globs(watch.path_globs))
-        return full_changes(settings, session, app_id, REPO, path, commit, ff)
+        cache = RepositoryCache(settings, REPO)
+        ff = cache.file_filter(cache.ignore_blob(commit), parse_globs(watch.path_globs))
+        return full_changes(session, cache, app_id, commit, ff)
 
 
 def ledger(settings: Settings, app_id: str) -> dict[str, str]:

@@ -23,10 +23,10 @@ import pytest
 
 import starter
 from tests.conftest import free_port
-from treecast import temporal_ops
 from treecast.config import load_settings
 from treecast.crypto import generate_key
 from treecast.devserver import DevServer, temporal_cli
+from treecast.service import workflows as temporal_ops
 from workflows.search_attributes import operator_create_command
 
 pytestmark = pytest.mark.e2e
@@ -162,8 +162,8 @@ def test_missing_search_attributes_then_no_worker(
     code, out, message = run(capsys, "sync", repository_id, "--wait", "--timeout", "30")
     assert code == 3 and out is None
     assert message == (
-        f"the sync of {repository_id} was requested, but no worker answered the progress "
-        f"query of {repository_id} within 1 s; is worker.py running on task queue {queue}? "
+        f"the sync of {repository_id} was requested, but no worker answered the sync_and_wait "
+        f"update of {repository_id} within 1 s; is worker.py running on task queue {queue}? "
         "It starts once a worker runs"
     )
 

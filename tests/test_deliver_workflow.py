@@ -16,7 +16,13 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 
 import worker
 from examples.receiver import Receiver
-from models.delivery import ChunkResume, DeliverInput, DeliverResult, DeliveryErrorType
+from models.delivery import (
+    AppDelivery,
+    ChunkResume,
+    DeliverInput,
+    DeliveryErrorType,
+    DeliveryStatus,
+)
 from models.git import GitErrorType
 from models.sync import (
     DeliverFilesInput,
@@ -304,13 +310,13 @@ async def test_a_timed_out_try_counts_its_files_and_the_next_resumes_where_it_st
     tries: list[DeliverInput] = []
 
     @activity.defn(name="deliver_changes")
-    async def deliver_changes(input: DeliverInput) -> DeliverResult:
+    async def deliver_changes(input: DeliverInput) -> AppDelivery:
         tries.append(input)
         if len(tries) == 1:
             counts = {"created": 2, "updated": 1, "deleted": 0}
             activity.heartbeat({"done": 3, "total": 5, **counts, **asdict(position)})
             await asyncio.sleep(30)  # "killed": no more heartbeats
-        return DeliverResult(app_id=input.app_id, status="synced", updated=2)
+        return AppDelivery(app_id=input.app_id, status=DeliveryStatus.SYNCED, updated=2)
 
     fake = FakeTreecast(apps=["app-a"])
     others = [a for a in fake.activities() if a.__name__ != "deliver_changes"]

@@ -13,30 +13,38 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from activities.delivery import DeliveryActivities
-from activities.watchers import WatchActivities, count_ledger, forget_ledger
+from activities.watches import WatchActivities
 from examples.receiver import Received, Receiver
 from models.delivery import (
-    AcknowledgedCounts,
+    AppDelivery,
     ChunkResume,
     DeliverInput,
-    DeliverResult,
     DeliveryErrorType,
+    DeliveryProgress,
     RecordFailureInput,
     WatchersInput,
 )
 from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchStatus
 from tests.gitrepos import WorkRepo
 from tests.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
-from treecast import registry
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
+from treecast.service import registry
+from treecast.store.ledger import count_ledger, forget_ledger
 
 BINARY = bytes(range(256)) * 40  # 10 KiB with NUL bytes
+
+
+def as_json(value: Any) -> Any:
+    """`value` after a trip through Temporal's default converter (dataclasses become dicts)."""
+    converter = DataConverter.default.payload_converter
+    return converter.from_payloads(converter.to_payloads([value]))[0]
 
 
 class Run:
@@ -52,7 +60,8 @@ class Run:
         self.repository_id = ""
         self.beats: list[Any] = []
         self.env = ActivityEnvironment()
-        self.env.on_heartbeat = lambda *details: self.beats.append(details[0])
+        # As Temporal stores them: plain JSON, the way DeliverFiles and the CLI read them.
+        self.env.on_heartbeat = lambda *details: self.beats.append(as_json(details[0]))
 
     def register(self) -> None:
         self.app_id, self.repository_id = register(
@@ -61,7 +70,7 @@ class Run:
 
     def deliver(
         self, commit: str | None, *, resume_from: Any = None, resume: ChunkResume | None = None
-    ) -> DeliverResult:
+    ) -> AppDelivery:
         """One try; `resume_from` as a retry's heartbeat details, `resume` as DeliverFiles'."""
         if resume_from is not None:
             self.env.info = dataclasses.replace(self.env.info, heartbeat_details=[resume_from])
@@ -69,7 +78,7 @@ class Run:
             DeliveryActivities(self.settings).deliver_changes,
             DeliverInput(self.app_id, self.repository_id, commit, resume=resume),
         )
-        assert isinstance(result, DeliverResult)
+        assert isinstance(result, AppDelivery)
         return result
 
     def watch(self) -> Watch:
@@ -254,10 +263,10 @@ def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(chunky_run: Run)
     assert run.ledger() == {}  # the ledger waits for the last chunk
     failed_id = run.receiver.requests[-1].webhook_id
     last = run.beats[-1]
-    assert last["next_chunk"] == 5 and last["path"] == "big.bin"
+    assert last["chunk"]["next_chunk"] == 5 and last["chunk"]["path"] == "big.bin"
     # The failure carries the same position, for a new try started by DeliverFiles.
     (beat,) = failure.value.details
-    assert beat == last and AcknowledgedCounts.from_details([beat]) == AcknowledgedCounts()
+    assert beat == DeliveryProgress.from_details([last]) and beat.delivered == 0
 
     run.receiver.requests.clear()
     run.deliver(commit, resume_from=last)
@@ -283,17 +292,17 @@ def test_a_new_try_resumes_at_the_position_in_its_input(
     run.receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
     with pytest.raises(ApplicationError) as failure:
         run.deliver(commit)
-    resume = ChunkResume.from_details(failure.value.details)
+    progress = DeliveryProgress.from_details(failure.value.details)
+    assert progress is not None
+    resume = progress.chunk
     assert resume is not None and (resume.path, resume.next_chunk) == ("big.bin", 5)
-    assert AcknowledgedCounts.from_details(failure.value.details) == AcknowledgedCounts(
-        created=1  # a.txt
-    )
+    assert (progress.created, progress.updated, progress.deleted) == (1, 0, 0)  # a.txt
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"lost https://user:pw@db.example/ while signing with {run.secrets[0]}")
 
     with monkeypatch.context() as patch:
-        patch.setattr("activities.payloads.plan_chunks", broken)
+        patch.setattr("treecast.webhooks.payloads.plan_chunks", broken)
         with pytest.raises(ApplicationError) as failure:
             run.deliver(commit, resume=resume)
     error = failure.value
@@ -301,8 +310,9 @@ def test_a_new_try_resumes_at_the_position_in_its_input(
     assert "https://***@db.example/" in error.message and run.secrets[0] not in error.message
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "RuntimeError" in logged and "user:pw" not in logged and run.secrets[0] not in logged
-    assert AcknowledgedCounts.from_details(error.details) == AcknowledgedCounts()
-    assert ChunkResume.from_details(error.details) == resume  # not used, so still standing
+    progress = DeliveryProgress.from_details(error.details)
+    assert progress is not None and progress.delivered == 0
+    assert progress.chunk == resume  # not used, so still standing
 
     run.receiver.requests.clear()
     run.deliver(commit, resume=resume)
@@ -324,7 +334,7 @@ def test_a_receiver_that_lost_its_chunks_gets_the_file_again(chunky_run: Run) ->
     try:
         with pytest.raises(ApplicationError, match="409"):
             run.deliver(commit, resume_from=run.beats[-1])
-        assert run.beats[-1]["next_chunk"] == 0
+        assert run.beats[-1]["chunk"]["next_chunk"] == 0
         run.deliver(commit, resume_from=run.beats[-1])
         assert [r.chunk_index for r in ok_files(fresh)] == list(range(14))
         assert fresh.files() == run.repo.files_at(commit)
@@ -389,8 +399,7 @@ def test_resume_after_failure_never_resends_acknowledged_files(run: Run) -> None
     # What this try did deliver travels with the failure, for the pass's totals; so
     # does its latest heartbeat, with the same counts (no chunk position here).
     (beat,) = failure.value.details
-    assert beat == {"done": 2, "total": 5, "created": 2, "updated": 0, "deleted": 0}
-    assert AcknowledgedCounts.from_details([beat]) == AcknowledgedCounts(created=2)
+    assert beat == DeliveryProgress(done=2, total=5, created=2)
     watch = run.watch()
     assert watch.status == WatchStatus.SYNCING and watch.retry_count == 1
     assert watch.last_error == "create c.txt: the app answered HTTP 500"

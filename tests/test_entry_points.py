@@ -20,7 +20,7 @@ from tests.temporal_env import new_task_queue, start_local
 from treecast.config import load_settings
 from treecast.crypto import Cipher, generate_key
 from treecast.db import session_scope
-from treecast.registry import add_repository
+from treecast.service.registry import add_repository
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 12  # unfixed, ~1 run in 6 aborted: 12 runs caught it 9 times in 10 (~1.3 s each)

@@ -14,17 +14,6 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.git_cache import (
-    KEEP_PREFIX,
-    Credentials,
-    cache_lock,
-    cache_path,
-    classify_git_error,
-    has_object,
-    run_git,
-)
-from activities.git_fetch import MEMO_FILE, MEMO_SECONDS, ensure_commit, sync_ref
-from activities.git_objects import BlobNotFound, BlobReader, blob_sizes
 from models.git import GitErrorType
 from models.tables import Repository
 from tests.conftest import free_port
@@ -33,6 +22,11 @@ from tests.gitrepos import WorkRepo, git
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
+from treecast.gitcache.cache import KEEP_PREFIX, cache_lock, cache_path, has_object
+from treecast.gitcache.command import Credentials, classify_git_error, run_git
+from treecast.gitcache.objects import BlobNotFound, BlobReader, blob_sizes
+from treecast.gitcache.remote import MEMO_FILE, MEMO_SECONDS, sync_ref
+from treecast.store.repositories import ensure_commit
 
 TOKEN = "ghp_" + "S3cr3tT0ken" * 3
 
@@ -318,11 +312,11 @@ def test_ensure_commit_fetches_on_another_worker(settings: Settings, repo: WorkR
     with session_scope(settings.database_url) as session:
         session.add(Repository(id="repo_t", url=repo.url, ref="", token_encrypted=token))
     head = git(repo.work, "rev-parse", "HEAD")
-    path = ensure_commit(settings, "repo_t", head)  # nothing synced on this worker yet
+    path = ensure_commit(settings, "repo_t", head).path  # nothing synced on this worker yet
     assert has_object(settings, path, head)
     kept = run_git(["for-each-ref", "--format=%(refname)"], settings=settings, cwd=path)
     assert f"refs/treecast/keep/{head}" in kept.stdout.decode()
-    assert ensure_commit(settings, "repo_t", head) == path
+    assert ensure_commit(settings, "repo_t", head).path == path
     with pytest.raises(ApplicationError) as info:
         ensure_commit(settings, "repo_t", "0" * 40)
     assert info.value.type == GitErrorType.REF_NOT_FOUND
@@ -407,8 +401,8 @@ def test_blob_reader_streams_and_stays_in_sync(settings: Settings, repo: WorkRep
 
 def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The git subcommands `sync_ref` runs from here on (recorded, then run for real)."""
-    import activities.git_cache as git_cache
-    import activities.git_fetch as git_fetch
+    import treecast.gitcache.cache as git_cache
+    import treecast.gitcache.remote as git_fetch
 
     seen: list[str] = []
     real = git_cache.run_git

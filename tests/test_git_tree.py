@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from activities.git_cache import cache_lock
-from activities.git_fetch import sync_ref
-from activities.git_objects import blob_sizes
-from activities.git_tree import (
+from tests.gitrepos import WorkRepo, git
+from treecast.config import Settings
+from treecast.gitcache.cache import cache_lock
+from treecast.gitcache.objects import blob_sizes
+from treecast.gitcache.remote import sync_ref
+from treecast.gitcache.tree import (
     FileFilter,
     diff_stats,
     diff_trees,
@@ -20,8 +22,6 @@ from activities.git_tree import (
     parse_globs,
     touches_ignore_file,
 )
-from tests.gitrepos import WorkRepo, git
-from treecast.config import Settings
 
 BAD_NAME = os.fsdecode(b"bad-\xff-name.txt")
 

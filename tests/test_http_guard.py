@@ -13,18 +13,18 @@ import httpcore
 import httpx
 import pytest
 
-from activities.http_client import (
+from examples.receiver import Receiver
+from models.delivery import DeliveryErrorType
+from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
+from treecast.config import Settings
+from treecast.webhooks.signing import signed_headers
+from treecast.webhooks.transport import (
     GuardedBackend,
     endpoint_url,
     make_client,
     parse_retry_after,
     post_webhook,
 )
-from activities.signing import signed_headers
-from examples.receiver import Receiver
-from models.delivery import DeliveryErrorType
-from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
-from treecast.config import Settings
 
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 

@@ -17,10 +17,13 @@ from examples.receiver import Receiver
 from tests.conftest import free_port
 from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue, start_local
-from treecast import metrics, registry, temporal_ops
+from treecast import metrics
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_webhook_secret
 from treecast.db import session_scope
+from treecast.service import registry
+from treecast.service import workflows as temporal_ops
+from treecast.temporal_client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +78,7 @@ async def test_metrics_endpoint_counts_syncs_and_webhooks(
                     session, settings, cipher, repo.url, "", 3600, None
                 )
                 registry.watch(session, app.id, repository.id, [])
-            client = await temporal_ops.connect(settings, runtime=worker.make_runtime(settings))
+            client = await connect(settings, runtime=worker.make_runtime(settings))
             async with worker.build_worker(client, settings, executor):
                 outcome = await temporal_ops.sync_and_wait(
                     client, settings, repository.id, 3600, on_progress=None, timeout=60

@@ -11,9 +11,10 @@ from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.delivery import DeliveryActivities
+from activities.notices import NoticeActivities
 from examples.receiver import Receiver
 from models.delivery import BreakerInfo, DeliveryErrorType, NoticeInput, NoticeResult
+from models.events import SyncEvent
 from models.tables import DeliveryAttempt, Watch, WatchStatus
 from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
@@ -40,7 +41,7 @@ def failed(app_id: str, repository_id: str, transition: str = "t1") -> NoticeInp
     return NoticeInput(
         app_id=app_id,
         repository_id=repository_id,
-        event="sync_failed",
+        event=SyncEvent.SYNC_FAILED,
         transition_id=transition,
         breaker=OPEN,
         error_type="AuthenticationFailed",
@@ -50,7 +51,7 @@ def failed(app_id: str, repository_id: str, transition: str = "t1") -> NoticeInp
 
 
 def send(settings: Settings, notice: NoticeInput) -> NoticeResult:
-    result = ActivityEnvironment().run(DeliveryActivities(settings).send_notice, notice)
+    result = ActivityEnvironment().run(NoticeActivities(settings).send_notice, notice)
     assert isinstance(result, NoticeResult)
     return result
 
@@ -109,7 +110,7 @@ def test_sync_recovered(
     notice = NoticeInput(
         app_id=ids[0],
         repository_id=ids[1],
-        event="sync_recovered",
+        event=SyncEvent.SYNC_RECOVERED,
         transition_id="t3",
         breaker=CLOSED,
         commit="c" * 40,

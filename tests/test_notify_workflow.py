@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from models.git import GitErrorType
-from models.sync import NotifyBreakerInput, SyncEvent, notify_workflow_id
+from models.sync import BreakerStatus, NotifyBreakerInput, SyncEvent, notify_workflow_id
 from tests.temporal_env import (
     FakeTreecast,
     new_task_queue,
@@ -30,7 +30,7 @@ async def test_a_dead_app_does_not_hold_back_the_others() -> None:
             event=SyncEvent.SYNC_FAILED,
             transition_id=notify_workflow_id("repo-x", SyncEvent.SYNC_FAILED, at),
             occurred_at=at,
-            breaker_status="open",
+            breaker_status=BreakerStatus.OPEN,
             consecutive_failures=5,
             threshold=5,
             cooldown_until=at + timedelta(minutes=30),

@@ -6,9 +6,9 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from activities import payloads
-from activities.payloads import ContentProbe, RepositoryRef, is_text, plan_chunks
 from models.delivery import BreakerInfo
+from treecast.webhooks import payloads
+from treecast.webhooks.payloads import ContentProbe, RepositoryRef, is_text, plan_chunks
 
 REPO = RepositoryRef("repo_1", "https://example.com/acme/docs", "acme", "docs", "main")
 TS = "2026-01-02T03:04:05.678Z"

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from activities.signing import signed_headers
 from examples.receiver import Receiver
 from tests.conftest import free_port
 from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
+from treecast.webhooks.signing import signed_headers
 
 
 def post(url: str, secret: str, event: str, payload: dict[str, Any], **sign: Any) -> httpx.Response:

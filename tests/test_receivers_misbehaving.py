@@ -24,7 +24,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.delivery import DeliveryActivities
-from activities.http_client import PostOutcome, make_client, post_webhook
 from models.delivery import DeliverInput, DeliveryErrorType
 from models.tables import DeliveryAttempt, Watch
 from tests.gitrepos import WorkRepo
@@ -32,6 +31,7 @@ from tests.receiver_fixture import register
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
+from treecast.webhooks.transport import PostOutcome, make_client, post_webhook
 
 Behaviour = Callable[[socket.socket, threading.Event], None]
 

@@ -40,9 +40,9 @@ from tests.faults_helpers import (
     write_files,
 )
 from tests.gitrepos import WorkRepo, git
-from treecast import temporal_ops
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
+from treecast.service import workflows as temporal_ops
 
 pytestmark = pytest.mark.e2e
 

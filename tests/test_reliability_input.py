@@ -23,19 +23,21 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.changes import compute_changes
 from activities.delivery import DeliveryActivities
-from activities.snapshot import GitActivities
+from activities.git import GitActivities
 from examples.receiver import Receiver
 from models.changes import ChangeKind
-from models.delivery import DeliverInput, DeliverResult
+from models.delivery import AppDelivery, DeliverInput
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import Watch
 from tests.gitrepos import GIT_ENV
 from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
 from tests.test_cli import cli_env, dump_db, run  # noqa: F401
+from treecast.changes import compute_changes
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.gitcache.repository import RepositoryCache
+from treecast.store.repositories import load_access
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -331,15 +333,15 @@ class Pipeline:
         assert isinstance(result, SnapshotResult)
         return result
 
-    def deliver(self, commit: str | None, app_id: str | None = None) -> DeliverResult:
+    def deliver(self, commit: str | None, app_id: str | None = None) -> AppDelivery:
         result = ActivityEnvironment().run(
             DeliveryActivities(self.settings).deliver_changes,
             DeliverInput(app_id or self.app_id, self.repository_id, commit),
         )
-        assert isinstance(result, DeliverResult)
+        assert isinstance(result, AppDelivery)
         return result
 
-    def sync(self) -> tuple[SnapshotResult, DeliverResult]:
+    def sync(self) -> tuple[SnapshotResult, AppDelivery]:
         snap = self.snapshot()
         return snap, self.deliver(snap.commit)
 
@@ -507,8 +509,8 @@ def deliver_in_child(spec_file: str) -> None:
     """(In a subprocess) deliver one commit and print idle and peak VmHWM as JSON."""
     spec = json.loads(Path(spec_file).read_text())
     settings = Settings(**{**spec["settings"], "data_dir": Path(spec["settings"]["data_dir"])})
-    from activities.git_fetch import ensure_commit
     from treecast.db import engine_for
+    from treecast.store.repositories import ensure_commit
 
     engine_for(settings.database_url)
     ensure_commit(settings, spec["repository_id"], spec["commit"])
@@ -620,9 +622,9 @@ def test_100000_files_snapshot_changes_and_a_delivered_subset(
 
     started = time.monotonic()
     with session_scope(settings.database_url) as session:
-        changes = compute_changes(
-            settings, session, pipeline.app_id, pipeline.repository_id, commit
-        )
+        access = load_access(settings, session, pipeline.repository_id)
+        cache = RepositoryCache(settings, pipeline.repository_id)
+        changes = compute_changes(session, cache, access, pipeline.app_id, commit)
     computed = time.monotonic() - started
     assert len(changes) == count and {c.kind for c in changes} == {ChangeKind.CREATE}
     assert [c.path for c in changes] == sorted(c.path for c in changes)

@@ -23,7 +23,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from tests.temporal_env import HISTORIES
-from workflows import ALL_WORKFLOWS
+from worker import workflows as all_workflows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,7 +60,7 @@ def test_every_workflow_has_recorded_histories() -> None:
 @pytest.mark.parametrize("path", _histories(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    result = await Replayer(workflows=ALL_WORKFLOWS).replay_workflow(
+    result = await Replayer(workflows=all_workflows()).replay_workflow(
         history, raise_on_replay_failure=False
     )
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

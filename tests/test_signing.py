@@ -7,9 +7,9 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from activities.signing import USER_AGENT, sign, signed_headers, stable_digest, webhook_id
 from treecast import __version__
 from treecast.crypto import generate_webhook_secret
+from treecast.webhooks.signing import USER_AGENT, sign, signed_headers, stable_digest, webhook_id
 
 
 def test_headers_verify_with_standardwebhooks() -> None:

@@ -13,10 +13,8 @@ from sqlmodel import col, select
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
-import activities.git_cache as git_cache
-from activities.git_cache import cache_path, run_git
-from activities.git_tree import list_tree
-from activities.snapshot import KEEP_SNAPSHOTS, PRUNE_EVERY, GitActivities
+import treecast.gitcache.command as git_command
+from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import Repository, Snapshot
 from tests.githttp import git_http_server, silent_server
@@ -24,6 +22,10 @@ from tests.gitrepos import WorkRepo, git
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
+from treecast.gitcache.cache import cache_path
+from treecast.gitcache.command import run_git
+from treecast.gitcache.tree import list_tree
+from treecast.store.snapshots import KEEP_SNAPSHOTS, PRUNE_EVERY
 
 TOKEN = "glpat-" + "Zq9" * 8 + "_tok"
 
@@ -171,7 +173,7 @@ def test_tokens_stay_secret(
 
 
 def test_timeouts_heartbeat_and_retry(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(git_cache, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(git_command, "HEARTBEAT_SECONDS", 0.2)
     quick = replace(settings, git_timeout_seconds=1.5)
     beats: list[object] = []
     with silent_server() as port:

@@ -20,10 +20,12 @@ from examples.ui_screenshot import (
 from tests.conftest import free_port
 from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue, start_local
-from treecast import registry, temporal_ops
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
+from treecast.service import registry
+from treecast.service import workflows as temporal_ops
+from treecast.temporal_client import connect
 
 pytestmark = [
     pytest.mark.e2e,
@@ -39,7 +41,7 @@ async def sync_a_healthy_repository(settings: Settings, tmp_path: Path) -> str:
     cipher = Cipher(resolve_secret_key(settings))
     with session_scope(settings.database_url) as session:
         repository, _ = registry.add_repository(session, settings, cipher, repo.url, "", 3600, None)
-    client = await temporal_ops.connect(settings)
+    client = await connect(settings)
     outcome = await temporal_ops.sync_and_wait(
         client, settings, repository.id, 3600, on_progress=None, timeout=60
     )
