@@ -289,7 +289,9 @@ async def test_sync_wait_shows_files_delivered_of_total(stack: Stack) -> None:
     assert f"delivering {commit[:12]}: 20 of 40 files" in lines, lines
     waiting = rf"delivering \w+: app {app_id} failed \(.*HTTP 500\); try [23] of 5 at [\d:]+ UTC"
     assert any(re.fullmatch(waiting, line) for line in lines), lines
-    assert lines[-1].startswith(f"done: {commit[:12]}: 40 files"), lines
+    # The outcome is printed once, on stdout, after the progress lines.
+    assert out.getvalue().startswith(f"done: {commit[:12]}: 40 files"), out.getvalue()
+    assert not any(line.startswith("done") for line in lines), lines
 
     # `status` without --json: a table a person reads at a glance.
     table = StringIO()
