@@ -100,9 +100,10 @@ class DeliveryProgress:
         for key in ("path", "blob_id", "generation", "next_chunk"):
             raw.pop(key, None)
         try:
-            return value_to_type(DeliveryProgress, raw)
+            progress: DeliveryProgress = value_to_type(DeliveryProgress, raw)
         except (TypeError, ValueError, KeyError):
             return None
+        return progress
 
 
 @dataclass

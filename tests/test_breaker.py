@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from models.sync import BreakerState, BreakerStatus, SyncEvent
+from models.events import SyncEvent
+from models.sync import BreakerState, BreakerStatus
 from workflows import breaker
 from workflows.sync_repository import poll_jitter
 

@@ -402,16 +402,17 @@ def test_blob_reader_streams_and_stays_in_sync(settings: Settings, repo: WorkRep
 def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The git subcommands `sync_ref` runs from here on (recorded, then run for real)."""
     import treecast.gitcache.cache as git_cache
+    import treecast.gitcache.command as git_command
     import treecast.gitcache.remote as git_fetch
 
     seen: list[str] = []
-    real = git_cache.run_git
+    real = git_command.run_git
 
     def recording(args: list[str], **kwargs: object) -> object:
         seen.append(args[0])
         return real(args, **kwargs)  # type: ignore[arg-type]
 
-    for module in (git_cache, git_fetch):
+    for module in (git_cache, git_fetch):  # each calls the name it imported
         monkeypatch.setattr(module, "run_git", recording)
     return seen
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from models.events import SyncEvent
 from models.git import GitErrorType
-from models.sync import BreakerStatus, NotifyBreakerInput, SyncEvent, notify_workflow_id
+from models.sync import BreakerStatus, NotifyBreakerInput, notify_workflow_id
 from tests.temporal_env import (
     FakeTreecast,
     new_task_queue,

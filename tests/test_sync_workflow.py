@@ -17,11 +17,11 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from models.events import SyncEvent
 from models.git import GitErrorType
 from models.sync import (
     BreakerStatus,
     RequestState,
-    SyncEvent,
     SyncOutcome,
     SyncRepositoryInput,
     SyncRequest,

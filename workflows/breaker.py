@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from models.sync import BreakerState, BreakerStatus, SyncEvent
+from models.events import SyncEvent
+from models.sync import BreakerState, BreakerStatus
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ namespace needs `operator_create_command()` once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributeUpdate,
@@ -19,7 +21,7 @@ BREAKER_STATE = SearchAttributeKey.for_keyword("TreecastBreakerState")
 LAST_COMMIT = SearchAttributeKey.for_keyword("TreecastLastCommit")
 CONSECUTIVE_FAILURES = SearchAttributeKey.for_int("TreecastConsecutiveFailures")
 
-ALL_KEYS: tuple[SearchAttributeKey, ...] = (
+ALL_KEYS: tuple[SearchAttributeKey[Any], ...] = (
     REPOSITORY_ID,
     BREAKER_STATE,
     LAST_COMMIT,
@@ -27,7 +29,7 @@ ALL_KEYS: tuple[SearchAttributeKey, ...] = (
 )
 
 
-def _type_name(key: SearchAttributeKey) -> str:
+def _type_name(key: SearchAttributeKey[Any]) -> str:
     # The CLI spells indexed value types as in the API enum, e.g. INDEXED_VALUE_TYPE_KEYWORD.
     return key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_").title().replace("_", "")
 
@@ -54,7 +56,7 @@ def operator_create_command() -> list[str]:
 
 def updates(
     repository_id: str, breaker_state: str, last_commit: str | None, consecutive_failures: int
-) -> list[SearchAttributeUpdate]:
+) -> list[SearchAttributeUpdate[Any]]:
     """The upserts describing a repository's workflow now."""
     return [
         REPOSITORY_ID.value_set(repository_id),

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -281,7 +281,7 @@ async def delivery_progress(client: Client, repository_id: str) -> str | None:
         progress = DeliveryProgress.from_details(details)
         if progress is not None and progress.total:
             return f"{progress.done} of {progress.total} files"
-    if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+    if description.status != WorkflowExecutionStatus.RUNNING:
         return None
     try:
         wait = await handle.query(DeliverFiles.retry_wait, rpc_timeout=QUERY_TIMEOUT)
@@ -314,7 +314,7 @@ async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle[
         if _no_such_workflow(err):
             return None
         raise
-    if description.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+    if description.status != WorkflowExecutionStatus.RUNNING:
         return None
     return handle
 
