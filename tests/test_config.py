@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +79,65 @@ def test_secret_key_is_required_outside_dev_and_generated_in_dev(tmp_path: Path)
     assert resolve_secret_key(load_settings(env)) == key
     explicit = generate_key()
     assert resolve_secret_key(load_settings({**env, "TREECAST_SECRET_KEY": explicit})) == explicit
+
+
+# One process: read the settings, say it is ready, block on stdin until the test releases
+# every process at once, then resolve the key and print it.
+_RESOLVE_KEY = (
+    "import sys\n"
+    "from treecast.config import load_settings, resolve_secret_key\n"
+    "settings = load_settings()\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+    "print(resolve_secret_key(settings))\n"
+)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_processes_starting_at_once_on_a_fresh_data_dir_share_one_generated_key(
+    tmp_path: Path, attempt: int
+) -> None:
+    # Six processes (a worker, starters, a demo) starting together used to race:
+    # O_EXCL made the losers die with FileExistsError, or read the winner's file
+    # before its key was in it.
+    env = {**os.environ, "TREECAST_DATA_DIR": str(tmp_path / "data"), "TREECAST_DEV": "1"}
+    env.pop("TREECAST_SECRET_KEY", None)
+    root = Path(__file__).resolve().parent.parent
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RESOLVE_KEY],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.close()  # all six go at once
+        results = []
+        for process in processes:
+            assert process.stdout is not None and process.stderr is not None
+            key, errors = process.stdout.read().strip(), process.stderr.read()
+            results.append((process.wait(timeout=60), key, errors))
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert [errors for code, _, errors in results if code != 0] == []
+    keys = {key for _, key, _ in results}
+    assert len(keys) == 1
+    path = tmp_path / "data" / "secret.key"
+    assert path.read_text() == f"{keys.pop()}\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [child.name for child in path.parent.iterdir()] == ["secret.key"]  # no temp file left
 
 
 def test_cipher_round_trips_and_refuses_a_wrong_key() -> None:

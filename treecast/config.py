@@ -8,6 +8,7 @@ settings. A bad value raises `ConfigError` with one line naming the variable, so
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,30 +285,56 @@ def resolve_secret_key(settings: Settings) -> str:
     `TREECAST_SECRET_KEY` wins. Otherwise a key generated earlier into the data
     dir is used, and in dev mode one is generated there on first use. Outside dev
     mode a missing key is a `ConfigError`: a production key must be managed.
+    Processes starting together on a fresh data dir all end up with the same key.
     """
     if settings.secret_key:
         return settings.secret_key
     path = settings.secret_key_file
     if path.exists():
-        key = path.read_text().strip()
-        from treecast.crypto import validate_key
-
-        try:
-            validate_key(key)
-        except ValueError:
-            raise ConfigError(
-                f"{path} does not hold a valid Fernet key; delete it or set TREECAST_SECRET_KEY"
-            ) from None
-        return key
+        return _read_key_file(path)
     if not settings.dev:
         raise ConfigError(
             "TREECAST_SECRET_KEY is not set (required outside dev mode; set TREECAST_DEV=1 to generate one)"
         )
+    return _create_key_file(path)
+
+
+def _read_key_file(path: Path) -> str:
+    from treecast.crypto import validate_key
+
+    key = path.read_text().strip()
+    try:
+        validate_key(key)
+    except ValueError:
+        raise ConfigError(
+            f"{path} does not hold a valid Fernet key; delete it or set TREECAST_SECRET_KEY"
+        ) from None
+    return key
+
+
+def _create_key_file(path: Path) -> str:
+    """Write a new key to `path`, or return the key another process put there first.
+
+    The key is written whole to a temp file beside `path` and hard-linked into
+    place: the link either appears with the complete key or fails with EEXIST, so
+    no process ever reads a half-written file, and the losers of the race read
+    the winner's key. Creating `path` directly (O_EXCL) left a window in which it
+    existed but was still empty.
+    """
     from treecast.crypto import generate_key
 
     key = generate_key()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return _read_key_file(path)
+    finally:
+        os.unlink(temp)
     return key
