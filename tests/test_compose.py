@@ -340,6 +340,15 @@ def test_every_setting_reaches_the_worker_and_is_listed_in_env_example() -> None
         )
 
 
+def test_env_example_lists_nothing_stale() -> None:
+    # Every variable .env.example shows, set or commented out, is a setting or is used
+    # by docker-compose.yml; a setting that was removed or renamed must leave it.
+    listed = set(env_example()) | set(commented_defaults())
+    used = {name for name, _operator, _argument in VARIABLE.findall(COMPOSE_PATH.read_text())}
+    stale = listed - used - {setting.name for setting in SETTINGS}
+    assert not stale, f".env.example lists {sorted(stale)}, which nothing reads"
+
+
 def test_the_metrics_port_is_exposed_on_the_compose_network_only() -> None:
     worker = services()["worker"]
     assert worker["expose"] == ["${TREECAST_METRICS_PORT:-0}"]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
-from treecast.config import SETTINGS, ConfigError, load_settings, resolve_secret_key
+from treecast.config import (
+    SETTINGS,
+    ConfigError,
+    Setting,
+    Settings,
+    load_settings,
+    resolve_secret_key,
+)
 from treecast.crypto import Cipher, generate_key
 
 
@@ -42,6 +52,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         ("TREECAST_CHUNK_SIZE_BYTES", "1025"),
         ("TREECAST_SECRET_KEY", "not-a-key"),
         ("TREECAST_METRICS_PORT", "70000"),
+        ("TREECAST_DATA_DIR", "a\x00b"),  # was a traceback from Path.resolve
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(
@@ -150,7 +161,42 @@ def test_cipher_round_trips_and_refuses_a_wrong_key() -> None:
         Cipher(generate_key()).decrypt(token)
 
 
-def test_configuration_doc_lists_every_setting() -> None:
-    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
-    missing = [s.name for s in SETTINGS if f"`{s.name}`" not in doc]
-    assert missing == []
+DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOC_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| `([^`]*)` \| (.*) \|$", re.MULTILINE)
+
+
+def doc_row(setting: Setting) -> str:
+    return f"| `{setting.name}` | `{setting.default}` | {setting.meaning} |"
+
+
+def test_configuration_doc_has_one_row_per_setting_with_its_default() -> None:
+    documented = DOC_ROW.findall(DOC.read_text())
+    expected = [(s.name, s.default, s.meaning) for s in SETTINGS]
+    # On a mismatch, the table the doc should have (in the order of the Settings fields):
+    table = "\n".join(doc_row(s) for s in SETTINGS)
+    assert documented == expected, f"docs/configuration.md's table should read:\n{table}"
+
+
+def test_configuration_doc_names_no_setting_that_does_not_exist() -> None:
+    mentioned = set(re.findall(r"\bTREECAST_[A-Z0-9_]+\b", DOC.read_text()))
+    assert mentioned - {s.name for s in SETTINGS} == set()
+
+
+def test_every_settings_field_is_one_row_of_the_table() -> None:
+    assert [s.field for s in SETTINGS] == [f.name for f in dataclasses.fields(Settings)]
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+    assert all(s.meaning and s.default for s in SETTINGS)
+    # Each default parses to the field's declared type.
+    hints = get_type_hints(Settings)
+    settings = load_settings({})
+    for s in SETTINGS:
+        assert isinstance(getattr(settings, s.field), hints[s.field]), s.name
+
+
+def test_a_setting_read_from_a_row_is_stripped_and_blank_means_the_default(
+    tmp_path: Path,
+) -> None:
+    env = {"TREECAST_DATA_DIR": f"  {tmp_path}  ", "TREECAST_BREAKER_THRESHOLD": " 7 "}
+    settings = load_settings({**env, "TEMPORAL_NAMESPACE": "   ", "TREECAST_SECRET_KEY": ""})
+    assert settings.data_dir == tmp_path and settings.breaker_threshold == 7
+    assert settings.temporal_namespace == "default" and settings.secret_key is None
