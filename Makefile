@@ -1,4 +1,6 @@
-# Treecast: every target installs what it needs into .venv from requirements.lock.
+# Treecast: every target installs what it needs into .venv from the lock files:
+# requirements.lock (what the service runs, all the Docker image installs) and
+# requirements-dev.lock (tests, linters, the PostgreSQL server for the tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck unit demo run bench clean browser screenshot
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet -r requirements-dev.lock
 	touch $(STAMP)
 
 install: $(STAMP)
