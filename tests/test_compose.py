@@ -436,7 +436,7 @@ def test_dockerfile_installs_the_runtime_lock_that_the_makefile_installs_first()
     (image,) = [a for i, a in instructions if i == "FROM"]
     assert image == "python:3.11-slim"
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert requires == ">=3.11,<3.12"
+    assert requires == ">=3.11,<3.14"
     assert SpecifierSet(requires).contains(image.split(":")[1].removesuffix("-slim") + ".0")
     runs = [arguments for instruction, arguments in instructions if instruction == "RUN"]
     install = next(run for run in runs if "requirements.lock" in run)
