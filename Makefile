@@ -1,6 +1,7 @@
 # Treecast: every target installs what it needs into .venv from the lock files:
 # requirements.lock (what the service runs, all the Docker image installs) and
-# requirements-dev.lock (tests, linters, the PostgreSQL server for the tests).
+# requirements-dev.lock (tests, linters, the PostgreSQL server for the tests), then the
+# project itself, so .venv/bin/treecast is the command line.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,6 +21,8 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet -r requirements-dev.lock
+	@# Editable: code edits need no reinstall. The warning it prints is about that very choice.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -432,6 +432,7 @@ def test_dockerfile_installs_the_runtime_lock_that_the_makefile_installs_first()
     # make installs the runtime lock the way the image does, then the dev tools on top.
     runtime_at = makefile.index("pip install --quiet -r requirements.lock")
     assert runtime_at < makefile.index("pip install --quiet -r requirements-dev.lock")
+    assert "pip install --quiet --no-deps -e ." in makefile
     # The image's Python is one the project supports.
     (image,) = [a for i, a in instructions if i == "FROM"]
     assert image == "python:3.11-slim"
