@@ -1,5 +1,7 @@
 # Treecast worker image. The install steps mirror the Makefile's `install` target
-# (a venv filled from requirements.lock), so the image runs what CI tested.
+# (a venv filled from requirements.lock), so the image runs what CI tested. It takes
+# the runtime lock only: the Makefile adds requirements-dev.lock (tests, linters, a
+# PostgreSQL for the tests) on top, and none of that belongs in production.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -1,15 +1,28 @@
-# Treecast: every target installs what it needs into .venv from requirements.lock.
+# Treecast: every target installs what it needs into .venv from the lock files:
+# requirements.lock (what the service runs, all the Docker image installs) and
+# requirements-dev.lock (tests, linters, the PostgreSQL server for the tests), then the
+# project itself, so .venv/bin/treecast is the command line.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The interpreter .venv is made with: its version and a digest of its real path. Another
+# PYTHON (or an upgraded python3) has another id, so .venv is made anew with it.
+PYTHON_ID := $(shell $(PYTHON) -c 'import hashlib, os, platform, sys; print(platform.python_version() + "-" + hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:8])' 2>/dev/null)
+STAMP := $(VENV)/.installed-$(PYTHON_ID)
 
 .PHONY: install test lint typecheck unit demo run bench clean browser screenshot
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+	@test -n "$(PYTHON_ID)" || { echo "PYTHON=$(PYTHON) does not run; set it to a Python 3.11-3.13" >&2; exit 1; }
+	@if [ -d $(VENV) ] && [ ! -e $(VENV)/.python-$(PYTHON_ID) ]; then \
+	  echo "$(VENV) was made with another Python; making it anew with $(PYTHON)"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
+	touch $(VENV)/.python-$(PYTHON_ID)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	@# Editable: code edits need no reinstall. The warning it prints is about that very choice.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

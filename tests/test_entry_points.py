@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,28 @@ def test_starter_help_and_usage_errors_keep_their_exit_status() -> None:
         text=True,
     )
     assert wrong.returncode == 2 and "invalid choice" in json.loads(wrong.stderr)["error"]
+
+
+def test_the_treecast_command_is_starter_py(tmp_path: Path) -> None:
+    # `make install` installs the project into the venv; its console script runs
+    # starter.cli from any directory, and says what `python starter.py` says.
+    [entry] = entry_points(group="console_scripts", name="treecast")
+    assert entry.value == "starter:cli"
+    command = Path(sys.executable).parent / "treecast"
+    assert command.exists(), f"{command} is missing; run `make install`"
+    installed = subprocess.run(
+        [str(command), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    script = subprocess.run(
+        [sys.executable, "starter.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (installed.returncode, installed.stderr) == (0, ""), installed.stderr
+    assert installed.stdout == script.stdout
+    assert installed.stdout.startswith("usage: starter.py")
 
 
 @pytest.mark.e2e

@@ -3,111 +3,71 @@
 `load_settings()` is the only place that reads `os.environ` for Treecast's own
 settings. A bad value raises `ConfigError` with one line naming the variable, so
 `worker.py` and `starter.py` can print it and exit without a traceback.
+
+Each setting is one row of the `Settings` class below: the field and its type, the
+environment variable, its default, what it means and how it is parsed. `SETTINGS`
+is that table, `load_settings` walks it, and the tests hold docs/configuration.md,
+docker-compose.yml and .env.example to it. Adding a setting is adding a row (and the
+lines those tests then ask for in the docs and the compose files).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 DEFAULT_TASK_QUEUE = "treecast"
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One documented environment variable (used by docs/configuration.md and `--help`)."""
-
-    name: str
-    default: str
-    meaning: str
+class _Rejected(ValueError):
+    """Raised by a parser to say exactly why; the message is the variable's name + this text."""
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("TEMPORAL_ADDRESS", "localhost:7233", "Temporal frontend host:port"),
-    Setting("TEMPORAL_NAMESPACE", "default", "Temporal namespace"),
-    Setting("TREECAST_TASK_QUEUE", DEFAULT_TASK_QUEUE, "task queue shared by worker and starter"),
-    Setting("TREECAST_DATA_DIR", "./.treecast", "git cache, dev-server database, dev key"),
-    Setting(
-        "TREECAST_DATABASE_URL", "sqlite:///<data dir>/treecast.db", "SQLite or PostgreSQL URL"
-    ),
-    Setting("TREECAST_SECRET_KEY", "(generated in dev)", "Fernet key encrypting secrets at rest"),
-    Setting("TREECAST_DEV", "0", "dev mode: generate the secret key into the data dir"),
-    Setting("TREECAST_ALLOW_PRIVATE_URLS", "0", "allow webhooks to private/loopback addresses"),
-    Setting("TREECAST_BREAKER_THRESHOLD", "5", "consecutive failed syncs that open the breaker"),
-    Setting("TREECAST_BREAKER_COOLDOWN_SECONDS", "1800", "how long an open breaker waits"),
-    Setting("TREECAST_POLL_INTERVAL_SECONDS", "60", "default poll interval of a repository"),
-    Setting("TREECAST_FILE_TIMEOUT_SECONDS", "30", "timeout of one file webhook"),
-    Setting("TREECAST_NOTICE_TIMEOUT_SECONDS", "10", "timeout of a sync_failed/recovered notice"),
-    Setting(
-        "TREECAST_CHUNK_THRESHOLD_BYTES", "1048576", "encoded size above which files are chunked"
-    ),
-    Setting("TREECAST_CHUNK_SIZE_BYTES", "524288", "encoded characters per chunk"),
-    Setting("TREECAST_GIT_TIMEOUT_SECONDS", "120", "timeout of one git command"),
-    Setting("TREECAST_DELIVERY_LOG_KEEP", "1000", "delivery attempts kept per app"),
-    Setting("TREECAST_ACTIVITY_CONCURRENCY", "8", "activities one worker runs at once"),
-    Setting("TREECAST_METRICS_PORT", "0", "Prometheus metrics port (0 = off)"),
-)
+# --- parsers: raw text (stripped, never empty) to value; ValueError means "is not <expected>"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The validated settings of one process."""
-
-    temporal_address: str
-    temporal_namespace: str
-    task_queue: str
-    data_dir: Path
-    database_url: str
-    secret_key: str | None
-    dev: bool
-    allow_private_urls: bool
-    breaker_threshold: int
-    breaker_cooldown_seconds: int
-    poll_interval_seconds: int
-    file_timeout_seconds: float
-    notice_timeout_seconds: float
-    chunk_threshold_bytes: int
-    chunk_size_bytes: int
-    git_timeout_seconds: float
-    delivery_log_keep: int
-    activity_concurrency: int
-    metrics_port: int
-
-    @property
-    def git_cache_dir(self) -> Path:
-        """Where the worker keeps one bare repository per repository id."""
-        return self.data_dir / "git"
-
-    @property
-    def secret_key_file(self) -> Path:
-        """Where dev mode keeps its generated key."""
-        return self.data_dir / "secret.key"
+def _text(raw: str) -> str:
+    return raw
 
 
-def _get(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name)
-    return default if value is None or value.strip() == "" else value.strip()
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
 
 
-def _parse(
-    env: Mapping[str, str], name: str, default: str, parse: Callable[[str], T], what: str
-) -> T:
-    raw = _get(env, name, default)
+def _host_port(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(raw)
+    return raw
+
+
+def _task_queue(raw: str) -> str:
+    if len(raw) > 200:
+        raise _Rejected(" is longer than 200 characters")
+    return raw
+
+
+def _fernet_key(raw: str) -> str:
+    from treecast.crypto import validate_key
+
     try:
-        return parse(raw)
-    except (ValueError, TypeError):
-        from treecast.redact import redact  # a bad database URL may still hold a password
-
-        raise ConfigError(f"{name}={redact(raw)!r} is not {what}") from None
+        validate_key(raw)
+    except ValueError:
+        raise _Rejected(
+            " is not a Fernet key (32 url-safe base64 bytes); "
+            "make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        ) from None
+    return raw
 
 
 def _bool(raw: str) -> bool:
@@ -139,6 +99,13 @@ def _bounded_float(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _chunk_size(raw: str) -> int:
+    value = _bounded_int(1024, 1 << 30)(raw)
+    if value % 4:
+        raise _Rejected(f"={value} must be a multiple of 4 (base64 quanta)")
+    return value
+
+
 def _database_url(raw: str) -> str:
     if not raw.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
         raise ValueError(raw)
@@ -155,127 +122,158 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+# --- the table
+
+
+# `<data dir>` in a default stands for the value of the field `data_dir`, read before it.
+_PLACEHOLDER = re.compile(r"<([a-z][a-z ]*)>")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One environment variable: its documentation and how its value is read.
+
+    `default` is used when the variable is unset or blank, after its `<field name>`
+    placeholders are filled from fields read earlier (`<data dir>`). An `optional`
+    setting is None when unset, and its `default` says what happens instead.
+    `parse` turns the stripped text into the field's value; a `ValueError` from it
+    becomes "NAME='value' is not <expected>".
+    """
+
+    name: str
+    default: str
+    meaning: str
+    parse: Callable[[str], Any] = _text
+    expected: str = ""
+    optional: bool = False
+    field: str = ""  # the `Settings` field it fills
+
+    def read(self, env: Mapping[str, str], earlier: Mapping[str, Any]) -> Any:
+        """This setting's value in `env`; raise `ConfigError` naming the variable."""
+        raw = (env.get(self.name) or "").strip()
+        if not raw:
+            if self.optional:
+                return None
+            raw = _PLACEHOLDER.sub(
+                lambda match: str(earlier[match.group(1).replace(" ", "_")]), self.default
+            )
+        try:
+            return self.parse(raw)
+        except _Rejected as rejected:
+            raise ConfigError(f"{self.name}{rejected}") from None
+        except (ValueError, TypeError):
+            from treecast.redact import redact  # a bad database URL may still hold a password
+
+            expected = self.expected or "valid"
+            raise ConfigError(f"{self.name}={redact(raw)!r} is not {expected}") from None
+
+
+def _setting(
+    name: str,
+    default: str,
+    meaning: str,
+    parse: Callable[[str], Any] = _text,
+    expected: str = "",
+    *,
+    optional: bool = False,
+) -> Any:
+    """A `Settings` field read from the environment variable `name` (see `Setting`)."""
+    row = Setting(name, default, meaning, parse, expected, optional)
+    return dataclasses.field(metadata={Setting: row})
+
+
+_SECONDS_IN_A_WEEK = "seconds between 1 and 604800"
+_KIB_TO_GIB = "a byte count between 1 KiB and 1 GiB"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated settings of one process, one row per environment variable."""
+
+    # fmt: off
+    temporal_address: str = _setting(
+        "TEMPORAL_ADDRESS", "localhost:7233", "Temporal frontend host:port",
+        _host_port, "host:port")
+    temporal_namespace: str = _setting(
+        "TEMPORAL_NAMESPACE", "default", "Temporal namespace")
+    task_queue: str = _setting(
+        "TREECAST_TASK_QUEUE", DEFAULT_TASK_QUEUE, "task queue shared by worker and starter",
+        _task_queue)
+    data_dir: Path = _setting(
+        "TREECAST_DATA_DIR", "./.treecast", "git cache, dev-server database, dev key",
+        _path, "a directory path")
+    database_url: str = _setting(
+        "TREECAST_DATABASE_URL", "sqlite:///<data dir>/treecast.db", "SQLite or PostgreSQL URL",
+        _database_url, "a sqlite:// or postgresql:// URL")
+    secret_key: str | None = _setting(
+        "TREECAST_SECRET_KEY", "(generated in dev)", "Fernet key encrypting secrets at rest",
+        _fernet_key, optional=True)
+    dev: bool = _setting(
+        "TREECAST_DEV", "0", "dev mode: generate the secret key into the data dir",
+        _bool, "a boolean (0/1)")
+    allow_private_urls: bool = _setting(
+        "TREECAST_ALLOW_PRIVATE_URLS", "0", "allow webhooks to private/loopback addresses",
+        _bool, "a boolean (0/1)")
+    breaker_threshold: int = _setting(
+        "TREECAST_BREAKER_THRESHOLD", "5", "consecutive failed syncs that open the breaker",
+        _bounded_int(1, 1000), "an integer between 1 and 1000")
+    breaker_cooldown_seconds: int = _setting(
+        "TREECAST_BREAKER_COOLDOWN_SECONDS", "1800", "how long an open breaker waits",
+        _bounded_int(1, 7 * 86400), _SECONDS_IN_A_WEEK)
+    poll_interval_seconds: int = _setting(
+        "TREECAST_POLL_INTERVAL_SECONDS", "60", "default poll interval of a repository",
+        _bounded_int(1, 7 * 86400), _SECONDS_IN_A_WEEK)
+    file_timeout_seconds: float = _setting(
+        "TREECAST_FILE_TIMEOUT_SECONDS", "30", "timeout of one file webhook",
+        _bounded_float(0.1, 3600), "seconds between 0.1 and 3600")
+    notice_timeout_seconds: float = _setting(
+        "TREECAST_NOTICE_TIMEOUT_SECONDS", "10", "timeout of a sync_failed/recovered notice",
+        _bounded_float(0.1, 3600), "seconds between 0.1 and 3600")
+    chunk_threshold_bytes: int = _setting(
+        "TREECAST_CHUNK_THRESHOLD_BYTES", "1048576", "encoded size above which files are chunked",
+        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
+    chunk_size_bytes: int = _setting(
+        "TREECAST_CHUNK_SIZE_BYTES", "524288", "encoded characters per chunk",
+        _chunk_size, _KIB_TO_GIB)
+    git_timeout_seconds: float = _setting(
+        "TREECAST_GIT_TIMEOUT_SECONDS", "120", "timeout of one git command",
+        _bounded_float(0.1, 86400), "seconds between 0.1 and 86400")
+    delivery_log_keep: int = _setting(
+        "TREECAST_DELIVERY_LOG_KEEP", "1000", "delivery attempts kept per app",
+        _bounded_int(1, 10_000_000), "a positive integer")
+    activity_concurrency: int = _setting(
+        "TREECAST_ACTIVITY_CONCURRENCY", "8", "activities one worker runs at once",
+        _bounded_int(1, 1000), "an integer between 1 and 1000")
+    metrics_port: int = _setting(
+        "TREECAST_METRICS_PORT", "0", "Prometheus metrics port (0 = off)",
+        _bounded_int(0, 65535), "a port number")
+    # fmt: on
+
+    @property
+    def git_cache_dir(self) -> Path:
+        """Where the worker keeps one bare repository per repository id."""
+        return self.data_dir / "git"
+
+    @property
+    def secret_key_file(self) -> Path:
+        """Where dev mode keeps its generated key."""
+        return self.data_dir / "secret.key"
+
+
+# Every setting in the order of the fields (which is the order they are read and documented in).
+SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(field.metadata[Setting], field=field.name)
+    for field in dataclasses.fields(Settings)
+)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise `ConfigError` naming the first bad variable."""
     env = os.environ if env is None else env
-    data_dir = Path(_get(env, "TREECAST_DATA_DIR", "./.treecast")).expanduser().resolve()
-    default_db = f"sqlite:///{data_dir / 'treecast.db'}"
-    task_queue = _get(env, "TREECAST_TASK_QUEUE", DEFAULT_TASK_QUEUE)
-    if len(task_queue) > 200:
-        raise ConfigError("TREECAST_TASK_QUEUE is longer than 200 characters")
-    address = _get(env, "TEMPORAL_ADDRESS", "localhost:7233")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"TEMPORAL_ADDRESS={address!r} is not host:port")
-    secret_key = _get(env, "TREECAST_SECRET_KEY", "") or None
-    if secret_key is not None:
-        from treecast.crypto import validate_key
-
-        try:
-            validate_key(secret_key)
-        except ValueError:
-            raise ConfigError(
-                "TREECAST_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes); "
-                "make one with: python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())'"
-            ) from None
-    chunk_threshold = _parse(
-        env,
-        "TREECAST_CHUNK_THRESHOLD_BYTES",
-        "1048576",
-        _bounded_int(1024, 1 << 30),
-        "a byte count between 1 KiB and 1 GiB",
-    )
-    chunk_size = _parse(
-        env,
-        "TREECAST_CHUNK_SIZE_BYTES",
-        "524288",
-        _bounded_int(1024, 1 << 30),
-        "a byte count between 1 KiB and 1 GiB",
-    )
-    if chunk_size % 4:
-        raise ConfigError(
-            f"TREECAST_CHUNK_SIZE_BYTES={chunk_size} must be a multiple of 4 (base64 quanta)"
-        )
-    return Settings(
-        temporal_address=address,
-        temporal_namespace=_get(env, "TEMPORAL_NAMESPACE", "default"),
-        task_queue=task_queue,
-        data_dir=data_dir,
-        database_url=_parse(
-            env,
-            "TREECAST_DATABASE_URL",
-            default_db,
-            _database_url,
-            "a sqlite:// or postgresql:// URL",
-        ),
-        secret_key=secret_key,
-        dev=_parse(env, "TREECAST_DEV", "0", _bool, "a boolean (0/1)"),
-        allow_private_urls=_parse(
-            env, "TREECAST_ALLOW_PRIVATE_URLS", "0", _bool, "a boolean (0/1)"
-        ),
-        breaker_threshold=_parse(
-            env,
-            "TREECAST_BREAKER_THRESHOLD",
-            "5",
-            _bounded_int(1, 1000),
-            "an integer between 1 and 1000",
-        ),
-        breaker_cooldown_seconds=_parse(
-            env,
-            "TREECAST_BREAKER_COOLDOWN_SECONDS",
-            "1800",
-            _bounded_int(1, 7 * 86400),
-            "seconds between 1 and 604800",
-        ),
-        poll_interval_seconds=_parse(
-            env,
-            "TREECAST_POLL_INTERVAL_SECONDS",
-            "60",
-            _bounded_int(1, 7 * 86400),
-            "seconds between 1 and 604800",
-        ),
-        file_timeout_seconds=_parse(
-            env,
-            "TREECAST_FILE_TIMEOUT_SECONDS",
-            "30",
-            _bounded_float(0.1, 3600),
-            "seconds between 0.1 and 3600",
-        ),
-        notice_timeout_seconds=_parse(
-            env,
-            "TREECAST_NOTICE_TIMEOUT_SECONDS",
-            "10",
-            _bounded_float(0.1, 3600),
-            "seconds between 0.1 and 3600",
-        ),
-        chunk_threshold_bytes=chunk_threshold,
-        chunk_size_bytes=chunk_size,
-        git_timeout_seconds=_parse(
-            env,
-            "TREECAST_GIT_TIMEOUT_SECONDS",
-            "120",
-            _bounded_float(0.1, 86400),
-            "seconds between 0.1 and 86400",
-        ),
-        delivery_log_keep=_parse(
-            env,
-            "TREECAST_DELIVERY_LOG_KEEP",
-            "1000",
-            _bounded_int(1, 10_000_000),
-            "a positive integer",
-        ),
-        activity_concurrency=_parse(
-            env,
-            "TREECAST_ACTIVITY_CONCURRENCY",
-            "8",
-            _bounded_int(1, 1000),
-            "an integer between 1 and 1000",
-        ),
-        metrics_port=_parse(
-            env, "TREECAST_METRICS_PORT", "0", _bounded_int(0, 65535), "a port number"
-        ),
-    )
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        values[setting.field] = setting.read(env, values)
+    return Settings(**values)
 
 
 def resolve_secret_key(settings: Settings) -> str:
@@ -284,30 +282,56 @@ def resolve_secret_key(settings: Settings) -> str:
     `TREECAST_SECRET_KEY` wins. Otherwise a key generated earlier into the data
     dir is used, and in dev mode one is generated there on first use. Outside dev
     mode a missing key is a `ConfigError`: a production key must be managed.
+    Processes starting together on a fresh data dir all end up with the same key.
     """
     if settings.secret_key:
         return settings.secret_key
     path = settings.secret_key_file
     if path.exists():
-        key = path.read_text().strip()
-        from treecast.crypto import validate_key
-
-        try:
-            validate_key(key)
-        except ValueError:
-            raise ConfigError(
-                f"{path} does not hold a valid Fernet key; delete it or set TREECAST_SECRET_KEY"
-            ) from None
-        return key
+        return _read_key_file(path)
     if not settings.dev:
         raise ConfigError(
             "TREECAST_SECRET_KEY is not set (required outside dev mode; set TREECAST_DEV=1 to generate one)"
         )
+    return _create_key_file(path)
+
+
+def _read_key_file(path: Path) -> str:
+    from treecast.crypto import validate_key
+
+    key = path.read_text().strip()
+    try:
+        validate_key(key)
+    except ValueError:
+        raise ConfigError(
+            f"{path} does not hold a valid Fernet key; delete it or set TREECAST_SECRET_KEY"
+        ) from None
+    return key
+
+
+def _create_key_file(path: Path) -> str:
+    """Write a new key to `path`, or return the key another process put there first.
+
+    The key is written whole to a temp file beside `path` and hard-linked into
+    place: the link either appears with the complete key or fails with EEXIST, so
+    no process ever reads a half-written file, and the losers of the race read
+    the winner's key. Creating `path` directly (O_EXCL) left a window in which it
+    existed but was still empty.
+    """
     from treecast.crypto import generate_key
 
     key = generate_key()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return _read_key_file(path)
+    finally:
+        os.unlink(temp)
     return key
