@@ -16,6 +16,8 @@ class GitErrorType(StrEnum):
     TIMEOUT = "GitTimeout"
     NETWORK = "GitNetworkError"
     OTHER = "GitError"
+    TREE_TOO_LARGE = "TreeTooLarge"  # past a tree limit: refused, not retried
+    UNSAFE_CONTENT = "UnsafeRepositoryContent"  # objects git's fsck refuses (e.g. a .git path)
 
 
 # Retrying cannot help with these: the remote said no.
@@ -23,6 +25,8 @@ NON_RETRYABLE_GIT_ERRORS: tuple[GitErrorType, ...] = (
     GitErrorType.REPOSITORY_NOT_FOUND,
     GitErrorType.AUTHENTICATION_FAILED,
     GitErrorType.REF_NOT_FOUND,
+    GitErrorType.TREE_TOO_LARGE,
+    GitErrorType.UNSAFE_CONTENT,
 )
 
 

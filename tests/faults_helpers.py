@@ -283,12 +283,12 @@ class StoppablePostgres:
     """
 
     def __init__(self) -> None:
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        if not found:
-            raise RuntimeError("PostgreSQL is not installed (expected /usr/lib/postgresql/*)")
-        self._bin = found[-1].parent
+        from tests.conftest import _runnable_by_postgres, pg_bindir
+
         # Not under pytest's tmp_path: /tmp/pytest-of-root is private to root.
         root = Path(tempfile.mkdtemp(prefix="treecast-faults-pg-"))
+        # The same server programs as the session's PostgreSQL (Debian's or the wheel's).
+        self._bin = _runnable_by_postgres(pg_bindir(), root)
         self._root = root
         self._data = root / "pgdata"
         self.port = free_port()

@@ -121,7 +121,9 @@ def _database_text(settings: Settings, postgres_url: str | None) -> str:
             raw += path.read_bytes()
         assert raw
         return raw.decode("latin-1")
-    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))[-1].parent
+    from tests.conftest import pg_bindir
+
+    bindir = pg_bindir()  # the server's own pg_dump: an older one refuses a newer server
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
     dump = subprocess.run(
         [str(bindir / "pg_dump"), "--data-only", "--inserts", plain],

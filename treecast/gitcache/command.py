@@ -12,9 +12,11 @@ import base64
 import contextlib
 import logging
 import os
+import select
 import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType
 from treecast.config import Settings
+from treecast.gitcache.environment import git_env
 from treecast.redact import redact
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,9 @@ def git_error(error_type: str, message: str) -> ApplicationError:
 # Checked in this order: an HTTP 401 is reported with "unable to access", so auth beats
 # network, and ref errors beat the broad "not found" of a missing repository.
 _CLASSIFIERS: tuple[tuple[GitErrorType, tuple[str, ...]], ...] = (
+    # transfer.fsckObjects refused what the remote sent (before "index-pack failed"
+    # could read as a damaged cache).
+    (GitErrorType.UNSAFE_CONTENT, ("fsck error", "hasdotgit", "hasdotdot", "fullpathname")),
     (
         GitErrorType.AUTHENTICATION_FAILED,
         (
@@ -140,6 +146,7 @@ _HINTS = {
     GitErrorType.REPOSITORY_NOT_FOUND: "the remote has no such repository; check its URL and token",
     GitErrorType.REF_NOT_FOUND: "the remote has no such ref; check the watched ref",
     GitErrorType.NETWORK: "the remote could not be reached; it will be retried",
+    GitErrorType.UNSAFE_CONTENT: "the remote holds objects git refuses to fetch (fsck)",
 }
 
 
@@ -185,26 +192,16 @@ class Credentials:
         return [self.token, base64.b64encode(pair).decode()]
 
 
-def _git_env(credentials: Credentials | None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        # An operator's askpass helper or config injection must not prompt or leak here.
-        if k not in ("GIT_ASKPASS", "SSH_ASKPASS") and not k.startswith("GIT_CONFIG_")
-    }
-    env["LC_ALL"] = "C"  # classification reads English messages
-    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a human
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+def _git_env(credentials: Credentials | None, extra: Sequence[tuple[str, str]]) -> dict[str, str]:
+    config = list(extra)
     if credentials is not None:
-        # Config through the environment lives only as long as this one command.
-        env["GIT_CONFIG_COUNT"] = "2"
-        env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
-        env["GIT_CONFIG_VALUE_0"] = credentials.header()
-        # git sends an extra header to wherever the remote redirects, another host
-        # included: with a token, a redirect is refused (the URL must be updated).
-        env["GIT_CONFIG_KEY_1"] = "http.followRedirects"
-        env["GIT_CONFIG_VALUE_1"] = "false"
-    return env
+        config += [
+            ("http.extraHeader", credentials.header()),
+            # git sends an extra header to wherever the remote redirects, another host
+            # included: with a token, a redirect is refused (the URL must be updated).
+            ("http.followRedirects", "false"),
+        ]
+    return git_env(config)
 
 
 # -- running git ---------------------------------------------------------------------
@@ -233,6 +230,7 @@ def run_git(
     input: bytes | None = None,
     check: bool = True,
     timeout: float | None = None,
+    config: Sequence[tuple[str, str]] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one git command with a timeout, heartbeats and redacted, classified errors.
 
@@ -243,14 +241,14 @@ def run_git(
     """
     limit = settings.git_timeout_seconds if timeout is None else timeout
     secrets = credentials.secrets() if credentials else []
-    command = ["git", "-c", "credential.helper=", *args]
+    command = ["git", *args]
     what = f"git {args[0]}" if args else "git"
     log.debug("running %s", redact(" ".join(command), secrets))
     started = time.monotonic()
     proc = subprocess.Popen(
         command,
         cwd=cwd,
-        env=_git_env(credentials),
+        env=_git_env(credentials, config),
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -279,17 +277,79 @@ def run_git(
             raise
     result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        text = redact(stderr.decode(errors="replace").strip(), secrets)
-        error_type = classify_git_error(text)
-        # A connection cut mid-pack also makes index-pack complain: that is the network,
-        # not the cache, and throwing the cache away would not help.
-        if cwd is not None and _looks_corrupt(text) and error_type != GitErrorType.NETWORK:
-            raise CacheCorrupt(text)
-        detail = " | ".join(line.strip() for line in text.splitlines() if line.strip())
-        if len(detail) > 600:
-            detail = detail[:600] + "…"
-        message = (
-            f"{what} failed ({_HINTS.get(error_type, 'see git output')}): {detail or 'no message'}"
-        )
-        raise git_error(error_type, redact(message, secrets))
+        raise _failure(what, stderr, secrets, cwd)
     return result
+
+
+def _failure(what: str, stderr: bytes, secrets: list[str], cwd: Path | None) -> Exception:
+    """The classified, redacted error of a git command that exited non-zero."""
+    text = redact(stderr.decode(errors="replace").strip(), secrets)
+    error_type = classify_git_error(text)
+    # A connection cut mid-pack also makes index-pack complain: that is the network,
+    # not the cache, and throwing the cache away would not help.
+    benign = (GitErrorType.NETWORK, GitErrorType.UNSAFE_CONTENT)
+    if cwd is not None and _looks_corrupt(text) and error_type not in benign:
+        return CacheCorrupt(text)
+    detail = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    if len(detail) > 600:
+        detail = detail[:600] + "…"
+    message = (
+        f"{what} failed ({_HINTS.get(error_type, 'see git output')}): {detail or 'no message'}"
+    )
+    return git_error(error_type, redact(message, secrets))
+
+
+def stream_records(
+    args: Sequence[str], *, settings: Settings, cwd: Path, timeout: float | None = None
+) -> Iterator[bytes]:
+    """Run a local git command and yield its NUL-terminated output records as they come.
+
+    For output that may be huge (a tree listing): memory stays at one read buffer plus
+    what the caller keeps, and a caller that stops early (a limit was reached) kills git
+    at once. Same timeout, heartbeats and errors as `run_git`.
+    """
+    limit = settings.git_timeout_seconds if timeout is None else timeout
+    what = f"git {args[0]}" if args else "git"
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            ["git", *args],
+            cwd=cwd,
+            env=_git_env(None, ()),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        pending = b""
+        finished = False
+        try:
+            while True:
+                remaining = limit - (time.monotonic() - started)
+                if remaining <= 0:
+                    raise git_error(
+                        GitErrorType.TIMEOUT,
+                        f"{what} did not finish within {limit:g} s (TREECAST_GIT_TIMEOUT_SECONDS)",
+                    )
+                ready, _, _ = select.select([fd], [], [], min(remaining, HEARTBEAT_SECONDS))
+                if not ready:
+                    heartbeat(f"{what} running for {time.monotonic() - started:.0f} s")
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                *records, pending = (pending + chunk).split(b"\0")
+                yield from records
+            if pending:
+                yield pending
+            proc.wait()
+            finished = True
+        finally:
+            if not finished:
+                _kill(proc)
+            proc.stdout.close()
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise _failure(what, errors.read(1 << 20), [], cwd)

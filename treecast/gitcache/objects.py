@@ -51,9 +51,9 @@ def _check_oid(blob_id: str) -> None:
 
 
 def _git_env() -> dict[str, str]:
-    import os
+    from treecast.gitcache.environment import git_env
 
-    return {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+    return git_env()
 
 
 class BlobReader:

@@ -168,7 +168,7 @@ class RepositoryCache:
                     stats = tree.TreeStats.of(previous)
                     stats.add(tree.diff_stats(entries, sizes, self.file_filter(blob)))
                     return stats
-        return self.list_tree(commit).stats
+        return tree.list_tree(self.settings, self.path, commit, keep_files=False).stats
 
     def blobs(self) -> BlobReader:
         """A reader of this cache's blobs (a context manager; one per thread)."""

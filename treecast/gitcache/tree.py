@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pathspec
+from temporalio.exceptions import ApplicationError
 
-from models.git import SnapshotStats
+from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
-from treecast.gitcache.command import run_git
+from treecast.gitcache.command import git_error, stream_records
 from treecast.gitcache.objects import BlobReader, ObjectChecker, batch_check, blob_sizes
 
 log = logging.getLogger(__name__)
@@ -224,14 +225,103 @@ def classify(mode: str, raw_path: bytes, stats: TreeStats) -> str | None:
 # -- listing ---------------------------------------------------------------------------------
 
 
-def _ls_tree_records(out: bytes) -> Iterator[tuple[str, str, int, bytes]]:
-    # "<mode> SP <type> SP <object> SP* <size> TAB <path> NUL" (size is "-" for submodules)
-    for record in out.split(b"\0"):
-        if not record:
+@dataclass(frozen=True)
+class TreeLimits:
+    """How much of a tree Treecast will read before refusing the repository (`TreeTooLarge`).
+
+    The defaults admit the largest repositories people sync (a few million files, paths
+    up to git's own 4 KiB) while refusing a crafted "tree bomb": a few hundred bytes of
+    trees that name the same subtree over and over list millions of paths. Such a tree
+    repeats one subtree object many times; real trees almost never do.
+    """
+
+    max_entries: int = 5_000_000  # files, links and submodules in one snapshot
+    max_path_bytes: int = 4096
+    max_depth: int = 2048  # path components (a 4 KiB path of one-letter folders)
+    max_total_bytes: int = 100 * 1024**3  # sizes the tree announces
+    max_subtree_repeats: int = 10_000  # times one subtree object may appear
+
+
+DEFAULT_LIMITS = TreeLimits()
+MODE_TREE = "040000"
+
+
+def too_large(commit: str, reason: str) -> ApplicationError:
+    """The non-retryable error of a tree past a limit (the breaker and `status` show it)."""
+    return git_error(
+        GitErrorType.TREE_TOO_LARGE,
+        f"the tree of {commit[:12]} is refused: {reason} (see TREECAST_TREE_* in "
+        "docs/configuration.md)",
+    )
+
+
+class _Guard:
+    """Counts one listing or diff against the limits as its records stream in."""
+
+    def __init__(self, commit: str, limits: TreeLimits) -> None:
+        self.commit, self.limits = commit, limits
+        self.entries = 0
+        self.total = 0
+        self.repeats: dict[str, int] = {}
+
+    def tree(self, oid: str) -> None:
+        seen = self.repeats.get(oid, 0) + 1
+        self.repeats[oid] = seen
+        if seen > self.limits.max_subtree_repeats:
+            raise too_large(
+                self.commit,
+                f"one subtree ({oid[:12]}) appears more than {self.limits.max_subtree_repeats} "
+                "times (a tree bomb?)",
+            )
+
+    def entry(self, raw_path: bytes, size: int) -> None:
+        limits = self.limits
+        self.entries += 1
+        self.total += size
+        if self.entries > limits.max_entries:
+            raise too_large(self.commit, f"more than {limits.max_entries} entries")
+        if len(raw_path) > limits.max_path_bytes:
+            raise too_large(self.commit, f"a path is longer than {limits.max_path_bytes} bytes")
+        if raw_path.count(b"/") >= limits.max_depth:
+            raise too_large(self.commit, f"a path is deeper than {limits.max_depth} levels")
+        if self.total > limits.max_total_bytes:
+            raise too_large(
+                self.commit, f"its files add up to more than {limits.max_total_bytes} bytes"
+            )
+
+
+def parse_ls_tree_record(record: bytes) -> tuple[str, str, int, bytes] | None:
+    """One `git ls-tree -z -l` record as (mode, object id, size, raw path); None if malformed.
+
+    The record is "<mode> SP <type> SP <object> SP* <size> TAB <path>" (size "-" for
+    trees and submodules).
+    """
+    meta, tab, raw_path = record.partition(b"\t")
+    fields = meta.split()
+    if not tab or len(fields) != 4 or not raw_path:
+        return None
+    mode, _kind, oid, size = fields
+    if size != b"-" and not size.isdigit():
+        return None
+    return mode.decode(), oid.decode(), (int(size) if size != b"-" else 0), raw_path
+
+
+def _ls_tree(
+    settings: Settings, repo_path: Path, commit: str, limits: TreeLimits
+) -> Iterator[tuple[str, str, int, bytes]]:
+    """The files, links and submodules of `commit`, streamed and checked against `limits`."""
+    guard = _Guard(commit, limits)
+    args = ["ls-tree", "-r", "-t", "-z", "-l", "--full-tree", commit]
+    for record in stream_records(args, settings=settings, cwd=repo_path):
+        parsed = parse_ls_tree_record(record)
+        if parsed is None:
             continue
-        meta, _, raw_path = record.partition(b"\t")
-        mode, _kind, oid, size = meta.split()
-        yield mode.decode(), oid.decode(), (int(size) if size != b"-" else 0), raw_path
+        mode, oid, size, raw_path = parsed
+        if mode == MODE_TREE:
+            guard.tree(oid)
+            continue
+        guard.entry(raw_path, size)
+        yield parsed
 
 
 @dataclass
@@ -245,27 +335,27 @@ class TreeListing:
 
 
 def list_tree(
-    settings: Settings, repo_path: Path, commit: str, file_filter: FileFilter | None = None
+    settings: Settings,
+    repo_path: Path,
+    commit: str,
+    file_filter: FileFilter | None = None,
+    *,
+    keep_files: bool = True,
+    limits: TreeLimits = DEFAULT_LIMITS,
 ) -> TreeListing:
-    """List `commit` with `git ls-tree -r -z -l`; keep files `file_filter` wants.
+    """List `commit` (streamed, within `limits`); keep the files `file_filter` wants.
 
-    Without a filter the commit's own `.treecastignore` applies. `stats` counts
-    what `.treecastignore` leaves (globs do not change the repository's counts).
+    Without a filter the commit's own `.treecastignore` applies. `stats` counts what
+    `.treecastignore` leaves (globs do not change the repository's counts). With
+    `keep_files=False` only the counts are kept (a snapshot needs no file list).
+    Raises `TreeTooLarge` past a limit.
     """
-    out = run_git(
-        ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], settings=settings, cwd=repo_path
-    ).stdout
-    ignore_blob = None
-    for mode, oid, _size, raw_path in _ls_tree_records(out):
-        # Any root blob of that name, as `ignore_blob_at` (a cat-file lookup) sees it.
-        if raw_path == IGNORE_FILE.encode() and mode in (*FILE_MODES, MODE_SYMLINK):
-            ignore_blob = oid
-            break
+    ignore_blob = ignore_blob_at(settings, repo_path, commit)
     if file_filter is None:
         file_filter = FileFilter(read_ignore_lines(repo_path, ignore_blob))
     stats = TreeStats()
     files: dict[str, TreeFile] = {}
-    for mode, oid, size, raw_path in _ls_tree_records(out):
+    for mode, oid, size, raw_path in _ls_tree(settings, repo_path, commit, limits):
         path = classify(mode, raw_path, stats)
         if path is None:
             continue
@@ -274,7 +364,7 @@ def list_tree(
             continue
         stats.file_count += 1
         stats.total_bytes += size
-        if file_filter.globs is None or file_filter.globs.match_file(path):
+        if keep_files and (file_filter.globs is None or file_filter.globs.match_file(path)):
             files[path] = TreeFile(path=path, blob_id=oid, size=size, mode=mode)
     if stats.invalid_paths:
         log.warning(
@@ -300,33 +390,44 @@ class DiffEntry:
     new_blob: str
 
 
-def diff_trees(settings: Settings, repo_path: Path, old: str, new: str) -> list[DiffEntry]:
-    """Every path that differs between two commits (`git diff-tree -r -z --no-renames`)."""
-    out = run_git(
-        ["diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--full-index", old, new],
-        settings=settings,
-        cwd=repo_path,
-    ).stdout
-    parts = out.split(b"\0")
+def diff_trees(
+    settings: Settings,
+    repo_path: Path,
+    old: str,
+    new: str,
+    limits: TreeLimits = DEFAULT_LIMITS,
+) -> list[DiffEntry]:
+    """Every file path that differs between two commits, streamed and within `limits`.
+
+    `git diff-tree -r -t -z --no-renames`: `-t` also reports the changed trees, which
+    only feed the repeat check (a diff to a tree bomb is refused like its listing).
+    """
+    args = ["diff-tree", "-r", "-t", "-z", "--no-renames", "--no-commit-id", "--full-index"]
+    guard = _Guard(new, limits)
     entries: list[DiffEntry] = []
-    i = 0
+    meta: bytes | None = None
     # raw format: ":<old mode> <new mode> <old oid> <new oid> <status>" NUL "<path>" NUL
-    while i + 1 < len(parts):
-        meta = parts[i]
-        if not meta.startswith(b":"):
-            i += 1
+    for record in stream_records([*args, old, new], settings=settings, cwd=repo_path):
+        if meta is None:
+            if record.startswith(b":"):
+                meta = record
             continue
         old_mode, new_mode, old_blob, new_blob, _status = meta[1:].split()
+        meta = None
+        if new_mode.decode() == MODE_TREE or old_mode.decode() == MODE_TREE:
+            if new_mode.decode() == MODE_TREE:
+                guard.tree(new_blob.decode())
+            continue
+        guard.entry(record, 0)
         entries.append(
             DiffEntry(
-                raw_path=parts[i + 1],
+                raw_path=record,
                 old_mode=old_mode.decode(),
                 new_mode=new_mode.decode(),
                 old_blob=old_blob.decode(),
                 new_blob=new_blob.decode(),
             )
         )
-        i += 2
     return entries
 
 

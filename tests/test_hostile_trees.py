@@ -1,0 +1,137 @@
+"""Hostile repository content: a tree bomb and objects git's fsck refuses are refused, fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType
+from tests.gitrepos import git
+from treecast.config import Settings
+from treecast.gitcache.cache import cache_lock
+from treecast.gitcache.remote import sync_ref
+from treecast.gitcache.tree import TreeLimits, list_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_bomb(root: Path, levels: int = 6, fanout: int = 10) -> str:
+    """`fanout` ** `levels` paths from a few hundred bytes of trees (each level names the
+    one below `fanout` times)."""
+    remote = root / "bomb.git"
+    git(root, "init", "--bare", "-q", str(remote))
+
+    def mktree(lines: list[str]) -> str:
+        return subprocess.run(
+            ["git", "mktree"], cwd=remote, input="\n".join(lines) + "\n", text=True,
+            capture_output=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"], cwd=remote, input="x\n", text=True,
+        capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    tree = mktree([f"100644 blob {blob}\tf{i}" for i in range(fanout)])
+    for _ in range(levels - 1):
+        tree = mktree([f"040000 tree {tree}\td{i}" for i in range(fanout)])
+    commit = git(remote, "commit-tree", tree, "-m", "bomb")
+    git(remote, "update-ref", "refs/heads/main", commit)
+    return f"file://{remote}"
+
+
+def test_a_tree_bomb_is_refused_in_seconds_and_little_memory(
+    settings: Settings, tmp_path: Path
+) -> None:
+    url = tree_bomb(tmp_path)
+    with cache_lock(settings, "repo_bomb") as path:
+        commit = sync_ref(settings, path, url, "main").commit
+    assert commit is not None
+    # In its own process, so the peak memory is this listing's alone.
+    probe = f"""
+import json, time
+from pathlib import Path
+from treecast.config import load_settings
+from treecast.gitcache.tree import list_tree
+def hwm():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+settings = load_settings({{"TREECAST_DATA_DIR": {str(settings.data_dir)!r}}})
+idle, started = hwm(), time.monotonic()
+try:
+    list_tree(settings, Path({str(path)!r}), {commit!r}, keep_files=False)
+    error = None
+except Exception as exc:
+    error = [getattr(exc, "type", type(exc).__name__), str(exc)]
+print(json.dumps({{"error": error, "seconds": time.monotonic() - started,
+                   "mib": (hwm() - idle) / 1024}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    assert measured["error"] is not None, measured
+    error_type, message = measured["error"]
+    assert error_type == GitErrorType.TREE_TOO_LARGE and "tree bomb" in message
+    print("tree bomb:", measured)  # the figures docs/security.md quotes
+    assert measured["seconds"] < 10 and measured["mib"] < 100, measured
+    assert GitErrorType.TREE_TOO_LARGE in NON_RETRYABLE_GIT_ERRORS
+
+
+def test_tree_limits_refuse_entries_paths_and_depth(settings: Settings, tmp_path: Path) -> None:
+    blob = subprocess.run(
+        ["git", "hash-object", "--stdin"], input="x\n", text=True, capture_output=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    url = tree_bomb(tmp_path, levels=2, fanout=5)  # 25 files, no repeats past 5
+    with cache_lock(settings, "repo_small") as path:
+        commit = sync_ref(settings, path, url, "main").commit
+        assert commit is not None and blob
+        assert list_tree(settings, path, commit).stats.file_count == 25
+        for limits, words in [
+            (TreeLimits(max_entries=24), "more than 24 entries"),
+            (TreeLimits(max_path_bytes=4), "longer than 4 bytes"),
+            (TreeLimits(max_depth=1), "deeper than 1 levels"),
+            (TreeLimits(max_total_bytes=10), "more than 10 bytes"),
+            (TreeLimits(max_subtree_repeats=4), "appears more than 4 times"),
+        ]:
+            with pytest.raises(ApplicationError) as refused:
+                list_tree(settings, path, commit, limits=limits)
+            assert refused.value.type == GitErrorType.TREE_TOO_LARGE and refused.value.non_retryable
+            assert words in refused.value.message
+
+
+def test_objects_git_fsck_refuses_never_reach_the_cache(settings: Settings, tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    git(work, "init", "-q")
+    blob = git(work, "hash-object", "-w", "--stdin") if False else None
+    remote = tmp_path / "evil.git"
+    git(tmp_path, "init", "--bare", "-q", str(remote))
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"], cwd=remote, input="[core]\n", text=True,
+        capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    inner = subprocess.run(
+        ["git", "mktree"], cwd=remote, input=f"100644 blob {blob}\tconfig\n", text=True,
+        capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    root = subprocess.run(
+        ["git", "mktree"], cwd=remote,
+        input=f"040000 tree {inner}\t.git\n100644 blob {blob}\tok.txt\n", text=True,
+        capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    commit = git(remote, "commit-tree", root, "-m", "evil")
+    git(remote, "update-ref", "refs/heads/main", commit)
+    started = time.monotonic()
+    with cache_lock(settings, "repo_evil") as path, pytest.raises(ApplicationError) as refused:
+        sync_ref(settings, path, f"file://{remote}", "main")
+    assert refused.value.type == GitErrorType.UNSAFE_CONTENT and refused.value.non_retryable
+    assert "hasDotgit" in refused.value.message and time.monotonic() - started < 30
