@@ -16,7 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from treecast import globs
-from treecast.globs import MAX_PATTERN_LENGTH, MAX_PATTERNS, GlobSpec, skip_with_warning
+from treecast.globs import (
+    MAX_PATTERN_LENGTH,
+    MAX_PATTERNS,
+    MAX_REGEX_CHARS,
+    GlobSpec,
+    skip_with_warning,
+)
 
 settings.register_profile(
     "default", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -61,6 +67,8 @@ CASES = [
     # pathspec searches unanchored regexes anywhere (`**` is `.`): found by hypothesis
     (["**"], ["\na", "a", "\n"]),
     (["**/"], ["a/b", "a", "\n/a"]),
+    (["*.py", "!*.py/", "*.d/"], ["a.py", "a.py/b", "x/.py", "b.d/c", "b.d", "/x.py"]),
+    (["*.py"] * 3 + ["!a.py"] + ["*.py"] * 2, ["a.py", "b/a.py"]),
 ]
 
 
@@ -89,7 +97,7 @@ def test_many_wildcards_and_a_long_path_stay_linear() -> None:
 
 
 def test_a_big_ignore_file_of_names_costs_little_per_path() -> None:
-    lines = [f"f{i:05d}" for i in range(MAX_PATTERNS - 100)] + [f"*.x{i}" for i in range(100)]
+    lines = [f"f{i:05d}" for i in range(MAX_PATTERNS - 200)] + [f"*.x{i}" for i in range(200)]
     spec = GlobSpec.from_lines(lines)
     paths = [f"src/some/dir/file{i}.py" for i in range(200)]
     start = time.perf_counter()
@@ -107,6 +115,24 @@ def test_too_many_patterns_is_one_clear_error() -> None:
     assert len(GlobSpec.from_lines(["a", "b"], max_patterns=2)) == 2
     # comments and blank lines do not count
     assert len(GlobSpec.from_lines(["#x"] * 5 + ["", "a"], max_patterns=1)) == 1
+
+
+def test_too_many_wildcard_characters_is_one_clear_error() -> None:
+    lines = ["*a?b" * 100] * 40  # 16,000 characters
+    assert len(GlobSpec.from_lines(lines)) == 40
+    with pytest.raises(ValueError, match=f"more than {MAX_REGEX_CHARS} characters"):
+        GlobSpec.from_lines([*lines, "*c?d" * 100])
+    # plain names, /paths and *.ext lines cost nothing per pattern and do not count
+    assert len(GlobSpec.from_lines([*lines, "x" * 1000, "/y" * 500, "*." + "z" * 1000])) == 43
+
+
+def test_the_worst_pattern_allowed_is_bounded_on_the_longest_path() -> None:
+    # A DFA-hostile pattern of the maximum length on a 4 KiB path: RE2 falls back to
+    # its NFA, linear in both; measured ~30 ms (pathspec: exponential).
+    spec = GlobSpec.from_lines(["*a" + "?" * (MAX_PATTERN_LENGTH - 3) + "b"])
+    start = time.perf_counter()
+    assert not spec.match_file("/".join(["a" * 255] * 16))
+    assert time.perf_counter() - start < 1.0
 
 
 def test_a_too_long_line_is_refused_or_skipped(caplog: pytest.LogCaptureFixture) -> None:
@@ -199,7 +225,10 @@ def test_agrees_with_pathspec_on_random_patterns(lines: list[str], paths: list[s
         .map("".join)
         .flatmap(
             lambda name: st.sampled_from(
-                [name, f"/{name}", f"{name}/", f"!{name}", f"a/{name}", f"/{name}/", f"!/{name}"]
+                [
+                    *(name, f"/{name}", f"{name}/", f"!{name}", f"a/{name}", f"/{name}/"),
+                    *(f"!/{name}", f"*{name}", f"*{name}/", f"!*{name}", f"/*{name}"),
+                ]
             )
         ),
         min_size=1,

@@ -12,8 +12,9 @@ times path length. It also:
 * looks literal patterns (`node_modules`, `/build`, `dist/`) up in dicts instead
   of matching them one by one, so huge ignore files of plain names stay cheap;
 * matches the other patterns in `re2.Set`s of `SET_SIZE`, one pass per set;
-* refuses more than `MAX_PATTERNS` patterns or a line longer than
-  `MAX_PATTERN_LENGTH` with a `ValueError`, and lets a caller skip an invalid
+* refuses more than `MAX_PATTERNS` patterns, a line longer than
+  `MAX_PATTERN_LENGTH`, or more than `MAX_REGEX_CHARS` characters of patterns
+  that need the regex engine, with a `ValueError`; and lets a caller skip an invalid
   line with a warning (`on_invalid=skip_with_warning("...")`).
 
 Decision rule (pathspec's default backend): among the patterns that match the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +39,11 @@ log = logging.getLogger(__name__)
 
 MAX_PATTERNS = 10_000
 MAX_PATTERN_LENGTH = 1024
-SET_SIZE = 64  # patterns per re2.Set: small sets keep RE2's DFA within its memory budget
+# Characters of patterns that need the regex engine (not plain names, `/paths` or
+# `*.ext`): matching costs up to ~7 ns x these x the path's length (bench/globs.py),
+# so 16 KiB bounds one 4 KiB path at about half a second.
+MAX_REGEX_CHARS = 16 * 1024
+SET_SIZE = 256  # patterns per re2.Set: small sets keep RE2's DFA within its memory budget
 RE2_MAX_MEM = 64 << 20  # bytes each compiled set may use
 
 InvalidLine = Callable[[str, str], None]
@@ -45,6 +51,7 @@ InvalidLine = Callable[[str, str], None]
 _DIR_OPTIONAL = "(?:(?P<ps_d>/)|$)"  # pathspec: the pattern matches a file or a directory
 _DIR_GROUP = "(?P<ps_d>/)"  # pathspec: the pattern matches a directory (of the path)
 _UNANCHORED = "^(?:.+/)?"
+_STAR = "[^/]*"
 _LITERAL_BODY = re.compile(r"(?:\\[^A-Za-z0-9]|[^\\.^$*+?{}\[\]|()])+")
 
 
@@ -146,26 +153,62 @@ def _variants(index: int, regex: str) -> list[_Variant]:
     return [_Variant(index, _python_dollar_to_re2(regex), is_dir=False)]
 
 
-def _literal(regex: str) -> tuple[bool, str, bool] | None:
-    """(anchored, text, dir_only) when pathspec's regex is a plain name or path, else None."""
+def _simple(regex: str) -> tuple[str, str, bool] | None:
+    """(kind, text, dir_only) when pathspec's regex needs no regex engine, else None.
+
+    Kinds: "root" (`/a/b`: the path or a parent path is `text`), "any" (`name`: a
+    component is `text`), "suffix" (`*.log`: a component ends with `text`).
+    """
     if regex.endswith(_DIR_OPTIONAL):
         rest, dir_only = regex[: -len(_DIR_OPTIONAL)], False
     elif regex.endswith(_DIR_GROUP):
         rest, dir_only = regex[: -len(_DIR_GROUP)], True
     else:
         return None
-    if rest.startswith(_UNANCHORED):
-        body, anchored = rest[len(_UNANCHORED) :], False
+    if rest.startswith(_UNANCHORED + _STAR):
+        body, kind = rest[len(_UNANCHORED + _STAR) :], "suffix"
+    elif rest.startswith(_UNANCHORED):
+        body, kind = rest[len(_UNANCHORED) :], "any"
     elif rest.startswith("^"):
-        body, anchored = rest[1:], True
+        body, kind = rest[1:], "root"
     else:
         return None
     if not _LITERAL_BODY.fullmatch(body):
         return None
     text = re.sub(r"\\(.)", r"\1", body, flags=re.DOTALL)
-    if not text or "\n" in text or (not anchored and "/" in text):
+    if not text or "\n" in text or (kind != "root" and "/" in text):
         return None
-    return anchored, text, dir_only
+    return kind, text, dir_only
+
+
+class _SuffixTrie:
+    """Reversed texts of `*text` patterns: one walk per component finds every match."""
+
+    __slots__ = ("children", "dir_index", "file_index")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _SuffixTrie] = {}
+        self.file_index = -1
+        self.dir_index = -1
+
+    def add(self, text: str, index: int, dir_only: bool) -> None:
+        node = self
+        for char in reversed(text):
+            node = node.children.setdefault(char, _SuffixTrie())
+        if not dir_only:
+            node.file_index = max(node.file_index, index)
+        node.dir_index = max(node.dir_index, index)
+
+    def best(self, component: str, is_file: bool) -> int:
+        """The last pattern whose text ends `component`."""
+        node, best = self, -1
+        for char in reversed(component):
+            found = node.children.get(char)
+            if found is None:
+                break
+            node = found
+            best = max(best, node.file_index if is_file else node.dir_index)
+        return best
 
 
 class _RegexSet:
@@ -206,20 +249,29 @@ class _RegexSet:
         return [v for v, r in zip(self.variants, singles, strict=True) if r.search(text)]
 
 
-def _compile_line(line: str, max_pattern_length: int) -> GitIgnoreSpecPattern:
+def _translate(line: str, max_pattern_length: int) -> tuple[str | None, bool | None]:
+    """pathspec's (regex, include) for a line, checked to compile on both engines.
+
+    Literal patterns skip the checks (their regex is valid by construction): a big
+    ignore file of plain names then compiles in a fraction of the time.
+    """
     if len(line) > max_pattern_length:
         raise ValueError(f"longer than {max_pattern_length} characters")
+    regex, include = GitIgnoreSpecPattern.pattern_to_regex(line)
+    if regex is None or include is None or _simple(regex) is not None:
+        return regex, include
     try:
-        pattern = GitIgnoreSpecPattern(line)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "possible nested set"
+            re.compile(regex)  # what pathspec does: the same lines are invalid
     except re.error as exc:  # e.g. `[z-a]`: pathspec lets re's own error through
         raise ValueError(str(exc)) from None
-    if pattern.regex is not None:
-        for variant in _variants(0, pattern.regex.pattern):
-            try:
-                re2.compile(variant.regex)
-            except re2.error as exc:
-                raise ValueError(f"not a supported pattern ({exc})") from None
-    return pattern
+    for variant in _variants(0, regex):
+        try:
+            re2.compile(variant.regex)
+        except re2.error as exc:
+            raise ValueError(f"not a supported pattern ({exc})") from None
+    return regex, include
 
 
 class GlobSpec:
@@ -229,18 +281,21 @@ class GlobSpec:
         """From (pathspec regex, include) pairs; use `from_lines`."""
         self._include = [include for _, include in patterns]
         self._literals = _Literals()
-        literal_variants: list[_Variant] = []
-        other: list[_Variant] = []
+        self._suffixes = _SuffixTrie()
+        simple: dict[str, _Variant] = {}
+        other: dict[str, _Variant] = {}
+        lits = self._literals
         for index, (regex, _include) in enumerate(patterns):
-            variants = _variants(index, regex)
-            literal = _literal(regex)
-            if literal is None:
-                other.extend(variants)
+            found = _simple(regex)
+            # Equal regexes match equally: only the last of them can decide.
+            for variant in _variants(index, regex):
+                (other if found is None else simple)[variant.regex] = variant
+            if found is None:
                 continue
-            literal_variants.extend(variants)
-            anchored, text, dir_only = literal
-            lits = self._literals
-            if anchored:
+            kind, text, dir_only = found
+            if kind == "suffix":
+                self._suffixes.add(text, index, dir_only)
+            elif kind == "root":
                 if not dir_only:
                     lits.put(lits.root_file, text, index)
                 lits.put(lits.root_dir, text, index)
@@ -249,7 +304,10 @@ class GlobSpec:
                 if not dir_only:
                     lits.put(lits.any_file, text, index)
                 lits.put(lits.any_dir, text, index)
-        self._sets = [_RegexSet(other[i : i + SET_SIZE]) for i in range(0, len(other), SET_SIZE)]
+        self._has_suffixes = bool(self._suffixes.children)
+        rest = sorted(other.values(), key=lambda v: v.index)
+        literal_variants = sorted(simple.values(), key=lambda v: v.index)
+        self._sets = [_RegexSet(rest[i : i + SET_SIZE]) for i in range(0, len(rest), SET_SIZE)]
         # Paths with a newline go through RE2 for the literals too (Python's `.` and `$`
         # treat newlines specially); built on first use, as such paths are rare.
         self._literal_variants = literal_variants
@@ -262,31 +320,41 @@ class GlobSpec:
         *,
         max_patterns: int = MAX_PATTERNS,
         max_pattern_length: int = MAX_PATTERN_LENGTH,
+        max_regex_chars: int = MAX_REGEX_CHARS,
         on_invalid: InvalidLine | None = None,
     ) -> GlobSpec:
         """Compile gitignore lines (blank lines and `#` comments are skipped).
 
         An invalid line raises ValueError naming it, unless `on_invalid(line, reason)`
         is given: then it is called and the line skipped. More than `max_patterns`
-        patterns always raise ValueError: matching cost grows with their number.
+        patterns, or more than `max_regex_chars` characters of patterns needing the
+        regex engine, always raise ValueError: matching cost grows with them.
         """
         patterns: list[tuple[str, bool]] = []
+        regex_chars = 0
         for number, line in enumerate(lines, 1):
             try:
-                pattern = _compile_line(line, max_pattern_length)
+                regex, include = _translate(line, max_pattern_length)
             except ValueError as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else "invalid"
                 if on_invalid is None:
                     raise ValueError(f"pattern line {number} {line[:80]!r}: {reason}") from None
                 on_invalid(line, reason)
                 continue
-            if pattern.include is None or pattern.regex is None:
+            if regex is None or include is None:
                 continue
             if len(patterns) >= max_patterns:
                 raise ValueError(
                     f"more than {max_patterns} patterns; combine them (e.g. with * or a folder/)"
                 )
-            patterns.append((pattern.regex.pattern, bool(pattern.include)))
+            if _simple(regex) is None:
+                regex_chars += len(line)
+                if regex_chars > max_regex_chars:
+                    raise ValueError(
+                        f"the wildcard patterns total more than {max_regex_chars} characters "
+                        "(plain names, /paths and *.ext do not count); simplify them"
+                    )
+            patterns.append((regex, include))
         return cls(patterns)
 
     def __len__(self) -> int:
@@ -319,20 +387,25 @@ class GlobSpec:
         return index >= 0 and self._include[index]
 
     def _match_literals(self, path: str) -> tuple[int, int]:
-        """The last literal pattern matching the path, and one matching a parent folder."""
+        """The last simple pattern matching the path, and one matching a parent folder."""
         lits = self._literals
         best_file = best_dir = -1
-        if lits.any_file or lits.any_dir:
+        if lits.any_file or lits.any_dir or self._has_suffixes:
             parts = path.split("/")
             last = len(parts) - 1
+            suffixes = self._suffixes if self._has_suffixes else None
             for m, part in enumerate(parts):
                 # `^(?:.+/)?name`: the text before the component's slash must not be empty
                 if m == 1 and not parts[0]:
                     continue
                 if m == last:
                     best_file = max(best_file, lits.any_file.get(part, -1))
+                    if suffixes is not None:
+                        best_file = max(best_file, suffixes.best(part, is_file=True))
                 else:
                     best_dir = max(best_dir, lits.any_dir.get(part, -1))
+                    if suffixes is not None:
+                        best_dir = max(best_dir, suffixes.best(part, is_file=False))
         if lits.root_file:
             best_file = max(best_file, lits.root_file.get(path, -1))
         if lits.root_dir:
