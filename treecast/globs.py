@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 MAX_PATTERNS = 10_000
 MAX_PATTERN_LENGTH = 1024
 # Characters of patterns that need the regex engine (not plain names, `/paths` or
-# `*.ext`): matching costs up to ~7 ns x these x the path's length (bench/globs.py),
-# so 16 KiB bounds one 4 KiB path at about half a second.
+# `*.ext`): matching costs up to ~12 ns x these x the path's length (bench/globs.py:
+# 16 DFA-hostile 1 KiB lines take 0.8 s on a 4 KiB path, 28 ms for one line).
 MAX_REGEX_CHARS = 16 * 1024
 SET_SIZE = 256  # patterns per re2.Set: small sets keep RE2's DFA within its memory budget
 RE2_MAX_MEM = 64 << 20  # bytes each compiled set may use
