@@ -24,13 +24,14 @@ from treecast.globs import (
     skip_with_warning,
 )
 
-settings.register_profile(
-    "default", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+# Hypothesis budget: a few seconds by default, HYPOTHESIS_PROFILE=fuzz for a long run.
+# (Per-test settings, so importing this module changes no global profile.)
+FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+bounded = settings(
+    max_examples=20_000 if FUZZ else 300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile(
-    "fuzz", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def reference(lines: list[str]) -> pathspec.GitIgnoreSpec:
@@ -208,7 +209,7 @@ def _valid(lines: list[str]) -> bool:
     return True
 
 
-@settings(deadline=None)
+@bounded
 @given(lines_strategy(), paths_strategy)
 def test_agrees_with_pathspec_on_random_patterns(lines: list[str], paths: list[str]) -> None:
     if not _valid(lines):
@@ -218,7 +219,7 @@ def test_agrees_with_pathspec_on_random_patterns(lines: list[str], paths: list[s
     same(lines, paths)
 
 
-@settings(deadline=None)
+@bounded
 @given(
     st.lists(
         st.lists(st.sampled_from(["a", "b", "ab", "é", "\\ ", "."]), min_size=1, max_size=3)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from treecast.paths import HFS_IGNORABLE, is_safe_path, unsafe_path_reason
 
-settings.register_profile("paths-default", max_examples=300, deadline=None)
-settings.register_profile("paths-fuzz", max_examples=20_000, deadline=None)
-settings.load_profile(
-    "paths-fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "paths-default"
+# Hypothesis budget: a few seconds by default, HYPOTHESIS_PROFILE=fuzz for a long run.
+# (Per-test settings, so importing this module changes no global profile.)
+FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+bounded = settings(
+    max_examples=20_000 if FUZZ else 300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 UNSAFE = [
@@ -127,6 +130,7 @@ NAME = st.text(
 ).filter(lambda name: "." not in name or name.strip(". ") != "")
 
 
+@bounded
 @given(st.lists(NAME, min_size=1, max_size=5), st.data())
 def test_a_dotgit_component_anywhere_is_refused(names: list[str], data: st.DataObject) -> None:
     bad = data.draw(st.one_of(_dotgit_spellings(), _ntfs_spellings(), st.just("..")))
@@ -135,6 +139,7 @@ def test_a_dotgit_component_anywhere_is_refused(names: list[str], data: st.DataO
     assert unsafe_path_reason(path) is not None, path
 
 
+@bounded
 @given(st.lists(NAME, min_size=1, max_size=5))
 def test_names_git_would_check_out_are_deliverable(names: list[str]) -> None:
     def dotgit_like(name: str) -> bool:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from treecast import urls
@@ -28,10 +28,13 @@ from treecast.urls import (
     vet_git_url,
 )
 
-settings.register_profile("urls-default", max_examples=300, deadline=None)
-settings.register_profile("urls-fuzz", max_examples=20_000, deadline=None)
-settings.load_profile(
-    "urls-fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "urls-default"
+# Hypothesis budget: a few seconds by default, HYPOTHESIS_PROFILE=fuzz for a long run.
+# (Per-test settings, so importing this module changes no global profile.)
+FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+bounded = settings(
+    max_examples=20_000 if FUZZ else 300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 # -- a. addresses -------------------------------------------------------------------------
@@ -119,6 +122,7 @@ ipv4s = st.integers(min_value=0, max_value=2**32 - 1).map(ipaddress.IPv4Address)
 ipv6s = st.integers(min_value=0, max_value=2**128 - 1).map(ipaddress.IPv6Address)
 
 
+@bounded
 @given(ipv4s)
 def test_embedded_ipv4_is_judged_as_itself(v4: ipaddress.IPv4Address) -> None:
     n = int(v4)
@@ -133,12 +137,14 @@ def test_embedded_ipv4_is_judged_as_itself(v4: ipaddress.IPv4Address) -> None:
         assert is_blocked_address(str(ipaddress.IPv6Address(v6))) == expected, (v4, hex(v6))
 
 
+@bounded
 @given(ipv4s)
 def test_ipv4_refuses_at_least_what_python_calls_private(v4: ipaddress.IPv4Address) -> None:
     if v4.is_private or v4.is_loopback or v4.is_link_local or v4.is_multicast or v4.is_reserved:
         assert is_blocked_address(str(v4))
 
 
+@bounded
 @given(ipv6s)
 def test_ipv6_refuses_loopback_link_site_local_multicast(v6: ipaddress.IPv6Address) -> None:
     if v6.is_loopback or v6.is_link_local or v6.is_site_local or v6.is_multicast:
@@ -212,6 +218,7 @@ PATHS = st.text(
 )
 
 
+@bounded
 @given(
     st.sampled_from(["http", "https", "HTTP"]),
     HOSTS,
@@ -377,6 +384,7 @@ def test_normalise_git_url_is_unchanged(url: str, expected: str) -> None:
         normalise_git_url("git://host/a")
 
 
+@bounded
 @given(st.text(min_size=1, max_size=20), st.sampled_from(["ssh://{}@host/a", "{}@host:a/b"]))
 def test_an_accepted_ssh_user_never_looks_like_an_option(user: str, form: str) -> None:
     try:
