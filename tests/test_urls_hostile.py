@@ -337,6 +337,9 @@ def test_a_token_over_clear_text_needs_its_setting(url: str) -> None:
 def test_ssh_option_injection_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="'-'"):
         vet(url, allow_private=True)
+    # normalise_git_url (what registration uses today) accepted the first two
+    with pytest.raises(ValueError, match="'-'"):
+        normalise_git_url(url)
 
 
 def test_odd_ssh_user_names_are_refused() -> None:

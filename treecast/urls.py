@@ -214,6 +214,12 @@ def _split_git_url(url: str, *, allow_git: bool) -> tuple[str, str, str, int | N
     """(scheme, user, host, port, path, netloc-without-user) of a git URL, checked."""
     _check_length(url)
     url = url.strip()
+    option = _option_like(url)
+    if option is not None:
+        raise ValueError(
+            f"the git URL's user or host {option[:40]!r} starts with '-' "
+            "(ssh would read it as an option)"
+        )
     scp = _SCP_LIKE.match(url)
     if scp:
         url = f"ssh://{scp['user']}@{scp['host']}/{scp['path']}"
@@ -260,8 +266,9 @@ def normalise_git_url(url: str) -> str:
 
     Accepts https://, http://, ssh://, scp-like `git@host:owner/name` and
     file://. Lower-cases scheme and host, drops a trailing `.git` and `/`, and
-    refuses credentials in the URL (use `--token-env`). Registration from
-    untrusted callers should use `vet_git_url`, which also checks where it leads.
+    refuses credentials in the URL (use `--token-env`) and ssh users or hosts
+    starting with `-`. Registration from untrusted callers should use
+    `vet_git_url`, which also checks where it leads.
     """
     scheme, user, _host, _port, path, netloc = _split_git_url(url, allow_git=False)
     return _join_git_url(scheme, user, netloc, path)
@@ -461,12 +468,6 @@ def vet_git_url(
     an address `is_blocked_address` refuses. git itself resolves the name again
     when it fetches: pin `addresses` where the transport allows it.
     """
-    option = _option_like(url.strip())
-    if option is not None:
-        raise ValueError(
-            f"the git URL's user or host {option[:40]!r} starts with '-' "
-            "(ssh would read it as an option)"
-        )
     scheme, user, host, port, path, netloc = _split_git_url(url, allow_git=True)
     normalised = _join_git_url(scheme, user, netloc, path)
     if scheme == "file":
