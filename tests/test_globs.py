@@ -70,6 +70,10 @@ CASES = [
     (["**/"], ["a/b", "a", "\n/a"]),
     (["*.py", "!*.py/", "*.d/"], ["a.py", "a.py/b", "x/.py", "b.d/c", "b.d", "/x.py"]),
     (["*.py"] * 3 + ["!a.py"] + ["*.py"] * 2, ["a.py", "b/a.py"]),
+    # one regex, two kinds: a file match for `x*/**`, a folder match for `/x*`
+    (["x*/**", "!/x*"], ["xa/b", "x/y", "xa"]),
+    (["x/**", "!x"], ["x/y", "xa/b"]),
+    (["!*/*/**", "*/*"], ["a/a/a"]),  # found by the structured fuzz on the bug above
 ]
 
 
@@ -238,4 +242,38 @@ def test_agrees_with_pathspec_on_random_patterns(lines: list[str], paths: list[s
     paths_strategy,
 )
 def test_literal_fast_path_agrees_with_pathspec(lines: list[str], paths: list[str]) -> None:
+    same(lines, paths)
+
+
+SEGMENT = st.sampled_from(["a", "b", "*", "a*", "*a", "**", "[ab]", "?", "a?b", "\\*"])
+
+
+@st.composite
+def structured_line(draw: st.DrawFn) -> str:
+    """A gitignore line built from path segments: `!`, a leading `/`, `**`, a trailing `/`."""
+    segments = draw(st.lists(SEGMENT, min_size=1, max_size=4))
+    return (
+        draw(st.sampled_from(["", "!"]))
+        + draw(st.sampled_from(["", "/"]))
+        + "/".join(segments)
+        + draw(st.sampled_from(["", "/", "/**"]))
+    )
+
+
+structured_paths = st.lists(
+    st.lists(st.sampled_from(["a", "b", "ab", "ba", "aab", "*", "x"]), min_size=1, max_size=5).map(
+        "/".join
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@bounded
+@given(st.lists(structured_line(), min_size=1, max_size=5), structured_paths)
+def test_structured_patterns_agree_with_pathspec(lines: list[str], paths: list[str]) -> None:
+    if not _valid(lines):
+        with pytest.raises(ValueError):
+            GlobSpec.from_lines(lines)
+        return
     same(lines, paths)

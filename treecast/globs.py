@@ -282,14 +282,15 @@ class GlobSpec:
         self._include = [include for _, include in patterns]
         self._literals = _Literals()
         self._suffixes = _SuffixTrie()
-        simple: dict[str, _Variant] = {}
-        other: dict[str, _Variant] = {}
+        simple: dict[tuple[str, bool], _Variant] = {}
+        other: dict[tuple[str, bool], _Variant] = {}
         lits = self._literals
         for index, (regex, _include) in enumerate(patterns):
             found = _simple(regex)
-            # Equal regexes match equally: only the last of them can decide.
+            # Equal regexes of one kind match equally: only the last of them can decide.
+            # (Not across kinds: `x*/**` matches `^x[^/]*/` as a file, `/x*` as a folder.)
             for variant in _variants(index, regex):
-                (other if found is None else simple)[variant.regex] = variant
+                (other if found is None else simple)[variant.regex, variant.is_dir] = variant
             if found is None:
                 continue
             kind, text, dir_only = found
