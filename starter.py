@@ -381,6 +381,7 @@ async def cmd_status(service: TreecastService, args: argparse.Namespace) -> Resu
             "ref": r.ref,
             "apps": r.apps,
             "sync": cli_format.plain(r.sync),
+            "skipped_unsafe_paths": r.skipped_unsafe_paths,
         }
         for r in report.repositories
     ]

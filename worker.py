@@ -23,7 +23,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from treecast import metrics
-from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
+from treecast.config import ConfigError, Settings, load_settings
 from treecast.db import connect_failure, engine_for
 from treecast.process_exit import run_and_exit
 
@@ -93,8 +93,10 @@ async def run(settings: Settings, *, dev: bool) -> None:
     """Prepare the database, optionally start the dev server, and run until SIGINT/SIGTERM."""
     from treecast.temporal_client import connect
 
-    resolve_secret_key(settings)  # fail now, not at the first activity
     engine_for(settings.database_url)
+    from treecast.store.keys import cipher
+
+    cipher(settings)  # fail now (a missing or wrong key), not at the first activity
     server = None
     if dev:
         from treecast.devserver import DevServer

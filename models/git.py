@@ -18,6 +18,7 @@ class GitErrorType(StrEnum):
     OTHER = "GitError"
     TREE_TOO_LARGE = "TreeTooLarge"  # past a tree limit: refused, not retried
     UNSAFE_CONTENT = "UnsafeRepositoryContent"  # objects git's fsck refuses (e.g. a .git path)
+    URL_REFUSED = "GitUrlRefused"  # the URL's host resolves to a refused address now
 
 
 # Retrying cannot help with these: the remote said no.
@@ -27,6 +28,7 @@ NON_RETRYABLE_GIT_ERRORS: tuple[GitErrorType, ...] = (
     GitErrorType.REF_NOT_FOUND,
     GitErrorType.TREE_TOO_LARGE,
     GitErrorType.UNSAFE_CONTENT,
+    GitErrorType.URL_REFUSED,
 )
 
 
@@ -39,6 +41,7 @@ class SnapshotStats:
     skipped_symlinks: int = 0
     skipped_submodules: int = 0
     skipped_invalid_paths: int = 0
+    skipped_unsafe_paths: int = 0  # `..`, `.git`, absolute...: never delivered
 
     def counts(self) -> dict[str, Any]:
         """The counts by field name (to build a row or a result from them)."""

@@ -142,4 +142,19 @@ class Snapshot(SQLModel, table=True):
     skipped_symlinks: int = 0
     skipped_submodules: int = 0
     skipped_invalid_paths: int = 0
+    skipped_unsafe_paths: int = 0
     taken_at: datetime = Field(default_factory=utcnow)
+
+
+class KeyFingerprint(SQLModel, table=True):
+    """Which key encrypted this database's secrets: a fingerprint, never the key itself.
+
+    One row. A process with another `TREECAST_SECRET_KEY` is refused before it writes a
+    secret the others could not read (or reads one it cannot decrypt).
+    """
+
+    __tablename__ = "key_fingerprints"
+
+    id: int = Field(default=1, primary_key=True)
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)

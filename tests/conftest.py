@@ -30,11 +30,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings with their own data dir, SQLite database and key; private URLs allowed."""
+    """Settings with their own data dir, SQLite database and key; private URLs, file://
+    remotes and tokens over the tests' plain-http git servers allowed."""
     env = {
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         "TREECAST_TASK_QUEUE": f"treecast-test-{tmp_path.name}",
     }
     return load_settings(env)

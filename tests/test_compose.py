@@ -316,6 +316,7 @@ FIXED_BY_COMPOSE = {
     "TREECAST_DATA_DIR",
     "TREECAST_DATABASE_URL",
     "TREECAST_DEV",
+    "TREECAST_ALLOW_FILE_URLS",  # production syncs remotes, never local paths
 }
 
 

@@ -135,3 +135,29 @@ def test_objects_git_fsck_refuses_never_reach_the_cache(settings: Settings, tmp_
         sync_ref(settings, path, f"file://{remote}", "main")
     assert refused.value.type == GitErrorType.UNSAFE_CONTENT and refused.value.non_retryable
     assert "hasDotgit" in refused.value.message and time.monotonic() - started < 30
+
+
+def test_unsafe_paths_git_lets_through_are_skipped_counted_and_never_sent(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # git's fsck refuses `..` and `.git` itself; these pass it but must not reach a
+    # receiver on Windows or one that joins paths naively.
+    remote = tmp_path / "odd.git"
+    git(tmp_path, "init", "--bare", "-q", str(remote))
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"], cwd=remote, input="x\n", text=True,
+        capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    names = ["..\\evil.txt", "C:evil.txt", "ok.txt", "with space.txt"]
+    root = subprocess.run(
+        ["git", "mktree"], cwd=remote, text=True, capture_output=True, check=True,
+        input="".join(f"100644 blob {blob}\t{name}\n" for name in names),
+    ).stdout.strip()  # fmt: skip
+    commit = git(remote, "commit-tree", root, "-m", "odd")
+    git(remote, "update-ref", "refs/heads/main", commit)
+    with cache_lock(settings, "repo_odd") as path:
+        assert sync_ref(settings, path, f"file://{remote}", "main").commit == commit
+        listing = list_tree(settings, path, commit)
+    assert sorted(listing.files) == ["ok.txt", "with space.txt"]
+    assert listing.stats.skipped_unsafe_paths == 2 and listing.stats.file_count == 2
+    assert any("evil" in shown for shown in listing.stats.unsafe_paths)

@@ -32,6 +32,7 @@ from treecast.gitcache.tree import (
     parse_globs,
     touches_ignore_file,
 )
+from treecast.paths import unsafe_path_reason
 from treecast.store.ledger import LedgerEntry, load_ledger
 
 
@@ -91,6 +92,8 @@ def diff_changes(
             path = entry.raw_path.decode("utf-8")
         except UnicodeDecodeError:
             continue  # never delivered, so never in a ledger
+        if unsafe_path_reason(path) is not None:
+            continue  # never delivered either (`classify` counts it)
         wanted = entry.new_mode in FILE_MODES and file_filter.wanted(path)
         current[path] = (entry.new_blob, 0) if wanted else None
     ledger = load_ledger(session, app_id, repository_id, current.keys())

@@ -70,6 +70,18 @@ def _fernet_key(raw: str) -> str:
     return raw
 
 
+def _git_config(raw: str) -> str:
+    if raw.lower() == "none":
+        return ""
+    for pair in raw.split(";"):
+        key, sep, _value = pair.strip().partition("=")
+        if pair.strip() and (
+            not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*(\.[^=\s]+)+", key)
+        ):
+            raise ValueError(raw)
+    return raw
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -214,6 +226,27 @@ class Settings:
     allow_private_urls: bool = _setting(
         "TREECAST_ALLOW_PRIVATE_URLS", "0", "allow webhooks to private/loopback addresses",
         _bool, "a boolean (0/1)")
+    allow_file_urls: bool = _setting(
+        "TREECAST_ALLOW_FILE_URLS", "0", "allow file:// repositories (tests and the demo)",
+        _bool, "a boolean (0/1)")
+    allow_insecure_transport: bool = _setting(
+        "TREECAST_ALLOW_INSECURE_TRANSPORT", "0", "allow a git token over plain http://",
+        _bool, "a boolean (0/1)")
+    git_config: str = _setting(
+        "TREECAST_GIT_CONFIG", "none", "extra git config for every command, key=value;key=value",
+        _git_config, "key=value pairs separated by ;")
+    tree_max_entries: int = _setting(
+        "TREECAST_TREE_MAX_ENTRIES", "5000000", "files a snapshot may list (TreeTooLarge past it)",
+        _bounded_int(1, 1 << 40), "a positive integer")
+    tree_max_subtree_repeats: int = _setting(
+        "TREECAST_TREE_MAX_SUBTREE_REPEATS", "10000", "times one subtree may repeat (tree bombs)",
+        _bounded_int(1, 1 << 40), "a positive integer")
+    tree_max_path_bytes: int = _setting(
+        "TREECAST_TREE_MAX_PATH_BYTES", "4096", "longest path a snapshot may hold",
+        _bounded_int(16, 1 << 20), "a byte count between 16 and 1048576")
+    tree_max_total_bytes: int = _setting(
+        "TREECAST_TREE_MAX_TOTAL_BYTES", "107374182400", "bytes a snapshot's files may add up to",
+        _bounded_int(1, 1 << 60), "a positive integer")
     breaker_threshold: int = _setting(
         "TREECAST_BREAKER_THRESHOLD", "5", "consecutive failed syncs that open the breaker",
         _bounded_int(1, 1000), "an integer between 1 and 1000")
@@ -248,6 +281,15 @@ class Settings:
         "TREECAST_METRICS_PORT", "0", "Prometheus metrics port (0 = off)",
         _bounded_int(0, 65535), "a port number")
     # fmt: on
+
+    def git_config_pairs(self) -> list[tuple[str, str]]:
+        """`TREECAST_GIT_CONFIG` as (key, value) pairs, applied to every git command."""
+        pairs = []
+        for pair in self.git_config.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key:
+                pairs.append((key.strip(), value.strip()))
+        return pairs
 
     @property
     def git_cache_dir(self) -> Path:

@@ -93,6 +93,11 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
                     f"  last error: {sync['last_error_type']}: {sync.get('last_error') or ''}"
                 )[:200]
             )
+        if row.get("skipped_unsafe_paths"):
+            lines.append(
+                f"  skipped {row['skipped_unsafe_paths']} unsafe paths (never delivered; "
+                "see the worker's log)"
+            )
         apps = [
             [
                 app["app_id"],

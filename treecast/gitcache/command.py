@@ -248,7 +248,7 @@ def run_git(
     proc = subprocess.Popen(
         command,
         cwd=cwd,
-        env=_git_env(credentials, config),
+        env=_git_env(credentials, [*settings.git_config_pairs(), *config]),
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -315,7 +315,7 @@ def stream_records(
         proc = subprocess.Popen(
             ["git", *args],
             cwd=cwd,
-            env=_git_env(None, ()),
+            env=_git_env(None, settings.git_config_pairs()),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,

@@ -29,6 +29,7 @@ BASE_CONFIG: tuple[tuple[str, str], ...] = (
     ("transfer.fsckObjects", "true"),
     ("fetch.fsck.zeroPaddedFilemode", "ignore"),
     ("credential.helper", ""),
+    ("core.sshCommand", "ssh -o BatchMode=yes"),
 )
 
 # Variables an operator's environment must not hand to git (prompts, config injection,
@@ -59,8 +60,10 @@ def git_env(config: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
         HOME=home,
         XDG_CONFIG_HOME=home,
         GIT_PROTOCOL_FROM_USER="0",
-        GIT_SSH_COMMAND="ssh -o BatchMode=yes",
     )
+    # Through config rather than GIT_SSH_COMMAND, so one command can pin its host.
+    env.pop("GIT_SSH_COMMAND", None)
+    env.pop("GIT_SSH", None)
     pairs = [*BASE_CONFIG, *config]
     env["GIT_CONFIG_COUNT"] = str(len(pairs))
     for index, (key, value) in enumerate(pairs):

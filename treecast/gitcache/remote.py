@@ -32,6 +32,7 @@ from treecast.gitcache.cache import (
 )
 from treecast.gitcache.command import CacheCorrupt, Credentials, git_error, run_git
 from treecast.gitcache.objects import ObjectChecker, is_object_id
+from treecast.gitcache.pinning import pinned_remote
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,12 @@ class RemoteRef:
 def _ls_remote(
     settings: Settings, url: str, credentials: Credentials | None, patterns: list[str]
 ) -> list[tuple[str, str]]:
+    target, pins = pinned_remote(settings, url, token=credentials is not None)
     out = run_git(
-        ["ls-remote", "--symref", url, *patterns], settings=settings, credentials=credentials
+        ["ls-remote", "--symref", target, *patterns],
+        settings=settings,
+        credentials=credentials,
+        config=pins,
     ).stdout.decode(errors="replace")
     rows: list[tuple[str, str]] = []
     for line in out.splitlines():
@@ -135,6 +140,8 @@ def fetch(
     destination: str,
     credentials: Credentials | None,
 ) -> None:
+    """Fetch `source` from the remote into `destination`, pinned to vetted addresses."""
+    target, pins = pinned_remote(settings, url, token=credentials is not None)
     run_git(
         [
             "fetch",
@@ -144,12 +151,13 @@ def fetch(
             # gc runs every few snapshots instead (`maintain`), not after every fetch.
             "--no-auto-gc",
             *([] if _has_history(path) else [f"--depth={FETCH_DEPTH}"]),
-            url,
+            target,
             f"+{source}:{destination}",
         ],
         settings=settings,
         cwd=path,
         credentials=credentials,
+        config=pins,
     )
 
 

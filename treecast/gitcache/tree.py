@@ -17,13 +17,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pathspec
 from temporalio.exceptions import ApplicationError
 
 from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
 from treecast.gitcache.command import git_error, stream_records
 from treecast.gitcache.objects import BlobReader, ObjectChecker, batch_check, blob_sizes
+from treecast.globs import GlobSpec, skip_with_warning
+from treecast.paths import unsafe_path_reason
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class TreeStats(SnapshotStats):
 
     ignored: int = 0
     invalid_paths: list[str] = field(default_factory=list)  # escaped, for reports and logs
+    unsafe_paths: list[str] = field(default_factory=list)  # the first few, with the reason
 
     def add(self, other: TreeStats, sign: int = 1) -> None:
         """Add (or with sign=-1 subtract) another set of counts."""
@@ -64,30 +66,28 @@ class TreeStats(SnapshotStats):
         self.skipped_symlinks += sign * other.skipped_symlinks
         self.skipped_submodules += sign * other.skipped_submodules
         self.skipped_invalid_paths += sign * other.skipped_invalid_paths
+        self.skipped_unsafe_paths += sign * other.skipped_unsafe_paths
         self.ignored += sign * other.ignored
 
 
 # -- filters -------------------------------------------------------------------------------
 
 
-def _spec(lines: list[str], what: str) -> pathspec.GitIgnoreSpec | None:
-    """The patterns as one spec, leaving out (with a warning) any that pathspec rejects:
-    one bad line in a repository's ignore file must not fail every sync."""
+def _spec(lines: list[str], what: str) -> GlobSpec | None:
+    """The patterns as one linear-time matcher, leaving out (with a warning) any line that
+    is invalid: one bad line in a repository's ignore file must not fail every sync.
+
+    Past the matcher's limits (number of patterns, their total size) the whole file is
+    ignored with a warning: it would cost every path of every sync.
+    """
     if not lines:
         return None
     try:
-        return pathspec.GitIgnoreSpec.from_lines(lines)
-    except ValueError:
-        pass
-    valid: list[str] = []
-    for line in lines:
-        try:
-            pathspec.GitIgnoreSpec.from_lines([line])
-        except ValueError:
-            log.warning("ignoring the invalid %s pattern %r", what, line[:200])
-            continue
-        valid.append(line)
-    return pathspec.GitIgnoreSpec.from_lines(valid) if valid else None
+        spec = GlobSpec.from_lines(lines, on_invalid=skip_with_warning(what))
+    except ValueError as refused:
+        log.warning("ignoring the whole %s: %s", what, refused)
+        return None
+    return spec if len(spec) else None
 
 
 class FileFilter:
@@ -215,11 +215,19 @@ def classify(mode: str, raw_path: bytes, stats: TreeStats) -> str | None:
     if mode not in FILE_MODES:
         return None
     try:
-        return raw_path.decode("utf-8")
+        path = raw_path.decode("utf-8")
     except UnicodeDecodeError:
         stats.skipped_invalid_paths += 1
         stats.invalid_paths.append(escape_path(raw_path))
         return None
+    reason = unsafe_path_reason(path)
+    if reason is not None:
+        # Never delivered: `..`, `.git`, absolute... (what a crafted tree can hold).
+        stats.skipped_unsafe_paths += 1
+        if len(stats.unsafe_paths) < 10:
+            stats.unsafe_paths.append(f"{escape_path(raw_path)} ({reason})")
+        return None
+    return path
 
 
 # -- listing ---------------------------------------------------------------------------------
@@ -372,6 +380,13 @@ def list_tree(
             stats.skipped_invalid_paths,
             commit,
             stats.invalid_paths[0],
+        )
+    if stats.unsafe_paths:
+        log.warning(
+            "skipped %d unsafe path(s) in %s, never delivered, e.g. %s",
+            stats.skipped_unsafe_paths,
+            commit,
+            stats.unsafe_paths[0],
         )
     return TreeListing(commit=commit, files=files, stats=stats, ignore_blob=ignore_blob)
 

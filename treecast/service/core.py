@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 from temporalio.client import Client
 
 from models.sync import SyncOutcome, SyncStatus
-from treecast.config import Settings, resolve_secret_key
+from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import session_scope
 from treecast.service import registry, workflows
 from treecast.service.errors import Unreachable, call_failure
+from treecast.store import keys
 from treecast.store.ledger import forget_ledger
 
 T = TypeVar("T")
@@ -78,6 +79,8 @@ class RepositoryStatus:
     ref: str
     apps: list[dict[str, Any]]
     sync: SyncStatus | None = None  # None: not running, or Temporal did not tell
+    # Paths of the latest snapshot that are never delivered (`..`, `.git`, absolute...).
+    skipped_unsafe_paths: int = 0
 
 
 @dataclass
@@ -99,7 +102,7 @@ class TreecastService:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _cipher(self) -> Cipher:
-        return Cipher(resolve_secret_key(self.settings))
+        return keys.cipher(self.settings)
 
     async def client(self) -> Client:
         """The Temporal client, connected on first use (`Unreachable` when it cannot be)."""
@@ -285,7 +288,13 @@ class TreecastService:
                 repos = [registry.get_repository(session, i) for i in ids]
             report = StatusReport(
                 [
-                    RepositoryStatus(r.id, r.url, r.ref, registry.watches_of(session, r.id))
+                    RepositoryStatus(
+                        r.id,
+                        r.url,
+                        r.ref,
+                        registry.watches_of(session, r.id),
+                        skipped_unsafe_paths=_unsafe_in_latest(session, r.id),
+                    )
                     for r in repos
                 ]
             )
@@ -303,6 +312,13 @@ class TreecastService:
             report.temporal_error = str(error)
         report.unknown = {r.repository_id for r in report.repositories} - asked
         return report
+
+
+def _unsafe_in_latest(session: Any, repository_id: str) -> int:
+    from treecast.store.snapshots import latest
+
+    row = latest(session, repository_id)
+    return row.skipped_unsafe_paths if row is not None else 0
 
 
 async def workflows_connect(settings: Settings) -> Client:

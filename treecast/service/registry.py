@@ -6,13 +6,11 @@ secrets) before changing anything, so bad input leaves the database as it was.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import pathspec
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
@@ -30,8 +28,9 @@ from models.tables import (
 )
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
+from treecast.globs import GlobSpec
 from treecast.service.errors import UserError, shown
-from treecast.urls import normalise_git_url, validate_base_url
+from treecast.urls import validate_base_url, vet_git_url
 
 APP_ID = re.compile(r"^app_[0-9a-f]{24}$")
 REPO_ID = re.compile(r"^repo_[0-9a-f]{24}$")
@@ -198,7 +197,13 @@ def add_repository(
 ) -> tuple[Repository, bool]:
     """Register a repository (or return the one with the same URL and ref); True when new."""
     try:
-        normalised = normalise_git_url(url)
+        normalised = vet_git_url(
+            url,
+            allow_private=settings.allow_private_urls,
+            allow_file=settings.allow_file_urls,
+            token=token is not None,
+            allow_insecure=settings.allow_insecure_transport,
+        ).url
     except ValueError as error:
         raise UserError(f"GIT_URL: {error}") from None
     ref = (ref or "").strip()
@@ -282,13 +287,12 @@ def _check_globs(globs: list[str]) -> list[str]:
         glob = glob.strip()
         if not glob or len(glob) > MAX_GLOB_LENGTH or "\n" in glob or "\0" in glob:
             raise UserError(f"--path {shown(glob)} is not a usable glob pattern")
-        try:
-            re.compile(fnmatch.translate(glob))
-            # Delivery matches globs with pathspec (gitignore syntax), which rejects more.
-            pathspec.GitIgnoreSpec.from_lines([glob])
-        except (re.error, ValueError):
-            raise UserError(f"--path {shown(glob)} is not a usable glob pattern") from None
         cleaned.append(glob)
+    try:
+        # What delivery matches with (gitignore syntax, linear time, bounded in size).
+        GlobSpec.from_lines(cleaned)
+    except ValueError as error:
+        raise UserError(f"--path: {error}") from None
     return cleaned
 
 

@@ -6,10 +6,10 @@ from sqlmodel import Session
 
 from models.git import GitErrorType
 from models.tables import Repository
-from treecast.config import Settings, resolve_secret_key
-from treecast.crypto import Cipher
+from treecast.config import Settings
 from treecast.gitcache.command import Credentials, git_error
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
+from treecast.store import keys
 
 
 def load_access(settings: Settings, session: Session, repository_id: str) -> RemoteAccess:
@@ -22,7 +22,7 @@ def load_access(settings: Settings, session: Session, repository_id: str) -> Rem
         )
     credentials = None
     if row.token_encrypted:
-        token = Cipher(resolve_secret_key(settings)).decrypt(row.token_encrypted)
+        token = keys.cipher(settings).decrypt(row.token_encrypted)
         credentials = Credentials(token)
     return RemoteAccess(
         repository_id=repository_id, url=row.url, ref=row.ref or "", credentials=credentials

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from models.tables import App, Repository, Watch
-from treecast.config import Settings, resolve_secret_key
-from treecast.crypto import Cipher
+from treecast.config import Settings
+from treecast.store import keys
 from treecast.urls import owner_and_name
 from treecast.webhooks.payloads import RepositoryRef
 
@@ -36,7 +36,7 @@ def load_target(
     watch = session.get(Watch, (app_id, repository_id))
     if app is None or repo is None or watch is None:
         return None
-    cipher = Cipher(resolve_secret_key(settings))
+    cipher = keys.cipher(settings)
     owner, name = owner_and_name(repo.url)
     return AppTarget(
         app_id=app.id,

@@ -330,6 +330,15 @@ def post_webhook(
             error_type=DeliveryErrorType.TRANSPORT,
             error=f"{what}: the app did not answer within {timeout:g} s",
         )
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        # Registration refuses such URLs; one stored before it did must not crash the try.
+        return PostOutcome(
+            ok=False,
+            status=None,
+            duration_ms=elapsed(),
+            error_type=DeliveryErrorType.TRANSPORT,
+            error=redact(f"{what}: the app's base URL cannot be used: {exc}", secret_list),
+        )
     except httpx.HTTPError as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, BlockedAddressError):

@@ -1,0 +1,30 @@
+"""A database belongs to one secret key: another key is one line naming it, and changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import cli_env, dump_db, run  # noqa: F401
+from treecast.crypto import generate_key
+
+
+def test_a_wrong_key_is_one_line_and_writes_nothing(
+    cli_env: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code, added, _ = run(capsys, "app", "add", "--name", "a", "--url", "https://example.com/h")
+    assert code == 0
+    before = dump_db(cli_env)
+    monkeypatch.setenv("TREECAST_SECRET_KEY", generate_key())
+    for argv in (
+        ["app", "rotate-secret", added["app_id"]],  # printed a traceback, exit 1
+        ["app", "add", "--name", "b", "--url", "https://example.com/b"],  # mixed two keys
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out is None, err
+        assert len(err.strip().splitlines()) == 1 and "TREECAST_SECRET_KEY" in err
+        assert "Traceback" not in err
+    assert dump_db(cli_env) == before

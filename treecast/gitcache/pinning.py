@@ -1,0 +1,68 @@
+"""Where git may connect: the remote's host vetted again at every network command, and pinned.
+
+Registration vets a git URL once (`treecast.urls.vet_git_url`), but git resolves the
+name again whenever it fetches, and DNS may have changed in between (rebinding). So
+each `ls-remote` and `fetch` vets the URL again, under the same policy, and makes git
+connect to the very addresses it vetted: curl's resolve pinning
+(`http.curloptResolve`) for http(s), the vetted IP for ssh (with `HostKeyAlias` so
+host keys are still checked by name) and git://.
+"""
+
+from __future__ import annotations
+
+import shlex
+from urllib.parse import urlsplit, urlunsplit
+
+from models.git import GitErrorType
+from treecast.config import Settings
+from treecast.gitcache.command import git_error
+from treecast.urls import vet_git_url
+
+SSH_COMMAND = "ssh -o BatchMode=yes"
+
+
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def pinned_remote(
+    settings: Settings, url: str, *, token: bool
+) -> tuple[str, list[tuple[str, str]]]:
+    """The URL git should use and the config pinning it to vetted addresses.
+
+    Raises a non-retryable `GitUrlRefused` when the URL is refused now (its host
+    resolves to a refused address, a file:// URL while they are not allowed, a token
+    over plain http). A host that does not resolve is left to git, whose error says so.
+    """
+    try:
+        vetted = vet_git_url(
+            url,
+            allow_private=settings.allow_private_urls,
+            allow_file=settings.allow_file_urls,
+            token=token,
+            allow_insecure=settings.allow_insecure_transport,
+        )
+    except ValueError as refused:
+        reason = str(refused)
+        if "does not resolve" in reason or "cannot be checked" in reason:
+            return url, []  # git reports the DNS failure as a retryable network error
+        raise git_error(
+            GitErrorType.URL_REFUSED, f"the repository's URL is refused: {reason}"
+        ) from None
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    literal = host.strip("[]") in vetted.addresses
+    if not vetted.addresses or literal or vetted.port is None:
+        return url, []  # file://, a literal address, or private addresses allowed
+    if vetted.scheme in ("http", "https"):
+        entry = f"{host}:{vetted.port}:{','.join(_bracketed(a) for a in vetted.addresses)}"
+        return url, [("http.curloptResolve", entry)]
+    address = _bracketed(vetted.addresses[0])
+    netloc = address if parts.port is None else f"{address}:{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    pinned = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if vetted.scheme == "ssh":
+        alias = f"{SSH_COMMAND} -o HostKeyAlias={shlex.quote(host)}"
+        return pinned, [("core.sshCommand", alias)]
+    return pinned, []  # git://
