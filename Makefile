@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PYTHON_ID := $(shell $(PYTHON) -c 'import hashlib, os, platform, sys; print(platform.python_version() + "-" + hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:8])' 2>/dev/null)
 STAMP := $(VENV)/.installed-$(PYTHON_ID)
 
-.PHONY: install test lint typecheck unit demo run bench clean browser screenshot
+.PHONY: install test lint typecheck unit demo run bench fuzz clean browser screenshot
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -n "$(PYTHON_ID)" || { echo "PYTHON=$(PYTHON) does not run; set it to a Python 3.11-3.13" >&2; exit 1; }
@@ -53,11 +53,16 @@ screenshot: $(STAMP) browser
 
 # Start the Temporal dev server (Web UI on :8233) and a worker; Ctrl-C stops both.
 run: $(STAMP)
-	TREECAST_DEV=1 $(BIN)/python worker.py --dev
+	TREECAST_DEV=1 TREECAST_ALLOW_FILE_URLS=1 $(BIN)/python worker.py --dev
 
 # The guided tour: dev server, worker, example receiver, this repository synced to it.
 demo: $(STAMP)
-	TREECAST_DEV=1 TREECAST_ALLOW_PRIVATE_URLS=1 $(BIN)/python -m examples.demo $(if $(DEMO_ONCE),--once,)
+	TREECAST_DEV=1 TREECAST_ALLOW_PRIVATE_URLS=1 TREECAST_ALLOW_FILE_URLS=1 $(BIN)/python -m examples.demo $(if $(DEMO_ONCE),--once,)
+
+# The property-based tests of hostile input, run much longer than in `make test`.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_globs.py tests/test_paths.py \
+	  tests/test_urls_hostile.py tests/test_receiver.py tests/test_fuzz_parsers.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.git_snapshot

@@ -88,6 +88,8 @@ def _settings(data_dir: Path) -> Any:
             "TREECAST_DATA_DIR": str(data_dir),
             "TREECAST_SECRET_KEY": generate_key(),
             "TREECAST_ALLOW_PRIVATE_URLS": "1",
+            "TREECAST_ALLOW_FILE_URLS": "1",
+            "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         }
     )
 

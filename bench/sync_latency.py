@@ -169,6 +169,8 @@ async def main_async(args: argparse.Namespace) -> None:
         "TREECAST_DATA_DIR": str(tmp / "data"),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         "TREECAST_TASK_QUEUE": "treecast-bench",
     }
     os.environ.update(env)

@@ -210,6 +210,8 @@ async def run(once: bool) -> int:
             "TREECAST_DATA_DIR": str(demo_dir),
             "TREECAST_DEV": "1",
             "TREECAST_ALLOW_PRIVATE_URLS": "1",
+            "TREECAST_ALLOW_FILE_URLS": "1",
+            "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
             "TREECAST_BREAKER_THRESHOLD": os.environ.get("TREECAST_BREAKER_THRESHOLD", "2"),
         }
     )

@@ -51,6 +51,8 @@ def fault_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         "TREECAST_DATA_DIR": str(data_dir),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         "TREECAST_TASK_QUEUE": new_task_queue(),
         "TREECAST_BREAKER_THRESHOLD": "2",
         "TREECAST_BREAKER_COOLDOWN_SECONDS": "3",

@@ -20,6 +20,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TREECAST_DATA_DIR", str(data))
     monkeypatch.setenv("TREECAST_SECRET_KEY", generate_key())
     monkeypatch.setenv("TREECAST_ALLOW_PRIVATE_URLS", "0")
+    monkeypatch.setenv("TREECAST_ALLOW_FILE_URLS", "1")  # the tests' remotes are local
     monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
     return data

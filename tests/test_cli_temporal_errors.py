@@ -62,6 +62,7 @@ def cli_env(bare_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "0",
+        "TREECAST_ALLOW_FILE_URLS": "1",
         "TREECAST_TASK_QUEUE": f"treecast-test-{tmp_path.name[-20:]}",
     }
     for name, value in env.items():

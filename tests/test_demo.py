@@ -33,6 +33,8 @@ def test_demo_once_runs_the_whole_tour(tmp_path: Path) -> None:
         "TREECAST_TASK_QUEUE": "treecast-demo-test",
         "TREECAST_DEV": "1",
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
     }
     env.pop("TREECAST_SECRET_KEY", None)
     env.pop("TREECAST_DATABASE_URL", None)

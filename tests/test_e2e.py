@@ -63,6 +63,8 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         "TREECAST_TASK_QUEUE": new_task_queue(),
         "TREECAST_BREAKER_THRESHOLD": "2",
         "TREECAST_GIT_TIMEOUT_SECONDS": "20",

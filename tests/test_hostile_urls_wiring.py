@@ -41,7 +41,9 @@ def test_registration_refuses_hostile_urls_in_one_line_and_changes_nothing(
     capsys: pytest.CaptureFixture[str],
     argv: list[str],
     words: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("TREECAST_ALLOW_FILE_URLS", "0")  # the default
     code, out, err = run(capsys, *argv)
     assert code == 2 and out is None
     assert len(err.strip().splitlines()) == 1 and words in err, err
@@ -90,6 +92,13 @@ def test_git_fetches_from_the_address_that_was_vetted(
         with cache_lock(strict, "repo_pin") as path:
             outcome = sync_ref(strict, path, url, "")
     assert outcome.commit is not None
+
+
+def test_a_host_that_does_not_resolve_now_runs_no_git(settings: Settings) -> None:
+    strict = type(settings)(**{**vars(settings), "allow_private_urls": False})
+    with pytest.raises(ApplicationError) as failed:
+        pinned_remote(strict, "https://nowhere.treecast.invalid/o/r", token=False)
+    assert failed.value.type == GitErrorType.NETWORK and not failed.value.non_retryable
 
 
 def test_dns_that_moves_to_a_private_address_is_refused_at_fetch(

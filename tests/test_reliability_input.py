@@ -92,7 +92,7 @@ REPO = "repo_" + "0" * 24
         (["repo", "add", "https://example.com/o/r", "--interval", "-1"], "--interval"),
         (["repo", "add", "https://example.com/o/r", "--token-env", HUGE], "not set"),
         (["repo", "add", "gopher://example.com/o/r"], "unsupported"),
-        (["repo", "add", "git://example.com/o/r"], "unsupported"),
+        (["repo", "add", "ftp://example.com/o/r"], "unsupported"),
         (["repo", "add", "example.com/o/r"], "unsupported"),
         (["repo", "add", "file://"], "file://"),
         (["repo", "add", "file://otherhost/srv/repo"], "local path"),

@@ -152,6 +152,8 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
         "TREECAST_SECRET_KEY": key,
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         "TREECAST_TASK_QUEUE": new_task_queue(),
         "TREECAST_BREAKER_THRESHOLD": "1",
         "TREECAST_GIT_TIMEOUT_SECONDS": "20",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import secrets
 
@@ -30,6 +32,10 @@ class Cipher:
 
     def __init__(self, key: str) -> None:
         self._fernet = Fernet(key.encode())
+        # Safe to store and print: one-way, and says which key this is.
+        self.fingerprint = hmac.new(
+            key.encode(), b"treecast key fingerprint v1", hashlib.sha256
+        ).hexdigest()[:16]
 
     def encrypt(self, plain: str) -> str:
         """Ciphertext (ASCII) for `plain`."""

@@ -430,6 +430,7 @@ class VettedGitUrl:
     host: str  # "" for file://
     port: int | None  # the effective port (None for file://)
     addresses: tuple[str, ...]  # what the host resolved to at vetting (empty when not looked up)
+    unresolved: str | None = None  # why the host could not be resolved now (None: it was)
 
 
 def _option_like(url: str) -> str | None:
@@ -501,12 +502,17 @@ def vet_git_url(
             raise ValueError(
                 "the git URL points to localhost (set TREECAST_ALLOW_PRIVATE_URLS=1 to allow it)"
             )
+        unresolved: str | None
         try:
             addresses = tuple(resolve(host, effective_port))
         except (ValueError, OSError) as exc:
-            raise ValueError(f"the git URL cannot be checked: {exc}") from None
-        if not addresses:
-            raise ValueError(f"the git URL cannot be checked: the host {host!r} does not resolve")
+            unresolved = str(exc)
+        else:
+            unresolved = None if addresses else f"the host {host!r} does not resolve"
+        if unresolved is not None:
+            # Accepted, as webhooks are: every fetch vets the host again and refuses to
+            # run git until it resolves to addresses that pass (treecast.gitcache.pinning).
+            return VettedGitUrl(normalised, scheme, host, effective_port, (), unresolved)
     for address in addresses:
         if is_blocked_address(address):
             raise _private_refusal(f"the git URL's host {host}", address)

@@ -32,7 +32,7 @@ def pinned_remote(
 
     Raises a non-retryable `GitUrlRefused` when the URL is refused now (its host
     resolves to a refused address, a file:// URL while they are not allowed, a token
-    over plain http). A host that does not resolve is left to git, whose error says so.
+    over plain http); a retryable GitNetworkError when the host does not resolve now.
     """
     try:
         vetted = vet_git_url(
@@ -43,12 +43,12 @@ def pinned_remote(
             allow_insecure=settings.allow_insecure_transport,
         )
     except ValueError as refused:
-        reason = str(refused)
-        if "does not resolve" in reason or "cannot be checked" in reason:
-            return url, []  # git reports the DNS failure as a retryable network error
         raise git_error(
-            GitErrorType.URL_REFUSED, f"the repository's URL is refused: {reason}"
+            GitErrorType.URL_REFUSED, f"the repository's URL is refused: {refused}"
         ) from None
+    if vetted.unresolved is not None:
+        # Not run: git would resolve the name itself, to an address nobody vetted.
+        raise git_error(GitErrorType.NETWORK, f"could not resolve host: {vetted.unresolved}")
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     literal = host.strip("[]") in vetted.addresses

@@ -30,6 +30,7 @@ from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
 from treecast.globs import GlobSpec
 from treecast.service.errors import UserError, shown
+from treecast.store import keys
 from treecast.urls import validate_base_url, vet_git_url
 
 APP_ID = re.compile(r"^app_[0-9a-f]{24}$")
@@ -123,6 +124,7 @@ def add_app(
         secrets_encrypted=cipher.encrypt_list([secret]),
     )
     session.add(app)
+    keys.remember(session, cipher)
     session.flush()
     return AppCreated(app=app, secret=secret)
 
@@ -152,6 +154,7 @@ def rotate_app_secret(
     app.secrets_encrypted = cipher.encrypt_list([*secrets, secret])
     app.updated_at = utcnow()
     session.add(app)
+    keys.remember(session, cipher)
     return secret
 
 
@@ -230,6 +233,7 @@ def add_repository(
             changed = True
         if token is not None:
             existing.token_encrypted = cipher.encrypt(token.strip())
+            keys.remember(session, cipher)
             changed = True
         if changed:
             existing.updated_at = utcnow()
@@ -242,6 +246,8 @@ def add_repository(
         poll_interval_seconds=interval or settings.poll_interval_seconds,
         token_encrypted=cipher.encrypt(token.strip()) if token is not None else None,
     )
+    if token is not None:
+        keys.remember(session, cipher)
     session.add(repository)
     session.flush()
     return repository, True
