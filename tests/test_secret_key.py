@@ -28,3 +28,19 @@ def test_a_wrong_key_is_one_line_and_writes_nothing(
         assert len(err.strip().splitlines()) == 1 and "TREECAST_SECRET_KEY" in err
         assert "Traceback" not in err
     assert dump_db(cli_env) == before
+
+
+def test_names_from_input_are_printed_escaped(
+    cli_env: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A name that would retitle and clear the terminal, and forge a second line.
+    name = "evil\x1b]0;title\x07\x1b[2J\nfake line"
+    code, _, _ = run(capsys, "app", "add", "--name", name, "--url", "https://example.com/h")
+    assert code == 0
+    import starter
+
+    assert starter.main(["app", "list"]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed
+    assert len(printed.strip().splitlines()) == 1 and "\\x1b]0;title" in printed
