@@ -118,6 +118,7 @@ async def test_starter_exit_status_and_json_survive_commands_that_used_temporal(
             "TREECAST_DATA_DIR": str(tmp_path / "data"),
             "TREECAST_SECRET_KEY": generate_key(),
             "TREECAST_TASK_QUEUE": new_task_queue(),  # no worker: the workflow just waits
+            "TREECAST_ALLOW_FILE_URLS": "1",
         }
         environ.pop("TREECAST_DATABASE_URL", None)
 
