@@ -122,7 +122,9 @@ def memory_probe(cache: str, commit: str) -> None:
     from treecast.config import load_settings
     from treecast.gitcache.tree import list_tree
 
-    settings = load_settings({"TREECAST_DATA_DIR": str(Path(cache).parent.parent)})
+    settings = load_settings(
+        {"TREECAST_DATA_DIR": str(Path(cache).parent.parent), "TREECAST_ALLOW_FILE_URLS": "1"}
+    )
     before = _peak_rss_kib()
     listing = list_tree(settings, Path(cache), commit)
     after = _peak_rss_kib()
@@ -150,7 +152,11 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
     print(f"\n== {count:,} files (built with fast-import in {t:.1f} s)")
     url = f"file://{remote}"
     settings = load_settings(
-        {"TREECAST_DATA_DIR": str(root / "data"), "TREECAST_SECRET_KEY": generate_key()}
+        {
+            "TREECAST_DATA_DIR": str(root / "data"),
+            "TREECAST_SECRET_KEY": generate_key(),
+            "TREECAST_ALLOW_FILE_URLS": "1",
+        }
     )
     engine = engine_for(settings.database_url)
     with Session(engine) as session:

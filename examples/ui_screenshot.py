@@ -118,7 +118,13 @@ async def main_async(out: Path) -> None:
     ui_port = free_port()
     env = await start_local(ui=True, ui_port=ui_port)
     settings = dataclasses.replace(
-        load_settings({"TREECAST_DATA_DIR": str(tmp), "TREECAST_SECRET_KEY": generate_key()}),
+        load_settings(
+            {
+                "TREECAST_DATA_DIR": str(tmp),
+                "TREECAST_SECRET_KEY": generate_key(),
+                "TREECAST_ALLOW_FILE_URLS": "1",
+            }
+        ),
         temporal_address=env.client.service_client.config.target_host,
         task_queue="treecast-ui",
         breaker_threshold=1,
