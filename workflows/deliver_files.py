@@ -69,9 +69,10 @@ _NOT_RECORDED = (DeliveryErrorType.WATCH_MISSING, DeliveryErrorType.GONE)
 class TryOutcome(StrEnum):
     """How one try of an app ended."""
 
-    DELIVERED = "delivered"  # the activity returned (synced, disabled or removed)
+    DELIVERED = "delivered"  # the activity returned synced or disabled
     RETRY_LATER = "retry_later"  # a retryable failure: the app tries again after the others
     FAILED = "failed"  # a failure retrying cannot help, or the app's last try
+    REMOVED = "removed"  # the app or its watch is gone (or was reset): nothing to retry
 
 
 @dataclass
@@ -324,7 +325,8 @@ class DeliverFiles:
                 retry_policy=DELIVER_TRY,
                 summary=f"deliver {self._repository_id} at {short} to app {app_id}",
             )
-            return state.final(result), TryOutcome.DELIVERED
+            removed = result.status == DeliveryStatus.REMOVED
+            return state.final(result), TryOutcome.REMOVED if removed else TryOutcome.DELIVERED
         except ActivityError as err:
             error_type, message = failure_of(err)
             state.note_failed_try(commit, _progress_of(err.cause))
@@ -345,7 +347,9 @@ class DeliverFiles:
             if state.first_failure is None:
                 state.first_failure = failed
             return failed, TryOutcome.RETRY_LATER
-        return await self._record_failure(state, error_type, message), TryOutcome.FAILED
+        outcome = await self._record_failure(state, error_type, message)
+        removed = outcome.status == DeliveryStatus.REMOVED
+        return outcome, TryOutcome.REMOVED if removed else TryOutcome.FAILED
 
     async def _record_failure(self, state: AppState, error_type: str, message: str) -> AppDelivery:
         """Record a failed delivery on the app's watch (one app's failure stops no other)."""
