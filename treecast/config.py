@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,6 +55,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TREECAST_DELIVERY_LOG_KEEP", "1000", "delivery attempts kept per app"),
     Setting("TREECAST_ACTIVITY_CONCURRENCY", "8", "activities one worker runs at once"),
     Setting("TREECAST_METRICS_PORT", "0", "Prometheus metrics port (0 = off)"),
+    Setting("TREECAST_API_LISTEN", "127.0.0.1:8000", "host:port the HTTP API listens on"),
+    Setting(
+        "TREECAST_ADMIN_TOKEN", "", "bearer token of the admin API (unset: admin routes answer 503)"
+    ),
+    Setting("TREECAST_PUSH_SECRET", "", "optional push-hook secret accepted for every repository"),
+    Setting(
+        "TREECAST_API_PUBLIC_URL",
+        "",
+        "public base URL of the API for push URLs (default: the request's)",
+    ),
+    Setting("TREECAST_API_MAX_BODY_BYTES", "1048576", "largest API request body"),
+    Setting("TREECAST_API_MAX_HOOK_BYTES", "5242880", "largest push-hook request body"),
+    Setting(
+        "TREECAST_API_RATE_PER_SECOND", "10", "requests per second per token and per client address"
+    ),
+    Setting("TREECAST_API_RATE_BURST", "60", "requests a token or address may send at once"),
+    Setting(
+        "TREECAST_API_STATUS_TIMEOUT_SECONDS",
+        "2",
+        "how long the API waits for live workflow status",
+    ),
 )
 
 
@@ -81,6 +102,15 @@ class Settings:
     delivery_log_keep: int
     activity_concurrency: int
     metrics_port: int
+    api_listen: str = "127.0.0.1:8000"
+    admin_token: str | None = field(default=None, repr=False)
+    push_secret: str | None = field(default=None, repr=False)
+    api_public_url: str = ""
+    api_max_body_bytes: int = 1 << 20
+    api_max_hook_bytes: int = 5 << 20
+    api_rate_per_second: float = 10.0
+    api_rate_burst: int = 60
+    api_status_timeout_seconds: float = 2.0
 
     @property
     def git_cache_dir(self) -> Path:
@@ -153,6 +183,29 @@ def _database_url(raw: str) -> str:
     except Exception:
         raise ValueError("not a URL SQLAlchemy can read") from None
     return raw
+
+
+def _listen(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(raw)
+    return raw
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """An optional secret setting; the error never shows its value."""
+    raw = _get(env, name, "")
+    if raw and (len(raw) < 16 or any(c.isspace() for c in raw)):
+        raise ConfigError(
+            f"{name} must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`)"
+        )
+    return raw or None
+
+
+def _public_url(raw: str) -> str:
+    if raw and (not raw.startswith(("http://", "https://")) or "?" in raw or "#" in raw):
+        raise ValueError(raw)
+    return raw.rstrip("/")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -274,6 +327,43 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         metrics_port=_parse(
             env, "TREECAST_METRICS_PORT", "0", _bounded_int(0, 65535), "a port number"
+        ),
+        api_listen=_parse(env, "TREECAST_API_LISTEN", "127.0.0.1:8000", _listen, "host:port"),
+        admin_token=_secret(env, "TREECAST_ADMIN_TOKEN"),
+        push_secret=_secret(env, "TREECAST_PUSH_SECRET"),
+        api_public_url=_parse(
+            env, "TREECAST_API_PUBLIC_URL", "", _public_url, "an http(s):// URL without a query"
+        ),
+        api_max_body_bytes=_parse(
+            env,
+            "TREECAST_API_MAX_BODY_BYTES",
+            "1048576",
+            _bounded_int(1024, 1 << 30),
+            "a byte count between 1 KiB and 1 GiB",
+        ),
+        api_max_hook_bytes=_parse(
+            env,
+            "TREECAST_API_MAX_HOOK_BYTES",
+            "5242880",
+            _bounded_int(1024, 1 << 30),
+            "a byte count between 1 KiB and 1 GiB",
+        ),
+        api_rate_per_second=_parse(
+            env,
+            "TREECAST_API_RATE_PER_SECOND",
+            "10",
+            _bounded_float(0.01, 1e6),
+            "a rate between 0.01 and 1000000",
+        ),
+        api_rate_burst=_parse(
+            env, "TREECAST_API_RATE_BURST", "60", _bounded_int(1, 10_000_000), "a positive integer"
+        ),
+        api_status_timeout_seconds=_parse(
+            env,
+            "TREECAST_API_STATUS_TIMEOUT_SECONDS",
+            "2",
+            _bounded_float(0.1, 60),
+            "seconds between 0.1 and 60",
         ),
     )
 
