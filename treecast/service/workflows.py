@@ -253,6 +253,10 @@ async def _start_sync_update(
             rpc_timeout=QUERY_TIMEOUT,
         )
     except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+        # The start operation's own future holds the same failure: retrieve it, or asyncio
+        # reports "Future exception was never retrieved" at exit.
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(start.workflow_handle(), 0.1)
         if isinstance(err, RPCError) and not _timed_out(err):
             raise
         handle = client.get_workflow_handle(sync_workflow_id(repository_id))
