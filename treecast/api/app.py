@@ -48,10 +48,11 @@ def build_id() -> str:
 def create_app(settings: Settings, service: TreecastService | None = None) -> FastAPI:
     """The ASGI application; `service` lets tests hand in one with a test Temporal client."""
 
+    made = service or TreecastService(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        made = service or TreecastService(settings)
-        app.state.service = made
+        # Warm up only: a database or Temporal that is down is reported by /health.
         try:
             await asyncio.to_thread(engine_for, settings.database_url)
         except Exception as error:  # /health says so; the server still starts
@@ -71,6 +72,7 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
         ),
         lifespan=lifespan,
     )
+    app.state.service = made
     errors.install(app)
     app.add_middleware(Limits, settings=settings)
     app.include_router(routes_admin.router)
@@ -78,7 +80,12 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
     app.include_router(hooks.router)
     app.state.health = _HealthCache()
 
-    @app.get("/health", tags=["anyone"], response_model=HealthOut, responses=errors.documented(503))
+    @app.get(
+        "/health",
+        tags=["anyone"],
+        response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "the database or Temporal is down"}},
+    )
     async def health(service: Service, response: Response) -> HealthOut:
         """200 when the database and Temporal answer, 503 naming the one that does not."""
         report = await app.state.health.get(service)
