@@ -37,6 +37,7 @@ class ApiStack:
     secret: str
     repo: WorkRepo
     api_url: str
+    secret_key: str = ""
 
 
 async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
@@ -90,7 +91,14 @@ async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
             ):
                 await wait_until_up(http, process)
-                yield ApiStack(http, receiver, secret, WorkRepo(root / "git"), str(http.base_url))
+                yield ApiStack(
+                    http,
+                    receiver,
+                    secret,
+                    WorkRepo(root / "git"),
+                    str(http.base_url).rstrip("/"),
+                    values["TREECAST_SECRET_KEY"],
+                )
     finally:
         process.terminate()
         try:
