@@ -109,6 +109,12 @@ async def test_onboard_list_detail_delete(client: httpx.AsyncClient) -> None:
     assert detail.json()["data"]["name"] == "Docs ✓"
     assert data["secret"] not in detail.text and data["token"] not in detail.text
 
+    rotated = await client.post(f"/admin/api/apps/{app_id}/token/rotate", headers=admin())
+    assert rotated.status_code == 200
+    assert (await client.get("/api/app", headers=bearer(data["token"]))).status_code == 401
+    data["token"] = rotated.json()["data"]["token"]
+    assert (await client.get("/api/app", headers=bearer(data["token"]))).status_code == 200
+
     gone = await client.delete(f"/admin/api/apps/{app_id}", headers=admin())
     assert gone.status_code == 200 and gone.json()["data"]["deleted"] is True
     assert (await client.get(f"/admin/api/apps/{app_id}", headers=admin())).status_code == 404

@@ -17,6 +17,7 @@ from treecast.api.schemas import (
     OnboardIn,
     OnboardOut,
     PushSecretOut,
+    TokenRotateOut,
 )
 from treecast.service.views import AppDetail
 
@@ -71,6 +72,13 @@ def delete_app(app_id: str, service: Service) -> Data[AppDeletedOut]:
     """Delete an app, its watches, ledgers and log; deliveries to it stop."""
     repositories = service.remove_app(app_id)
     return Data(data=AppDeletedOut(deleted=True, repositories=repositories))
+
+
+@router.post("/apps/{app_id}/token/rotate", response_model=Data[TokenRotateOut])
+def rotate_app_token(app_id: str, service: Service) -> Data[TokenRotateOut]:
+    """A new API token for the app (shown once): for a lost token, or an app made before
+    the API existed."""
+    return Data(data=TokenRotateOut(token=service.rotate_app_token(app_id)))
 
 
 @router.post("/repositories/{repository_id}/push-secret/rotate", response_model=Data[PushSecretOut])
