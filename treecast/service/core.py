@@ -52,6 +52,9 @@ from treecast.urls import owner_and_name
 
 T = TypeVar("T")
 
+# How long a workflow's live state, once asked, answers repository listings.
+LIVE_CACHE_SECONDS = 1.0
+
 
 @dataclass
 class AppInfo:
@@ -134,6 +137,7 @@ class TreecastService:
         # Push hooks: delivery ids seen (in memory, bounded) and outcomes counted for /health.
         self._recent_pushes = pushes.RecentDeliveries()
         self.push_counts: dict[str, int] = {}
+        self._live_cache: dict[str, tuple[float, LiveState]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -505,8 +509,8 @@ class TreecastService:
         if cursor is not None:
             registry.check_repository_id(cursor)
         with session_scope(self.settings.database_url) as session:
-            rows = registry.app_watches(session, app_id, cursor, limit + 1)
-            states = [_watch_state(w, r) for w, r in rows[:limit]]
+            rows = registry.app_watch_rows(session, app_id, cursor, limit + 1)
+        states = [_watch_state_of_row(row) for row in rows[:limit]]
         if live:
             await self._fill_live(states)
         else:
@@ -533,6 +537,8 @@ class TreecastService:
                 state.live.error = str(error)
             return
 
+        loop = asyncio.get_running_loop()
+
         async def ask(state: WatchState) -> None:
             try:
                 status = await workflows.get_status(client, state.repository_id)
@@ -541,8 +547,21 @@ class TreecastService:
                 state.live.error = str(failure) if failure else type(error).__name__
                 return
             state.live = _live(status)
+            self._live_cache[state.repository_id] = (loop.time(), state.live)
 
-        tasks = [asyncio.ensure_future(ask(state)) for state in states]
+        # A client polling its list costs the workflows one question per LIVE_CACHE_SECONDS.
+        asking: list[WatchState] = []
+        for state in states:
+            cached = self._live_cache.get(state.repository_id)
+            if cached is not None and loop.time() - cached[0] < LIVE_CACHE_SECONDS:
+                state.live = cached[1]
+            else:
+                asking.append(state)
+        if len(self._live_cache) > 10_000:
+            self._live_cache.clear()
+        if not asking:
+            return
+        tasks = [asyncio.ensure_future(ask(state)) for state in asking]
         _, pending = await asyncio.wait(tasks, timeout=self.settings.api_status_timeout_seconds)
         for task in pending:
             task.cancel()
@@ -763,6 +782,28 @@ def _iso(value: datetime | None) -> str:
     if value is None:
         return ""
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
+    """A `registry.WATCH_COLUMNS` row as a `WatchState`."""
+    rid, url, ref, globs, status, commit, error_type, error, retries, synced, created = row
+    owner, name = owner_and_name(url)
+    return WatchState(
+        repository_id=rid,
+        url=url,
+        owner=owner,
+        name=name,
+        ref=ref,
+        paths=json.loads(globs),
+        status=status,
+        delivered_commit=commit,
+        last_error_type=error_type,
+        last_error=error,
+        retry_count=retries,
+        last_synced_at=_iso(synced) or None,
+        created_at=_iso(created),
+        live=LiveState(known=False),
+    )
 
 
 def _watch_state(watch: Watch, repository: Repository) -> WatchState:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pathspec
 from sqlalchemy import delete, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from models.tables import (
@@ -495,6 +496,37 @@ def app_watches(
         query = query.where(col(Watch.repository_id) > after)
     rows = session.exec(query.order_by(col(Watch.repository_id)).limit(limit)).all()
     return [(w, r) for w, r in rows]
+
+
+# The columns a listing of one app's watches shows (plain rows: no ORM objects to build).
+WATCH_COLUMNS: tuple[Any, ...] = (
+    Repository.id,
+    Repository.url,
+    Repository.ref,
+    Watch.path_globs,
+    Watch.status,
+    Watch.delivered_commit,
+    Watch.last_error_type,
+    Watch.last_error,
+    Watch.retry_count,
+    Watch.last_synced_at,
+    Watch.created_at,
+)
+
+
+def app_watch_rows(
+    session: Session, app_id: str, after: str | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """`WATCH_COLUMNS` of the app's watches ordered by repository id, after the cursor."""
+    query = (
+        sa_select(*WATCH_COLUMNS)
+        .join(Repository, col(Repository.id) == Watch.repository_id)
+        .where(col(Watch.app_id) == app_id)
+    )
+    if after:
+        query = query.where(col(Watch.repository_id) > after)
+    rows = session.execute(query.order_by(col(Watch.repository_id)).limit(limit))
+    return [tuple(row) for row in rows]
 
 
 def set_repository_token(
