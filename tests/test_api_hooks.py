@@ -96,6 +96,9 @@ async def test_a_bad_github_signature_is_401_and_syncs_nothing(
     assert "push secret" in answer.json()["error"]
     assert hooked.synced == []
     assert repo["push_secret"] not in caplog.text
+    refused = [r for r in caplog.records if "refused a github push hook" in r.getMessage()]
+    assert len(refused) == 1  # one line per refused hook, no traceback
+    assert refused[0].exc_info is None
 
 
 async def test_a_body_changed_after_signing_is_refused(hooked: Hooked) -> None:

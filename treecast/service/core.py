@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -51,6 +52,7 @@ from treecast.store.ledger import forget_ledger
 from treecast.urls import owner_and_name
 
 T = TypeVar("T")
+log = logging.getLogger("treecast.api")
 
 # How long a workflow's live state, once asked, answers repository listings.
 LIVE_CACHE_SECONDS = 1.0
@@ -717,6 +719,13 @@ class TreecastService:
         )
         if not trusted and not everything:
             self._count("rejected")
+            log.warning(
+                "refused a %s push hook (delivery %s): its signature matches none of the "
+                "%d registered repositories it names",
+                host,
+                shown(hook.delivery_id or "none", 80),
+                len(candidates),
+            )
             raise Unauthorized(
                 f"the {host} hook's signature matches no registered repository's push secret"
             )
