@@ -401,6 +401,10 @@ async def test_webhook_secret_rotation(client: httpx.AsyncClient) -> None:
         "/api/app/secret/rotate", json={"finish": True, "secret": "whsec_x"}, headers=headers
     )
     assert both.status_code == 400
+    for _ in range(4):
+        assert (await client.post("/api/app/secret/rotate", json={}, headers=headers)).is_success
+    full = await client.post("/api/app/secret/rotate", json={}, headers=headers)
+    assert full.status_code == 409 and "finish" in full.json()["error"]
 
 
 async def test_token_rotation_retires_the_old_token(client: httpx.AsyncClient) -> None:

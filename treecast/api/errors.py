@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from treecast.config import ConfigError
@@ -113,6 +113,8 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ConfigError):
         log.error("the API server is misconfigured: %s", exc)
         return error(503, "the server is misconfigured; its log says which setting to fix")
+    if isinstance(exc, IntegrityError):  # two requests raced to create the same row
+        return error(409, "a concurrent request changed the same thing; try again")
     if isinstance(exc, DBAPIError) and exc.statement is None:
         log.error("the database cannot be reached (%s)", type(exc.orig).__name__)
         return error(503, "the database is unavailable; try again later")

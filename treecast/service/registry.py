@@ -32,7 +32,7 @@ from models.tables import (
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
 from treecast.service import pushes, tokens
-from treecast.service.errors import NotFound, RefusedUrl, UserError, shown
+from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
 from treecast.urls import normalise_git_url, validate_base_url
 
 APP_ID = re.compile(r"^app_[0-9a-f]{24}$")
@@ -213,7 +213,7 @@ def rotate_app_secret(
         except ValueError as error:
             raise UserError(f"--secret: {error}") from None
     if len(secrets) >= 5:
-        raise UserError("this app already has 5 active secrets; finish a rotation first (--finish)")
+        raise Conflict("this app already has 5 active secrets; finish a rotation first (--finish)")
     app.secrets_encrypted = cipher.encrypt_list([*secrets, secret])
     app.updated_at = utcnow()
     session.add(app)
