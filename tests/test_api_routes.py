@@ -3,7 +3,9 @@ every route's success, its errors, hostile bodies, other apps' ids, rotation, li
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from tests.api_helpers import admin, api_client, api_settings, bearer, onboard
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.service.core import TreecastService
+from treecast.service.errors import Unreachable
 
 REPO = "https://github.com/acme/handbook"
 
@@ -480,3 +483,46 @@ async def test_internal_errors_do_not_leak(settings_api: Settings) -> None:
     assert answer.status_code == 500
     assert answer.json() == {"error": "internal error; the server log has the details"}
     assert "hunter2" not in json.dumps(answer.json())
+
+
+async def test_health_answers_while_a_client_floods_another_route(settings_api: Settings) -> None:
+    service = TreecastService(settings_api)
+
+    async def no_temporal() -> Any:
+        raise Unreachable("Temporal is down (test)")
+
+    service.client = no_temporal  # type: ignore[method-assign]
+    async with api_client(settings_api, service) as http:
+        app = await onboard(http)
+        for index in range(100):
+            answer = await http.post(
+                "/api/repositories",
+                json={"url": f"https://github.com/flood/r{index}"},
+                headers=bearer(app["token"]),
+            )
+            assert answer.status_code == 201
+        stop = asyncio.Event()
+
+        async def flood() -> int:
+            sent = 0
+            while not stop.is_set():
+                listed = await http.get(
+                    "/api/repositories?limit=100&live=false", headers=bearer(app["token"])
+                )
+                assert listed.status_code == 200
+                sent += 1
+            return sent
+
+        flooders = [asyncio.create_task(flood()) for _ in range(20)]
+        await asyncio.sleep(0.3)
+        waits: list[float] = []
+        for _ in range(10):
+            started = time.monotonic()
+            health = await http.get("/health")
+            waits.append(time.monotonic() - started)
+            assert health.status_code == 503 and health.json()["database"] == "ok"
+            await asyncio.sleep(0.05)
+        stop.set()
+        sent = sum(await asyncio.gather(*flooders))
+    assert sent > 20
+    assert max(waits) < 1.0, waits

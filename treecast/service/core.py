@@ -466,6 +466,19 @@ class TreecastService:
         watch (and sync). Without Temporal the watch is still saved (`sync_requested`
         False): the repository's next poll delivers.
         """
+        # The database work runs on a thread, so the event loop keeps answering (/health).
+        result, changed = await asyncio.to_thread(self._save_watch, app_id, url, ref, token, paths)
+        if changed:
+            try:
+                await self.start_sync(result.repository_id)
+                result.sync_requested = True
+            except Unreachable as error:
+                result.sync_error = f"the watch is saved; {error}"
+        return result
+
+    def _save_watch(
+        self, app_id: str, url: str, ref: str, token: str | None, paths: list[str] | None
+    ) -> tuple[WatchedRepository, bool]:
         cipher = self._cipher()
         with session_scope(self.settings.database_url) as session:
             registry.get_app(session, app_id)
@@ -496,13 +509,7 @@ class TreecastService:
                     else None
                 ),
             )
-        if changed:
-            try:
-                await self.start_sync(repo.id)
-                result.sync_requested = True
-            except Unreachable as error:
-                result.sync_error = f"the watch is saved; {error}"
-        return result
+        return result, changed
 
     async def watches(
         self, app_id: str, cursor: str | None, limit: int, *, live: bool = True
@@ -510,8 +517,7 @@ class TreecastService:
         """The app's watches by repository id, each with its workflow's live state."""
         if cursor is not None:
             registry.check_repository_id(cursor)
-        with session_scope(self.settings.database_url) as session:
-            rows = registry.app_watch_rows(session, app_id, cursor, limit + 1)
+        rows = await asyncio.to_thread(self._watch_rows, app_id, cursor, limit + 1)
         states = [_watch_state_of_row(row) for row in rows[:limit]]
         if live:
             await self._fill_live(states)
@@ -520,10 +526,17 @@ class TreecastService:
                 state.live.error = "not asked (live=false)"
         return Page(states, states[-1].repository_id if len(rows) > limit else None)
 
+    def _watch_rows(self, app_id: str, after: str | None, limit: int) -> list[tuple[Any, ...]]:
+        with session_scope(self.settings.database_url) as session:
+            return registry.app_watch_rows(session, app_id, after, limit)
+
+    def _one_watch(self, app_id: str, repository_id: str) -> WatchState:
+        with session_scope(self.settings.database_url) as session:
+            return _watch_state(*registry.app_watch(session, app_id, repository_id))
+
     async def watch_state(self, app_id: str, repository_id: str) -> WatchState:
         """One of the app's watches with its workflow's live state (NotFound otherwise)."""
-        with session_scope(self.settings.database_url) as session:
-            state = _watch_state(*registry.app_watch(session, app_id, repository_id))
+        state = await asyncio.to_thread(self._one_watch, app_id, repository_id)
         await self._fill_live([state])
         return state
 
@@ -704,15 +717,7 @@ class TreecastService:
         repositories whose URL and ref it moved. `Unauthorized` when nothing verifies."""
         hook = pushes.read_headers(host, headers)
         urls = pushes.candidate_urls(body)
-        cipher = self._cipher()
-        with session_scope(self.settings.database_url) as session:
-            candidates = registry.repositories_at(session, urls)
-            secrets = {
-                r.url: cipher.decrypt(r.push_secret_encrypted)
-                for r in candidates
-                if r.push_secret_encrypted
-            }
-            rows = [(r.id, r.url, r.ref) for r in candidates]
+        secrets, rows = await asyncio.to_thread(self._push_candidates, urls)
         trusted = {url for url, secret in secrets.items() if pushes.verify(hook, body, secret)}
         everything = bool(self.settings.push_secret) and pushes.verify(
             hook, body, self.settings.push_secret or ""
@@ -724,7 +729,7 @@ class TreecastService:
                 "%d registered repositories it names",
                 host,
                 shown(hook.delivery_id or "none", 80),
-                len(candidates),
+                len(rows),
             )
             raise Unauthorized(
                 f"the {host} hook's signature matches no registered repository's push secret"
@@ -755,6 +760,21 @@ class TreecastService:
             self._recent_pushes.add(key)  # only now: a failed try may be sent again
         self._count("synced" if moved else "unmatched")
         return PushResult(hook.event, moved)
+
+    def _push_candidates(
+        self, urls: list[str]
+    ) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+        """The push secrets of the registered repositories at `urls` (by URL), and their
+        `(id, url, ref)`."""
+        cipher = self._cipher()
+        with session_scope(self.settings.database_url) as session:
+            candidates = registry.repositories_at(session, urls)
+            secrets = {
+                r.url: cipher.decrypt(r.push_secret_encrypted)
+                for r in candidates
+                if r.push_secret_encrypted
+            }
+            return secrets, [(r.id, r.url, r.ref) for r in candidates]
 
     def _count(self, outcome: str) -> None:
         self.push_counts[outcome] = self.push_counts.get(outcome, 0) + 1
