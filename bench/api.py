@@ -30,6 +30,7 @@ import httpx
 from tests.api_helpers import admin, bearer, github_headers, github_push
 from tests.api_stack import ROOT, ApiStack, api_stack, wait_until_up
 from tests.conftest import free_port
+from treecast.process_exit import run_and_exit
 
 CONCURRENCY = 8
 
@@ -203,7 +204,7 @@ async def main_async(runs: int, watches: int, seconds: float) -> None:
         )
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.api", description=__doc__.split("\n\n")[0]
     )
@@ -212,7 +213,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     asyncio.run(main_async(args.runs, args.watches, args.seconds))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    # Not sys.exit: Python's shutdown can abort after Temporal was used (treecast/process_exit).
+    run_and_exit(main)
