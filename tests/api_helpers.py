@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+# The API's packages are optional for the rest of Treecast: without them these tests skip.
+pytest.importorskip("fastapi")
+pytest.importorskip("asgi_lifespan")
+
 from asgi_lifespan import LifespanManager
 
 from tests.conftest import free_port

@@ -10,9 +10,17 @@ from treecast.config import ConfigError, Settings, load_settings
 
 def serve(settings: Settings, listen: str | None = None) -> int:
     """Run the server until interrupted; returns the exit status."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from treecast.api.app import create_app
+        from treecast.api.app import create_app
+    except ImportError as error:
+        print(
+            f"error: the HTTP API needs fastapi and uvicorn in this Python ({error.name} is "
+            "missing); install them into .venv",
+            file=sys.stderr,
+        )
+        return 2
 
     address = listen or settings.api_listen
     host, _, port = address.rpartition(":")
