@@ -273,6 +273,8 @@ async def test_hostile_bodies_are_400_not_500(client: httpx.AsyncClient) -> None
         answer = await client.post("/api/repositories", content=raw, headers=headers)
         assert answer.status_code in (400, 413), (raw[:20], answer.text)
         assert "error" in answer.json()
+    truncated = await client.post("/api/repositories", content=b'{"url":', headers=headers)
+    assert truncated.json() == {"error": "the body is not valid JSON (at character 7)"}
 
 
 async def test_another_apps_repository_is_404(client: httpx.AsyncClient) -> None:

@@ -93,6 +93,9 @@ def _validation_message(exc: RequestValidationError) -> str:
     if not errors:
         return "the request is not valid"
     first = errors[0]
+    if first.get("type") == "json_invalid":
+        at = [p for p in first.get("loc", ()) if isinstance(p, int)]
+        return "the body is not valid JSON" + (f" (at character {at[0]})" if at else "")
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
     text = str(first.get("msg", "is not valid"))
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
