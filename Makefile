@@ -51,9 +51,12 @@ test: lint typecheck browser
 screenshot: $(STAMP) browser
 	$(BIN)/python -m examples.ui_screenshot
 
-# Start the Temporal dev server (Web UI on :8233) and a worker; Ctrl-C stops both.
+# Start the Temporal dev server (Web UI on :8233), a worker and the HTTP API; Ctrl-C stops all.
 run: $(STAMP)
-	TREECAST_DEV=1 TREECAST_ALLOW_FILE_URLS=1 $(BIN)/python worker.py --dev
+	TREECAST_DEV=1 TREECAST_ALLOW_FILE_URLS=1 $(BIN)/python worker.py --dev & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
+	sleep 2; echo "HTTP API on http://$${TREECAST_API_LISTEN:-127.0.0.1:8000} (OpenAPI UI at /docs)"; \
+	TREECAST_DEV=1 TREECAST_ALLOW_FILE_URLS=1 $(BIN)/python -m treecast.api
 
 # The guided tour: dev server, worker, example receiver, this repository synced to it.
 demo: $(STAMP)

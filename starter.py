@@ -84,7 +84,9 @@ def build_parser() -> ArgumentParser:
     app = commands.add_parser("app", help="register and remove apps")
     _add_json(app)
     app_cmds = app.add_subparsers(dest="app_command", metavar="ACTION", parser_class=ArgumentParser)
-    add = app_cmds.add_parser("add", help="register an app; prints its id and secret (shown once)")
+    add = app_cmds.add_parser(
+        "add", help="register an app; prints its id, secret and API token (shown once)"
+    )
     add.add_argument("--name", required=True, help="a name for people")
     add.add_argument("--url", required=True, help="base URL; webhooks go to BASE_URL/create etc.")
     add.add_argument("--secret", help="a whsec_ secret (generated when omitted)")
@@ -128,6 +130,17 @@ def build_parser() -> ArgumentParser:
     rrm = repo_cmds.add_parser("remove", help="stop syncing a repository and forget it")
     rrm.add_argument("repository_id", metavar="REPO_ID")
     _add_json(rrm)
+    rps = repo_cmds.add_parser(
+        "rotate-push-secret",
+        help="a new secret for the git host's push hook (shown once; the old one stops working)",
+    )
+    rps.add_argument("repository_id", metavar="REPO_ID")
+    _add_json(rps)
+
+    api = commands.add_parser("api", help="run the HTTP API server (see docs/api.md)")
+    api.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to listen on (default: TREECAST_API_LISTEN)"
+    )
 
     w = commands.add_parser("watch", help="make an app watch a repository")
     w.add_argument("app_id", metavar="APP_ID")
@@ -222,7 +235,8 @@ async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
         app = service.add_app(args.name, args.url, args.secret)
         return Result(
             asdict(app),
-            f"app {app.app_id} registered\nsecret (shown once, keep it): {app.secret}",
+            f"app {app.app_id} registered\nsecret (shown once, keep it): {app.secret}"
+            f"\nAPI token (shown once, keep it): {app.token}",
         )
     if action == "list":
         apps = service.list_apps()
@@ -253,7 +267,10 @@ async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
 async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result:
     action = args.repo_command
     if action is None:
-        raise UserError("repo needs an action: add, list, remove (see starter.py repo --help)")
+        raise UserError(
+            "repo needs an action: add, list, remove, rotate-push-secret "
+            "(see starter.py repo --help)"
+        )
     if action == "add":
         token = None
         if args.token_env:
@@ -274,15 +291,21 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
                 error.once,
             ) from None
         verb = "registered" if created else "already registered"
-        return Result(
-            {
-                "repository_id": repository.repository_id,
-                "url": repository.url,
-                "ref": repository.ref,
-                "created": created,
-            },
-            f"repository {repository.repository_id} {verb} ({repository.url}); syncing started",
-        )
+        data: dict[str, Any] = {
+            "repository_id": repository.repository_id,
+            "url": repository.url,
+            "ref": repository.ref,
+            "created": created,
+        }
+        text = f"repository {repository.repository_id} {verb} ({repository.url}); syncing started"
+        if repository.push_secret:
+            data["push_secret"] = repository.push_secret
+            data["push_url"] = service.push_url()
+            text += (
+                f"\npush hook (optional; shown once): URL {data['push_url']} "
+                f"(or /hooks/gitlab, /hooks/gitea), secret {repository.push_secret}"
+            )
+        return Result(data, text)
     if action == "list":
         repos = service.list_repositories()
         lines = [
@@ -292,6 +315,12 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
         return Result(
             {"repositories": [asdict(r) for r in repos]},
             "\n".join(lines) or "no repositories yet: starter.py repo add GIT_URL",
+        )
+    if action == "rotate-push-secret":
+        secret = service.rotate_push_secret(args.repository_id)
+        return Result(
+            {"repository_id": args.repository_id, "push_secret": secret},
+            f"new push secret (shown once; paste it into the git host's hook): {secret}",
         )
     await service.remove_repository(args.repository_id)
     return Result(
@@ -474,6 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().print_help()
             return EXIT_USAGE
         settings = load_settings()
+        if args.command == "api":
+            from treecast.api.__main__ import serve
+
+            return serve(settings, args.listen)
         result = asyncio.run(COMMANDS[args.command](TreecastService(settings), args))
     except (UserError, ConfigError) as error:
         return _fail(str(error), EXIT_USAGE, as_json)

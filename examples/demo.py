@@ -8,6 +8,9 @@ receiver, then drives Treecast with `starter.py` commands, printing each one:
    breaker opens and the receiver logs one `sync_failed`; the remote comes back,
    `reset` closes the breaker and the receiver logs `sync_recovered`.
 
+The HTTP API (docs/api.md) runs beside the worker on TREECAST_API_LISTEN (its address is
+printed; the admin token is generated into the demo dir unless TREECAST_ADMIN_TOKEN is set).
+
 Everything lives in `$TREECAST_DATA_DIR/demo` (wiped at start). Ctrl-C stops what
 the demo started; `--once` exits after the tour with status 0 only if every step
 did what it says.
@@ -197,6 +200,47 @@ async def tour(
     )
 
 
+async def start_api(settings: Settings, demo_dir: Path) -> tuple[Any, asyncio.Task[None]] | None:
+    """Serve the HTTP API beside the worker: the uvicorn server and its task, or None (with
+    a note) when it cannot run here."""
+    import socket
+    from dataclasses import replace
+
+    try:
+        import uvicorn
+
+        from treecast.api.app import create_app
+    except ImportError:
+        print("  (the HTTP API is not installed in .venv: fastapi and uvicorn; skipping it)")
+        return None
+    host, _, port = settings.api_listen.rpartition(":")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            print(f"  (port {settings.api_listen} is in use; the HTTP API is not started)")
+            return None
+    if not settings.admin_token:
+        import secrets
+
+        token = secrets.token_hex(24)
+        settings = replace(settings, admin_token=token)
+        (demo_dir / "admin-token").write_text(token + "\n")
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=int(port), log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(100):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    print(f"  HTTP API: http://{settings.api_listen} (OpenAPI UI at /docs)")
+    if (demo_dir / "admin-token").exists():
+        print(f"  admin token in {demo_dir / 'admin-token'}")
+    return server, task
+
+
 async def run(once: bool) -> int:
     """Start everything, take the tour, and stop everything it started."""
     # Failed git fetches are part of the tour; the SDK would print each with a traceback.
@@ -229,11 +273,16 @@ async def run(once: bool) -> int:
         client = await connect(settings)
         async with worker.build_worker(client, settings, executor):
             print(f"  worker polling task queue {settings.task_queue!r}")
+            api = await start_api(settings, demo_dir)
             try:
                 await tour(settings, receiver, secret, demo_dir, server.ui_url)
             except DemoFailed as failed:
                 print(f"\nThe demo stopped: {failed}", file=sys.stderr)
                 return 1
+            finally:
+                if api is not None and once:
+                    api[0].should_exit = True
+                    await api[1]
             say("Done")
             print(f"Open {server.ui_url} to see the workflows; mirror: {demo_dir / 'mirror'}")
             if not once:

@@ -53,6 +53,13 @@ class App(SQLModel, table=True):
     base_url: str = Field(max_length=2048)
     # Fernet ciphertext of a JSON list of `whsec_` secrets; several while rotating.
     secrets_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    # The API bearer token `tc_<token_id>_<secret>`: looked up by its id, checked
+    # against the SHA-256 of its secret; the token itself is never stored.
+    token_id: str | None = Field(default=None, max_length=32, unique=True, index=True)
+    token_hash: str | None = Field(default=None, max_length=64)
+    email: str | None = Field(default=None, max_length=255)
+    website: str | None = Field(default=None, max_length=2048)
+    description: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -68,6 +75,8 @@ class Repository(SQLModel, table=True):
     ref: str = Field(default="", max_length=255)
     poll_interval_seconds: int = Field(default=60)
     token_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Fernet ciphertext of the secret git hosts sign push hooks with (HMAC needs it in clear).
+    push_secret_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -326,13 +326,24 @@ def commented_defaults() -> dict[str, str]:
     return dict(found)
 
 
+# Settings only the `api` service reads; they reach it instead of the worker.
+API_ONLY = {setting.name for setting in SETTINGS if setting.name.startswith("TREECAST_API_")} | {
+    "TREECAST_ADMIN_TOKEN",
+    "TREECAST_PUSH_SECRET",
+}
+
+
 def test_every_setting_reaches_the_worker_and_is_listed_in_env_example() -> None:
     environment = services()["worker"]["environment"]
-    missing = [setting.name for setting in SETTINGS if setting.name not in environment]
+    missing = [
+        setting.name
+        for setting in SETTINGS
+        if setting.name not in environment and setting.name not in API_ONLY
+    ]
     assert not missing, f"the worker's environment lacks {missing}"
     optional = commented_defaults()
     for setting in SETTINGS:
-        if setting.name in FIXED_BY_COMPOSE:
+        if setting.name in FIXED_BY_COMPOSE or setting.name in API_ONLY:
             continue
         value = str(environment[setting.name])
         if setting.name == "TREECAST_SECRET_KEY":
@@ -352,6 +363,48 @@ def test_env_example_lists_nothing_stale() -> None:
     used = {name for name, _operator, _argument in VARIABLE.findall(COMPOSE_PATH.read_text())}
     stale = listed - used - {setting.name for setting in SETTINGS}
     assert not stale, f".env.example lists {sorted(stale)}, which nothing reads"
+
+
+def test_the_api_runs_the_same_image_against_the_same_stack() -> None:
+    all_services = services()
+    api, worker = all_services["api"], all_services["worker"]
+    assert api["image"] == worker["image"] and api["build"] == worker["build"]
+    assert api["command"] == ["python", "-m", "treecast.api"]
+    assert depends_on(api) == depends_on(worker)
+    env, worker_env = service_environment(api), service_environment(worker)
+    # The same database, key, Temporal and the values the workflows are started with.
+    for name in (
+        "TEMPORAL_ADDRESS",
+        "TEMPORAL_NAMESPACE",
+        "TREECAST_TASK_QUEUE",
+        "TREECAST_DATABASE_URL",
+        "TREECAST_SECRET_KEY",
+        "TREECAST_DEV",
+        "TREECAST_ALLOW_PRIVATE_URLS",
+        "TREECAST_POLL_INTERVAL_SECONDS",
+        "TREECAST_BREAKER_THRESHOLD",
+        "TREECAST_BREAKER_COOLDOWN_SECONDS",
+        "TREECAST_NOTICE_TIMEOUT_SECONDS",
+        "TREECAST_GIT_TIMEOUT_SECONDS",
+    ):
+        assert env[name] == worker_env[name], name
+    assert env["TREECAST_API_LISTEN"] == "0.0.0.0:8000"
+    assert api["ports"] == ["${TREECAST_API_PORT:-8000}:8000"]
+    assert "/health" in " ".join(api["healthcheck"]["test"])
+    optional = commented_defaults()
+    documented = {setting.name: setting.default for setting in SETTINGS}
+    unset_by_default = {setting.name for setting in SETTINGS if setting.optional}
+    for name in API_ONLY - {"TREECAST_API_LISTEN"}:
+        # An optional setting is passed through empty (its default text only describes it).
+        default = "" if name in unset_by_default else documented[name]
+        assert env[name] == f"${{{name}:-{default}}}", name
+        assert optional.get(name) == default, name
+    values = {"TREECAST_SECRET_KEY": generate_key(), "TREECAST_DB_PASSWORD": "pw"}
+    environment = yaml.safe_load(interpolate(yaml.safe_dump(api["environment"]), values))
+    settings = load_settings(
+        {key: "" if value is None else str(value) for key, value in environment.items()}
+    )
+    assert settings.api_listen == "0.0.0.0:8000" and settings.admin_token is None
 
 
 def test_the_metrics_port_is_exposed_on_the_compose_network_only() -> None:

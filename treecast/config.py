@@ -82,6 +82,28 @@ def _git_config(raw: str) -> str:
     return raw
 
 
+def _listen(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(raw)
+    return raw
+
+
+def _secret(raw: str) -> str:
+    """An optional shared secret; the error never shows its value."""
+    if len(raw) < 16 or any(c.isspace() for c in raw):
+        raise _Rejected(
+            " must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`)"
+        )
+    return raw
+
+
+def _public_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or "?" in raw or "#" in raw:
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -188,10 +210,12 @@ def _setting(
     expected: str = "",
     *,
     optional: bool = False,
+    secret: bool = False,
 ) -> Any:
-    """A `Settings` field read from the environment variable `name` (see `Setting`)."""
+    """A `Settings` field read from the environment variable `name` (see `Setting`); a
+    `secret` one is left out of the settings' repr (and so out of logs)."""
     row = Setting(name, default, meaning, parse, expected, optional)
-    return dataclasses.field(metadata={Setting: row})
+    return dataclasses.field(metadata={Setting: row}, repr=not secret)
 
 
 _SECONDS_IN_A_WEEK = "seconds between 1 and 604800"
@@ -219,7 +243,7 @@ class Settings:
         _database_url, "a sqlite:// or postgresql:// URL")
     secret_key: str | None = _setting(
         "TREECAST_SECRET_KEY", "(generated in dev)", "Fernet key encrypting secrets at rest",
-        _fernet_key, optional=True)
+        _fernet_key, optional=True, secret=True)
     dev: bool = _setting(
         "TREECAST_DEV", "0", "dev mode: generate the secret key into the data dir",
         _bool, "a boolean (0/1)")
@@ -280,6 +304,34 @@ class Settings:
     metrics_port: int = _setting(
         "TREECAST_METRICS_PORT", "0", "Prometheus metrics port (0 = off)",
         _bounded_int(0, 65535), "a port number")
+    api_listen: str = _setting(
+        "TREECAST_API_LISTEN", "127.0.0.1:8000", "host:port the HTTP API listens on",
+        _listen, "host:port")
+    admin_token: str | None = _setting(
+        "TREECAST_ADMIN_TOKEN", "(unset: admin routes answer 503)", "bearer token of the admin API",
+        _secret, optional=True, secret=True)
+    push_secret: str | None = _setting(
+        "TREECAST_PUSH_SECRET", "(unset)", "optional push-hook secret accepted for every repository",
+        _secret, optional=True, secret=True)
+    api_public_url: str | None = _setting(
+        "TREECAST_API_PUBLIC_URL", "(the request's own address)",
+        "public base URL of the API for push URLs", _public_url,
+        "an http(s):// URL without a query", optional=True)
+    api_max_body_bytes: int = _setting(
+        "TREECAST_API_MAX_BODY_BYTES", "1048576", "largest API request body",
+        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
+    api_max_hook_bytes: int = _setting(
+        "TREECAST_API_MAX_HOOK_BYTES", "5242880", "largest push-hook request body",
+        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
+    api_rate_per_second: float = _setting(
+        "TREECAST_API_RATE_PER_SECOND", "10", "requests per second per token and per client address",
+        _bounded_float(0.01, 1e6), "a rate between 0.01 and 1000000")
+    api_rate_burst: int = _setting(
+        "TREECAST_API_RATE_BURST", "60", "requests a token or address may send at once",
+        _bounded_int(1, 10_000_000), "a positive integer")
+    api_status_timeout_seconds: float = _setting(
+        "TREECAST_API_STATUS_TIMEOUT_SECONDS", "2", "how long the API waits for live workflow status",
+        _bounded_float(0.1, 60), "seconds between 0.1 and 60")
     # fmt: on
 
     def git_config_pairs(self) -> list[tuple[str, str]]:

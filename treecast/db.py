@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
@@ -44,8 +44,36 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes; safe to call on every start."""
+    """Create missing tables and indexes; safe to call on every start.
+
+    There are no migrations: a database made by an older Treecast gets the nullable
+    columns added since (and their indexes) here, on SQLite and PostgreSQL alike.
+    """
     SQLModel.metadata.create_all(engine, checkfirst=True)
+    _add_missing_columns(engine)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    inspector = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                if not column.nullable:  # would need a default for the existing rows
+                    raise RuntimeError(
+                        f"table {table.name} lacks the column {column.name}, which cannot be "
+                        "added to existing rows automatically; see docs/operations.md"
+                    )
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.execute(
+                    text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                )
+            for index in table.indexes:
+                if any(column.name in index.columns for column in missing):
+                    index.create(connection, checkfirst=True)
 
 
 @lru_cache(maxsize=8)

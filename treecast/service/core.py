@@ -8,22 +8,55 @@ Nothing above this layer touches tables or the Temporal client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlmodel import select
 from temporalio.client import Client
 
 from models.sync import SyncOutcome, SyncStatus
+from models.tables import Repository, Watch
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import session_scope
-from treecast.service import registry, workflows
-from treecast.service.errors import Unreachable, call_failure
+from treecast.service import pushes, registry, tokens, workflows
+from treecast.service.errors import (
+    NotConfigured,
+    NotFound,
+    Unauthorized,
+    Unreachable,
+    UserError,
+    call_failure,
+    shown,
+)
+from treecast.service.views import (
+    AppDetail,
+    AppOnboarded,
+    DeliveryRow,
+    Health,
+    LiveState,
+    Page,
+    PushResult,
+    SyncAccepted,
+    WatchedRepository,
+    WatchState,
+)
 from treecast.store import keys
 from treecast.store.ledger import forget_ledger
+from treecast.urls import owner_and_name
 
 T = TypeVar("T")
+log = logging.getLogger("treecast.api")
+
+# How long a workflow's live state, once asked, answers repository listings.
+LIVE_CACHE_SECONDS = 1.0
 
 
 @dataclass
@@ -39,12 +72,13 @@ class AppInfo:
 
 @dataclass
 class AppAdded:
-    """A new app and its webhook secret (shown once)."""
+    """A new app, its webhook secret and its API token (both shown once)."""
 
     app_id: str
     name: str
     base_url: str
     secret: str
+    token: str = ""
 
 
 @dataclass
@@ -58,6 +92,13 @@ class RepositoryInfo:
     has_token: bool = False
     watches: int = 0
     created_at: str = ""
+
+
+@dataclass
+class RepositoryAdded(RepositoryInfo):
+    """A registered repository; `push_secret` (shown once) only when it is new."""
+
+    push_secret: str | None = None
 
 
 @dataclass
@@ -98,6 +139,10 @@ class TreecastService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: Client | None = None
+        # Push hooks: delivery ids seen (in memory, bounded) and outcomes counted for /health.
+        self._recent_pushes = pushes.RecentDeliveries()
+        self.push_counts: dict[str, int] = {}
+        self._live_cache: dict[str, tuple[float, LiveState]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -135,7 +180,7 @@ class TreecastService:
         with session_scope(self.settings.database_url) as session:
             created = registry.add_app(session, self.settings, self._cipher(), name, url, secret)
             app = created.app
-            return AppAdded(app.id, app.name, app.base_url, created.secret)
+            return AppAdded(app.id, app.name, app.base_url, created.secret, created.token)
 
     def list_apps(self) -> list[AppInfo]:
         """Every app, oldest first."""
@@ -156,20 +201,37 @@ class TreecastService:
 
     def add_repository(
         self, url: str, ref: str, interval: int | None, token: str | None
-    ) -> tuple[RepositoryInfo, bool]:
+    ) -> tuple[RepositoryAdded, bool]:
         """Register a repository (or find the one with the same URL and ref); True when new."""
+        cipher = self._cipher()
         with session_scope(self.settings.database_url) as session:
             repo, created = registry.add_repository(
-                session, self.settings, self._cipher(), url, ref, interval, token
+                session, self.settings, cipher, url, ref, interval, token
             )
-            info = RepositoryInfo(
+            info = RepositoryAdded(
                 repository_id=repo.id,
                 url=repo.url,
                 ref=repo.ref,
                 poll_interval_seconds=repo.poll_interval_seconds,
                 has_token=repo.token_encrypted is not None,
+                created_at=repo.created_at.isoformat(),
+                push_secret=(
+                    cipher.decrypt(repo.push_secret_encrypted)
+                    if created and repo.push_secret_encrypted
+                    else None
+                ),
             )
         return info, created
+
+    def rotate_push_secret(self, repository_id: str) -> str:
+        """A new push-hook secret for the repository (shown once); the old one stops verifying."""
+        with session_scope(self.settings.database_url) as session:
+            return registry.rotate_push_secret(session, self._cipher(), repository_id)
+
+    def push_url(self, host: str = "github", base: str | None = None) -> str:
+        """Where a git host sends the repository's push hooks (`base`: the API's own URL)."""
+        root = self.settings.api_public_url or base or f"http://{self.settings.api_listen}"
+        return f"{root.rstrip('/')}/hooks/{host}"
 
     def list_repositories(self) -> list[RepositoryInfo]:
         """Every repository, oldest first."""
@@ -313,6 +375,419 @@ class TreecastService:
         report.unknown = {r.repository_id for r in report.repositories} - asked
         return report
 
+    # -- the HTTP API: credentials ----------------------------------------------------------
+
+    def check_admin(self, token: str | None) -> None:
+        """Accept the operator's bearer token (constant-time), or raise."""
+        expected = self.settings.admin_token
+        if not expected:
+            raise NotConfigured(
+                "the admin API is off: set TREECAST_ADMIN_TOKEN on the API server to use it"
+            )
+        if not token or not tokens.same_secret(token, expected):
+            raise Unauthorized("missing or invalid admin token")
+
+    def authenticate_app(self, token: str | None) -> str:
+        """The id of the app a bearer token belongs to, or `Unauthorized`."""
+        with session_scope(self.settings.database_url) as session:
+            app_id = registry.app_for_token(session, token or "")
+        if app_id is None:
+            raise Unauthorized("missing or invalid app token")
+        return app_id
+
+    # -- the HTTP API: apps -----------------------------------------------------------------
+
+    def onboard_app(
+        self,
+        name: str,
+        base_url: str,
+        secret: str | None,
+        *,
+        email: str | None = None,
+        website: str | None = None,
+        description: str | None = None,
+    ) -> AppOnboarded:
+        """Register an app with Docora's onboarding details; token and secret shown once."""
+        with session_scope(self.settings.database_url) as session:
+            created = registry.add_app(
+                session,
+                self.settings,
+                self._cipher(),
+                name,
+                base_url,
+                secret,
+                email=email,
+                website=website,
+                description=description,
+            )
+            app = created.app
+            return AppOnboarded(
+                app.id, app.name, app.base_url, created.token, created.secret, _iso(app.created_at)
+            )
+
+    def apps_page(self, cursor: str | None, limit: int) -> Page[AppInfo]:
+        """Apps by id, `limit` per page; `cursor` is the last page's `next_cursor`."""
+        if cursor is not None:
+            registry.check_app_id(cursor)
+        with session_scope(self.settings.database_url) as session:
+            rows = registry.apps_page(session, cursor, limit + 1)
+        items = [AppInfo(**row) for row in rows[:limit]]
+        return Page(items, items[-1].app_id if len(rows) > limit else None)
+
+    def app_detail(self, app_id: str, *, with_watches: bool = True) -> AppDetail:
+        """An app with its details and (for operators) its watches and their state."""
+        with session_scope(self.settings.database_url) as session:
+            app = registry.get_app(session, app_id)
+            secrets = self._cipher().decrypt_list(app.secrets_encrypted)
+            watches = registry.watches_of_app(session, app_id) if with_watches else []
+            return AppDetail(
+                app.id,
+                app.name,
+                app.base_url,
+                app.email,
+                app.website,
+                app.description,
+                len(secrets),
+                _iso(app.created_at),
+                _iso(app.updated_at),
+                watches,
+            )
+
+    def update_app(self, app_id: str, name: str | None, base_url: str | None) -> AppDetail:
+        """Rename an app or move its base URL (checked as at registration)."""
+        with session_scope(self.settings.database_url) as session:
+            registry.update_app(session, self.settings, app_id, name, base_url)
+        return self.app_detail(app_id, with_watches=False)
+
+    def rotate_app_token(self, app_id: str) -> str:
+        """A new API token for the app (shown once); the old one stops working at once."""
+        with session_scope(self.settings.database_url) as session:
+            return registry.rotate_app_token(session, app_id)
+
+    # -- the HTTP API: one app's repositories -----------------------------------------------
+
+    async def watch_repository(
+        self, app_id: str, url: str, ref: str, token: str | None, paths: list[str] | None
+    ) -> WatchedRepository:
+        """Register the repository if new and make the app watch it, then request a sync.
+
+        The same call again changes nothing and sends nothing; other `paths` update the
+        watch (and sync). Without Temporal the watch is still saved (`sync_requested`
+        False): the repository's next poll delivers.
+        """
+        # The database work runs on a thread, so the event loop keeps answering (/health).
+        result, changed = await asyncio.to_thread(self._save_watch, app_id, url, ref, token, paths)
+        if changed:
+            try:
+                await self.start_sync(result.repository_id)
+                result.sync_requested = True
+            except Unreachable as error:
+                result.sync_error = f"the watch is saved; {error}"
+        return result
+
+    def _save_watch(
+        self, app_id: str, url: str, ref: str, token: str | None, paths: list[str] | None
+    ) -> tuple[WatchedRepository, bool]:
+        cipher = self._cipher()
+        with session_scope(self.settings.database_url) as session:
+            registry.get_app(session, app_id)
+            repo, repo_created = registry.add_repository(
+                session, self.settings, cipher, url, ref, None, token
+            )
+            current = registry.existing_watch(session, app_id, repo.id)
+            watch_created = current is None
+            changed = current is None or (paths is not None and paths != current)
+            if changed:
+                watch, _ = registry.watch(session, app_id, repo.id, paths or [])
+                current = json.loads(watch.path_globs)
+            owner, name = owner_and_name(repo.url)
+            result = WatchedRepository(
+                repository_id=repo.id,
+                url=repo.url,
+                owner=owner,
+                name=name,
+                ref=repo.ref,
+                paths=list(current or []),
+                created_at=_iso(repo.created_at),
+                repository_created=repo_created,
+                watch_created=watch_created,
+                sync_requested=False,
+                push_secret=(
+                    cipher.decrypt(repo.push_secret_encrypted)
+                    if repo_created and repo.push_secret_encrypted
+                    else None
+                ),
+            )
+        return result, changed
+
+    async def watches(
+        self, app_id: str, cursor: str | None, limit: int, *, live: bool = True
+    ) -> Page[WatchState]:
+        """The app's watches by repository id, each with its workflow's live state."""
+        if cursor is not None:
+            registry.check_repository_id(cursor)
+        rows = await asyncio.to_thread(self._watch_rows, app_id, cursor, limit + 1)
+        states = [_watch_state_of_row(row) for row in rows[:limit]]
+        if live:
+            await self._fill_live(states)
+        else:
+            for state in states:
+                state.live.error = "not asked (live=false)"
+        return Page(states, states[-1].repository_id if len(rows) > limit else None)
+
+    def _watch_rows(self, app_id: str, after: str | None, limit: int) -> list[tuple[Any, ...]]:
+        with session_scope(self.settings.database_url) as session:
+            return registry.app_watch_rows(session, app_id, after, limit)
+
+    def _one_watch(self, app_id: str, repository_id: str) -> WatchState:
+        with session_scope(self.settings.database_url) as session:
+            return _watch_state(*registry.app_watch(session, app_id, repository_id))
+
+    async def watch_state(self, app_id: str, repository_id: str) -> WatchState:
+        """One of the app's watches with its workflow's live state (NotFound otherwise)."""
+        state = await asyncio.to_thread(self._one_watch, app_id, repository_id)
+        await self._fill_live([state])
+        return state
+
+    async def _fill_live(self, states: list[WatchState]) -> None:
+        """Ask every repository's workflow at once, within the API's status timeout; what
+        does not answer in time keeps `known=False` with the reason."""
+        if not states:
+            return
+        try:
+            client = await self.client()
+        except Unreachable as error:
+            for state in states:
+                state.live.error = str(error)
+            return
+
+        loop = asyncio.get_running_loop()
+
+        async def ask(state: WatchState) -> None:
+            try:
+                status = await workflows.get_status(client, state.repository_id)
+            except Exception as error:
+                failure = call_failure(error, "the status query", self.settings)
+                state.live.error = str(failure) if failure else type(error).__name__
+                return
+            state.live = _live(status)
+            self._live_cache[state.repository_id] = (loop.time(), state.live)
+
+        # A client polling its list costs the workflows one question per LIVE_CACHE_SECONDS.
+        asking: list[WatchState] = []
+        for state in states:
+            cached = self._live_cache.get(state.repository_id)
+            if cached is not None and loop.time() - cached[0] < LIVE_CACHE_SECONDS:
+                state.live = cached[1]
+            else:
+                asking.append(state)
+        if len(self._live_cache) > 10_000:
+            self._live_cache.clear()
+        if not asking:
+            return
+        tasks = [asyncio.ensure_future(ask(state)) for state in asking]
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.api_status_timeout_seconds)
+        for task in pending:
+            task.cancel()
+        for state in states:
+            if not state.live.known and state.live.error is None:
+                state.live.error = (
+                    f"Temporal did not answer within {self.settings.api_status_timeout_seconds:g} s"
+                )
+
+    def unwatch_repository(self, app_id: str, repository_id: str) -> int:
+        """Stop the app's watch and forget what it received (NotFound for another app's)."""
+        with session_scope(self.settings.database_url) as session:
+            registry.app_watch(session, app_id, repository_id)
+            return registry.unwatch(session, app_id, repository_id)
+
+    async def rotate_git_token(self, app_id: str, repository_id: str, token: str) -> bool:
+        """Store a new git token, clear the watch's failure, close the breaker and sync (the
+        ledger stays). False when Temporal could not be asked (the token is saved)."""
+        with session_scope(self.settings.database_url) as session:
+            registry.set_repository_token(session, self._cipher(), app_id, repository_id, token)
+        try:
+            await self.reset(repository_id)
+        except Unreachable:
+            return False
+        return True
+
+    async def redeliver(self, app_id: str, repository_id: str) -> tuple[int, bool]:
+        """Forget the app's ledger for the repository and sync: it gets every file again.
+        Returns the rows forgotten and whether a sync was requested."""
+        with session_scope(self.settings.database_url) as session:
+            registry.app_watch(session, app_id, repository_id)
+        forgotten = forget_ledger(self.settings, app_id, repository_id)
+        try:
+            await self.start_sync(repository_id)
+        except Unreachable:
+            return forgotten, False
+        return forgotten, True
+
+    async def request_sync(
+        self, app_id: str, repository_id: str, idempotency_key: str | None
+    ) -> SyncAccepted:
+        """Sync now without waiting; the same idempotency key never starts a second sync."""
+        with session_scope(self.settings.database_url) as session:
+            _, repository = registry.app_watch(session, app_id, repository_id)
+            interval = repository.poll_interval_seconds
+        if idempotency_key:
+            seed = f"{app_id}\0{repository_id}\0{idempotency_key}".encode()
+            request_id = hashlib.sha256(seed).hexdigest()[:32]
+        else:
+            request_id = uuid.uuid4().hex
+        await self._temporal(
+            lambda client: workflows.request_sync(
+                client, self.settings, repository_id, interval, request_id
+            ),
+            f"the sync request for {repository_id}",
+        )
+        return SyncAccepted(sync_id_of(repository_id, request_id), repository_id, request_id)
+
+    async def sync_outcome(self, app_id: str, sync_id: str) -> SyncOutcome:
+        """What became of a sync the app requested (NotFound when unknown or not its own)."""
+        parsed = parse_sync_id(sync_id)
+        if parsed is None:
+            raise NotFound(f"no sync {shown(sync_id)}")
+        repository_id, request_id = parsed
+        with session_scope(self.settings.database_url) as session:
+            registry.app_watch(session, app_id, repository_id)
+        outcome = await self._temporal(
+            lambda client: workflows.sync_request(client, repository_id, request_id),
+            f"the request query of {repository_id}",
+        )
+        if outcome is None:
+            raise NotFound(f"no sync {shown(sync_id)} (unknown, or finished too long ago)")
+        return outcome
+
+    def deliveries(
+        self, app_id: str, repository_id: str | None, cursor: str | None, limit: int
+    ) -> Page[DeliveryRow]:
+        """The app's delivery attempts, newest first."""
+        before: int | None = None
+        if cursor is not None:
+            if not cursor.isdigit() or len(cursor) > 18:
+                raise UserError(f"cursor {shown(cursor)} is not one this API gave out")
+            before = int(cursor)
+        with session_scope(self.settings.database_url) as session:
+            if repository_id:
+                registry.app_watch(session, app_id, repository_id)
+            rows = registry.delivery_attempts(session, app_id, repository_id, before, limit + 1)
+            items = [
+                DeliveryRow(
+                    id=int(row.id or 0),
+                    repository_id=row.repository_id,
+                    event=row.event,
+                    path=row.path,
+                    webhook_id=row.webhook_id,
+                    http_status=row.http_status,
+                    error=row.error,
+                    duration_ms=row.duration_ms,
+                    attempted_at=_iso(row.attempted_at),
+                )
+                for row in rows[:limit]
+            ]
+        return Page(items, str(items[-1].id) if len(rows) > limit else None)
+
+    # -- the HTTP API: health and push hooks ------------------------------------------------
+
+    async def health(self) -> Health:
+        """Whether the database and Temporal answer now (each within two seconds)."""
+
+        def database() -> str:
+            try:
+                with session_scope(self.settings.database_url) as session:
+                    session.exec(select(1)).one()
+            except Exception as error:
+                return f"unavailable ({type(error).__name__})"
+            return "ok"
+
+        async def temporal() -> str:
+            try:
+                client = await asyncio.wait_for(self.client(), 2.0)
+                healthy = await client.service_client.check_health(timeout=timedelta(seconds=2))
+            except (Exception, TimeoutError) as error:
+                return f"unavailable ({type(error).__name__})"
+            return "ok" if healthy else "unavailable (not serving)"
+
+        db_state, temporal_state = await asyncio.gather(asyncio.to_thread(database), temporal())
+        return Health(
+            db_state == "ok" and temporal_state == "ok",
+            db_state,
+            temporal_state,
+            dict(self.push_counts),
+        )
+
+    async def receive_push(
+        self, host: pushes.GitHost, headers: Mapping[str, str], body: bytes
+    ) -> PushResult:
+        """A git host's push hook: verify its signature against the secrets of the
+        repositories it names (or TREECAST_PUSH_SECRET), then sync the registered
+        repositories whose URL and ref it moved. `Unauthorized` when nothing verifies."""
+        hook = pushes.read_headers(host, headers)
+        urls = pushes.candidate_urls(body)
+        secrets, rows = await asyncio.to_thread(self._push_candidates, urls)
+        trusted = {url for url, secret in secrets.items() if pushes.verify(hook, body, secret)}
+        everything = bool(self.settings.push_secret) and pushes.verify(
+            hook, body, self.settings.push_secret or ""
+        )
+        if not trusted and not everything:
+            self._count("rejected")
+            log.warning(
+                "refused a %s push hook (delivery %s): its signature matches none of the "
+                "%d registered repositories it names",
+                host,
+                shown(hook.delivery_id or "none", 80),
+                len(rows),
+            )
+            raise Unauthorized(
+                f"the {host} hook's signature matches no registered repository's push secret"
+            )
+        key = f"{host}:{hook.delivery_id}" if hook.delivery_id else None
+        if key is not None and key in self._recent_pushes:
+            self._count("duplicate")
+            return PushResult(hook.event, duplicate=True)
+        if pushes.is_ping(hook):
+            return PushResult(hook.event, ping=True)
+        if not pushes.is_push(hook):
+            self._count("ignored")
+            return PushResult(hook.event, ignored=f"the {hook.event!r} event moves no ref")
+        try:
+            push = pushes.parse_push(body)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        moved = [
+            rid
+            for rid, url, ref in rows
+            if (everything or url in trusted)
+            and url in push.urls
+            and pushes.ref_matches(ref, push.ref, push.default_branch)
+        ]
+        for rid in moved:
+            await self.start_sync(rid, what=f"the push-triggered sync of {rid}")
+        if key is not None:
+            self._recent_pushes.add(key)  # only now: a failed try may be sent again
+        self._count("synced" if moved else "unmatched")
+        return PushResult(hook.event, moved)
+
+    def _push_candidates(
+        self, urls: list[str]
+    ) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+        """The push secrets of the registered repositories at `urls` (by URL), and their
+        `(id, url, ref)`."""
+        cipher = self._cipher()
+        with session_scope(self.settings.database_url) as session:
+            candidates = registry.repositories_at(session, urls)
+            secrets = {
+                r.url: cipher.decrypt(r.push_secret_encrypted)
+                for r in candidates
+                if r.push_secret_encrypted
+            }
+            return secrets, [(r.id, r.url, r.ref) for r in candidates]
+
+    def _count(self, outcome: str) -> None:
+        self.push_counts[outcome] = self.push_counts.get(outcome, 0) + 1
+
 
 def _unsafe_in_latest(session: Any, repository_id: str) -> int:
     from treecast.store.snapshots import latest
@@ -331,3 +806,83 @@ async def workflows_connect(settings: Settings) -> Client:
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one service call to the end from synchronous code (the CLI)."""
     return asyncio.run(coroutine)
+
+
+def sync_id_of(repository_id: str, request_id: str) -> str:
+    """The public id of a sync request: it names its repository, so no table is needed."""
+    return f"sync_{repository_id.removeprefix('repo_')}_{request_id}"
+
+
+_SYNC_ID = re.compile(r"^sync_([0-9a-f]{24})_([0-9a-f]{32})$")
+
+
+def parse_sync_id(sync_id: str) -> tuple[str, str] | None:
+    """`(repository_id, request_id)` of a sync id, or None."""
+    match = _SYNC_ID.match(sync_id or "")
+    return (f"repo_{match.group(1)}", match.group(2)) if match else None
+
+
+def _iso(value: datetime | None) -> str:
+    """A stored time as ISO-8601 UTC (SQLite hands back naive datetimes)."""
+    if value is None:
+        return ""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
+    """A `registry.WATCH_COLUMNS` row as a `WatchState`."""
+    rid, url, ref, globs, status, commit, error_type, error, retries, synced, created = row
+    owner, name = owner_and_name(url)
+    return WatchState(
+        repository_id=rid,
+        url=url,
+        owner=owner,
+        name=name,
+        ref=ref,
+        paths=json.loads(globs),
+        status=status,
+        delivered_commit=commit,
+        last_error_type=error_type,
+        last_error=error,
+        retry_count=retries,
+        last_synced_at=_iso(synced) or None,
+        created_at=_iso(created),
+        live=LiveState(known=False),
+    )
+
+
+def _watch_state(watch: Watch, repository: Repository) -> WatchState:
+    owner, name = owner_and_name(repository.url)
+    return WatchState(
+        repository_id=repository.id,
+        url=repository.url,
+        owner=owner,
+        name=name,
+        ref=repository.ref,
+        paths=json.loads(watch.path_globs),
+        status=watch.status,
+        delivered_commit=watch.delivered_commit,
+        last_error_type=watch.last_error_type,
+        last_error=watch.last_error,
+        retry_count=watch.retry_count,
+        last_synced_at=_iso(watch.last_synced_at) or None,
+        created_at=_iso(watch.created_at),
+        live=LiveState(known=False),
+    )
+
+
+def _live(status: SyncStatus | None) -> LiveState:
+    if status is None:
+        return LiveState(known=True, running=False, message="its sync loop is not running")
+    return LiveState(
+        known=True,
+        running=True,
+        breaker_state=str(status.breaker_state),
+        consecutive_failures=status.consecutive_failures,
+        last_commit=status.last_commit,
+        last_sync_at=_iso(status.last_sync_at) or None,
+        next_sync_at=_iso(status.next_sync_at) or None,
+        paused=status.paused,
+        syncing=status.syncing,
+        message=status.message,
+    )

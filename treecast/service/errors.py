@@ -1,6 +1,7 @@
 """Errors every front door shows the same way: one line, no secrets, a status to exit or answer with.
 
-`UserError`: bad input or an unknown id (CLI exit 2, HTTP 4xx). `Unreachable`: Temporal
+`UserError`: bad input or an unknown id (CLI exit 2, HTTP 4xx; its subclasses pick the
+status: `NotFound` 404, `Conflict` 409, `RefusedUrl` 422). `Unreachable`: Temporal
 could not be reached or could not do what was asked (CLI exit 3, HTTP 503).
 """
 
@@ -14,6 +15,26 @@ from treecast.config import Settings
 
 class UserError(Exception):
     """Bad input or an unknown id: shown to the person as one line, exit status 2."""
+
+
+class NotFound(UserError):
+    """An id that is unknown, or that the caller may not see (HTTP 404)."""
+
+
+class Conflict(UserError):
+    """The request clashes with what exists (HTTP 409)."""
+
+
+class RefusedUrl(UserError):
+    """A URL refused by the checks in treecast.urls (HTTP 422)."""
+
+
+class Unauthorized(Exception):
+    """A missing, malformed or unknown credential (HTTP 401); never says which part was wrong."""
+
+
+class NotConfigured(Exception):
+    """A feature needs a setting that is not set (HTTP 503); the message names it."""
 
 
 class Unreachable(Exception):

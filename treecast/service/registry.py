@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from models.tables import (
@@ -29,7 +30,8 @@ from models.tables import (
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
 from treecast.globs import GlobSpec
-from treecast.service.errors import UserError, shown
+from treecast.service import pushes, tokens
+from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
 from treecast.store import keys
 from treecast.urls import validate_base_url, vet_git_url
 
@@ -44,10 +46,11 @@ MAX_TOKEN = 4096
 
 @dataclass
 class AppCreated:
-    """The new app and its secret (shown once)."""
+    """The new app, its webhook secret and its API token (both shown once)."""
 
     app: App
     secret: str
+    token: str = ""
 
 
 def check_app_id(app_id: str) -> None:
@@ -71,7 +74,7 @@ def get_app(session: Session, app_id: str) -> App:
     check_app_id(app_id)
     app = session.get(App, app_id)
     if app is None:
-        raise UserError(f"no app {app_id}; see `starter.py app list`")
+        raise NotFound(f"no app {app_id}; see `starter.py app list`")
     return app
 
 
@@ -80,7 +83,7 @@ def get_repository(session: Session, repository_id: str) -> Repository:
     check_repository_id(repository_id)
     repository = session.get(Repository, repository_id)
     if repository is None:
-        raise UserError(f"no repository {repository_id}; see `starter.py repo list`")
+        raise NotFound(f"no repository {repository_id}; see `starter.py repo list`")
     return repository
 
 
@@ -90,26 +93,46 @@ def get_watch(session: Session, app_id: str, repository_id: str) -> Watch:
     get_repository(session, repository_id)
     watch = session.get(Watch, (app_id, repository_id))
     if watch is None:
-        raise UserError(f"{app_id} does not watch {repository_id}")
+        raise NotFound(f"{app_id} does not watch {repository_id}")
     return watch
 
 
 # --- apps -------------------------------------------------------------------
 
 
-def add_app(
-    session: Session, settings: Settings, cipher: Cipher, name: str, url: str, secret: str | None
-) -> AppCreated:
-    """Register an app; generate a `whsec_` secret when none is given."""
+def _check_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise UserError("--name must not be empty")
     if len(name) > MAX_NAME:
         raise UserError(f"--name is longer than {MAX_NAME} characters")
+    if not name.isprintable():
+        raise UserError("--name must not contain control characters")
+    return name
+
+
+def _check_base_url(settings: Settings, url: str) -> str:
     try:
-        base_url = validate_base_url(url, allow_private=settings.allow_private_urls)
+        return validate_base_url(url, allow_private=settings.allow_private_urls)
     except ValueError as error:
-        raise UserError(f"--url: {error}") from None
+        raise RefusedUrl(f"--url: {error}") from None
+
+
+def add_app(
+    session: Session,
+    settings: Settings,
+    cipher: Cipher,
+    name: str,
+    url: str,
+    secret: str | None,
+    *,
+    email: str | None = None,
+    website: str | None = None,
+    description: str | None = None,
+) -> AppCreated:
+    """Register an app with a new API token; generate a `whsec_` secret when none is given."""
+    name = _check_name(name)
+    base_url = _check_base_url(settings, url)
     if secret is None:
         secret = generate_webhook_secret()
     else:
@@ -117,16 +140,57 @@ def add_app(
             validate_webhook_secret(secret)
         except ValueError as error:
             raise UserError(f"--secret: {error}") from None
+    token = tokens.new_token()
     app = App(
         id=new_app_id(),
         name=name,
         base_url=base_url,
         secrets_encrypted=cipher.encrypt_list([secret]),
+        token_id=token.token_id,
+        token_hash=token.token_hash,
+        email=email,
+        website=website,
+        description=description,
     )
     session.add(app)
     keys.remember(session, cipher)
     session.flush()
-    return AppCreated(app=app, secret=secret)
+    return AppCreated(app=app, secret=secret, token=token.token)
+
+
+def update_app(
+    session: Session, settings: Settings, app_id: str, name: str | None, url: str | None
+) -> App:
+    """Rename an app or move its base URL (checked as when it was added)."""
+    app = get_app(session, app_id)
+    if name is not None:
+        app.name = _check_name(name)
+    if url is not None:
+        app.base_url = _check_base_url(settings, url)
+    app.updated_at = utcnow()
+    session.add(app)
+    return app
+
+
+def rotate_app_token(session: Session, app_id: str) -> str:
+    """Replace the app's API token; the old one stops working at once. The new one, shown once."""
+    app = get_app(session, app_id)
+    token = tokens.new_token()
+    app.token_id, app.token_hash = token.token_id, token.token_hash
+    app.updated_at = utcnow()
+    session.add(app)
+    return token.token
+
+
+def app_for_token(session: Session, token: str) -> str | None:
+    """The id of the app `token` belongs to, or None: one indexed lookup, constant-time check."""
+    parsed = tokens.parse(token)
+    if parsed is None:
+        return None
+    token_id, secret = parsed
+    app = session.exec(select(App).where(col(App.token_id) == token_id)).first()
+    ok = tokens.matches(secret, app.token_hash if app is not None else None)
+    return app.id if ok and app is not None else None
 
 
 def rotate_app_secret(
@@ -150,7 +214,7 @@ def rotate_app_secret(
         except ValueError as error:
             raise UserError(f"--secret: {error}") from None
     if len(secrets) >= 5:
-        raise UserError("this app already has 5 active secrets; finish a rotation first (--finish)")
+        raise Conflict("this app already has 5 active secrets; finish a rotation first (--finish)")
     app.secrets_encrypted = cipher.encrypt_list([*secrets, secret])
     app.updated_at = utcnow()
     session.add(app)
@@ -208,17 +272,8 @@ def add_repository(
             allow_insecure=settings.allow_insecure_transport,
         ).url
     except ValueError as error:
-        raise UserError(f"GIT_URL: {error}") from None
-    ref = (ref or "").strip()
-    if (
-        len(ref) > MAX_REF
-        or any(c.isspace() or ord(c) < 0x20 for c in ref)
-        or ref.startswith("-")
-        or ".." in ref
-    ):
-        raise UserError(
-            "--ref must be a branch, tag or commit id (no spaces, no '..', not starting with '-')"
-        )
+        raise RefusedUrl(f"GIT_URL: {error}") from None
+    ref = check_ref(ref)
     if interval is not None and not 1 <= interval <= 7 * 86400:
         raise UserError("--interval must be between 1 and 604800 seconds")
     if token is not None and (not token.strip() or len(token) > MAX_TOKEN or "\n" in token):
@@ -239,15 +294,25 @@ def add_repository(
             existing.updated_at = utcnow()
             session.add(existing)
         return existing, False
+    # One push secret per git repository, so one hook on the host serves every ref of it.
+    sibling = session.exec(
+        select(Repository).where(
+            col(Repository.url) == normalised, col(Repository.push_secret_encrypted).is_not(None)
+        )
+    ).first()
     repository = Repository(
         id=new_repository_id(),
         url=normalised,
         ref=ref,
         poll_interval_seconds=interval or settings.poll_interval_seconds,
         token_encrypted=cipher.encrypt(token.strip()) if token is not None else None,
+        push_secret_encrypted=(
+            sibling.push_secret_encrypted
+            if sibling is not None
+            else cipher.encrypt(pushes.new_push_secret())
+        ),
     )
-    if token is not None:
-        keys.remember(session, cipher)
+    keys.remember(session, cipher)  # the push secret (and a token) are stored with it
     session.add(repository)
     session.flush()
     return repository, True
@@ -362,4 +427,189 @@ def watches_of(session: Session, repository_id: str) -> list[dict[str, Any]]:
             "path_globs": json.loads(w.path_globs),
         }
         for w, a in sorted(rows, key=lambda pair: pair[0].app_id)
+    ]
+
+
+def check_ref(ref: str) -> str:
+    """A ref as `add_repository` accepts it (stripped), or UserError."""
+    ref = (ref or "").strip()
+    if (
+        len(ref) > MAX_REF
+        or any(c.isspace() or ord(c) < 0x20 for c in ref)
+        or ref.startswith("-")
+        or ".." in ref
+    ):
+        raise UserError(
+            "--ref must be a branch, tag or commit id (no spaces, no '..', not starting with '-')"
+        )
+    return ref
+
+
+# --- push hooks -------------------------------------------------------------
+
+
+def rotate_push_secret(session: Session, cipher: Cipher, repository_id: str) -> str:
+    """A new push secret for the repository (and every other ref of the same URL, which
+    share it); the old one stops verifying at once. The new one, shown once."""
+    repository = get_repository(session, repository_id)
+    secret = pushes.new_push_secret()
+    encrypted = cipher.encrypt(secret)
+    keys.remember(session, cipher)
+    for row in session.exec(select(Repository).where(col(Repository.url) == repository.url)):
+        row.push_secret_encrypted = encrypted
+        row.updated_at = utcnow()
+        session.add(row)
+    return secret
+
+
+def repositories_at(session: Session, urls: list[str]) -> list[Repository]:
+    """Registered repositories whose normalised URL is one of `urls`."""
+    if not urls:
+        return []
+    return list(session.exec(select(Repository).where(col(Repository.url).in_(urls))).all())
+
+
+# --- what one app sees ------------------------------------------------------
+
+
+def app_watch(session: Session, app_id: str, repository_id: str) -> tuple[Watch, Repository]:
+    """The app's watch of a repository; NotFound alike for an unknown, malformed or
+    unwatched id, so an app learns nothing about repositories it does not watch."""
+    found = None
+    if REPO_ID.match(repository_id or ""):
+        found = session.exec(
+            select(Watch, Repository)
+            .join(Repository, col(Repository.id) == Watch.repository_id)
+            .where(col(Watch.app_id) == app_id, col(Watch.repository_id) == repository_id)
+        ).first()
+    if found is None:
+        raise NotFound(f"repository {shown(repository_id or '')} is not watched by this app")
+    return found[0], found[1]
+
+
+def existing_watch(session: Session, app_id: str, repository_id: str) -> list[str] | None:
+    """The path globs of the app's watch of the repository, or None when it has none."""
+    watch = session.get(Watch, (app_id, repository_id))
+    return None if watch is None else list(json.loads(watch.path_globs))
+
+
+def app_watches(
+    session: Session, app_id: str, after: str | None, limit: int
+) -> list[tuple[Watch, Repository]]:
+    """The app's watches ordered by repository id, after the cursor `after`."""
+    query = (
+        select(Watch, Repository)
+        .join(Repository, col(Repository.id) == Watch.repository_id)
+        .where(col(Watch.app_id) == app_id)
+    )
+    if after:
+        query = query.where(col(Watch.repository_id) > after)
+    rows = session.exec(query.order_by(col(Watch.repository_id)).limit(limit)).all()
+    return [(w, r) for w, r in rows]
+
+
+# The columns a listing of one app's watches shows (plain rows: no ORM objects to build).
+WATCH_COLUMNS: tuple[Any, ...] = (
+    Repository.id,
+    Repository.url,
+    Repository.ref,
+    Watch.path_globs,
+    Watch.status,
+    Watch.delivered_commit,
+    Watch.last_error_type,
+    Watch.last_error,
+    Watch.retry_count,
+    Watch.last_synced_at,
+    Watch.created_at,
+)
+
+
+def app_watch_rows(
+    session: Session, app_id: str, after: str | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """`WATCH_COLUMNS` of the app's watches ordered by repository id, after the cursor."""
+    query = (
+        sa_select(*WATCH_COLUMNS)
+        .join(Repository, col(Repository.id) == Watch.repository_id)
+        .where(col(Watch.app_id) == app_id)
+    )
+    if after:
+        query = query.where(col(Watch.repository_id) > after)
+    rows = session.execute(query.order_by(col(Watch.repository_id)).limit(limit))
+    return [tuple(row) for row in rows]
+
+
+def set_repository_token(
+    session: Session, cipher: Cipher, app_id: str, repository_id: str, token: str
+) -> None:
+    """Replace the repository's git token for the app's watch; its failed state is cleared
+    and the ledger kept, so the next sync sends only real differences."""
+    watch, repository = app_watch(session, app_id, repository_id)
+    token = (token or "").strip()
+    if not token or len(token) > MAX_TOKEN or "\n" in token:
+        raise UserError("the access token is empty, too long or spans several lines")
+    repository.token_encrypted = cipher.encrypt(token)
+    keys.remember(session, cipher)
+    repository.updated_at = utcnow()
+    session.add(repository)
+    if watch.status in (WatchStatus.FAILED, WatchStatus.DISABLED):
+        watch.status = WatchStatus.PENDING
+    watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
+    session.add(watch)
+
+
+def delivery_attempts(
+    session: Session, app_id: str, repository_id: str | None, before: int | None, limit: int
+) -> list[DeliveryAttempt]:
+    """The app's delivery attempts, newest first, older than the cursor `before`."""
+    query = select(DeliveryAttempt).where(col(DeliveryAttempt.app_id) == app_id)
+    if repository_id:
+        query = query.where(col(DeliveryAttempt.repository_id) == repository_id)
+    if before is not None:
+        query = query.where(col(DeliveryAttempt.id) < before)
+    return list(session.exec(query.order_by(col(DeliveryAttempt.id).desc()).limit(limit)).all())
+
+
+def apps_page(session: Session, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """Apps ordered by id after the cursor `after`, with their watch counts (no secrets)."""
+    query = select(App)
+    if after:
+        query = query.where(col(App.id) > after)
+    apps = session.exec(query.order_by(col(App.id)).limit(limit)).all()
+    ids = [a.id for a in apps]
+    counts = dict(
+        session.exec(
+            select(Watch.app_id, func.count())
+            .where(col(Watch.app_id).in_(ids))
+            .group_by(Watch.app_id)
+        ).all()
+    )
+    return [
+        {
+            "app_id": a.id,
+            "name": a.name,
+            "base_url": a.base_url,
+            "watches": int(counts.get(a.id, 0)),
+            "created_at": a.created_at.isoformat(),
+        }
+        for a in apps
+    ]
+
+
+def watches_of_app(session: Session, app_id: str) -> list[dict[str, Any]]:
+    """Every watch of one app with its repository, for the admin's app detail."""
+    return [
+        {
+            "repository_id": r.id,
+            "url": r.url,
+            "ref": r.ref,
+            "status": w.status,
+            "delivered_commit": w.delivered_commit,
+            "last_error_type": w.last_error_type,
+            "last_error": w.last_error,
+            "retry_count": w.retry_count,
+            "last_synced_at": w.last_synced_at.isoformat() if w.last_synced_at else None,
+            "path_globs": json.loads(w.path_globs),
+        }
+        for w, r in app_watches(session, app_id, None, 10_000)
     ]

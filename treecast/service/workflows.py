@@ -21,6 +21,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
+    WorkflowUpdateHandle,
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
@@ -194,26 +195,9 @@ async def sync_and_wait(
     worker takes the update.
     """
     request_id = request_id or uuid.uuid4().hex
-    start = WithStartWorkflowOperation(
-        SyncRepository.run,
-        sync_input(settings, repository_id, poll_interval_seconds),
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        **_start_options(settings, repository_id),
+    update = await _start_sync_update(
+        client, settings, repository_id, poll_interval_seconds, request_id
     )
-    try:
-        update = await client.start_update_with_start_workflow(
-            SyncRepository.sync_and_wait,
-            SyncRequest(request_id=request_id),
-            id=request_id,
-            start_workflow_operation=start,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-            rpc_timeout=QUERY_TIMEOUT,
-        )
-    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
-        if isinstance(err, RPCError) and not _timed_out(err):
-            raise
-        handle = client.get_workflow_handle(sync_workflow_id(repository_id))
-        raise await _no_worker(handle, repository_id, "sync_and_wait update") from None
     result = asyncio.ensure_future(update.result())
     handle = client.get_workflow_handle(sync_workflow_id(repository_id))
     loop = asyncio.get_running_loop()
@@ -242,6 +226,69 @@ async def sync_and_wait(
         result.cancel()
         with contextlib.suppress(BaseException):
             await result
+
+
+async def _start_sync_update(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None,
+    request_id: str,
+) -> WorkflowUpdateHandle[SyncOutcome]:
+    """Start the `sync_and_wait` update (starting the loop if needed); return once the
+    workflow accepted it. The update id is the request id, so a repeat is the same update."""
+    start = WithStartWorkflowOperation(
+        SyncRepository.run,
+        sync_input(settings, repository_id, poll_interval_seconds),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        **_start_options(settings, repository_id),
+    )
+    try:
+        return await client.start_update_with_start_workflow(
+            SyncRepository.sync_and_wait,
+            SyncRequest(request_id=request_id),
+            id=request_id,
+            start_workflow_operation=start,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            rpc_timeout=QUERY_TIMEOUT,
+        )
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+        # The start operation's own future holds the same failure: retrieve it, or asyncio
+        # reports "Future exception was never retrieved" at exit.
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(start.workflow_handle(), 0.1)
+        if isinstance(err, RPCError) and not _timed_out(err):
+            raise
+        handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+        raise await _no_worker(handle, repository_id, "sync_and_wait update") from None
+
+
+async def request_sync(
+    client: Client,
+    settings: Settings,
+    repository_id: str,
+    poll_interval_seconds: int | None,
+    request_id: str,
+) -> None:
+    """Sync now without waiting: start the `sync_and_wait` update and return once the
+    workflow accepted it; follow it with `sync_request(request_id)`.
+
+    The same `request_id` again never starts a second sync. When the workflow already has
+    as many updates in flight as Temporal allows, the request goes in a signal instead
+    (same id, same bookkeeping, followed the same way).
+    """
+    try:
+        await _start_sync_update(client, settings, repository_id, poll_interval_seconds, request_id)
+    except RPCError as err:
+        if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+            raise
+        await client.start_workflow(
+            SyncRepository.run,
+            sync_input(settings, repository_id, poll_interval_seconds),
+            start_signal="sync_now",
+            start_signal_args=[SyncRequest(request_id=request_id)],
+            **_start_options(settings, repository_id),
+        )
 
 
 async def _progress(

@@ -1,0 +1,112 @@
+"""A whole stack for end-to-end API runs: the Temporal dev server, a worker, the example
+receiver and `python -m treecast.api` as its own uvicorn process (tests and bench/api.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+import worker
+from examples.receiver import Receiver
+from tests.api_helpers import ADMIN_TOKEN
+from tests.conftest import free_port
+from tests.gitrepos import WorkRepo
+from tests.temporal_env import new_task_queue, start_local
+from treecast.config import load_settings
+from treecast.crypto import generate_key, generate_webhook_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ApiStack:
+    """What a run talks to: the API over HTTP, the receiver, a git repository."""
+
+    http: httpx.AsyncClient
+    receiver: Receiver
+    secret: str
+    repo: WorkRepo
+    api_url: str
+    secret_key: str = ""
+
+
+async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
+    """Until /health answers 200 (the server started and sees the database and Temporal)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API server exited with {process.returncode}")
+        try:
+            if (await http.get("/health")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the API server did not become healthy within 60 s")
+
+
+@asynccontextmanager
+async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
+    """Start everything under `root`; stop it all afterwards."""
+    env_server = await start_local()
+    port = free_port()
+    values = {
+        "TEMPORAL_ADDRESS": env_server.client.service_client.config.target_host,
+        "TREECAST_DATA_DIR": str(root / "data"),
+        "TREECAST_SECRET_KEY": generate_key(),
+        "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
+        "TREECAST_TASK_QUEUE": new_task_queue(),
+        "TREECAST_ADMIN_TOKEN": ADMIN_TOKEN,
+        "TREECAST_API_LISTEN": f"127.0.0.1:{port}",
+        "TREECAST_POLL_INTERVAL_SECONDS": "3600",
+        "TREECAST_API_RATE_PER_SECOND": "100000",
+        "TREECAST_API_RATE_BURST": "100000",
+        **extra,
+    }
+    environment = {**os.environ, **values}
+    environment.pop("TREECAST_DATABASE_URL", None)
+    settings = load_settings(
+        {k: v for k, v in environment.items() if k.startswith(("TREECAST_", "TEMPORAL_"))}
+    )
+    log = open(root / "api.log", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "treecast.api"], cwd=ROOT, env=environment, stdout=log, stderr=log
+    )
+    secret = generate_webhook_secret()
+    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    try:
+        with Receiver([secret], root / "mirror") as receiver:
+            async with (
+                worker.build_worker(env_server.client, settings, executor),
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+            ):
+                await wait_until_up(http, process)
+                yield ApiStack(
+                    http,
+                    receiver,
+                    secret,
+                    WorkRepo(root / "git"),
+                    str(http.base_url).rstrip("/"),
+                    values["TREECAST_SECRET_KEY"],
+                )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+        await env_server.shutdown()

@@ -1,0 +1,54 @@
+"""`python -m treecast.api`: serve the HTTP API with uvicorn on TREECAST_API_LISTEN."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from treecast.config import ConfigError, Settings, load_settings
+
+
+def serve(settings: Settings, listen: str | None = None) -> int:
+    """Run the server until interrupted; returns the exit status."""
+    try:
+        import uvicorn
+
+        from treecast.api.app import create_app
+    except ImportError as error:
+        print(
+            f"error: the HTTP API needs fastapi and uvicorn in this Python ({error.name} is "
+            "missing); install them into .venv",
+            file=sys.stderr,
+        )
+        return 2
+
+    address = listen or settings.api_listen
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"error: --listen {address!r} is not host:port", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(f"Treecast API on http://{address} (OpenAPI at /docs)", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=host.strip("[]"),
+        port=int(port),
+        log_level="info",
+        # The body limit is ours (413 before reading past it); keep uvicorn's own out of it.
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def main() -> int:
+    """Entry point: settings from the environment, then `serve`."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

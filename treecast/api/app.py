@@ -1,0 +1,125 @@
+"""The application factory: routes, the error handler, the limits, and a lifespan that
+makes the process's one `TreecastService` (one database engine, one Temporal client)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from fastapi import FastAPI, Response
+
+import treecast
+from treecast.api import errors, hooks, routes_admin, routes_apps
+from treecast.api.auth import Service
+from treecast.api.limits import Limits
+from treecast.api.schemas import HealthOut, VersionOut
+from treecast.config import Settings
+from treecast.db import engine_for
+from treecast.service.core import TreecastService
+from treecast.service.errors import Unreachable
+from treecast.service.views import Health
+
+log = logging.getLogger("treecast.api")
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@lru_cache(maxsize=1)
+def build_id() -> str:
+    """The commit this server runs (`git describe`), or "unknown" outside a checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def create_app(settings: Settings, service: TreecastService | None = None) -> FastAPI:
+    """The ASGI application; `service` lets tests hand in one with a test Temporal client."""
+
+    made = service or TreecastService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Warm up only: a database or Temporal that is down is reported by /health.
+        try:
+            await asyncio.to_thread(engine_for, settings.database_url)
+        except Exception as error:  # /health says so; the server still starts
+            log.warning("the database is not usable yet (%s)", type(error).__name__)
+        try:
+            await asyncio.wait_for(made.client(), 5)
+        except (Unreachable, TimeoutError) as error:
+            log.warning("Temporal is not reachable yet; retried per request (%s)", error)
+        yield
+
+    app = FastAPI(
+        title="Treecast",
+        version=treecast.__version__,
+        description=(
+            "Push the files of git repositories to apps as signed webhooks. "
+            "See docs/api.md for the auth model and the push-hook setup."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = made
+    errors.install(app)
+    app.add_middleware(Limits, settings=settings)
+    app.include_router(routes_admin.router)
+    app.include_router(routes_apps.router)
+    app.include_router(hooks.router)
+    app.state.health = _HealthCache()
+
+    @app.get(
+        "/health",
+        tags=["anyone"],
+        response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "the database or Temporal is down"}},
+    )
+    async def health(service: Service, response: Response) -> HealthOut:
+        """200 when the database and Temporal answer, 503 naming the one that does not."""
+        report = await app.state.health.get(service)
+        out = HealthOut(
+            status="ok" if report.ok else "unavailable",
+            database=report.database,
+            temporal=report.temporal,
+            pushes=report.pushes,
+        )
+        if not report.ok:
+            response.status_code = 503
+        return out
+
+    @app.get("/version", tags=["anyone"], response_model=VersionOut)
+    def version() -> VersionOut:
+        """Treecast's version and the commit it was built from."""
+        return VersionOut(version=treecast.__version__, build=build_id())
+
+    return app
+
+
+class _HealthCache:
+    """The last health check for a second, so a flood of probes costs one check."""
+
+    def __init__(self) -> None:
+        self._at = -1.0
+        self._report: Health | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, service: TreecastService) -> Health:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if self._report is None or loop.time() - self._at > 1.0:
+                self._report = await service.health()
+                self._at = loop.time()
+            report: Health = self._report
+            return report

@@ -1,0 +1,96 @@
+"""Operator routes (`Authorization: Bearer $TREECAST_ADMIN_TOKEN`); answers wrap `{"data": ...}`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from treecast.api.auth import Admin, Service
+from treecast.api.errors import ERROR_RESPONSES
+from treecast.api.schemas import (
+    AppDeletedOut,
+    AppDetailOut,
+    AppOut,
+    Data,
+    ListOut,
+    OnboardIn,
+    OnboardOut,
+    PushSecretOut,
+    TokenRotateOut,
+)
+from treecast.service.views import AppDetail
+
+router = APIRouter(
+    prefix="/admin/api", tags=["admin"], dependencies=[Admin], responses=ERROR_RESPONSES
+)
+
+Cursor = Annotated[str | None, Query(max_length=100, description="next_cursor of the last page")]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def _detail(detail: AppDetail) -> AppDetailOut:
+    return AppDetailOut.model_validate(detail, from_attributes=True)
+
+
+@router.post("/apps/onboard", status_code=201, response_model=Data[OnboardOut])
+def onboard(body: OnboardIn, service: Service) -> Data[OnboardOut]:
+    """Register an app; its API token and webhook secret are in this answer only."""
+    app = service.onboard_app(
+        body.app_name,
+        body.base_url,
+        body.secret,
+        email=body.email,
+        website=body.website,
+        description=body.description,
+    )
+    return Data(
+        data=OnboardOut(
+            app_id=app.app_id, token=app.token, secret=app.secret, created_at=app.created_at
+        )
+    )
+
+
+@router.get("/apps", response_model=ListOut[AppOut])
+def list_apps(service: Service, cursor: Cursor = None, limit: Limit = 50) -> ListOut[AppOut]:
+    """Every app, by id, a page at a time."""
+    page = service.apps_page(cursor, limit)
+    return ListOut(
+        data=[AppOut.model_validate(a, from_attributes=True) for a in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/apps/{app_id}", response_model=Data[AppDetailOut])
+def app_detail(app_id: str, service: Service) -> Data[AppDetailOut]:
+    """An app with its watches and their delivery state."""
+    return Data(data=_detail(service.app_detail(app_id)))
+
+
+@router.delete("/apps/{app_id}", response_model=Data[AppDeletedOut])
+def delete_app(app_id: str, service: Service) -> Data[AppDeletedOut]:
+    """Delete an app, its watches, ledgers and log; deliveries to it stop."""
+    repositories = service.remove_app(app_id)
+    return Data(data=AppDeletedOut(deleted=True, repositories=repositories))
+
+
+@router.post("/apps/{app_id}/token/rotate", response_model=Data[TokenRotateOut])
+def rotate_app_token(app_id: str, service: Service) -> Data[TokenRotateOut]:
+    """A new API token for the app (shown once): for a lost token, or an app made before
+    the API existed."""
+    return Data(data=TokenRotateOut(token=service.rotate_app_token(app_id)))
+
+
+@router.post("/repositories/{repository_id}/push-secret/rotate", response_model=Data[PushSecretOut])
+def rotate_push_secret(
+    repository_id: str, request: Request, service: Service
+) -> Data[PushSecretOut]:
+    """A new push-hook secret (shown once); paste it into the git host's hook."""
+    secret = service.rotate_push_secret(repository_id)
+    return Data(
+        data=PushSecretOut(
+            repository_id=repository_id,
+            push_secret=secret,
+            push_url=service.push_url(base=str(request.base_url)),
+        )
+    )

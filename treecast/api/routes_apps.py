@@ -1,0 +1,212 @@
+"""An app's own routes (`Authorization: Bearer tc_...`): its watches, syncs, deliveries
+and itself. Another app's repository id answers 404, like an unknown one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from treecast.api.auth import AppId, Service
+from treecast.api.errors import ERROR_RESPONSES
+from treecast.api.schemas import (
+    DeliveryOut,
+    GitTokenIn,
+    GitTokenOut,
+    ListOut,
+    RedeliverOut,
+    RepositoryIn,
+    RepositoryOut,
+    SecretRotateIn,
+    SecretRotateOut,
+    SelfOut,
+    SelfPatchIn,
+    SyncAcceptedOut,
+    SyncOut,
+    TokenRotateOut,
+    WatchOut,
+)
+from treecast.service.errors import UserError
+from treecast.service.pushes import GitHost
+
+router = APIRouter(prefix="/api", tags=["apps"], responses=ERROR_RESPONSES)
+
+Cursor = Annotated[str | None, Query(max_length=100, description="next_cursor of the last page")]
+Limit = Annotated[int, Query(ge=1, le=200)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="the same key again answers the same sync instead of starting another",
+    ),
+]
+
+
+def _host_of(url: str) -> GitHost:
+    """Which receiver a repository's host most likely calls (shown as push_url)."""
+    lowered = url.lower()
+    if "gitlab" in lowered:
+        return GitHost.GITLAB
+    if "gitea" in lowered or "codeberg" in lowered or "forgejo" in lowered:
+        return GitHost.GITEA
+    return GitHost.GITHUB
+
+
+@router.post(
+    "/repositories",
+    status_code=201,
+    response_model=RepositoryOut,
+    response_model_exclude_none=True,
+    responses={200: {"model": RepositoryOut, "description": "already watched: nothing changed"}},
+)
+async def watch(
+    body: RepositoryIn, app_id: AppId, service: Service, request: Request, response: Response
+) -> RepositoryOut:
+    """Watch a repository (registering it when new) and sync it; the same call again is a
+    no-op answered 200. A new repository's `push_secret` is in this answer only."""
+    result = await service.watch_repository(app_id, body.url, body.ref, body.token, body.paths)
+    if not result.watch_created:
+        response.status_code = 200
+    out = RepositoryOut.model_validate(result, from_attributes=True)
+    if result.push_secret:
+        out.push_url = service.push_url(_host_of(result.url), str(request.base_url))
+    return out
+
+
+@router.get("/repositories", response_model=ListOut[WatchOut])
+async def list_watches(
+    app_id: AppId,
+    service: Service,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    live: Annotated[bool, Query(description="ask each workflow for its live state")] = True,
+) -> ListOut[WatchOut]:
+    """The app's watches with their delivery state and, unless live=false, each sync
+    loop's live state (`live.known` false when Temporal did not answer in time)."""
+    page = await service.watches(app_id, cursor, limit, live=live)
+    return ListOut(
+        data=[WatchOut.model_validate(w, from_attributes=True) for w in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/repositories/{repository_id}", response_model=WatchOut)
+async def get_watch(repository_id: str, app_id: AppId, service: Service) -> WatchOut:
+    """One watch with its delivery state and its sync loop's live state."""
+    state = await service.watch_state(app_id, repository_id)
+    return WatchOut.model_validate(state, from_attributes=True)
+
+
+@router.delete("/repositories/{repository_id}", status_code=204, response_class=Response)
+def unwatch(repository_id: str, app_id: AppId, service: Service) -> Response:
+    """Stop watching and forget what the app received (watching again resends everything)."""
+    service.unwatch_repository(app_id, repository_id)
+    return Response(status_code=204)
+
+
+@router.patch("/repositories/{repository_id}/token", response_model=GitTokenOut)
+async def rotate_git_token(
+    repository_id: str, body: GitTokenIn, app_id: AppId, service: Service
+) -> GitTokenOut:
+    """Replace the git access token: the breaker is reset and a sync requested; what the
+    app received is kept, so only real differences are sent."""
+    requested = await service.rotate_git_token(app_id, repository_id, body.token)
+    return GitTokenOut(repository_id=repository_id, sync_requested=requested)
+
+
+@router.post("/repositories/{repository_id}/sync", status_code=202, response_model=SyncAcceptedOut)
+async def sync(
+    repository_id: str,
+    app_id: AppId,
+    service: Service,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> SyncAcceptedOut:
+    """Sync now; answers at once with the id to follow at GET /api/syncs/{sync_id}."""
+    accepted = await service.request_sync(app_id, repository_id, idempotency_key)
+    return SyncAcceptedOut(
+        sync_id=accepted.sync_id,
+        repository_id=repository_id,
+        status_url=str(request.url_for("get_sync", sync_id=accepted.sync_id)),
+    )
+
+
+@router.get("/syncs/{sync_id}", response_model=SyncOut)
+async def get_sync(sync_id: str, app_id: AppId, service: Service) -> SyncOut:
+    """What became of a sync request: pending, syncing, delivering, then final."""
+    outcome = await service.sync_outcome(app_id, sync_id)
+    mine: dict[str, Any] | None = next(
+        (asdict(a) for a in outcome.apps if a.app_id == app_id), None
+    )
+    return SyncOut(
+        sync_id=sync_id,
+        state=str(outcome.state),
+        final=outcome.final,
+        ok=outcome.ok,
+        commit=outcome.commit,
+        error_type=outcome.error_type,
+        message=outcome.message,
+        summary=outcome.summary or str(outcome.state),
+        requested_at=outcome.requested_at.isoformat() if outcome.requested_at else None,
+        finished_at=outcome.finished_at.isoformat() if outcome.finished_at else None,
+        delivery=mine,
+    )
+
+
+@router.post(
+    "/repositories/{repository_id}/redeliver", status_code=202, response_model=RedeliverOut
+)
+async def redeliver(repository_id: str, app_id: AppId, service: Service) -> RedeliverOut:
+    """Forget what the app received from this repository and send everything again."""
+    forgotten, requested = await service.redeliver(app_id, repository_id)
+    return RedeliverOut(
+        repository_id=repository_id, ledger_rows_removed=forgotten, sync_requested=requested
+    )
+
+
+@router.get("/deliveries", response_model=ListOut[DeliveryOut])
+def deliveries(
+    app_id: AppId,
+    service: Service,
+    repository_id: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> ListOut[DeliveryOut]:
+    """The app's webhook attempts, newest first (the newest TREECAST_DELIVERY_LOG_KEEP)."""
+    page = service.deliveries(app_id, repository_id, cursor, limit)
+    return ListOut(
+        data=[DeliveryOut.model_validate(d, from_attributes=True) for d in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/app", response_model=SelfOut)
+def get_self(app_id: AppId, service: Service) -> SelfOut:
+    """The calling app (never its secrets)."""
+    return SelfOut.model_validate(
+        service.app_detail(app_id, with_watches=False), from_attributes=True
+    )
+
+
+@router.patch("/app", response_model=SelfOut)
+def patch_self(body: SelfPatchIn, app_id: AppId, service: Service) -> SelfOut:
+    """Rename the app or move its base URL (checked as at onboarding)."""
+    if body.name is None and body.base_url is None:
+        raise UserError("give name or base_url to change")
+    detail = service.update_app(app_id, body.name, body.base_url)
+    return SelfOut.model_validate(detail, from_attributes=True)
+
+
+@router.post("/app/secret/rotate", response_model=SecretRotateOut)
+def rotate_secret(body: SecretRotateIn, app_id: AppId, service: Service) -> SecretRotateOut:
+    """Add a webhook secret (requests carry both signatures), or with finish keep only the
+    newest."""
+    secret = service.rotate_app_secret(app_id, body.secret, body.finish)
+    return SecretRotateOut(secret=secret, finished=secret is None)
+
+
+@router.post("/app/token/rotate", response_model=TokenRotateOut)
+def rotate_token(app_id: AppId, service: Service) -> TokenRotateOut:
+    """A new API token (shown once); the one used for this call stops working now."""
+    return TokenRotateOut(token=service.rotate_app_token(app_id))

@@ -1,0 +1,265 @@
+"""Request and response bodies: typed, bounded (string lengths, list sizes, no unknown
+fields), so validation refuses hostile input before any service call."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
+
+T = TypeVar("T")
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+GitToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    """Every error: one line a person can act on."""
+
+    error: str
+
+
+class Data(BaseModel, Generic[T]):
+    """Admin answers wrap their object, as Docora's do."""
+
+    data: T
+
+
+class ListOut(BaseModel, Generic[T]):
+    """A page of a list; pass `next_cursor` as `cursor` for the next one (null: the last)."""
+
+    data: list[T]
+    next_cursor: str | None = None
+
+
+# --- admin ------------------------------------------------------------------
+
+
+class OnboardIn(Strict):
+    app_name: Name
+    base_url: Url
+    secret: Secret | None = Field(None, description="a whsec_ secret; generated when omitted")
+    email: (
+        Annotated[str, StringConstraints(max_length=255, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+    ) = None
+    website: Url | None = None
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class OnboardOut(BaseModel):
+    app_id: str
+    token: str = Field(description="the app's API bearer token, shown once")
+    secret: str = Field(description="the webhook signing secret, shown once")
+    created_at: str
+
+
+class AppOut(BaseModel):
+    app_id: str
+    name: str
+    base_url: str
+    watches: int
+    created_at: str
+
+
+class AppWatchOut(BaseModel):
+    repository_id: str
+    url: str
+    ref: str
+    status: str
+    delivered_commit: str | None
+    last_error_type: str | None
+    last_error: str | None
+    retry_count: int
+    last_synced_at: str | None
+    path_globs: list[str]
+
+
+class AppDetailOut(BaseModel):
+    app_id: str
+    name: str
+    base_url: str
+    email: str | None
+    website: str | None
+    description: str | None
+    active_secrets: int
+    created_at: str
+    updated_at: str
+    watches: list[AppWatchOut] = []
+
+
+class AppDeletedOut(BaseModel):
+    deleted: bool
+    repositories: list[str]
+
+
+class PushSecretOut(BaseModel):
+    repository_id: str
+    push_secret: str = Field(description="shown once")
+    push_url: str
+
+
+# --- one app ----------------------------------------------------------------
+
+
+class RepositoryIn(Strict):
+    url: Url = Field(validation_alias=AliasChoices("url", "github_url"))
+    ref: Annotated[str, StringConstraints(max_length=255)] = ""
+    token: GitToken | None = Field(None, validation_alias=AliasChoices("token", "github_token"))
+    paths: list[Glob] | None = Field(None, max_length=100)
+
+
+class RepositoryOut(BaseModel):
+    repository_id: str
+    url: str
+    owner: str
+    name: str
+    ref: str
+    paths: list[str]
+    created_at: str
+    repository_created: bool
+    watch_created: bool
+    sync_requested: bool
+    sync_error: str | None = None
+    push_secret: str | None = Field(None, description="only for a new repository; shown once")
+    push_url: str | None = None
+
+
+class LiveOut(BaseModel):
+    known: bool = Field(description="false: Temporal did not answer; see error")
+    running: bool = False
+    breaker_state: str | None = None
+    consecutive_failures: int | None = None
+    last_commit: str | None = None
+    last_sync_at: str | None = None
+    next_sync_at: str | None = None
+    paused: bool | None = None
+    syncing: bool | None = None
+    message: str | None = None
+    error: str | None = None
+
+
+class WatchOut(BaseModel):
+    repository_id: str
+    url: str
+    owner: str
+    name: str
+    ref: str
+    paths: list[str]
+    status: str
+    delivered_commit: str | None
+    last_error_type: str | None
+    last_error: str | None
+    retry_count: int
+    last_synced_at: str | None
+    created_at: str
+    live: LiveOut
+
+
+class GitTokenIn(Strict):
+    token: GitToken = Field(validation_alias=AliasChoices("token", "github_token"))
+
+
+class GitTokenOut(BaseModel):
+    repository_id: str
+    sync_requested: bool
+
+
+class SyncAcceptedOut(BaseModel):
+    sync_id: str
+    repository_id: str
+    status_url: str
+
+
+class SyncOut(BaseModel):
+    sync_id: str
+    state: str
+    final: bool
+    ok: bool
+    commit: str | None
+    error_type: str | None
+    message: str | None
+    summary: str
+    requested_at: str | None
+    finished_at: str | None
+    delivery: dict[str, Any] | None = Field(None, description="this app's part of the sync")
+
+
+class RedeliverOut(BaseModel):
+    repository_id: str
+    ledger_rows_removed: int
+    sync_requested: bool
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    repository_id: str
+    event: str
+    path: str | None
+    webhook_id: str
+    http_status: int | None
+    error: str | None
+    duration_ms: float
+    attempted_at: str
+
+
+class SelfOut(BaseModel):
+    app_id: str
+    name: str
+    base_url: str
+    email: str | None
+    website: str | None
+    description: str | None
+    active_secrets: int
+    created_at: str
+    updated_at: str
+
+
+class SelfPatchIn(Strict):
+    name: Name | None = Field(None, validation_alias=AliasChoices("name", "app_name"))
+    base_url: Url | None = None
+
+
+class SecretRotateIn(Strict):
+    secret: Secret | None = None
+    finish: bool = False
+
+
+class SecretRotateOut(BaseModel):
+    secret: str | None = Field(None, description="the new secret, shown once (none with finish)")
+    finished: bool
+
+
+class TokenRotateOut(BaseModel):
+    token: str = Field(description="the new API token, shown once; the old one no longer works")
+
+
+# --- anyone -----------------------------------------------------------------
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    temporal: str
+    pushes: dict[str, int]
+
+
+class VersionOut(BaseModel):
+    version: str
+    build: str
+
+
+class PushOut(BaseModel):
+    event: str
+    repository_ids: list[str]
+    duplicate: bool = False
+    ignored: str | None = None
+    ping: bool = False
