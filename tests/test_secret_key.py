@@ -30,16 +30,24 @@ def test_a_wrong_key_is_one_line_and_writes_nothing(
     assert dump_db(cli_env) == before
 
 
-def test_names_from_input_are_printed_escaped(
+def test_names_from_input_are_refused_or_printed_escaped(
     cli_env: Path,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # A name that would retitle and clear the terminal, and forge a second line.
     name = "evil\x1b]0;title\x07\x1b[2J\nfake line"
-    code, _, _ = run(capsys, "app", "add", "--name", name, "--url", "https://example.com/h")
-    assert code == 0
+    code, _, err = run(capsys, "app", "add", "--name", name, "--url", "https://example.com/h")
+    assert code == 2 and "control characters" in err
+    # One stored before names were checked is still printed harmlessly.
     import starter
+    from models.tables import App
+    from treecast.config import load_settings
+    from treecast.db import session_scope
 
+    with session_scope(load_settings().database_url) as session:
+        session.add(
+            App(id="app_" + "0" * 24, name=name, base_url="https://x", secrets_encrypted="-")
+        )
     assert starter.main(["app", "list"]) == 0
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "\x07" not in printed
