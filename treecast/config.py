@@ -118,6 +118,12 @@ def _chunk_size(raw: str) -> int:
     return value
 
 
+def _http_base_url(raw: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", raw):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
 def _database_url(raw: str) -> str:
     if not raw.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
         raise ValueError(raw)
@@ -280,6 +286,10 @@ class Settings:
     metrics_port: int = _setting(
         "TREECAST_METRICS_PORT", "0", "Prometheus metrics port (0 = off)",
         _bounded_int(0, 65535), "a port number")
+    github_api_url: str = _setting(
+        "TREECAST_GITHUB_API_URL", "https://api.github.com",
+        "GitHub API that mints GitHub App tokens (Enterprise: https://HOST/api/v3)",
+        _http_base_url, "an http(s):// URL")
     # fmt: on
 
     def git_config_pairs(self) -> list[tuple[str, str]]:
