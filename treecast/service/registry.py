@@ -29,6 +29,8 @@ from models.tables import (
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
 from treecast.globs import GlobSpec
+from treecast.service import credentials as creds
+from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import UserError, shown
 from treecast.store import keys
 from treecast.urls import validate_base_url, vet_git_url
@@ -39,7 +41,6 @@ MAX_NAME = 200
 MAX_REF = 255
 MAX_GLOBS = 100
 MAX_GLOB_LENGTH = 1024
-MAX_TOKEN = 4096
 
 
 @dataclass
@@ -197,14 +198,25 @@ def add_repository(
     ref: str,
     interval: int | None,
     token: str | None,
+    credentials: CredentialSpec | None = None,
 ) -> tuple[Repository, bool]:
-    """Register a repository (or return the one with the same URL and ref); True when new."""
+    """Register a repository (or return the one with the same URL and ref); True when new.
+
+    `credentials` (see `CredentialSpec`) sets its deploy key, host keys or GitHub App;
+    `token` is the same as `CredentialSpec(token=...)`.
+    """
+    spec = credentials if credentials is not None else CredentialSpec()
+    if token is not None:
+        if spec.token is not None:
+            raise UserError("the access token was given twice")
+        spec.token = token
+    kinds = spec.kinds()
     try:
         normalised = vet_git_url(
             url,
             allow_private=settings.allow_private_urls,
             allow_file=settings.allow_file_urls,
-            token=token is not None,
+            token=creds.TOKEN in kinds or creds.GITHUB_APP in kinds,
             allow_insecure=settings.allow_insecure_transport,
         ).url
     except ValueError as error:
@@ -221,19 +233,14 @@ def add_repository(
         )
     if interval is not None and not 1 <= interval <= 7 * 86400:
         raise UserError("--interval must be between 1 and 604800 seconds")
-    if token is not None and (not token.strip() or len(token) > MAX_TOKEN or "\n" in token):
-        raise UserError("the access token is empty, too long or spans several lines")
+    creds.check_spec(spec, normalised)
     existing = session.exec(
         select(Repository).where(col(Repository.url) == normalised, Repository.ref == ref)
     ).first()
     if existing is not None:
-        changed = False
+        changed = creds.apply(session, settings, cipher, existing, spec)
         if interval is not None and interval != existing.poll_interval_seconds:
             existing.poll_interval_seconds = interval
-            changed = True
-        if token is not None:
-            existing.token_encrypted = cipher.encrypt(token.strip())
-            keys.remember(session, cipher)
             changed = True
         if changed:
             existing.updated_at = utcnow()
@@ -244,13 +251,41 @@ def add_repository(
         url=normalised,
         ref=ref,
         poll_interval_seconds=interval or settings.poll_interval_seconds,
-        token_encrypted=cipher.encrypt(token.strip()) if token is not None else None,
     )
-    if token is not None:
-        keys.remember(session, cipher)
+    creds.apply(session, settings, cipher, repository, spec)
     session.add(repository)
     session.flush()
     return repository, True
+
+
+def set_credentials(
+    session: Session,
+    settings: Settings,
+    cipher: Cipher,
+    repository_id: str,
+    spec: CredentialSpec,
+) -> Repository:
+    """Rotate or replace a repository's credentials (UserError, nothing changed, when
+    `spec` is refused)."""
+    repository = get_repository(session, repository_id)
+    if spec.empty():
+        raise UserError(
+            "nothing to change: give a token, a deploy key, host keys, a GitHub App or --clear"
+        )
+    kinds = spec.kinds()
+    if creds.TOKEN in kinds or creds.GITHUB_APP in kinds:
+        try:  # a token over plain http is refused here as at registration
+            vet_git_url(
+                repository.url,
+                allow_private=True,
+                allow_file=True,
+                token=True,
+                allow_insecure=settings.allow_insecure_transport,
+            )
+        except ValueError as error:
+            raise UserError(f"GIT_URL: {error}") from None
+    creds.apply(session, settings, cipher, repository, spec)
+    return repository
 
 
 def list_repositories(session: Session) -> list[dict[str, Any]]:
@@ -267,6 +302,7 @@ def list_repositories(session: Session) -> list[dict[str, Any]]:
             "has_token": repo.token_encrypted is not None,
             "watches": int(counts.get(repo.id, 0)),
             "created_at": repo.created_at.isoformat(),
+            "credentials": creds.credential_info(repo),
         }
         for repo in session.exec(
             select(Repository).order_by(col(Repository.created_at), col(Repository.id))
