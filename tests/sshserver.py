@@ -75,8 +75,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def ssh_server(host_key_type: str = "ed25519") -> Iterator[SshServer]:
-    """A running sshd for the block; the login user is the one running the tests."""
+def ssh_server(
+    host_key_type: str = "ed25519", *, delay_seconds: float = 0.0
+) -> Iterator[SshServer]:
+    """A running sshd for the block; the login user is the one running the tests.
+
+    `delay_seconds`: every session waits that long before running git's command (so a
+    test can watch the client's processes while they run)."""
     require_sshd()
     # Not under pytest's tmp_path: sshd wants to read it (as root it could anyway).
     root = Path(tempfile.mkdtemp(prefix="treecast-sshd-"))
@@ -109,6 +114,11 @@ def ssh_server(host_key_type: str = "ed25519") -> Iterator[SshServer]:
                     "X11Forwarding no",
                     "PrintMotd no",
                     "LogLevel ERROR",
+                    *(
+                        [f'ForceCommand sleep {delay_seconds}; eval "$SSH_ORIGINAL_COMMAND"']
+                        if delay_seconds
+                        else []
+                    ),
                     "",
                 ]
             )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import hashlib
 import hmac
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -114,15 +114,20 @@ def _hashed_match(pattern: str, names: list[str]) -> bool:
     )
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    """OpenSSH host patterns: `*` and `?` only (`[` is literal, as in `[host]:port`)."""
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."))
+
+
 def _host_matches(field: str, names: list[str]) -> bool:
     matched = False
     for pattern in field.split(","):
         negated = pattern.startswith("!")
-        pattern = pattern.lstrip("!").lower()
+        pattern = pattern.lstrip("!")
         hit = (
             _hashed_match(pattern, names)
             if pattern.startswith("|1|")
-            else any(fnmatch.fnmatchcase(name, pattern) for name in names)
+            else any(_glob(pattern.lower()).fullmatch(name) for name in names)
         )
         if hit and negated:
             return False
