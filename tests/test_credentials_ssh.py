@@ -112,7 +112,7 @@ def test_a_deploy_key_syncs_a_private_repository(
     host = HostKey.parse(server.host_public_key)
     assert (listed.kind, listed.ssh_key_fingerprint) == ("ssh-key", fingerprint)
     assert listed.host_key_fingerprints == [host.fingerprint]
-    row = {
+    row: dict[str, Any] = {
         "repository_id": info.repository_id,
         "url": info.url,
         "ref": "",
