@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
@@ -44,8 +44,52 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes; safe to call on every start."""
+    """Create missing tables and indexes, and add columns added since; safe on every start."""
     SQLModel.metadata.create_all(engine, checkfirst=True)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """`ALTER TABLE ... ADD COLUMN` for each column a table of an existing database lacks
+    (a column added to models/tables.py since it was created: nullable, or with a scalar
+    default), so an upgraded worker reads old databases. Returns `table.column` added.
+
+    Two processes starting at once may both try; the loser's error is ignored when the
+    column is there afterwards.
+    """
+    added: list[str] = []
+    inspector = inspect(engine)
+    preparer = engine.dialect.identifier_preparer
+    for table in SQLModel.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = f"{column.type.compile(dialect=engine.dialect)}"
+            default = getattr(column.default, "arg", None)
+            if not column.nullable:
+                if not isinstance(default, bool | int | float | str):
+                    continue  # nothing to fill old rows with: left to a real migration
+                if isinstance(default, str):
+                    literal = "'" + default.replace("'", "''") + "'"
+                else:
+                    literal = str(int(default) if isinstance(default, bool) else default)
+                ddl += f" NOT NULL DEFAULT {literal}"
+            statement = (
+                f"ALTER TABLE {preparer.quote(table.name)} "
+                f"ADD COLUMN {preparer.quote(column.name)} {ddl}"
+            )
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text(statement))
+            except DBAPIError:
+                columns = inspect(engine).get_columns(table.name)
+                if column.name not in {c["name"] for c in columns}:
+                    raise
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 @lru_cache(maxsize=8)
