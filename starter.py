@@ -380,6 +380,7 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
         repos = service.list_repositories()
         lines = [
             f"{r.repository_id}  {r.url}  ref={r.ref or '(default)'}  watches={r.watches}"
+            f"  credentials={r.credentials.kind}"
             for r in repos
         ]
         return Result(

@@ -398,3 +398,14 @@ def test_scanned_host_keys_are_stored_only_once_confirmed(
     code, out, _ = run_cli(capsys, "repo", "set-credentials", repo.repository_id, "--clear")
     assert code == 3  # saved; the sync request has no Temporal to go to
     assert TreecastService(cli_env).repository(repo.repository_id).credentials.kind == "none"
+
+
+def test_a_person_at_a_terminal_confirms_scanned_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    from treecast.cli.credentials import confirm_scanned
+    from treecast.service.credentials import HostKeyInfo
+
+    keys = [HostKeyInfo("ssh-ed25519", "SHA256:abc")]
+    assert confirm_scanned(keys, interactive=False) is None  # no terminal: never stored
+    assert confirm_scanned(keys, interactive=True, ask=lambda _: "no") is None
+    assert confirm_scanned(keys, interactive=True, ask=lambda _: "yes") == ["SHA256:abc"]
+    assert "SHA256:abc" in capsys.readouterr().err  # shown before the question
