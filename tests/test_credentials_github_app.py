@@ -53,6 +53,7 @@ class FakeGitHub:
     lifetime: float = 3600.0
     minted: list[dict[str, Any]] = field(default_factory=list)  # claims of each mint
     refused: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=lambda: {REVOKED})
     url: str = ""
 
     def verify(self, header: str) -> dict[str, Any] | None:
@@ -118,7 +119,7 @@ def github(app_key: rsa.RSAPrivateKey) -> Iterator[FakeGitHub]:
                 fake.refused.append("bad jwt")
                 self._answer(401, {"message": "A JSON web token could not be decoded"})
                 return
-            if parts[2] == REVOKED:
+            if parts[2] in fake.revoked:
                 fake.refused.append(parts[2])
                 self._answer(404, {"message": "Not Found"})
                 return
@@ -343,3 +344,36 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
     assert rotated.credentials.github_app_id == APP_ID
     token = service.set_credentials(info.repository_id, CredentialSpec(token="glpat-abc"))
     assert token.credentials.kind == "token" and token.credentials.github_app_id is None
+
+
+def test_a_token_revoked_before_it_expires_is_minted_anew_and_says_why(
+    settings: Settings, github: FakeGitHub, app_key: rsa.RSAPrivateKey, origin: WorkRepo
+) -> None:
+    settings = replace(settings, github_api_url=github.url)
+    with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
+        github.git_server = server
+        service = TreecastService(settings)
+        info, _ = service.add_repository(
+            server.url("handbook/remote.git"),
+            "",
+            None,
+            None,
+            CredentialSpec(
+                github_app_id=APP_ID,
+                github_installation_id=INSTALLATION,
+                github_app_private_key=pem(app_key),
+            ),
+        )
+        snapshot(settings, info.repository_id)
+        # The app is uninstalled: its token stops working at once, and minting answers 404.
+        github.revoked.add(INSTALLATION)
+        server.token = "revoked"
+        with pytest.raises(ApplicationError) as git_refused:
+            snapshot(settings, info.repository_id)  # git, with the cached token: 401
+        assert git_refused.value.type == GitErrorType.AUTHENTICATION_FAILED
+        with pytest.raises(ApplicationError) as mint_refused:
+            snapshot(settings, info.repository_id)  # the token was dropped: minted, refused
+    assert mint_refused.value.type == GitErrorType.AUTHENTICATION_FAILED
+    assert mint_refused.value.non_retryable
+    assert f"installation {INSTALLATION}" in mint_refused.value.message
+    assert "404" in mint_refused.value.message

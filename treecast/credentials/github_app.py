@@ -127,6 +127,15 @@ def forget_tokens() -> None:
         _tokens.clear()
 
 
+def forget_refused(token: str) -> None:
+    """Drop a cached token git was refused with (the installation may have been removed
+    before the token expired), so the next sync mints anew and says why."""
+    with _locks_guard:
+        for key, cached in list(_tokens.items()):
+            if cached.token == token:
+                del _tokens[key]
+
+
 def installation_token(
     app: GitHubApp, *, now: Callable[[], float] = time.time, post: Post = _post
 ) -> InstallationToken:
