@@ -373,6 +373,7 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
                 "url": repository.url,
                 "ref": repository.ref,
                 "created": created,
+                "credentials": asdict(repository.credentials),
             },
             f"repository {repository.repository_id} {verb} ({repository.url}); syncing started",
         )
