@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -84,7 +85,7 @@ def failure(settings: Settings, repository_id: str) -> ApplicationError:
 
 def leftovers() -> set[str]:
     """The per-command ssh directories that exist now (they must not outlive a command)."""
-    root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
+    root = Path(gitssh._temp_root() or tempfile.gettempdir())
     return {p.name for p in root.glob(gitssh.TEMP_PREFIX + "*")}
 
 
