@@ -35,6 +35,7 @@ from treecast.gitcache.ssh import HostKey
 from treecast.service.core import TreecastService
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import UserError
+from treecast.store.repositories import ensure_commit
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,10 @@ def test_a_deploy_key_syncs_a_private_repository(
     assert result.commit == git(origin.work, "rev-parse", "HEAD")
     assert result.file_count == 2 and result.ref == "main"
     assert leftovers() == before  # the key's files went with the command
+    # Delivery on another worker fetches the commit with the same key.
+    elsewhere = replace(settings, data_dir=settings.data_dir / "other-worker")
+    assert result.commit is not None
+    assert ensure_commit(elsewhere, info.repository_id, result.commit).has_commit(result.commit)
 
     # What people see: the kind, the key's fingerprint and the pinned host key; no secret.
     listed = service.list_repositories()[0].credentials
