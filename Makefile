@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PYTHON_ID := $(shell $(PYTHON) -c 'import hashlib, os, platform, sys; print(platform.python_version() + "-" + hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:8])' 2>/dev/null)
 STAMP := $(VENV)/.installed-$(PYTHON_ID)
 
-.PHONY: install test lint typecheck unit demo run bench fuzz clean browser screenshot
+.PHONY: install test lint typecheck unit demo run bench fuzz clean browser sshd screenshot
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -n "$(PYTHON_ID)" || { echo "PYTHON=$(PYTHON) does not run; set it to a Python 3.11-3.13" >&2; exit 1; }
@@ -43,8 +43,18 @@ browser:
 	      || echo "note: could not install chromium; the Web UI test will be skipped"; \
 	  else echo "note: chromium is not installed; the Web UI test will be skipped"; fi; }
 
+# Debian's OpenSSH server for the deploy key tests (they start their own sshd on
+# 127.0.0.1); installed when we may, otherwise those tests are skipped with the reason.
+sshd:
+	@test -x /usr/sbin/sshd || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing openssh-server for the deploy key tests"; \
+	    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; } \
+	      || echo "note: could not install openssh-server; the ssh tests will be skipped"; \
+	  else echo "note: /usr/sbin/sshd is not installed; the ssh tests will be skipped"; fi; }
+
 # The whole suite: lint, types, unit, PostgreSQL, time-skipping and dev-server tests.
-test: lint typecheck browser
+test: lint typecheck browser sshd
 	$(BIN)/pytest -q
 
 # Re-take docs/ui-breaker-open.png (the Web UI filtered by breaker state).

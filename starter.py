@@ -20,11 +20,13 @@ from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
+from treecast.cli import credentials as cli_credentials
 from treecast.cli import format as cli_format
 from treecast.config import ConfigError, Settings, load_settings
 from treecast.db import connect_failure
 from treecast.process_exit import run_and_exit
-from treecast.service.core import TreecastService
+from treecast.service.core import RepositoryInfo, TreecastService
+from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Unreachable, UserError, shown, temporal_failure
 
 EXIT_FAILED = 1
@@ -124,7 +126,16 @@ def build_parser() -> ArgumentParser:
     radd.add_argument(
         "--token-env", metavar="VAR", help="name of an environment variable holding an access token"
     )
+    cli_credentials.add_arguments(radd, rotating=False)
     _add_json(radd)
+    rcred = repo_cmds.add_parser(
+        "set-credentials",
+        help="rotate or replace a repository's token, deploy key, host keys or GitHub App",
+    )
+    rcred.add_argument("repository_id", metavar="REPO_ID")
+    rcred.set_defaults(rotating=True)
+    cli_credentials.add_arguments(rcred, rotating=True)
+    _add_json(rcred)
     rlst = repo_cmds.add_parser("list", help="list repositories")
     _add_json(rlst)
     rrm = repo_cmds.add_parser("remove", help="stop syncing a repository and forget it")
@@ -222,6 +233,77 @@ def _saved_but_unreachable(
     )
 
 
+def _scan_unconfirmed(
+    service: TreecastService, args: argparse.Namespace, url: str, spec: CredentialSpec
+) -> Result | None:
+    """With --scan-host-keys and no --accept-host-keys: print what the server offers and
+    store nothing, unless a person at a terminal confirms (then `spec` accepts them)."""
+    if not spec.scan_host_keys or spec.accept_host_keys:
+        return None
+    keys = service.scan_host_keys(url)
+    confirmed = cli_credentials.confirm_scanned(
+        keys, interactive=sys.stdin.isatty() and not args.json
+    )
+    if confirmed is not None:
+        spec.accept_host_keys = confirmed
+        return None
+    listed = " ".join(f"--accept-host-keys {key.fingerprint}" for key in keys)
+    return Result(
+        {"host_keys": [asdict(key) for key in keys], "stored": False},
+        "\n".join(["the server offers these host keys:", *cli_credentials.host_key_lines(keys)]),
+        exit_code=EXIT_USAGE,
+        problem=(
+            "nothing stored: confirm the fingerprints with the git host, then run the command "
+            f"again with the ones to pin: {listed}"
+        ),
+    )
+
+
+def _new_deploy_key(repository: RepositoryInfo, verb: str) -> Result:
+    info = repository.credentials
+    rid = repository.repository_id
+    return Result(
+        {
+            "repository_id": rid,
+            "url": repository.url,
+            "ref": repository.ref,
+            "credentials": asdict(info),
+        },
+        "\n".join(
+            [
+                f"repository {rid} {verb} ({repository.url}) with a new deploy key",
+                "add this public key to the git host as a read-only deploy key:",
+                f"  {info.ssh_public_key}",
+                f"  ({info.ssh_key_fingerprint})",
+                f"then start syncing: starter.py sync {rid}",
+            ]
+        ),
+    )
+
+
+async def _set_credentials(service: TreecastService, args: argparse.Namespace) -> Result:
+    spec = cli_credentials.spec_from_args(args)
+    if spec.scan_host_keys and not spec.accept_host_keys:
+        scanned = _scan_unconfirmed(service, args, service.repository(args.repository_id).url, spec)
+        if scanned is not None:
+            return scanned
+    repository = service.set_credentials(args.repository_id, spec)
+    rid = repository.repository_id
+    if spec.generate_ssh_key:
+        return _new_deploy_key(repository, "updated")
+    try:
+        await service.start_sync(rid, what=f"the sync of {rid}")
+    except Unreachable as error:
+        raise _saved_but_unreachable(
+            f"the credentials of {rid} are saved", "They are used", rid, error
+        ) from None
+    return Result(
+        {"repository_id": rid, "credentials": asdict(repository.credentials)},
+        f"credentials of {rid}: {repository.credentials.summary()}; a sync was requested "
+        f"(if its breaker is open: starter.py reset {rid})",
+    )
+
+
 # --- commands ---------------------------------------------------------------
 
 
@@ -268,10 +350,16 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
     action = args.repo_command
     if action is None:
         raise UserError(
-            "repo needs an action: add, list, remove, rotate-push-secret "
+            "repo needs an action: add, list, remove, set-credentials, rotate-push-secret "
             "(see starter.py repo --help)"
         )
+    if action == "set-credentials":
+        return await _set_credentials(service, args)
     if action == "add":
+        spec = cli_credentials.spec_from_args(args)
+        scanned = _scan_unconfirmed(service, args, args.url, spec)
+        if scanned is not None:
+            return scanned
         token = None
         if args.token_env:
             token = os.environ.get(args.token_env)
@@ -280,8 +368,11 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
                     f"--token-env: the environment variable {shown(args.token_env)} "
                     "is not set or empty"
                 )
-        repository, created = service.add_repository(args.url, args.ref, args.interval, token)
+        repository, created = service.add_repository(args.url, args.ref, args.interval, token, spec)
         rid = repository.repository_id
+        if spec.generate_ssh_key:
+            # It cannot fetch before the key is on the git host: no sync (and no failure) yet.
+            return _new_deploy_key(repository, "registered" if created else "already registered")
         try:
             await service.start_sync(rid, what=f"the start of {rid}'s sync")
         except Unreachable as error:
@@ -296,6 +387,7 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
             "url": repository.url,
             "ref": repository.ref,
             "created": created,
+            "credentials": asdict(repository.credentials),
         }
         text = f"repository {repository.repository_id} {verb} ({repository.url}); syncing started"
         if repository.push_secret:
@@ -310,6 +402,7 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
         repos = service.list_repositories()
         lines = [
             f"{r.repository_id}  {r.url}  ref={r.ref or '(default)'}  watches={r.watches}"
+            f"  credentials={r.credentials.kind}"
             for r in repos
         ]
         return Result(
@@ -411,6 +504,7 @@ async def cmd_status(service: TreecastService, args: argparse.Namespace) -> Resu
             "apps": r.apps,
             "sync": cli_format.plain(r.sync),
             "skipped_unsafe_paths": r.skipped_unsafe_paths,
+            "credentials": asdict(r.credentials),
         }
         for r in report.repositories
     ]

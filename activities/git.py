@@ -11,8 +11,9 @@ from temporalio.exceptions import ApplicationError
 
 from models.git import GitErrorType, SnapshotInput, SnapshotResult, SnapshotStats
 from treecast.config import Settings
+from treecast.credentials.github_app import forget_refused
 from treecast.db import session_scope
-from treecast.gitcache.command import git_error
+from treecast.gitcache.command import Credentials, git_error
 from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import TreeStats
 from treecast.redact import redact
@@ -55,7 +56,14 @@ class GitActivities:
                 access = load_access(settings, session, repository_id)
                 previous = latest(session, repository_id)
             secrets.extend(access.secrets())
-            outcome = cache.sync(access)
+            try:
+                outcome = cache.sync(access)
+            except ApplicationError as refused:
+                if refused.type == GitErrorType.AUTHENTICATION_FAILED and isinstance(
+                    access.credentials, Credentials
+                ):
+                    forget_refused(access.credentials.token)  # a GitHub App token revoked early
+                raise
             stats = TreeStats()
             if outcome.commit is not None:
                 before = SnapshotStats.of(previous) if previous is not None else None

@@ -19,6 +19,7 @@ class GitErrorType(StrEnum):
     TREE_TOO_LARGE = "TreeTooLarge"  # past a tree limit: refused, not retried
     UNSAFE_CONTENT = "UnsafeRepositoryContent"  # objects git's fsck refuses (e.g. a .git path)
     URL_REFUSED = "GitUrlRefused"  # the URL's host resolves to a refused address now
+    HOST_KEY_MISMATCH = "HostKeyMismatch"  # the ssh server's host key is not the pinned one
 
 
 # Retrying cannot help with these: the remote said no.
@@ -29,6 +30,7 @@ NON_RETRYABLE_GIT_ERRORS: tuple[GitErrorType, ...] = (
     GitErrorType.TREE_TOO_LARGE,
     GitErrorType.UNSAFE_CONTENT,
     GitErrorType.URL_REFUSED,
+    GitErrorType.HOST_KEY_MISMATCH,
 )
 
 

@@ -79,6 +79,21 @@ class Repository(SQLModel, table=True):
     push_secret_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # A deploy key (ssh URLs): the private key's ciphertext, its public half (shown so it
+    # can be pasted into the git host) and SHA256 fingerprint, and the host keys pinned
+    # for the server (`type base64` lines, public).
+    ssh_key_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ssh_public_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ssh_key_fingerprint: str | None = Field(default=None, max_length=100)
+    ssh_host_keys: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # A GitHub App installation (https URLs): its ids, the app's private key (ciphertext),
+    # and when the installation token a worker last minted expires (the token is not stored).
+    github_app_id: str | None = Field(default=None, max_length=64)
+    github_installation_id: str | None = Field(default=None, max_length=20)
+    github_app_key_encrypted: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True)
+    )
+    github_token_expires_at: datetime | None = None
 
     __table_args__ = (Index("uq_repositories_url_ref", "url", "ref", unique=True),)
 

@@ -140,6 +140,12 @@ def _chunk_size(raw: str) -> int:
     return value
 
 
+def _http_base_url(raw: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", raw):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
 def _database_url(raw: str) -> str:
     if not raw.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
         raise ValueError(raw)
@@ -332,6 +338,10 @@ class Settings:
     api_status_timeout_seconds: float = _setting(
         "TREECAST_API_STATUS_TIMEOUT_SECONDS", "2", "how long the API waits for live workflow status",
         _bounded_float(0.1, 60), "seconds between 0.1 and 60")
+    github_api_url: str = _setting(
+        "TREECAST_GITHUB_API_URL", "https://api.github.com",
+        "GitHub API that mints GitHub App tokens (Enterprise: https://HOST/api/v3)",
+        _http_base_url, "an http(s):// URL")
     # fmt: on
 
     def git_config_pairs(self) -> list[tuple[str, str]]:

@@ -44,36 +44,58 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes; safe to call on every start.
-
-    There are no migrations: a database made by an older Treecast gets the nullable
-    columns added since (and their indexes) here, on SQLite and PostgreSQL alike.
-    """
+    """Create missing tables and indexes, and add columns added since; safe on every start."""
     SQLModel.metadata.create_all(engine, checkfirst=True)
-    _add_missing_columns(engine)
+    add_missing_columns(engine)
 
 
-def _add_missing_columns(engine: Engine) -> None:
+def add_missing_columns(engine: Engine) -> list[str]:
+    """`ALTER TABLE ... ADD COLUMN` for each column a table of an existing database lacks
+    (a column added to models/tables.py since it was created: nullable, or with a scalar
+    default), so an upgraded worker reads old databases. Returns `table.column` added.
+
+    Two processes starting at once may both try; the loser's error is ignored when the
+    column is there afterwards.
+    """
+    added: list[str] = []
     inspector = inspect(engine)
+    preparer = engine.dialect.identifier_preparer
     for table in SQLModel.metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [c for c in table.columns if c.name not in present]
-        if not missing:
+        if not inspector.has_table(table.name):
             continue
-        with engine.begin() as connection:
-            for column in missing:
-                if not column.nullable:  # would need a default for the existing rows
-                    raise RuntimeError(
-                        f"table {table.name} lacks the column {column.name}, which cannot be "
-                        "added to existing rows automatically; see docs/operations.md"
-                    )
-                kind = column.type.compile(dialect=engine.dialect)
-                connection.execute(
-                    text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                )
-            for index in table.indexes:
-                if any(column.name in index.columns for column in missing):
-                    index.create(connection, checkfirst=True)
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = f"{column.type.compile(dialect=engine.dialect)}"
+            default = getattr(column.default, "arg", None)
+            if not column.nullable:
+                if not isinstance(default, bool | int | float | str):
+                    continue  # nothing to fill old rows with: left to a real migration
+                if isinstance(default, str):
+                    literal = "'" + default.replace("'", "''") + "'"
+                else:
+                    literal = str(int(default) if isinstance(default, bool) else default)
+                ddl += f" NOT NULL DEFAULT {literal}"
+            statement = (
+                f"ALTER TABLE {preparer.quote(table.name)} "
+                f"ADD COLUMN {preparer.quote(column.name)} {ddl}"
+            )
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text(statement))
+            except DBAPIError:
+                columns = inspect(engine).get_columns(table.name)
+                if column.name not in {c["name"] for c in columns}:
+                    raise
+            added.append(f"{table.name}.{column.name}")
+        if any(name.startswith(f"{table.name}.") for name in added):
+            # The indexes of the columns just added (an API token's unique id, say).
+            with engine.begin() as connection:
+                for index in table.indexes:
+                    if any(f"{table.name}.{c.name}" in added for c in index.columns):
+                        index.create(connection, checkfirst=True)
+    return added
 
 
 @lru_cache(maxsize=8)

@@ -59,6 +59,22 @@ def table(headers: list[str], rows: list[list[str]], indent: str = "") -> list[s
     ]
 
 
+def credential_line(info: dict[str, Any]) -> str:
+    """A repository's credential kind and its public parts (never a secret)."""
+    kind = info.get("kind", "none")
+    if kind == "ssh-key":
+        pinned = ", ".join(info.get("host_key_fingerprints") or []) or "none"
+        return f"ssh-key {info.get('ssh_key_fingerprint')} (host keys {pinned})"
+    if kind == "github-app":
+        expires = info.get("token_expires_at")
+        token = f"token expires {age(expires)}" if expires else "no token minted yet"
+        return (
+            f"github-app {info.get('github_app_id')} installation "
+            f"{info.get('github_installation_id')} ({token})"
+        )
+    return str(kind)
+
+
 def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> str:
     """One line per repository, and under it one line per watching app.
 
@@ -93,6 +109,9 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
                     f"  last error: {sync['last_error_type']}: {sync.get('last_error') or ''}"
                 )[:200]
             )
+        credentials = row.get("credentials") or {}
+        if credentials.get("kind", "none") != "none":
+            lines.append(f"  credentials: {credential_line(credentials)}")
         if row.get("skipped_unsafe_paths"):
             lines.append(
                 f"  skipped {row['skipped_unsafe_paths']} unsafe paths (never delivered; "

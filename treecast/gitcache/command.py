@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType
 from treecast.config import Settings
 from treecast.gitcache.environment import git_env
+from treecast.gitcache.ssh import SshCredentials, host_key_message, is_host_key_failure
 from treecast.redact import redact
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,15 @@ def git_error(error_type: str, message: str) -> ApplicationError:
 # Checked in this order: an HTTP 401 is reported with "unable to access", so auth beats
 # network, and ref errors beat the broad "not found" of a missing repository.
 _CLASSIFIERS: tuple[tuple[GitErrorType, tuple[str, ...]], ...] = (
+    # ssh refused the server's host key (before "the remote end hung up" reads as network).
+    (
+        GitErrorType.HOST_KEY_MISMATCH,
+        (
+            "remote host identification has changed",
+            "host key verification failed",
+            "you have requested strict checking",
+        ),
+    ),
     # transfer.fsckObjects refused what the remote sent (before "index-pack failed"
     # could read as a damaged cache).
     (GitErrorType.UNSAFE_CONTENT, ("fsck error", "hasdotgit", "hasdotdot", "fullpathname")),
@@ -142,8 +152,13 @@ _CORRUPTION = (
 
 # What a person should do about each kind of failure (errors say what to do in one line).
 _HINTS = {
-    GitErrorType.AUTHENTICATION_FAILED: "the remote refused access; check the repository's token",
-    GitErrorType.REPOSITORY_NOT_FOUND: "the remote has no such repository; check its URL and token",
+    GitErrorType.AUTHENTICATION_FAILED: (
+        "the remote refused access; check the repository's credentials "
+        "(token, deploy key or GitHub App installation)"
+    ),
+    GitErrorType.REPOSITORY_NOT_FOUND: (
+        "the remote has no such repository; check its URL and credentials"
+    ),
     GitErrorType.REF_NOT_FOUND: "the remote has no such ref; check the watched ref",
     GitErrorType.NETWORK: "the remote could not be reached; it will be retried",
     GitErrorType.UNSAFE_CONTENT: "the remote holds objects git refuses to fetch (fsck)",
@@ -192,9 +207,15 @@ class Credentials:
         return [self.token, base64.b64encode(pair).decode()]
 
 
-def _git_env(credentials: Credentials | None, extra: Sequence[tuple[str, str]]) -> dict[str, str]:
+# What git may be given to reach a remote: a token (http) or a deploy key (ssh).
+AnyCredentials = Credentials | SshCredentials
+
+
+def _git_env(
+    credentials: AnyCredentials | None, extra: Sequence[tuple[str, str]]
+) -> dict[str, str]:
     config = list(extra)
-    if credentials is not None:
+    if isinstance(credentials, Credentials):
         config += [
             ("http.extraHeader", credentials.header()),
             # git sends an extra header to wherever the remote redirects, another host
@@ -226,7 +247,7 @@ def run_git(
     *,
     settings: Settings,
     cwd: Path | None = None,
-    credentials: Credentials | None = None,
+    credentials: AnyCredentials | None = None,
     input: bytes | None = None,
     check: bool = True,
     timeout: float | None = None,
@@ -277,14 +298,25 @@ def run_git(
             raise
     result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        raise _failure(what, stderr, secrets, cwd)
+        raise _failure(what, stderr, secrets, cwd, credentials)
     return result
 
 
-def _failure(what: str, stderr: bytes, secrets: list[str], cwd: Path | None) -> Exception:
+def _failure(
+    what: str,
+    stderr: bytes,
+    secrets: list[str],
+    cwd: Path | None,
+    credentials: AnyCredentials | None = None,
+) -> Exception:
     """The classified, redacted error of a git command that exited non-zero."""
     text = redact(stderr.decode(errors="replace").strip(), secrets)
     error_type = classify_git_error(text)
+    if error_type == GitErrorType.HOST_KEY_MISMATCH or is_host_key_failure(text):
+        pinned = credentials.host_keys if isinstance(credentials, SshCredentials) else ()
+        return git_error(
+            GitErrorType.HOST_KEY_MISMATCH, redact(host_key_message(what, text, pinned), secrets)
+        )
     # A connection cut mid-pack also makes index-pack complain: that is the network,
     # not the cache, and throwing the cache away would not help.
     benign = (GitErrorType.NETWORK, GitErrorType.UNSAFE_CONTENT)

@@ -5,20 +5,21 @@ name again whenever it fetches, and DNS may have changed in between (rebinding).
 each `ls-remote` and `fetch` vets the URL again, under the same policy, and makes git
 connect to the very addresses it vetted: curl's resolve pinning
 (`http.curloptResolve`) for http(s), the vetted IP for ssh (with `HostKeyAlias` so
-host keys are still checked by name) and git://.
+host keys are still checked by name) and git://. A repository with a deploy key gets
+the ssh command of `treecast.gitcache.ssh` (its key and pinned host keys) either way.
 """
 
 from __future__ import annotations
 
-import shlex
 from urllib.parse import urlsplit, urlunsplit
 
 from models.git import GitErrorType
 from treecast.config import Settings
 from treecast.gitcache.command import git_error
+from treecast.gitcache.ssh import BASE_SSH_COMMAND, SshFiles, ssh_command
 from treecast.urls import vet_git_url
 
-SSH_COMMAND = "ssh -o BatchMode=yes"
+SSH_COMMAND = BASE_SSH_COMMAND
 
 
 def _bracketed(address: str) -> str:
@@ -26,9 +27,10 @@ def _bracketed(address: str) -> str:
 
 
 def pinned_remote(
-    settings: Settings, url: str, *, token: bool
+    settings: Settings, url: str, *, token: bool, ssh: SshFiles | None = None
 ) -> tuple[str, list[tuple[str, str]]]:
-    """The URL git should use and the config pinning it to vetted addresses.
+    """The URL git should use and the config pinning it to vetted addresses (and, with
+    `ssh`, the ssh command offering the repository's key and trusting its pinned host keys).
 
     Raises a non-retryable `GitUrlRefused` when the URL is refused now (its host
     resolves to a refused address, a file:// URL while they are not allowed, a token
@@ -52,8 +54,12 @@ def pinned_remote(
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     literal = host.strip("[]") in vetted.addresses
+    keyed: list[tuple[str, str]] = []
+    if ssh is not None and vetted.scheme == "ssh":
+        # The host keys are pinned under the host's name, whatever address git dials.
+        keyed = [("core.sshCommand", ssh.command(vetted.host.strip("[]").lower()))]
     if not vetted.addresses or literal or vetted.port is None:
-        return url, []  # file://, a literal address, or private addresses allowed
+        return url, keyed  # file://, a literal address, or private addresses allowed
     if vetted.scheme in ("http", "https"):
         entry = f"{host}:{vetted.port}:{','.join(_bracketed(a) for a in vetted.addresses)}"
         return url, [("http.curloptResolve", entry)]
@@ -63,6 +69,5 @@ def pinned_remote(
         netloc = f"{parts.username}@{netloc}"
     pinned = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     if vetted.scheme == "ssh":
-        alias = f"{SSH_COMMAND} -o HostKeyAlias={shlex.quote(host)}"
-        return pinned, [("core.sshCommand", alias)]
+        return pinned, keyed or [("core.sshCommand", ssh_command(host_key_alias=host))]
     return pinned, []  # git://

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,9 +31,10 @@ from treecast.gitcache.cache import (
     rebuild_cache,
     rev_parse_commit,
 )
-from treecast.gitcache.command import CacheCorrupt, Credentials, git_error, run_git
+from treecast.gitcache.command import AnyCredentials, CacheCorrupt, git_error, run_git
 from treecast.gitcache.objects import ObjectChecker, is_object_id
 from treecast.gitcache.pinning import pinned_remote
+from treecast.gitcache.ssh import SshCredentials, SshFiles, ssh_files
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,31 @@ class RemoteRef:
     oid: str | None
 
 
+def _is_token(credentials: AnyCredentials | None) -> bool:
+    return credentials is not None and not isinstance(credentials, SshCredentials)
+
+
+@contextlib.contextmanager
+def _ssh_files(credentials: AnyCredentials | None) -> Iterator[SshFiles | None]:
+    """The deploy key's private files for one git command (None without a key)."""
+    if not isinstance(credentials, SshCredentials):
+        yield None
+        return
+    with ssh_files(credentials) as files:
+        yield files
+
+
 def _ls_remote(
-    settings: Settings, url: str, credentials: Credentials | None, patterns: list[str]
+    settings: Settings, url: str, credentials: AnyCredentials | None, patterns: list[str]
 ) -> list[tuple[str, str]]:
-    target, pins = pinned_remote(settings, url, token=credentials is not None)
-    out = run_git(
-        ["ls-remote", "--symref", target, *patterns],
-        settings=settings,
-        credentials=credentials,
-        config=pins,
-    ).stdout.decode(errors="replace")
+    with _ssh_files(credentials) as ssh:
+        target, pins = pinned_remote(settings, url, token=_is_token(credentials), ssh=ssh)
+        out = run_git(
+            ["ls-remote", "--symref", target, *patterns],
+            settings=settings,
+            credentials=credentials,
+            config=pins,
+        ).stdout.decode(errors="replace")
     rows: list[tuple[str, str]] = []
     for line in out.splitlines():
         left, _, right = line.partition("\t")
@@ -80,7 +97,7 @@ def _short(full_name: str) -> str:
 
 
 def resolve_remote_ref(
-    settings: Settings, url: str, ref: str, credentials: Credentials | None = None
+    settings: Settings, url: str, ref: str, credentials: AnyCredentials | None = None
 ) -> RemoteRef:
     """Ask the remote what `ref` is: a branch, a tag, a full ref, a commit id, or ""
     for the remote's default branch (`git ls-remote --symref` HEAD)."""
@@ -138,27 +155,28 @@ def fetch(
     url: str,
     source: str,
     destination: str,
-    credentials: Credentials | None,
+    credentials: AnyCredentials | None,
 ) -> None:
     """Fetch `source` from the remote into `destination`, pinned to vetted addresses."""
-    target, pins = pinned_remote(settings, url, token=credentials is not None)
-    run_git(
-        [
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            # gc runs every few snapshots instead (`maintain`), not after every fetch.
-            "--no-auto-gc",
-            *([] if _has_history(path) else [f"--depth={FETCH_DEPTH}"]),
-            target,
-            f"+{source}:{destination}",
-        ],
-        settings=settings,
-        cwd=path,
-        credentials=credentials,
-        config=pins,
-    )
+    with _ssh_files(credentials) as ssh:
+        target, pins = pinned_remote(settings, url, token=_is_token(credentials), ssh=ssh)
+        run_git(
+            [
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                # gc runs every few snapshots instead (`maintain`), not after every fetch.
+                "--no-auto-gc",
+                *([] if _has_history(path) else [f"--depth={FETCH_DEPTH}"]),
+                target,
+                f"+{source}:{destination}",
+            ],
+            settings=settings,
+            cwd=path,
+            credentials=credentials,
+            config=pins,
+        )
 
 
 @dataclass(frozen=True)
@@ -226,7 +244,7 @@ def _sync_by_name(
     path: Path,
     url: str,
     memo: RefMemo,
-    credentials: Credentials | None,
+    credentials: AnyCredentials | None,
     checker: ObjectChecker | None,
 ) -> SyncOutcome | None:
     """One `git fetch` of the remembered ref; None when asking the remote again may help
@@ -260,7 +278,7 @@ def _sync_once(
     path: Path,
     url: str,
     ref: str,
-    credentials: Credentials | None,
+    credentials: AnyCredentials | None,
     checker: ObjectChecker | None,
 ) -> SyncOutcome:
     memo = RefMemo.load(path, ref)
@@ -288,7 +306,7 @@ def _resolve_and_fetch(
     path: Path,
     url: str,
     ref: str,
-    credentials: Credentials | None,
+    credentials: AnyCredentials | None,
     checker: ObjectChecker | None,
 ) -> tuple[SyncOutcome, RemoteRef]:
     """Ask the remote what the ref is, then fetch that commit by id."""
@@ -324,7 +342,7 @@ def sync_ref(
     path: Path,
     url: str,
     ref: str,
-    credentials: Credentials | None = None,
+    credentials: AnyCredentials | None = None,
     checker: ObjectChecker | None = None,
 ) -> SyncOutcome:
     """Bring the ref's current commit into the cache at `path` (call under `cache_lock`).

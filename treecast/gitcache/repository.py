@@ -17,18 +17,19 @@ from temporalio.exceptions import ApplicationError
 from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
 from treecast.gitcache import cache, remote, tree
-from treecast.gitcache.command import CacheCorrupt, Credentials, git_error
+from treecast.gitcache.command import AnyCredentials, CacheCorrupt, git_error
 from treecast.gitcache.objects import BlobReader, ObjectChecker, ObjectInfo, batch_check
 
 
 @dataclass(frozen=True)
 class RemoteAccess:
-    """What git needs to reach one repository (the token decrypted, in memory only)."""
+    """What git needs to reach one repository (the token or deploy key decrypted, in memory
+    only)."""
 
     repository_id: str
     url: str
     ref: str
-    credentials: Credentials | None
+    credentials: AnyCredentials | None
 
     def __repr__(self) -> str:
         return f"RemoteAccess({self.repository_id!r}, {self.url!r}, ref={self.ref!r})"

@@ -26,7 +26,9 @@ from models.tables import Repository, Watch
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import session_scope
+from treecast.service import credentials as creds
 from treecast.service import pushes, registry, tokens, workflows
+from treecast.service.credentials import CredentialInfo, CredentialSpec, HostKeyInfo
 from treecast.service.errors import (
     NotConfigured,
     NotFound,
@@ -83,7 +85,7 @@ class AppAdded:
 
 @dataclass
 class RepositoryInfo:
-    """A repository as people see it (never its token)."""
+    """A repository as people see it (never its token or keys)."""
 
     repository_id: str
     url: str
@@ -92,6 +94,9 @@ class RepositoryInfo:
     has_token: bool = False
     watches: int = 0
     created_at: str = ""
+    # Which kind of credential it uses (none, token, ssh-key, github-app) and its public
+    # parts: the deploy key's fingerprint and public key, pinned host keys, the app's ids.
+    credentials: CredentialInfo = field(default_factory=CredentialInfo)
 
 
 @dataclass
@@ -122,6 +127,7 @@ class RepositoryStatus:
     sync: SyncStatus | None = None  # None: not running, or Temporal did not tell
     # Paths of the latest snapshot that are never delivered (`..`, `.git`, absolute...).
     skipped_unsafe_paths: int = 0
+    credentials: CredentialInfo = field(default_factory=CredentialInfo)
 
 
 @dataclass
@@ -200,21 +206,25 @@ class TreecastService:
     # -- repositories -----------------------------------------------------------------------
 
     def add_repository(
-        self, url: str, ref: str, interval: int | None, token: str | None
+        self,
+        url: str,
+        ref: str,
+        interval: int | None,
+        token: str | None,
+        credentials: CredentialSpec | None = None,
     ) -> tuple[RepositoryAdded, bool]:
-        """Register a repository (or find the one with the same URL and ref); True when new."""
+        """Register a repository (or find the one with the same URL and ref); True when new.
+
+        `credentials`: a deploy key and host keys, or a GitHub App (see `CredentialSpec`).
+        The push-hook secret is shown once, when the repository is new.
+        """
         cipher = self._cipher()
         with session_scope(self.settings.database_url) as session:
             repo, created = registry.add_repository(
-                session, self.settings, cipher, url, ref, interval, token
+                session, self.settings, cipher, url, ref, interval, token, credentials
             )
             info = RepositoryAdded(
-                repository_id=repo.id,
-                url=repo.url,
-                ref=repo.ref,
-                poll_interval_seconds=repo.poll_interval_seconds,
-                has_token=repo.token_encrypted is not None,
-                created_at=repo.created_at.isoformat(),
+                **vars(_repository_info(repo)),
                 push_secret=(
                     cipher.decrypt(repo.push_secret_encrypted)
                     if created and repo.push_secret_encrypted
@@ -233,10 +243,30 @@ class TreecastService:
         root = self.settings.api_public_url or base or f"http://{self.settings.api_listen}"
         return f"{root.rstrip('/')}/hooks/{host}"
 
+    def set_credentials(self, repository_id: str, spec: CredentialSpec) -> RepositoryInfo:
+        """Rotate or replace a repository's token, deploy key, host keys or GitHub App
+        (or drop them: `CredentialSpec(clear=True)`). Its next sync uses them."""
+        with session_scope(self.settings.database_url) as session:
+            repo = registry.set_credentials(
+                session, self.settings, self._cipher(), repository_id, spec
+            )
+            return _repository_info(repo)
+
+    def scan_host_keys(self, url: str) -> list[HostKeyInfo]:
+        """The host keys the ssh server of `url` offers now, for a person to confirm before
+        they are pinned (`CredentialSpec(scan_host_keys=True, accept_host_keys=[...])`).
+        Nothing is stored."""
+        return creds.scan(self.settings, url)
+
     def list_repositories(self) -> list[RepositoryInfo]:
         """Every repository, oldest first."""
         with session_scope(self.settings.database_url) as session:
             return [RepositoryInfo(**row) for row in registry.list_repositories(session)]
+
+    def repository(self, repository_id: str) -> RepositoryInfo:
+        """One repository (a `UserError` for an unknown id)."""
+        with session_scope(self.settings.database_url) as session:
+            return _repository_info(registry.get_repository(session, repository_id))
 
     def poll_interval(self, repository_id: str) -> int:
         """The repository's poll interval (a `UserError` for an unknown id)."""
@@ -356,6 +386,7 @@ class TreecastService:
                         r.ref,
                         registry.watches_of(session, r.id),
                         skipped_unsafe_paths=_unsafe_in_latest(session, r.id),
+                        credentials=creds.credential_info(r),
                     )
                     for r in repos
                 ]
@@ -787,6 +818,18 @@ class TreecastService:
 
     def _count(self, outcome: str) -> None:
         self.push_counts[outcome] = self.push_counts.get(outcome, 0) + 1
+
+
+def _repository_info(repo: Any) -> RepositoryInfo:
+    return RepositoryInfo(
+        repository_id=repo.id,
+        url=repo.url,
+        ref=repo.ref,
+        poll_interval_seconds=repo.poll_interval_seconds,
+        has_token=repo.token_encrypted is not None,
+        created_at=repo.created_at.isoformat(),
+        credentials=creds.credential_info(repo),
+    )
 
 
 def _unsafe_in_latest(session: Any, repository_id: str) -> int:

@@ -30,7 +30,9 @@ from models.tables import (
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
 from treecast.globs import GlobSpec
+from treecast.service import credentials as creds
 from treecast.service import pushes, tokens
+from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
 from treecast.store import keys
 from treecast.urls import validate_base_url, vet_git_url
@@ -41,7 +43,6 @@ MAX_NAME = 200
 MAX_REF = 255
 MAX_GLOBS = 100
 MAX_GLOB_LENGTH = 1024
-MAX_TOKEN = 4096
 
 
 @dataclass
@@ -261,14 +262,26 @@ def add_repository(
     ref: str,
     interval: int | None,
     token: str | None,
+    credentials: CredentialSpec | None = None,
 ) -> tuple[Repository, bool]:
-    """Register a repository (or return the one with the same URL and ref); True when new."""
+    """Register a repository (or return the one with the same URL and ref); True when new.
+
+    `credentials` (see `CredentialSpec`) sets its deploy key, host keys or GitHub App;
+    `token` is the same as `CredentialSpec(token=...)`. A new repository gets a push-hook
+    secret (shared by every ref of the same URL).
+    """
+    spec = credentials if credentials is not None else CredentialSpec()
+    if token is not None:
+        if spec.token is not None:
+            raise UserError("the access token was given twice")
+        spec.token = token
+    kinds = spec.kinds()
     try:
         normalised = vet_git_url(
             url,
             allow_private=settings.allow_private_urls,
             allow_file=settings.allow_file_urls,
-            token=token is not None,
+            token=creds.TOKEN in kinds or creds.GITHUB_APP in kinds,
             allow_insecure=settings.allow_insecure_transport,
         ).url
     except ValueError as error:
@@ -276,21 +289,17 @@ def add_repository(
     ref = check_ref(ref)
     if interval is not None and not 1 <= interval <= 7 * 86400:
         raise UserError("--interval must be between 1 and 604800 seconds")
-    if token is not None and (not token.strip() or len(token) > MAX_TOKEN or "\n" in token):
-        raise UserError("the access token is empty, too long or spans several lines")
+    creds.check_spec(spec, normalised)
     existing = session.exec(
         select(Repository).where(col(Repository.url) == normalised, Repository.ref == ref)
     ).first()
     if existing is not None:
-        changed = False
+        changed = creds.apply(session, settings, cipher, existing, spec)
         if interval is not None and interval != existing.poll_interval_seconds:
             existing.poll_interval_seconds = interval
             changed = True
-        if token is not None:
-            existing.token_encrypted = cipher.encrypt(token.strip())
-            keys.remember(session, cipher)
-            changed = True
         if changed:
+            keys.remember(session, cipher)
             existing.updated_at = utcnow()
             session.add(existing)
         return existing, False
@@ -305,17 +314,48 @@ def add_repository(
         url=normalised,
         ref=ref,
         poll_interval_seconds=interval or settings.poll_interval_seconds,
-        token_encrypted=cipher.encrypt(token.strip()) if token is not None else None,
         push_secret_encrypted=(
             sibling.push_secret_encrypted
             if sibling is not None
             else cipher.encrypt(pushes.new_push_secret())
         ),
     )
-    keys.remember(session, cipher)  # the push secret (and a token) are stored with it
+    creds.apply(session, settings, cipher, repository, spec)
+    keys.remember(session, cipher)  # the push secret (and any credential) are stored with it
     session.add(repository)
     session.flush()
     return repository, True
+
+
+def set_credentials(
+    session: Session,
+    settings: Settings,
+    cipher: Cipher,
+    repository_id: str,
+    spec: CredentialSpec,
+) -> Repository:
+    """Rotate or replace a repository's credentials (UserError, nothing changed, when
+    `spec` is refused)."""
+    repository = get_repository(session, repository_id)
+    if spec.empty():
+        raise UserError(
+            "nothing to change: give a token, a deploy key, host keys, a GitHub App or --clear"
+        )
+    kinds = spec.kinds()
+    if creds.TOKEN in kinds or creds.GITHUB_APP in kinds:
+        try:  # a token over plain http is refused here as at registration
+            vet_git_url(
+                repository.url,
+                allow_private=True,
+                allow_file=True,
+                token=True,
+                allow_insecure=settings.allow_insecure_transport,
+            )
+        except ValueError as error:
+            raise UserError(f"GIT_URL: {error}") from None
+    creds.apply(session, settings, cipher, repository, spec)
+    keys.remember(session, cipher)
+    return repository
 
 
 def list_repositories(session: Session) -> list[dict[str, Any]]:
@@ -332,6 +372,7 @@ def list_repositories(session: Session) -> list[dict[str, Any]]:
             "has_token": repo.token_encrypted is not None,
             "watches": int(counts.get(repo.id, 0)),
             "created_at": repo.created_at.isoformat(),
+            "credentials": creds.credential_info(repo),
         }
         for repo in session.exec(
             select(Repository).order_by(col(Repository.created_at), col(Repository.id))
@@ -546,7 +587,7 @@ def set_repository_token(
     and the ledger kept, so the next sync sends only real differences."""
     watch, repository = app_watch(session, app_id, repository_id)
     token = (token or "").strip()
-    if not token or len(token) > MAX_TOKEN or "\n" in token:
+    if not token or len(token) > creds.MAX_TOKEN or "\n" in token:
         raise UserError("the access token is empty, too long or spans several lines")
     repository.token_encrypted = cipher.encrypt(token)
     keys.remember(session, cipher)

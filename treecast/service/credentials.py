@@ -1,0 +1,332 @@
+"""A repository's credentials: what a front door hands over, checked and stored encrypted.
+
+One repository has at most one kind of credential: none, an access token (`token`), a
+deploy key with pinned host keys (`ssh-key`), or a GitHub App installation
+(`github-app`). Setting one kind drops the others. Secrets are encrypted with the
+process's cipher; what people see (`CredentialInfo`) never holds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from sqlmodel import Session
+
+from models.tables import Repository, utcnow
+from treecast.config import Settings
+from treecast.credentials.github_app import APP_ID, INSTALLATION_ID, load_app_key
+from treecast.credentials.ssh_keys import (
+    generate_deploy_key,
+    load_deploy_key,
+    parse_known_hosts,
+    scan_host_keys,
+    ssh_host_and_port,
+)
+from treecast.crypto import Cipher
+from treecast.gitcache.ssh import HostKey, parse_host_keys
+from treecast.service.errors import UserError, shown
+from treecast.store import keys
+
+NONE = "none"
+TOKEN = "token"
+SSH_KEY = "ssh-key"
+GITHUB_APP = "github-app"
+MAX_TOKEN = 4096
+
+
+@dataclass
+class CredentialSpec:
+    """What a caller asks for; fields left at their defaults change nothing.
+
+    - `token`: an access token (https; sent as `x-access-token`).
+    - `ssh_private_key` (its text) or `generate_ssh_key`: a deploy key (ssh URLs), which
+      needs host keys, already pinned or given now: `known_hosts` (known_hosts text) or
+      `scan_host_keys` with `accept_host_keys`, the fingerprints the operator confirmed
+      (only those keys are pinned; never trusted on first use). Host keys alone rotate
+      the pinned keys and keep the deploy key.
+    - `github_app_id`, `github_installation_id`, `github_app_private_key` (PEM text): a
+      GitHub App installation (https); on a repository already bound to an app, the
+      fields not given keep their values.
+    - `clear`: drop every credential (alone).
+    """
+
+    token: str | None = None
+    ssh_private_key: str | None = None
+    generate_ssh_key: bool = False
+    known_hosts: str | None = None
+    scan_host_keys: bool = False
+    accept_host_keys: list[str] = field(default_factory=list)
+    github_app_id: str | None = None
+    github_installation_id: str | None = None
+    github_app_private_key: str | None = None
+    clear: bool = False
+
+    def __repr__(self) -> str:
+        asked = [name for name, value in vars(self).items() if value not in (None, False, [])]
+        return f"CredentialSpec({', '.join(asked)})"
+
+    def kinds(self) -> list[str]:
+        """The credential kinds this spec sets (host keys alone set none)."""
+        found = []
+        if self.token is not None:
+            found.append(TOKEN)
+        if self.ssh_private_key is not None or self.generate_ssh_key:
+            found.append(SSH_KEY)
+        if any(
+            v is not None
+            for v in (self.github_app_id, self.github_installation_id, self.github_app_private_key)
+        ):
+            found.append(GITHUB_APP)
+        return found
+
+    def changes_host_keys(self) -> bool:
+        return self.known_hosts is not None or self.scan_host_keys
+
+    def empty(self) -> bool:
+        return not (self.kinds() or self.changes_host_keys() or self.clear)
+
+
+@dataclass
+class CredentialInfo:
+    """Which credential a repository uses, as people may see it (never a secret)."""
+
+    kind: str = NONE
+    ssh_key_fingerprint: str | None = None
+    ssh_public_key: str | None = None
+    host_key_fingerprints: list[str] = field(default_factory=list)
+    github_app_id: str | None = None
+    github_installation_id: str | None = None
+    token_expires_at: str | None = None  # the last minted GitHub App token's expiry
+
+    def summary(self) -> str:
+        """One line for `status`."""
+        if self.kind == SSH_KEY:
+            pinned = ", ".join(self.host_key_fingerprints) or "none"
+            return f"ssh-key {self.ssh_key_fingerprint} (host keys {pinned})"
+        if self.kind == GITHUB_APP:
+            expiry = (
+                f"token expires {self.token_expires_at}"
+                if self.token_expires_at
+                else "no token minted yet"
+            )
+            return (
+                f"github-app {self.github_app_id} installation "
+                f"{self.github_installation_id} ({expiry})"
+            )
+        return self.kind
+
+
+@dataclass
+class HostKeyInfo:
+    """One host key a server offered (or that is pinned): type and SHA256 fingerprint."""
+
+    key_type: str
+    fingerprint: str
+
+
+def credential_kind(repo: Repository) -> str:
+    if repo.ssh_key_encrypted:
+        return SSH_KEY
+    if repo.github_app_key_encrypted:
+        return GITHUB_APP
+    if repo.token_encrypted:
+        return TOKEN
+    return NONE
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def credential_info(repo: Repository) -> CredentialInfo:
+    kind = credential_kind(repo)
+    info = CredentialInfo(kind=kind)
+    if repo.ssh_host_keys:
+        info.host_key_fingerprints = [k.fingerprint for k in parse_host_keys(repo.ssh_host_keys)]
+    if kind == SSH_KEY:
+        info.ssh_key_fingerprint = repo.ssh_key_fingerprint
+        info.ssh_public_key = repo.ssh_public_key
+    if kind == GITHUB_APP:
+        info.github_app_id = repo.github_app_id
+        info.github_installation_id = repo.github_installation_id
+        info.token_expires_at = _iso(repo.github_token_expires_at)
+    return info
+
+
+def scan(settings: Settings, url: str) -> list[HostKeyInfo]:
+    """The host keys the ssh server of `url` offers now (nothing is stored)."""
+    try:
+        found = scan_host_keys(
+            url,
+            allow_private=settings.allow_private_urls,
+            allow_file=settings.allow_file_urls,
+            allow_insecure=settings.allow_insecure_transport,
+        )
+    except ValueError as error:
+        raise UserError(f"--scan-host-keys: {error}") from None
+    return [HostKeyInfo(k.key_type, k.fingerprint) for k in found]
+
+
+def _confirmed(settings: Settings, url: str, accepted: list[str]) -> tuple[HostKey, ...]:
+    try:
+        offered = scan_host_keys(
+            url,
+            allow_private=settings.allow_private_urls,
+            allow_file=settings.allow_file_urls,
+            allow_insecure=settings.allow_insecure_transport,
+        )
+    except ValueError as error:
+        raise UserError(f"--scan-host-keys: {error}") from None
+    listed = ", ".join(f"{k.key_type} {k.fingerprint}" for k in offered)
+    if not accepted:
+        raise UserError(
+            f"--scan-host-keys: the server offers {listed}; confirm them with its operator "
+            "and pass the ones to pin with --accept-host-keys SHA256:..."
+        )
+    wanted = {f.strip() for f in accepted if f.strip()}
+    bad = sorted(f for f in wanted if not f.startswith("SHA256:"))
+    if bad:
+        raise UserError(f"--accept-host-keys: {shown(bad[0])} is not a SHA256:... fingerprint")
+    kept = tuple(k for k in offered if k.fingerprint in wanted)
+    missing = sorted(wanted - {k.fingerprint for k in kept})
+    if missing:
+        raise UserError(
+            f"--accept-host-keys: the server did not offer {', '.join(missing)} "
+            f"(it offers {listed}); nothing was stored"
+        )
+    return kept
+
+
+def _host_keys(settings: Settings, url: str, spec: CredentialSpec) -> tuple[HostKey, ...] | None:
+    """The host keys `spec` asks to pin (None: it leaves them as they are)."""
+    if spec.known_hosts is not None and spec.scan_host_keys:
+        raise UserError("give --known-hosts or --scan-host-keys, not both")
+    if spec.accept_host_keys and not spec.scan_host_keys:
+        raise UserError("--accept-host-keys confirms what --scan-host-keys found; add it")
+    if not spec.changes_host_keys():
+        return None
+    try:
+        host, port = ssh_host_and_port(url)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if spec.known_hosts is not None:
+        try:
+            return parse_known_hosts(spec.known_hosts, host, port)
+        except ValueError as error:
+            raise UserError(f"--known-hosts: {error}") from None
+    return _confirmed(settings, url, spec.accept_host_keys)
+
+
+def _clear(repo: Repository) -> None:
+    repo.token_encrypted = None
+    repo.ssh_key_encrypted = None
+    repo.ssh_public_key = None
+    repo.ssh_key_fingerprint = None
+    repo.github_app_id = None
+    repo.github_installation_id = None
+    repo.github_app_key_encrypted = None
+    repo.github_token_expires_at = None
+
+
+def check_spec(spec: CredentialSpec, url: str) -> None:
+    """Refuse a spec that mixes kinds or does not fit the URL (before anything changes)."""
+    kinds = spec.kinds()
+    if spec.clear and (kinds or spec.changes_host_keys()):
+        raise UserError("--clear drops every credential; give it alone")
+    if len(kinds) > 1:
+        raise UserError(
+            f"a repository uses one kind of credential; got {' and '.join(kinds)} together"
+        )
+    if spec.ssh_private_key is not None and spec.generate_ssh_key:
+        raise UserError("give --ssh-key-file or --generate-ssh-key, not both")
+    scheme = urlsplit(url).scheme
+    if (SSH_KEY in kinds or spec.changes_host_keys()) and scheme != "ssh":
+        raise UserError("deploy keys and host keys are for ssh:// (or git@host:path) URLs")
+    if (TOKEN in kinds or GITHUB_APP in kinds) and scheme not in ("https", "http"):
+        raise UserError("tokens and GitHub Apps are for https:// URLs (use a deploy key for ssh)")
+
+
+def apply(
+    session: Session,
+    settings: Settings,
+    cipher: Cipher,
+    repo: Repository,
+    spec: CredentialSpec,
+) -> bool:
+    """Store what `spec` asks on `repo` (checked first: a UserError changes nothing);
+    True when anything changed."""
+    if spec.empty():
+        return False
+    check_spec(spec, repo.url)
+    kinds = spec.kinds()
+    token = spec.token.strip() if spec.token is not None else None
+    if token is not None and (not token or len(token) > MAX_TOKEN or "\n" in token):
+        raise UserError("the access token is empty, too long or spans several lines")
+    deploy = None
+    if spec.generate_ssh_key:
+        deploy = generate_deploy_key(f"treecast-{repo.id}")
+    elif spec.ssh_private_key is not None:
+        try:
+            deploy = load_deploy_key(spec.ssh_private_key, f"treecast-{repo.id}")
+        except ValueError as error:
+            raise UserError(f"--ssh-key-file: {error}") from None
+    app_key = None
+    if GITHUB_APP in kinds:
+        app_id = spec.github_app_id or (
+            repo.github_app_id if repo.github_app_key_encrypted else None
+        )
+        installation = spec.github_installation_id or (
+            repo.github_installation_id if repo.github_app_key_encrypted else None
+        )
+        if spec.github_app_private_key is not None:
+            try:
+                app_key = cipher.encrypt(load_app_key(spec.github_app_private_key))
+            except ValueError as error:
+                raise UserError(f"--github-app-key-file: {error}") from None
+        else:
+            app_key = repo.github_app_key_encrypted
+        if not (app_id and installation and app_key):
+            raise UserError(
+                "a GitHub App needs --github-app-id, --github-installation-id and "
+                "--github-app-key-file"
+            )
+        if not APP_ID.match(app_id):
+            raise UserError(f"--github-app-id: {shown(app_id)} is not an app id")
+        if not INSTALLATION_ID.match(installation):
+            raise UserError(
+                f"--github-installation-id: {shown(installation)} is not an installation id"
+            )
+    host_keys = _host_keys(settings, repo.url, spec)
+    will_have_key = deploy is not None or (repo.ssh_key_encrypted and not kinds)
+    pinned = host_keys if host_keys is not None else parse_host_keys(repo.ssh_host_keys or "")
+    if will_have_key and not pinned:
+        raise UserError(
+            "a deploy key needs the server's host keys pinned: add --known-hosts FILE "
+            "or --scan-host-keys (then --accept-host-keys SHA256:... once confirmed)"
+        )
+    # Checked: now change.
+    if spec.clear or kinds:
+        _clear(repo)
+    if spec.clear:
+        repo.ssh_host_keys = None
+    if token is not None:
+        repo.token_encrypted = cipher.encrypt(token)
+    if deploy is not None:
+        repo.ssh_key_encrypted = cipher.encrypt(deploy.private_key)
+        repo.ssh_public_key = deploy.public_key
+        repo.ssh_key_fingerprint = deploy.fingerprint
+    if GITHUB_APP in kinds:
+        repo.github_app_id = app_id
+        repo.github_installation_id = installation
+        repo.github_app_key_encrypted = app_key
+    if host_keys is not None:
+        repo.ssh_host_keys = "\n".join(k.line() for k in host_keys)
+    if kinds:
+        keys.remember(session, cipher)
+    repo.updated_at = utcnow()
+    session.add(repo)
+    return True
