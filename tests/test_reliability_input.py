@@ -202,7 +202,7 @@ def test_a_path_that_is_not_a_git_repository_fails_its_sync_clearly(
     assert error.type == GitErrorType.REPOSITORY_NOT_FOUND
     assert error.non_retryable
     message = str(error)
-    assert "the remote has no such repository; check its URL and token" in message
+    assert "the remote has no such repository; check its URL and credentials" in message
     assert "\n" not in message and len(message) < 1000
 
 
