@@ -15,11 +15,14 @@ File bytes are streamed from git: a file above the chunk threshold is read twice
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import logging
+import queue
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -56,6 +59,7 @@ from treecast.webhooks.transport import PostOutcome
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_SECONDS = 1.0  # between files; every chunk heartbeats regardless
+RESIGN_AFTER_SECONDS = 60.0  # a request signed longer ago than this is signed again
 PRUNE_EVERY_ATTEMPTS = 500
 _READ_PIECE = 1 << 20  # bytes per read while hashing a large blob
 
@@ -93,6 +97,66 @@ class _Send:
     chunk: ChunkResume | None = None  # a chunk: its position, reported while on the wire
     restart: ChunkResume | None = None  # where to restart if the app refuses this chunk
     clears_resume: bool = False  # the first chunk sent of a chunked file
+    headers: dict[str, str] | None = None  # signed by the builder thread
+    signed_at: float = 0.0  # time.monotonic() of the signature
+
+
+class _Ahead:
+    """Pulls the requests of a run on a side thread, one ahead of the sending thread.
+
+    The builder builds request N+1 while N is on the wire and then waits until N+1 is
+    taken, so at most one built request waits (memory: one in flight, one built). An
+    error while building is raised by `next`, after the requests before it.
+    """
+
+    def __init__(self, sends: Generator[_Send, None, None], sender: WebhookSender) -> None:
+        self._sends = sends
+        self._sender = sender
+        self._slot: queue.Queue[tuple[_Send | None, BaseException | None]] = queue.Queue(1)
+        self._go = threading.Semaphore(1)  # permission to build the next request
+        self._stop = False
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="treecast-build", daemon=True
+        )
+
+    def __enter__(self) -> _Ahead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._go.release()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._go.acquire()
+                if self._stop:
+                    return
+                try:
+                    send = next(self._sends, None)
+                except BaseException as error:
+                    self._slot.put((None, error))
+                    return
+                if send is None:
+                    self._slot.put((None, None))
+                    return
+                send.headers = self._sender.sign(send.event, send.msg_id, send.body)
+                send.signed_at = time.monotonic()
+                self._slot.put((send, None))
+        finally:
+            self._sends.close()  # on this thread: the generator may be suspended here
+
+    def next(self) -> _Send | None:
+        """The next request (None after the last); starts building the one after it."""
+        send, error = self._slot.get()
+        if error is not None:
+            raise error
+        if send is not None:
+            self._go.release()
+        return send
 
 
 class FileDelivery:
@@ -203,15 +267,6 @@ class FileDelivery:
                     timeout=self.settings.file_timeout_seconds,
                 )
             )
-            # One poster thread: request N is on the wire there while this thread reads
-            # request N+1's file(s) from git and builds and signs its body. N+1 leaves
-            # only after N's 2xx is committed to the ledger (`_finish`), so the ledger
-            # never runs ahead of acknowledgements and a kill re-sends at most the one
-            # request that was on the wire. Two bodies at most are alive: the one in
-            # flight and the one built.
-            poster = stack.enter_context(
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="treecast-post")
-            )
             self.ledger = LedgerWriter(
                 self.settings.database_url,
                 self.input.app_id,
@@ -225,31 +280,29 @@ class FileDelivery:
                     raise RuntimeError("changes to send but no commit to read them from")
                 # compute_changes fetched the commit here if this worker lacked it.
                 reader = stack.enter_context(cache.blobs())
-            sends = self._sends(changes, reader)
-            stack.callback(sends.close)
-            in_flight: tuple[_Send, Future[PostOutcome]] | None = None
-            while True:
-                try:
-                    send = next(sends, None)  # built while `in_flight` is on the wire
-                except BaseException:
-                    if in_flight is not None:
-                        self._finish(*in_flight)  # its answer first: a 2xx is recorded
-                    raise
-                if in_flight is not None:
-                    self._finish(*in_flight)
-                    in_flight = None
-                if send is None:
-                    break
+            # A builder thread reads request N+1's file(s) from git and builds its body
+            # while request N is on the wire from this thread. N+1 leaves only after N's
+            # 2xx is committed to the ledger (`_finish`), so the ledger never runs ahead of
+            # acknowledgements and a kill re-sends at most the one request on the wire.
+            # At most two bodies are alive: the one in flight and the one being built.
+            # (Closed, and its thread joined, before the reader it uses.)
+            ahead = stack.enter_context(_Ahead(self._sends(changes, reader), sender))
+            while (send := ahead.next()) is not None:
                 if send.clears_resume:
                     self.resume = None  # only the first chunked file after a restart resumes
                 self._beat(chunk=send.chunk)
-                future = poster.submit(sender.post, send.event, send.msg_id, send.body, send.what)
-                in_flight = (send, future)
+                # Signed while it was built, unless it waited long (a slow answer before
+                # it): receivers refuse timestamps more than 5 minutes off.
+                fresh = time.monotonic() - send.signed_at < RESIGN_AFTER_SECONDS
+                headers = send.headers if fresh else None
+                outcome = sender.post(
+                    send.event, send.msg_id, send.body, send.what, headers=headers
+                )
+                self._finish(send, outcome)
 
-    def _finish(self, send: _Send, future: Future[PostOutcome]) -> None:
-        """Wait for the answer to `send`, record it (a 2xx: in the ledger) and count it;
-        raise when it failed."""
-        outcome = future.result()
+    def _finish(self, send: _Send, outcome: PostOutcome) -> None:
+        """Record the answer to `send` (a 2xx: in the ledger) and count it; raise when it
+        failed."""
         self._record(send, outcome)
         if outcome.ok:
             for kind, _path, _ledger, _forget in send.entries:
@@ -303,9 +356,10 @@ class FileDelivery:
         if prune:
             self.attempts_since_prune = 0
         if outcome.ok:
+            kinds = Counter(kind for kind, _path, _ledger, _forget in send.entries)
             files = metrics.current().files_delivered
-            for kind, _path, _ledger, _forget in send.entries:
-                files.with_additional_attributes({"event": kind}).add(1)
+            for kind, count in kinds.items():
+                files.with_additional_attributes({"event": kind}).add(count)
             entries = [(path, ledger, forget) for _kind, path, ledger, forget in send.entries]
             if send.event == Event.BATCH:
                 self.ledger.acknowledged_batch(
@@ -371,6 +425,8 @@ class FileDelivery:
         and goes alone, chunk by chunk, as for everyone.
         """
         batching = self.target.batch
+        # Where a previous try left a chunked file; only the first chunked file may use it.
+        resume = self.resume
         max_files = self.settings.batch_max_files
         max_bytes = self.settings.batch_max_bytes - payloads.BATCH_OVERHEAD
         events: list[bytes] = []
@@ -382,8 +438,9 @@ class FileDelivery:
                 single = self._delete(change)
             else:
                 assert reader is not None
-                built = self._file(reader, change)
+                built = self._file(reader, change, resume)
                 if not isinstance(built, _Send):
+                    resume = None
                     if events:
                         yield self._batch(events, entries, ids)
                         events, entries, ids, size = [], [], [], 0
@@ -435,7 +492,9 @@ class FileDelivery:
             entries=[(ChangeKind.DELETE, change.path, None, True)],
         )
 
-    def _file(self, reader: BlobReader, change: FileChange) -> _Send | Iterator[_Send]:
+    def _file(
+        self, reader: BlobReader, change: FileChange, resume: ChunkResume | None
+    ) -> _Send | Iterator[_Send]:
         """A create/update as one request, or (a chunked file) the iterator of its chunks."""
         assert change.blob_id is not None
         event = ChangeKind.CREATE if change.kind == ChangeKind.CREATE else ChangeKind.UPDATE
@@ -486,7 +545,7 @@ class FileDelivery:
             pieces = _exact_pieces(
                 reader.iter_bytes(change.blob_id, plan.raw_chunk_bytes), plan.raw_chunk_bytes
             )
-        return self._chunks(change, event, plan, pieces, sha, size, timestamp)
+        return self._chunks(change, event, plan, pieces, sha, size, timestamp, resume)
 
     def _chunks(
         self,
@@ -497,6 +556,7 @@ class FileDelivery:
         sha: str,
         size: int,
         timestamp: str,
+        resume: ChunkResume | None,
     ) -> Iterator[_Send]:
         assert change.blob_id is not None
         t = self.target
@@ -512,7 +572,6 @@ class FileDelivery:
             )
         )
         start = 0
-        resume = self.resume
         if (
             resume is not None
             and resume.path == change.path

@@ -42,10 +42,24 @@ class WebhookSender:
     ) -> None:
         self._client.close()
 
-    def post(self, event: str, msg_id: str, body: bytes, what: str) -> PostOutcome:
-        """Sign `body` with every active secret of the app and POST it; never raises for
-        HTTP or network failures (see `PostOutcome`)."""
-        headers = signed_headers(self.secrets, msg_id, event, body)
+    def sign(self, event: str, msg_id: str, body: bytes) -> dict[str, str]:
+        """The signed headers of a request, made now (for `post(..., headers=)`)."""
+        return signed_headers(self.secrets, msg_id, event, body)
+
+    def post(
+        self,
+        event: str,
+        msg_id: str,
+        body: bytes,
+        what: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> PostOutcome:
+        """Sign `body` with every active secret of the app (unless `headers` were signed
+        beforehand with `sign`) and POST it; never raises for HTTP or network failures
+        (see `PostOutcome`)."""
+        if headers is None:
+            headers = signed_headers(self.secrets, msg_id, event, body)
         outcome = post_webhook(
             self._client,
             endpoint_url(self.base_url, event),
