@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from types import TracebackType
 
+import httpx
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from models.delivery import DeliveryErrorType
@@ -30,6 +31,7 @@ class WebhookSender:
         self.secrets = list(secrets)
         self.timeout = timeout
         self._client = make_client(settings, timeout=timeout)
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per endpoint, not per request
 
     def __enter__(self) -> WebhookSender:
         return self
@@ -41,6 +43,12 @@ class WebhookSender:
         tb: TracebackType | None,
     ) -> None:
         self._client.close()
+
+    def _url(self, event: str) -> httpx.URL:
+        url = self._urls.get(event)
+        if url is None:
+            url = self._urls[event] = httpx.URL(endpoint_url(self.base_url, event))
+        return url
 
     def sign(self, event: str, msg_id: str, body: bytes) -> dict[str, str]:
         """The signed headers of a request, made now (for `post(..., headers=)`)."""
@@ -62,7 +70,7 @@ class WebhookSender:
             headers = signed_headers(self.secrets, msg_id, event, body)
         outcome = post_webhook(
             self._client,
-            endpoint_url(self.base_url, event),
+            self._url(event),
             body,
             headers,
             timeout=self.timeout,

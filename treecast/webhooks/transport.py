@@ -286,7 +286,7 @@ class PostOutcome:
 
 def post_webhook(
     client: httpx.Client,
-    url: str,
+    url: str | httpx.URL,
     body: bytes,
     headers: dict[str, str],
     *,
