@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import httpx
 from bench.delivery import ROOT, _free_port, _settings, _vm_hwm_kib
 
 SMALL_TEXT = "lorem ipsum " * 40
+OVERRIDES: dict[str, int] = {}  # settings fields set from the command line
 
 
 def build_remote(remote: Path, count: int, make: Any = None) -> str:
@@ -149,7 +151,7 @@ def first_sync(root: Path, files: int, delay_ms: float, batch: bool) -> dict[str
     commit = build_remote(root / "remote.git", files)
     built = time.perf_counter() - started
     secret = generate_webhook_secret()
-    settings = _settings(root / "data")
+    settings = replace(_settings(root / "data"), **OVERRIDES)
     mirror = root / "mirror"
     receiver = DelayedReceiver(secret, mirror, delay_ms)
     try:
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loopback-files", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=None)
+    parser.add_argument("--batch-max-files", type=int, help="TREECAST_BATCH_MAX_FILES to use")
+    parser.add_argument("--batch-max-bytes", type=int, help="TREECAST_BATCH_MAX_BYTES to use")
     parser.add_argument("--receiver-child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -282,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child:
         print(json.dumps(memory_batch_child(args.memory_child)))
         return 0
+    if args.batch_max_files:
+        OVERRIDES["batch_max_files"] = args.batch_max_files
+    if args.batch_max_bytes:
+        OVERRIDES["batch_max_bytes"] = args.batch_max_bytes
     parts = args.only or ["internet", "loopback", "memory"]
     delays = [float(d) for d in args.delays.split(",")]
     single_files = args.single_files or (100 if args.quick else 300)
