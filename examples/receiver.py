@@ -6,6 +6,8 @@ It shows what a receiver must do (see docs/webhooks.md):
   timestamps more than 5 minutes off get 401);
 * deduplicate by `webhook-id` (a retried message is acknowledged, not re-applied);
 * reassemble chunked files in order and check each file's SHA-256;
+* apply a `/batch` (apps with batch delivery on) event by event, answering 2xx only
+  when every event applied;
 * write files on create/update and remove them on delete, refusing any path that
   would escape the mirror folder;
 * log `sync_failed` / `sync_recovered` notices.

@@ -104,9 +104,9 @@ class _Send:
 class _Ahead:
     """Pulls the requests of a run on a side thread, one ahead of the sending thread.
 
-    The builder builds request N+1 while N is on the wire and then waits until N+1 is
-    taken, so at most one built request waits (memory: one in flight, one built). An
-    error while building is raised by `next`, after the requests before it.
+    The builder builds request N+1 once N is written (`build_next`), while its answer is
+    awaited, and then waits, so at most one built request waits (memory: one in flight,
+    one built). An error while building is raised by `next`, after the requests before it.
     """
 
     def __init__(self, sends: Generator[_Send, None, None], sender: WebhookSender) -> None:
@@ -115,6 +115,7 @@ class _Ahead:
         self._slot: queue.Queue[tuple[_Send | None, BaseException | None]] = queue.Queue(1)
         self._go = threading.Semaphore(1)  # permission to build the next request
         self._stop = False
+        self._granted = True
         context = contextvars.copy_context()
         self._thread = threading.Thread(
             target=context.run, args=(self._run,), name="treecast-build", daemon=True
@@ -154,9 +155,14 @@ class _Ahead:
         send, error = self._slot.get()
         if error is not None:
             raise error
-        if send is not None:
-            self._go.release()
+        self._granted = send is None
         return send
+
+    def build_next(self) -> None:
+        """Let the builder start on the request after the one `next` returned (once)."""
+        if not self._granted:
+            self._granted = True
+            self._go.release()
 
 
 class FileDelivery:
@@ -295,9 +301,17 @@ class FileDelivery:
                 # it): receivers refuse timestamps more than 5 minutes off.
                 fresh = time.monotonic() - send.signed_at < RESIGN_AFTER_SECONDS
                 headers = send.headers if fresh else None
+                # The next request is built while this one's answer is awaited: from the
+                # moment it is written, so the builder does not compete with the sending.
                 outcome = sender.post(
-                    send.event, send.msg_id, send.body, send.what, headers=headers
+                    send.event,
+                    send.msg_id,
+                    send.body,
+                    send.what,
+                    headers=headers,
+                    on_sent=ahead.build_next,
                 )
+                ahead.build_next()  # when it never got that far
                 self._finish(send, outcome)
 
     def _finish(self, send: _Send, outcome: PostOutcome) -> None:

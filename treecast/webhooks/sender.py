@@ -6,7 +6,7 @@ signing, the SSRF guard, the deadline and the metrics are written once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 
@@ -18,7 +18,13 @@ from treecast import metrics
 from treecast.config import Settings
 from treecast.redact import redact
 from treecast.webhooks.signing import redaction_terms, signed_headers
-from treecast.webhooks.transport import PostOutcome, endpoint_url, make_client, post_webhook
+from treecast.webhooks.transport import (
+    PostOutcome,
+    endpoint_url,
+    make_client,
+    post_webhook,
+    while_waiting,
+)
 
 
 class WebhookSender:
@@ -62,21 +68,24 @@ class WebhookSender:
         what: str,
         *,
         headers: dict[str, str] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> PostOutcome:
         """Sign `body` with every active secret of the app (unless `headers` were signed
         beforehand with `sign`) and POST it; never raises for HTTP or network failures
-        (see `PostOutcome`)."""
+        (see `PostOutcome`). `on_sent` runs once the request is written, while the
+        answer is awaited (not at all when the request could not be written)."""
         if headers is None:
             headers = signed_headers(self.secrets, msg_id, event, body)
-        outcome = post_webhook(
-            self._client,
-            self._url(event),
-            body,
-            headers,
-            timeout=self.timeout,
-            what=what,
-            secrets=self.secrets,
-        )
+        with while_waiting(on_sent):
+            outcome = post_webhook(
+                self._client,
+                self._url(event),
+                body,
+                headers,
+                timeout=self.timeout,
+                what=what,
+                secrets=self.secrets,
+            )
         metrics.record_webhook(
             event, "ok" if outcome.ok else str(outcome.error_type), outcome.duration_ms, len(body)
         )
