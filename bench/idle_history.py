@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import json
 import os
+import statistics
 import sys
 import tempfile
 from collections import Counter
@@ -74,7 +75,8 @@ async def record(interval: int, seconds: float, out: Path | None) -> dict[str, A
     kinds = Counter(cycles[-1])
     mean_interval = 60 + 3.0  # default poll interval plus the mean jitter
     cycles_per_day = 86_400 / mean_interval
-    events_per_day = max(per_cycle) * cycles_per_day
+    steady = statistics.median(per_cycle)  # the first idle cycle also carries leftovers
+    events_per_day = steady * cycles_per_day
     polls = seconds / (interval + interval * 0.05)  # the interval plus the mean jitter
     worker = (after.user + after.system) - (before.user + before.system)
     git = (after.children_user + after.children_system) - (
@@ -89,6 +91,7 @@ async def record(interval: int, seconds: float, out: Path | None) -> dict[str, A
         "history_events": len(names),
         "idle_cycles": len(cycles),
         "events_per_idle_cycle": per_cycle,
+        "events_per_steady_idle_cycle": steady,
         "one_cycle": dict(kinds),
         "activity_tasks_per_cycle": kinds.get("ACTIVITY_TASK_SCHEDULED", 0),
         "workflow_tasks_per_cycle": kinds.get("WORKFLOW_TASK_COMPLETED", 0),
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = asyncio.run(record(args.interval, args.seconds, args.out))
     print(
         f"idle: {figures['idle_cycles']} idle cycles, events per cycle "
-        f"{sorted(set(figures['events_per_idle_cycle']))}: {figures['one_cycle']}; at 60 s "
+        f"{figures['events_per_steady_idle_cycle']} (all: {sorted(set(figures['events_per_idle_cycle']))}): "
+        f"{figures['one_cycle']}; at 60 s "
         f"{figures['cycles_per_day_at_60s']} cycles/day = {figures['events_per_day_at_60s']} "
         "history events per repository per day"
     )
