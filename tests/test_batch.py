@@ -394,3 +394,23 @@ def test_apps_without_batch_get_byte_identical_single_requests(
 @pytest.fixture
 def run_single(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:  # noqa: F811
     return Run(settings, tmp_path, receiver, [receiver_secret])
+
+
+def test_a_database_from_before_batches_gets_the_column(any_db_settings: Settings) -> None:
+    """An `apps` table created by an older version gains `batch` (off) on start."""
+    from sqlalchemy import text
+
+    from models.tables import App
+    from tests.receiver_fixture import register
+    from treecast.db import add_missing_columns, engine_for
+
+    settings = any_db_settings
+    app_id, _ = register(settings, "http://127.0.0.1:9", ["whsec_" + "A" * 32], "x")
+    engine = engine_for(settings.database_url)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE apps DROP COLUMN batch"))
+    assert add_missing_columns(engine) == ["apps.batch"]
+    assert add_missing_columns(engine) == []
+    with session_scope(settings.database_url) as session:
+        app = session.get(App, app_id)
+        assert app is not None and app.batch is False
