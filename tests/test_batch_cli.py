@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import starter
-
 from tests.test_cli import cli_env, run  # noqa: F401
 
 
