@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.git_snapshot
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.sync_latency
+	$(BIN)/python -m bench.batch
 
 clean:
 	rm -rf $(VENV) .treecast .pytest_cache .mypy_cache .ruff_cache

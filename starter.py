@@ -92,7 +92,16 @@ def build_parser() -> ArgumentParser:
     add.add_argument("--name", required=True, help="a name for people")
     add.add_argument("--url", required=True, help="base URL; webhooks go to BASE_URL/create etc.")
     add.add_argument("--secret", help="a whsec_ secret (generated when omitted)")
+    add.add_argument(
+        "--batch", action="store_true", help="send file events in batches to BASE_URL/batch"
+    )
     _add_json(add)
+    sb = app_cmds.add_parser(
+        "set-batch", help="turn batch delivery (BASE_URL/batch) on or off for an app"
+    )
+    sb.add_argument("app_id", metavar="APP_ID")
+    sb.add_argument("state", choices=["on", "off"], metavar="on|off")
+    _add_json(sb)
     lst = app_cmds.add_parser("list", help="list apps")
     _add_json(lst)
     rm = app_cmds.add_parser("remove", help="remove an app, its watches and ledgers")
@@ -311,14 +320,23 @@ async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
     action = args.app_command
     if action is None:
         raise UserError(
-            "app needs an action: add, list, remove, rotate-secret (see starter.py app --help)"
+            "app needs an action: add, list, remove, rotate-secret, set-batch (see starter.py app --help)"
         )
     if action == "add":
         app = service.add_app(args.name, args.url, args.secret)
+        if args.batch:
+            service.set_app_batch(app.app_id, True)
         return Result(
-            asdict(app),
+            {**asdict(app), "batch": args.batch},
             f"app {app.app_id} registered\nsecret (shown once, keep it): {app.secret}"
-            f"\nAPI token (shown once, keep it): {app.token}",
+            f"\nAPI token (shown once, keep it): {app.token}"
+            + ("\nbatch delivery: on" if args.batch else ""),
+        )
+    if action == "set-batch":
+        service.set_app_batch(args.app_id, args.state == "on")
+        return Result(
+            {"app_id": args.app_id, "batch": args.state == "on"},
+            f"app {args.app_id}: batch delivery {args.state}",
         )
     if action == "list":
         apps = service.list_apps()

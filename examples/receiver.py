@@ -6,6 +6,8 @@ It shows what a receiver must do (see docs/webhooks.md):
   timestamps more than 5 minutes off get 401);
 * deduplicate by `webhook-id` (a retried message is acknowledged, not re-applied);
 * reassemble chunked files in order and check each file's SHA-256;
+* apply a `/batch` (apps with batch delivery on) event by event, answering 2xx only
+  when every event applied;
 * write files on create/update and remove them on delete, refusing any path that
   would escape the mirror folder or that a file system could take for `.git`
   (`.git/hooks/post-checkout`, `.GIT/config`, `git~1`, `.g\u200cit`: git's own
@@ -47,6 +49,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 FILE_EVENTS = ("create", "update", "delete")
 NOTICE_EVENTS = ("sync_failed", "sync_recovered")
+BATCH_EVENT = "batch"  # several file events in one request (apps that opted in)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 READ_TIMEOUT_SECONDS = 30.0  # one recv (headers or body) may wait this long
 REQUEST_DEADLINE_SECONDS = 120.0  # the whole request (line, headers, body) must arrive by then
@@ -362,7 +365,7 @@ class Receiver:
         self, event: str, body: bytes, headers: dict[str, str], raw_path: str = ""
     ) -> tuple[int | None, dict[str, str], bytes, float]:
         """Process one request; returns (status or None to drop, headers, body, delay)."""
-        if event not in FILE_EVENTS + NOTICE_EVENTS:
+        if event not in FILE_EVENTS + NOTICE_EVENTS + (BATCH_EVENT,):
             return 404, {}, b'{"error":"unknown endpoint"}', 0.0
         try:
             payload = self._verify(body, headers)
@@ -397,12 +400,31 @@ class Receiver:
                 record.duplicate = True
                 return 200, {}, b'{"ok":true,"duplicate":true}', 0.0
             try:
-                self._apply(event, payload)
+                if event == BATCH_EVENT:
+                    self._apply_batch(payload, record)
+                else:
+                    self._apply(event, payload)
             except MirrorError as exc:
                 record.status = exc.status
                 return exc.status, {}, json.dumps({"error": str(exc)}).encode(), 0.0
             self._seen.add(msg_id)
         return 200, {}, b'{"ok":true}', 0.0
+
+    def _apply_batch(self, payload: dict[str, Any], record: Received) -> None:
+        """A `/batch`: apply each event in order as its own endpoint would; any refusal
+        fails the whole request (Treecast then re-sends the batch whole, and applying
+        an event twice leaves the same mirror)."""
+        events = payload.get("events")
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise MirrorError(400, "a batch needs an events array of objects")
+        record.payload = {"events": [_without_content(e) for e in events]}
+        for item in events:
+            name = item.get("event")
+            if name not in FILE_EVENTS or not isinstance(item.get("file"), dict):
+                raise MirrorError(400, f"a batch cannot carry event {name!r}")
+            if "chunk" in item["file"]:
+                raise MirrorError(400, "chunked files are never batched")
+            self._apply(name, item)
 
     def _apply(self, event: str, payload: dict[str, Any]) -> None:
         if event in NOTICE_EVENTS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Boolean, Column, Index, Text, false
 from sqlmodel import Field, SQLModel
 
 
@@ -62,6 +62,12 @@ class App(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Opted in to batches: file events go several to a `POST {base_url}/batch`
+    # (docs/webhooks.md); off, every file is its own request, as always.
+    batch: bool = Field(
+        default=False,
+        sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
+    )
 
 
 class Repository(SQLModel, table=True):

@@ -298,6 +298,12 @@ class Settings:
     chunk_size_bytes: int = _setting(
         "TREECAST_CHUNK_SIZE_BYTES", "524288", "encoded characters per chunk",
         _chunk_size, _KIB_TO_GIB)
+    batch_max_files: int = _setting(
+        "TREECAST_BATCH_MAX_FILES", "250", "file events per /batch request (apps with batch on)",
+        _bounded_int(1, 10_000), "an integer between 1 and 10000")
+    batch_max_bytes: int = _setting(
+        "TREECAST_BATCH_MAX_BYTES", "4194304", "body bytes per /batch request (one event may exceed)",
+        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
     git_timeout_seconds: float = _setting(
         "TREECAST_GIT_TIMEOUT_SECONDS", "120", "timeout of one git command",
         _bounded_float(0.1, 86400), "seconds between 0.1 and 86400")

@@ -74,8 +74,10 @@ def add_missing_columns(engine: Engine) -> list[str]:
                     continue  # nothing to fill old rows with: left to a real migration
                 if isinstance(default, str):
                     literal = "'" + default.replace("'", "''") + "'"
+                elif isinstance(default, bool):
+                    literal = "TRUE" if default else "FALSE"  # PostgreSQL and SQLite alike
                 else:
-                    literal = str(int(default) if isinstance(default, bool) else default)
+                    literal = str(default)
                 ddl += f" NOT NULL DEFAULT {literal}"
             statement = (
                 f"ALTER TABLE {preparer.quote(table.name)} "

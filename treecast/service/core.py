@@ -188,6 +188,11 @@ class TreecastService:
             app = created.app
             return AppAdded(app.id, app.name, app.base_url, created.secret, created.token)
 
+    def set_app_batch(self, app_id: str, on: bool) -> None:
+        """Turn batch delivery (several file events per `/batch` request) on or off."""
+        with session_scope(self.settings.database_url) as session:
+            registry.set_app_batch(session, app_id, on)
+
     def list_apps(self) -> list[AppInfo]:
         """Every app, oldest first."""
         with session_scope(self.settings.database_url) as session:

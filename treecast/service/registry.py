@@ -223,6 +223,17 @@ def rotate_app_secret(
     return secret
 
 
+def set_app_batch(session: Session, app_id: str, on: bool) -> None:
+    """Turn batch delivery on or off for an app (docs/webhooks.md, "Batches").
+
+    Takes effect from the app's next delivery run; a run under way keeps its mode.
+    """
+    app = get_app(session, app_id)
+    app.batch = on
+    app.updated_at = utcnow()
+    session.add(app)
+
+
 def list_apps(session: Session) -> list[dict[str, Any]]:
     """Every app with how many repositories it watches (no secrets)."""
     counts = dict(session.exec(select(Watch.app_id, func.count()).group_by(Watch.app_id)).all())

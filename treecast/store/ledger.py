@@ -6,7 +6,7 @@ every 2xx (`LedgerWriter`); `redeliver` forgets it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,12 @@ from sqlmodel import Session, col, select
 from models.tables import DeliveredFile, DeliveryAttempt, Watch, WatchStatus, new_generation, utcnow
 from treecast.config import Settings
 from treecast.db import engine_for, session_scope
+
+# The delivery-log event of a `/batch` request (its row's path is None).
+BATCH_EVENT = "batch"
+
+# One path of a batch: (path, (blob_id, sha256) to record, or None; forget the path).
+BatchEntry = tuple[str, tuple[str, str] | None, bool]
 
 # Paths per `IN (...)` query: well under SQLite's and PostgreSQL's parameter limits.
 _LOOKUP_BATCH = 500
@@ -60,7 +66,8 @@ class WatchChanged(Exception):
 
 
 class LedgerWriter:
-    """Per-file writes of one delivery run through one DBAPI connection, without the ORM.
+    """Per-file (or per-batch) writes of one delivery run through one DBAPI connection,
+    without the ORM.
 
     This runs once per delivered file, so it skips SQLAlchemy's statement machinery
     (about 0.8 ms of CPU per file) for two prepared statements and a commit. Each
@@ -121,10 +128,38 @@ class LedgerWriter:
         forget: bool,
     ) -> None:
         """Log a 2xx attempt and upsert (`ledger`) or delete (`forget`) the path's row."""
+        self._commit(
+            event, path, webhook_id, http_status, duration_ms, excerpt, [(path, ledger, forget)]
+        )
+
+    def acknowledged_batch(
+        self,
+        *,
+        webhook_id: str,
+        http_status: int | None,
+        duration_ms: float,
+        excerpt: str | None,
+        entries: Sequence[BatchEntry],
+    ) -> None:
+        """Log one 2xx `batch` attempt (path None) and move every path of it, in one
+        transaction: a batch is in the ledger whole or not at all."""
+        self._commit(BATCH_EVENT, None, webhook_id, http_status, duration_ms, excerpt, entries)
+
+    def _commit(
+        self,
+        event: str,
+        path: str | None,
+        webhook_id: str,
+        http_status: int | None,
+        duration_ms: float,
+        excerpt: str | None,
+        entries: Sequence[BatchEntry],
+    ) -> None:
         if self._raw is None:
             self._raw = self._engine.raw_connection()
         now = self._now()
         ids = (self._app_id, self._repository_id)
+        watch = (*ids, self._generation)
         cursor = self._raw.cursor()
         try:
             cursor.execute(
@@ -132,17 +167,19 @@ class LedgerWriter:
                 (*ids, event, path, webhook_id, http_status, None, excerpt or None,
                  round(duration_ms, 3), now),
             )  # fmt: skip
-            watch = (*ids, self._generation)
-            if ledger is not None:
-                cursor.execute(self._upsert_file, (*ids, path, ledger[0], ledger[1], now, *watch))
-                if cursor.rowcount == 0:
-                    raise WatchChanged(self._app_id, self._repository_id)
-            elif forget:
-                cursor.execute(self._delete_file, (*ids, path))
-                if cursor.rowcount == 0:
-                    cursor.execute(self._watch_standing, watch)
-                    if not cursor.fetchone()[0]:
+            for entry_path, ledger, forget in entries:
+                if ledger is not None:
+                    cursor.execute(
+                        self._upsert_file, (*ids, entry_path, ledger[0], ledger[1], now, *watch)
+                    )
+                    if cursor.rowcount == 0:
                         raise WatchChanged(self._app_id, self._repository_id)
+                elif forget:
+                    cursor.execute(self._delete_file, (*ids, entry_path))
+                    if cursor.rowcount == 0:
+                        cursor.execute(self._watch_standing, watch)
+                        if not cursor.fetchone()[0]:
+                            raise WatchChanged(self._app_id, self._repository_id)
             self._raw.commit()
         except BaseException:
             self._raw.rollback()

@@ -25,6 +25,7 @@ class AppTarget:
     # Changes when the app's copy is reset (a successful sync, or `redeliver`), so a
     # deliberate re-send gets fresh webhook ids while retries keep the same ones.
     generation: str
+    batch: bool = False  # the app takes several file events per `/batch` request
 
 
 def load_target(
@@ -47,4 +48,5 @@ def load_target(
         ),
         watch_status=watch.status,
         generation=watch.ledger_generation,
+        batch=bool(app.batch),
     )

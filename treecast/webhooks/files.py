@@ -15,13 +15,16 @@ File bytes are streamed from git: a file above the chunk threshold is read twice
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
@@ -48,7 +51,7 @@ from treecast.store.repositories import load_access
 from treecast.store.targets import AppTarget, load_target
 from treecast.store.watches import finish_delivery, note_watch_failure, start_delivery
 from treecast.webhooks import payloads
-from treecast.webhooks.payloads import ChunkPlan, ContentProbe
+from treecast.webhooks.payloads import ChunkPlan, ContentProbe, Event
 from treecast.webhooks.sender import WebhookSender, failure_error
 from treecast.webhooks.signing import redaction_terms, stable_digest, webhook_id
 from treecast.webhooks.transport import PostOutcome
@@ -56,6 +59,7 @@ from treecast.webhooks.transport import PostOutcome
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_SECONDS = 1.0  # between files; every chunk heartbeats regardless
+RESIGN_AFTER_SECONDS = 60.0  # a request signed longer ago than this is signed again
 PRUNE_EVERY_ATTEMPTS = 500
 _READ_PIECE = 1 << 20  # bytes per read while hashing a large blob
 
@@ -76,6 +80,91 @@ def _exact_pieces(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
+# One path a request moves in the ledger: (event, path, (blob_id, sha256) or None, forget).
+_Entry = tuple[str, str, tuple[str, str] | None, bool]
+
+
+@dataclass(slots=True)
+class _Send:
+    """One request, built and signed-to-be: what to POST and what its 2xx records."""
+
+    event: str  # the endpoint: create, update, delete or batch
+    msg_id: str
+    body: bytes
+    what: str  # for errors and logs
+    path: str | None  # the delivery log's path (None for a batch)
+    entries: list[_Entry]  # empty for a chunk before the last
+    chunk: ChunkResume | None = None  # a chunk: its position, reported while on the wire
+    restart: ChunkResume | None = None  # where to restart if the app refuses this chunk
+    clears_resume: bool = False  # the first chunk sent of a chunked file
+    headers: dict[str, str] | None = None  # signed by the builder thread
+    signed_at: float = 0.0  # time.monotonic() of the signature
+
+
+class _Ahead:
+    """Pulls the requests of a run on a side thread, one ahead of the sending thread.
+
+    The builder builds request N+1 once N is written (`build_next`), while its answer is
+    awaited, and then waits, so at most one built request waits (memory: one in flight,
+    one built). An error while building is raised by `next`, after the requests before it.
+    """
+
+    def __init__(self, sends: Generator[_Send, None, None], sender: WebhookSender) -> None:
+        self._sends = sends
+        self._sender = sender
+        self._slot: queue.Queue[tuple[_Send | None, BaseException | None]] = queue.Queue(1)
+        self._go = threading.Semaphore(1)  # permission to build the next request
+        self._stop = False
+        self._granted = True
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="treecast-build", daemon=True
+        )
+
+    def __enter__(self) -> _Ahead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._go.release()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._go.acquire()
+                if self._stop:
+                    return
+                try:
+                    send = next(self._sends, None)
+                except BaseException as error:
+                    self._slot.put((None, error))
+                    return
+                if send is None:
+                    self._slot.put((None, None))
+                    return
+                send.headers = self._sender.sign(send.event, send.msg_id, send.body)
+                send.signed_at = time.monotonic()
+                self._slot.put((send, None))
+        finally:
+            self._sends.close()  # on this thread: the generator may be suspended here
+
+    def next(self) -> _Send | None:
+        """The next request (None after the last); starts building the one after it."""
+        send, error = self._slot.get()
+        if error is not None:
+            raise error
+        self._granted = send is None
+        return send
+
+    def build_next(self) -> None:
+        """Let the builder start on the request after the one `next` returned (once)."""
+        if not self._granted:
+            self._granted = True
+            self._go.release()
+
+
 class FileDelivery:
     """One try at delivering one app its changes for one repository at one commit.
 
@@ -84,8 +173,7 @@ class FileDelivery:
     """
 
     target: AppTarget  # loaded first thing in `run`
-    writer: ThreadPoolExecutor  # ledger writes (see `_deliver_all`)
-    ledger: LedgerWriter  # used on the writer thread only
+    ledger: LedgerWriter  # used on the run's own thread only
 
     def __init__(
         self,
@@ -107,7 +195,6 @@ class FileDelivery:
         # first chunked file has used it.
         self.resume = resume
         self.progress = self._progress()  # the latest
-        self.pending: Future[None] | None = None
 
     def secrets(self) -> list[str]:
         """The app's secrets in every form that could show up in text (none before loading)."""
@@ -186,48 +273,65 @@ class FileDelivery:
                     timeout=self.settings.file_timeout_seconds,
                 )
             )
-            # One writer thread: the ledger row of file N is committed while file N+1
-            # is read from git and built; the request for N+1 waits for it (`_post`).
-            # So the ledger never runs ahead of acknowledgements, and a kill re-sends
-            # at most the one file that was on the wire.
-            self.writer = stack.enter_context(
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="treecast-ledger")
-            )
             self.ledger = LedgerWriter(
                 self.settings.database_url,
                 self.input.app_id,
                 self.input.repository_id,
                 self.target.generation,
             )
-            # Closed on the writer thread, after its last write (callbacks run LIFO,
-            # so this runs before the executor shuts down).
-            stack.callback(lambda: self.writer.submit(self.ledger.close).result())
+            stack.callback(self.ledger.close)
             reader = None
             if needs_git:
                 if self.input.commit is None:
                     raise RuntimeError("changes to send but no commit to read them from")
                 # compute_changes fetched the commit here if this worker lacked it.
                 reader = stack.enter_context(cache.blobs())
-            for change in changes:
-                self._beat()
-                if change.kind == ChangeKind.DELETE:
-                    self._send_delete(sender, change)
-                    self.result.deleted += 1
-                else:
-                    assert reader is not None
-                    self._send_file(sender, reader, change)
-                    if change.kind == ChangeKind.CREATE:
-                        self.result.created += 1
-                    else:
-                        self.result.updated += 1
-                self.done += 1
-            self._drain()
+            # A builder thread reads request N+1's file(s) from git and builds its body
+            # while request N is on the wire from this thread. N+1 leaves only after N's
+            # 2xx is committed to the ledger (`_finish`), so the ledger never runs ahead of
+            # acknowledgements and a kill re-sends at most the one request on the wire.
+            # At most two bodies are alive: the one in flight and the one being built.
+            # (Closed, and its thread joined, before the reader it uses.)
+            ahead = stack.enter_context(_Ahead(self._sends(changes, reader), sender))
+            while (send := ahead.next()) is not None:
+                if send.clears_resume:
+                    self.resume = None  # only the first chunked file after a restart resumes
+                self._beat(chunk=send.chunk)
+                # Signed while it was built, unless it waited long (a slow answer before
+                # it): receivers refuse timestamps more than 5 minutes off.
+                fresh = time.monotonic() - send.signed_at < RESIGN_AFTER_SECONDS
+                headers = send.headers if fresh else None
+                # The next request is built while this one's answer is awaited: from the
+                # moment it is written, so the builder does not compete with the sending.
+                outcome = sender.post(
+                    send.event,
+                    send.msg_id,
+                    send.body,
+                    send.what,
+                    headers=headers,
+                    on_sent=ahead.build_next,
+                )
+                ahead.build_next()  # when it never got that far
+                self._finish(send, outcome)
 
-    def _drain(self) -> None:
-        """Wait for the outstanding ledger write (re-raising its error)."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.result()
+    def _finish(self, send: _Send, outcome: PostOutcome) -> None:
+        """Record the answer to `send` (a 2xx: in the ledger) and count it; raise when it
+        failed."""
+        self._record(send, outcome)
+        if outcome.ok:
+            for kind, _path, _ledger, _forget in send.entries:
+                if kind == ChangeKind.DELETE:
+                    self.result.deleted += 1
+                elif kind == ChangeKind.CREATE:
+                    self.result.created += 1
+                else:
+                    self.result.updated += 1
+                self.done += 1
+        elif send.restart is not None:
+            # The app refused the first chunk after resuming (it may have lost the
+            # earlier ones): the next attempt sends the whole file again.
+            self._beat(chunk=send.restart)
+        self._check(outcome)
 
     # -- heartbeats -----------------------------------------------------------------
 
@@ -258,24 +362,7 @@ class FileDelivery:
         t: AppTarget = self.target
         return webhook_id(t.app_id, t.repository.repository_id, t.generation, *parts)
 
-    def _post(
-        self, sender: WebhookSender, event: str, msg_id: str, body: bytes, what: str
-    ) -> PostOutcome:
-        # The previous file's ledger row is written while this body was read from git
-        # and built; it must be committed before the next request leaves, so a killed
-        # worker re-sends at most the one file in flight (docs/reliability.md).
-        self._drain()
-        return sender.post(event, msg_id, body, what)
-
-    def _record(
-        self,
-        event: str,
-        path: str,
-        msg_id: str,
-        outcome: PostOutcome,
-        ledger: tuple[str, str] | None = None,
-        forget: bool = False,
-    ) -> None:
+    def _record(self, send: _Send, outcome: PostOutcome) -> None:
         """Log the attempt and, on success, move the ledger, in one transaction."""
         app_id, repository_id = self.input.app_id, self.input.repository_id
         self.attempts_since_prune += 1
@@ -283,29 +370,43 @@ class FileDelivery:
         if prune:
             self.attempts_since_prune = 0
         if outcome.ok:
-            if ledger is not None or forget:
-                metrics.current().files_delivered.with_additional_attributes({"event": event}).add(
-                    1
+            kinds = Counter(kind for kind, _path, _ledger, _forget in send.entries)
+            files = metrics.current().files_delivered
+            for kind, count in kinds.items():
+                files.with_additional_attributes({"event": kind}).add(count)
+            entries = [(path, ledger, forget) for _kind, path, ledger, forget in send.entries]
+            if send.event == Event.BATCH:
+                self.ledger.acknowledged_batch(
+                    webhook_id=send.msg_id,
+                    http_status=outcome.status,
+                    duration_ms=outcome.duration_ms,
+                    excerpt=outcome.excerpt,
+                    entries=entries,
                 )
-            attempt = {
-                "event": event,
-                "webhook_id": msg_id,
-                "http_status": outcome.status,
-                "duration_ms": outcome.duration_ms,
-                "excerpt": outcome.excerpt,
-            }
-            self._drain()
-            self.pending = self.writer.submit(self._write_ok, path, ledger, forget, attempt, prune)
+            else:
+                path, ledger, forget = entries[0] if entries else (send.path or "", None, False)
+                self.ledger.acknowledged(
+                    event=send.event,
+                    path=path,
+                    webhook_id=send.msg_id,
+                    http_status=outcome.status,
+                    duration_ms=outcome.duration_ms,
+                    excerpt=outcome.excerpt,
+                    ledger=ledger,
+                    forget=forget,
+                )
+            if prune:
+                with session_scope(self.settings.database_url) as session:
+                    prune_delivery_log(session, app_id, self.settings.delivery_log_keep)
             return
-        self._drain()
         with session_scope(self.settings.database_url) as session:
             record_attempt(
                 session,
                 app_id=app_id,
                 repository_id=repository_id,
-                event=event,
-                path=path,
-                webhook_id=msg_id,
+                event=send.event,
+                path=send.path,
+                webhook_id=send.msg_id,
                 outcome=outcome,
             )
             if outcome.error_type != DeliveryErrorType.GONE:
@@ -316,20 +417,6 @@ class FileDelivery:
             if prune:
                 prune_delivery_log(session, app_id, self.settings.delivery_log_keep)
 
-    def _write_ok(
-        self,
-        path: str,
-        ledger: tuple[str, str] | None,
-        forget: bool,
-        attempt: dict[str, Any],
-        prune: bool,
-    ) -> None:
-        """(On the writer thread) log a 2xx and move the ledger in one transaction."""
-        self.ledger.acknowledged(path=path, ledger=ledger, forget=forget, **attempt)
-        if prune:
-            with session_scope(self.settings.database_url) as session:
-                prune_delivery_log(session, self.input.app_id, self.settings.delivery_log_keep)
-
     def _check(self, outcome: PostOutcome) -> None:
         """Stop the run on a failed outcome (after `_record` stored it)."""
         if outcome.ok:
@@ -338,7 +425,71 @@ class FileDelivery:
             raise Gone(outcome.error or "the app answered 410 Gone")
         raise failure_error(outcome, self.target.secrets)
 
-    def _send_delete(self, sender: WebhookSender, change: FileChange) -> None:
+    # -- building the requests (while the previous one is on the wire) ----------------
+
+    def _sends(
+        self, changes: list[FileChange], reader: BlobReader | None
+    ) -> Generator[_Send, None, None]:
+        """Every request of this run, in order, built one at a time as they are pulled.
+
+        Without batching each change is one request (a chunked file several). For an app
+        that opted in, consecutive non-chunked events go together in `/batch` requests
+        of at most `batch_max_files` events and `batch_max_bytes` bytes (a single event
+        larger than that goes as a batch of one); a chunked file ends the batch before it
+        and goes alone, chunk by chunk, as for everyone.
+        """
+        batching = self.target.batch
+        # Where a previous try left a chunked file; only the first chunked file may use it.
+        resume = self.resume
+        max_files = self.settings.batch_max_files
+        max_bytes = self.settings.batch_max_bytes - payloads.BATCH_OVERHEAD
+        events: list[bytes] = []
+        entries: list[_Entry] = []
+        ids: list[str] = []
+        size = 0
+        for change in changes:
+            if change.kind == ChangeKind.DELETE:
+                single = self._delete(change)
+            else:
+                assert reader is not None
+                built = self._file(reader, change, resume)
+                if not isinstance(built, _Send):
+                    resume = None
+                    if events:
+                        yield self._batch(events, entries, ids)
+                        events, entries, ids, size = [], [], [], 0
+                    yield from built
+                    continue
+                single = built
+            if not batching:
+                yield single
+                continue
+            event = payloads.batch_event(single.event, single.body)
+            if events and (len(events) >= max_files or size + 1 + len(event) > max_bytes):
+                yield self._batch(events, entries, ids)
+                events, entries, ids, size = [], [], [], 0
+            size += len(event) + (1 if events else 0)
+            events.append(event)
+            entries.extend(single.entries)
+            ids.append(single.msg_id)
+        if events:
+            yield self._batch(events, entries, ids)
+
+    def _batch(self, events: list[bytes], entries: list[_Entry], ids: list[str]) -> _Send:
+        """One `/batch` request; its id is derived from its events' own ids, so a retried
+        batch (same events, same order) keeps its webhook-id."""
+        first, last = entries[0][1], entries[-1][1]
+        what = f"batch of {len(events)} ({first}" + (f" .. {last})" if len(events) > 1 else ")")
+        return _Send(
+            event=Event.BATCH,
+            msg_id=self._id(Event.BATCH, *ids),
+            body=payloads.batch_body(events),
+            what=what,
+            path=None,
+            entries=list(entries),
+        )
+
+    def _delete(self, change: FileChange) -> _Send:
         body = payloads.delete_body(
             repo=self.target.repository,
             path=change.path,
@@ -346,12 +497,19 @@ class FileDelivery:
             commit_sha=self.input.commit,
             timestamp=payloads.iso_utc(),
         )
-        msg_id = self._id(ChangeKind.DELETE, change.path, change.previous_sha256)
-        outcome = self._post(sender, ChangeKind.DELETE, msg_id, body, f"delete {change.path}")
-        self._record(ChangeKind.DELETE, change.path, msg_id, outcome, forget=True)
-        self._check(outcome)
+        return _Send(
+            event=ChangeKind.DELETE,
+            msg_id=self._id(ChangeKind.DELETE, change.path, change.previous_sha256),
+            body=body,
+            what=f"delete {change.path}",
+            path=change.path,
+            entries=[(ChangeKind.DELETE, change.path, None, True)],
+        )
 
-    def _send_file(self, sender: WebhookSender, reader: BlobReader, change: FileChange) -> None:
+    def _file(
+        self, reader: BlobReader, change: FileChange, resume: ChunkResume | None
+    ) -> _Send | Iterator[_Send]:
+        """A create/update as one request, or (a chunked file) the iterator of its chunks."""
         assert change.blob_id is not None
         event = ChangeKind.CREATE if change.kind == ChangeKind.CREATE else ChangeKind.UPDATE
         threshold = self.settings.chunk_threshold_bytes
@@ -385,11 +543,14 @@ class FileDelivery:
                 timestamp=timestamp,
                 previous_sha=change.previous_sha256,
             )
-            msg_id = self._id(event, change.path, change.blob_id, change.previous_sha256)
-            outcome = self._post(sender, event, msg_id, body, f"{event} {change.path}")
-            self._record(event, change.path, msg_id, outcome, ledger=(change.blob_id, sha))
-            self._check(outcome)
-            return
+            return _Send(
+                event=event,
+                msg_id=self._id(event, change.path, change.blob_id, change.previous_sha256),
+                body=body,
+                what=f"{event} {change.path}",
+                path=change.path,
+                entries=[(event, change.path, (change.blob_id, sha), False)],
+            )
         if data is not None:
             pieces: Iterable[bytes] = (
                 data[i : i + plan.raw_chunk_bytes] for i in range(0, size, plan.raw_chunk_bytes)
@@ -398,11 +559,10 @@ class FileDelivery:
             pieces = _exact_pieces(
                 reader.iter_bytes(change.blob_id, plan.raw_chunk_bytes), plan.raw_chunk_bytes
             )
-        self._send_chunks(sender, change, event, plan, pieces, sha, size, timestamp)
+        return self._chunks(change, event, plan, pieces, sha, size, timestamp, resume)
 
-    def _send_chunks(
+    def _chunks(
         self,
-        sender: WebhookSender,
         change: FileChange,
         event: ChangeKind,
         plan: ChunkPlan,
@@ -410,7 +570,8 @@ class FileDelivery:
         sha: str,
         size: int,
         timestamp: str,
-    ) -> None:
+        resume: ChunkResume | None,
+    ) -> Iterator[_Send]:
         assert change.blob_id is not None
         t = self.target
         transfer = payloads.chunk_transfer_id(
@@ -425,7 +586,6 @@ class FileDelivery:
             )
         )
         start = 0
-        resume = self.resume
         if (
             resume is not None
             and resume.path == change.path
@@ -434,12 +594,11 @@ class FileDelivery:
             and 0 < resume.next_chunk < plan.total
         ):
             start = resume.next_chunk
-        self.resume = None  # only the first chunked file after a restart can resume
         position = ChunkResume(change.path, change.blob_id, t.generation, 0)
+        first = True
         for index, raw in enumerate(pieces):
             if index < start:
                 continue  # acknowledged by an earlier attempt (its bytes are skipped, not sent)
-            self._beat(chunk=replace(position, next_chunk=index))
             body = payloads.file_body(
                 event=event,
                 repo=t.repository,
@@ -453,21 +612,19 @@ class FileDelivery:
                 previous_sha=change.previous_sha256,
                 chunk=(transfer, index, plan.total),
             )
-            msg_id = self._id(
-                event, change.path, change.blob_id, change.previous_sha256, "chunk", index
-            )
-            what = f"{event} {change.path} chunk {index + 1}/{plan.total}"
-            outcome = self._post(sender, event, msg_id, body, what)
             last = index == plan.total - 1
-            self._record(
-                event,
-                change.path,
-                msg_id,
-                outcome,
-                ledger=(change.blob_id, sha) if last else None,
+            yield _Send(
+                event=event,
+                msg_id=self._id(
+                    event, change.path, change.blob_id, change.previous_sha256, "chunk", index
+                ),
+                body=body,
+                what=f"{event} {change.path} chunk {index + 1}/{plan.total}",
+                path=change.path,
+                # The file counts, and enters the ledger, with its last chunk's 2xx.
+                entries=[(event, change.path, (change.blob_id, sha), False)] if last else [],
+                chunk=replace(position, next_chunk=index),
+                restart=position if index == start and start > 0 else None,
+                clears_resume=first,
             )
-            if not outcome.ok and index == start and start > 0:
-                # The app refused the first chunk after resuming (it may have lost the
-                # earlier ones): the next attempt sends the whole file again.
-                self._beat(chunk=position)
-            self._check(outcome)
+            first = False

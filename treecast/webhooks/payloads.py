@@ -25,6 +25,7 @@ class Event:
     DELETE = "delete"
     SYNC_FAILED = "sync_failed"
     SYNC_RECOVERED = "sync_recovered"
+    BATCH = "batch"  # several file events in one request (apps that opted in)
 
 
 BASE64 = "base64"
@@ -191,6 +192,22 @@ def delete_body(
             "timestamp": timestamp,
         }
     )
+
+
+# What a `/batch` body adds around its events: `{"events":[` ... `]}`.
+BATCH_OVERHEAD = len(b'{"events":[]}')
+
+
+def batch_event(event: str, body: bytes) -> bytes:
+    """One element of a batch's `events`: the single request's body (`file_body` or
+    `delete_body`, byte for byte) with `"event"` as its first key."""
+    assert body[:1] == b"{" and event in (Event.CREATE, Event.UPDATE, Event.DELETE)
+    return b'{"event":"' + event.encode() + b'",' + body[1:]
+
+
+def batch_body(events: list[bytes]) -> bytes:
+    """A `/batch` body: `{"events":[...]}`, the `batch_event`s in delivery order."""
+    return b'{"events":[' + b",".join(events) + b"]}"
 
 
 def sync_failed_body(

@@ -6,10 +6,11 @@ signing, the SSRF guard, the deadline and the metrics are written once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 
+import httpx
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from models.delivery import DeliveryErrorType
@@ -17,7 +18,13 @@ from treecast import metrics
 from treecast.config import Settings
 from treecast.redact import redact
 from treecast.webhooks.signing import redaction_terms, signed_headers
-from treecast.webhooks.transport import PostOutcome, endpoint_url, make_client, post_webhook
+from treecast.webhooks.transport import (
+    PostOutcome,
+    endpoint_url,
+    make_client,
+    post_webhook,
+    while_waiting,
+)
 
 
 class WebhookSender:
@@ -30,6 +37,7 @@ class WebhookSender:
         self.secrets = list(secrets)
         self.timeout = timeout
         self._client = make_client(settings, timeout=timeout)
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per endpoint, not per request
 
     def __enter__(self) -> WebhookSender:
         return self
@@ -42,19 +50,42 @@ class WebhookSender:
     ) -> None:
         self._client.close()
 
-    def post(self, event: str, msg_id: str, body: bytes, what: str) -> PostOutcome:
-        """Sign `body` with every active secret of the app and POST it; never raises for
-        HTTP or network failures (see `PostOutcome`)."""
-        headers = signed_headers(self.secrets, msg_id, event, body)
-        outcome = post_webhook(
-            self._client,
-            endpoint_url(self.base_url, event),
-            body,
-            headers,
-            timeout=self.timeout,
-            what=what,
-            secrets=self.secrets,
-        )
+    def _url(self, event: str) -> httpx.URL:
+        url = self._urls.get(event)
+        if url is None:
+            url = self._urls[event] = httpx.URL(endpoint_url(self.base_url, event))
+        return url
+
+    def sign(self, event: str, msg_id: str, body: bytes) -> dict[str, str]:
+        """The signed headers of a request, made now (for `post(..., headers=)`)."""
+        return signed_headers(self.secrets, msg_id, event, body)
+
+    def post(
+        self,
+        event: str,
+        msg_id: str,
+        body: bytes,
+        what: str,
+        *,
+        headers: dict[str, str] | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> PostOutcome:
+        """Sign `body` with every active secret of the app (unless `headers` were signed
+        beforehand with `sign`) and POST it; never raises for HTTP or network failures
+        (see `PostOutcome`). `on_sent` runs once the request is written, while the
+        answer is awaited (not at all when the request could not be written)."""
+        if headers is None:
+            headers = signed_headers(self.secrets, msg_id, event, body)
+        with while_waiting(on_sent):
+            outcome = post_webhook(
+                self._client,
+                self._url(event),
+                body,
+                headers,
+                timeout=self.timeout,
+                what=what,
+                secrets=self.secrets,
+            )
         metrics.record_webhook(
             event, "ok" if outcome.ok else str(outcome.error_type), outcome.duration_ms, len(body)
         )

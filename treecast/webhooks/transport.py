@@ -77,6 +77,18 @@ def request_deadline(seconds: float) -> Iterator[None]:
         _local.deadline = previous
 
 
+@contextlib.contextmanager
+def while_waiting(callback: Callable[[], None] | None) -> Iterator[None]:
+    """Within the block, `callback` runs once, when this thread first waits for an answer
+    (the first read of a guarded socket, i.e. once the request is written)."""
+    previous = getattr(_local, "on_read", None)
+    _local.on_read = callback
+    try:
+        yield
+    finally:
+        _local.on_read = previous
+
+
 def _time_left(timeout: float | None, expired: type[Exception]) -> float | None:
     """`timeout` capped by this thread's request deadline; raises `expired` once it passed."""
     deadline: float | None = getattr(_local, "deadline", None)
@@ -96,6 +108,10 @@ class DeadlineStream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         """One read, given at most the time left before the deadline."""
+        waiting = getattr(_local, "on_read", None)
+        if waiting is not None:
+            _local.on_read = None
+            waiting()
         return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -286,7 +302,7 @@ class PostOutcome:
 
 def post_webhook(
     client: httpx.Client,
-    url: str,
+    url: str | httpx.URL,
     body: bytes,
     headers: dict[str, str],
     *,
