@@ -17,6 +17,10 @@ from models.tables import DeliveredFile, DeliveryAttempt, Watch, WatchStatus, ne
 from treecast.config import Settings
 from treecast.db import engine_for, session_scope
 
+# The blob id of a ledger row imported from Docora, which knew only the content's SHA-256
+# (see `treecast.changes.ImportedRows`).
+IMPORTED_BLOB_ID = ""
+
 # Paths per `IN (...)` query: well under SQLite's and PostgreSQL's parameter limits.
 _LOOKUP_BATCH = 500
 

@@ -16,7 +16,7 @@ from models.delivery import DeliveryErrorType
 from treecast import metrics
 from treecast.config import Settings
 from treecast.redact import redact
-from treecast.webhooks.signing import redaction_terms, signed_headers
+from treecast.webhooks.signing import headers_for_scheme, redaction_terms, signed_headers
 from treecast.webhooks.transport import PostOutcome, endpoint_url, make_client, post_webhook
 
 
@@ -24,11 +24,25 @@ class WebhookSender:
     """A keep-alive, guarded client posting signed webhooks to one app (a context manager)."""
 
     def __init__(
-        self, settings: Settings, base_url: str, secrets: Sequence[str], *, timeout: float
+        self,
+        settings: Settings,
+        base_url: str,
+        secrets: Sequence[str],
+        *,
+        timeout: float,
+        scheme: str | None = None,
+        app_id: str = "",
+        client_auth_key: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.secrets = list(secrets)
         self.timeout = timeout
+        # The app's signing scheme (see `signing.headers_for_scheme`); None: Standard Webhooks.
+        self.scheme = scheme
+        self.app_id = app_id
+        self.client_auth_key = client_auth_key
+        # Every secret that must never show in error text.
+        self.redacted = [*self.secrets, *([client_auth_key] if client_auth_key else [])]
         self._client = make_client(settings, timeout=timeout)
 
     def __enter__(self) -> WebhookSender:
@@ -45,7 +59,7 @@ class WebhookSender:
     def post(self, event: str, msg_id: str, body: bytes, what: str) -> PostOutcome:
         """Sign `body` with every active secret of the app and POST it; never raises for
         HTTP or network failures (see `PostOutcome`)."""
-        headers = signed_headers(self.secrets, msg_id, event, body)
+        headers = self.headers(event, msg_id, body)
         outcome = post_webhook(
             self._client,
             endpoint_url(self.base_url, event),
@@ -53,12 +67,26 @@ class WebhookSender:
             headers,
             timeout=self.timeout,
             what=what,
-            secrets=self.secrets,
+            secrets=self.redacted,
         )
         metrics.record_webhook(
             event, "ok" if outcome.ok else str(outcome.error_type), outcome.duration_ms, len(body)
         )
         return outcome
+
+    def headers(self, event: str, msg_id: str, body: bytes) -> dict[str, str]:
+        """The signed headers of one request, in the app's scheme."""
+        if self.scheme is None:
+            return signed_headers(self.secrets, msg_id, event, body)
+        return headers_for_scheme(
+            self.scheme,
+            self.secrets,
+            msg_id,
+            event,
+            body,
+            app_id=self.app_id,
+            client_auth_key=self.client_auth_key,
+        )
 
 
 def failure_error(outcome: PostOutcome, secrets: Sequence[str]) -> ApplicationError:
