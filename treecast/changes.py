@@ -207,7 +207,5 @@ def compute_changes(
     if base and base_here is not None:
         entries, sizes = cache.diff(base, commit) if base != commit else ([], {})
         if not touches_ignore_file(entries):
-            return diff_changes(
-                session, app_id, repository_id, entries, sizes, file_filter, cache
-            )
+            return diff_changes(session, app_id, repository_id, entries, sizes, file_filter, cache)
     return full_changes(session, cache, app_id, commit, file_filter)

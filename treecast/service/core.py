@@ -26,7 +26,8 @@ from models.tables import Repository, Watch
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import session_scope
-from treecast.service import pushes, registry, tokens, workflows
+from treecast.service import docora_import, pushes, registry, tokens, workflows
+from treecast.service.docora_import import DocoraImportReport
 from treecast.service.errors import (
     NotConfigured,
     NotFound,
@@ -51,6 +52,7 @@ from treecast.service.views import (
 from treecast.store import keys
 from treecast.store.ledger import forget_ledger
 from treecast.urls import owner_and_name
+from treecast.webhooks.signing import SigningScheme
 
 T = TypeVar("T")
 log = logging.getLogger("treecast.api")
@@ -175,10 +177,30 @@ class TreecastService:
 
     # -- apps -------------------------------------------------------------------------------
 
-    def add_app(self, name: str, url: str, secret: str | None) -> AppAdded:
-        """Register an app; a `whsec_` secret is generated when none is given."""
+    def add_app(
+        self,
+        name: str,
+        url: str,
+        secret: str | None,
+        *,
+        scheme: str | None = None,
+        client_auth_key: str | None = None,
+        treecast_events: bool | None = None,
+    ) -> AppAdded:
+        """Register an app; a `whsec_` secret is generated when none is given. `scheme`
+        "docora" signs as Docora did, with `client_auth_key`."""
         with session_scope(self.settings.database_url) as session:
-            created = registry.add_app(session, self.settings, self._cipher(), name, url, secret)
+            created = registry.add_app(
+                session,
+                self.settings,
+                self._cipher(),
+                name,
+                url,
+                secret,
+                scheme=scheme,
+                client_auth_key=client_auth_key,
+                treecast_events=treecast_events,
+            )
             app = created.app
             return AppAdded(app.id, app.name, app.base_url, created.secret, created.token)
 
@@ -191,6 +213,30 @@ class TreecastService:
         """Delete an app with its watches, ledgers and log; the repositories it watched."""
         with session_scope(self.settings.database_url) as session:
             return registry.remove_app(session, app_id)
+
+    def set_app_scheme(
+        self,
+        app_id: str,
+        scheme: str | None,
+        client_auth_key: str | None = None,
+        treecast_events: bool | None = None,
+    ) -> str:
+        """Change how an app's webhooks are signed (for the CLI, the API and the admin page);
+        returns the scheme now in force. None leaves a value unchanged."""
+        with session_scope(self.settings.database_url) as session:
+            app = registry.set_app_scheme(
+                session, self._cipher(), app_id, scheme, client_auth_key, treecast_events
+            )
+            return app.signing_scheme or SigningScheme.STANDARD
+
+    def import_docora(
+        self, database_url: str, encryption_key: str, *, dry_run: bool = False
+    ) -> DocoraImportReport:
+        """Import a Docora database's apps, tokens, repositories, watches and ledgers (one
+        transaction; idempotent; `dry_run` only reports). See docs/migrating-from-docora.md."""
+        return docora_import.import_docora(
+            self.settings, self._cipher(), database_url, encryption_key, dry_run=dry_run
+        )
 
     def rotate_app_secret(self, app_id: str, secret: str | None, finish: bool) -> str | None:
         """Add a secret (both sign until finished), or with `finish` keep only the newest."""
@@ -406,6 +452,9 @@ class TreecastService:
         email: str | None = None,
         website: str | None = None,
         description: str | None = None,
+        scheme: str | None = None,
+        client_auth_key: str | None = None,
+        treecast_events: bool | None = None,
     ) -> AppOnboarded:
         """Register an app with Docora's onboarding details; token and secret shown once."""
         with session_scope(self.settings.database_url) as session:
@@ -419,6 +468,9 @@ class TreecastService:
                 email=email,
                 website=website,
                 description=description,
+                scheme=scheme,
+                client_auth_key=client_auth_key,
+                treecast_events=treecast_events,
             )
             app = created.app
             return AppOnboarded(
