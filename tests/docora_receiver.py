@@ -65,7 +65,7 @@ def _shape_problem(endpoint: str, payload: dict[str, Any]) -> str | None:
         return f"keys {list(payload)} are not Docora's {TOP_KEYS[endpoint]}"
     if list(payload["repository"]) != REPOSITORY_KEYS:
         return f"repository keys {list(payload['repository'])}"
-    file = payload.get("file")
+    file: dict[str, Any] = payload.get("file") or {}
     if endpoint == "delete":
         if list(file) != ["path", "sha"]:
             return f"delete file keys {list(file)}"
