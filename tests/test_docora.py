@@ -475,3 +475,58 @@ def test_cli_app_add_and_update_scheme(
     )
     assert code == 2
     assert "client_auth_key" in capsys.readouterr().err
+
+
+def test_cli_import_dry_run_reports_what_it_cannot_then_imports_once(
+    pg_settings: Settings,
+    docora: Docora,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import starter
+
+    # A second app whose key was encrypted with another ENCRYPTION_KEY, and one whose
+    # base URL Treecast refuses: both reported, the first app imported.
+    other = bytes.fromhex(secrets.token_hex(32))
+    with docora.engine.begin() as connection:
+        for app_id, base_url, key in (
+            ("app_" + "a" * 24, "https://example.com/a", other),
+            ("app_" + "b" * 24, "ftp://example.com/b", bytes.fromhex(KEY_HEX)),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO apps (app_id, token_hash, app_name, base_url, email,"
+                    " client_auth_key_encrypted) VALUES (:a, 'x', 'other', :u, 'o@e.com', :k)"
+                ),
+                {"a": app_id, "u": base_url, "k": docora_encrypt(key, CLIENT_AUTH_KEY, b"\0" * 16)},
+            )
+    monkeypatch.setenv("TREECAST_DATA_DIR", str(pg_settings.data_dir))
+    monkeypatch.setenv("TREECAST_DATABASE_URL", pg_settings.database_url)
+    monkeypatch.setenv("TREECAST_SECRET_KEY", pg_settings.secret_key or "")
+    monkeypatch.setenv("TREECAST_ALLOW_PRIVATE_URLS", "1")
+    monkeypatch.setenv("TREECAST_ALLOW_FILE_URLS", "1")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:9")  # nothing listens
+    monkeypatch.setenv("DOCORA_KEY", KEY_HEX)
+    monkeypatch.setenv("WRONG_KEY", secrets.token_hex(32))
+    argv = ["import-docora", "--database-url", docora.url, "--encryption-key-env"]
+
+    assert starter.main([*argv, "WRONG_KEY"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not decrypt Docora's secrets" in err
+    assert KEY_HEX not in err
+
+    assert starter.main([*argv, "DOCORA_KEY", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("would import 1 apps, 1 repositories, 1 watches, 0 delivered files")
+    assert f"cannot import app app_{'a' * 24} client_auth_key: its encrypted value" in out
+    assert f"cannot import app app_{'b' * 24}: base URL refused" in out
+    assert rows(pg_settings)["apps"] == []
+
+    assert starter.main([*argv, "DOCORA_KEY", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["apps"] == [docora.app_id] and first["repositories"] == [docora.repository_id]
+    before = rows(pg_settings)
+    assert starter.main([*argv, "DOCORA_KEY", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["apps"], second["repositories"], second["watches"]) == ([], [], [])
+    assert rows(pg_settings) == before
