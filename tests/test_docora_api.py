@@ -69,6 +69,8 @@ async def test_onboard_a_docora_app(tmp_path: Path) -> None:
             headers=admin(),
         )
         assert short.status_code in (400, 422), short.text
+        detail = await http.get(f"/admin/api/apps/{app_id}", headers=admin())
+        assert detail.json()["data"]["scheme"] == "docora"
     with session_scope(settings.database_url) as session:
         app = session.get(App, app_id)
         assert app is not None and app.signing_scheme == "docora"

@@ -103,6 +103,8 @@ class AppDetailOut(BaseModel):
     created_at: str
     updated_at: str
     watches: list[AppWatchOut] = []
+    scheme: str = "standard-webhooks"
+    treecast_events: bool = False
 
 
 class AppDeletedOut(BaseModel):

@@ -503,6 +503,8 @@ class TreecastService:
                 _iso(app.created_at),
                 _iso(app.updated_at),
                 watches,
+                app.signing_scheme or SigningScheme.STANDARD,
+                bool(app.treecast_events),
             )
 
     def update_app(self, app_id: str, name: str | None, base_url: str | None) -> AppDetail:
