@@ -293,10 +293,15 @@ async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
             client_auth_key=_env_value(args.client_auth_key_env, "--client-auth-key-env"),
             treecast_events=args.treecast_events,
         )
+        signs = (
+            "\nsigned as Docora did (X-Docora-Signature, with the client_auth_key given)"
+            if args.scheme == "docora"
+            else ""
+        )
         return Result(
             asdict(app),
             f"app {app.app_id} registered\nsecret (shown once, keep it): {app.secret}"
-            f"\nAPI token (shown once, keep it): {app.token}",
+            f"\nAPI token (shown once, keep it): {app.token}{signs}",
         )
     if action == "list":
         apps = service.list_apps()

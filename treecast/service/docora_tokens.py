@@ -15,6 +15,7 @@ Docora's tokens carry no id, so Docora checked a token against every app's bcryp
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -22,6 +23,8 @@ from collections import OrderedDict
 from sqlmodel import Session, col, select
 
 from models.tables import App
+
+log = logging.getLogger("treecast.api")
 
 PREFIX = "docora_"
 _TOKEN = re.compile(r"^docora_[0-9a-f]{64}$")
@@ -41,6 +44,7 @@ def _bcrypt_matches(token: str, stored: str) -> bool:
     try:
         import bcrypt
     except ImportError:  # pragma: no cover - bcrypt comes with the Docora migration
+        log.warning("a docora_ token cannot be checked: the bcrypt package is not installed")
         return False
     try:
         return bool(bcrypt.checkpw(token.encode(), stored.encode()))
