@@ -8,6 +8,7 @@ signature, headers, key order and content hashes from the spec alone.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -530,3 +531,24 @@ def test_cli_import_dry_run_reports_what_it_cannot_then_imports_once(
     second = json.loads(capsys.readouterr().out)
     assert (second["apps"], second["repositories"], second["watches"]) == ([], [], [])
     assert rows(pg_settings) == before
+
+
+def test_docora_app_chunks_binaries_only(
+    pg_settings: Settings, repo: WorkRepo, docora: Docora, receiver: DocoraReceiver
+) -> None:
+    small = replace(pg_settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
+    blob = os.urandom(5000)
+    text_file = "x" * 9000 + "\n"
+    repo.write("big.bin", blob)
+    repo.write("big.md", text_file)
+    commit = repo.commit("large files")
+    TreecastService(small).import_docora(docora.url, KEY_HEX)
+    result = deliver(small, docora.app_id, docora.repository_id, commit)
+    assert result.created == 2 and receiver.problems == []
+    sent = [r.payload["file"] for r in receiver.received]
+    chunks = [f for f in sent if f["path"] == "big.bin"]
+    assert [c["chunk"]["index"] for c in chunks] == list(range(7))  # 5000 bytes / 768
+    assert {c["chunk"]["total"] for c in chunks} == {7}
+    assert b"".join(base64.b64decode(c["content"]) for c in chunks) == blob
+    whole = [f for f in sent if f["path"] == "big.md"]
+    assert len(whole) == 1 and whole[0]["content"] == text_file and "chunk" not in whole[0]
