@@ -34,6 +34,12 @@ async def test_imported_docora_token_authenticates_on_the_api(
         assert me.json()["app_id"] == docora.app_id
         wrong = await http.get("/api/app", headers=bearer("docora_" + secrets.token_hex(32)))
         assert wrong.status_code == 401
+        # The app rotating its own token retires the Docora one.
+        rotated = await http.post("/api/app/token/rotate", headers=bearer(docora.token))
+        assert rotated.status_code == 200, rotated.text
+        assert (await http.get("/api/app", headers=bearer(docora.token))).status_code == 401
+        fresh = bearer(rotated.json()["token"])
+        assert (await http.get("/api/app", headers=fresh)).status_code == 200
 
 
 async def test_onboard_a_docora_app(tmp_path: Path) -> None:

@@ -513,10 +513,11 @@ class TreecastService:
             registry.update_app(session, self.settings, app_id, name, base_url)
         return self.app_detail(app_id, with_watches=False)
 
-    def rotate_app_token(self, app_id: str) -> str:
-        """A new API token for the app (shown once); the old one stops working at once."""
+    def rotate_app_token(self, app_id: str, *, drop_docora_token: bool = False) -> str:
+        """A new API token for the app (shown once); the old one stops working at once. An
+        imported `docora_` token keeps working beside it unless `drop_docora_token`."""
         with session_scope(self.settings.database_url) as session:
-            return registry.rotate_app_token(session, app_id)
+            return registry.rotate_app_token(session, app_id, drop_docora_token=drop_docora_token)
 
     # -- the HTTP API: one app's repositories -----------------------------------------------
 

@@ -183,11 +183,16 @@ def update_app(
     return app
 
 
-def rotate_app_token(session: Session, app_id: str) -> str:
-    """Replace the app's API token; the old one stops working at once. The new one, shown once."""
+def rotate_app_token(session: Session, app_id: str, *, drop_docora_token: bool = False) -> str:
+    """Replace the app's API token; the old one stops working at once. The new one, shown once.
+
+    An imported Docora token keeps working beside it unless `drop_docora_token`.
+    """
     app = get_app(session, app_id)
     token = tokens.new_token()
     app.token_id, app.token_hash = token.token_id, token.token_hash
+    if drop_docora_token:
+        app.docora_token_hash = app.docora_token_sha256 = None
     app.updated_at = utcnow()
     session.add(app)
     return token.token
