@@ -430,6 +430,7 @@ def test_docora_app_gets_docora_sync_failed_and_no_sync_recovered(
     body = receiver.received[0].payload
     assert body["error"] == {"type": "git_failure", "message": "git could not authenticate"}
     assert body["retry_count"] == 5
+    assert body["circuit_breaker"]["cooldown_until"] == "2026-01-02T03:34:05.000Z"
     # Asked for, it is sent (Docora has no such endpoint: this spec-only receiver says 404).
     service.set_app_scheme(docora.app_id, None, treecast_events=True)
     with pytest.raises(ApplicationError, match="404"):

@@ -279,9 +279,21 @@ def docora_sync_failed_body(
                 "status": "open",
                 "consecutive_failures": breaker.consecutive_failures,
                 "threshold": breaker.threshold,
-                "cooldown_until": breaker.cooldown_until,
+                "cooldown_until": js_iso(breaker.cooldown_until),
             },
             "retry_count": retry_count,
-            "timestamp": timestamp,
+            "timestamp": js_iso(timestamp),
         }
     )
+
+
+def js_iso(value: str | None) -> str | None:
+    """An ISO-8601 time as Docora wrote them (JavaScript's `toISOString`: UTC, milliseconds,
+    `Z`); a value that does not parse is kept as it is."""
+    if not value:
+        return value
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return iso_utc(moment)
