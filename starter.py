@@ -95,6 +95,7 @@ def build_parser() -> ArgumentParser:
     add.add_argument(
         "--batch", action="store_true", help="send file events in batches to BASE_URL/batch"
     )
+    _add_scheme_flags(add)
     _add_json(add)
     sb = app_cmds.add_parser(
         "set-batch", help="turn batch delivery (BASE_URL/batch) on or off for an app"
@@ -102,6 +103,10 @@ def build_parser() -> ArgumentParser:
     sb.add_argument("app_id", metavar="APP_ID")
     sb.add_argument("state", choices=["on", "off"], metavar="on|off")
     _add_json(sb)
+    upd = app_cmds.add_parser("update", help="change how an app's webhooks are signed")
+    upd.add_argument("app_id", metavar="APP_ID")
+    _add_scheme_flags(upd)
+    _add_json(upd)
     lst = app_cmds.add_parser("list", help="list apps")
     _add_json(lst)
     rm = app_cmds.add_parser("remove", help="remove an app, its watches and ledgers")
@@ -213,7 +218,54 @@ def build_parser() -> ArgumentParser:
         "--timeout", type=_seconds, default=600.0, help="seconds to wait with --wait (default 600)"
     )
     _add_json(rd)
+    imp = commands.add_parser(
+        "import-docora",
+        help="import a Docora database: apps, tokens, repositories, watches, ledgers",
+        description="Import a Docora database (one transaction, idempotent); the first sync "
+        "then sends each app only what changed since Docora's last delivery. "
+        "See docs/migrating-from-docora.md.",
+    )
+    imp.add_argument("--database-url", required=True, help="Docora's DATABASE_URL (PostgreSQL)")
+    imp.add_argument(
+        "--encryption-key-env",
+        required=True,
+        metavar="VAR",
+        help="the environment variable holding Docora's ENCRYPTION_KEY (never the key itself)",
+    )
+    imp.add_argument(
+        "--dry-run", action="store_true", help="print what would be imported; write nothing"
+    )
+    _add_json(imp)
     return parser
+
+
+def _add_scheme_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheme",
+        choices=["standard-webhooks", "docora"],
+        help="how webhooks are signed (default standard-webhooks; docora: Docora's headers)",
+    )
+    parser.add_argument(
+        "--client-auth-key-env",
+        metavar="VAR",
+        help="the environment variable holding the docora scheme's client_auth_key",
+    )
+    parser.add_argument(
+        "--treecast-events",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a docora app also receives Treecast-only events (sync_recovered)",
+    )
+
+
+def _env_value(var: str | None, flag: str) -> str | None:
+    """The value of the environment variable a `--...-env` flag names (None without the flag)."""
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise UserError(f"{flag} {var}: that environment variable is not set or empty")
+    return value
 
 
 # --- helpers ----------------------------------------------------------------
@@ -320,16 +372,29 @@ async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
     action = args.app_command
     if action is None:
         raise UserError(
-            "app needs an action: add, list, remove, rotate-secret, set-batch (see starter.py app --help)"
+            "app needs an action: add, update, list, remove, rotate-secret, set-batch "
+            "(see starter.py app --help)"
         )
     if action == "add":
-        app = service.add_app(args.name, args.url, args.secret)
+        app = service.add_app(
+            args.name,
+            args.url,
+            args.secret,
+            scheme=args.scheme,
+            client_auth_key=_env_value(args.client_auth_key_env, "--client-auth-key-env"),
+            treecast_events=args.treecast_events,
+        )
         if args.batch:
             service.set_app_batch(app.app_id, True)
+        signs = (
+            "\nsigned as Docora did (X-Docora-Signature, with the client_auth_key given)"
+            if args.scheme == "docora"
+            else ""
+        )
         return Result(
             {**asdict(app), "batch": args.batch},
             f"app {app.app_id} registered\nsecret (shown once, keep it): {app.secret}"
-            f"\nAPI token (shown once, keep it): {app.token}"
+            f"\nAPI token (shown once, keep it): {app.token}{signs}"
             + ("\nbatch delivery: on" if args.batch else ""),
         )
     if action == "set-batch":
@@ -347,6 +412,16 @@ async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
         return Result(
             {"apps": [asdict(a) for a in apps]},
             "\n".join(lines) or "no apps yet: starter.py app add --name N --url URL",
+        )
+    if action == "update":
+        scheme = service.set_app_scheme(
+            args.app_id,
+            args.scheme,
+            _env_value(args.client_auth_key_env, "--client-auth-key-env"),
+            args.treecast_events,
+        )
+        return Result(
+            {"app_id": args.app_id, "scheme": scheme}, f"app {args.app_id} signs with {scheme}"
         )
     if action == "remove":
         repositories = service.remove_app(args.app_id)
@@ -584,6 +659,24 @@ async def cmd_redeliver(service: TreecastService, args: argparse.Namespace) -> R
     )
 
 
+async def cmd_import_docora(service: TreecastService, args: argparse.Namespace) -> Result:
+    key = _env_value(args.encryption_key_env, "--encryption-key-env")
+    assert key is not None
+    report = service.import_docora(args.database_url, key, dry_run=args.dry_run)
+    lines = report.lines()
+    if not args.dry_run and report.repositories:
+        try:
+            for repository_id in report.repositories:
+                await service.start_sync(repository_id)
+            lines.append(f"sync requested for {len(report.repositories)} repositories")
+        except Unreachable as error:
+            lines.append(
+                f"imported, but no sync could be requested ({_sentence(error)}) "
+                "Start the worker, then `starter.py sync REPO_ID` for each repository above."
+            )
+    return Result(asdict(report), "\n".join(lines))
+
+
 COMMANDS: dict[
     str, Callable[[TreecastService, argparse.Namespace], Coroutine[Any, Any, Result]]
 ] = {
@@ -597,6 +690,7 @@ COMMANDS: dict[
     "pause": cmd_pause_resume,
     "resume": cmd_pause_resume,
     "redeliver": cmd_redeliver,
+    "import-docora": cmd_import_docora,
 }
 
 

@@ -14,7 +14,7 @@ from treecast.store.attempts import prune_delivery_log, record_attempt
 from treecast.store.targets import load_target
 from treecast.webhooks import payloads
 from treecast.webhooks.sender import WebhookSender, failure_error
-from treecast.webhooks.signing import redaction_terms, webhook_id
+from treecast.webhooks.signing import SigningScheme, redaction_terms, webhook_id
 
 
 class NoticeActivities:
@@ -48,9 +48,27 @@ class NoticeActivities:
                 error_type=DeliveryErrorType.GONE,
                 error="the watch is disabled (the app answered 410 Gone)",
             )
-        terms = redaction_terms(target.secrets)
+        docora = target.scheme == SigningScheme.DOCORA
+        if docora and input.event != SyncEvent.SYNC_FAILED and not target.treecast_events:
+            # Docora has no such event; a docora app gets it only when it asked for it.
+            return NoticeResult(
+                app_id=input.app_id,
+                delivered=False,
+                error_type=None,
+                error=f"{input.event} is not sent to docora-scheme apps without treecast_events",
+            )
+        key = [target.client_auth_key] if target.client_auth_key else []
+        terms = redaction_terms([*target.secrets, *key])
         timestamp = input.occurred_at or payloads.iso_utc()
-        if input.event == SyncEvent.SYNC_FAILED:
+        if input.event == SyncEvent.SYNC_FAILED and docora:
+            body = payloads.docora_sync_failed_body(
+                repo=target.repository,
+                error_message=redact(input.error_message or "", terms),
+                breaker=input.breaker,
+                retry_count=target.retry_count,
+                timestamp=timestamp,
+            )
+        elif input.event == SyncEvent.SYNC_FAILED:
             body = payloads.sync_failed_body(
                 repo=target.repository,
                 error_type=input.error_type,
@@ -69,7 +87,15 @@ class NoticeActivities:
             "notice", input.app_id, input.repository_id, input.event, input.transition_id
         )
         timeout = settings.notice_timeout_seconds
-        with WebhookSender(settings, target.base_url, target.secrets, timeout=timeout) as sender:
+        with WebhookSender(
+            settings,
+            target.base_url,
+            target.secrets,
+            timeout=timeout,
+            scheme=target.scheme,
+            app_id=target.app_id,
+            client_auth_key=target.client_auth_key,
+        ) as sender:
             outcome = sender.post(input.event, msg_id, body, input.event)
         with session_scope(settings.database_url) as session:
             record_attempt(
@@ -102,4 +128,4 @@ class NoticeActivities:
             outcome.error_type,
             redact(outcome.error or "", terms),
         )
-        raise failure_error(outcome, target.secrets)
+        raise failure_error(outcome, [*target.secrets, *key])

@@ -68,6 +68,19 @@ class App(SQLModel, table=True):
         default=False,
         sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
     )
+    # How webhooks are signed: None or "standard-webhooks" (the default), or "docora"
+    # (Docora's X-Docora-* headers, HMAC keyed with `client_auth_key`, Docora's bodies).
+    signing_scheme: str | None = Field(default=None, max_length=32)
+    # Fernet ciphertext of the Docora `client_auth_key` (the docora scheme's HMAC key).
+    client_auth_key_encrypted: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True)
+    )
+    # A docora-scheme app also receives Treecast-only events (sync_recovered) when set.
+    treecast_events: bool | None = Field(default=None)
+    # An imported Docora bearer token: its bcrypt hash, kept so the app keeps its token,
+    # and the SHA-256 of the token once it was verified once (the cheap lookup after that).
+    docora_token_hash: str | None = Field(default=None, max_length=100)
+    docora_token_sha256: str | None = Field(default=None, max_length=64, unique=True, index=True)
 
 
 class Repository(SQLModel, table=True):

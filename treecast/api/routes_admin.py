@@ -43,6 +43,9 @@ def onboard(body: OnboardIn, service: Service) -> Data[OnboardOut]:
         email=body.email,
         website=body.website,
         description=body.description,
+        scheme=body.scheme,
+        client_auth_key=body.client_auth_key,
+        treecast_events=body.treecast_events,
     )
     return Data(
         data=OnboardOut(

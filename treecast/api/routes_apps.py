@@ -209,4 +209,5 @@ def rotate_secret(body: SecretRotateIn, app_id: AppId, service: Service) -> Secr
 @router.post("/app/token/rotate", response_model=TokenRotateOut)
 def rotate_token(app_id: AppId, service: Service) -> TokenRotateOut:
     """A new API token (shown once); the one used for this call stops working now."""
-    return TokenRotateOut(token=service.rotate_app_token(app_id))
+    # The caller may hold an imported docora_ token: it stops working too.
+    return TokenRotateOut(token=service.rotate_app_token(app_id, drop_docora_token=True))

@@ -3,7 +3,7 @@ fields), so validation refuses hostile input before any service call."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -53,6 +53,15 @@ class OnboardIn(Strict):
     ) = None
     website: Url | None = None
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    scheme: Literal["standard-webhooks", "docora"] | None = Field(
+        None, description="how webhooks are signed; docora needs client_auth_key"
+    )
+    client_auth_key: Annotated[str, StringConstraints(min_length=16, max_length=500)] | None = (
+        Field(None, description="the HMAC key of the docora scheme (Docora's field)")
+    )
+    treecast_events: bool | None = Field(
+        None, description="a docora app also receives sync_recovered"
+    )
 
 
 class OnboardOut(BaseModel):
@@ -94,6 +103,8 @@ class AppDetailOut(BaseModel):
     created_at: str
     updated_at: str
     watches: list[AppWatchOut] = []
+    scheme: str = "standard-webhooks"
+    treecast_events: bool = False
 
 
 class AppDeletedOut(BaseModel):

@@ -27,8 +27,9 @@ from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import session_scope
 from treecast.service import credentials as creds
-from treecast.service import pushes, registry, tokens, workflows
+from treecast.service import docora_import, pushes, registry, tokens, workflows
 from treecast.service.credentials import CredentialInfo, CredentialSpec, HostKeyInfo
+from treecast.service.docora_import import DocoraImportReport
 from treecast.service.errors import (
     NotConfigured,
     NotFound,
@@ -53,6 +54,7 @@ from treecast.service.views import (
 from treecast.store import keys
 from treecast.store.ledger import forget_ledger
 from treecast.urls import owner_and_name
+from treecast.webhooks.signing import SigningScheme
 
 T = TypeVar("T")
 log = logging.getLogger("treecast.api")
@@ -181,10 +183,30 @@ class TreecastService:
 
     # -- apps -------------------------------------------------------------------------------
 
-    def add_app(self, name: str, url: str, secret: str | None) -> AppAdded:
-        """Register an app; a `whsec_` secret is generated when none is given."""
+    def add_app(
+        self,
+        name: str,
+        url: str,
+        secret: str | None,
+        *,
+        scheme: str | None = None,
+        client_auth_key: str | None = None,
+        treecast_events: bool | None = None,
+    ) -> AppAdded:
+        """Register an app; a `whsec_` secret is generated when none is given. `scheme`
+        "docora" signs as Docora did, with `client_auth_key`."""
         with session_scope(self.settings.database_url) as session:
-            created = registry.add_app(session, self.settings, self._cipher(), name, url, secret)
+            created = registry.add_app(
+                session,
+                self.settings,
+                self._cipher(),
+                name,
+                url,
+                secret,
+                scheme=scheme,
+                client_auth_key=client_auth_key,
+                treecast_events=treecast_events,
+            )
             app = created.app
             return AppAdded(app.id, app.name, app.base_url, created.secret, created.token)
 
@@ -202,6 +224,30 @@ class TreecastService:
         """Delete an app with its watches, ledgers and log; the repositories it watched."""
         with session_scope(self.settings.database_url) as session:
             return registry.remove_app(session, app_id)
+
+    def set_app_scheme(
+        self,
+        app_id: str,
+        scheme: str | None,
+        client_auth_key: str | None = None,
+        treecast_events: bool | None = None,
+    ) -> str:
+        """Change how an app's webhooks are signed (for the CLI, the API and the admin page);
+        returns the scheme now in force. None leaves a value unchanged."""
+        with session_scope(self.settings.database_url) as session:
+            app = registry.set_app_scheme(
+                session, self._cipher(), app_id, scheme, client_auth_key, treecast_events
+            )
+            return app.signing_scheme or SigningScheme.STANDARD
+
+    def import_docora(
+        self, database_url: str, encryption_key: str, *, dry_run: bool = False
+    ) -> DocoraImportReport:
+        """Import a Docora database's apps, tokens, repositories, watches and ledgers (one
+        transaction; idempotent; `dry_run` only reports). See docs/migrating-from-docora.md."""
+        return docora_import.import_docora(
+            self.settings, self._cipher(), database_url, encryption_key, dry_run=dry_run
+        )
 
     def rotate_app_secret(self, app_id: str, secret: str | None, finish: bool) -> str | None:
         """Add a secret (both sign until finished), or with `finish` keep only the newest."""
@@ -442,6 +488,9 @@ class TreecastService:
         email: str | None = None,
         website: str | None = None,
         description: str | None = None,
+        scheme: str | None = None,
+        client_auth_key: str | None = None,
+        treecast_events: bool | None = None,
     ) -> AppOnboarded:
         """Register an app with Docora's onboarding details; token and secret shown once."""
         with session_scope(self.settings.database_url) as session:
@@ -455,6 +504,9 @@ class TreecastService:
                 email=email,
                 website=website,
                 description=description,
+                scheme=scheme,
+                client_auth_key=client_auth_key,
+                treecast_events=treecast_events,
             )
             app = created.app
             return AppOnboarded(
@@ -487,6 +539,8 @@ class TreecastService:
                 _iso(app.created_at),
                 _iso(app.updated_at),
                 watches,
+                app.signing_scheme or SigningScheme.STANDARD,
+                bool(app.treecast_events),
             )
 
     def update_app(self, app_id: str, name: str | None, base_url: str | None) -> AppDetail:
@@ -495,10 +549,11 @@ class TreecastService:
             registry.update_app(session, self.settings, app_id, name, base_url)
         return self.app_detail(app_id, with_watches=False)
 
-    def rotate_app_token(self, app_id: str) -> str:
-        """A new API token for the app (shown once); the old one stops working at once."""
+    def rotate_app_token(self, app_id: str, *, drop_docora_token: bool = False) -> str:
+        """A new API token for the app (shown once); the old one stops working at once. An
+        imported `docora_` token keeps working beside it unless `drop_docora_token`."""
         with session_scope(self.settings.database_url) as session:
-            return registry.rotate_app_token(session, app_id)
+            return registry.rotate_app_token(session, app_id, drop_docora_token=drop_docora_token)
 
     # -- the HTTP API: one app's repositories -----------------------------------------------
 

@@ -31,11 +31,12 @@ from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
 from treecast.globs import GlobSpec
 from treecast.service import credentials as creds
-from treecast.service import pushes, tokens
+from treecast.service import docora_tokens, pushes, tokens
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
 from treecast.store import keys
 from treecast.urls import validate_base_url, vet_git_url
+from treecast.webhooks.signing import SigningScheme
 
 APP_ID = re.compile(r"^app_[0-9a-f]{24}$")
 REPO_ID = re.compile(r"^repo_[0-9a-f]{24}$")
@@ -130,10 +131,17 @@ def add_app(
     email: str | None = None,
     website: str | None = None,
     description: str | None = None,
+    scheme: str | None = None,
+    client_auth_key: str | None = None,
+    treecast_events: bool | None = None,
 ) -> AppCreated:
-    """Register an app with a new API token; generate a `whsec_` secret when none is given."""
+    """Register an app with a new API token; generate a `whsec_` secret when none is given.
+
+    `scheme` "docora" signs its webhooks as Docora did, with `client_auth_key` (required then).
+    """
     name = _check_name(name)
     base_url = _check_base_url(settings, url)
+    scheme = check_scheme(scheme, client_auth_key, had_key=False)
     if secret is None:
         secret = generate_webhook_secret()
     else:
@@ -152,6 +160,9 @@ def add_app(
         email=email,
         website=website,
         description=description,
+        signing_scheme=scheme,
+        client_auth_key_encrypted=cipher.encrypt(client_auth_key) if client_auth_key else None,
+        treecast_events=treecast_events,
     )
     session.add(app)
     keys.remember(session, cipher)
@@ -173,18 +184,28 @@ def update_app(
     return app
 
 
-def rotate_app_token(session: Session, app_id: str) -> str:
-    """Replace the app's API token; the old one stops working at once. The new one, shown once."""
+def rotate_app_token(session: Session, app_id: str, *, drop_docora_token: bool = False) -> str:
+    """Replace the app's API token; the old one stops working at once. The new one, shown once.
+
+    An imported Docora token keeps working beside it unless `drop_docora_token`.
+    """
     app = get_app(session, app_id)
     token = tokens.new_token()
     app.token_id, app.token_hash = token.token_id, token.token_hash
+    if drop_docora_token:
+        app.docora_token_hash = app.docora_token_sha256 = None
     app.updated_at = utcnow()
     session.add(app)
     return token.token
 
 
 def app_for_token(session: Session, token: str) -> str | None:
-    """The id of the app `token` belongs to, or None: one indexed lookup, constant-time check."""
+    """The id of the app `token` belongs to, or None: one indexed lookup, constant-time check.
+
+    A `docora_...` token is one imported from Docora (`docora_tokens.app_for_docora_token`).
+    """
+    if token.startswith(docora_tokens.PREFIX):
+        return docora_tokens.app_for_docora_token(session, token)
     parsed = tokens.parse(token)
     if parsed is None:
         return None
@@ -665,3 +686,52 @@ def watches_of_app(session: Session, app_id: str) -> list[dict[str, Any]]:
         }
         for w, r in app_watches(session, app_id, None, 10_000)
     ]
+
+
+# --- signing schemes --------------------------------------------------------
+
+MIN_CLIENT_AUTH_KEY = 16  # Docora's limits
+MAX_CLIENT_AUTH_KEY = 500
+
+
+def check_scheme(scheme: str | None, client_auth_key: str | None, *, had_key: bool) -> str | None:
+    """The scheme to store (None for the default) after checking the key it needs."""
+    if scheme is not None and scheme not in SigningScheme.ALL:
+        raise UserError(f"--scheme must be one of {', '.join(SigningScheme.ALL)}, not {scheme!r}")
+    if client_auth_key is not None and not (
+        MIN_CLIENT_AUTH_KEY <= len(client_auth_key) <= MAX_CLIENT_AUTH_KEY
+    ):
+        raise UserError(
+            f"the client_auth_key must be {MIN_CLIENT_AUTH_KEY} to {MAX_CLIENT_AUTH_KEY} characters"
+        )
+    if scheme == SigningScheme.DOCORA and client_auth_key is None and not had_key:
+        raise UserError(
+            "the docora scheme signs with the app's client_auth_key: give one "
+            "(--client-auth-key-env VAR, or client_auth_key in the API body)"
+        )
+    return None if scheme in (None, SigningScheme.STANDARD) else scheme
+
+
+def set_app_scheme(
+    session: Session,
+    cipher: Cipher,
+    app_id: str,
+    scheme: str | None,
+    client_auth_key: str | None,
+    treecast_events: bool | None,
+) -> App:
+    """Change how an app's webhooks are signed (None leaves a value as it is)."""
+    app = get_app(session, app_id)
+    wanted = scheme if scheme is not None else (app.signing_scheme or SigningScheme.STANDARD)
+    stored = check_scheme(
+        wanted, client_auth_key, had_key=app.client_auth_key_encrypted is not None
+    )
+    app.signing_scheme = stored
+    if client_auth_key is not None:
+        app.client_auth_key_encrypted = cipher.encrypt(client_auth_key)
+        keys.remember(session, cipher)
+    if treecast_events is not None:
+        app.treecast_events = treecast_events
+    app.updated_at = utcnow()
+    session.add(app)
+    return app

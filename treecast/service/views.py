@@ -46,6 +46,8 @@ class AppDetail:
     created_at: str
     updated_at: str
     watches: list[dict[str, Any]] = field(default_factory=list)
+    scheme: str = "standard-webhooks"  # how its webhooks are signed (or "docora")
+    treecast_events: bool = False  # a docora app that also gets sync_recovered
 
 
 @dataclass

@@ -23,6 +23,10 @@ BATCH_EVENT = "batch"
 # One path of a batch: (path, (blob_id, sha256) to record, or None; forget the path).
 BatchEntry = tuple[str, tuple[str, str] | None, bool]
 
+# The blob id of a ledger row imported from Docora, which knew only the content's SHA-256
+# (see `treecast.changes.ImportedRows`).
+IMPORTED_BLOB_ID = ""
+
 # Paths per `IN (...)` query: well under SQLite's and PostgreSQL's parameter limits.
 _LOOKUP_BATCH = 500
 

@@ -11,6 +11,7 @@ from treecast.config import Settings
 from treecast.store import keys
 from treecast.urls import owner_and_name
 from treecast.webhooks.payloads import RepositoryRef
+from treecast.webhooks.signing import SigningScheme
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class AppTarget:
     # deliberate re-send gets fresh webhook ids while retries keep the same ones.
     generation: str
     batch: bool = False  # the app takes several file events per `/batch` request
+    # The app's signing scheme (None: Standard Webhooks) and, for `docora`, its HMAC key.
+    scheme: str | None = None
+    client_auth_key: str | None = None
+    treecast_events: bool = False  # a docora app that also wants sync_recovered
+    retry_count: int = 0  # the watch's, for Docora's sync_failed body
 
 
 def load_target(
@@ -39,14 +45,29 @@ def load_target(
         return None
     cipher = keys.cipher(settings)
     owner, name = owner_and_name(repo.url)
+    docora = app.signing_scheme == SigningScheme.DOCORA
     return AppTarget(
         app_id=app.id,
         base_url=app.base_url,
         secrets=cipher.decrypt_list(app.secrets_encrypted),
         repository=RepositoryRef(
-            repository_id=repo.id, url=repo.url, owner=owner, name=name, ref=repo.ref or None
+            repository_id=repo.id,
+            url=repo.url,
+            owner=owner,
+            name=name,
+            ref=repo.ref or None,
+            docora=docora,
         ),
         watch_status=watch.status,
         generation=watch.ledger_generation,
-        batch=bool(app.batch),
+        # Batches are a Treecast-only format: a docora app gets them only when it asked.
+        batch=bool(app.batch) and (not docora or bool(app.treecast_events)),
+        scheme=SigningScheme.DOCORA if docora else None,
+        client_auth_key=(
+            cipher.decrypt(app.client_auth_key_encrypted)
+            if docora and app.client_auth_key_encrypted
+            else None
+        ),
+        treecast_events=bool(app.treecast_events),
+        retry_count=watch.retry_count,
     )

@@ -53,7 +53,7 @@ from treecast.store.watches import finish_delivery, note_watch_failure, start_de
 from treecast.webhooks import payloads
 from treecast.webhooks.payloads import ChunkPlan, ContentProbe, Event
 from treecast.webhooks.sender import WebhookSender, failure_error
-from treecast.webhooks.signing import redaction_terms, stable_digest, webhook_id
+from treecast.webhooks.signing import SigningScheme, redaction_terms, stable_digest, webhook_id
 from treecast.webhooks.transport import PostOutcome
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,10 @@ class FileDelivery:
     def secrets(self) -> list[str]:
         """The app's secrets in every form that could show up in text (none before loading)."""
         target = getattr(self, "target", None)
-        return redaction_terms(target.secrets) if target is not None else []
+        if target is None:
+            return []
+        key = [target.client_auth_key] if target.client_auth_key else []
+        return redaction_terms([*target.secrets, *key])
 
     def failure(self, message: str, **kwargs: Any) -> ApplicationError:
         """The try's error: its progress travels with it, counts as of this moment.
@@ -271,6 +274,9 @@ class FileDelivery:
                     self.target.base_url,
                     self.target.secrets,
                     timeout=self.settings.file_timeout_seconds,
+                    scheme=self.target.scheme,
+                    app_id=self.target.app_id,
+                    client_auth_key=self.target.client_auth_key,
                 )
             )
             self.ledger = LedgerWriter(
@@ -423,7 +429,8 @@ class FileDelivery:
             return
         if outcome.error_type == DeliveryErrorType.GONE:
             raise Gone(outcome.error or "the app answered 410 Gone")
-        raise failure_error(outcome, self.target.secrets)
+        key = [self.target.client_auth_key] if self.target.client_auth_key else []
+        raise failure_error(outcome, [*self.target.secrets, *key])
 
     # -- building the requests (while the previous one is on the wire) ----------------
 
@@ -526,10 +533,14 @@ class FileDelivery:
             for piece in reader.iter_bytes(change.blob_id, _READ_PIECE):
                 probe.update(piece)
             sha, size, text = probe.sha256, probe.size, probe.finish_is_text()
-        plan = payloads.plan_chunks(size, text, threshold, chunk_size)
+        if self.target.scheme == SigningScheme.DOCORA:
+            plan = payloads.plan_chunks_docora(size, text, threshold, chunk_size)
+        else:
+            plan = payloads.plan_chunks(size, text, threshold, chunk_size)
         timestamp = payloads.iso_utc()
         if not plan.chunked:
-            assert data is not None
+            if data is None:  # a large text file Docora's scheme sends whole
+                data = reader.read(change.blob_id)
             content = data.decode("utf-8") if text else base64.b64encode(data).decode("ascii")
             body = payloads.file_body(
                 event=event,

@@ -40,6 +40,8 @@ class RepositoryRef:
     owner: str
     name: str
     ref: str | None
+    # Docora's shape (`github_url`, no `ref`) for apps on the docora signing scheme.
+    docora: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,13 @@ def chunk_transfer_id(digest: bytes) -> str:
 
 def repository_object(repo: RepositoryRef) -> dict[str, Any]:
     """The `repository` object shared by every event."""
+    if repo.docora:
+        return {
+            "repository_id": repo.repository_id,
+            "github_url": repo.url,
+            "owner": repo.owner,
+            "name": repo.name,
+        }
     return {
         "repository_id": repo.repository_id,
         "url": repo.url,
@@ -252,3 +261,56 @@ def sync_recovered_body(
             "timestamp": timestamp,
         }
     )
+
+
+# --- Docora's variants (apps on the docora signing scheme) -----------------------------
+
+
+def plan_chunks_docora(size: int, text: bool, threshold: int, chunk_size: int) -> ChunkPlan:
+    """Docora's rule: only binary files strictly larger than `threshold` bytes are chunked
+    (text never is), in `chunk_size`-character base64 slices."""
+    raw_chunk = (chunk_size // 4) * 3
+    if text or size <= threshold:
+        return ChunkPlan(base64=not text, chunked=False, total=1, raw_chunk_bytes=raw_chunk)
+    return ChunkPlan(
+        base64=True, chunked=True, total=max(1, -(-size // raw_chunk)), raw_chunk_bytes=raw_chunk
+    )
+
+
+def docora_sync_failed_body(
+    *,
+    repo: RepositoryRef,
+    error_message: str | None,
+    breaker: BreakerInfo,
+    retry_count: int,
+    timestamp: str,
+) -> bytes:
+    """Docora's `sync_failed` body: `error.type` is always `git_failure`, and the recipient's
+    own `retry_count` follows the breaker (key order as Docora emits it)."""
+    return to_json(
+        {
+            "event": Event.SYNC_FAILED,
+            "repository": repository_object(repo),
+            "error": {"type": "git_failure", "message": error_message or ""},
+            "circuit_breaker": {
+                "status": "open",
+                "consecutive_failures": breaker.consecutive_failures,
+                "threshold": breaker.threshold,
+                "cooldown_until": js_iso(breaker.cooldown_until),
+            },
+            "retry_count": retry_count,
+            "timestamp": js_iso(timestamp),
+        }
+    )
+
+
+def js_iso(value: str | None) -> str | None:
+    """An ISO-8601 time as Docora wrote them (JavaScript's `toISOString`: UTC, milliseconds,
+    `Z`); a value that does not parse is kept as it is."""
+    if not value:
+        return value
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return iso_utc(moment)

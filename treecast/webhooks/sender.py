@@ -17,7 +17,7 @@ from models.delivery import DeliveryErrorType
 from treecast import metrics
 from treecast.config import Settings
 from treecast.redact import redact
-from treecast.webhooks.signing import redaction_terms, signed_headers
+from treecast.webhooks.signing import headers_for_scheme, redaction_terms, signed_headers
 from treecast.webhooks.transport import (
     PostOutcome,
     endpoint_url,
@@ -31,11 +31,25 @@ class WebhookSender:
     """A keep-alive, guarded client posting signed webhooks to one app (a context manager)."""
 
     def __init__(
-        self, settings: Settings, base_url: str, secrets: Sequence[str], *, timeout: float
+        self,
+        settings: Settings,
+        base_url: str,
+        secrets: Sequence[str],
+        *,
+        timeout: float,
+        scheme: str | None = None,
+        app_id: str = "",
+        client_auth_key: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.secrets = list(secrets)
         self.timeout = timeout
+        # The app's signing scheme (see `signing.headers_for_scheme`); None: Standard Webhooks.
+        self.scheme = scheme
+        self.app_id = app_id
+        self.client_auth_key = client_auth_key
+        # Every secret that must never show in error text.
+        self.redacted = [*self.secrets, *([client_auth_key] if client_auth_key else [])]
         self._client = make_client(settings, timeout=timeout)
         self._urls: dict[str, httpx.URL] = {}  # parsed once per endpoint, not per request
 
@@ -58,7 +72,7 @@ class WebhookSender:
 
     def sign(self, event: str, msg_id: str, body: bytes) -> dict[str, str]:
         """The signed headers of a request, made now (for `post(..., headers=)`)."""
-        return signed_headers(self.secrets, msg_id, event, body)
+        return self.headers(event, msg_id, body)
 
     def post(
         self,
@@ -70,12 +84,12 @@ class WebhookSender:
         headers: dict[str, str] | None = None,
         on_sent: Callable[[], None] | None = None,
     ) -> PostOutcome:
-        """Sign `body` with every active secret of the app (unless `headers` were signed
-        beforehand with `sign`) and POST it; never raises for HTTP or network failures
-        (see `PostOutcome`). `on_sent` runs once the request is written, while the
-        answer is awaited (not at all when the request could not be written)."""
+        """Sign `body` in the app's scheme (unless `headers` were signed beforehand with
+        `sign`) and POST it; never raises for HTTP or network failures (see
+        `PostOutcome`). `on_sent` runs once the request is written, while the answer is
+        awaited (not at all when the request could not be written)."""
         if headers is None:
-            headers = signed_headers(self.secrets, msg_id, event, body)
+            headers = self.headers(event, msg_id, body)
         with while_waiting(on_sent):
             outcome = post_webhook(
                 self._client,
@@ -84,12 +98,26 @@ class WebhookSender:
                 headers,
                 timeout=self.timeout,
                 what=what,
-                secrets=self.secrets,
+                secrets=self.redacted,
             )
         metrics.record_webhook(
             event, "ok" if outcome.ok else str(outcome.error_type), outcome.duration_ms, len(body)
         )
         return outcome
+
+    def headers(self, event: str, msg_id: str, body: bytes) -> dict[str, str]:
+        """The signed headers of one request, in the app's scheme."""
+        if self.scheme is None:
+            return signed_headers(self.secrets, msg_id, event, body)
+        return headers_for_scheme(
+            self.scheme,
+            self.secrets,
+            msg_id,
+            event,
+            body,
+            app_id=self.app_id,
+            client_auth_key=self.client_auth_key,
+        )
 
 
 def failure_error(outcome: PostOutcome, secrets: Sequence[str]) -> ApplicationError:

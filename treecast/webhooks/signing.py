@@ -87,3 +87,60 @@ def webhook_id(*parts: str | int | None) -> str:
     any differing part gives a different id.
     """
     return WEBHOOK_ID_PREFIX + stable_digest(*parts).hex()[:32]
+
+
+# --- signing schemes ----------------------------------------------------------------
+
+
+class SigningScheme:
+    """Values of `App.signing_scheme` (None in the database means the default)."""
+
+    STANDARD = "standard-webhooks"
+    DOCORA = "docora"
+    ALL = (STANDARD, DOCORA)
+
+
+DOCORA_USER_AGENT = f"Treecast/{__version__} (Docora-compatible)"
+
+
+def docora_signature(client_auth_key: str, timestamp: int, body: bytes) -> str:
+    """Docora's `X-Docora-Signature`: `sha256=` + hex HMAC-SHA256 of `{timestamp}.{body}`,
+    keyed with the UTF-8 bytes of the app's client_auth_key."""
+    to_sign = str(timestamp).encode() + b"." + body
+    return "sha256=" + hmac.new(client_auth_key.encode(), to_sign, hashlib.sha256).hexdigest()
+
+
+def docora_headers(
+    client_auth_key: str, app_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
+    """Every header of one Docora-signed request (Docora sends no event or id header)."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {
+        "content-type": "application/json",
+        "user-agent": DOCORA_USER_AGENT,
+        "X-Docora-App-Id": app_id,
+        "X-Docora-Timestamp": str(ts),
+        "X-Docora-Signature": docora_signature(client_auth_key, ts, body),
+    }
+
+
+def headers_for_scheme(
+    scheme: str | None,
+    secrets: Sequence[str],
+    msg_id: str,
+    event: str,
+    body: bytes,
+    *,
+    app_id: str = "",
+    client_auth_key: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    """The signed headers for an app's scheme: `signed_headers` or `docora_headers`."""
+    if scheme == SigningScheme.DOCORA:
+        if not client_auth_key:
+            raise ValueError(
+                "the app uses the docora scheme but has no client_auth_key; "
+                "set one with `starter.py app update --scheme docora --client-auth-key-env VAR`"
+            )
+        return docora_headers(client_auth_key, app_id, body, timestamp)
+    return signed_headers(secrets, msg_id, event, body, timestamp)
