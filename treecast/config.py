@@ -332,6 +332,12 @@ class Settings:
     api_status_timeout_seconds: float = _setting(
         "TREECAST_API_STATUS_TIMEOUT_SECONDS", "2", "how long the API waits for live workflow status",
         _bounded_float(0.1, 60), "seconds between 0.1 and 60")
+    temporal_ui_url: str = _setting(
+        "TREECAST_TEMPORAL_UI_URL", "http://localhost:8233", "Temporal Web UI the admin page links to",
+        _public_url, "an http(s):// URL without a query")
+    admin_session_seconds: int = _setting(
+        "TREECAST_ADMIN_SESSION_SECONDS", "28800", "how long an admin page login lasts",
+        _bounded_int(60, 7 * 86400), "seconds between 60 and 604800")
     # fmt: on
 
     def git_config_pairs(self) -> list[tuple[str, str]]:
