@@ -4,6 +4,7 @@ are shown once, and a missing Temporal makes pages say so instead of hanging."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ pytest.importorskip("jinja2")
 
 from fastapi.routing import APIRoute
 
-from models.tables import DeliveryAttempt
+from models.tables import DeliveryAttempt, Watch
 from treecast.api import admin_pages
 from treecast.api.admin_session import COOKIE, Sessions
 from treecast.db import session_scope
@@ -319,3 +320,51 @@ def test_a_session_expires_after_its_lifetime() -> None:
     assert not session.csrf_ok("") and not session.csrf_ok(None)
     now[0] += 61
     assert sessions.get(session.id) is None
+
+
+async def test_retry_all_runs_in_the_background_and_shows_its_progress(tmp_path: Path) -> None:
+    settings = api_settings(tmp_path)
+    async with api_client(settings) as client:
+        app = await onboard(client)
+        headers = {"Authorization": f"Bearer {app['token']}"}
+        rids = []
+        for name in ("one", "two"):
+            watched = await client.post(
+                "/api/repositories",
+                json={"url": f"https://github.com/acme/{name}"},
+                headers=headers,
+            )
+            rids.append(watched.json()["repository_id"])
+        with session_scope(settings.database_url) as session:
+            for rid in rids:
+                watch = session.get(Watch, (app["app_id"], rid))
+                assert watch is not None
+                watch.status, watch.last_error = "failed", "HTTP 500 <from the app>"
+                watch.last_error_type = "WebhookHttpError"
+                session.add(watch)
+        await log_in(client)
+        page = await client.get("/admin/failed")
+        assert page.text.count("WebhookHttpError") == 2 and "<from the app>" not in page.text
+        assert "2 watches failed to deliver" in (await client.get("/admin")).text
+        csrf = await csrf_of(client, "/admin/failed")
+
+        refused = await client.post("/admin/failed/resync-all", data={"csrf": csrf})
+        assert "needs an app" in (await client.get(refused.headers["location"])).text
+
+        started = await client.post("/admin/failed/retry-all", data={"csrf": csrf})
+        assert started.status_code == 303
+        first = (await client.get("/admin/failed")).text
+        assert "Retry the failed watches of every app" in first
+
+        async def finished() -> bool:
+            text = (await client.get("/admin/failed")).text
+            return "2 of 2 done (finished)" in text
+
+        deadline = time.monotonic() + 30
+        while not await finished():
+            assert time.monotonic() < deadline, (await client.get("/admin/failed")).text
+            await asyncio.sleep(0.1)
+        assert "No failed watches" in (await client.get("/admin/failed")).text
+        with session_scope(settings.database_url) as session:
+            statuses = {session.get(Watch, (app["app_id"], rid)).status for rid in rids}  # type: ignore[union-attr]
+        assert statuses == {"pending"}

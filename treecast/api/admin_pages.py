@@ -153,6 +153,10 @@ def _live_note(states: list[LiveState]) -> str | None:
     return None
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def ui_link(request: Request, repository_id: str) -> str:
     settings = _service(request).settings
     workflow = quote(f"sync-repository/{repository_id}", safe="")
@@ -290,7 +294,8 @@ async def overview(request: Request) -> Response:
     if report.unknown:
         attention.append(
             (
-                f"{len(report.unknown)} repositories' workflows did not answer: "
+                f"{_count(len(report.unknown), 'repository', 'repositories')}: "
+                "their workflows did not answer: "
                 f"{_live_note(list(report.live.values()))}. Is a worker running?",
                 "/admin/repositories",
                 "Repositories",
@@ -299,21 +304,25 @@ async def overview(request: Request) -> Response:
     if report.open_breakers:
         attention.append(
             (
-                f"{len(report.open_breakers)} repositories have an open breaker "
-                "(git keeps failing).",
+                f"{_count(len(report.open_breakers), 'repository', 'repositories')} with an "
+                "open breaker (git keeps failing).",
                 "/admin/failed",
                 "Failed watches",
             )
         )
     if failed_watches:
         attention.append(
-            (f"{failed_watches} watches failed to deliver.", "/admin/failed", "Failed watches")
+            (
+                f"{_count(failed_watches, 'watch', 'watches')} failed to deliver.",
+                "/admin/failed",
+                "Failed watches",
+            )
         )
     if counts.watches_by_status.get("disabled"):
         attention.append(
             (
-                f"{counts.watches_by_status['disabled']} watches are disabled "
-                "(their app answered 410 Gone).",
+                f"{_count(counts.watches_by_status['disabled'], 'watch', 'watches')} disabled "
+                "(the app answered 410 Gone).",
                 "/admin/apps",
                 "Apps",
             )
@@ -321,7 +330,8 @@ async def overview(request: Request) -> Response:
     if counts.failed_deliveries_last_hour:
         attention.append(
             (
-                f"{counts.failed_deliveries_last_hour} delivery attempts failed in the last hour.",
+                f"{_count(counts.failed_deliveries_last_hour, 'delivery attempt', 'delivery attempts')}"
+                " failed in the last hour.",
                 "/admin/deliveries?outcome=failed",
                 "Failed deliveries",
             )

@@ -819,7 +819,14 @@ class TreecastService:
             WatchState(rid, "", "", "", "", [], "", None, None, None, 0, None, "", LiveState(False))
             for rid in repository_ids
         ]
-        await self._fill_live(states)
+        # Connecting is bounded too: a Temporal that does not answer never hangs a page.
+        wait = self.settings.api_status_timeout_seconds + 2.0
+        try:
+            await asyncio.wait_for(self._fill_live(states), wait)
+        except TimeoutError:
+            for state in states:
+                if not state.live.known:
+                    state.live.error = f"Temporal did not answer within {wait:g} s"
         return {state.repository_id: state.live for state in states}
 
     async def admin_overview(self) -> AdminOverview:
@@ -893,7 +900,7 @@ class TreecastService:
             for row in await asyncio.to_thread(broken):
                 if (row.app_id, row.repository_id) not in seen:
                     state = live[row.repository_id]
-                    row.cause, row.error_type = "breaker", f"breaker {state.breaker_state}"
+                    row.cause, row.error_type = "breaker", "GitFailing"
                     row.error = state.message
                     rows.append(row)
         return rows, (unknown[0] if unknown else None)
