@@ -252,3 +252,7 @@ async def run_scenario(page: Page, stack: Any, shots: Path) -> None:
     assert "App mirror deleted" in listing and app_id not in listing
     gone = await stack.http.get("/api/repositories", headers=bearer(token))
     assert gone.status_code == 401
+
+    # Neither the admin token nor the app's token ever reached the server's log.
+    log_text = (shots.parent / "api.log").read_text()
+    assert ADMIN_TOKEN not in log_text and token not in log_text and stack.secret not in log_text
