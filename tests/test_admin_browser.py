@@ -198,7 +198,7 @@ async def run_scenario(page: Page, stack: Any, shots: Path) -> None:
     await eventually(opened, timeout=90)
     await page.goto(f"{base}/admin")
     overview = await page.inner_text("main")
-    assert "open breaker" in overview and "Needs attention" in overview
+    assert "open breaker" in overview and "holding back 1 watch." in overview
     await page.screenshot(path=str(shots / "admin-overview.png"), full_page=True)
     await check_accessible(page)
     await page.get_by_role("link", name="Failed watches").first.click()

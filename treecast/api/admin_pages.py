@@ -305,7 +305,8 @@ async def overview(request: Request) -> Response:
         attention.append(
             (
                 f"{_count(len(report.open_breakers), 'repository', 'repositories')} with an "
-                "open breaker (git keeps failing).",
+                "open breaker (git keeps failing), holding back "
+                f"{_count(report.watches_behind_open_breakers, 'watch', 'watches')}.",
                 "/admin/failed",
                 "Failed watches",
             )
@@ -344,6 +345,7 @@ async def overview(request: Request) -> Response:
         open_breakers=report.open_breakers,
         unknown=report.unknown,
         attention=attention,
+        held=report.watches_behind_open_breakers,
         title="Overview",
     )
     return _html(body)

@@ -139,6 +139,7 @@ class AdminOverview:
 
     counts: admin.Counts
     live: dict[str, LiveState]
+    watches_behind_open_breakers: int = 0  # the watches of those repositories
 
     @property
     def open_breakers(self) -> list[str]:
@@ -839,7 +840,16 @@ class TreecastService:
 
         counts, ids = await asyncio.to_thread(read)
         live = await self.live_states(ids)
-        return AdminOverview(counts, live)
+        overview = AdminOverview(counts, live)
+        if overview.open_breakers:
+
+            def held_back() -> int:
+                with session_scope(self.settings.database_url) as session:
+                    held = admin.watches(session, repository_ids=set(overview.open_breakers))
+                    return len(held)
+
+            overview.watches_behind_open_breakers = await asyncio.to_thread(held_back)
+        return overview
 
     def search_apps(self, query: str, offset: int, limit: int) -> tuple[list[AppInfo], int]:
         """Apps whose name, id or base URL contains `query`, by name; and how many match."""
