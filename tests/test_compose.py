@@ -330,6 +330,8 @@ def commented_defaults() -> dict[str, str]:
 API_ONLY = {setting.name for setting in SETTINGS if setting.name.startswith("TREECAST_API_")} | {
     "TREECAST_ADMIN_TOKEN",
     "TREECAST_PUSH_SECRET",
+    "TREECAST_TEMPORAL_UI_URL",  # the admin page's
+    "TREECAST_ADMIN_SESSION_SECONDS",
 }
 
 

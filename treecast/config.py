@@ -348,6 +348,12 @@ class Settings:
         "TREECAST_GITHUB_API_URL", "https://api.github.com",
         "GitHub API that mints GitHub App tokens (Enterprise: https://HOST/api/v3)",
         _http_base_url, "an http(s):// URL")
+    temporal_ui_url: str = _setting(
+        "TREECAST_TEMPORAL_UI_URL", "http://localhost:8233", "Temporal Web UI the admin page links to",
+        _public_url, "an http(s):// URL without a query")
+    admin_session_seconds: int = _setting(
+        "TREECAST_ADMIN_SESSION_SECONDS", "28800", "how long an admin page login lasts",
+        _bounded_int(60, 7 * 86400), "seconds between 60 and 604800")
     # fmt: on
 
     def git_config_pairs(self) -> list[tuple[str, str]]:

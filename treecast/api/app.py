@@ -17,6 +17,7 @@ import treecast
 from treecast.api import errors, hooks, routes_admin, routes_apps
 from treecast.api.auth import Service
 from treecast.api.limits import Limits
+from treecast.api.pages import mount_admin_pages
 from treecast.api.schemas import HealthOut, VersionOut
 from treecast.config import Settings
 from treecast.db import engine_for
@@ -78,6 +79,7 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
     app.include_router(routes_admin.router)
     app.include_router(routes_apps.router)
     app.include_router(hooks.router)
+    mount_admin_pages(app)
     app.state.health = _HealthCache()
 
     @app.get(

@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 from sqlmodel import select
 from temporalio.client import Client
 
-from models.sync import SyncOutcome, SyncStatus
-from models.tables import Repository, Watch
+from models.sync import BreakerStatus, SyncOutcome, SyncStatus
+from models.tables import Repository, Watch, WatchStatus
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import session_scope
+from treecast.service import admin, docora_import, pushes, registry, tokens, workflows
 from treecast.service import credentials as creds
-from treecast.service import docora_import, pushes, registry, tokens, workflows
 from treecast.service.credentials import CredentialInfo, CredentialSpec, HostKeyInfo
 from treecast.service.docora_import import DocoraImportReport
 from treecast.service.errors import (
@@ -139,6 +139,29 @@ class StatusReport:
     repositories: list[RepositoryStatus] = field(default_factory=list)
     unknown: set[str] = field(default_factory=set)  # ids whose workflow state is unknown
     temporal_error: str | None = None
+
+
+@dataclass
+class AdminOverview:
+    """The admin overview: the database's counts and each repository's live state."""
+
+    counts: admin.Counts
+    live: dict[str, LiveState]
+    watches_behind_open_breakers: int = 0  # the watches of those repositories
+
+    @property
+    def open_breakers(self) -> list[str]:
+        """Repositories whose breaker is open or half-open."""
+        return sorted(
+            rid
+            for rid, state in self.live.items()
+            if state.breaker_state in (BreakerStatus.OPEN, BreakerStatus.HALF_OPEN)
+        )
+
+    @property
+    def unknown(self) -> list[str]:
+        """Repositories whose workflow did not tell (a slow or missing worker)."""
+        return sorted(rid for rid, state in self.live.items() if not state.known)
 
 
 class TreecastService:
@@ -878,6 +901,172 @@ class TreecastService:
 
     def _count(self, outcome: str) -> None:
         self.push_counts[outcome] = self.push_counts.get(outcome, 0) + 1
+
+    # -- the admin page ---------------------------------------------------------------------
+
+    async def live_states(self, repository_ids: list[str]) -> dict[str, LiveState]:
+        """Each repository workflow's live state, asked at once within the API's status
+        timeout; what does not answer keeps `known=False` with the reason."""
+        states = [
+            WatchState(rid, "", "", "", "", [], "", None, None, None, 0, None, "", LiveState(False))
+            for rid in repository_ids
+        ]
+        # Connecting is bounded too: a Temporal that does not answer never hangs a page.
+        wait = self.settings.api_status_timeout_seconds + 2.0
+        try:
+            await asyncio.wait_for(self._fill_live(states), wait)
+        except TimeoutError:
+            for state in states:
+                if not state.live.known:
+                    state.live.error = f"Temporal did not answer within {wait:g} s"
+        return {state.repository_id: state.live for state in states}
+
+    async def admin_overview(self) -> AdminOverview:
+        """The overview's counts, and each repository's live breaker state."""
+
+        def read() -> tuple[admin.Counts, list[str]]:
+            with session_scope(self.settings.database_url) as session:
+                ids = [r["repository_id"] for r in registry.list_repositories(session)]
+                return admin.counts(session), ids
+
+        counts, ids = await asyncio.to_thread(read)
+        live = await self.live_states(ids)
+        overview = AdminOverview(counts, live)
+        if overview.open_breakers:
+
+            def held_back() -> int:
+                with session_scope(self.settings.database_url) as session:
+                    held = admin.watches(session, repository_ids=set(overview.open_breakers))
+                    return len(held)
+
+            overview.watches_behind_open_breakers = await asyncio.to_thread(held_back)
+        return overview
+
+    def search_apps(self, query: str, offset: int, limit: int) -> tuple[list[AppInfo], int]:
+        """Apps whose name, id or base URL contains `query`, by name; and how many match."""
+        with session_scope(self.settings.database_url) as session:
+            rows, total = admin.search_apps(session, query, max(0, offset), limit)
+        return [AppInfo(**row) for row in rows], total
+
+    async def admin_repositories(self) -> tuple[list[admin.RepositoryRow], dict[str, LiveState]]:
+        """Every repository with its latest snapshot, and each workflow's live state."""
+
+        def read() -> list[admin.RepositoryRow]:
+            with session_scope(self.settings.database_url) as session:
+                return admin.repositories(session)
+
+        rows = await asyncio.to_thread(read)
+        return rows, await self.live_states([r.repository_id for r in rows])
+
+    async def admin_repository(self, repository_id: str) -> tuple[admin.RepositoryRow, LiveState]:
+        """One repository with its watches, and its workflow's live state."""
+
+        def read() -> admin.RepositoryRow:
+            with session_scope(self.settings.database_url) as session:
+                return admin.repository(session, repository_id)
+
+        row = await asyncio.to_thread(read)
+        live = await self.live_states([repository_id])
+        return row, live[repository_id]
+
+    async def failed_watches(
+        self, app_id: str | None = None
+    ) -> tuple[list[admin.FailedWatch], str | None]:
+        """Watches whose delivery failed, then those whose repository's breaker is open
+        (`cause` "breaker"); and why the breakers are unknown, when Temporal did not tell."""
+
+        def failed() -> tuple[list[admin.FailedWatch], list[str]]:
+            with session_scope(self.settings.database_url) as session:
+                if app_id:
+                    registry.get_app(session, app_id)
+                rows = admin.watches(session, status=WatchStatus.FAILED, app_id=app_id)
+                ids = [r["repository_id"] for r in registry.list_repositories(session)]
+                return rows, ids
+
+        rows, ids = await asyncio.to_thread(failed)
+        live = await self.live_states(ids)
+        unknown = [state.error for state in live.values() if not state.known and state.error]
+        open_ids = {
+            rid
+            for rid, state in live.items()
+            if state.breaker_state in (BreakerStatus.OPEN, BreakerStatus.HALF_OPEN)
+        }
+        if open_ids:
+
+            def broken() -> list[admin.FailedWatch]:
+                with session_scope(self.settings.database_url) as session:
+                    return admin.watches(session, app_id=app_id, repository_ids=open_ids)
+
+            seen = {(r.app_id, r.repository_id) for r in rows}
+            for row in await asyncio.to_thread(broken):
+                if (row.app_id, row.repository_id) not in seen:
+                    state = live[row.repository_id]
+                    row.cause, row.error_type = "breaker", "GitFailing"
+                    row.error = state.message
+                    rows.append(row)
+        return rows, (unknown[0] if unknown else None)
+
+    async def retry_watch(self, app_id: str, repository_id: str) -> bool:
+        """Make a watch pending again (its ledger kept), close its repository's breaker and
+        sync now; False when Temporal could not be asked (the next poll retries)."""
+
+        def save() -> None:
+            with session_scope(self.settings.database_url) as session:
+                admin.reset_watch(session, app_id, repository_id)
+
+        await asyncio.to_thread(save)
+        try:
+            await self.reset(repository_id)
+        except Unreachable:
+            return False
+        return True
+
+    async def resync_watch(self, app_id: str, repository_id: str) -> bool:
+        """Forget what the app received from the repository and sync: it gets every file
+        again. False when Temporal could not be asked (the next poll resends)."""
+        _, requested = await self.redeliver(app_id, repository_id)
+        return requested
+
+    def watches_to_retry(
+        self, app_id: str | None, *, failed_only: bool = True
+    ) -> list[tuple[str, str]]:
+        """`(app_id, repository_id)` of the failed watches (of one app), or all its watches."""
+        with session_scope(self.settings.database_url) as session:
+            if app_id:
+                registry.get_app(session, app_id)
+            status = WatchStatus.FAILED if failed_only else None
+            rows = admin.watches(session, status=status, app_id=app_id)
+        return [(r.app_id, r.repository_id) for r in rows]
+
+    def delivery_log(
+        self,
+        *,
+        app_id: str | None = None,
+        repository_id: str | None = None,
+        event: str | None = None,
+        outcome: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[Page[admin.AdminDelivery], list[str]]:
+        """Delivery attempts of every app, newest first, filtered; and the events logged."""
+        before: int | None = None
+        if cursor:
+            if not cursor.isdigit() or len(cursor) > 18:
+                raise UserError(f"cursor {shown(cursor)} is not one this page gave out")
+            before = int(cursor)
+        with session_scope(self.settings.database_url) as session:
+            rows = admin.delivery_log(
+                session,
+                app_id=app_id or None,
+                repository_id=repository_id or None,
+                event=event or None,
+                outcome=outcome or None,
+                before=before,
+                limit=limit + 1,
+            )
+            events = admin.delivery_events(session)
+        items = rows[:limit]
+        return Page(items, str(items[-1].id) if len(rows) > limit else None), events
 
 
 def _repository_info(repo: Any) -> RepositoryInfo:

@@ -1,0 +1,777 @@
+"""The admin web page: server-rendered pages under /admin (Jinja2, autoescaped), behind a
+login with TREECAST_ADMIN_TOKEN. Every page reads through `TreecastService`; every action
+is a POST form carrying the session's CSRF token and answers 303 back to its page with a
+flash message. See docs/admin.md."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from treecast.api.admin_session import COOKIE, LOGIN_COOKIE, AdminSession, Jobs, Sessions
+from treecast.service.core import TreecastService
+from treecast.service.errors import NotConfigured, Unauthorized, Unreachable, UserError
+from treecast.service.views import LiveState
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+APPS_PER_PAGE = 25
+DELIVERIES_PER_PAGE = 50
+MAX_FORM_FIELD = 4096
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+
+def _service(request: Request) -> TreecastService:
+    service: TreecastService = request.app.state.service
+    return service
+
+
+def _sessions(request: Request) -> Sessions:
+    state = request.app.state
+    if getattr(state, "admin_sessions", None) is None:
+        state.admin_sessions = Sessions(_service(request).settings.admin_session_seconds)
+    sessions: Sessions = state.admin_sessions
+    return sessions
+
+
+def _jobs(request: Request) -> Jobs:
+    state = request.app.state
+    if getattr(state, "admin_jobs", None) is None:
+        state.admin_jobs = Jobs()
+    jobs: Jobs = state.admin_jobs
+    return jobs
+
+
+def _session(request: Request) -> AdminSession | None:
+    if not _service(request).settings.admin_token:
+        return None
+    return _sessions(request).get(request.cookies.get(COOKIE))
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(
+        "/admin/login?" + urlencode({"next": target}), 303, headers=SECURITY_HEADERS
+    )
+
+
+def _back(location: str) -> RedirectResponse:
+    return RedirectResponse(location, 303, headers=SECURITY_HEADERS)
+
+
+def _refused(message: str, status: int = 403) -> HTMLResponse:
+    body = templates.get_template("refused.html").render(message=message, status=status)
+    return _html(body, status)
+
+
+def render(request: Request, session: AdminSession | None, name: str, **context: Any) -> str:
+    """A page, with the session's flashes and what it shows once taken."""
+    settings = _service(request).settings
+    return templates.get_template(name).render(
+        session=session,
+        csrf=session.csrf if session else "",
+        flashes=session.take_flashes() if session else [],
+        reveal=session.take_reveal() if session else None,
+        path=request.url.path,
+        ui_url=settings.temporal_ui_url,
+        namespace=settings.temporal_namespace,
+        quote=quote,
+        **context,
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An `application/x-www-form-urlencoded` body (the limits middleware caps its size)."""
+    raw = (await request.body()).decode("utf-8", errors="replace")
+    fields = parse_qs(raw, keep_blank_values=True, max_num_fields=50)
+    return {key: values[0][:MAX_FORM_FIELD] for key, values in fields.items() if values}
+
+
+async def _action(request: Request) -> tuple[AdminSession, dict[str, str]] | Response:
+    """The session and form of a POST, or the refusal: 403 without a session or when the
+    form lacks this session's CSRF token."""
+    session = _session(request)
+    if session is None:
+        return _refused("You are not logged in to the admin page (or your session expired).")
+    form = await _form(request)
+    if not session.csrf_ok(form.get("csrf")):
+        return _refused("The form is missing its security token or it is stale; reload the page.")
+    return session, form
+
+
+def _problem(error: Exception) -> str:
+    if isinstance(error, Unreachable):
+        return f"Temporal could not be asked: {error}"
+    return str(error)
+
+
+LIVE_FAILED = (UserError, Unreachable, NotConfigured)
+
+
+def _live_note(states: list[LiveState]) -> str | None:
+    """Why some workflows' state is unknown (the first reason), or None."""
+    for state in states:
+        if not state.known:
+            return state.error or "Temporal did not tell"
+    return None
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def ui_link(request: Request, repository_id: str) -> str:
+    settings = _service(request).settings
+    workflow = quote(f"sync-repository/{repository_id}", safe="")
+    namespace = quote(settings.temporal_namespace, safe="")
+    return f"{settings.temporal_ui_url}/namespaces/{namespace}/workflows/{workflow}"
+
+
+# -- static files and login -------------------------------------------------------------------
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    """The page's stylesheet and its one small script."""
+    files = {"admin.css": "text/css", "admin.js": "text/javascript"}
+    if name not in files:
+        return Response(status_code=404)
+    return FileResponse(
+        STATIC / name, media_type=files[name], headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/admin") -> Response:
+    if not _service(request).settings.admin_token:
+        body = render(request, None, "login.html", off=True, login_csrf="", next="/admin")
+        return _html(body, 503)
+    if _session(request) is not None:
+        return _back(_safe_next(next))
+    login_csrf = request.cookies.get(LOGIN_COOKIE) or _new_login_token()
+    body = render(request, None, "login.html", login_csrf=login_csrf, next=_safe_next(next))
+    response = _html(body)
+    _set_login_cookie(request, response, login_csrf)
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    service = _service(request)
+    form = await _form(request)
+    next_page = _safe_next(form.get("next", "/admin"))
+    if not service.settings.admin_token:
+        return _refused("The admin page is off: set TREECAST_ADMIN_TOKEN on the API server.", 503)
+    expected = request.cookies.get(LOGIN_COOKIE) or ""
+    given = form.get("login_csrf", "")
+    if not expected or not _same(expected, given):
+        return _refused("The login form is stale; reload the login page and try again.")
+    try:
+        service.check_admin(form.get("token"))
+    except Unauthorized:
+        login_csrf = _new_login_token()
+        body = render(
+            request,
+            None,
+            "login.html",
+            login_csrf=login_csrf,
+            next=next_page,
+            error="That is not the admin token.",
+        )
+        refused = _html(body, 401)
+        _set_login_cookie(request, refused, login_csrf)
+        return refused
+    sessions = _sessions(request)
+    sessions.drop(request.cookies.get(COOKIE))  # a fresh id at every login
+    session = sessions.create()
+    response = _back(next_page)
+    response.set_cookie(
+        COOKIE,
+        session.id,
+        max_age=int(service.settings.admin_session_seconds),
+        path="/admin",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    response.delete_cookie(LOGIN_COOKIE, path="/admin/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    checked = await _action(request)
+    if isinstance(checked, Response):
+        return checked
+    _sessions(request).drop(checked[0].id)
+    response = _back("/admin/login")
+    response.delete_cookie(COOKIE, path="/admin")
+    return response
+
+
+def _same(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _new_login_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(24)
+
+
+def _set_login_cookie(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(
+        LOGIN_COOKIE,
+        value,
+        max_age=3600,
+        path="/admin/login",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+
+
+def _safe_next(target: str) -> str:
+    """Only a page of the admin site (no other host, no scheme)."""
+    if target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/admin"
+
+
+# -- overview ---------------------------------------------------------------------------------
+
+
+@router.get("")
+@router.get("/")
+async def overview(request: Request) -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    service = _service(request)
+    report = await service.admin_overview()
+    counts = report.counts
+    failed_watches = counts.watches_by_status.get("failed", 0)
+    attention: list[tuple[str, str, str]] = []  # (text, link, link text)
+    if report.unknown:
+        attention.append(
+            (
+                f"{_count(len(report.unknown), 'repository', 'repositories')}: "
+                "their workflows did not answer: "
+                f"{_live_note(list(report.live.values()))}. Is a worker running?",
+                "/admin/repositories",
+                "Repositories",
+            )
+        )
+    if report.open_breakers:
+        attention.append(
+            (
+                f"{_count(len(report.open_breakers), 'repository', 'repositories')} with an "
+                "open breaker (git keeps failing), holding back "
+                f"{_count(report.watches_behind_open_breakers, 'watch', 'watches')}.",
+                "/admin/failed",
+                "Failed watches",
+            )
+        )
+    if failed_watches:
+        attention.append(
+            (
+                f"{_count(failed_watches, 'watch', 'watches')} failed to deliver.",
+                "/admin/failed",
+                "Failed watches",
+            )
+        )
+    if counts.watches_by_status.get("disabled"):
+        attention.append(
+            (
+                f"{_count(counts.watches_by_status['disabled'], 'watch', 'watches')} disabled "
+                "(the app answered 410 Gone).",
+                "/admin/apps",
+                "Apps",
+            )
+        )
+    if counts.failed_deliveries_last_hour:
+        attention.append(
+            (
+                f"{_count(counts.failed_deliveries_last_hour, 'delivery attempt', 'delivery attempts')}"
+                " failed in the last hour.",
+                "/admin/deliveries?outcome=failed",
+                "Failed deliveries",
+            )
+        )
+    body = render(
+        request,
+        session,
+        "overview.html",
+        counts=counts,
+        open_breakers=report.open_breakers,
+        unknown=report.unknown,
+        attention=attention,
+        held=report.watches_behind_open_breakers,
+        title="Overview",
+    )
+    return _html(body)
+
+
+# -- apps -------------------------------------------------------------------------------------
+
+
+@router.get("/apps")
+async def apps(request: Request, q: str = "", page: int = 1) -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    page = max(1, min(page, 1_000_000))
+    try:
+        rows, total = await asyncio.to_thread(
+            _service(request).search_apps, q[:200], (page - 1) * APPS_PER_PAGE, APPS_PER_PAGE
+        )
+    except UserError as error:
+        session.flash(str(error), "error")
+        rows, total = [], 0
+    pages = max(1, math.ceil(total / APPS_PER_PAGE))
+    body = render(
+        request,
+        session,
+        "apps.html",
+        rows=rows,
+        total=total,
+        q=q,
+        page=page,
+        pages=pages,
+        title="Apps",
+    )
+    return _html(body)
+
+
+@router.post("/apps")
+async def onboard(request: Request) -> Response:
+    checked = await _action(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    try:
+        app = await asyncio.to_thread(
+            _service(request).onboard_app,
+            form.get("name", "").strip(),
+            form.get("base_url", "").strip(),
+            form.get("secret", "").strip() or None,
+        )
+    except UserError as error:
+        session.flash(f"The app was not added: {error}", "error")
+        return _back("/admin/apps")
+    session.flash(f"App {app.name} added.")
+    session.reveal = (
+        "Copy these now: they are shown only once.",
+        [("API token", app.token), ("Webhook secret", app.secret)],
+    )
+    return _back(f"/admin/apps/{quote(app.app_id)}")
+
+
+@router.get("/apps/{app_id}")
+async def app_page(request: Request, app_id: str) -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    service = _service(request)
+    try:
+        detail = await asyncio.to_thread(service.app_detail, app_id)
+        page, _ = await asyncio.to_thread(service.delivery_log, app_id=app_id, limit=20)
+    except UserError as error:
+        return _html(render(request, session, "missing.html", message=str(error)), 404)
+    body = render(
+        request,
+        session,
+        "app.html",
+        app=detail,
+        deliveries=page.items,
+        title=f"App {detail.name}",
+    )
+    return _html(body)
+
+
+@router.get("/apps/{app_id}/delete")
+async def app_delete_page(request: Request, app_id: str) -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    try:
+        detail = await asyncio.to_thread(_service(request).app_detail, app_id)
+    except UserError as error:
+        return _html(render(request, session, "missing.html", message=str(error)), 404)
+    body = render(request, session, "app_delete.html", app=detail, title=f"Delete {detail.name}")
+    return _html(body)
+
+
+async def _app_action(request: Request, app_id: str, what: str) -> Response:
+    checked = await _action(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    service = _service(request)
+    here = f"/admin/apps/{quote(app_id)}"
+    try:
+        if what == "delete":
+            if form.get("confirm") != "yes":
+                session.flash("Deleting needs the confirmation page's button.", "error")
+                return _back(here + "/delete")
+            name = (await asyncio.to_thread(service.app_detail, app_id)).name
+            repositories = await asyncio.to_thread(service.remove_app, app_id)
+            session.flash(
+                f"App {name} deleted, with its {len(repositories)} watches, ledgers and log."
+            )
+            return _back("/admin/apps")
+        if what == "rotate-secret":
+            secret = await asyncio.to_thread(service.rotate_app_secret, app_id, None, False)
+            session.flash(
+                "A new secret signs beside the old one; finish the rotation once the app "
+                "verifies with it."
+            )
+            session.reveal = ("Copy it now: it is shown only once.", [("New secret", secret or "")])
+        elif what == "finish-rotation":
+            await asyncio.to_thread(service.rotate_app_secret, app_id, None, True)
+            session.flash("Rotation finished: only the newest secret signs now.")
+        elif what == "rotate-token":
+            token = await asyncio.to_thread(service.rotate_app_token, app_id)
+            session.flash("A new API token; the old one stopped working.")
+            session.reveal = ("Copy it now: it is shown only once.", [("API token", token)])
+        elif what == "base-url":
+            await asyncio.to_thread(
+                service.update_app, app_id, None, form.get("base_url", "").strip()
+            )
+            session.flash("Base URL changed.")
+    except UserError as error:
+        session.flash(str(error), "error")
+    return _back(here)
+
+
+@router.post("/apps/{app_id}/delete")
+async def app_delete(request: Request, app_id: str) -> Response:
+    return await _app_action(request, app_id, "delete")
+
+
+@router.post("/apps/{app_id}/secret/rotate")
+async def app_rotate_secret(request: Request, app_id: str) -> Response:
+    return await _app_action(request, app_id, "rotate-secret")
+
+
+@router.post("/apps/{app_id}/secret/finish")
+async def app_finish_rotation(request: Request, app_id: str) -> Response:
+    return await _app_action(request, app_id, "finish-rotation")
+
+
+@router.post("/apps/{app_id}/token/rotate")
+async def app_rotate_token(request: Request, app_id: str) -> Response:
+    return await _app_action(request, app_id, "rotate-token")
+
+
+@router.post("/apps/{app_id}/base-url")
+async def app_base_url(request: Request, app_id: str) -> Response:
+    return await _app_action(request, app_id, "base-url")
+
+
+# -- repositories -----------------------------------------------------------------------------
+
+
+@router.get("/repositories")
+async def repositories(request: Request) -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    rows, live = await _service(request).admin_repositories()
+    body = render(
+        request,
+        session,
+        "repositories.html",
+        rows=rows,
+        live=live,
+        note=_live_note(list(live.values())),
+        link=lambda rid: ui_link(request, rid),
+        title="Repositories",
+    )
+    return _html(body)
+
+
+@router.get("/repositories/{repository_id}")
+async def repository_page(request: Request, repository_id: str) -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    try:
+        row, live = await _service(request).admin_repository(repository_id)
+    except UserError as error:
+        return _html(render(request, session, "missing.html", message=str(error)), 404)
+    body = render(
+        request,
+        session,
+        "repository.html",
+        repo=row,
+        live=live,
+        note=_live_note([live]),
+        workflow_url=ui_link(request, repository_id),
+        title=f"Repository {row.url}",
+    )
+    return _html(body)
+
+
+async def _repository_action(request: Request, repository_id: str, what: str) -> Response:
+    checked = await _action(request)
+    if isinstance(checked, Response):
+        return checked
+    session, _ = checked
+    service = _service(request)
+    try:
+        if what == "sync":
+            await service.start_sync(repository_id)
+            session.flash("Sync requested.")
+        elif what == "reset":
+            await service.reset(repository_id)
+            session.flash("Breaker closed; syncing now.")
+        else:
+            running = await service.set_paused(repository_id, what == "pause")
+            if running:
+                session.flash("Paused." if what == "pause" else "Resumed.")
+            else:
+                session.flash("Its sync loop is not running; sync it first.", "error")
+    except LIVE_FAILED as error:
+        session.flash(_problem(error), "error")
+    return _back(f"/admin/repositories/{quote(repository_id)}")
+
+
+@router.post("/repositories/{repository_id}/sync")
+async def repository_sync(request: Request, repository_id: str) -> Response:
+    return await _repository_action(request, repository_id, "sync")
+
+
+@router.post("/repositories/{repository_id}/reset")
+async def repository_reset(request: Request, repository_id: str) -> Response:
+    return await _repository_action(request, repository_id, "reset")
+
+
+@router.post("/repositories/{repository_id}/pause")
+async def repository_pause(request: Request, repository_id: str) -> Response:
+    return await _repository_action(request, repository_id, "pause")
+
+
+@router.post("/repositories/{repository_id}/resume")
+async def repository_resume(request: Request, repository_id: str) -> Response:
+    return await _repository_action(request, repository_id, "resume")
+
+
+# -- failed watches ---------------------------------------------------------------------------
+
+
+@router.get("/failed")
+async def failed(request: Request, app: str = "") -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    service = _service(request)
+    try:
+        rows, note = await service.failed_watches(app or None)
+    except UserError as error:
+        session.flash(str(error), "error")
+        rows, note = [], None
+    jobs = _jobs(request).recent()
+    body = render(
+        request,
+        session,
+        "failed.html",
+        rows=rows,
+        note=note,
+        app_filter=app,
+        jobs=jobs,
+        running=any(not job.finished for job in jobs),
+        title="Failed watches",
+    )
+    return _html(body)
+
+
+@router.post("/failed/retry")
+async def failed_retry(request: Request) -> Response:
+    return await _watch_action(request, "retry")
+
+
+@router.post("/failed/resync")
+async def failed_resync(request: Request) -> Response:
+    return await _watch_action(request, "resync")
+
+
+async def _watch_action(request: Request, what: str) -> Response:
+    checked = await _action(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    service = _service(request)
+    app_id, repository_id = form.get("app_id", ""), form.get("repository_id", "")
+    back = _safe_next(form.get("back", "/admin/failed"))
+    try:
+        if what == "retry":
+            asked = await service.retry_watch(app_id, repository_id)
+            done = "Retrying: the watch is pending and its repository syncs now."
+        else:
+            asked = await service.resync_watch(app_id, repository_id)
+            done = "Resyncing: the app's ledger is forgotten and every file is sent again."
+        if asked:
+            session.flash(done)
+        else:
+            session.flash("Saved, but Temporal could not be asked; the next poll does it.", "error")
+    except LIVE_FAILED as error:
+        session.flash(_problem(error), "error")
+    return _back(back)
+
+
+@router.post("/failed/retry-all")
+async def failed_retry_all(request: Request) -> Response:
+    return await _bulk(request, "retry")
+
+
+@router.post("/failed/resync-all")
+async def failed_resync_all(request: Request) -> Response:
+    return await _bulk(request, "resync")
+
+
+async def _bulk(request: Request, what: str) -> Response:
+    checked = await _action(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    service = _service(request)
+    app_id = form.get("app_id", "").strip() or None
+    if what == "resync" and not app_id:
+        session.flash("Resync all needs an app: it resends every file of its watches.", "error")
+        return _back("/admin/failed")
+    try:
+        items = await asyncio.to_thread(
+            service.watches_to_retry, app_id, failed_only=what == "retry"
+        )
+    except UserError as error:
+        session.flash(str(error), "error")
+        return _back("/admin/failed")
+    scope = f"app {app_id}" if app_id else "every app"
+    if what == "retry":
+        # A watch whose repository's breaker is open is not `failed`: retry those too.
+        rows, _ = await service.failed_watches(app_id)
+        for row in rows:
+            if (row.app_id, row.repository_id) not in items:
+                items.append((row.app_id, row.repository_id))
+        step = service.retry_watch
+        label = f"Retry the failed watches of {scope}"
+    else:
+        step = service.resync_watch
+        label = f"Resync the watches of {scope}"
+    job = _jobs(request).start(label, items, step)
+    session.flash(f"Started: {job.label} ({job.total} watches). Progress is below.")
+    back = "/admin/failed" + (f"?{urlencode({'app': app_id})}" if app_id else "")
+    return _back(back)
+
+
+# -- the delivery log -------------------------------------------------------------------------
+
+
+@router.get("/deliveries")
+async def deliveries(
+    request: Request,
+    app: str = "",
+    repository: str = "",
+    event: str = "",
+    outcome: str = "",
+    before: str = "",
+) -> Response:
+    session = _session(request)
+    if session is None:
+        return _to_login(request)
+    filters = {"app": app, "repository": repository, "event": event, "outcome": outcome}
+    try:
+        page, events = await asyncio.to_thread(
+            _service(request).delivery_log,
+            app_id=app.strip() or None,
+            repository_id=repository.strip() or None,
+            event=event or None,
+            outcome=outcome or None,
+            cursor=before or None,
+            limit=DELIVERIES_PER_PAGE,
+        )
+        rows, next_cursor = page.items, page.next_cursor
+    except UserError as error:
+        session.flash(str(error), "error")
+        rows, next_cursor, events = [], None, []
+    older = None
+    if next_cursor:
+        older = "/admin/deliveries?" + urlencode(
+            {**{k: v for k, v in filters.items() if v}, "before": next_cursor}
+        )
+    body = render(
+        request,
+        session,
+        "deliveries.html",
+        rows=rows,
+        filters=filters,
+        events=events,
+        older=older,
+        back=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
+        title="Delivery log",
+    )
+    return _html(body)
+
+
+@router.post("/deliveries/redeliver")
+async def deliveries_redeliver(request: Request) -> Response:
+    checked = await _action(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    back = _safe_next(form.get("back", "/admin/deliveries"))
+    try:
+        asked = await _service(request).resync_watch(
+            form.get("app_id", ""), form.get("repository_id", "")
+        )
+        if asked:
+            session.flash(
+                "Redelivering: the app's ledger is forgotten and every file is sent again."
+            )
+        else:
+            session.flash(
+                "Ledger forgotten, but Temporal could not be asked; the next poll resends."
+            )
+    except LIVE_FAILED as error:
+        session.flash(_problem(error), "error")
+    return _back(back)
