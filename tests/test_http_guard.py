@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
@@ -168,3 +169,19 @@ def test_endpoint_url_and_retry_after() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30.0
     assert parse_retry_after("999999") == 3600.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_a_slow_resolver_counts_against_the_request_deadline(settings: Settings) -> None:
+    # A name server that takes 3 s must not make a 1 s request take 3 s (it did: the
+    # lookup ran outside the deadline, and the error then said "within 1 s").
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(3)
+        return ["127.0.0.1"]
+
+    started = time.monotonic()
+    with make_client(settings, timeout=1.0, resolver=slow) as client:
+        outcome = post_webhook(
+            client, "http://slow.test:9/create", b"{}", {}, timeout=1.0, what="x"
+        )
+    assert time.monotonic() - started < 2.0
+    assert not outcome.ok and outcome.error_type == "WebhookTransportError"

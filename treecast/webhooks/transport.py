@@ -151,6 +151,31 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(seen)
 
 
+def _resolve_within(resolver: Resolver, host: str, port: int, timeout: float | None) -> list[str]:
+    """`resolver(host, port)`, given at most `timeout` seconds: getaddrinfo cannot be
+    interrupted, so a slow name server is waited for in a daemon thread, never past the
+    request's deadline."""
+    if timeout is None:
+        return resolver(host, port)
+    answer: list[list[str]] = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            answer.append(resolver(host, port))
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    worker = threading.Thread(target=lookup, name="treecast-dns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if failure:
+        raise failure[0]
+    if not answer:
+        raise httpcore.ConnectTimeout(f"the host {host!r} did not resolve within {timeout:.3g} s")
+    return answer[0]
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """A sync network backend that only connects to public addresses it resolved itself."""
 
@@ -165,12 +190,12 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._resolver = resolver
         self._inner = inner if inner is not None else httpcore.SyncBackend()
 
-    def _addresses(self, host: str, port: int) -> list[str]:
+    def _addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
         literal = host.strip("[]")
         try:
             return [str(ipaddress.ip_address(literal.split("%", 1)[0]))]
         except ValueError:
-            return self._resolver(host, port)
+            return _resolve_within(self._resolver, host, port, timeout)
 
     def connect_tcp(
         self,
@@ -180,8 +205,9 @@ class GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        """Resolve, refuse blocked addresses, then connect to a vetted address."""
-        addresses = self._addresses(host, port)
+        """Resolve (within the request's deadline), refuse blocked addresses, then connect
+        to a vetted address."""
+        addresses = self._addresses(host, port, _time_left(timeout, httpcore.ConnectTimeout))
         if not addresses:
             raise httpcore.ConnectError(f"the host {host!r} does not resolve")
         if not self._allow_private:
