@@ -15,6 +15,7 @@ from models.tables import App, DeliveryAttempt, Repository, Watch, WatchStatus
 from treecast.service import registry
 from treecast.service.errors import UserError, shown
 from treecast.store.snapshots import latest
+from treecast.webhooks.signing import SigningScheme
 
 # Outcomes the delivery log filters on.
 OUTCOMES = ("delivered", "failed")
@@ -142,6 +143,8 @@ def search_apps(
             "base_url": a.base_url,
             "watches": int(watch_counts.get(a.id, 0)),
             "created_at": iso(a.created_at) or "",
+            "batch": bool(a.batch),
+            "scheme": a.signing_scheme or SigningScheme.STANDARD,
         }
         for a in apps
     ]

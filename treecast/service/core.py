@@ -72,6 +72,8 @@ class AppInfo:
     base_url: str
     watches: int
     created_at: str
+    batch: bool = False  # file events go several to one `POST {base_url}/batch`
+    scheme: str = SigningScheme.STANDARD  # how its webhooks are signed (or "docora")
 
 
 @dataclass

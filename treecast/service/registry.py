@@ -265,6 +265,8 @@ def list_apps(session: Session) -> list[dict[str, Any]]:
             "base_url": app.base_url,
             "watches": int(counts.get(app.id, 0)),
             "created_at": app.created_at.isoformat(),
+            "batch": bool(app.batch),
+            "scheme": app.signing_scheme or SigningScheme.STANDARD,
         }
         for app in session.exec(select(App).order_by(col(App.created_at), col(App.id))).all()
     ]
@@ -664,6 +666,8 @@ def apps_page(session: Session, after: str | None, limit: int) -> list[dict[str,
             "base_url": a.base_url,
             "watches": int(counts.get(a.id, 0)),
             "created_at": a.created_at.isoformat(),
+            "batch": bool(a.batch),
+            "scheme": a.signing_scheme or SigningScheme.STANDARD,
         }
         for a in apps
     ]
