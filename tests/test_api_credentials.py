@@ -77,6 +77,9 @@ async def test_generate_ssh_key_answers_the_public_key_to_paste(
     assert credentials["ssh_public_key"].startswith("ssh-ed25519 AAAA")
     assert credentials["ssh_key_fingerprint"].startswith("SHA256:")
     assert "PRIVATE" not in answer.text
+    # No sync while the key is not on the host yet (as `repo add --generate-ssh-key`).
+    assert answer.json()["sync_requested"] is False
+    assert "deploy key" in answer.json()["sync_error"]
 
 
 async def test_rotation_by_put_and_404_for_another_apps_repository(

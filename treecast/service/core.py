@@ -59,6 +59,12 @@ from treecast.webhooks.signing import SigningScheme
 T = TypeVar("T")
 log = logging.getLogger("treecast.api")
 
+# Why a repository given a generated deploy key does not sync yet.
+GENERATED_KEY_WAITS = (
+    "not synced yet: add credentials.ssh_public_key to the git host as a read-only deploy "
+    "key, then POST /api/repositories/{}/sync"
+)
+
 # How long a workflow's live state, once asked, answers repository listings.
 LIVE_CACHE_SECONDS = 1.0
 
@@ -602,6 +608,10 @@ class TreecastService:
         result, changed = await asyncio.to_thread(
             self._save_watch, app_id, url, ref, token, paths, credentials
         )
+        if credentials is not None and credentials.generate_ssh_key:
+            # As `repo add --generate-ssh-key`: no sync fails while the key is not on the host.
+            result.sync_error = GENERATED_KEY_WAITS.format(result.repository_id)
+            return result
         if changed:
             try:
                 await self.start_sync(result.repository_id)
@@ -773,6 +783,8 @@ class TreecastService:
                 return _repository_info(repo)
 
         info = await asyncio.to_thread(save)
+        if spec.generate_ssh_key:
+            return info, False  # the new key is not on the git host yet
         try:
             await self.reset(repository_id)
         except Unreachable:
