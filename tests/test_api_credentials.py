@@ -136,8 +136,10 @@ async def test_bad_key_text_and_mixed_kinds_are_400_with_an_error(
 ) -> None:
     app = await onboard(client)
     known, _ = host_line()
-    bad = await add(client, app["token"], ssh_private_key="not a key", known_hosts=known)
+    garbled = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n"
+    bad = await add(client, app["token"], ssh_private_key=garbled, known_hosts=known)
     assert bad.status_code == 400 and "ssh_private_key" in bad.json()["error"]
+    assert "c2VjcmV0" not in bad.text
     no_hosts = await add(client, app["token"], generate_ssh_key=True)
     assert no_hosts.status_code == 400 and "known_hosts" in no_hosts.json()["error"]
     bad_app = await client.post(
@@ -194,3 +196,36 @@ async def test_a_github_app_shows_its_ids(client: httpx.AsyncClient) -> None:
         "github_installation_id": "456",
     }
     assert pem.split("\n")[1] not in answer.text
+
+
+async def test_a_token_through_put_and_what_put_refuses(client: httpx.AsyncClient) -> None:
+    app = await onboard(client)
+    created = await client.post(
+        "/api/repositories", json={"url": HTTPS_REPO}, headers=bearer(app["token"])
+    )
+    rid = created.json()["repository_id"]
+    assert created.json()["credentials"]["kind"] == "none"
+    put = await client.put(
+        f"/api/repositories/{rid}/credentials",
+        json={"token": "glpat-secret-token-value"},
+        headers=bearer(app["token"]),
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["credentials"]["kind"] == "token"
+    assert "glpat-secret-token-value" not in put.text
+    empty = await client.put(
+        f"/api/repositories/{rid}/credentials", json={}, headers=bearer(app["token"])
+    )
+    assert empty.status_code == 400 and "nothing to change" in empty.json()["error"]
+    both = await client.put(
+        f"/api/repositories/{rid}/credentials",
+        json={"clear": True, "token": "x"},
+        headers=bearer(app["token"]),
+    )
+    assert both.status_code == 400 and "clear" in both.json()["error"]
+    unknown = await client.put(
+        f"/api/repositories/{rid}/credentials",
+        json={"scan_host_keys": True},
+        headers=bearer(app["token"]),
+    )
+    assert unknown.status_code == 400
