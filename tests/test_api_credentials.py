@@ -142,6 +142,12 @@ async def test_bad_key_text_and_mixed_kinds_are_400_with_an_error(
     assert "c2VjcmV0" not in bad.text
     no_hosts = await add(client, app["token"], generate_ssh_key=True)
     assert no_hosts.status_code == 400 and "known_hosts" in no_hosts.json()["error"]
+    assert "--" not in no_hosts.json()["error"]  # the API's words, not the CLI's
+    both_keys = await add(
+        client, app["token"], generate_ssh_key=True, ssh_private_key=garbled, known_hosts=known
+    )
+    assert both_keys.status_code == 400
+    assert "ssh_private_key or generate_ssh_key" in both_keys.json()["error"]
     bad_app = await client.post(
         "/api/repositories",
         json={

@@ -42,6 +42,9 @@ _WORDS = {
     "GIT_URL": "url",
     "--ssh-key-file": "ssh_private_key",
     "--generate-ssh-key": "generate_ssh_key",
+    # The API pins host keys from known_hosts only (a scan needs a person to confirm it).
+    "--known-hosts FILE or --scan-host-keys "
+    "(then --accept-host-keys SHA256:... once confirmed)": "known_hosts",
     "--known-hosts FILE": "known_hosts",
     "--known-hosts": "known_hosts",
     "--github-app-id": "github_app_id",
