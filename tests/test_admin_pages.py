@@ -441,3 +441,17 @@ async def test_changing_the_scheme_on_the_app_page_needs_csrf(tmp_path: Path) ->
         await client.post(here + "/scheme", data={"csrf": csrf, "scheme": "docora"})
         detail = await client.get(f"/admin/api/apps/{app['app_id']}", headers=admin())
         assert detail.json()["data"]["scheme"] == "docora"
+
+
+async def test_the_repository_page_shows_its_credential_never_the_secret(tmp_path: Path) -> None:
+    async with api_client(api_settings(tmp_path)) as client:
+        app = await onboard(client)
+        created = await client.post(
+            "/api/repositories",
+            json={"url": "https://github.com/acme/handbook", "token": "ghp_secret_value_123"},
+            headers={"Authorization": f"Bearer {app['token']}"},
+        )
+        rid = created.json()["repository_id"]
+        await log_in(client)
+        page = (await client.get(f"/admin/repositories/{rid}")).text
+        assert "Credentials</dt><dd>token" in page and "ghp_secret_value_123" not in page

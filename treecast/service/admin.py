@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from models.tables import App, DeliveryAttempt, Repository, Watch, WatchStatus
 from treecast.service import registry
+from treecast.service.credentials import credential_info
 from treecast.service.errors import UserError, shown
 from treecast.store.snapshots import latest
 from treecast.webhooks.signing import SigningScheme
@@ -82,6 +83,7 @@ class RepositoryRow:
     last_snapshot_commit: str | None
     last_snapshot_at: str | None
     watch_rows: list[dict[str, Any]] = field(default_factory=list)
+    credentials: str = "none"  # CredentialInfo.summary(): the kind and its public parts
 
 
 def iso(value: datetime | None) -> str | None:
@@ -185,6 +187,7 @@ def repository(session: Session, repository_id: str) -> RepositoryRow:
         last_snapshot_commit=snapshot.commit if snapshot else None,
         last_snapshot_at=iso(snapshot.taken_at) if snapshot else None,
         watch_rows=watches,
+        credentials=credential_info(repo).summary(),
     )
 
 
