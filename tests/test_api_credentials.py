@@ -235,3 +235,16 @@ async def test_a_token_through_put_and_what_put_refuses(client: httpx.AsyncClien
         headers=bearer(app["token"]),
     )
     assert unknown.status_code == 400
+
+
+async def test_credentials_on_a_watched_repository_keep_its_paths(
+    client: httpx.AsyncClient,
+) -> None:
+    app = await onboard(client)
+    known, fingerprint = host_line()
+    first = await add(client, app["token"], paths=["docs/**"])
+    assert first.status_code == 201
+    again = await add(client, app["token"], generate_ssh_key=True, known_hosts=known)
+    assert again.status_code == 200, again.text
+    assert again.json()["paths"] == ["docs/**"]
+    assert again.json()["credentials"]["host_key_fingerprints"] == [fingerprint]

@@ -638,11 +638,11 @@ class TreecastService:
             current = registry.existing_watch(session, app_id, repo.id)
             watch_created = current is None
             changed = current is None or (paths is not None and paths != current)
-            if credentials is not None and not credentials.empty():
-                changed = True  # new credentials: sync with them now
             if changed:
                 watch, _ = registry.watch(session, app_id, repo.id, paths or [])
                 current = json.loads(watch.path_globs)
+            if credentials is not None and not credentials.empty():
+                changed = True  # new credentials (the watch as it was): sync with them now
             owner, name = owner_and_name(repo.url)
             result = WatchedRepository(
                 repository_id=repo.id,
