@@ -409,6 +409,7 @@ async def test_onboarding_with_the_docora_scheme_makes_a_docora_app(tmp_path: Pa
         listing = (await client.get("/admin/apps")).text
         assert "was not added" in listing and "client_auth_key" in listing
         assert "nokey" not in listing
+        assert "<td>docora</td>" in listing  # the list's signing column
 
 
 async def test_changing_the_scheme_on_the_app_page_needs_csrf(tmp_path: Path) -> None:

@@ -94,6 +94,8 @@ class AppOut(BaseModel):
     base_url: str
     watches: int
     created_at: str
+    batch: bool = False
+    scheme: str = "standard-webhooks"
 
 
 class AppWatchOut(BaseModel):
