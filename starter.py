@@ -407,6 +407,7 @@ async def cmd_app(service: TreecastService, args: argparse.Namespace) -> Result:
         apps = service.list_apps()
         lines = [
             f"{a.app_id}  {cli_format.printable(a.name):<20} {a.base_url}  watches={a.watches}"
+            f"  scheme={a.scheme}  batch={'on' if a.batch else 'off'}"
             for a in apps
         ]
         return Result(

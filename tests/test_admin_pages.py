@@ -368,3 +368,91 @@ async def test_retry_all_runs_in_the_background_and_shows_its_progress(tmp_path:
         with session_scope(settings.database_url) as session:
             statuses = {session.get(Watch, (app["app_id"], rid)).status for rid in rids}  # type: ignore[union-attr]
         assert statuses == {"pending"}
+
+
+async def test_onboarding_with_the_docora_scheme_makes_a_docora_app(tmp_path: Path) -> None:
+    async with api_client(api_settings(tmp_path)) as client:
+        await log_in(client)
+        csrf = await csrf_of(client, "/admin/apps")
+        form = (await client.get("/admin/apps")).text
+        assert 'name="scheme"' in form and 'name="client_auth_key" type="password"' in form
+        assert '<label for="onboard-client-auth-key">' in form
+        key = "k" * 24
+        answer = await client.post(
+            "/admin/apps",
+            data={
+                "csrf": csrf,
+                "name": "legacy",
+                "base_url": "https://example.com/hooks",
+                "scheme": "docora",
+                "client_auth_key": key,
+            },
+        )
+        assert answer.status_code == 303
+        app_id = answer.headers["location"].rsplit("/", 1)[1]
+        detail = await client.get(f"/admin/api/apps/{app_id}", headers=admin())
+        assert detail.json()["data"]["scheme"] == "docora"
+        page = (await client.get(f"/admin/apps/{app_id}")).text
+        assert "Signing scheme</dt><dd>docora" in page and key not in page
+
+        # docora without a key is refused with a flash; nothing is added.
+        refused = await client.post(
+            "/admin/apps",
+            data={
+                "csrf": csrf,
+                "name": "nokey",
+                "base_url": "https://e.example",
+                "scheme": "docora",
+            },
+        )
+        assert refused.status_code == 303
+        listing = (await client.get("/admin/apps")).text
+        assert "was not added" in listing and "client_auth_key" in listing
+        assert "nokey" not in listing
+        assert "<td>docora</td>" in listing  # the list's signing column
+
+
+async def test_changing_the_scheme_on_the_app_page_needs_csrf(tmp_path: Path) -> None:
+    async with api_client(api_settings(tmp_path)) as client:
+        app = await onboard(client)
+        await log_in(client)
+        here = f"/admin/apps/{app['app_id']}"
+        page = (await client.get(here)).text
+        assert "Signing scheme</dt><dd>standard-webhooks" in page
+        assert f'action="{here}/scheme"' in page
+        data = {"scheme": "docora", "client_auth_key": "s" * 20}
+        forged = await client.post(here + "/scheme", data={**data, "csrf": "forged"})
+        assert forged.status_code == 403
+        missing = await client.post(here + "/scheme", data=data)
+        assert missing.status_code == 403
+        detail = await client.get(f"/admin/api/apps/{app['app_id']}", headers=admin())
+        assert detail.json()["data"]["scheme"] == "standard-webhooks"
+
+        csrf = await csrf_of(client, here)
+        changed = await client.post(here + "/scheme", data={**data, "csrf": csrf})
+        assert changed.status_code == 303 and changed.headers["location"] == here
+        page = (await client.get(here)).text
+        assert "signed with docora" in page and "s" * 20 not in page
+        detail = await client.get(f"/admin/api/apps/{app['app_id']}", headers=admin())
+        assert detail.json()["data"]["scheme"] == "docora"
+        # Back to Standard Webhooks; the stored key needs no retyping to return later.
+        await client.post(here + "/scheme", data={"csrf": csrf, "scheme": "standard-webhooks"})
+        detail = await client.get(f"/admin/api/apps/{app['app_id']}", headers=admin())
+        assert detail.json()["data"]["scheme"] == "standard-webhooks"
+        await client.post(here + "/scheme", data={"csrf": csrf, "scheme": "docora"})
+        detail = await client.get(f"/admin/api/apps/{app['app_id']}", headers=admin())
+        assert detail.json()["data"]["scheme"] == "docora"
+
+
+async def test_the_repository_page_shows_its_credential_never_the_secret(tmp_path: Path) -> None:
+    async with api_client(api_settings(tmp_path)) as client:
+        app = await onboard(client)
+        created = await client.post(
+            "/api/repositories",
+            json={"url": "https://github.com/acme/handbook", "token": "ghp_secret_value_123"},
+            headers={"Authorization": f"Bearer {app['token']}"},
+        )
+        rid = created.json()["repository_id"]
+        await log_in(client)
+        page = (await client.get(f"/admin/repositories/{rid}")).text
+        assert "Credentials</dt><dd>token" in page and "ghp_secret_value_123" not in page

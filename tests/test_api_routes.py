@@ -105,6 +105,7 @@ async def test_onboard_list_detail_delete(client: httpx.AsyncClient) -> None:
     assert sorted(ids) == sorted([app_id, *(o["app_id"] for o in others)])
     assert second.json()["next_cursor"] is None
     assert "secret" not in first.text and "tc_" not in first.text
+    assert {(a["scheme"], a["batch"]) for a in page["data"]} == {("standard-webhooks", False)}
 
     detail = await client.get(f"/admin/api/apps/{app_id}", headers=admin())
     assert detail.status_code == 200

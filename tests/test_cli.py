@@ -57,6 +57,12 @@ def test_app_add_list_rotate_remove(cli_env: Path, capsys: pytest.CaptureFixture
     code, listed, _ = run(capsys, "app", "list")
     assert [a["app_id"] for a in listed["apps"]] == [app_id]
     assert "secret" not in json.dumps(listed)
+    assert listed["apps"][0]["batch"] is False
+    assert listed["apps"][0]["scheme"] == "standard-webhooks"
+    assert run(capsys, "app", "set-batch", app_id, "on")[0] == 0
+    assert run(capsys, "app", "list")[1]["apps"][0]["batch"] is True
+    assert starter.main(["app", "list"]) == 0
+    assert "scheme=standard-webhooks  batch=on" in capsys.readouterr().out
 
     code, rotated, _ = run(capsys, "app", "rotate-secret", app_id)
     assert code == 0 and rotated["secret"] != added["secret"]

@@ -6,6 +6,7 @@ flash message. See docs/admin.md."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,11 @@ async def _action(request: Request) -> tuple[AdminSession, dict[str, str]] | Res
     if not session.csrf_ok(form.get("csrf")):
         return _refused("The form is missing its security token or it is stale; reload the page.")
     return session, form
+
+
+def _scheme(form: dict[str, str]) -> str | None:
+    """The signing scheme a form chose (None: the default); the service checks it."""
+    return form.get("scheme", "").strip() or None
 
 
 def _problem(error: Exception) -> str:
@@ -390,10 +396,14 @@ async def onboard(request: Request) -> Response:
     session, form = checked
     try:
         app = await asyncio.to_thread(
-            _service(request).onboard_app,
-            form.get("name", "").strip(),
-            form.get("base_url", "").strip(),
-            form.get("secret", "").strip() or None,
+            functools.partial(
+                _service(request).onboard_app,
+                form.get("name", "").strip(),
+                form.get("base_url", "").strip(),
+                form.get("secret", "").strip() or None,
+                scheme=_scheme(form),
+                client_auth_key=form.get("client_auth_key") or None,
+            )
         )
     except UserError as error:
         session.flash(f"The app was not added: {error}", "error")
@@ -473,6 +483,14 @@ async def _app_action(request: Request, app_id: str, what: str) -> Response:
             token = await asyncio.to_thread(service.rotate_app_token, app_id)
             session.flash("A new API token; the old one stopped working.")
             session.reveal = ("Copy it now: it is shown only once.", [("API token", token)])
+        elif what == "scheme":
+            scheme = await asyncio.to_thread(
+                service.set_app_scheme,
+                app_id,
+                _scheme(form),
+                form.get("client_auth_key") or None,
+            )
+            session.flash(f"Webhooks are now signed with {scheme}.")
         elif what == "base-url":
             await asyncio.to_thread(
                 service.update_app, app_id, None, form.get("base_url", "").strip()
@@ -501,6 +519,11 @@ async def app_finish_rotation(request: Request, app_id: str) -> Response:
 @router.post("/apps/{app_id}/token/rotate")
 async def app_rotate_token(request: Request, app_id: str) -> Response:
     return await _app_action(request, app_id, "rotate-token")
+
+
+@router.post("/apps/{app_id}/scheme")
+async def app_scheme(request: Request, app_id: str) -> Response:
+    return await _app_action(request, app_id, "scheme")
 
 
 @router.post("/apps/{app_id}/base-url")

@@ -40,6 +40,17 @@ _WORDS = {
     "--ref": "ref",
     "--path": "paths",
     "GIT_URL": "url",
+    "--ssh-key-file": "ssh_private_key",
+    "--generate-ssh-key": "generate_ssh_key",
+    # The API pins host keys from known_hosts only (a scan needs a person to confirm it).
+    "--known-hosts FILE or --scan-host-keys "
+    "(then --accept-host-keys SHA256:... once confirmed)": "known_hosts",
+    "--known-hosts FILE": "known_hosts",
+    "--known-hosts": "known_hosts",
+    "--github-app-id": "github_app_id",
+    "--github-installation-id": "github_installation_id",
+    "--github-app-key-file": "github_app_private_key",
+    "--clear": "clear",
 }
 _WORD = re.compile("|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True)))
 _CLI_HINT = re.compile(r";? ?see `starter\.py [^`]*`")

@@ -12,6 +12,9 @@ from treecast.api.schemas import (
     AppDeletedOut,
     AppDetailOut,
     AppOut,
+    CredentialsIn,
+    CredentialsOut,
+    CredentialsSetOut,
     Data,
     ListOut,
     OnboardIn,
@@ -95,5 +98,27 @@ def rotate_push_secret(
             repository_id=repository_id,
             push_secret=secret,
             push_url=service.push_url(base=str(request.base_url)),
+        )
+    )
+
+
+@router.put(
+    "/repositories/{repository_id}/credentials",
+    response_model=Data[CredentialsSetOut],
+    response_model_exclude_none=True,
+)
+async def set_credentials(
+    repository_id: str, body: CredentialsIn, service: Service
+) -> Data[CredentialsSetOut]:
+    """Rotate or replace any repository's token, deploy key, host keys or GitHub App (or
+    `clear` them); the breaker is reset and a sync requested."""
+    info, requested = await service.rotate_credentials(
+        repository_id, body.spec(body.token, body.clear)
+    )
+    return Data(
+        data=CredentialsSetOut(
+            repository_id=repository_id,
+            credentials=CredentialsOut.model_validate(info.credentials, from_attributes=True),
+            sync_requested=requested,
         )
     )

@@ -11,6 +11,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from treecast.api.auth import AppId, Service
 from treecast.api.errors import ERROR_RESPONSES
 from treecast.api.schemas import (
+    CredentialsIn,
+    CredentialsOut,
+    CredentialsSetOut,
     DeliveryOut,
     GitTokenIn,
     GitTokenOut,
@@ -64,8 +67,15 @@ async def watch(
     body: RepositoryIn, app_id: AppId, service: Service, request: Request, response: Response
 ) -> RepositoryOut:
     """Watch a repository (registering it when new) and sync it; the same call again is a
-    no-op answered 200. A new repository's `push_secret` is in this answer only."""
-    result = await service.watch_repository(app_id, body.url, body.ref, body.token, body.paths)
+    no-op answered 200. A new repository's `push_secret` is in this answer only.
+
+    A deploy key (`ssh_private_key` or `generate_ssh_key`, with `known_hosts`) or a GitHub
+    App may come along; `credentials` shows their public parts (a generated key's public
+    key to paste into the git host), never a secret."""
+    spec = body.spec()
+    result = await service.watch_repository(
+        app_id, body.url, body.ref, body.token, body.paths, None if spec.empty() else spec
+    )
     if not result.watch_created:
         response.status_code = 200
     out = RepositoryOut.model_validate(result, from_attributes=True)
@@ -113,6 +123,26 @@ async def rotate_git_token(
     app received is kept, so only real differences are sent."""
     requested = await service.rotate_git_token(app_id, repository_id, body.token)
     return GitTokenOut(repository_id=repository_id, sync_requested=requested)
+
+
+@router.put(
+    "/repositories/{repository_id}/credentials",
+    response_model=CredentialsSetOut,
+    response_model_exclude_none=True,
+)
+async def set_credentials(
+    repository_id: str, body: CredentialsIn, app_id: AppId, service: Service
+) -> CredentialsSetOut:
+    """Rotate or replace the repository's token, deploy key, host keys or GitHub App (or
+    `clear` them): the breaker is reset and a sync requested. Secrets are never answered."""
+    info, requested = await service.rotate_credentials(
+        repository_id, body.spec(body.token, body.clear), app_id=app_id
+    )
+    return CredentialsSetOut(
+        repository_id=repository_id,
+        credentials=CredentialsOut.model_validate(info.credentials, from_attributes=True),
+        sync_requested=requested,
+    )
 
 
 @router.post("/repositories/{repository_id}/sync", status_code=202, response_model=SyncAcceptedOut)

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
+from treecast.service.credentials import CredentialSpec
+
 T = TypeVar("T")
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -14,6 +16,9 @@ Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 GitToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+PrivateKey = Annotated[str, StringConstraints(min_length=1, max_length=16 * 1024)]
+KnownHosts = Annotated[str, StringConstraints(min_length=1, max_length=64 * 1024)]
+NumericId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
 
 class Strict(BaseModel):
@@ -39,6 +44,18 @@ class ListOut(BaseModel, Generic[T]):
 
     data: list[T]
     next_cursor: str | None = None
+
+
+class CredentialsOut(BaseModel):
+    """Which credential a repository uses and its public parts (never a secret)."""
+
+    kind: str = Field(description="none, token, ssh-key or github-app")
+    ssh_key_fingerprint: str | None = None
+    ssh_public_key: str | None = Field(None, description="paste it into the git host")
+    host_key_fingerprints: list[str] = []
+    github_app_id: str | None = None
+    github_installation_id: str | None = None
+    token_expires_at: str | None = Field(None, description="the last minted app token's expiry")
 
 
 # --- admin ------------------------------------------------------------------
@@ -77,6 +94,8 @@ class AppOut(BaseModel):
     base_url: str
     watches: int
     created_at: str
+    batch: bool = False
+    scheme: str = "standard-webhooks"
 
 
 class AppWatchOut(BaseModel):
@@ -90,6 +109,7 @@ class AppWatchOut(BaseModel):
     retry_count: int
     last_synced_at: str | None
     path_globs: list[str]
+    credentials: CredentialsOut | None = None
 
 
 class AppDetailOut(BaseModel):
@@ -121,11 +141,57 @@ class PushSecretOut(BaseModel):
 # --- one app ----------------------------------------------------------------
 
 
-class RepositoryIn(Strict):
+class CredentialFields(Strict):
+    """A deploy key with the server's host keys (ssh URLs), or a GitHub App (https URLs);
+    see docs/credentials.md. Never echoed back."""
+
+    ssh_private_key: PrivateKey | None = Field(
+        None, description="a deploy key's private key (OpenSSH or PEM text, no passphrase)"
+    )
+    generate_ssh_key: bool = Field(
+        False, description="generate an Ed25519 deploy key; the answer has its public key"
+    )
+    known_hosts: KnownHosts | None = Field(
+        None, description="the ssh server's host keys, known_hosts text (pinned)"
+    )
+    github_app_id: NumericId | None = None
+    github_installation_id: NumericId | None = None
+    github_app_private_key: PrivateKey | None = Field(
+        None, description="the GitHub App's private key (PEM text)"
+    )
+
+    def spec(self, token: str | None = None, clear: bool = False) -> CredentialSpec:
+        """The `CredentialSpec` these fields ask for (checked by the service)."""
+        return CredentialSpec(
+            token=token,
+            ssh_private_key=self.ssh_private_key,
+            generate_ssh_key=self.generate_ssh_key,
+            known_hosts=self.known_hosts,
+            github_app_id=self.github_app_id,
+            github_installation_id=self.github_installation_id,
+            github_app_private_key=self.github_app_private_key,
+            clear=clear,
+        )
+
+
+class RepositoryIn(CredentialFields):
     url: Url = Field(validation_alias=AliasChoices("url", "github_url"))
     ref: Annotated[str, StringConstraints(max_length=255)] = ""
     token: GitToken | None = Field(None, validation_alias=AliasChoices("token", "github_token"))
     paths: list[Glob] | None = Field(None, max_length=100)
+
+
+class CredentialsIn(CredentialFields):
+    """New credentials for a repository: one kind (or host keys alone), or `clear`."""
+
+    token: GitToken | None = Field(None, validation_alias=AliasChoices("token", "github_token"))
+    clear: bool = Field(False, description="drop every credential (give it alone)")
+
+
+class CredentialsSetOut(BaseModel):
+    repository_id: str
+    credentials: CredentialsOut
+    sync_requested: bool
 
 
 class RepositoryOut(BaseModel):
@@ -142,6 +208,7 @@ class RepositoryOut(BaseModel):
     sync_error: str | None = None
     push_secret: str | None = Field(None, description="only for a new repository; shown once")
     push_url: str | None = None
+    credentials: CredentialsOut | None = None
 
 
 class LiveOut(BaseModel):
@@ -173,6 +240,7 @@ class WatchOut(BaseModel):
     last_synced_at: str | None
     created_at: str
     live: LiveOut
+    credentials: CredentialsOut | None = None
 
 
 class GitTokenIn(Strict):

@@ -13,8 +13,10 @@ from sqlmodel import Session, col, select
 
 from models.tables import App, DeliveryAttempt, Repository, Watch, WatchStatus
 from treecast.service import registry
+from treecast.service.credentials import credential_info
 from treecast.service.errors import UserError, shown
 from treecast.store.snapshots import latest
+from treecast.webhooks.signing import SigningScheme
 
 # Outcomes the delivery log filters on.
 OUTCOMES = ("delivered", "failed")
@@ -81,6 +83,7 @@ class RepositoryRow:
     last_snapshot_commit: str | None
     last_snapshot_at: str | None
     watch_rows: list[dict[str, Any]] = field(default_factory=list)
+    credentials: str = "none"  # CredentialInfo.summary(): the kind and its public parts
 
 
 def iso(value: datetime | None) -> str | None:
@@ -142,6 +145,8 @@ def search_apps(
             "base_url": a.base_url,
             "watches": int(watch_counts.get(a.id, 0)),
             "created_at": iso(a.created_at) or "",
+            "batch": bool(a.batch),
+            "scheme": a.signing_scheme or SigningScheme.STANDARD,
         }
         for a in apps
     ]
@@ -182,6 +187,7 @@ def repository(session: Session, repository_id: str) -> RepositoryRow:
         last_snapshot_commit=snapshot.commit if snapshot else None,
         last_snapshot_at=iso(snapshot.taken_at) if snapshot else None,
         watch_rows=watches,
+        credentials=credential_info(repo).summary(),
     )
 
 

@@ -59,6 +59,12 @@ from treecast.webhooks.signing import SigningScheme
 T = TypeVar("T")
 log = logging.getLogger("treecast.api")
 
+# Why a repository given a generated deploy key does not sync yet.
+GENERATED_KEY_WAITS = (
+    "not synced yet: add credentials.ssh_public_key to the git host as a read-only deploy "
+    "key, then POST /api/repositories/{}/sync"
+)
+
 # How long a workflow's live state, once asked, answers repository listings.
 LIVE_CACHE_SECONDS = 1.0
 
@@ -72,6 +78,8 @@ class AppInfo:
     base_url: str
     watches: int
     created_at: str
+    batch: bool = False  # file events go several to one `POST {base_url}/batch`
+    scheme: str = SigningScheme.STANDARD  # how its webhooks are signed (or "docora")
 
 
 @dataclass
@@ -581,16 +589,29 @@ class TreecastService:
     # -- the HTTP API: one app's repositories -----------------------------------------------
 
     async def watch_repository(
-        self, app_id: str, url: str, ref: str, token: str | None, paths: list[str] | None
+        self,
+        app_id: str,
+        url: str,
+        ref: str,
+        token: str | None,
+        paths: list[str] | None,
+        credentials: CredentialSpec | None = None,
     ) -> WatchedRepository:
         """Register the repository if new and make the app watch it, then request a sync.
 
         The same call again changes nothing and sends nothing; other `paths` update the
-        watch (and sync). Without Temporal the watch is still saved (`sync_requested`
-        False): the repository's next poll delivers.
+        watch (and sync), and so do `credentials` (a deploy key, host keys or a GitHub App).
+        Without Temporal the watch is still saved (`sync_requested` False): the
+        repository's next poll delivers.
         """
         # The database work runs on a thread, so the event loop keeps answering (/health).
-        result, changed = await asyncio.to_thread(self._save_watch, app_id, url, ref, token, paths)
+        result, changed = await asyncio.to_thread(
+            self._save_watch, app_id, url, ref, token, paths, credentials
+        )
+        if credentials is not None and credentials.generate_ssh_key:
+            # As `repo add --generate-ssh-key`: no sync fails while the key is not on the host.
+            result.sync_error = GENERATED_KEY_WAITS.format(result.repository_id)
+            return result
         if changed:
             try:
                 await self.start_sync(result.repository_id)
@@ -600,13 +621,19 @@ class TreecastService:
         return result
 
     def _save_watch(
-        self, app_id: str, url: str, ref: str, token: str | None, paths: list[str] | None
+        self,
+        app_id: str,
+        url: str,
+        ref: str,
+        token: str | None,
+        paths: list[str] | None,
+        credentials: CredentialSpec | None = None,
     ) -> tuple[WatchedRepository, bool]:
         cipher = self._cipher()
         with session_scope(self.settings.database_url) as session:
             registry.get_app(session, app_id)
             repo, repo_created = registry.add_repository(
-                session, self.settings, cipher, url, ref, None, token
+                session, self.settings, cipher, url, ref, None, token, credentials
             )
             current = registry.existing_watch(session, app_id, repo.id)
             watch_created = current is None
@@ -614,6 +641,8 @@ class TreecastService:
             if changed:
                 watch, _ = registry.watch(session, app_id, repo.id, paths or [])
                 current = json.loads(watch.path_globs)
+            if credentials is not None and not credentials.empty():
+                changed = True  # new credentials (the watch as it was): sync with them now
             owner, name = owner_and_name(repo.url)
             result = WatchedRepository(
                 repository_id=repo.id,
@@ -631,6 +660,7 @@ class TreecastService:
                     if repo_created and repo.push_secret_encrypted
                     else None
                 ),
+                credentials=creds.credential_info(repo),
             )
         return result, changed
 
@@ -642,6 +672,12 @@ class TreecastService:
             registry.check_repository_id(cursor)
         rows = await asyncio.to_thread(self._watch_rows, app_id, cursor, limit + 1)
         states = [_watch_state_of_row(row) for row in rows[:limit]]
+        if states:
+            known = await asyncio.to_thread(
+                self._credentials_of, [state.repository_id for state in states]
+            )
+            for state in states:
+                state.credentials = known.get(state.repository_id)
         if live:
             await self._fill_live(states)
         else:
@@ -652,6 +688,10 @@ class TreecastService:
     def _watch_rows(self, app_id: str, after: str | None, limit: int) -> list[tuple[Any, ...]]:
         with session_scope(self.settings.database_url) as session:
             return registry.app_watch_rows(session, app_id, after, limit)
+
+    def _credentials_of(self, repository_ids: list[str]) -> dict[str, CredentialInfo]:
+        with session_scope(self.settings.database_url) as session:
+            return registry.credentials_of(session, repository_ids)
 
     def _one_watch(self, app_id: str, repository_id: str) -> WatchState:
         with session_scope(self.settings.database_url) as session:
@@ -725,6 +765,31 @@ class TreecastService:
         except Unreachable:
             return False
         return True
+
+    async def rotate_credentials(
+        self, repository_id: str, spec: CredentialSpec, *, app_id: str | None = None
+    ) -> tuple[RepositoryInfo, bool]:
+        """Rotate, replace or (`spec.clear`) drop a repository's credentials and reset its
+        breaker so the next sync uses them; with `app_id`, only a repository that app
+        watches (NotFound otherwise). Returns the repository and whether Temporal was asked."""
+
+        def save() -> RepositoryInfo:
+            with session_scope(self.settings.database_url) as session:
+                if app_id is not None:
+                    registry.app_watch(session, app_id, repository_id)
+                repo = registry.set_credentials(
+                    session, self.settings, self._cipher(), repository_id, spec
+                )
+                return _repository_info(repo)
+
+        info = await asyncio.to_thread(save)
+        if spec.generate_ssh_key:
+            return info, False  # the new key is not on the git host yet
+        try:
+            await self.reset(repository_id)
+        except Unreachable:
+            return info, False
+        return info, True
 
     async def redeliver(self, app_id: str, repository_id: str) -> tuple[int, bool]:
         """Forget the app's ledger for the repository and sync: it gets every file again.
@@ -1160,6 +1225,7 @@ def _watch_state(watch: Watch, repository: Repository) -> WatchState:
         last_synced_at=_iso(watch.last_synced_at) or None,
         created_at=_iso(watch.created_at),
         live=LiveState(known=False),
+        credentials=creds.credential_info(repository),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -265,6 +265,8 @@ def list_apps(session: Session) -> list[dict[str, Any]]:
             "base_url": app.base_url,
             "watches": int(counts.get(app.id, 0)),
             "created_at": app.created_at.isoformat(),
+            "batch": bool(app.batch),
+            "scheme": app.signing_scheme or SigningScheme.STANDARD,
         }
         for app in session.exec(select(App).order_by(col(App.created_at), col(App.id))).all()
     ]
@@ -664,6 +666,8 @@ def apps_page(session: Session, after: str | None, limit: int) -> list[dict[str,
             "base_url": a.base_url,
             "watches": int(counts.get(a.id, 0)),
             "created_at": a.created_at.isoformat(),
+            "batch": bool(a.batch),
+            "scheme": a.signing_scheme or SigningScheme.STANDARD,
         }
         for a in apps
     ]
@@ -683,9 +687,18 @@ def watches_of_app(session: Session, app_id: str) -> list[dict[str, Any]]:
             "retry_count": w.retry_count,
             "last_synced_at": w.last_synced_at.isoformat() if w.last_synced_at else None,
             "path_globs": json.loads(w.path_globs),
+            "credentials": asdict(creds.credential_info(r)),
         }
         for w, r in app_watches(session, app_id, None, 10_000)
     ]
+
+
+def credentials_of(session: Session, repository_ids: list[str]) -> dict[str, creds.CredentialInfo]:
+    """Which credential each repository uses (its public parts), by repository id."""
+    if not repository_ids:
+        return {}
+    rows = session.exec(select(Repository).where(col(Repository.id).in_(repository_ids))).all()
+    return {repo.id: creds.credential_info(repo) for repo in rows}
 
 
 # --- signing schemes --------------------------------------------------------

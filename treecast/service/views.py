@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from treecast.service.credentials import CredentialInfo
+
 T = TypeVar("T")
 
 
@@ -66,6 +68,7 @@ class WatchedRepository:
     sync_requested: bool
     sync_error: str | None = None
     push_secret: str | None = None
+    credentials: CredentialInfo | None = None  # which kind, and its public parts
 
 
 @dataclass
@@ -103,6 +106,7 @@ class WatchState:
     last_synced_at: str | None
     created_at: str
     live: LiveState
+    credentials: CredentialInfo | None = None  # which kind, and its public parts
 
 
 @dataclass
