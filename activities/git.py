@@ -78,12 +78,15 @@ class GitActivities:
             if keep is not None:
                 cache.prune(keep)
         activity.logger.info(
-            "synced %s at %s (%s): %d files, %d bytes",
+            "synced %s at %s (%s): %d files, %d bytes%s",
             repository_id,
             outcome.ref or "(default branch)",
             outcome.commit or "no commits",
             stats.file_count,
             stats.total_bytes,
+            f", {stats.skipped_unsafe_paths} unsafe paths never delivered"
+            if stats.skipped_unsafe_paths
+            else "",
         )
         return SnapshotResult(
             repository_id=repository_id, commit=outcome.commit, ref=outcome.ref, **stats.counts()

@@ -9,11 +9,20 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType
+from activities.delivery import DeliveryActivities
+from activities.git import GitActivities
+from examples.receiver import Receiver
+from models.delivery import DeliverInput
+from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType, SnapshotInput
+from models.tables import DeliveryAttempt
 from tests.gitrepos import git
+from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
+from treecast.db import session_scope
 from treecast.gitcache.cache import cache_lock
 from treecast.gitcache.remote import sync_ref
 from treecast.gitcache.tree import TreeLimits, list_tree
@@ -161,3 +170,36 @@ def test_unsafe_paths_git_lets_through_are_skipped_counted_and_never_sent(
     assert sorted(listing.files) == ["ok.txt", "with space.txt"]
     assert listing.stats.skipped_unsafe_paths == 2 and listing.stats.file_count == 2
     assert any("evil" in shown for shown in listing.stats.unsafe_paths)
+
+
+def test_skipped_paths_are_reported_in_the_delivery_log_and_never_sent(
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    remote = tmp_path / "odd2.git"
+    git(tmp_path, "init", "--bare", "-q", str(remote))
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"], cwd=remote, input="x\n", text=True,
+        capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    root = subprocess.run(
+        ["git", "mktree"], cwd=remote, text=True, capture_output=True, check=True,
+        input=f"100644 blob {blob}\t..\\\\evil.txt\n100644 blob {blob}\tok.txt\n",
+    ).stdout.strip()  # fmt: skip
+    commit = git(remote, "commit-tree", root, "-m", "odd")
+    git(remote, "update-ref", "refs/heads/main", commit)
+    app_id, repository_id = register(
+        settings, receiver.url, [receiver_secret], f"file://{remote}", ref="main"
+    )
+    env = ActivityEnvironment()
+    snap = env.run(GitActivities(settings).snapshot_repository, SnapshotInput(repository_id))
+    assert (snap.file_count, snap.skipped_unsafe_paths) == (1, 1)
+    env.run(
+        DeliveryActivities(settings).deliver_changes, DeliverInput(app_id, repository_id, commit)
+    )
+    assert sorted(receiver.files()) == ["ok.txt"]
+    with session_scope(settings.database_url) as session:
+        rows = session.exec(select(DeliveryAttempt).where(DeliveryAttempt.event == "skipped")).all()
+    assert len(rows) == 1 and "1 unsafe paths" in (rows[0].error or "")

@@ -56,3 +56,33 @@ def prune_delivery_log(session: Session, app_id: str, keep: int) -> int:
         )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+SKIPPED_EVENT = "skipped"  # a delivery-log row saying which paths were never sent
+
+
+def note_skipped_paths(
+    session: Session, app_id: str, repository_id: str, commit: str | None
+) -> None:
+    """Say in the app's delivery log that the commit holds paths Treecast never delivers
+    (`..`, `.git`, absolute...), as counted by its snapshot; nothing when it holds none."""
+    from models.tables import Snapshot
+
+    row = session.exec(
+        select(Snapshot).where(Snapshot.repository_id == repository_id, Snapshot.commit == commit)
+    ).first()
+    if row is None or not row.skipped_unsafe_paths:
+        return
+    session.add(
+        DeliveryAttempt(
+            app_id=app_id,
+            repository_id=repository_id,
+            event=SKIPPED_EVENT,
+            path=None,
+            webhook_id="-",
+            error=(
+                f"{row.skipped_unsafe_paths} unsafe paths in {(commit or '')[:12]} are never "
+                "delivered (`..`, `.git`, absolute or Windows-special names); see `status`"
+            ),
+        )
+    )

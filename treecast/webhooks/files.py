@@ -45,7 +45,7 @@ from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.objects import BlobReader
 from treecast.gitcache.repository import RepositoryCache
-from treecast.store.attempts import prune_delivery_log, record_attempt
+from treecast.store.attempts import note_skipped_paths, prune_delivery_log, record_attempt
 from treecast.store.ledger import LedgerWriter, WatchChanged
 from treecast.store.repositories import load_access
 from treecast.store.targets import AppTarget, load_target
@@ -242,6 +242,8 @@ class FileDelivery:
         cache = RepositoryCache(settings, repository_id)
         with session_scope(settings.database_url) as session:
             changes = compute_changes(session, cache, access, app_id, self.input.commit)
+            if changes:
+                note_skipped_paths(session, app_id, repository_id, self.input.commit)
         self.total = len(changes)
         self._beat(force=True)
         try:
