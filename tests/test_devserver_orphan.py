@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.test_worker_cli import start_dev_worker
 from treecast.devserver import port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,32 +96,8 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.e2e
 def test_the_dev_server_dies_with_a_sigkilled_worker(tmp_path: Path) -> None:
-    port = free_port()
-    data = tmp_path / "data"
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-        "TREECAST_DATA_DIR": str(data),
-        "TREECAST_TASK_QUEUE": "treecast-devserver-orphan",
-    }
-    env.pop("TREECAST_SECRET_KEY", None)
-    env.pop("TREECAST_DATABASE_URL", None)
-    worker = subprocess.Popen(
-        [sys.executable, "worker.py", "--dev"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    port, worker, seen = start_dev_worker(tmp_path, "treecast-devserver-orphan")
     try:
-        assert worker.stdout is not None
-        deadline = time.monotonic() + 90
-        seen = []
-        for line in worker.stdout:
-            seen.append(line)
-            if "Treecast worker ready" in line or time.monotonic() > deadline:
-                break
         assert any("Treecast worker ready" in line for line in seen), seen
         assert port_open("127.0.0.1", port)
         worker.send_signal(signal.SIGKILL)
@@ -136,5 +112,5 @@ def test_the_dev_server_dies_with_a_sigkilled_worker(tmp_path: Path) -> None:
             worker.wait()
         # An orphaned server (the defect) is found by its data dir and stopped.
         if sys.platform.startswith("linux"):
-            for pid in _processes_mentioning(str(data)):
+            for pid in _processes_mentioning(str(tmp_path / "data")):
                 kill_if_alive(pid)

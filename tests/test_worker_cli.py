@@ -20,17 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
 
-# SIGTERM is what `docker compose stop` sends; SIGINT is Ctrl-C.
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_worker_dev_registers_search_attributes_and_cleans_up(
-    tmp_path: Path, stop_signal: signal.Signals
-) -> None:
+def start_dev_worker(
+    tmp_path: Path, task_queue: str
+) -> tuple[int, subprocess.Popen[str], list[str]]:
+    """`worker.py --dev` on a free port in its own data dir, read until it is ready (or 90 s):
+    its port, the process, and the lines it printed."""
     port = free_port()
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
-        "TREECAST_TASK_QUEUE": "treecast-worker-cli",
+        "TREECAST_TASK_QUEUE": task_queue,
     }
     env.pop("TREECAST_SECRET_KEY", None)
     env.pop("TREECAST_DATABASE_URL", None)
@@ -42,14 +42,23 @@ def test_worker_dev_registers_search_attributes_and_cleans_up(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert worker.stdout is not None
+    deadline = time.monotonic() + 90
+    seen: list[str] = []
+    for line in worker.stdout:
+        seen.append(line)
+        if "Treecast worker ready" in line or time.monotonic() > deadline:
+            break
+    return port, worker, seen
+
+
+# SIGTERM is what `docker compose stop` sends; SIGINT is Ctrl-C.
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_worker_dev_registers_search_attributes_and_cleans_up(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    port, worker, seen = start_dev_worker(tmp_path, "treecast-worker-cli")
     try:
-        assert worker.stdout is not None
-        deadline = time.monotonic() + 90
-        seen = []
-        for line in worker.stdout:
-            seen.append(line)
-            if "Treecast worker ready" in line or time.monotonic() > deadline:
-                break
         assert any("Temporal Web UI: http://localhost:" in line for line in seen), seen
         listed = subprocess.run(
             [
@@ -77,6 +86,7 @@ def test_worker_dev_registers_search_attributes_and_cleans_up(
         assert (tmp_path / "data" / "temporal-dev.db").exists()
         worker.send_signal(stop_signal)
         assert worker.wait(timeout=60) == 0
+        assert worker.stdout is not None
         rest = worker.stdout.read()
         assert "shutting down" in rest and "Fatal Python error" not in rest, rest
         assert not port_open("127.0.0.1", port)
