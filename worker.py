@@ -33,11 +33,12 @@ HEARTBEAT_THROTTLE = timedelta(seconds=1)  # at most one heartbeat a second per 
 
 def workflows() -> list[type]:
     """Every workflow class the worker runs (imported here, never by `workflows/__init__`)."""
+    from workflows.check_remotes import CheckRemotes
     from workflows.deliver_files import DeliverFiles
     from workflows.notify_breaker import NotifyBreaker
     from workflows.sync_repository import SyncRepository
 
-    return [SyncRepository, DeliverFiles, NotifyBreaker]
+    return [SyncRepository, DeliverFiles, NotifyBreaker, CheckRemotes]
 
 
 def build_activities(settings: Settings) -> list[Any]:
@@ -45,6 +46,7 @@ def build_activities(settings: Settings) -> list[Any]:
     from activities.delivery import DeliveryActivities
     from activities.git import GitActivities
     from activities.notices import NoticeActivities
+    from activities.remote_checks import RemoteCheckActivities
     from activities.watches import WatchActivities
 
     git = GitActivities(settings)
@@ -57,6 +59,7 @@ def build_activities(settings: Settings) -> list[Any]:
         notices.send_notice,
         watches.list_watchers,
         watches.record_delivery_failure,
+        RemoteCheckActivities(settings).check_remotes,
     ]
 
 
@@ -82,6 +85,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         workflows=workflows(),
         activities=build_activities(settings),
         activity_executor=executor,
+        # A remote-check sweep holds one of these slots for its whole run (an async
+        # activity on the event loop: it takes no thread of the executor).
         max_concurrent_activities=settings.activity_concurrency,
         # Heartbeats carry a delivery's "N of M files"; the default throttle (80% of
         # the 10 s heartbeat timeout) would leave `sync --wait` showing 8 s old counts.
@@ -116,10 +121,14 @@ async def run(settings: Settings, *, dev: bool) -> None:
         with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
             worker = build_worker(client, settings, executor)
             async with worker:
+                from treecast.service.workflows import ensure_remote_checks
+
+                shards = await ensure_remote_checks(client, settings)
                 log.info(
-                    "worker polling task queue %r (activities: %d at once)",
+                    "worker polling task queue %r (activities: %d at once; remote checks: %s)",
                     settings.task_queue,
                     settings.activity_concurrency,
+                    f"{len(shards)} sweeps" if shards else "off, every poll fetches",
                 )
                 if server is not None:
                     print(f"Treecast worker ready. Temporal Web UI: {server.ui_url}", flush=True)

@@ -142,6 +142,8 @@ class SyncState:
     # The latest passes DeliverFiles reported (without request ids): a request that meets
     # a delivery under way counts the passes of its commit that ended after it was asked.
     recent_passes: list[DeliveryPass] = field(default_factory=list)
+    remote_wakes: int = 0  # `remote_moved` signals that asked for a sync
+    last_wake: str | None = None
 
 
 @dataclass
@@ -156,6 +158,10 @@ class SyncRepositoryInput:
     snapshot_timeout_seconds: float = 900.0
     state: SyncState | None = None
     max_cycles: int = 500  # loop iterations per run before continue-as-new
+    # Set: remote checks (`CheckRemotes`) ask the remote every poll interval and signal
+    # `remote_moved` when a sync has work; the workflow itself then syncs only this often
+    # (and at the poll interval after a failed sync). None: it polls every interval.
+    full_sync_interval_seconds: int | None = None
 
 
 @dataclass
@@ -190,6 +196,9 @@ class SyncStatus:
     syncs: int
     pending_requests: int
     message: str  # one line for a person, e.g. "breaker open until …"
+    full_sync_interval_seconds: int | None = None  # set: remote checks poll between syncs
+    remote_wakes: int = 0  # syncs a remote check asked for (`remote_moved`)
+    last_wake: str | None = None  # why the last one did, e.g. "moved at 2026-…"
 
 
 @dataclass

@@ -39,6 +39,9 @@ def settings(tmp_path: Path) -> Settings:
         "TREECAST_ALLOW_FILE_URLS": "1",
         "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         "TREECAST_TASK_QUEUE": f"treecast-test-{tmp_path.name}",
+        # Time-skipping tests drive the poll loop itself: no remote checks (their own
+        # tests, test_remote_checks.py, turn them on).
+        "TREECAST_FULL_SYNC_SECONDS": "0",
     }
     return load_settings(env)
 

@@ -286,6 +286,16 @@ class Settings:
     poll_interval_seconds: int = _setting(
         "TREECAST_POLL_INTERVAL_SECONDS", "60", "default poll interval of a repository",
         _bounded_int(1, 7 * 86400), _SECONDS_IN_A_WEEK)
+    full_sync_seconds: int = _setting(
+        "TREECAST_FULL_SYNC_SECONDS", "21600",
+        "with remote checks, the longest between two fetches (0 = no checks: fetch every poll)",
+        _bounded_int(0, 30 * 86400), "seconds between 0 and 2592000")
+    check_shards: int = _setting(
+        "TREECAST_CHECK_SHARDS", "1", "remote-check sweeps (one long activity each)",
+        _bounded_int(1, 1000), "an integer between 1 and 1000")
+    check_concurrency: int = _setting(
+        "TREECAST_CHECK_CONCURRENCY", "8", "remote checks (git ls-remote) one sweep runs at once",
+        _bounded_int(1, 1000), "an integer between 1 and 1000")
     file_timeout_seconds: float = _setting(
         "TREECAST_FILE_TIMEOUT_SECONDS", "30", "timeout of one file webhook",
         _bounded_float(0.1, 3600), "seconds between 0.1 and 3600")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -100,9 +101,18 @@ def add_missing_columns(engine: Engine) -> list[str]:
     return added
 
 
-@lru_cache(maxsize=8)
+_ENGINES_LOCK = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
-    """One engine (and pool) per URL per process, with the schema in place."""
+    """One engine (and pool) per URL per process, with the schema in place (threads that
+    ask at once wait for the one creating it: two `create_all`s would race)."""
+    with _ENGINES_LOCK:
+        return _engine_for(url)
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
     engine = make_engine(url)
     create_schema(engine)
     return engine

@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadySt
 with workflow.unsafe.imports_passed_through():
     from activities.git import GitActivities
     from activities.watches import WatchActivities
+    from models.checks import CheckReason, RemoteMoved
     from models.delivery import WatchersInput
     from models.events import SyncEvent
     from models.git import SnapshotInput, SnapshotResult
@@ -140,6 +141,19 @@ class SyncRepository:
             raise ValueError("sync_and_wait needs a request_id")
 
     @workflow.signal
+    def remote_moved(self, wake: RemoteMoved) -> None:
+        """A remote check found work: sync now, unless the breaker is open, the repository
+        is paused or stopping, or a failed sync already has this loop polling on its own."""
+        if not self._input.full_sync_interval_seconds or self._refusal() is not None:
+            return
+        if wake.reason == CheckReason.FAILED and self._state.last_error_type is not None:
+            return  # failing: the loop retries at the poll interval and counts for the breaker
+        state = self._state
+        state.sync_requested = True
+        state.remote_wakes += 1
+        state.last_wake = f"{wake.reason} at {_iso(wake.checked_at or workflow.now())}"
+
+    @workflow.signal
     def reset(self, request: SyncRequest | None = None) -> None:
         """Close the breaker and sync right away."""
         self._state.breaker = breaker.reset(self._state.breaker)
@@ -197,6 +211,9 @@ class SyncRepository:
             syncs=state.syncs,
             pending_requests=len(state.pending_request_ids),
             message=self._message(),
+            full_sync_interval_seconds=self._input.full_sync_interval_seconds,
+            remote_wakes=state.remote_wakes,
+            last_wake=state.last_wake,
         )
 
     @workflow.query
@@ -309,14 +326,18 @@ class SyncRepository:
         now = workflow.now()
         state.syncs += 1
         state.last_attempt_at = now
-        state.next_sync_at = (
-            now
-            + timedelta(seconds=input.poll_interval_seconds)
-            + poll_jitter(input.repository_id, input.poll_interval_seconds)
-        )
+        state.next_sync_at = now + self._interval(full=True)
         self._syncing = True
         workflow.set_current_details(f"Syncing {input.repository_id} (sync #{state.syncs})")
         return request_ids
+
+    def _interval(self, *, full: bool) -> timedelta:
+        """Until the next sync of the loop's own: the poll interval, or with remote checks
+        the full-sync interval (`full`), both with the repository's stable jitter."""
+        seconds = self._input.poll_interval_seconds
+        if full and self._input.full_sync_interval_seconds:
+            seconds = max(seconds, self._input.full_sync_interval_seconds)
+        return timedelta(seconds=seconds) + poll_jitter(self._input.repository_id, seconds)
 
     async def _succeeded(self, snapshot: SnapshotResult) -> bool:
         """The breaker closes; a `sync_failed` outstanding is answered with `sync_recovered`.
@@ -364,6 +385,9 @@ class SyncRepository:
             before, now, input.breaker_threshold, timedelta(seconds=input.breaker_cooldown_seconds)
         )
         state.breaker = step.state
+        if input.full_sync_interval_seconds and state.last_attempt_at is not None:
+            # Failing: poll at the poll interval again, so the breaker counts as without checks.
+            state.next_sync_at = state.last_attempt_at + self._interval(full=False)
         _count("treecast_syncs", "Syncs by outcome (ok or a git error type)", outcome=error_type)
         if before.status != state.breaker.status:
             _count_transition(before.status, state.breaker.status)
@@ -510,6 +534,11 @@ class SyncRepository:
         if self._syncing:
             return "syncing"
         at = (state.last_commit or "no commit yet")[:12]
+        if self._input.full_sync_interval_seconds and state.last_error_type is None:
+            return (
+                f"at {at}; remote checked every {self._input.poll_interval_seconds} s, "
+                f"full sync by {_iso(state.next_sync_at)}"
+            )
         return f"at {at}; next poll {_iso(state.next_sync_at)}"
 
     def _publish(self, *, force: bool = False) -> None:

@@ -71,9 +71,11 @@ def _ssh_files(credentials: AnyCredentials | None) -> Iterator[SshFiles | None]:
         yield files
 
 
-def _ls_remote(
+def ls_remote(
     settings: Settings, url: str, credentials: AnyCredentials | None, patterns: list[str]
 ) -> list[tuple[str, str]]:
+    """`git ls-remote --symref` of the vetted, pinned remote: (object id or "ref: ...", name)
+    rows for the refs matching `patterns` (all refs when empty)."""
     with _ssh_files(credentials) as ssh:
         target, pins = pinned_remote(settings, url, token=_is_token(credentials), ssh=ssh)
         out = run_git(
@@ -105,12 +107,12 @@ def resolve_remote_ref(
     if is_object_id(ref.lower()):
         return RemoteRef(name=ref.lower(), full_name=None, oid=ref.lower())
     if not ref:
-        rows = _ls_remote(settings, url, credentials, ["HEAD"])
+        rows = ls_remote(settings, url, credentials, ["HEAD"])
         symref = next(
             (left[len("ref: ") :] for left, right in rows if left.startswith("ref: ")), None
         )
         oid = next((left for left, right in rows if right == "HEAD" and is_object_id(left)), None)
-        if oid is None and _ls_remote(settings, url, credentials, []):
+        if oid is None and ls_remote(settings, url, credentials, []):
             # HEAD names a branch that does not exist while others do. Syncing that as an
             # empty repository would delete every file at every app: refuse instead.
             raise git_error(
@@ -123,13 +125,11 @@ def resolve_remote_ref(
             return RemoteRef(name="HEAD", full_name="HEAD" if oid else None, oid=oid)
         return RemoteRef(name=_short(symref), full_name=symref, oid=oid)
     candidates = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
-    found = dict(
-        (right, left) for left, right in _ls_remote(settings, url, credentials, candidates)
-    )
+    found = dict((right, left) for left, right in ls_remote(settings, url, credentials, candidates))
     for full_name in candidates:
         if full_name in found and is_object_id(found[full_name]):
             return RemoteRef(name=_short(full_name), full_name=full_name, oid=found[full_name])
-    if not _ls_remote(settings, url, credentials, []):
+    if not ls_remote(settings, url, credentials, []):
         # No refs at all: a new repository nobody pushed to yet is empty, not misconfigured.
         return RemoteRef(name=_short(ref), full_name=None, oid=None)
     raise git_error(

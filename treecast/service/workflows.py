@@ -129,7 +129,36 @@ def sync_input(
         notice_timeout_seconds=settings.notice_timeout_seconds,
         # a fetch runs a few git commands, each bounded by the git timeout
         snapshot_timeout_seconds=max(60.0, settings.git_timeout_seconds * 4),
+        full_sync_interval_seconds=settings.full_sync_seconds or None,
     )
+
+
+async def ensure_remote_checks(client: Client, settings: Settings) -> list[str]:
+    """Start each shard's `CheckRemotes` unless it runs (every worker calls this on start).
+
+    Nothing with TREECAST_FULL_SYNC_SECONDS=0: repositories then fetch every poll."""
+    if not settings.full_sync_seconds:
+        return []
+    from models.checks import CheckRemotesInput, check_workflow_id
+    from workflows.check_remotes import CheckRemotes
+
+    started = []
+    for shard in range(settings.check_shards):
+        workflow_id = check_workflow_id(shard, settings.check_shards)
+        await client.start_workflow(
+            CheckRemotes.run,
+            CheckRemotesInput(
+                shard=shard,
+                shards=settings.check_shards,
+                concurrency=settings.check_concurrency,
+            ),
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"remote checks, shard {shard + 1} of {settings.check_shards}",
+        )
+        started.append(workflow_id)
+    return started
 
 
 def _start_options(settings: Settings, repository_id: str) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""The remote-check activity: one shard's long sweep of cheap `ls-remote` checks.
+
+Async and long-running: it holds one activity slot for `run_seconds`, heartbeats
+its counts (heartbeats are not history events), and signals the repositories that
+have work through this worker's Temporal client.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.client import Client
+
+from models.checks import CheckRemotesInput, CheckRemotesResult, RemoteMoved
+from models.sync import sync_workflow_id
+from treecast.config import Settings
+from treecast.remote_checks import RemoteChecker
+
+
+class RemoteCheckActivities:
+    """Remote checks for the repositories of one shard."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @activity.defn
+    async def check_remotes(self, input: CheckRemotesInput) -> CheckRemotesResult:
+        """Check each repository of the shard every poll interval for `input.run_seconds`."""
+        from workflows.sync_repository import SyncRepository
+
+        client: Client = activity.client()
+
+        async def wake(repository_id: str, moved: RemoteMoved) -> None:
+            handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+            await handle.signal(SyncRepository.remote_moved, moved)
+
+        checker = RemoteChecker(
+            self.settings,
+            input.shard,
+            input.shards,
+            signal=wake,
+            heartbeat=activity.heartbeat,
+            concurrency=input.concurrency,
+        )
+        done = await checker.run(input.run_seconds)
+        activity.logger.info(
+            "remote checks of shard %d/%d: %d checks, %d syncs asked for, %d failed",
+            input.shard,
+            input.shards,
+            done.checks,
+            done.signalled,
+            done.failed,
+        )
+        return CheckRemotesResult(checks=done.checks, signalled=done.signalled, failed=done.failed)

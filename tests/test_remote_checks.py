@@ -1,0 +1,271 @@
+"""Remote checks: the ls-remote sweep that wakes a repository's workflow only when a sync
+has work, so an idle repository costs no history between its full syncs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import starter
+import worker
+from examples.receiver import Receiver
+from models.checks import CheckReason, shard_of
+from models.sync import sync_workflow_id
+from models.tables import App, Repository, Snapshot, Watch, WatchStatus
+from tests.gitrepos import WorkRepo, git
+from tests.temporal_env import new_task_queue, start_local
+from treecast.config import Settings, load_settings
+from treecast.crypto import generate_key, generate_webhook_secret
+from treecast.db import session_scope
+from treecast.gitcache.refcheck import check_patterns, has_moved, remote_names
+from treecast.gitcache.repository import RemoteAccess
+from treecast import remote_checks
+from treecast.remote_checks import Target, check_one, load_targets, next_due, phase
+from treecast.service.workflows import ensure_remote_checks
+
+# --- what the remote says -----------------------------------------------------------------
+
+
+def test_patterns_find_the_ref_as_a_sync_resolves_it() -> None:
+    assert check_patterns("") == ["HEAD"]
+    assert check_patterns(" main ") == ["refs/heads/main", "refs/tags/main", "refs/tags/main^{}"]
+    assert check_patterns("refs/tags/v1") == ["refs/tags/v1", "refs/tags/v1^{}"]
+    assert check_patterns("a" * 40) is None  # a commit id never moves
+
+
+def test_remote_names_of_branches_tags_and_the_default_branch(
+    tmp_path: Path, settings: Settings
+) -> None:
+    repo = WorkRepo(tmp_path / "r")
+    repo.write("a.txt", "a")
+    first = repo.commit("first")
+    git(repo.work, "tag", "-a", "v1", "-m", "v1")
+    git(repo.work, "push", "-q", "origin", "v1")
+    tag_object = git(repo.remote, "rev-parse", "refs/tags/v1")
+
+    def names(ref: str) -> frozenset[str] | None:
+        return remote_names(settings, RemoteAccess("r1", repo.url, ref, None))
+
+    assert names("") == {first}
+    assert names("main") == {first}
+    assert names("v1") == {tag_object, first}  # an annotated tag and the commit it names
+    assert names("nope") == frozenset()
+    assert names(first) is None
+    assert not has_moved(first, names("v1"))
+    repo.write("b.txt", "b")
+    second = repo.commit("second")
+    assert names("main") == {second}
+    assert has_moved(first, names("main"))
+    assert not has_moved(first, None)
+    assert has_moved(None, frozenset({first})) and not has_moved(None, frozenset())
+
+
+def test_each_repository_is_checked_once_per_interval_at_its_own_phase() -> None:
+    for repository_id in ("r1", "r2", "r-three"):
+        offset = phase(repository_id, 60)
+        assert 0 <= offset < 60
+        at = 1_000_000.0
+        due = next_due(repository_id, 60, at)
+        assert at < due <= at + 60
+        assert (due - offset) % 60 == pytest.approx(0, abs=1e-6)
+        assert next_due(repository_id, 60, due) == pytest.approx(due + 60)
+    assert {shard_of(f"r{n}", 4) for n in range(50)} == {0, 1, 2, 3}
+
+
+def _target(**kwargs: Any) -> Target:
+    values: dict[str, Any] = {
+        "repository_id": "r1",
+        "interval": 60.0,
+        "known_commit": None,
+        "has_snapshot": True,
+        "quiet_since": 0.0,
+        "behind": False,
+    }
+    return Target(**{**values, **kwargs})
+
+
+def test_a_check_wakes_the_workflow_only_when_a_sync_has_work(
+    tmp_path: Path, settings: Settings
+) -> None:
+    repo = WorkRepo(tmp_path / "r")
+    repo.write("a.txt", "a")
+    head = repo.commit("first")
+    access = RemoteAccess("r1", repo.url, "", None)
+    assert check_one(settings, _target(known_commit=head), access) is None  # idle
+    moved = check_one(settings, _target(known_commit="b" * 40), access)
+    assert moved is not None and moved.reason == CheckReason.MOVED and head in moved.detail
+    behind = check_one(settings, _target(known_commit=head, behind=True), access)
+    assert behind is not None and behind.reason == CheckReason.BEHIND
+    # Just synced (or never yet): an app behind is its workflow's business for now.
+    just = _target(known_commit=head, behind=True, quiet_since=time.time())
+    assert check_one(settings, just, access) is None
+    first = _target(has_snapshot=False, quiet_since=time.time())
+    assert check_one(settings, first, access) is None
+    gone = RemoteAccess("r1", f"file://{tmp_path}/missing.git", "", None)
+    failed = check_one(settings, _target(known_commit=head), gone)
+    assert failed is not None and failed.reason == CheckReason.FAILED
+    assert failed.detail.startswith("RepositoryNotFound")
+
+
+def test_targets_come_from_watched_repositories_with_their_newest_snapshot(
+    settings: Settings,
+) -> None:
+    old = datetime.now(UTC) - timedelta(hours=1)
+    with session_scope(settings.database_url) as session:
+        session.add(App(id="app1", name="a", base_url="http://127.0.0.1:1", secrets_encrypted="x"))
+        for rid in ("r-idle", "r-behind", "r-new", "r-unwatched", "r-disabled"):
+            session.add(Repository(id=rid, url=f"file:///tmp/{rid}", poll_interval_seconds=30))
+        session.flush()
+        session.add(Snapshot(repository_id="r-idle", commit="1" * 40, taken_at=old))
+        session.add(Snapshot(repository_id="r-idle", commit="2" * 40))  # the newest
+        session.add(Snapshot(repository_id="r-behind", commit="3" * 40, taken_at=old))
+        synced = {"status": WatchStatus.SYNCED}
+        session.add(
+            Watch(app_id="app1", repository_id="r-idle", delivered_commit="2" * 40, **synced)
+        )
+        session.add(
+            Watch(app_id="app1", repository_id="r-behind", delivered_commit="1" * 40, **synced)
+        )
+        session.add(Watch(app_id="app1", repository_id="r-new"))
+        session.add(Watch(app_id="app1", repository_id="r-disabled", status=WatchStatus.DISABLED))
+    targets = load_targets(settings, 0, 1)
+    assert sorted(targets) == ["r-behind", "r-disabled", "r-idle", "r-new"]
+    idle, behind, new = targets["r-idle"], targets["r-behind"], targets["r-new"]
+    assert (idle.known_commit, idle.behind, idle.interval) == ("2" * 40, False, 30.0)
+    assert (behind.known_commit, behind.behind) == ("3" * 40, True)
+    assert (new.has_snapshot, new.known_commit, new.behind) == (False, None, True)
+    assert not targets["r-disabled"].behind
+    halves = [set(load_targets(settings, shard, 2)) for shard in (0, 1)]
+    assert halves[0] | halves[1] == set(targets) and not halves[0] & halves[1]
+
+
+# --- end to end on the dev server -------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    repo: WorkRepo
+    receiver: Receiver
+    secret: str
+    settings: Settings
+    client: Any
+    run: Callable[..., Any]
+
+
+def _invoke(argv: list[str]) -> tuple[int, Any, str]:
+    out, err = StringIO(), StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = starter.main(["--json", *argv])
+    text = out.getvalue()
+    return code, json.loads(text) if text.strip() else None, err.getvalue()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    env = await start_local()
+    for name, value in {
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TREECAST_DATA_DIR": str(tmp_path / "data"),
+        "TREECAST_SECRET_KEY": generate_key(),
+        "TREECAST_ALLOW_PRIVATE_URLS": "1",
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_TASK_QUEUE": new_task_queue(),
+        "TREECAST_BREAKER_THRESHOLD": "2",
+        "TREECAST_FULL_SYNC_SECONDS": "3600",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
+    monkeypatch.setattr(remote_checks, "RELOAD_SECONDS", 0.5)  # new repositories at once
+    settings = load_settings()
+    secret = generate_webhook_secret()
+    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    try:
+        with Receiver([secret], tmp_path / "mirror") as receiver:
+            async with worker.build_worker(env.client, settings, executor):
+                assert await ensure_remote_checks(env.client, settings) == [
+                    "treecast-check-remotes-0-of-1"
+                ]
+
+                async def run(*argv: str) -> tuple[int, Any, str]:
+                    return await asyncio.to_thread(_invoke, list(argv))
+
+                yield Stack(WorkRepo(tmp_path / "git"), receiver, secret, settings, env.client, run)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        await env.shutdown()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.1)
+
+
+async def _history_length(stack: Stack, repository_id: str) -> int:
+    history = await stack.client.get_workflow_handle(
+        sync_workflow_id(repository_id)
+    ).fetch_history()
+    return len(history.events)
+
+
+async def _sync_status(stack: Stack, repository_id: str) -> dict[str, Any]:
+    code, out, err = await stack.run("status", repository_id)
+    assert code == 0, err
+    return dict(out["repositories"][0]["sync"])
+
+
+@pytest.mark.e2e
+async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack) -> None:
+    repo, receiver, run = stack.repo, stack.receiver, stack.run
+    repo.write("a.txt", "one")
+    first = repo.commit("first")
+    code, app, err = await run(
+        "app", "add", "--name", "m", "--url", receiver.url, "--secret", stack.secret
+    )
+    assert code == 0, err
+    code, added, err = await run("repo", "add", repo.url, "--interval", "1")
+    assert code == 0, err
+    repository_id = added["repository_id"]
+    assert (await run("watch", app["app_id"], repository_id))[0] == 0
+    await eventually(lambda: receiver.files() == repo.files_at(first))
+    status = await _sync_status(stack, repository_id)
+    assert status["full_sync_interval_seconds"] == 3600
+    assert "remote checked every 1 s" in status["message"]
+
+    # Idle: checked every second, yet no sync and not one history event.
+    await asyncio.sleep(2.5)  # the first delivery's reports settle
+    syncs, events = status["syncs"], await _history_length(stack, repository_id)
+    await asyncio.sleep(4)
+    assert (await _sync_status(stack, repository_id))["syncs"] == syncs
+    assert await _history_length(stack, repository_id) == events
+
+    # A push is found by the next check and delivered without any sync request.
+    repo.write("b.txt", "two")
+    second = repo.commit("second")
+    await eventually(lambda: receiver.files() == repo.files_at(second), timeout=20)
+    status = await _sync_status(stack, repository_id)
+    assert status["remote_wakes"] >= 1 and status["last_wake"].startswith("moved at ")
+
+    # The remote disappears: checks fail, the loop polls on its own at the poll interval,
+    # and after the threshold (2) the breaker opens with one sync_failed, as without checks.
+    hidden = repo.remote.with_name("gone.git")
+    repo.remote.rename(hidden)
+    await eventually(lambda: [n["event"] for n in receiver.notices] == ["sync_failed"], 60)
+    status = await _sync_status(stack, repository_id)
+    assert status["breaker_state"] == "open"
+    assert status["last_error_type"] == "RepositoryNotFound"
+    await asyncio.sleep(3)
+    assert [n["event"] for n in receiver.notices] == ["sync_failed"]

@@ -1,0 +1,282 @@
+"""The remote checks: ask every watched repository's remote what its ref is, cheaply.
+
+A repository whose workflow relies on these checks fetches only when a check says a
+sync has something to do (`CheckReason`), plus a full sync at the long
+`TREECAST_FULL_SYNC_SECONDS` as a safety net. Each repository is checked every poll
+interval, at a stable phase within it (a hash of its id), so a sweep spreads evenly
+and a restarted sweep keeps each repository's rhythm.
+
+`RemoteChecker` is the loop the `check_remotes` activity runs: it reloads the targets
+from the database every `RELOAD_SECONDS`, checks the due ones on a small thread pool
+(`git ls-remote`, vetted and pinned like every git command), and hands a
+`RemoteMoved` to its `signal` callback for the repositories to wake. Nothing is
+written anywhere by a check that finds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlmodel import col, select
+from temporalio.exceptions import ApplicationError
+
+from models.checks import CheckProgress, CheckReason, RemoteMoved, shard_of
+from models.tables import Repository, Snapshot, Watch, WatchStatus
+from treecast.config import Settings
+from treecast.db import session_scope
+from treecast.gitcache.refcheck import has_moved, remote_names
+from treecast.gitcache.repository import RemoteAccess
+from treecast.redact import redact
+from treecast.store.repositories import load_access
+
+log = logging.getLogger(__name__)
+
+RELOAD_SECONDS = 30.0  # how often the list of repositories (and who is behind) is re-read
+ACCESS_SECONDS = 900.0  # decrypted credentials are re-read at least this often
+MAX_SLEEP = 1.0  # the loop wakes at least this often (heartbeats, cancellation)
+
+
+@dataclass
+class Target:
+    """One repository as its checks see it."""
+
+    repository_id: str
+    interval: float  # its poll interval, seconds
+    known_commit: str | None  # the newest snapshot's commit
+    has_snapshot: bool
+    quiet_since: float  # epoch seconds: its newest snapshot, or its registration
+    behind: bool  # an app has not acknowledged the newest snapshot
+    updated_at: datetime | None = None
+
+
+def phase(repository_id: str, interval: float) -> float:
+    """The repository's stable offset within its interval, in seconds."""
+    return zlib.crc32(repository_id.encode()) / 2**32 * interval
+
+
+def next_due(repository_id: str, interval: float, after: float) -> float:
+    """The first check time after `after`: a multiple of the interval plus the phase."""
+    offset = phase(repository_id, interval)
+    periods = (after - offset) // interval + 1
+    return periods * interval + offset
+
+
+def _epoch(value: datetime | None) -> float:
+    if value is None:
+        return 0.0
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Target]:
+    """Every watched repository of the shard, with its newest snapshot and who is behind."""
+    with session_scope(settings.database_url) as session:
+        repositories = session.exec(
+            select(
+                Repository.id,
+                Repository.poll_interval_seconds,
+                Repository.created_at,
+                Repository.updated_at,
+            )
+        ).all()
+        latest: dict[str, tuple[str | None, datetime]] = {}
+        for repository_id, commit, taken_at in session.exec(
+            select(Snapshot.repository_id, Snapshot.commit, Snapshot.taken_at).order_by(
+                col(Snapshot.repository_id), col(Snapshot.taken_at), col(Snapshot.id)
+            )
+        ):
+            latest[repository_id] = (commit, taken_at)  # the last row of each is the newest
+        watches = session.exec(
+            select(Watch.repository_id, Watch.status, Watch.delivered_commit)
+        ).all()
+    watched: dict[str, bool] = {}
+    for repository_id, status, delivered in watches:
+        if status == WatchStatus.DISABLED:
+            watched.setdefault(repository_id, False)
+            continue
+        commit = latest.get(repository_id, (None, None))[0]
+        behind = status != WatchStatus.SYNCED or delivered != commit
+        watched[repository_id] = watched.get(repository_id, False) or behind
+    targets: dict[str, Target] = {}
+    for repository_id, interval, created_at, updated_at in repositories:
+        if repository_id not in watched or shard_of(repository_id, shards) != shard:
+            continue
+        snapshot = latest.get(repository_id)
+        targets[repository_id] = Target(
+            repository_id=repository_id,
+            interval=float(interval or settings.poll_interval_seconds),
+            known_commit=snapshot[0] if snapshot else None,
+            has_snapshot=snapshot is not None,
+            quiet_since=_epoch(snapshot[1] if snapshot else created_at),
+            behind=watched[repository_id],
+            updated_at=updated_at,
+        )
+    return targets
+
+
+def check_one(settings: Settings, target: Target, access: RemoteAccess) -> RemoteMoved | None:
+    """One check: what to tell the repository's workflow (None: nothing to do)."""
+    now = time.time()
+    at = datetime.fromtimestamp(now, UTC)
+    # A repository synced less than an interval ago (or never yet: its first sync is
+    # on its way) is left alone unless its ref moved: its workflow is busy with it.
+    settled = now - target.quiet_since >= target.interval
+    if target.behind and settled and target.has_snapshot:
+        return RemoteMoved(reason=CheckReason.BEHIND, checked_at=at)
+    try:
+        names = remote_names(settings, access)
+    except ApplicationError as err:
+        if not settled and not target.has_snapshot:
+            return None
+        message = redact(f"{err.type}: {err.message}", access.secrets())
+        return RemoteMoved(reason=CheckReason.FAILED, detail=message[:300], checked_at=at)
+    if not has_moved(target.known_commit, names):
+        return None
+    if not target.has_snapshot and not settled:
+        return None
+    seen = ",".join(sorted(names or ()))
+    return RemoteMoved(reason=CheckReason.MOVED, detail=seen[:300], checked_at=at)
+
+
+Signal = Callable[[str, RemoteMoved], Awaitable[None]]
+
+
+@dataclass
+class RemoteChecker:
+    """The sweep of one shard: due repositories checked, the ones with work signalled."""
+
+    settings: Settings
+    shard: int
+    shards: int
+    signal: Signal
+    heartbeat: Callable[[CheckProgress], None]
+    concurrency: int = 8
+    progress: CheckProgress = field(default_factory=CheckProgress)
+    _targets: dict[str, Target] = field(default_factory=dict)
+    _due: list[tuple[float, str]] = field(default_factory=list)
+    _access: dict[str, tuple[RemoteAccess, float, datetime | None]] = field(default_factory=dict)
+    _reloaded_at: float = float("-inf")
+    _pass_started: float | None = None
+    _pass_left: set[str] = field(default_factory=set)
+
+    async def run(self, seconds: float) -> CheckProgress:
+        """Check for `seconds`, then return the counts."""
+        loop = asyncio.get_running_loop()
+        deadline = time.time() + seconds
+        in_flight: set[asyncio.Task[None]] = set()
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="remote-check") as pool:
+            try:
+                while time.time() < deadline:
+                    now = time.time()
+                    if now - self._reloaded_at >= RELOAD_SECONDS:
+                        self._reload(
+                            await loop.run_in_executor(
+                                pool, load_targets, self.settings, self.shard, self.shards
+                            ),
+                            now,
+                        )
+                    while (
+                        self._due and self._due[0][0] <= now and len(in_flight) < self.concurrency
+                    ):
+                        _, repository_id = heapq.heappop(self._due)
+                        target = self._targets.get(repository_id)
+                        if target is None:
+                            continue  # removed since it was scheduled
+                        due = next_due(repository_id, target.interval, now)
+                        heapq.heappush(self._due, (due, repository_id))
+                        task = asyncio.ensure_future(self._check(pool, target))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                    self.heartbeat(self.progress)
+                    wake = self._due[0][0] if self._due else now + MAX_SLEEP
+                    await asyncio.sleep(min(MAX_SLEEP, max(0.005, wake - time.time())))
+                if in_flight:
+                    await asyncio.wait(in_flight)
+            finally:
+                for task in in_flight:
+                    task.cancel()
+        return self.progress
+
+    def _reload(self, targets: dict[str, Target], now: float) -> None:
+        old = self._targets
+        self._targets = targets
+        self._reloaded_at = now
+        self.progress.repositories = len(targets)
+        for repository_id, target in targets.items():
+            before = old.get(repository_id)
+            if before is None or before.interval != target.interval:
+                heapq.heappush(
+                    self._due, (next_due(repository_id, target.interval, now), repository_id)
+                )
+        if len(self._due) > 2 * len(targets) + 16:  # drop removed and re-timed entries
+            self._due = [
+                (due, rid)
+                for due, rid in self._due
+                if rid in targets and due <= now + targets[rid].interval
+            ]
+            heapq.heapify(self._due)
+        if self._pass_started is None:
+            self._pass_started, self._pass_left = now, set(targets)
+
+    def _access_for(self, target: Target) -> RemoteAccess:
+        cached = self._access.get(target.repository_id)
+        now = time.time()
+        if (
+            cached is not None
+            and cached[2] == target.updated_at
+            and now - cached[1] < ACCESS_SECONDS
+        ):
+            return cached[0]
+        with session_scope(self.settings.database_url) as session:
+            access = load_access(self.settings, session, target.repository_id)
+        self._access[target.repository_id] = (access, now, target.updated_at)
+        return access
+
+    def _check_blocking(self, target: Target) -> RemoteMoved | None:
+        try:
+            access = self._access_for(target)
+        except ApplicationError:
+            return None  # removed meanwhile: the next reload drops it
+        moved = check_one(self.settings, target, access)
+        if moved is not None and moved.reason == CheckReason.FAILED:
+            self._access.pop(target.repository_id, None)  # a revoked token: mint anew
+        return moved
+
+    async def _check(self, pool: ThreadPoolExecutor, target: Target) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            moved = await loop.run_in_executor(pool, self._check_blocking, target)
+        except Exception as exc:  # a bug or the database: logged, the sweep goes on
+            log.warning("check of %s failed: %s", target.repository_id, redact(str(exc)))
+            moved = None
+        self.progress.checks += 1
+        self._passed(target.repository_id)
+        if moved is None:
+            return
+        if moved.reason == CheckReason.FAILED:
+            self.progress.failed += 1
+        try:
+            await self.signal(target.repository_id, moved)
+        except Exception as exc:  # e.g. the workflow ended (repository removed)
+            log.info("could not wake %s: %s", target.repository_id, exc)
+            return
+        self.progress.signalled += 1
+        log.info("remote check woke %s: %s %s", target.repository_id, moved.reason, moved.detail)
+        target.quiet_since = time.time()  # its workflow syncs now: leave it an interval
+
+    def _passed(self, repository_id: str) -> None:
+        """Count a full pass: every repository checked once since the pass began."""
+        self._pass_left.discard(repository_id)
+        if not self._pass_left and self._pass_started is not None:
+            self.progress.swept_at = datetime.fromtimestamp(self._pass_started, UTC)
+            self._pass_started = time.time()
+            self._pass_left = set(self._targets)
