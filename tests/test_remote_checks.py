@@ -24,7 +24,7 @@ from models.checks import CheckReason, shard_of
 from models.sync import sync_workflow_id
 from models.tables import App, Repository, Snapshot, Watch, WatchStatus
 from tests.gitrepos import WorkRepo, git
-from tests.temporal_env import new_task_queue, start_local
+from tests.temporal_env import new_task_queue, save_history, start_local
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
@@ -269,3 +269,7 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     assert status["last_error_type"] == "RepositoryNotFound"
     await asyncio.sleep(3)
     assert [n["event"] for n in receiver.notices] == ["sync_failed"]
+    sync_handle = stack.client.get_workflow_handle(sync_workflow_id(repository_id))
+    await save_history(sync_handle, "sync_remote_checks")
+    checks = stack.client.get_workflow_handle("treecast-check-remotes-0-of-1")
+    await save_history(checks, "check_remotes")

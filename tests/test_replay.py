@@ -28,7 +28,8 @@ from worker import workflows as all_workflows
 pytestmark = pytest.mark.timeout(60)
 
 EXPECTED = {
-    "SyncRepository": {"sync_breaker", "sync_signals", "sync_can_first_run"},
+    "SyncRepository": {"sync_breaker", "sync_signals", "sync_can_first_run", "sync_remote_checks"},
+    "CheckRemotes": {"check_remotes"},
     # deliver_failures, _newer_commit and _orphaned predate "apps take turns" (the
     # unpatched path); the others take turns, with a failing app.
     "DeliverFiles": {
