@@ -73,6 +73,9 @@ async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
         "TREECAST_POLL_INTERVAL_SECONDS": "3600",
         "TREECAST_API_RATE_PER_SECOND": "100000",
         "TREECAST_API_RATE_BURST": "100000",
+        # The worker below polls itself (no remote-check sweep); test_remote_checks.py
+        # and test_e2e.py run with the sweep.
+        "TREECAST_FULL_SYNC_SECONDS": "0",
         **extra,
     }
     environment = {**os.environ, **values}

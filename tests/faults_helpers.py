@@ -60,6 +60,8 @@ def fault_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         "TREECAST_GIT_TIMEOUT_SECONDS": "10",
         "TREECAST_FILE_TIMEOUT_SECONDS": "5",
         "TREECAST_NOTICE_TIMEOUT_SECONDS": "2",
+        # The fault tests drive the poll loop itself; remote checks have their own tests.
+        "TREECAST_FULL_SYNC_SECONDS": "0",
     }
     env.update(overrides)
     return env

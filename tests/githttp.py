@@ -37,6 +37,7 @@ class GitHttpServer:
         *,
         redirect_to: str | None = None,
         truncate_packs: bool = False,
+        keep_alive: bool = False,
     ) -> None:
         self.root = root
         self.token = token
@@ -45,9 +46,14 @@ class GitHttpServer:
         self.redirect_to = redirect_to
         # Packs cut off half-way, as a dropped connection would.
         self.truncate_packs = truncate_packs
+        # (method, path, Git-Protocol header) of every request, in order.
+        self.requests: list[tuple[str, str, str]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections open between requests (every answer has a length).
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
@@ -63,6 +69,9 @@ class GitHttpServer:
                 return user_pass.partition(":")[2] == server.token
 
             def _serve(self) -> None:
+                server.requests.append(
+                    (self.command, self.path, self.headers.get("Git-Protocol", ""))
+                )
                 if server.redirect_to is not None:
                     server.auth_headers.extend(self.headers.get_all("Authorization") or [])
                     self.send_response(301)

@@ -26,6 +26,7 @@ from tests.temporal_env import new_task_queue, start_local
 from treecast.config import load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.devserver import temporal_cli
+from treecast.service.workflows import ensure_remote_checks
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +79,7 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
             async with worker.build_worker(env.client, settings, executor):
+                await ensure_remote_checks(env.client, settings)  # as worker.py does
 
                 async def run(*argv: str) -> Result:
                     # starter.main runs its own event loop, so it gets a thread.

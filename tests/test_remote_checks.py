@@ -9,13 +9,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
 import starter
 import worker
@@ -23,16 +24,26 @@ from examples.receiver import Receiver
 from models.checks import CheckReason, shard_of
 from models.sync import sync_workflow_id
 from models.tables import App, Repository, Snapshot, Watch, WatchStatus
+from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo, git
 from tests.temporal_env import new_task_queue, save_history, start_local
+from treecast import remote_checks
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
-from treecast.gitcache.refcheck import check_patterns, has_moved, remote_names
+from treecast.gitcache.command import Credentials
+from treecast.gitcache.refcheck import (
+    ASK_GIT,
+    check_patterns,
+    has_moved,
+    remote_names,
+    remote_names_over,
+)
 from treecast.gitcache.repository import RemoteAccess
-from treecast import remote_checks
+from treecast.gitcache.smarthttp import RefClient, ls_refs_request, parse_ls_refs, pkt_line
 from treecast.remote_checks import Target, check_one, load_targets, next_due, phase
 from treecast.service.workflows import ensure_remote_checks
+from treecast.webhooks.transport import shared_ssl_context
 
 # --- what the remote says -----------------------------------------------------------------
 
@@ -130,12 +141,21 @@ def test_targets_come_from_watched_repositories_with_their_newest_snapshot(
         session.add(Snapshot(repository_id="r-idle", commit="1" * 40, taken_at=old))
         session.add(Snapshot(repository_id="r-idle", commit="2" * 40))  # the newest
         session.add(Snapshot(repository_id="r-behind", commit="3" * 40, taken_at=old))
-        synced = {"status": WatchStatus.SYNCED}
         session.add(
-            Watch(app_id="app1", repository_id="r-idle", delivered_commit="2" * 40, **synced)
+            Watch(
+                app_id="app1",
+                repository_id="r-idle",
+                delivered_commit="2" * 40,
+                status=WatchStatus.SYNCED,
+            )
         )
         session.add(
-            Watch(app_id="app1", repository_id="r-behind", delivered_commit="1" * 40, **synced)
+            Watch(
+                app_id="app1",
+                repository_id="r-behind",
+                delivered_commit="1" * 40,
+                status=WatchStatus.SYNCED,
+            )
         )
         session.add(Watch(app_id="app1", repository_id="r-new"))
         session.add(Watch(app_id="app1", repository_id="r-disabled", status=WatchStatus.DISABLED))
@@ -273,3 +293,101 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     await save_history(sync_handle, "sync_remote_checks")
     checks = stack.client.get_workflow_handle("treecast-check-remotes-0-of-1")
     await save_history(checks, "check_remotes")
+
+
+# --- smart HTTP: the same answer without starting git -----------------------------------
+
+
+async def test_smart_http_ls_refs_answers_as_git_does(tmp_path: Path, settings: Settings) -> None:
+    repo = WorkRepo(tmp_path / "r")
+    repo.write("a.txt", "a")
+    head = repo.commit("first")
+    git(repo.work, "tag", "-a", "v1", "-m", "v1")
+    git(repo.work, "push", "-q", "origin", "v1")
+    client = RefClient(allow_private=True, ssl_context=shared_ssl_context())
+    with git_http_server(tmp_path / "r", "s3cret", keep_alive=True) as server:
+        url = server.url("remote.git")
+        token = Credentials("s3cret")
+
+        async def native(access: RemoteAccess, over: Settings = settings) -> object:
+            return await remote_names_over(over, access, client)
+
+        for ref in ("", "main", "v1", "refs/tags/v1", "missing", head):
+            access = RemoteAccess("r1", url, ref, token)
+            by_git = await asyncio.to_thread(remote_names, settings, access)
+            assert await native(access) == by_git, ref
+        # One request per check, on one kept-alive connection: no info/refs round trip.
+        before = len(server.requests)
+        assert await native(RemoteAccess("r1", url, "main", token)) == {head}
+        assert await native(RemoteAccess("r1", url, "main", token)) == {head}
+        assert (
+            server.requests[before:] == [("POST", "/remote.git/git-upload-pack", "version=2")] * 2
+        )
+        with pytest.raises(ApplicationError) as refused:
+            await native(RemoteAccess("r1", url, "main", Credentials("wrong")))
+        assert refused.value.type == "AuthenticationFailed"
+        with pytest.raises(ApplicationError) as missing:
+            await native(RemoteAccess("r1", server.url("nope.git"), "", token))
+        assert missing.value.type == "RepositoryNotFound"
+        # A token over plain http is still refused unless allowed, before any request.
+        strict = replace(settings, allow_insecure_transport=False)
+        before = len(server.requests)
+        with pytest.raises(ApplicationError) as insecure:
+            await native(RemoteAccess("r1", url, "main", token), strict)
+        assert insecure.value.type == "GitUrlRefused" and len(server.requests) == before
+        # Loopback is refused unless private addresses are allowed, before connecting.
+        guarded = RefClient(allow_private=False, ssl_context=shared_ssl_context())
+        with pytest.raises(ApplicationError) as private:
+            await remote_names_over(settings, RemoteAccess("r1", url, "main", token), guarded)
+        assert private.value.type == "GitUrlRefused" and len(server.requests) == before
+        # ssh, file:// and deploy keys are git's to ask.
+        assert await native(RemoteAccess("r1", repo.url, "main", None)) is ASK_GIT
+    client.close()
+
+
+async def test_a_server_without_protocol_2_is_left_to_git(
+    tmp_path: Path, settings: Settings
+) -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n4\r\n001e\r\n0\r\n\r\n",  # a v0 start
+        b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n",
+    ]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"0000")
+        writer.write(answers.pop(0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RefClient(allow_private=True, ssl_context=shared_ssl_context())
+    access = RemoteAccess("r1", f"http://127.0.0.1:{port}/r.git", "main", None)
+    async with server:
+        for _ in range(4):
+            assert await remote_names_over(settings, access, client) is ASK_GIT
+    client.close()
+
+
+def test_ls_refs_answers_are_parsed_strictly() -> None:
+    oid, peeled = "a" * 40, "b" * 40
+    answer = (
+        pkt_line(f"{oid} HEAD symref-target:refs/heads/main\n")
+        + pkt_line(f"{oid} refs/tags/v1 peeled:{peeled}\n")
+        + b"0000"
+    )
+    assert parse_ls_refs(answer) == [
+        (oid, "HEAD"),
+        (oid, "refs/tags/v1"),
+        (peeled, "refs/tags/v1^{}"),
+    ]
+    for broken in (b"", b"00", answer[:-4], b"0003", b"zzzz", b"0009abcde0000", b"0005 0000"):
+        with pytest.raises(ValueError):
+            parse_ls_refs(broken)
+    body = ls_refs_request(["refs/heads/main"])
+    assert body.startswith(b"0014command=ls-refs\n") and body.endswith(
+        b"001fref-prefix refs/heads/main\n0000"
+    )

@@ -32,16 +32,20 @@ from models.checks import CheckProgress, CheckReason, RemoteMoved, shard_of
 from models.tables import Repository, Snapshot, Watch, WatchStatus
 from treecast.config import Settings
 from treecast.db import session_scope
-from treecast.gitcache.refcheck import has_moved, remote_names
+from treecast.gitcache.refcheck import ASK_GIT, AskGit, has_moved, remote_names, remote_names_over
 from treecast.gitcache.repository import RemoteAccess
+from treecast.gitcache.smarthttp import RefClient
 from treecast.redact import redact
 from treecast.store.repositories import load_access
+from treecast.webhooks.transport import shared_ssl_context
 
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 30.0  # how often the list of repositories (and who is behind) is re-read
 ACCESS_SECONDS = 900.0  # decrypted credentials are re-read at least this often
 MAX_SLEEP = 1.0  # the loop wakes at least this often (heartbeats, cancellation)
+HEARTBEAT_SECONDS = 1.0
+BATCH_SECONDS = 0.05  # checks due this close together start in one wake of the loop
 
 
 @dataclass
@@ -123,28 +127,48 @@ def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Targe
     return targets
 
 
-def check_one(settings: Settings, target: Target, access: RemoteAccess) -> RemoteMoved | None:
-    """One check: what to tell the repository's workflow (None: nothing to do)."""
-    now = time.time()
+def wake_for_behind(target: Target, now: float) -> RemoteMoved | None:
+    """An app is behind a repository that has been quiet for an interval: wake it to
+    hand the commit over again (as every poll did), without asking the remote."""
+    if target.behind and target.has_snapshot and now - target.quiet_since >= target.interval:
+        return RemoteMoved(reason=CheckReason.BEHIND, checked_at=datetime.fromtimestamp(now, UTC))
+    return None
+
+
+def wake_for(
+    target: Target,
+    now: float,
+    names: frozenset[str] | None,
+    error: ApplicationError | None = None,
+    secrets: list[str] | None = None,
+) -> RemoteMoved | None:
+    """What to tell the repository's workflow after asking its remote (None: nothing).
+
+    A repository without a snapshot yet is its workflow's alone: its first sync is on
+    its way, and a failed one is retried by the workflow itself."""
+    if not target.has_snapshot:
+        return None
     at = datetime.fromtimestamp(now, UTC)
-    # A repository synced less than an interval ago (or never yet: its first sync is
-    # on its way) is left alone unless its ref moved: its workflow is busy with it.
-    settled = now - target.quiet_since >= target.interval
-    if target.behind and settled and target.has_snapshot:
-        return RemoteMoved(reason=CheckReason.BEHIND, checked_at=at)
-    try:
-        names = remote_names(settings, access)
-    except ApplicationError as err:
-        if not settled and not target.has_snapshot:
-            return None
-        message = redact(f"{err.type}: {err.message}", access.secrets())
+    if error is not None:
+        message = redact(f"{error.type}: {error.message}", secrets or [])
         return RemoteMoved(reason=CheckReason.FAILED, detail=message[:300], checked_at=at)
     if not has_moved(target.known_commit, names):
         return None
-    if not target.has_snapshot and not settled:
-        return None
     seen = ",".join(sorted(names or ()))
     return RemoteMoved(reason=CheckReason.MOVED, detail=seen[:300], checked_at=at)
+
+
+def check_one(settings: Settings, target: Target, access: RemoteAccess) -> RemoteMoved | None:
+    """One check by `git ls-remote` (what the sweep does when smart HTTP cannot ask)."""
+    now = time.time()
+    wake = wake_for_behind(target, now)
+    if wake is not None:
+        return wake
+    try:
+        names = remote_names(settings, access)
+    except ApplicationError as err:
+        return wake_for(target, now, None, err, access.secrets())
+    return wake_for(target, now, names)
 
 
 Signal = Callable[[str, RemoteMoved], Awaitable[None]]
@@ -160,6 +184,7 @@ class RemoteChecker:
     signal: Signal
     heartbeat: Callable[[CheckProgress], None]
     concurrency: int = 8
+    native_http: bool = True  # http(s) remotes by one smart-HTTP request, not git
     progress: CheckProgress = field(default_factory=CheckProgress)
     _targets: dict[str, Target] = field(default_factory=dict)
     _due: list[tuple[float, str]] = field(default_factory=list)
@@ -167,12 +192,20 @@ class RemoteChecker:
     _reloaded_at: float = float("-inf")
     _pass_started: float | None = None
     _pass_left: set[str] = field(default_factory=set)
+    _refs: RefClient | None = None
+    _vetted: set[str] = field(default_factory=set)  # their access passed `vet_static`
 
     async def run(self, seconds: float) -> CheckProgress:
         """Check for `seconds`, then return the counts."""
         loop = asyncio.get_running_loop()
         deadline = time.time() + seconds
         in_flight: set[asyncio.Task[None]] = set()
+        beat = float("-inf")
+        # Kept-alive connections for the sweep: a check of an http(s) remote is then one
+        # request on an open connection, written and read on this loop.
+        self._refs = RefClient(
+            allow_private=self.settings.allow_private_urls, ssl_context=shared_ssl_context()
+        )
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="remote-check") as pool:
             try:
                 while time.time() < deadline:
@@ -185,7 +218,9 @@ class RemoteChecker:
                             now,
                         )
                     while (
-                        self._due and self._due[0][0] <= now and len(in_flight) < self.concurrency
+                        self._due
+                        and self._due[0][0] <= now + BATCH_SECONDS
+                        and len(in_flight) < self.concurrency
                     ):
                         _, repository_id = heapq.heappop(self._due)
                         target = self._targets.get(repository_id)
@@ -196,14 +231,17 @@ class RemoteChecker:
                         task = asyncio.ensure_future(self._check(pool, target))
                         in_flight.add(task)
                         task.add_done_callback(in_flight.discard)
-                    self.heartbeat(self.progress)
+                    if now - beat >= HEARTBEAT_SECONDS:
+                        self.heartbeat(self.progress)
+                        beat = now
                     wake = self._due[0][0] if self._due else now + MAX_SLEEP
-                    await asyncio.sleep(min(MAX_SLEEP, max(0.005, wake - time.time())))
+                    await asyncio.sleep(min(MAX_SLEEP, max(BATCH_SECONDS, wake - time.time())))
                 if in_flight:
                     await asyncio.wait(in_flight)
             finally:
                 for task in in_flight:
                     task.cancel()
+                self._refs.close()
         return self.progress
 
     def _reload(self, targets: dict[str, Target], now: float) -> None:
@@ -227,34 +265,57 @@ class RemoteChecker:
         if self._pass_started is None:
             self._pass_started, self._pass_left = now, set(targets)
 
-    def _access_for(self, target: Target) -> RemoteAccess:
+    def _cached_access(self, target: Target) -> RemoteAccess | None:
         cached = self._access.get(target.repository_id)
-        now = time.time()
         if (
             cached is not None
             and cached[2] == target.updated_at
-            and now - cached[1] < ACCESS_SECONDS
+            and time.time() - cached[1] < ACCESS_SECONDS
         ):
             return cached[0]
-        with session_scope(self.settings.database_url) as session:
-            access = load_access(self.settings, session, target.repository_id)
-        self._access[target.repository_id] = (access, now, target.updated_at)
-        return access
+        return None
 
-    def _check_blocking(self, target: Target) -> RemoteMoved | None:
+    def _load_access(self, target: Target) -> RemoteAccess | None:
         try:
-            access = self._access_for(target)
+            with session_scope(self.settings.database_url) as session:
+                access = load_access(self.settings, session, target.repository_id)
         except ApplicationError:
             return None  # removed meanwhile: the next reload drops it
-        moved = check_one(self.settings, target, access)
-        if moved is not None and moved.reason == CheckReason.FAILED:
+        self._access[target.repository_id] = (access, time.time(), target.updated_at)
+        self._vetted.discard(target.repository_id)
+        return access
+
+    async def _ask(
+        self, pool: ThreadPoolExecutor, target: Target
+    ) -> tuple[RemoteMoved | None, RemoteAccess | None]:
+        """Ask the remote (smart HTTP on this loop, else git on the pool); what to wake."""
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        wake = wake_for_behind(target, now)
+        if wake is not None:
+            return wake, None
+        access = self._cached_access(target)
+        if access is None:
+            access = await loop.run_in_executor(pool, self._load_access, target)
+            if access is None:
+                return None, None
+        names: frozenset[str] | AskGit | None = ASK_GIT
+        try:
+            if self.native_http and self._refs is not None:
+                vetted = target.repository_id in self._vetted
+                names = await remote_names_over(self.settings, access, self._refs, vetted=vetted)
+                self._vetted.add(target.repository_id)
+            if names is ASK_GIT:
+                names = await loop.run_in_executor(pool, remote_names, self.settings, access)
+        except ApplicationError as err:
             self._access.pop(target.repository_id, None)  # a revoked token: mint anew
-        return moved
+            return wake_for(target, now, None, err, access.secrets()), access
+        assert not isinstance(names, AskGit)
+        return wake_for(target, now, names), access
 
     async def _check(self, pool: ThreadPoolExecutor, target: Target) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            moved = await loop.run_in_executor(pool, self._check_blocking, target)
+            moved, _ = await self._ask(pool, target)
         except Exception as exc:  # a bug or the database: logged, the sweep goes on
             log.warning("check of %s failed: %s", target.repository_id, redact(str(exc)))
             moved = None

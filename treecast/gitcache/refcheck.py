@@ -1,17 +1,24 @@
-"""Does the remote's watched ref still name the commit we have? One `git ls-remote`.
+"""Does the remote's watched ref still name the commit we have? One question, no fetch.
 
 The cheap question a remote check asks between full syncs: no fetch, no cache, no
 lock. It resolves the ref as `remote.resolve_remote_ref` does (the default branch
 through HEAD, a branch before a tag of the same name, a tag peeled to its commit)
-and reports the object ids the ref names now.
+and reports the object ids the ref names now: by one smart-HTTP request where it
+can (`remote_names_over`), else by `git ls-remote` (`remote_names`).
 """
 
 from __future__ import annotations
 
+from enum import Enum
+
+from models.git import GitErrorType
 from treecast.config import Settings
+from treecast.gitcache.command import Credentials, git_error
 from treecast.gitcache.objects import is_object_id
 from treecast.gitcache.remote import ls_remote
 from treecast.gitcache.repository import RemoteAccess
+from treecast.gitcache.smarthttp import RefClient
+from treecast.urls import vet_git_url
 
 
 def check_patterns(ref: str) -> list[str] | None:
@@ -27,23 +34,84 @@ def check_patterns(ref: str) -> list[str] | None:
     return [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
 
 
-def remote_names(settings: Settings, access: RemoteAccess) -> frozenset[str] | None:
-    """The object ids the watched ref names on the remote now: the ref's own and, for an
-    annotated tag, the commit it peels to (empty: the ref or the repository is empty;
-    None: the ref is a commit id). Raises the classified `ApplicationError` of git."""
-    patterns = check_patterns(access.ref)
-    if patterns is None:
-        return None
-    found = {
-        name: oid
-        for oid, name in ls_remote(settings, access.url, access.credentials, patterns)
-        if is_object_id(oid)
-    }
+class AskGit(Enum):
+    """`remote_names_over` could not ask by smart HTTP: `remote_names` (git) has to."""
+
+    ASK_GIT = "git"
+
+
+ASK_GIT = AskGit.ASK_GIT
+
+
+def _no_lookup(host: str, port: int) -> list[str]:
+    return []  # `RefClient` resolves and vets every address it connects to
+
+
+def names_in(patterns: list[str], rows: list[tuple[str, str]]) -> frozenset[str]:
+    """The ids the first of `patterns` found names (with its peeled commit, for a tag)."""
+    found = {name: oid for oid, name in rows if is_object_id(oid)}
     for name in patterns:
         if name in found and not name.endswith("^{}"):
             peeled = found.get(name + "^{}")
             return frozenset({found[name], peeled} if peeled else {found[name]})
     return frozenset()
+
+
+def remote_names(settings: Settings, access: RemoteAccess) -> frozenset[str] | None:
+    """The object ids the watched ref names on the remote now, by `git ls-remote`: the
+    ref's own and, for an annotated tag, the commit it peels to (empty: the ref or the
+    repository is empty; None: the ref is a commit id). Raises git's classified
+    `ApplicationError`."""
+    patterns = check_patterns(access.ref)
+    if patterns is None:
+        return None
+    return names_in(patterns, ls_remote(settings, access.url, access.credentials, patterns))
+
+
+def speaks_smart_http(settings: Settings, access: RemoteAccess) -> bool:
+    """Whether `remote_names_over` may ask by smart HTTP (else it is git's to do: ssh, a
+    deploy key, file://, or a proxy or CA bundle in TREECAST_GIT_CONFIG)."""
+    if settings.git_config or not access.url.lower().startswith(("https://", "http://")):
+        return False
+    return access.credentials is None or isinstance(access.credentials, Credentials)
+
+
+async def remote_names_over(
+    settings: Settings, access: RemoteAccess, client: RefClient, *, vetted: bool = False
+) -> frozenset[str] | AskGit | None:
+    """`remote_names` by one smart-HTTP request on `client`'s kept-alive connections;
+    ASK_GIT when git has to ask (see `speaks_smart_http`, or the server does not speak
+    protocol version 2). `vetted`: this very access passed `vet_static` before (its
+    checks depend only on the access and the settings; addresses are vetted at connect)."""
+    patterns = check_patterns(access.ref)
+    if patterns is None:
+        return None
+    if not speaks_smart_http(settings, access):
+        return ASK_GIT
+    credentials = access.credentials
+    assert credentials is None or isinstance(credentials, Credentials)
+    if not vetted:
+        vet_static(settings, access)
+    rows = await client.ls_refs(access.url, credentials, patterns, settings.git_timeout_seconds)
+    return ASK_GIT if rows is None else names_in(patterns, rows)
+
+
+def vet_static(settings: Settings, access: RemoteAccess) -> None:
+    """The URL's checks that need no DNS (scheme, a token over http, option-like hosts);
+    raises the non-retryable GitUrlRefused."""
+    try:
+        vet_git_url(
+            access.url,
+            allow_private=settings.allow_private_urls,
+            allow_file=settings.allow_file_urls,
+            token=access.credentials is not None,
+            allow_insecure=settings.allow_insecure_transport,
+            resolve=_no_lookup,
+        )
+    except ValueError as refused:
+        raise git_error(
+            GitErrorType.URL_REFUSED, f"the repository's URL is refused: {refused}"
+        ) from None
 
 
 def has_moved(known_commit: str | None, names: frozenset[str] | None) -> bool:

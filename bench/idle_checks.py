@@ -1,0 +1,256 @@
+"""Idle repositories with and without remote checks: history events, and CPU at 10,000.
+
+    python -m bench.idle_checks [--interval 2] [--seconds 40] [--repos 10000] [--check-seconds 120]
+
+1. History, side by side in one run: the Temporal dev server, the worker in this
+   process, one app, two repositories where nothing changes, polled every
+   `--interval` seconds: one the old way (every poll is a fetch in the workflow:
+   TREECAST_FULL_SYNC_SECONDS=0), one with remote checks (a full sync every 10
+   intervals here). After the first delivery both sit idle for `--seconds`; the
+   events each workflow's history gained are counted, with the `CheckRemotes`
+   sweep's own. Scaled to a day at the default 60 s interval and 6 h full syncs.
+2. CPU at `--repos` idle repositories: the remote-check sweep (`RemoteChecker`, as
+   the activity runs it) over that many repositories, each checked every 60 s, for
+   `--check-seconds` after one interval of warming up, against a smart-HTTP git server in another process (one
+   bare repository behind `--repos` names). This process's CPU is the worker's
+   share; the server's is not counted. Then the same checks by `git ls-remote`
+   (its processes' CPU counted) on a tenth of the repositories, scaled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = 86_400
+
+
+async def history(interval: int, seconds: float) -> dict[str, Any]:
+    from examples.receiver import Receiver
+    from models.checks import check_workflow_id
+    from models.sync import sync_workflow_id
+    from tests.faults_helpers import fault_stack, in_process_worker, until_delivered
+    from tests.gitrepos import WorkRepo
+    from treecast import remote_checks
+    from treecast.crypto import generate_webhook_secret
+    from treecast.service import workflows as temporal_ops
+
+    remote_checks.RELOAD_SECONDS = 1.0  # new repositories are checked at once
+    full_sync = interval * 10
+    with tempfile.TemporaryDirectory(prefix="treecast-idle-") as tmp:
+        root = Path(tmp)
+        secret = generate_webhook_secret()
+        overrides = {"TREECAST_FULL_SYNC_SECONDS": str(full_sync)}
+        async with fault_stack(root / "data", **overrides) as stack:
+            client = stack.client
+            assert client is not None
+            polled = replace(stack.settings, full_sync_seconds=0)
+            with Receiver([secret], root / "mirror") as receiver:
+                app_id = stack.add_app(receiver, secret)
+                ids, commits = {}, {}
+                for name in ("polled", "checked"):
+                    repo = WorkRepo(root / name)
+                    repo.write("README.md", f"# {name}\n")
+                    commits[name] = repo.commit("one file")
+                    ids[name] = stack.add_repository(repo.url, interval)
+                    stack.watch(app_id, ids[name])
+                async with in_process_worker(stack):
+                    await temporal_ops.ensure_remote_checks(client, stack.settings)
+                    for name, settings in (("polled", polled), ("checked", stack.settings)):
+                        await temporal_ops.start_sync(
+                            client, settings, ids[name], interval, sync_now=True
+                        )
+                    for name in ids:
+                        await until_delivered(stack, app_id, ids[name], commits[name], 60)
+                    await asyncio.sleep(interval * 2)  # the first delivery's reports settle
+                    handles = {
+                        name: client.get_workflow_handle(sync_workflow_id(rid))
+                        for name, rid in ids.items()
+                    }
+                    handles["sweep"] = client.get_workflow_handle(check_workflow_id(0, 1))
+                    before = {n: len((await h.fetch_history()).events) for n, h in handles.items()}
+                    await asyncio.sleep(seconds)
+                    after = {n: len((await h.fetch_history()).events) for n, h in handles.items()}
+                    status = {
+                        name: await handles[name].query("status") for name in ("polled", "checked")
+                    }
+    gained = {name: after[name] - before[name] for name in handles}
+    polls = seconds / (interval * 1.05)  # the interval plus the mean jitter
+    full_syncs = seconds / (full_sync * 1.05)
+    per_poll = gained["polled"] / polls
+    polled_day = per_poll * DAY / 63
+    # With checks: the same events per full sync (every 6 h by default), none between.
+    checked_day = per_poll * DAY / (21_600 * 1.05)
+    return {
+        "idle_seconds": seconds,
+        "events_gained": gained,
+        "polls_in_window": round(polls, 1),
+        "full_syncs_in_window": round(full_syncs, 1),
+        "events_per_poll": round(per_poll, 1),
+        "polled_events_per_day_at_60s": round(polled_day),
+        "checked_events_per_day_at_60s": round(checked_day),
+        "sweep_events_per_day_per_shard": round(gained["sweep"] * DAY / seconds)
+        if gained["sweep"]
+        else "(under one per window: one activity an hour, ~10 events)",
+        "ratio": round(polled_day / max(checked_day, 1e-9), 1),
+        "syncs": {name: s.get("syncs") for name, s in status.items()},
+    }
+
+
+SERVER = """
+import sys, time
+from pathlib import Path
+from tests.githttp import git_http_server
+with git_http_server(Path(sys.argv[1]), None, keep_alive=True) as server:
+    print(server.port, flush=True)
+    while True:
+        time.sleep(3600)
+"""
+
+
+def _cpu() -> tuple[float, float]:
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
+async def sweep_cpu(repos: int, seconds: float, interval: float) -> dict[str, Any]:
+    from models.tables import App, Repository, Snapshot, Watch, WatchStatus
+    from tests.gitrepos import WorkRepo
+    from treecast import remote_checks
+    from treecast.config import load_settings
+    from treecast.crypto import generate_key
+    from treecast.db import session_scope
+
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="treecast-sweep-") as tmp:
+        root = Path(tmp)
+        repo = WorkRepo(root / "src")
+        repo.write("README.md", "# idle\n")
+        head = repo.commit("one file")
+        served = root / "served"
+        served.mkdir()
+        for n in range(repos):
+            (served / f"r{n}.git").symlink_to(repo.remote)
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(served)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            env = {
+                "TREECAST_DATA_DIR": str(root / "data"),
+                "TREECAST_SECRET_KEY": generate_key(),
+                "TREECAST_ALLOW_PRIVATE_URLS": "1",
+                "TREECAST_ALLOW_FILE_URLS": "1",
+            }
+            settings = load_settings(env)
+            with session_scope(settings.database_url) as session:
+                session.add(
+                    App(id="app1", name="a", base_url="http://127.0.0.1:1", secrets_encrypted="x")
+                )
+                for n in range(repos):
+                    rid = f"repo-{n:06d}"
+                    url = f"http://127.0.0.1:{port}/r{n}.git"
+                    session.add(Repository(id=rid, url=url, poll_interval_seconds=int(interval)))
+                session.flush()
+                for n in range(repos):
+                    rid = f"repo-{n:06d}"
+                    session.add(Snapshot(repository_id=rid, commit=head))
+                    session.add(
+                        Watch(
+                            app_id="app1",
+                            repository_id=rid,
+                            status=WatchStatus.SYNCED,
+                            delivered_commit=head,
+                        )
+                    )
+            signalled: list[str] = []
+
+            async def signal(repository_id: str, moved: Any) -> None:
+                signalled.append(repository_id)
+
+            for label, native in (("smart HTTP", True), ("git ls-remote", False)):
+                count = repos if native else max(1, repos // 10)
+                if not native:
+                    with session_scope(settings.database_url) as session:
+                        for n in range(count, repos):
+                            row = session.get(Watch, ("app1", f"repo-{n:06d}"))
+                            assert row is not None
+                            session.delete(row)
+                checker = remote_checks.RemoteChecker(
+                    settings, 0, 1, signal=signal, heartbeat=lambda progress: None
+                )
+                if not native:
+                    checker.native_http = False
+                # One interval to warm up (credentials read once per repository, every
+                # connection opened), then the steady state is measured.
+                run = asyncio.ensure_future(checker.run(interval + seconds + 1))
+                await asyncio.sleep(interval)
+                checks0 = checker.progress.checks
+                own0, children0 = _cpu()
+                wall0 = time.monotonic()
+                await asyncio.sleep(seconds)
+                wall = time.monotonic() - wall0
+                own, children = _cpu()
+                progress = replace(checker.progress, checks=checker.progress.checks - checks0)
+                await run
+                own -= own0
+                children -= children0
+                scale = repos / count
+                share = (own + children) / wall * scale
+                figures[label] = {
+                    "repositories": count,
+                    "checks": progress.checks,
+                    "signalled": progress.signalled,
+                    "failed": progress.failed,
+                    "checks_per_second": round(progress.checks / wall, 1),
+                    "cpu_ms_per_check": round((own + children) / max(progress.checks, 1) * 1000, 3),
+                    "worker_share_of_a_core_at_repos": round(share, 4),
+                    "git_processes_cpu_s": round(children, 2),
+                }
+                print(f"  {label}: {json.dumps(figures[label])}", flush=True)
+            figures["signals"] = len(signalled)
+        finally:
+            server.kill()
+            server.wait()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--interval", type=int, default=2, help="poll interval of part 1 (s)")
+    parser.add_argument("--seconds", type=float, default=40, help="idle window of part 1 (s)")
+    parser.add_argument("--repos", type=int, default=10_000, help="idle repositories of part 2")
+    parser.add_argument("--check-seconds", type=float, default=120, help="length of part 2 (s)")
+    parser.add_argument("--skip-history", action="store_true", help="only part 2")
+    args = parser.parse_args(argv)
+    if not args.skip_history:
+        print("1. history of an idle repository, polled and with remote checks", flush=True)
+        figures = asyncio.run(history(args.interval, args.seconds))
+        print(json.dumps(figures, indent=1), flush=True)
+        print(
+            f"  per day at 60 s: {figures['polled_events_per_day_at_60s']} events polled, "
+            f"{figures['checked_events_per_day_at_60s']} with checks "
+            f"(+ the sweep's, shared by every repository of a shard): {figures['ratio']}x fewer"
+        )
+    print(f"2. {args.repos} idle repositories checked every 60 s for {args.check_seconds} s")
+    cpu = asyncio.run(sweep_cpu(args.repos, args.check_seconds, 60.0))
+    print(json.dumps(cpu, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
