@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
 import starter
 import worker
 from examples.receiver import Receiver
-from models.checks import CheckReason, shard_of
+from models.checks import CheckReason, CheckRemotesInput, shard_of
 from models.sync import sync_workflow_id
 from models.tables import App, Repository, Snapshot, Watch, WatchStatus
 from tests.githttp import git_http_server
@@ -44,6 +46,7 @@ from treecast.gitcache.smarthttp import RefClient, ls_refs_request, parse_ls_ref
 from treecast.remote_checks import Target, check_one, load_targets, next_due, phase
 from treecast.service.workflows import ensure_remote_checks
 from treecast.webhooks.transport import shared_ssl_context
+from workflows.check_remotes import CheckRemotes
 
 # --- what the remote says -----------------------------------------------------------------
 
@@ -291,8 +294,34 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     assert [n["event"] for n in receiver.notices] == ["sync_failed"]
     sync_handle = stack.client.get_workflow_handle(sync_workflow_id(repository_id))
     await save_history(sync_handle, "sync_remote_checks")
-    checks = stack.client.get_workflow_handle("treecast-check-remotes-0-of-1")
-    await save_history(checks, "check_remotes")
+
+
+@pytest.mark.e2e
+async def test_a_sweep_run_ends_and_continues_as_new(stack: Stack) -> None:
+    handle = await stack.client.start_workflow(
+        CheckRemotes.run,
+        CheckRemotesInput(shard=0, shards=1, run_seconds=1.0),
+        id="test-sweep",
+        task_queue=stack.settings.task_queue,
+    )
+    first_run = handle.first_execution_run_id
+    assert first_run is not None
+    run = stack.client.get_workflow_handle("test-sweep", run_id=first_run)
+
+    async def ended() -> bool:
+        return (await run.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+
+    deadline = time.monotonic() + 30
+    while not await ended():
+        assert time.monotonic() < deadline, "the sweep's first run did not end"
+        await asyncio.sleep(0.2)
+    events = [e.event_type for e in (await run.fetch_history()).events]
+    # One activity and the continue-as-new: a dozen events per run, whatever the shard holds.
+    assert events.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 1
+    assert events[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert len(events) <= 12
+    await save_history(run, "check_remotes")
+    await handle.terminate()
 
 
 # --- smart HTTP: the same answer without starting git -----------------------------------

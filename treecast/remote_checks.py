@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 RELOAD_SECONDS = 30.0  # how often the list of repositories (and who is behind) is re-read
 ACCESS_SECONDS = 900.0  # decrypted credentials are re-read at least this often
 MAX_SLEEP = 1.0  # the loop wakes at least this often (heartbeats, cancellation)
-HEARTBEAT_SECONDS = 1.0
+# Heartbeats are not history events, but each is a server call (and a billable action
+# on Temporal Cloud): one a minute, against CheckRemotes' 5-minute heartbeat timeout.
+HEARTBEAT_SECONDS = 60.0
 BATCH_SECONDS = 0.05  # checks due this close together start in one wake of the loop
 
 
