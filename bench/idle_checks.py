@@ -13,7 +13,8 @@
    the activity runs it) over that many repositories, each checked every 60 s, for
    `--check-seconds` after one interval of warming up, against a smart-HTTP git server in another process (one
    bare repository behind `--repos` names). This process's CPU is the worker's
-   share; the server's is not counted. Then the same checks by `git ls-remote`
+   share; the server's is not counted (it runs git-http-backend for a listing at most
+   once a second and answers the rest from it: every name is one repository). Then the same checks by `git ls-remote`
    (its processes' CPU counted) on a tenth of the repositories, scaled.
 """
 
@@ -84,7 +85,9 @@ async def history(interval: int, seconds: float) -> dict[str, Any]:
                         return {n: (await handles[n].query("status"))["syncs"] for n in names}
 
                     async def lengths() -> dict[str, int]:
-                        return {n: len((await h.fetch_history()).events) for n, h in handles.items()}
+                        return {
+                            n: len((await h.fetch_history()).events) for n, h in handles.items()
+                        }
 
                     before, syncs_before = await lengths(), await syncs()
                     await asyncio.sleep(seconds)
@@ -116,7 +119,7 @@ SERVER = """
 import sys, time
 from pathlib import Path
 from tests.githttp import git_http_server
-with git_http_server(Path(sys.argv[1]), None, keep_alive=True) as server:
+with git_http_server(Path(sys.argv[1]), None, keep_alive=True, reuse_listings=1.0) as server:
     print(server.port, flush=True)
     while True:
         time.sleep(3600)
@@ -196,7 +199,12 @@ async def sweep_cpu(repos: int, seconds: float, interval: float) -> dict[str, An
                             assert row is not None
                             session.delete(row)
                 checker = remote_checks.RemoteChecker(
-                    settings, 0, 1, signal=signal, heartbeat=lambda progress: None
+                    settings,
+                    0,
+                    1,
+                    signal=signal,
+                    heartbeat=lambda progress: None,
+                    concurrency=settings.check_concurrency,
                 )
                 if not native:
                     checker.native_http = False
@@ -224,6 +232,10 @@ async def sweep_cpu(repos: int, seconds: float, interval: float) -> dict[str, An
                     "checks_per_second": round(progress.checks / wall, 1),
                     "cpu_ms_per_check": round((own + children) / max(progress.checks, 1) * 1000, 3),
                     "worker_share_of_a_core_at_repos": round(share, 4),
+                    # at the rate due (repos / interval), if the run fell behind it
+                    "share_at_due_rate": round(
+                        (own + children) / max(progress.checks, 1) * repos / interval, 4
+                    ),
                     "git_processes_cpu_s": round(children, 2),
                 }
                 print(f"  {label}: {json.dumps(figures[label])}", flush=True)

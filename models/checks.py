@@ -38,7 +38,7 @@ class CheckRemotesInput:
     shard: int = 0
     shards: int = 1
     run_seconds: float = 3600.0
-    concurrency: int = 8  # checks in flight at once
+    concurrency: int = 32  # checks in flight at once
 
 
 @dataclass

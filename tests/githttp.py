@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +39,7 @@ class GitHttpServer:
         redirect_to: str | None = None,
         truncate_packs: bool = False,
         keep_alive: bool = False,
+        reuse_listings: float = 0.0,
     ) -> None:
         self.root = root
         self.token = token
@@ -48,6 +50,10 @@ class GitHttpServer:
         self.truncate_packs = truncate_packs
         # (method, path, Git-Protocol header) of every request, in order.
         self.requests: list[tuple[str, str, str]] = []
+        # For benchmarks whose paths all name one repository: a ref listing (a POST
+        # without `want`) is answered from the last real one for this many seconds.
+        self.reuse_listings = reuse_listings
+        listings: dict[bytes, tuple[float, bytes]] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,9 +110,16 @@ class GitHttpServer:
                     env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
                 if self.headers.get("Git-Protocol"):
                     env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
-                out = subprocess.run(
-                    [str(HTTP_BACKEND)], input=body, env=env, capture_output=True, check=False
-                ).stdout
+                listing = self.command == "POST" and b"want " not in body
+                kept = listings.get(body) if listing and server.reuse_listings else None
+                if kept is not None and time.monotonic() - kept[0] < server.reuse_listings:
+                    out = kept[1]
+                else:
+                    out = subprocess.run(
+                        [str(HTTP_BACKEND)], input=body, env=env, capture_output=True, check=False
+                    ).stdout
+                    if listing and server.reuse_listings:
+                        listings[body] = (time.monotonic(), out)
                 head, _, content = out.partition(b"\r\n\r\n")
                 status = 200
                 headers: list[tuple[str, str]] = []

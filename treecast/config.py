@@ -294,7 +294,7 @@ class Settings:
         "TREECAST_CHECK_SHARDS", "1", "remote-check sweeps (one long activity each)",
         _bounded_int(1, 1000), "an integer between 1 and 1000")
     check_concurrency: int = _setting(
-        "TREECAST_CHECK_CONCURRENCY", "8", "remote checks (git ls-remote) one sweep runs at once",
+        "TREECAST_CHECK_CONCURRENCY", "32", "remote checks one sweep has in flight at once",
         _bounded_int(1, 1000), "an integer between 1 and 1000")
     file_timeout_seconds: float = _setting(
         "TREECAST_FILE_TIMEOUT_SECONDS", "30", "timeout of one file webhook",

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy import or_
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from temporalio.exceptions import ApplicationError
 
@@ -61,6 +63,9 @@ class Target:
     quiet_since: float  # epoch seconds: its newest snapshot, or its registration
     behind: bool  # an app has not acknowledged the newest snapshot
     updated_at: datetime | None = None
+    # Set for a repository without credentials: what git needs, read with the targets
+    # (one with a token, key or GitHub App is read and decrypted by `load_access`).
+    public: RemoteAccess | None = None
 
 
 def phase(repository_id: str, interval: float) -> float:
@@ -86,12 +91,20 @@ def _epoch(value: datetime | None) -> float:
 def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Target]:
     """Every watched repository of the shard, with its newest snapshot and who is behind."""
     with session_scope(settings.database_url) as session:
-        repositories = session.exec(
-            select(
-                Repository.id,
-                Repository.poll_interval_seconds,
-                Repository.created_at,
-                Repository.updated_at,
+        secret = or_(
+            col(Repository.token_encrypted).is_not(None),
+            col(Repository.ssh_key_encrypted).is_not(None),
+            col(Repository.github_app_key_encrypted).is_not(None),
+        )
+        repositories = session.execute(
+            sa_select(
+                col(Repository.id),
+                col(Repository.poll_interval_seconds),
+                col(Repository.created_at),
+                col(Repository.updated_at),
+                col(Repository.url),
+                col(Repository.ref),
+                secret,
             )
         ).all()
         latest: dict[str, tuple[str | None, datetime]] = {}
@@ -113,7 +126,7 @@ def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Targe
         behind = status != WatchStatus.SYNCED or delivered != commit
         watched[repository_id] = watched.get(repository_id, False) or behind
     targets: dict[str, Target] = {}
-    for repository_id, interval, created_at, updated_at in repositories:
+    for repository_id, interval, created_at, updated_at, url, ref, secret in repositories:
         if repository_id not in watched or shard_of(repository_id, shards) != shard:
             continue
         snapshot = latest.get(repository_id)
@@ -125,6 +138,7 @@ def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Targe
             quiet_since=_epoch(snapshot[1] if snapshot else created_at),
             behind=watched[repository_id],
             updated_at=updated_at,
+            public=None if secret else RemoteAccess(repository_id, url, ref or "", None),
         )
     return targets
 
@@ -185,7 +199,7 @@ class RemoteChecker:
     shards: int
     signal: Signal
     heartbeat: Callable[[CheckProgress], None]
-    concurrency: int = 8
+    concurrency: int = 32
     native_http: bool = True  # http(s) remotes by one smart-HTTP request, not git
     progress: CheckProgress = field(default_factory=CheckProgress)
     _targets: dict[str, Target] = field(default_factory=dict)
@@ -268,6 +282,8 @@ class RemoteChecker:
             self._pass_started, self._pass_left = now, set(targets)
 
     def _cached_access(self, target: Target) -> RemoteAccess | None:
+        if target.public is not None:
+            return target.public
         cached = self._access.get(target.repository_id)
         if (
             cached is not None
