@@ -8,7 +8,7 @@
    TREECAST_FULL_SYNC_SECONDS=0), one with remote checks (a full sync every 10
    intervals here). After the first delivery both sit idle for `--seconds`; the
    events each workflow's history gained are counted, with the `CheckRemotes`
-   sweep's own. Scaled to a day at the default 60 s interval and 6 h full syncs.
+   sweep's own. Scaled to a day at the defaults (60 s interval, a full sync a day).
 2. CPU at `--repos` idle repositories: the remote-check sweep (`RemoteChecker`, as
    the activity runs it) over that many repositories, each checked every 60 s, for
    `--check-seconds` after one interval of warming up, against a smart-HTTP git server in another process (one
@@ -95,10 +95,14 @@ async def history(interval: int, seconds: float) -> dict[str, Any]:
     gained = {name: after[name] - before[name] for name in handles}
     fetches = {name: syncs_after[name] - syncs_before[name] for name in names}
     per_fetch = {name: gained[name] / max(fetches[name], 1) for name in names}
-    # A day at the defaults: a fetch every 60 s polled, every 6 h with checks (each plus
-    # the repository's jitter: 5 % on average), the checks in between cost no history.
+    # A day at the defaults: a fetch every 60 s polled, every TREECAST_FULL_SYNC_SECONDS
+    # with checks (each plus the repository's jitter: 5 % on average, at most 30 s); the
+    # checks in between cost no history.
+    from treecast.config import load_settings
+
+    full_default = load_settings({"TREECAST_DATA_DIR": tmp_root()}).full_sync_seconds
     polled_day = per_fetch["polled"] * DAY / 63
-    checked_day = per_fetch["checked"] * DAY / (21_600 + 30 * 0.5)
+    checked_day = per_fetch["checked"] * DAY / (full_default + 15)
     # The sweep: one activity an hour and a continue-as-new, shared by the shard.
     sweep_run = len(json.loads((ROOT / "tests/histories/check_remotes.json").read_text())["events"])
     sweep_day = sweep_run * 24
@@ -124,6 +128,10 @@ with git_http_server(Path(sys.argv[1]), None, keep_alive=True, reuse_listings=1.
     while True:
         time.sleep(3600)
 """
+
+
+def tmp_root() -> str:
+    return tempfile.gettempdir()
 
 
 def _cpu() -> tuple[float, float]:

@@ -199,6 +199,9 @@ class SyncStatus:
     full_sync_interval_seconds: int | None = None  # set: remote checks poll between syncs
     remote_wakes: int = 0  # syncs a remote check asked for (`remote_moved`)
     last_wake: str | None = None  # why the last one did, e.g. "moved at 2026-…"
+    # With remote checks: the remote was checked at or after this (filled in by the
+    # service from the sweep's heartbeat; the workflow does not know it).
+    checked_at: datetime | None = None
 
 
 @dataclass

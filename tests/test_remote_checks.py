@@ -210,6 +210,7 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
     monkeypatch.setattr(remote_checks, "RELOAD_SECONDS", 0.5)  # new repositories at once
+    monkeypatch.setattr(remote_checks, "HEARTBEAT_SECONDS", 0.5)  # status sees passes soon
     settings = load_settings()
     secret = generate_webhook_secret()
     executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
@@ -274,6 +275,13 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     await asyncio.sleep(4)
     assert (await _sync_status(stack, repository_id))["syncs"] == syncs
     assert await _history_length(stack, repository_id) == events
+
+    # status says when the remote was last checked: the sweep's last whole pass.
+    deadline = time.monotonic() + 20
+    while (checked := (await _sync_status(stack, repository_id))["checked_at"]) is None:
+        assert time.monotonic() < deadline, "status never showed a remote check"
+        await asyncio.sleep(0.5)
+    assert datetime.fromisoformat(checked) > datetime.now(UTC) - timedelta(seconds=30)
 
     # A push is found by the next check and delivered without any sync request.
     repo.write("b.txt", "two")

@@ -287,7 +287,7 @@ class Settings:
         "TREECAST_POLL_INTERVAL_SECONDS", "60", "default poll interval of a repository",
         _bounded_int(1, 7 * 86400), _SECONDS_IN_A_WEEK)
     full_sync_seconds: int = _setting(
-        "TREECAST_FULL_SYNC_SECONDS", "21600",
+        "TREECAST_FULL_SYNC_SECONDS", "86400",
         "with remote checks, the longest between two fetches (0 = no checks: fetch every poll)",
         _bounded_int(0, 30 * 86400), "seconds between 0 and 2592000")
     check_shards: int = _setting(

@@ -219,6 +219,9 @@ class LiveOut(BaseModel):
     last_commit: str | None = None
     last_sync_at: str | None = None
     next_sync_at: str | None = None
+    checked_at: str | None = Field(
+        default=None, description="with remote checks: the remote was checked at or after this"
+    )
     paused: bool | None = None
     syncing: bool | None = None
     message: str | None = None

@@ -95,8 +95,16 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
                 breaker,
                 str(sync["consecutive_failures"]),
                 (sync.get("last_commit") or "-")[:12],
-                age(sync.get("last_sync_at")),
-                age(sync.get("next_sync_at")),
+                # With remote checks the remote was confirmed at the later of the two.
+                age(
+                    max(
+                        filter(None, [sync.get("last_sync_at"), sync.get("checked_at")]),
+                        default=None,
+                    )
+                ),
+                age(sync.get("next_sync_at"))
+                if not sync.get("full_sync_interval_seconds") or sync.get("last_error_type")
+                else f"check every {sync['poll_interval_seconds']} s",
             ]
         ref = f" ({row['ref']})" if row["ref"] else ""
         lines += table(

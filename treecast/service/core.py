@@ -478,7 +478,9 @@ class TreecastService:
             for row in report.repositories:
                 rid = row.repository_id
                 row.sync = await self._temporal(
-                    lambda client, rid=rid: workflows.get_status(client, rid),  # type: ignore[misc]
+                    lambda client, rid=rid: workflows.get_status(  # type: ignore[misc]
+                        client, rid, self.settings.check_shards
+                    ),
                     f"the status query of {rid}",
                 )
                 asked.add(rid)
@@ -719,7 +721,9 @@ class TreecastService:
 
         async def ask(state: WatchState) -> None:
             try:
-                status = await workflows.get_status(client, state.repository_id)
+                status = await workflows.get_status(
+                    client, state.repository_id, self.settings.check_shards
+                )
             except Exception as error:
                 failure = call_failure(error, "the status query", self.settings)
                 state.live.error = str(failure) if failure else type(error).__name__
@@ -1240,6 +1244,7 @@ def _live(status: SyncStatus | None) -> LiveState:
         last_commit=status.last_commit,
         last_sync_at=_iso(status.last_sync_at) or None,
         next_sync_at=_iso(status.next_sync_at) or None,
+        checked_at=_iso(status.checked_at) or None,
         paused=status.paused,
         syncing=status.syncing,
         message=status.message,

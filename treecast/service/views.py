@@ -82,6 +82,7 @@ class LiveState:
     last_commit: str | None = None
     last_sync_at: str | None = None
     next_sync_at: str | None = None
+    checked_at: str | None = None  # with remote checks: the remote was checked since
     paused: bool | None = None
     syncing: bool | None = None
     message: str | None = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -28,6 +29,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from models.checks import CheckProgress, check_workflow_id, shard_of
 from models.delivery import DeliveryProgress
 from models.sync import (
     RequestState,
@@ -395,8 +397,9 @@ async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle[
     return handle
 
 
-async def get_status(client: Client, repository_id: str) -> SyncStatus | None:
-    """The repository workflow's `status` query; None when it is not running.
+async def get_status(client: Client, repository_id: str, shards: int = 1) -> SyncStatus | None:
+    """The repository workflow's `status` query; None when it is not running. With remote
+    checks, `checked_at` comes from the sweep of its shard (`shards`: how many there are).
 
     Raises `NoWorkerAnswered` when no worker answers within QUERY_TIMEOUT.
     """
@@ -404,7 +407,40 @@ async def get_status(client: Client, repository_id: str) -> SyncStatus | None:
     if handle is None:
         return None
     status: SyncStatus = await _query(handle, repository_id, "status", SyncRepository.status)
+    if status.full_sync_interval_seconds:
+        status.checked_at = await sweep_checked_at(
+            client, check_workflow_id(shard_of(repository_id, shards), shards)
+        )
     return status
+
+
+_SWEEPS: dict[str, tuple[float, datetime | None]] = {}  # workflow id -> (read at, swept_at)
+SWEEP_CACHE_SECONDS = 5.0
+
+
+async def sweep_checked_at(client: Client, workflow_id: str) -> datetime | None:
+    """When the sweep's last complete pass began (every repository of its shard was checked
+    since), from its activity's heartbeat; None when it is not running or has not passed
+    once. Read at most every few seconds per sweep (a status of many repositories asks
+    once)."""
+    now = time.monotonic()
+    cached = _SWEEPS.get(workflow_id)
+    if cached is not None and now - cached[0] < SWEEP_CACHE_SECONDS:
+        return cached[1]
+    swept_at: datetime | None = None
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        for pending in description.raw_description.pending_activities:
+            details = pending.heartbeat_details.payloads
+            if details:
+                progress = client.data_converter.payload_converter.from_payload(
+                    details[0], CheckProgress
+                )
+                swept_at = progress.swept_at
+    except RPCError:
+        swept_at = None  # no sweep (checks off, or not started yet)
+    _SWEEPS[workflow_id] = (now, swept_at)
+    return swept_at
 
 
 async def reset(
