@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.sync_latency
 	$(BIN)/python -m bench.batch
+	$(BIN)/python -m bench.idle_checks
 
 clean:
 	rm -rf $(VENV) .treecast .pytest_cache .mypy_cache .ruff_cache

@@ -220,7 +220,9 @@ class RemoteChecker:
         # Kept-alive connections for the sweep: a check of an http(s) remote is then one
         # request on an open connection, written and read on this loop.
         self._refs = RefClient(
-            allow_private=self.settings.allow_private_urls, ssl_context=shared_ssl_context()
+            allow_private=self.settings.allow_private_urls,
+            ssl_context=shared_ssl_context(),
+            idle_per_host=self.concurrency,
         )
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="remote-check") as pool:
             try:

@@ -32,7 +32,6 @@ from treecast.urls import is_blocked_address
 MAX_RESPONSE = 1 << 20  # a listing of a few refs; anything bigger is refused
 MAX_HEAD = 32 << 10  # status line and headers
 AGENT = "git/treecast"
-IDLE_PER_HOST = 16  # kept-alive connections per host
 
 
 def pkt_line(text: str) -> bytes:
@@ -152,6 +151,9 @@ class RefClient:
     allow_private: bool
     ssl_context: ssl.SSLContext
     resolver: Resolver = _system_resolver
+    # Kept-alive connections per host: as many as requests in flight, or every wave of
+    # checks beyond it opens (and closes) connections again.
+    idle_per_host: int = 32
     _idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = (
         field(default_factory=dict)
     )
@@ -264,7 +266,7 @@ class RefClient:
                 raise
             pool = self._idle.setdefault(key, [])
             # Only after a clean 200: a server that refused us may not have read our body.
-            if answer.reusable and answer.status == 200 and len(pool) < IDLE_PER_HOST:
+            if answer.reusable and answer.status == 200 and len(pool) < self.idle_per_host:
                 pool.append((reader, writer))
             else:
                 writer.close()
