@@ -428,3 +428,41 @@ def test_ls_refs_answers_are_parsed_strictly() -> None:
     assert body.startswith(b"0014command=ls-refs\n") and body.endswith(
         b"001fref-prefix refs/heads/main\n0000"
     )
+
+
+async def test_the_sweep_checks_each_repository_once_per_interval(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = WorkRepo(tmp_path / "r")
+    repo.write("a.txt", "a")
+    head = repo.commit("first")
+    monkeypatch.setattr(remote_checks, "RELOAD_SECONDS", 0.3)  # re-reads must not add checks
+    with session_scope(settings.database_url) as session:
+        session.add(App(id="app1", name="a", base_url="http://127.0.0.1:1", secrets_encrypted="x"))
+        for n in range(5):
+            rid = f"r{n}"
+            link = tmp_path / f"r{n}.git"
+            link.symlink_to(repo.remote)
+            session.add(Repository(id=rid, url=f"file://{link}", poll_interval_seconds=1))
+            session.flush()
+            session.add(Snapshot(repository_id=rid, commit=head))
+            session.add(
+                Watch(
+                    app_id="app1",
+                    repository_id=rid,
+                    status=WatchStatus.SYNCED,
+                    delivered_commit=head,
+                )
+            )
+    woken: list[str] = []
+
+    async def signal(repository_id: str, moved: object) -> None:
+        woken.append(repository_id)
+
+    checker = remote_checks.RemoteChecker(
+        settings, 0, 1, signal=signal, heartbeat=lambda progress: None
+    )
+    progress = await checker.run(4.0)
+    assert woken == [] and progress.failed == 0
+    assert 15 <= progress.checks <= 25, progress  # 5 repositories, 4 s, one check a second
+    assert progress.swept_at is not None

@@ -203,7 +203,8 @@ class RemoteChecker:
     native_http: bool = True  # http(s) remotes by one smart-HTTP request, not git
     progress: CheckProgress = field(default_factory=CheckProgress)
     _targets: dict[str, Target] = field(default_factory=dict)
-    _due: list[tuple[float, str]] = field(default_factory=list)
+    _due: list[tuple[float, str]] = field(default_factory=list)  # a heap of (when, id)
+    _next: dict[str, float] = field(default_factory=dict)  # each one's live heap entry
     _access: dict[str, tuple[RemoteAccess, float, datetime | None]] = field(default_factory=dict)
     _reloaded_at: float = float("-inf")
     _pass_started: float | None = None
@@ -240,12 +241,15 @@ class RemoteChecker:
                         and self._due[0][0] <= now + BATCH_SECONDS
                         and len(in_flight) < self.concurrency
                     ):
-                        _, repository_id = heapq.heappop(self._due)
+                        at, repository_id = heapq.heappop(self._due)
                         target = self._targets.get(repository_id)
-                        if target is None:
-                            continue  # removed since it was scheduled
-                        due = next_due(repository_id, target.interval, now)
-                        heapq.heappush(self._due, (due, repository_id))
+                        if target is None or self._next.get(repository_id) != at:
+                            continue  # removed, or re-timed since it was scheduled
+                        # The next period after this one (not after `now`: an entry
+                        # taken a little early would come due again at once).
+                        self._schedule(
+                            repository_id, next_due(repository_id, target.interval, max(at, now))
+                        )
                         task = asyncio.ensure_future(self._check(pool, target))
                         in_flight.add(task)
                         task.add_done_callback(in_flight.discard)
@@ -270,18 +274,19 @@ class RemoteChecker:
         for repository_id, target in targets.items():
             before = old.get(repository_id)
             if before is None or before.interval != target.interval:
-                heapq.heappush(
-                    self._due, (next_due(repository_id, target.interval, now), repository_id)
-                )
-        if len(self._due) > 2 * len(targets) + 16:  # drop removed and re-timed entries
-            self._due = [
-                (due, rid)
-                for due, rid in self._due
-                if rid in targets and due <= now + targets[rid].interval
-            ]
+                self._schedule(repository_id, next_due(repository_id, target.interval, now))
+        for repository_id in set(self._next) - set(targets):
+            del self._next[repository_id]  # removed: its heap entry is skipped
+        if len(self._due) > 2 * len(targets) + 16:  # drop stale entries
+            self._due = [(at, rid) for at, rid in self._due if self._next.get(rid) == at]
             heapq.heapify(self._due)
         if self._pass_started is None:
             self._pass_started, self._pass_left = now, set(targets)
+
+    def _schedule(self, repository_id: str, at: float) -> None:
+        """Check the repository at `at` (an earlier entry of it in the heap goes stale)."""
+        self._next[repository_id] = at
+        heapq.heappush(self._due, (at, repository_id))
 
     def _cached_access(self, target: Target) -> RemoteAccess | None:
         if target.public is not None:
