@@ -140,8 +140,9 @@ def _cpu() -> tuple[float, float]:
 
 
 async def sweep_cpu(repos: int, seconds: float, interval: float) -> dict[str, Any]:
-    from models.tables import App, Repository, Snapshot, Watch, WatchStatus
+    from models.tables import Watch
     from tests.gitrepos import WorkRepo
+    from tests.idle_rows import add_idle_repositories
     from treecast import remote_checks
     from treecast.config import load_settings
     from treecast.crypto import generate_key
@@ -173,26 +174,8 @@ async def sweep_cpu(repos: int, seconds: float, interval: float) -> dict[str, An
                 "TREECAST_ALLOW_FILE_URLS": "1",
             }
             settings = load_settings(env)
-            with session_scope(settings.database_url) as session:
-                session.add(
-                    App(id="app1", name="a", base_url="http://127.0.0.1:1", secrets_encrypted="x")
-                )
-                for n in range(repos):
-                    rid = f"repo-{n:06d}"
-                    url = f"http://127.0.0.1:{port}/r{n}.git"
-                    session.add(Repository(id=rid, url=url, poll_interval_seconds=int(interval)))
-                session.flush()
-                for n in range(repos):
-                    rid = f"repo-{n:06d}"
-                    session.add(Snapshot(repository_id=rid, commit=head))
-                    session.add(
-                        Watch(
-                            app_id="app1",
-                            repository_id=rid,
-                            status=WatchStatus.SYNCED,
-                            delivered_commit=head,
-                        )
-                    )
+            urls = [f"http://127.0.0.1:{port}/r{n}.git" for n in range(repos)]
+            ids = add_idle_repositories(settings, urls, head, int(interval))
             signalled: list[str] = []
 
             async def signal(repository_id: str, moved: Any) -> None:
@@ -202,8 +185,8 @@ async def sweep_cpu(repos: int, seconds: float, interval: float) -> dict[str, An
                 count = repos if native else max(1, repos // 10)
                 if not native:
                     with session_scope(settings.database_url) as session:
-                        for n in range(count, repos):
-                            row = session.get(Watch, ("app1", f"repo-{n:06d}"))
+                        for rid in ids[count:]:
+                            row = session.get(Watch, ("app1", rid))
                             assert row is not None
                             session.delete(row)
                 checker = remote_checks.RemoteChecker(

@@ -28,6 +28,7 @@ from models.sync import sync_workflow_id
 from models.tables import App, Repository, Snapshot, Watch, WatchStatus
 from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo, git
+from tests.idle_rows import add_idle_repositories
 from tests.temporal_env import new_task_queue, save_history, start_local
 from treecast import remote_checks
 from treecast.config import Settings, load_settings
@@ -437,23 +438,10 @@ async def test_the_sweep_checks_each_repository_once_per_interval(
     repo.write("a.txt", "a")
     head = repo.commit("first")
     monkeypatch.setattr(remote_checks, "RELOAD_SECONDS", 0.3)  # re-reads must not add checks
-    with session_scope(settings.database_url) as session:
-        session.add(App(id="app1", name="a", base_url="http://127.0.0.1:1", secrets_encrypted="x"))
-        for n in range(5):
-            rid = f"r{n}"
-            link = tmp_path / f"r{n}.git"
-            link.symlink_to(repo.remote)
-            session.add(Repository(id=rid, url=f"file://{link}", poll_interval_seconds=1))
-            session.flush()
-            session.add(Snapshot(repository_id=rid, commit=head))
-            session.add(
-                Watch(
-                    app_id="app1",
-                    repository_id=rid,
-                    status=WatchStatus.SYNCED,
-                    delivered_commit=head,
-                )
-            )
+    links = [tmp_path / f"r{n}.git" for n in range(5)]
+    for link in links:
+        link.symlink_to(repo.remote)
+    add_idle_repositories(settings, [f"file://{link}" for link in links], head, interval=1)
     woken: list[str] = []
 
     async def signal(repository_id: str, moved: object) -> None:
