@@ -139,7 +139,7 @@ def test_targets_come_from_watched_repositories_with_their_newest_snapshot(
     old = datetime.now(UTC) - timedelta(hours=1)
     with session_scope(settings.database_url) as session:
         session.add(App(id="app1", name="a", base_url="http://127.0.0.1:1", secrets_encrypted="x"))
-        for rid in ("r-idle", "r-behind", "r-new", "r-unwatched", "r-disabled"):
+        for rid in ("r-idle", "r-behind", "r-new", "r-unwatched", "r-disabled", "r-delivering"):
             session.add(Repository(id=rid, url=f"file:///tmp/{rid}", poll_interval_seconds=30))
         session.flush()
         session.add(Snapshot(repository_id="r-idle", commit="1" * 40, taken_at=old))
@@ -162,9 +162,12 @@ def test_targets_come_from_watched_repositories_with_their_newest_snapshot(
             )
         )
         session.add(Watch(app_id="app1", repository_id="r-new"))
+        session.add(Snapshot(repository_id="r-delivering", commit="4" * 40, taken_at=old))
+        session.add(Watch(app_id="app1", repository_id="r-delivering", status=WatchStatus.SYNCING))
         session.add(Watch(app_id="app1", repository_id="r-disabled", status=WatchStatus.DISABLED))
     targets = load_targets(settings, 0, 1)
-    assert sorted(targets) == ["r-behind", "r-disabled", "r-idle", "r-new"]
+    assert sorted(targets) == ["r-behind", "r-delivering", "r-disabled", "r-idle", "r-new"]
+    assert not targets["r-delivering"].behind  # its DeliverFiles is at it
     idle, behind, new = targets["r-idle"], targets["r-behind"], targets["r-new"]
     assert (idle.known_commit, idle.behind, idle.interval) == ("2" * 40, False, 30.0)
     assert (behind.known_commit, behind.behind) == ("3" * 40, True)

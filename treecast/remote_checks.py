@@ -123,7 +123,12 @@ def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Targe
             watched.setdefault(repository_id, False)
             continue
         commit = latest.get(repository_id, (None, None))[0]
-        behind = status != WatchStatus.SYNCED or delivered != commit
+        # Behind: not yet delivered, failed, or synced at an older commit. One being
+        # delivered right now (syncing) is its DeliverFiles' business: waking the loop
+        # would only hand it the same commit again (a first wave would double its work).
+        behind = status != WatchStatus.SYNCING and (
+            status != WatchStatus.SYNCED or delivered != commit
+        )
         watched[repository_id] = watched.get(repository_id, False) or behind
     targets: dict[str, Target] = {}
     for repository_id, interval, created_at, updated_at, url, ref, secret in repositories:
