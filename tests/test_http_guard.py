@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -21,6 +24,7 @@ from treecast.config import Settings
 from treecast.webhooks.signing import signed_headers
 from treecast.webhooks.transport import (
     GuardedBackend,
+    WebhookClient,
     endpoint_url,
     make_client,
     parse_retry_after,
@@ -30,7 +34,7 @@ from treecast.webhooks.transport import (
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 
 
-def _post(client: httpx.Client, url: str, secret: str, event: str = "create") -> object:
+def _post(client: WebhookClient, url: str, secret: str, event: str = "create") -> object:
     body = json.dumps({"file": {"path": "a.txt", "sha": EMPTY_SHA, "size": 0, "content": ""}})
     headers = signed_headers([secret], f"msg_{uuid.uuid4().hex}", event, body.encode())
     return post_webhook(
@@ -121,7 +125,7 @@ def test_allowed_private_target_is_reached_with_keep_alive(
         for _ in range(3):
             outcome = _post(client, receiver.url + "/create", receiver_secret)
             assert outcome.ok, outcome  # type: ignore[attr-defined]
-        pool = client._transport._pool  # type: ignore[attr-defined]
+        pool = client._transport._pool
         assert len(pool.connections) == 1  # one connection reused
 
 
@@ -185,3 +189,62 @@ def test_a_slow_resolver_counts_against_the_request_deadline(settings: Settings)
         )
     assert time.monotonic() - started < 2.0
     assert not outcome.ok and outcome.error_type == "WebhookTransportError"
+
+
+def _capture_requests(send: Callable[[str], None]) -> list[bytes]:
+    """The raw bytes of each request `send(url)` makes to a loopback listener that
+    answers every request 200 on one keep-alive connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        return
+                    buffer += piece
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])  # type: ignore[index]
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                seen.append(head.replace(str(port).encode(), b"PORT") + b"\r\n\r\n" + rest[:length])
+                buffer = rest[length:]
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        send(f"http://127.0.0.1:{port}/create")
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+    return seen
+
+
+def test_requests_are_on_the_wire_what_an_httpx_client_sends(settings: Settings) -> None:
+    # The webhook client skips httpx.Client's per-request work; what the app receives
+    # must not change: same request line, headers in the same order, same body.
+    body = b'{"file":{"path":"a.txt"}}'
+    headers = signed_headers(["whsec_" + "A" * 32], "msg_1", "create", body, timestamp=1)
+
+    def ours(url: str) -> None:
+        with make_client(settings, timeout=2.0) as client:
+            for _ in range(2):
+                assert post_webhook(client, url, body, headers, timeout=2.0, what="x").ok
+
+    def reference(url: str) -> None:
+        with httpx.Client(timeout=2.0, follow_redirects=False, trust_env=False) as client:
+            for _ in range(2):
+                client.post(url, content=body, headers=headers).raise_for_status()
+
+    sent = _capture_requests(ours)
+    assert len(sent) == 2 and sent[0] == sent[1]
+    assert sent == _capture_requests(reference)
+    assert sent[0].endswith(b"\r\n\r\n" + body)

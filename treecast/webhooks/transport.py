@@ -277,16 +277,66 @@ class GuardedTransport(httpx.HTTPTransport):
         )
 
 
+# The headers httpx.Client adds to each request (its defaults, with the user agent
+# replaced by ours), sent explicitly so the wire stays what it was with a Client.
+# Host and Content-Length are added by `httpx.Request` itself.
+_CLIENT_HEADERS = (
+    ("Accept", "*/*"),
+    ("Accept-Encoding", "gzip, deflate"),
+    ("Connection", "keep-alive"),
+)
+
+
+class WebhookClient:
+    """A guarded keep-alive connection pool for one activity run (a context manager).
+
+    Requests go to httpx's transport directly, not through an `httpx.Client`: its
+    per-request work (merging default headers and cookies, the auth and redirect
+    machinery, a cookie jar filled from every answer) cost ~0.25 ms of CPU a request,
+    a fifth of a loopback round trip, and a webhook needs none of it. Redirects are
+    never followed, no cookie is ever sent, no proxy is taken from the environment.
+    """
+
+    def __init__(self, settings: Settings, *, timeout: float, resolver: Resolver) -> None:
+        self.timeout = httpx.Timeout(timeout)
+        self._transport = GuardedTransport(
+            allow_private=settings.allow_private_urls, resolver=resolver
+        )
+
+    def __enter__(self) -> WebhookClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection of the pool."""
+        self._transport.close()
+
+    @contextlib.contextmanager
+    def post(
+        self, url: str | httpx.URL, body: bytes, headers: dict[str, str], timeout: float
+    ) -> Iterator[httpx.Response]:
+        """POST `body`; the answer's body is streamed within the block (httpx's errors)."""
+        request = httpx.Request(
+            "POST",
+            url,
+            content=body,
+            headers=[*_CLIENT_HEADERS, *headers.items()],
+            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+        )
+        response = self._transport.handle_request(request)
+        try:
+            yield response
+        finally:
+            response.close()
+
+
 def make_client(
     settings: Settings, *, timeout: float, resolver: Resolver = system_resolver
-) -> httpx.Client:
+) -> WebhookClient:
     """One keep-alive client for one activity run: guarded, no redirects, no proxies from env."""
-    return httpx.Client(
-        transport=GuardedTransport(allow_private=settings.allow_private_urls, resolver=resolver),
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    return WebhookClient(settings, timeout=timeout, resolver=resolver)
 
 
 def endpoint_url(base_url: str, event: str) -> str:
@@ -327,7 +377,7 @@ class PostOutcome:
 
 
 def post_webhook(
-    client: httpx.Client,
+    client: WebhookClient,
     url: str | httpx.URL,
     body: bytes,
     headers: dict[str, str],
@@ -351,7 +401,7 @@ def post_webhook(
     try:
         with (
             request_deadline(timeout),
-            client.stream("POST", url, content=body, headers=headers, timeout=timeout) as resp,
+            client.post(url, body, headers, timeout) as resp,
         ):
             status = resp.status_code
             retry_header = resp.headers.get("retry-after")
