@@ -80,7 +80,8 @@ def request_deadline(seconds: float) -> Iterator[None]:
 @contextlib.contextmanager
 def while_waiting(callback: Callable[[], None] | None) -> Iterator[None]:
     """Within the block, `callback` runs once, when this thread first waits for an answer
-    (the first read of a guarded socket, i.e. once the request is written)."""
+    (the first read of a guarded socket, i.e. once the request is written). The time it
+    takes is added to the request's deadline: it is ours, not the app's."""
     previous = getattr(_local, "on_read", None)
     _local.on_read = callback
     try:
@@ -101,27 +102,52 @@ def _time_left(timeout: float | None, expired: type[Exception]) -> float | None:
 
 
 class DeadlineStream(httpcore.NetworkStream):
-    """A network stream whose operations respect the thread's request deadline."""
+    """A network stream whose operations respect the thread's request deadline.
+
+    Small writes are held and sent together before the first read: h11 hands over a
+    request's head and its body separately, and two sends of one small request wake the
+    receiver twice (and cost our kernel a second pass through loopback's TCP stack).
+    """
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
+        self._held = b""  # written, not yet sent (at most `_WRITE_PIECE` bytes)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         """One read, given at most the time left before the deadline."""
+        if self._held:
+            held, self._held = self._held, b""
+            # As httpcore does when a write fails: the app may have answered and closed
+            # early; the read below gets that answer, or the broken connection.
+            with contextlib.suppress(httpcore.WriteError):
+                self._inner.write(held, _time_left(timeout, httpcore.WriteTimeout))
         waiting = getattr(_local, "on_read", None)
         if waiting is not None:
             _local.on_read = None
-            waiting()
+            started = time.monotonic()
+            try:
+                waiting()
+            finally:
+                if getattr(_local, "deadline", None) is not None:
+                    _local.deadline += time.monotonic() - started
         return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        """Write in pieces, so a receiver that reads slowly cannot outlast the deadline."""
-        for start in range(0, len(buffer), _WRITE_PIECE):
-            piece = buffer[start : start + _WRITE_PIECE]
+        """Hold small writes (see the class); send larger ones in pieces, so a receiver
+        that reads slowly cannot outlast the deadline."""
+        if len(self._held) + len(buffer) <= _WRITE_PIECE:
+            self._held += buffer
+            return
+        first = _WRITE_PIECE - len(self._held)
+        piece, self._held = self._held + buffer[:first], b""
+        self._inner.write(piece, _time_left(timeout, httpcore.WriteTimeout))
+        for at in range(first, len(buffer), _WRITE_PIECE):
+            piece = buffer[at : at + _WRITE_PIECE]
             self._inner.write(piece, _time_left(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
-        """Close the underlying stream."""
+        """Close the underlying stream (anything held is dropped with the connection)."""
+        self._held = b""
         self._inner.close()
 
     def start_tls(
