@@ -44,7 +44,7 @@ def _post(client: WebhookClient, url: str, secret: str, event: str = "create") -
         url,
         body.encode(),
         headers,
-        timeout=client.timeout.read or 2.0,
+        timeout=client.timeout,
         what=f"{event} a.txt",
     )
 
@@ -127,7 +127,7 @@ def test_allowed_private_target_is_reached_with_keep_alive(
         for _ in range(3):
             outcome = _post(client, receiver.url + "/create", receiver_secret)
             assert outcome.ok, outcome  # type: ignore[attr-defined]
-        pool = client._transport._pool
+        pool = client._pool
         assert len(pool.connections) == 1  # one connection reused
 
 
