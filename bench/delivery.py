@@ -137,17 +137,22 @@ def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
         requests.append((body, signed_headers([secret], msg_id, "create", body)))
     bare_runs: list[float] = []
     activity_runs: list[float] = []
+    # This process's CPU (all its threads; not the receiver's or git's): less noisy than
+    # the wall-clock figures on a shared machine, and what the client side costs.
+    bare_cpu: list[float] = []
+    activity_cpu: list[float] = []
 
     def bare_round(round_number: int) -> None:
         receiver = ReceiverProcess(secret, root / f"mirror-bare-{round_number}")
         try:
             with httpx.Client(timeout=30) as client:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 for body, headers in requests:
                     client.post(
                         f"{receiver.url}/create", content=body, headers=headers
                     ).raise_for_status()
                 bare_runs.append(time.perf_counter() - started)
+                bare_cpu.append(time.process_time() - cpu)
         finally:
             receiver.stop()
 
@@ -161,9 +166,10 @@ def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
                 ensure_commit(settings, repository_id, commit)  # the snapshot did this
             else:  # a new app (empty ledger) on the same repository
                 app_id = add_watch(settings, receiver.url, [secret], repository_id)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             result = _deliver(settings, app_id, repository_id, commit)
             activity_runs.append(time.perf_counter() - started)
+            activity_cpu.append(time.process_time() - cpu)
         finally:
             receiver.stop()
         assert result.created == files, result
@@ -190,6 +196,8 @@ def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
         "ratio_max": round(max(ratios), 3),
         "rounds": rounds,
         "ratios_per_round": [round(r, 3) for r in ratios],
+        "bare_cpu_ms_per_file": round(statistics.median(bare_cpu) / files * 1000, 3),
+        "activity_cpu_ms_per_file": round(statistics.median(activity_cpu) / files * 1000, 3),
     }
 
 
@@ -281,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"activity {speed['activity_files_per_second']}/s, "
                 f"bare httpx loop {speed['bare_files_per_second']}/s, "
                 f"median ratio {speed['ratio']} (per round {speed['ratios_per_round']}) "
-                "(target >= 0.9)",
+                "(target >= 0.9); CPU of this process per file: activity "
+                f"{speed['activity_cpu_ms_per_file']} ms, bare {speed['bare_cpu_ms_per_file']} ms",
                 flush=True,
             )
         if "memory" in parts:
