@@ -272,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-files", type=int, default=None)
     parser.add_argument("--batch-files", type=int, default=None, help="at every delay")
     parser.add_argument("--loopback-files", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved loopback rounds (median ratio)"
+    )
     parser.add_argument("--size-mb", type=int, default=None)
     parser.add_argument("--batch-max-files", type=int, help="TREECAST_BATCH_MAX_FILES to use")
     parser.add_argument("--batch-max-bytes", type=int, help="TREECAST_BATCH_MAX_BYTES to use")
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             speed = delivery.throughput(Path(tmp) / "loopback", files, args.rounds)
             print(
                 f"loopback: {files} files one-at-a-time {speed['activity_files_per_second']}/s, "
-                f"bare httpx loop {speed['bare_files_per_second']}/s, ratio {speed['ratio']} "
+                f"bare httpx loop {speed['bare_files_per_second']}/s, median ratio {speed['ratio']} "
                 f"(per round {speed['ratios_per_round']}; target >= 0.9)",
                 flush=True,
             )

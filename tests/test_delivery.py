@@ -35,8 +35,10 @@ from tests.receiver_fixture import receiver, receiver_secret, register, set_secr
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
+from treecast.gitcache.objects import BlobReader
 from treecast.service import registry
 from treecast.store.ledger import count_ledger, forget_ledger
+from treecast.webhooks.sender import WebhookSender
 
 BINARY = bytes(range(256)) * 40  # 10 KiB with NUL bytes
 
@@ -430,6 +432,64 @@ def test_lost_acknowledgement_is_resent_with_the_same_id(run: Run) -> None:
     run.deliver(commit)
     first, second = run.receiver.requests
     assert first.webhook_id == second.webhook_id
+
+
+def test_the_next_file_is_read_while_the_answer_before_it_is_awaited(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pipelined reads, and their memory bound: file N+1 is read from git once request N
+    # is written and before its answer is read, never earlier (one request built ahead).
+    for name in "abcde":
+        run.repo.write(f"{name}.txt", name)
+    commit = run.repo.commit()
+    run.register()
+    posts = {"started": 0, "finished": 0}
+    reads: list[tuple[int, int]] = []
+    post, read = WebhookSender.post, BlobReader.read
+
+    def counting_post(self: WebhookSender, *args: Any, **kwargs: Any) -> Any:
+        posts["started"] += 1
+        try:
+            return post(self, *args, **kwargs)
+        finally:
+            posts["finished"] += 1
+
+    def noting_read(self: BlobReader, blob_id: str) -> bytes:
+        reads.append((posts["started"], posts["finished"]))
+        return read(self, blob_id)
+
+    monkeypatch.setattr(WebhookSender, "post", counting_post)
+    monkeypatch.setattr(BlobReader, "read", noting_read)
+    assert run.deliver(commit).created == 5
+    assert reads == [(0, 0), (1, 0), (2, 1), (3, 2), (4, 3)]
+
+
+def test_a_git_failure_while_building_the_next_request_comes_after_the_one_in_flight(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in "abc":
+        run.repo.write(f"{name}.txt", name)
+    commit = run.repo.commit()
+    run.register()
+    read = BlobReader.read
+    calls: list[str] = []
+
+    def failing_second_read(self: BlobReader, blob_id: str) -> bytes:
+        calls.append(blob_id)
+        if len(calls) == 2:
+            raise OSError("git cat-file stopped")
+        return read(self, blob_id)
+
+    monkeypatch.setattr(BlobReader, "read", failing_second_read)
+    with pytest.raises(ApplicationError, match="git cat-file stopped") as failure:
+        run.deliver(commit)
+    # The request on the wire while b.txt was read got its answer recorded first.
+    assert failure.value.type == "OSError"
+    assert [r.path for r in run.receiver.requests] == ["a.txt"]
+    assert set(run.ledger()) == {"a.txt"}
+    monkeypatch.setattr(BlobReader, "read", read)
+    assert run.deliver(commit).created == 2
+    assert run.receiver.files() == run.repo.files_at(commit)
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,8 @@ File bytes are streamed from git: a file above the chunk threshold is read twice
 from __future__ import annotations
 
 import base64
-import contextvars
 import hashlib
 import logging
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -97,72 +94,65 @@ class _Send:
     chunk: ChunkResume | None = None  # a chunk: its position, reported while on the wire
     restart: ChunkResume | None = None  # where to restart if the app refuses this chunk
     clears_resume: bool = False  # the first chunk sent of a chunked file
-    headers: dict[str, str] | None = None  # signed by the builder thread
+    headers: dict[str, str] | None = None  # signed when it was built
     signed_at: float = 0.0  # time.monotonic() of the signature
 
 
 class _Ahead:
-    """Pulls the requests of a run on a side thread, one ahead of the sending thread.
+    """The requests of a run, each built while the answer to the one before is awaited.
 
-    The builder builds request N+1 once N is written (`build_next`), while its answer is
-    awaited, and then waits, so at most one built request waits (memory: one in flight,
-    one built). An error while building is raised by `next`, after the requests before it.
+    `build_next` is the transport's hook for "request N is written, its answer not yet
+    read" (`WebhookSender.post(on_sent=...)`): it reads request N+1's file from git and
+    builds and signs its body then, on the sending thread, in time that thread would
+    spend waiting anyway. No second thread: handing each request over between two
+    threads (a wake-up, the GIL changing hands) cost more on loopback than the building
+    itself. At most one built request waits (memory: one in flight, one built). An
+    error while building is raised by `next`, after the requests before it.
     """
 
     def __init__(self, sends: Generator[_Send, None, None], sender: WebhookSender) -> None:
         self._sends = sends
         self._sender = sender
-        self._slot: queue.Queue[tuple[_Send | None, BaseException | None]] = queue.Queue(1)
-        self._go = threading.Semaphore(1)  # permission to build the next request
-        self._stop = False
-        self._granted = True
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run, args=(self._run,), name="treecast-build", daemon=True
-        )
+        self._built: _Send | None = None
+        self._error: Exception | None = None
+        self._ready = False  # `_built` / `_error` hold the next request
+        self._exhausted = False
 
     def __enter__(self) -> _Ahead:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self._go.release()
-        self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                self._go.acquire()
-                if self._stop:
-                    return
-                try:
-                    send = next(self._sends, None)
-                except BaseException as error:
-                    self._slot.put((None, error))
-                    return
-                if send is None:
-                    self._slot.put((None, None))
-                    return
-                send.headers = self._sender.sign(send.event, send.msg_id, send.body)
-                send.signed_at = time.monotonic()
-                self._slot.put((send, None))
-        finally:
-            self._sends.close()  # on this thread: the generator may be suspended here
-
-    def next(self) -> _Send | None:
-        """The next request (None after the last); starts building the one after it."""
-        send, error = self._slot.get()
-        if error is not None:
-            raise error
-        self._granted = send is None
-        return send
+        self._sends.close()
 
     def build_next(self) -> None:
-        """Let the builder start on the request after the one `next` returned (once)."""
-        if not self._granted:
-            self._granted = True
-            self._go.release()
+        """Build the request after the one `next` returned, unless it is built already."""
+        if self._ready:
+            return
+        self._ready = True
+        if self._exhausted:
+            self._built = None
+            return
+        try:
+            send = next(self._sends, None)
+            if send is not None:
+                send.headers = self._sender.sign(send.event, send.msg_id, send.body)
+                send.signed_at = time.monotonic()
+        except Exception as error:  # raised by `next`, once the request in flight is done
+            self._exhausted = True
+            self._built, self._error = None, error
+            return
+        self._exhausted = send is None
+        self._built = send
+
+    def next(self) -> _Send | None:
+        """The next request (None after the last), built now unless it was built ahead."""
+        self.build_next()
+        self._ready = False
+        send, error = self._built, self._error
+        self._built = self._error = None
+        if error is not None:
+            raise error
+        return send
 
 
 class FileDelivery:
@@ -294,23 +284,23 @@ class FileDelivery:
                     raise RuntimeError("changes to send but no commit to read them from")
                 # compute_changes fetched the commit here if this worker lacked it.
                 reader = stack.enter_context(cache.blobs())
-            # A builder thread reads request N+1's file(s) from git and builds its body
-            # while request N is on the wire from this thread. N+1 leaves only after N's
-            # 2xx is committed to the ledger (`_finish`), so the ledger never runs ahead of
+            # While request N's answer is awaited, request N+1's file(s) are read from
+            # git and its body built and signed (`_Ahead`). N+1 leaves only after N's 2xx
+            # is committed to the ledger (`_finish`), so the ledger never runs ahead of
             # acknowledgements and a kill re-sends at most the one request on the wire.
-            # At most two bodies are alive: the one in flight and the one being built.
-            # (Closed, and its thread joined, before the reader it uses.)
+            # At most two bodies are alive: the one in flight and the one built.
+            # (Closed before the reader it uses.)
             ahead = stack.enter_context(_Ahead(self._sends(changes, reader), sender))
             while (send := ahead.next()) is not None:
                 if send.clears_resume:
                     self.resume = None  # only the first chunked file after a restart resumes
                 self._beat(chunk=send.chunk)
-                # Signed while it was built, unless it waited long (a slow answer before
+                # Signed when it was built, unless that was long ago (a slow answer before
                 # it): receivers refuse timestamps more than 5 minutes off.
                 fresh = time.monotonic() - send.signed_at < RESIGN_AFTER_SECONDS
                 headers = send.headers if fresh else None
-                # The next request is built while this one's answer is awaited: from the
-                # moment it is written, so the builder does not compete with the sending.
+                # The next request is built once this one is written, while its answer
+                # is awaited (the time spent building is not counted against its timeout).
                 outcome = sender.post(
                     send.event,
                     send.msg_id,
@@ -319,7 +309,6 @@ class FileDelivery:
                     headers=headers,
                     on_sent=ahead.build_next,
                 )
-                ahead.build_next()  # when it never got that far
                 self._finish(send, outcome)
 
     def _finish(self, send: _Send, outcome: PostOutcome) -> None:
