@@ -148,6 +148,11 @@ class DevServer:
         self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def ui_url(self) -> str:
         """Where the Web UI answers."""
         return f"http://{'localhost' if self.host in ('127.0.0.1', 'localhost') else self.host}:{self.ui_port}"
