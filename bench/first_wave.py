@@ -36,7 +36,7 @@ from examples.receiver import Receiver
 from tests.conftest import free_port
 from tests.gitrepos import git
 from treecast.crypto import generate_key, generate_webhook_secret
-from treecast.devserver import DevServer
+from treecast.devserver import DevServer, popen_tied
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCH = "main"
@@ -106,6 +106,50 @@ def own_cpu_seconds() -> float:
     return times.user + times.system
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# The worker's Temporal metrics that tell queueing from work (histograms, milliseconds).
+LATENCIES = {
+    "temporal_workflow_task_schedule_to_start_latency": "workflow task waited for the worker",
+    "temporal_workflow_task_execution_latency": "workflow task ran",
+    "temporal_activity_schedule_to_start_latency": "activity waited for the worker",
+    "temporal_activity_execution_latency": "activity ran",
+    "temporal_local_activity_execution_latency": "local activity ran",
+}
+COUNTERS = (
+    "temporal_sticky_cache_hit",
+    "temporal_sticky_cache_miss",
+    "temporal_workflow_completed",
+)
+
+
+def scrape_metrics(port: int) -> dict[str, tuple[float, float]]:
+    """Sums and counts of LATENCIES, and COUNTERS, from the worker's Prometheus endpoint."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        for base in LATENCIES:
+            if name in (f"{base}_sum", f"{base}_count"):
+                entry = found.setdefault(base, [0.0, 0.0])
+                entry[0 if name.endswith("_sum") else 1] += float(value)
+        for counter in COUNTERS:
+            if name in (counter, f"{counter}_total"):
+                found.setdefault(counter, [0.0, 0.0])[0] += float(value)
+    return {name: (total, count) for name, (total, count) in found.items()}
+
+
 def load() -> str:
     """The load averages, as `uptime` shows them."""
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
@@ -150,6 +194,8 @@ class Wave:
     registration_seconds: float = 0.0
     total_seconds: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
+    worker_peak_rss_mb: float = 0.0
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (sum, count)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -223,20 +269,24 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
 
     env = bench_env(tmp / "data", free_port())
     worker_log = tmp / "worker.log"
-    # This process stands for the API: its own settings add the poll interval the
-    # repositories are registered with (the worker never reads it).
-    os.environ.update(env)
-    os.environ["TREECAST_POLL_INTERVAL_SECONDS"] = str(args.interval)
     from treecast.config import load_settings
     from treecast.service.core import TreecastService
     from workflows.search_attributes import dev_server_args
 
-    settings = load_settings()
+    # This process stands for the API: its own settings add the poll interval the
+    # repositories are registered with (the worker never reads it).
+    settings = load_settings({**env, "TREECAST_POLL_INTERVAL_SECONDS": str(args.interval)})
     server = DevServer(settings, ui=False, search_attribute_args=dev_server_args())
     server.start()
     assert server.pid is not None
+    for pair in args.worker_env:
+        name, _, value = pair.partition("=")
+        env[name] = value
+    if args.metrics:
+        env["TREECAST_METRICS_PORT"] = str(free_port())
     with worker_log.open("wb") as log:
-        worker = subprocess.Popen(
+        # Tied like the dev server: an interrupted benchmark leaves no worker behind.
+        worker, _ = popen_tied(
             [sys.executable, str(ROOT / "worker.py")],
             cwd=ROOT,
             env=env,
@@ -246,7 +296,8 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
     secret = generate_webhook_secret()
     wave = Wave(repos=args.repos)
     try:
-        with TimedReceiver([secret], tmp / "mirror", files=args.files) as receiver:
+        receiver = TimedReceiver([secret], tmp / "mirror", files=args.files)
+        with receiver:
             service = TreecastService(settings)
             app_id = service.add_app("first-wave", receiver.url, secret).app_id
             await service.client()
@@ -282,6 +333,11 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
                 "dev server": cpu_seconds(server.pid) - cpu_before["dev server"],
                 "bench": own_cpu_seconds() - cpu_before["bench"],
             }
+            wave.worker_peak_rss_mb = peak_rss_mb(worker.pid)
+            if args.metrics:
+                wave.metrics = await asyncio.to_thread(
+                    scrape_metrics, int(env["TREECAST_METRICS_PORT"])
+                )
             snapshots = first_snapshots(settings.database_url, since)
             offset = datetime.now(UTC).replace(tzinfo=None)
             now = time.monotonic() - started
@@ -384,11 +440,19 @@ def report(wave: Wave) -> list[str]:
         for name, seconds in wave.cpu.items()
     )
     lines.append(f"  CPU: {cpu}; load {load()}")
+    lines.append(f"  worker peak RSS {wave.worker_peak_rss_mb:.0f} MiB")
+    for name, meaning in LATENCIES.items():
+        if name in wave.metrics and wave.metrics[name][1]:
+            total_ms, count = wave.metrics[name]
+            lines.append(f"  {meaning}: {count:.0f} times, mean {total_ms / count:.0f} ms")
+    counters = {name: wave.metrics[name][0] for name in COUNTERS if name in wave.metrics}
+    if counters:
+        lines.append("  " + ", ".join(f"{name} {value:.0f}" for name, value in counters.items()))
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's arguments (tests run it at a tiny size through these)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.first_wave", description=__doc__.split("\n\n")[0]
     )
@@ -407,7 +471,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (worker log)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the worker beyond its defaults (to compare tunings)",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="turn on the worker's Prometheus metrics and print its task latencies",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = build_parser().parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="treecast-first-wave-"))
     try:
         wave = asyncio.run(run_wave(args, tmp))
