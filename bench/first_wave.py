@@ -155,6 +155,19 @@ def load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+class _LastRecord(list[Any]):
+    """Stands in for `Receiver.requests`: keeps only each handler thread's latest record
+    (memory stays flat at 10,000 repositories, and concurrent deliveries to the one
+    receiver cannot take each other's record)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def append(self, record: Any) -> None:
+        self.local.last = record
+
+
 class TimedReceiver(Receiver):
     """The example receiver, noting when each repository's files had all arrived."""
 
@@ -164,13 +177,16 @@ class TimedReceiver(Receiver):
         self._paths: dict[str, set[str]] = {}
         self.delivered_at: dict[str, float] = {}  # repository id -> time.monotonic()
         self._mutex = threading.Lock()
+        self._last = _LastRecord()
+        self.requests = self._last
 
     def handle(
         self, event: str, body: bytes, headers: dict[str, str], raw_path: str = ""
     ) -> tuple[int | None, dict[str, str], bytes, float]:
+        self._last.local.last = None
         answer = super().handle(event, body, headers, raw_path)
-        status, record = answer[0], self.requests[-1] if self.requests else None
-        if status == 200 and record is not None and record.path is not None:
+        record = self._last.local.last  # appended by this thread during handle()
+        if answer[0] == 200 and record is not None and record.path is not None:
             repository_id = record.payload.get("repository", {}).get("repository_id")
             if repository_id:
                 with self._mutex:
@@ -178,8 +194,6 @@ class TimedReceiver(Receiver):
                     seen.add(record.path)
                     if len(seen) >= self._files and repository_id not in self.delivered_at:
                         self.delivered_at[repository_id] = time.monotonic()
-        # Keep memory flat at 10,000 repositories: the records are not needed here.
-        self.requests.clear()
         return answer
 
 

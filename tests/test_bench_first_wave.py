@@ -47,3 +47,50 @@ def test_a_wave_of_three_repositories_is_registered_synced_and_delivered(
     assert lines[0].startswith("3 repositories: every one delivered")
     assert any("activity ran: 6 times" in line for line in lines), lines
     assert "delivered      3" in capsys.readouterr().out  # the progress line
+
+
+def test_the_timed_receiver_counts_concurrent_deliveries_of_many_repositories(
+    tmp_path: Path,
+) -> None:
+    """Deliveries of different repositories reach the one receiver at once; each request's
+    own record must be counted (a shared "latest request" lost two of 10,000)."""
+    import hashlib
+    import json
+    import threading
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    from treecast.crypto import generate_webhook_secret
+
+    secret = generate_webhook_secret()
+    receiver = first_wave.TimedReceiver([secret], tmp_path / "mirror", files=1)
+    signer = Webhook(secret)
+
+    def deliver(number: int) -> None:
+        data = f"file {number}\n"
+        body = json.dumps(
+            {
+                "repository": {"repository_id": f"repo_{number}"},
+                "file": {
+                    "path": f"f{number}.txt",
+                    "content": data,
+                    "sha": hashlib.sha256(data.encode()).hexdigest(),
+                    "size": len(data),
+                },
+            }
+        ).encode()
+        now = datetime.now(UTC)
+        headers = {
+            "webhook-id": f"msg_{number}",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signer.sign(f"msg_{number}", now, body.decode()),
+        }
+        assert receiver.handle("create", body, headers)[0] == 200
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(receiver.delivered_at) == sorted(f"repo_{n}" for n in range(40))
