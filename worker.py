@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from treecast import metrics
 from treecast.config import ConfigError, Settings, load_settings
@@ -29,6 +29,9 @@ from treecast.process_exit import run_and_exit
 
 log = logging.getLogger("treecast.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)  # at most one heartbeat a second per activity
+# Local activities (`list_watchers`) run in the activity executor too, but hold a workflow
+# task open while they run: threads of their own, so they never queue behind git fetches.
+LOCAL_ACTIVITY_SLOTS = 4
 
 
 def workflows() -> list[type]:
@@ -77,8 +80,14 @@ def make_runtime(settings: Settings) -> Runtime | None:
     return runtime
 
 
+def executor_threads(settings: Settings) -> int:
+    """Threads of the activity executor: one per activity slot and local activity slot."""
+    return settings.activity_concurrency + LOCAL_ACTIVITY_SLOTS
+
+
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
-    """The worker for Treecast's task queue (tests build theirs with this too)."""
+    """The worker for Treecast's task queue (tests build theirs with this too); `executor`
+    should have `executor_threads(settings)` threads."""
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -88,6 +97,14 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         # A remote-check sweep holds one of these slots for its whole run (an async
         # activity on the event loop: it takes no thread of the executor).
         max_concurrent_activities=settings.activity_concurrency,
+        max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
+        # Every repository's SyncRepository runs forever; one evicted from the cache
+        # replays its whole history at its next task (docs/performance.md, First wave).
+        max_cached_workflows=settings.workflow_cache_size,
+        # Five pollers (one on the shared queue, where every new workflow's first task
+        # waits) cap a worker at what five poll round trips a second allow; scale them.
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         # Heartbeats carry a delivery's "N of M files"; the default throttle (80% of
         # the 10 s heartbeat timeout) would leave `sync --wait` showing 8 s old counts.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
@@ -118,7 +135,7 @@ async def run(settings: Settings, *, dev: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         client = await connect(settings, runtime=make_runtime(settings))
-        with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
+        with ThreadPoolExecutor(max_workers=executor_threads(settings)) as executor:
             worker = build_worker(client, settings, executor)
             async with worker:
                 from treecast.service.workflows import ensure_remote_checks

@@ -268,7 +268,7 @@ async def run(once: bool) -> int:
     secret = generate_webhook_secret()
     receiver = Receiver([secret], demo_dir / "mirror").start()
     print(f"  example receiver on {receiver.url}, mirroring into {demo_dir / 'mirror'}")
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         client = await connect(settings)
         async with worker.build_worker(client, settings, executor):

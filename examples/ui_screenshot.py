@@ -129,7 +129,7 @@ async def main_async(out: Path) -> None:
         task_queue="treecast-ui",
         breaker_threshold=1,
     )
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         async with worker.build_worker(env.client, settings, executor):
             repository_id = await open_a_breaker(settings, tmp)

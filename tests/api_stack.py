@@ -88,7 +88,7 @@ async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
         [sys.executable, "-m", "treecast.api"], cwd=ROOT, env=environment, stdout=log, stderr=log
     )
     secret = generate_webhook_secret()
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], root / "mirror") as receiver:
             async with (

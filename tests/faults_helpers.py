@@ -172,7 +172,7 @@ async def fault_stack(data_dir: Path, **overrides: str) -> AsyncIterator[FaultSt
 async def in_process_worker(stack: FaultStack) -> AsyncIterator[None]:
     """The real worker (`worker.build_worker`) in this process."""
     assert stack.client is not None
-    executor = ThreadPoolExecutor(max_workers=stack.settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(stack.settings))
     try:
         async with worker.build_worker(stack.client, stack.settings, executor):
             yield

@@ -50,7 +50,7 @@ async def test_the_deploy_key_never_enters_workflow_history(
         line for line in private.splitlines() if line.strip() and not line.startswith("-----")
     ]
     env = await start_local()
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with ssh_server() as server, ssh_server() as impostor:
             server.authorize(public)

@@ -280,7 +280,7 @@ async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
     commit = repo.commit()
     app_id, repository_id = register(settings, receiver.url, [receiver_secret], repo.url)
     receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
-    with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
+    with ThreadPoolExecutor(max_workers=worker.executor_threads(settings)) as executor:
         async with worker.build_worker(env.client, settings, executor):
             handle = await env.client.start_workflow(
                 DeliverFiles.run,

@@ -75,7 +75,7 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     settings = load_settings()
     secret = generate_webhook_secret()
     repo = WorkRepo(tmp_path / "git")
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
             async with worker.build_worker(env.client, settings, executor):

@@ -22,7 +22,13 @@ from tests.gitrepos import WorkRepo, git
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
-from treecast.gitcache.cache import KEEP_PREFIX, cache_lock, cache_path, has_object
+from treecast.gitcache.cache import (
+    _CACHE_CONFIG,
+    KEEP_PREFIX,
+    cache_lock,
+    cache_path,
+    has_object,
+)
 from treecast.gitcache.command import Credentials, classify_git_error, run_git
 from treecast.gitcache.objects import BlobNotFound, BlobReader, blob_sizes
 from treecast.gitcache.remote import MEMO_FILE, MEMO_SECONDS, sync_ref
@@ -61,6 +67,16 @@ def test_first_sync_clones_then_polls_without_fetching(settings: Settings, repo:
     assert has_object(settings, cache_path(settings, "repo_t"), head)
     # Nothing changed: the cache already has the commit, so nothing is fetched.
     assert sync(settings, repo.url) == (head, "main", False)
+
+
+def test_a_new_cache_has_its_config_as_git_reads_it(settings: Settings, repo: WorkRepo) -> None:
+    """The cache's settings are written into its config file directly (no `git config`
+    per key); git must read every one back."""
+    sync(settings, repo.url)
+    path = cache_path(settings, "repo_t")
+    for key, value in _CACHE_CONFIG:
+        assert git(path, "config", "--get", key) == value
+    assert git(path, "config", "--get", "core.bare") == "true"
 
 
 def test_incremental_sync_fetches_the_new_commit(settings: Settings, repo: WorkRepo) -> None:

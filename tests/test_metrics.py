@@ -69,7 +69,7 @@ async def test_metrics_endpoint_counts_syncs_and_webhooks(
     repo.write("b.bin", b"\x00\x01")
     commit = repo.commit()
     cipher = Cipher(resolve_secret_key(settings))
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
             with session_scope(settings.database_url) as session:

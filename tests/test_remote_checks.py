@@ -217,7 +217,7 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     monkeypatch.setattr(remote_checks, "HEARTBEAT_SECONDS", 0.5)  # status sees passes soon
     settings = load_settings()
     secret = generate_webhook_secret()
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
             async with worker.build_worker(env.client, settings, executor):

@@ -197,7 +197,7 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
         outputs.append(json.dumps(shown) + err)
         return code, out, err
 
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with (
             git_http_server(tmp_path / "git", TOKEN) as git_server,

@@ -60,7 +60,7 @@ async def test_ui_workflow_list_filtered_by_breaker_state(
         task_queue=new_task_queue(),
         breaker_threshold=1,
     )
-    executor = ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         async with worker.build_worker(env.client, settings, executor):
             repository_id = await open_a_breaker(settings, tmp_path)

@@ -46,6 +46,7 @@ def temporal_cli() -> Path:
     )
 
 
+SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCHDOG_POLL_SECONDS = 0.5
 
@@ -148,6 +149,11 @@ class DevServer:
         self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def ui_url(self) -> str:
         """Where the Web UI answers."""
         return f"http://{'localhost' if self.host in ('127.0.0.1', 'localhost') else self.host}:{self.ui_port}"
@@ -175,6 +181,11 @@ class DevServer:
             str(self.db_path),
             "--log-level",
             "warn",
+            # SQLite's defaults (a rollback journal, fsync on every commit) cap the server
+            # at what the disk syncs: under a first wave its writes time out and tasks get
+            # lost. WAL without a sync per commit cannot corrupt the file; a crash of the
+            # machine may lose the last writes, which a development server can afford.
+            *SQLITE_PRAGMAS,
             *self._search_attribute_args,
         ]
         cmd += ["--ui-port", str(self.ui_port)] if self._ui else ["--headless"]

@@ -102,13 +102,23 @@ _CACHE_CONFIG = (
 )
 
 
+def _config_sections(pairs: tuple[tuple[str, str], ...]) -> str:
+    """`pairs` (`section.name`, value) as git config file text."""
+    return "".join(
+        f"[{key.rpartition('.')[0]}]\n\t{key.rpartition('.')[2]} = {value}\n"
+        for key, value in pairs
+    )
+
+
 def _init_cache(settings: Settings, path: Path) -> None:
     """Create an empty bare cache atomically (build beside it, then rename)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         run_git(["init", "--bare", "-q", str(tmp)], settings=settings)
-        for key, value in _CACHE_CONFIG:
-            run_git(["config", key, value], settings=settings, cwd=tmp)
+        # Appended to the config `git init` wrote (a section may repeat): one `git config`
+        # process per key was 5 of the ~17 processes of a first sync (docs/performance.md).
+        with (tmp / "config").open("a", encoding="utf-8") as config:
+            config.write(_config_sections(_CACHE_CONFIG))
         tmp.rename(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
