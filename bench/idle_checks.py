@@ -98,9 +98,9 @@ async def history(interval: int, seconds: float) -> dict[str, Any]:
     # A day at the defaults: a fetch every 60 s polled, every TREECAST_FULL_SYNC_SECONDS
     # with checks (each plus the repository's jitter: 5 % on average, at most 30 s); the
     # checks in between cost no history.
-    from treecast.config import load_settings
+    from treecast.config import SETTINGS
 
-    full_default = load_settings({"TREECAST_DATA_DIR": tmp_root()}).full_sync_seconds
+    full_default = int(next(r.default for r in SETTINGS if r.name == "TREECAST_FULL_SYNC_SECONDS"))
     polled_day = per_fetch["polled"] * DAY / 63
     checked_day = per_fetch["checked"] * DAY / (full_default + 15)
     # The sweep: one activity an hour and a continue-as-new, shared by the shard.
@@ -128,10 +128,6 @@ with git_http_server(Path(sys.argv[1]), None, keep_alive=True, reuse_listings=1.
     while True:
         time.sleep(3600)
 """
-
-
-def tmp_root() -> str:
-    return tempfile.gettempdir()
 
 
 def _cpu() -> tuple[float, float]:

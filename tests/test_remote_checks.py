@@ -395,6 +395,9 @@ async def test_a_server_without_protocol_2_is_left_to_git(
         b"Transfer-Encoding: chunked\r\n\r\n4\r\n001e\r\n0\r\n\r\n",  # a v0 start
         b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n",
+        # a chunk-size line longer than any answer's headers may be
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"1" * 40_000,
     ]
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -408,7 +411,7 @@ async def test_a_server_without_protocol_2_is_left_to_git(
     client = RefClient(allow_private=True, ssl_context=shared_ssl_context())
     access = RemoteAccess("r1", f"http://127.0.0.1:{port}/r.git", "main", None)
     async with server:
-        for _ in range(4):
+        for _ in range(5):
             assert await remote_names_over(settings, access, client) is ASK_GIT
     client.close()
 

@@ -256,7 +256,12 @@ class RefClient:
             except _Stale:
                 writer.close()
                 continue
-            except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+            except (
+                OSError,
+                ValueError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+            ) as exc:
                 writer.close()
                 if isinstance(exc, OSError):
                     raise git_error(GitErrorType.NETWORK, f"the connection failed: {exc}") from None
