@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +43,18 @@ def workflows() -> list[type]:
     from workflows.sync_repository import SyncRepository
 
     return [SyncRepository, DeliverFiles, NotifyBreaker, CheckRemotes]
+
+
+def compile_workflows() -> None:
+    """Write the workflow modules' bytecode (where the folder is writable).
+
+    The sandbox imports a workflow's module afresh for every workflow run, and without
+    a `.pyc` (`PYTHONDONTWRITEBYTECODE`, a read-only tree) each import compiles its source
+    again: the largest part of a first sync's worker CPU before this (docs/performance.md).
+    """
+    import compileall
+
+    compileall.compile_dir(Path(__file__).resolve().parent / "workflows", quiet=2)
 
 
 def build_activities(settings: Settings) -> list[Any]:
@@ -88,6 +101,7 @@ def executor_threads(settings: Settings) -> int:
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
     """The worker for Treecast's task queue (tests build theirs with this too); `executor`
     should have `executor_threads(settings)` threads."""
+    compile_workflows()
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -12,23 +12,23 @@ deliveries are done. docs/workflows.md describes the tries and turns.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
+# Everything but this module is passed through the sandbox, which would otherwise load
+# it afresh for every workflow run (docs/performance.md, First wave). The parent is
+# imported by module: the two workflows name each other's signals, and a module
+# reference (attributes read at call time) imports in either order.
 with workflow.unsafe.imports_passed_through():
+    import workflows.sync_repository as sync_repository
     from activities.delivery import DeliveryActivities
     from activities.watches import WatchActivities
     from models.delivery import (
         AppDelivery,
-        ChunkResume,
         DeliverInput,
         DeliveryErrorType,
-        DeliveryProgress,
         DeliveryStatus,
         RecordFailureInput,
         WatchersInput,
@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         NewCommit,
         RetryWait,
     )
+    from workflows.app_turns import AppState, TryOutcome, progress_of
     from workflows.policies import (
         DB_RETRY,
         DB_TIMEOUT,
@@ -53,10 +54,6 @@ with workflow.unsafe.imports_passed_through():
         failure_of,
     )
 
-# The parent, by module: the two workflows name each other's signals, and a module
-# reference (attributes read at call time) imports in either order.
-import workflows.sync_repository as sync_repository
-
 # Versioning (docs/workflows.md): both patches are deprecated; their calls go in the
 # first release after 2027-01-01, when no run recorded before them can still be open.
 TAKE_TURNS_PATCH = "apps-take-turns"
@@ -64,69 +61,6 @@ RESPECT_NON_RETRYABLE_PATCH = "non-retryable-not-retried"
 PASSES_KEPT = 20  # results carried in the workflow result (the rest are in the database)
 # The watch was removed or already marked by the activity itself: nothing to record.
 _NOT_RECORDED = (DeliveryErrorType.WATCH_MISSING, DeliveryErrorType.GONE)
-
-
-class TryOutcome(StrEnum):
-    """How one try of an app ended."""
-
-    DELIVERED = "delivered"  # the activity returned synced or disabled
-    RETRY_LATER = "retry_later"  # a retryable failure: the app tries again after the others
-    FAILED = "failed"  # a failure retrying cannot help, or the app's last try
-    REMOVED = "removed"  # the app or its watch is gone (or was reset): nothing to retry
-
-
-@dataclass
-class AppState:
-    """One app in this run: whether its last pass failed, and its state in the running pass."""
-
-    app_id: str
-    failed_last_pass: bool = False
-    # -- the running pass (reset by `start_pass`) --
-    first_failure: AppDelivery | None = None  # its first try's error, while retries are owed
-    not_before: datetime | None = None  # a Retry-After of that first try
-    # What failed tries delivered (counted in the app's outcome) and where the latest
-    # left a chunked file of `resume_commit` (its next try resumes there).
-    earlier: DeliveryProgress = field(default_factory=DeliveryProgress)
-    resume: ChunkResume | None = None
-    resume_commit: str | None = None
-
-    def start_pass(self) -> None:
-        """Forget the previous pass (the next pass sends a partly delivered file from chunk 0)."""
-        self.first_failure = self.not_before = self.resume = self.resume_commit = None
-        self.earlier = DeliveryProgress()
-
-    def resume_at(self, commit: str | None) -> ChunkResume | None:
-        """Where the app's previous try in this pass left a chunked file of `commit`."""
-        return self.resume if self.resume_commit == commit else None
-
-    def note_failed_try(self, commit: str | None, progress: DeliveryProgress | None) -> None:
-        """Keep what a failed try delivered (for the totals) and where it left off."""
-        if progress is None:
-            return  # no word from the try (it died before its first heartbeat)
-        self.earlier.created += progress.created
-        self.earlier.updated += progress.updated
-        self.earlier.deleted += progress.deleted
-        # A try's progress carries a position until a chunked file has used it, so one
-        # without a position means the next try starts its files afresh.
-        self.resume, self.resume_commit = progress.chunk, commit
-
-    def final(self, outcome: AppDelivery) -> AppDelivery:
-        """The app's outcome in this pass, plus what its failed tries delivered."""
-        outcome.add(self.earlier)
-        self.earlier = DeliveryProgress()
-        self.first_failure = self.not_before = None
-        self.resume = self.resume_commit = None
-        self.failed_last_pass = outcome.status == DeliveryStatus.FAILED
-        return outcome
-
-
-def _progress_of(cause: BaseException | None) -> DeliveryProgress | None:
-    """A failed try's progress: its error's detail, or a timed-out try's last heartbeat."""
-    if isinstance(cause, ApplicationError):
-        return DeliveryProgress.from_details(cause.details)
-    if isinstance(cause, ActivityTimeoutError):
-        return DeliveryProgress.from_details(cause.last_heartbeat_details)
-    return None  # a cancellation tells nothing
 
 
 @workflow.defn
@@ -329,7 +263,7 @@ class DeliverFiles:
             return state.final(result), TryOutcome.REMOVED if removed else TryOutcome.DELIVERED
         except ActivityError as err:
             error_type, message = failure_of(err)
-            state.note_failed_try(commit, _progress_of(err.cause))
+            state.note_failed_try(commit, progress_of(err.cause))
             cause = err.cause
             delay = cause.next_retry_delay if isinstance(cause, ApplicationError) else None
             if retries and delay is not None:

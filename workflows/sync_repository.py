@@ -23,7 +23,17 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
 
+# Everything but this module is passed through the sandbox, which would otherwise load
+# it afresh for every workflow run (docs/performance.md, First wave). Hence
+# `import workflows.x as x`: the sandbox passes through what its import hook sees, and
+# `from workflows import x` would bypass it. The child is imported by module: it names
+# our `deliveries_finished` signal in turn, and a module reference (attributes read at
+# call time) imports in either order.
 with workflow.unsafe.imports_passed_through():
+    import workflows.breaker as breaker
+    import workflows.deliver_files as deliver_files
+    import workflows.requests as requests
+    import workflows.search_attributes as search_attributes
     from activities.git import GitActivities
     from activities.watches import WatchActivities
     from models.checks import CheckReason, RemoteMoved
@@ -47,12 +57,8 @@ with workflow.unsafe.imports_passed_through():
         notify_workflow_id,
         sync_workflow_id,
     )
-    from workflows import breaker, requests, search_attributes
     from workflows.notify_breaker import NotifyBreaker
     from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
-
-# The child, by module (it names our `deliveries_finished` signal in turn).
-import workflows.deliver_files as deliver_files
 
 HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
 # The longest a `sync_and_wait` update waits for its sync's deliveries; it then answers
