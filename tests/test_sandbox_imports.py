@@ -36,13 +36,14 @@ WORKFLOW_MODULES = {
 def _loaded_while(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Count every module executed from source or bytecode from now on (any thread)."""
     loaded: Counter[str] = Counter()
-    original = loaders._LoaderBasics.exec_module
+    basics: Any = loaders._LoaderBasics  # type: ignore[attr-defined]  # CPython's base of file loaders
+    original = basics.exec_module
 
     def exec_module(self: Any, module: ModuleType) -> None:
         loaded[module.__name__] += 1
         original(self, module)
 
-    monkeypatch.setattr(loaders._LoaderBasics, "exec_module", exec_module)
+    monkeypatch.setattr(basics, "exec_module", exec_module)
     return loaded
 
 
