@@ -32,6 +32,7 @@ from treecast.gitcache.cache import (
 from treecast.gitcache.command import Credentials, classify_git_error, run_git
 from treecast.gitcache.objects import BlobNotFound, BlobReader, blob_sizes
 from treecast.gitcache.remote import MEMO_FILE, MEMO_SECONDS, sync_ref
+from treecast.gitcache.repository import RepositoryCache
 from treecast.store.repositories import ensure_commit
 
 TOKEN = "ghp_" + "S3cr3tT0ken" * 3
@@ -518,3 +519,32 @@ def test_a_default_branch_that_does_not_exist_is_refused_not_emptied(
     assert git_failure(fresh, repo.url).type == GitErrorType.REF_NOT_FOUND
     git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/main")
     assert sync(settings, repo.url)[0] == head
+
+
+def test_a_delivery_read_asks_one_checker(
+    settings: Settings, repo: WorkRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery's lookups (is the commit here, the ignore file, the listing's ignore
+    file, the base) share one `cat-file --batch-check`: each git process started costs
+    milliseconds of a first sync (docs/performance.md, First wave)."""
+    import subprocess
+
+    commit, _, _ = sync(settings, repo.url)
+    assert commit is not None
+    started: list[list[str]] = []
+    real = subprocess.Popen
+
+    def recording(args: list[str], *rest: object, **kwargs: object) -> object:
+        started.append(list(args))
+        return real(args, *rest, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    cache = RepositoryCache(settings, "repo_t")
+    with cache.reading():
+        assert cache.check([f"{commit}^{{commit}}"])[0] is not None
+        assert cache.has_commit(commit)
+        assert cache.ignore_blob(commit) is None
+        assert set(cache.list_tree(commit).files) == {"README.md", "docs/a.md"}
+    checkers = [a for a in started if a[-2:] == ["cat-file", "--batch-check"]]
+    assert len(checkers) == 1, started
+    assert [a[1] for a in started if a[-2:] != ["cat-file", "--batch-check"]] == ["ls-tree"]

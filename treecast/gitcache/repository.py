@@ -68,6 +68,20 @@ class RepositoryCache:
             finally:
                 self._checker = None
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[RepositoryCache]:
+        """One object checker for the lookups of a read (a delivery's), unless one is open:
+        each lookup outside it starts a git process of its own."""
+        if self._checker is not None:
+            yield self
+            return
+        with ObjectChecker(self.path) as checker:
+            self._checker = checker
+            try:
+                yield self
+            finally:
+                self._checker = None
+
     def check(self, names: list[str]) -> list[ObjectInfo | None]:
         """Look up object names (`X^{commit}`, `X:path`, ids); None where absent.
 
@@ -121,6 +135,8 @@ class RepositoryCache:
                 except CacheCorrupt:
                     cache.rebuild_cache(settings, path)
                     remote.fetch(settings, path, access.url, commit, pin, access.credentials)
+                if self._checker is not None:
+                    self._checker.close()  # it may have read a cache since rebuilt
                 if not self.has_commit(commit):
                     raise git_error(
                         GitErrorType.REF_NOT_FOUND,
@@ -144,7 +160,7 @@ class RepositoryCache:
         self, commit: str, file_filter: tree.FileFilter | None = None
     ) -> tree.TreeListing:
         """The deliverable files of `commit` (its own `.treecastignore` when no filter is given)."""
-        return tree.list_tree(self.settings, self.path, commit, file_filter)
+        return tree.list_tree(self.settings, self.path, commit, file_filter, checker=self._checker)
 
     def diff(self, old: str, new: str) -> tuple[list[tree.DiffEntry], dict[str, int]]:
         """Every path that differs between two commits, with the sizes of their file blobs."""
@@ -169,7 +185,10 @@ class RepositoryCache:
                     stats = tree.TreeStats.of(previous)
                     stats.add(tree.diff_stats(entries, sizes, self.file_filter(blob)))
                     return stats
-        return tree.list_tree(self.settings, self.path, commit, keep_files=False).stats
+        listing = tree.list_tree(
+            self.settings, self.path, commit, keep_files=False, checker=self._checker
+        )
+        return listing.stats
 
     def blobs(self) -> BlobReader:
         """A reader of this cache's blobs (a context manager; one per thread)."""

@@ -230,7 +230,7 @@ class FileDelivery:
             access = load_access(settings, session, repository_id)
         self.target = target
         cache = RepositoryCache(settings, repository_id)
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database_url) as session, cache.reading():
             changes = compute_changes(session, cache, access, app_id, self.input.commit)
             if changes:
                 note_skipped_paths(session, app_id, repository_id, self.input.commit)
