@@ -497,7 +497,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="turn on the worker's Prometheus metrics and print its task latencies",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="then run the same wave with Temporal alone (bench.temporal_floor: the same "
+        "workflow steps, activities that do nothing) and print Treecast's ratios to it",
+    )
     return parser
+
+
+def floor_ratios(wave: Wave, floor: Any) -> list[str]:
+    """Treecast's wave against Temporal alone (a `bench.temporal_floor.Floor`), per repository."""
+    lines = [
+        f"Treecast / Temporal alone: time {wave.total_seconds / floor.total_seconds:.2f}x "
+        f"({wave.total_seconds:.0f}s / {floor.total_seconds:.0f}s)"
+    ]
+    for name in ("worker", "dev server", "bench"):
+        mine = 1000 * wave.cpu[name] / wave.repos
+        bare = 1000 * floor.cpu[name] / floor.repos
+        lines.append(f"  {name} CPU per repository: {mine:.0f} ms / {bare:.0f} ms")
+    git = 1000 * wave.cpu["git"] / wave.repos
+    lines.append(f"  git CPU per repository: {git:.0f} ms (none in the floor)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -508,6 +529,13 @@ def main(argv: list[str] | None = None) -> int:
         wave = asyncio.run(run_wave(args, tmp))
         for line in report(wave):
             print(line, flush=True)
+        if args.floor:
+            from bench.temporal_floor import report as floor_report
+            from bench.temporal_floor import run_floor
+
+            floor = asyncio.run(run_floor(args.repos, tmp / "floor", every=args.every))
+            for line in [*floor_report(floor), *floor_ratios(wave, floor)]:
+                print(line, flush=True)
     finally:
         if args.keep:
             print(f"kept {tmp}")

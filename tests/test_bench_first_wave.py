@@ -94,3 +94,22 @@ def test_the_timed_receiver_counts_concurrent_deliveries_of_many_repositories(
     for thread in threads:
         thread.join()
     assert sorted(receiver.delivered_at) == sorted(f"repo_{n}" for n in range(40))
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_the_floor_runs_the_same_steps_with_temporal_alone(tmp_path: Path) -> None:
+    """`bench.temporal_floor` (what `--floor` compares with) at a tiny size."""
+    from bench import temporal_floor
+
+    floor = asyncio.run(temporal_floor.run_floor(3, tmp_path / "floor", every=1))
+    assert floor.repos == 3 and floor.total_seconds > 0
+    assert set(floor.cpu) == {"worker", "dev server", "bench"}
+    assert temporal_floor.report(floor)[0].startswith("Temporal alone, 3 repositories")
+    wave = first_wave.Wave(
+        repos=3,
+        total_seconds=2 * floor.total_seconds,
+        cpu={"worker": 0.3, "git": 0.1, "dev server": 0.3, "bench": 0.0},
+    )
+    ratios = first_wave.floor_ratios(wave, floor)
+    assert ratios[0].startswith("Treecast / Temporal alone: time 2.00x")
