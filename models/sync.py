@@ -162,6 +162,9 @@ class SyncRepositoryInput:
     # `remote_moved` when a sync has work; the workflow itself then syncs only this often
     # (and at the poll interval after a failed sync). None: it polls every interval.
     full_sync_interval_seconds: int | None = None
+    # A snapshot heartbeats while git runs; one silent this long was lost (a worker
+    # killed, a task dropped by an overloaded server) and is retried.
+    snapshot_heartbeat_seconds: float = 120.0
 
 
 @dataclass

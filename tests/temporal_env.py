@@ -136,6 +136,7 @@ class FakeTreecast:
     dead_notice_apps: set[str] = field(default_factory=set)
     delivery_seconds: float = 0.0
     snapshot_gate: asyncio.Event | None = None  # set: fetches wait for it
+    lost_snapshots: int = 0  # this many first attempts never answer (a lost task)
     snapshots: int = 0
     watcher_lists: int = 0  # list_watchers calls
     deliveries: list[Delivery] = field(default_factory=list)
@@ -157,6 +158,8 @@ class FakeTreecast:
     @activity.defn(name="snapshot_repository")
     async def snapshot_repository(self, input: SnapshotInput) -> SnapshotResult:
         self.snapshots += 1
+        if self.snapshots <= self.lost_snapshots:
+            await asyncio.Event().wait()  # no heartbeat, no answer: cancelled at shutdown
         if self.snapshot_gate is not None:
             await self.snapshot_gate.wait()
         if self.git_error is not None:

@@ -173,6 +173,35 @@ async def test_retryable_git_errors_are_retried_then_count_once(env: WorkflowEnv
         await handle.result()
 
 
+async def test_a_lost_snapshot_task_is_retried_after_its_heartbeat_timeout(
+    env: WorkflowEnvironment,
+) -> None:
+    """A snapshot the server handed out but nobody runs (a worker killed, a task lost by
+    an overloaded server) costs the heartbeat timeout, not the start-to-close timeout: in
+    a first wave on the dev server one cost a repository 480 s. (The test server keeps
+    real time while an activity runs, hence a heartbeat timeout of seconds here.)"""
+    fake = FakeTreecast(lost_snapshots=1)
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await start(
+            env.client,
+            queue,
+            sync_input("repo-l", snapshot_timeout_seconds=3600, snapshot_heartbeat_seconds=2),
+        )
+
+        async def synced() -> bool:
+            return (await status(handle)).last_commit == "c1"
+
+        await eventually(env, synced, step=1, attempts=30)
+        synced_status = await status(handle)
+        assert fake.snapshots == 2  # the lost attempt and its retry
+        assert synced_status.last_sync_at is not None and synced_status.last_attempt_at
+        took = synced_status.last_sync_at - synced_status.last_attempt_at
+        assert timedelta(seconds=2) <= took < timedelta(seconds=60), took  # not 3600 s
+        await handle.signal(SyncRepository.stop)
+        await handle.result()
+
+
 async def test_polls_on_the_interval_with_a_little_jitter(env: WorkflowEnvironment) -> None:
     fake = FakeTreecast()
     queue = new_task_queue()

@@ -58,7 +58,12 @@ with workflow.unsafe.imports_passed_through():
         sync_workflow_id,
     )
     from workflows.notify_breaker import NotifyBreaker
-    from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
+    from workflows.policies import (
+        DB_RETRY,
+        DB_TIMEOUT,
+        SNAPSHOT_RETRY,
+        failure_of,
+    )
 
 HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
 # The longest a `sync_and_wait` update waits for its sync's deliveries; it then answers
@@ -310,6 +315,10 @@ class SyncRepository:
                 GitActivities.snapshot_repository,
                 SnapshotInput(repository_id=self._input.repository_id),
                 start_to_close_timeout=timedelta(seconds=self._input.snapshot_timeout_seconds),
+                # Heartbeats come while git runs: a silent snapshot was lost (a worker
+                # killed, a task dropped by an overloaded server) and is retried after
+                # this, not the whole start-to-close timeout (docs/performance.md).
+                heartbeat_timeout=timedelta(seconds=self._input.snapshot_heartbeat_seconds),
                 retry_policy=SNAPSHOT_RETRY,
                 summary=f"fetch {self._input.repository_id}",
             )

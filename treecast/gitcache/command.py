@@ -357,6 +357,7 @@ def stream_records(
         fd = proc.stdout.fileno()
         pending = b""
         finished = False
+        beat = started
         try:
             while True:
                 remaining = limit - (time.monotonic() - started)
@@ -366,8 +367,12 @@ def stream_records(
                         f"{what} did not finish within {limit:g} s (TREECAST_GIT_TIMEOUT_SECONDS)",
                     )
                 ready, _, _ = select.select([fd], [], [], min(remaining, HEARTBEAT_SECONDS))
+                now = time.monotonic()
+                if not ready or now - beat >= HEARTBEAT_SECONDS:
+                    # Also while output flows: a long listing must not look like a lost task.
+                    heartbeat(f"{what} running for {now - started:.0f} s")
+                    beat = now
                 if not ready:
-                    heartbeat(f"{what} running for {time.monotonic() - started:.0f} s")
                     continue
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
