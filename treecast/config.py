@@ -324,7 +324,7 @@ class Settings:
         "TREECAST_ACTIVITY_CONCURRENCY", "8", "activities one worker runs at once",
         _bounded_int(1, 1000), "an integer between 1 and 1000")
     workflow_cache_size: int = _setting(
-        "TREECAST_WORKFLOW_CACHE_SIZE", "10000",
+        "TREECAST_WORKFLOW_CACHE_SIZE", "20000",
         "workflows one worker keeps in memory (each beyond replays its history)",
         _bounded_int(0, 1_000_000), "an integer between 0 and 1000000")
     metrics_port: int = _setting(
