@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,9 @@ async def serve(address: str) -> None:
     from worker import LOCAL_ACTIVITY_SLOTS, executor_threads
 
     settings = load_settings()
+    # As `build_worker` does for Treecast's workflows: the sandbox loads the module for
+    # every run, from bytecode when there is some.
+    compileall.compile_file(str(ROOT / "bench" / "floor_workflows.py"), quiet=2)
     client = await Client.connect(address)
     with ThreadPoolExecutor(max_workers=executor_threads(settings)) as executor:
         worker = Worker(
