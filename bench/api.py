@@ -30,6 +30,7 @@ import httpx
 from tests.api_helpers import admin, bearer, github_headers, github_push
 from tests.api_stack import ROOT, ApiStack, api_stack, wait_until_up
 from tests.conftest import free_port
+from treecast.devserver import end_process
 from treecast.process_exit import run_and_exit
 
 CONCURRENCY = 8
@@ -175,8 +176,7 @@ async def listing(stack: ApiStack, root: Path, watches: int, seconds: float) -> 
             "live": await requests_per_second(url, bearer(app["token"]), seconds),
         }
     finally:
-        bare.terminate()
-        bare.wait(timeout=10)
+        end_process(bare, 10)
     return results
 
 

@@ -99,8 +99,9 @@ class DelayedReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        from treecast.devserver import end_process
+
+        end_process(self.proc, 10)
 
 
 def receiver_child(port: int, secret: str, mirror: Path, delay_ms: float) -> None:

@@ -77,8 +77,9 @@ class ReceiverProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        from treecast.devserver import end_process
+
+        end_process(self.proc, 10)
 
 
 def _settings(data_dir: Path) -> Any:

@@ -36,7 +36,7 @@ from examples.receiver import Receiver
 from tests.conftest import free_port
 from tests.gitrepos import git
 from treecast.crypto import generate_key, generate_webhook_secret
-from treecast.devserver import DevServer, popen_tied
+from treecast.devserver import DevServer, end_process, popen_tied
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCH = "main"
@@ -359,12 +359,7 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
                 rid: now - (offset - taken).total_seconds() for rid, taken in snapshots.items()
             }
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        end_process(worker, 30)
         server.stop()
     return wave
 

@@ -35,7 +35,7 @@ from tests.gitrepos import WorkRepo
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key, generate_webhook_secret
 from treecast.db import session_scope
-from treecast.devserver import DevServer
+from treecast.devserver import DevServer, end_process
 from treecast.service import registry
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
@@ -212,8 +212,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 share = await idle_cpu(settings, worker.pid, repo, args.repos, args.idle_seconds)
                 print(f"  worker CPU while idle: {share * 100:.2f}% of one core (target < 5%)")
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        end_process(worker, 30)
         server.stop()
 
 

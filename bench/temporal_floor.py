@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.first_wave import ROOT, bench_env, cpu_seconds, load, own_cpu_seconds, peak_rss_mb
 from tests.conftest import free_port
-from treecast.devserver import DevServer, popen_tied
+from treecast.devserver import DevServer, end_process, popen_tied
 
 TASK_QUEUE = "treecast-floor"
 
@@ -149,8 +149,7 @@ async def run_floor(repos: int, tmp: Path, *, concurrency: int = 50, every: floa
         }
         floor.worker_peak_rss_mb = peak_rss_mb(worker.pid)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        end_process(worker, 30)
         server.stop()
     return floor
 

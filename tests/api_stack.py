@@ -24,6 +24,7 @@ from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue, start_local
 from treecast.config import load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
+from treecast.devserver import end_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,11 +106,7 @@ async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
                     values["TREECAST_SECRET_KEY"],
                 )
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        end_process(process, 15)
         log.close()
         executor.shutdown(wait=False, cancel_futures=True)
         await env_server.shutdown()

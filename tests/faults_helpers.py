@@ -35,7 +35,7 @@ from tests.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key
 from treecast.db import session_scope
-from treecast.devserver import DevServer
+from treecast.devserver import DevServer, end_process
 from treecast.service import registry
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
@@ -210,14 +210,8 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """SIGTERM and wait (the normal stop)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            end_process(self.process, 20)
 
 
 async def until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:

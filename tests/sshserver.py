@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from treecast.devserver import end_process
+
 SSHD = Path("/usr/sbin/sshd")
 
 
@@ -141,12 +143,7 @@ def ssh_server(
         try:
             yield SshServer(root, port, user, host_public, authorized, process)
         finally:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process, 5)
             log.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)

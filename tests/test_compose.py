@@ -31,6 +31,7 @@ from packaging.utils import canonicalize_name
 from tests.conftest import free_port
 from treecast.config import SETTINGS, load_settings
 from treecast.crypto import generate_key
+from treecast.devserver import end_process
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -619,12 +620,7 @@ def dev_server() -> Iterator[str]:
             pytest.fail("the Temporal dev server did not become healthy in 30 s")
         yield address
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, 10)
 
 
 def run_job(address: str, namespace: str) -> subprocess.CompletedProcess[str]:

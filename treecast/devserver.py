@@ -105,6 +105,18 @@ def start_watchdog(child_pid: int) -> subprocess.Popen[bytes]:
     )
 
 
+def end_process(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop a child: SIGTERM, SIGKILL if it is still there after `timeout` seconds; reaped."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def popen_tied(
     cmd: list[str], *, use_watchdog: bool | None = None, **kwargs: Any
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None]:
@@ -226,12 +238,7 @@ class DevServer:
         try:
             if self._process is None or self._process.poll() is not None:
                 return
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            end_process(self._process, 15)
         finally:
             if self._watchdog is not None:  # it exits by itself once the server is gone
                 try:
