@@ -98,6 +98,28 @@ def executor_threads(settings: Settings) -> int:
     return settings.activity_concurrency + LOCAL_ACTIVITY_SLOTS
 
 
+def worker_options(settings: Settings, executor: ThreadPoolExecutor) -> dict[str, Any]:
+    """A Treecast worker's options beyond its task queue, workflows and activities
+    (`bench.temporal_floor` runs Temporal alone with the same)."""
+    return {
+        "activity_executor": executor,
+        # A remote-check sweep holds one of these slots for its whole run (an async
+        # activity on the event loop: it takes no thread of the executor).
+        "max_concurrent_activities": settings.activity_concurrency,
+        "max_concurrent_local_activities": LOCAL_ACTIVITY_SLOTS,
+        # Every repository's SyncRepository runs forever; one evicted from the cache
+        # replays its whole history at its next task (docs/performance.md, First wave).
+        "max_cached_workflows": settings.workflow_cache_size,
+        # Five pollers (one on the shared queue, where every new workflow's first task
+        # waits) cap a worker at what five poll round trips a second allow; scale them.
+        "workflow_task_poller_behavior": PollerBehaviorAutoscaling(),
+        "activity_task_poller_behavior": PollerBehaviorAutoscaling(),
+        # Heartbeats carry a delivery's "N of M files"; the default throttle (80% of
+        # the 10 s heartbeat timeout) would leave `sync --wait` showing 8 s old counts.
+        "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
+    }
+
+
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
     """The worker for Treecast's task queue (tests build theirs with this too); `executor`
     should have `executor_threads(settings)` threads."""
@@ -107,21 +129,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         task_queue=settings.task_queue,
         workflows=workflows(),
         activities=build_activities(settings),
-        activity_executor=executor,
-        # A remote-check sweep holds one of these slots for its whole run (an async
-        # activity on the event loop: it takes no thread of the executor).
-        max_concurrent_activities=settings.activity_concurrency,
-        max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
-        # Every repository's SyncRepository runs forever; one evicted from the cache
-        # replays its whole history at its next task (docs/performance.md, First wave).
-        max_cached_workflows=settings.workflow_cache_size,
-        # Five pollers (one on the shared queue, where every new workflow's first task
-        # waits) cap a worker at what five poll round trips a second allow; scale them.
-        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
-        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
-        # Heartbeats carry a delivery's "N of M files"; the default throttle (80% of
-        # the 10 s heartbeat timeout) would leave `sync --wait` showing 8 s old counts.
-        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        **worker_options(settings, executor),
     )
 
 

@@ -3,7 +3,7 @@
     python -m bench.temporal_floor [--repos 1000]
 
 Runs the Temporal dev server as `bench.first_wave` does, and a worker process with the
-same options as Treecast's (`worker.build_worker`: pollers, workflow cache, activity
+same options as Treecast's (`worker.worker_options`: pollers, workflow cache, activity
 slots and threads) running `bench.floor_workflows`: a first sync's steps with
 activities that do nothing. Starts `--repos` of them the way a registration does (one
 signal-with-start each, 50 in flight) and measures until every child completed, with
@@ -44,7 +44,7 @@ class Floor:
 async def serve(address: str) -> None:
     """The floor's worker: Treecast's worker options, the floor's workflows."""
     from temporalio.client import Client
-    from temporalio.worker import PollerBehaviorAutoscaling, Worker
+    from temporalio.worker import Worker
 
     from bench.floor_workflows import (
         FloorDeliver,
@@ -54,7 +54,7 @@ async def serve(address: str) -> None:
         floor_watchers,
     )
     from treecast.config import load_settings
-    from worker import LOCAL_ACTIVITY_SLOTS, executor_threads
+    from worker import executor_threads, worker_options
 
     settings = load_settings()
     # As `build_worker` does for Treecast's workflows: the sandbox loads the module for
@@ -67,12 +67,7 @@ async def serve(address: str) -> None:
             task_queue=TASK_QUEUE,
             workflows=[FloorSync, FloorDeliver],
             activities=[floor_snapshot, floor_watchers, floor_deliver],
-            activity_executor=executor,
-            max_concurrent_activities=settings.activity_concurrency,
-            max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
-            max_cached_workflows=settings.workflow_cache_size,
-            workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
-            activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+            **worker_options(settings, executor),
         )
         async with worker:
             print("floor worker polling", flush=True)
