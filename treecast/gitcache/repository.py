@@ -58,15 +58,8 @@ class RepositoryCache:
     @contextlib.contextmanager
     def locked(self, *, timeout: float | None = None) -> Iterator[RepositoryCache]:
         """Hold this worker's lock on the cache, with one object checker for the duration."""
-        with (
-            cache.cache_lock(self.settings, self.repository_id, timeout=timeout),
-            ObjectChecker(self.path) as checker,
-        ):
-            self._checker = checker
-            try:
-                yield self
-            finally:
-                self._checker = None
+        with cache.cache_lock(self.settings, self.repository_id, timeout=timeout), self.reading():
+            yield self
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[RepositoryCache]:
@@ -134,9 +127,9 @@ class RepositoryCache:
                     remote.sync_ref(settings, path, access.url, access.ref, access.credentials)
                 except CacheCorrupt:
                     cache.rebuild_cache(settings, path)
+                    if self._checker is not None:
+                        self._checker.close()  # it read the cache just thrown away
                     remote.fetch(settings, path, access.url, commit, pin, access.credentials)
-                if self._checker is not None:
-                    self._checker.close()  # it may have read a cache since rebuilt
                 if not self.has_commit(commit):
                     raise git_error(
                         GitErrorType.REF_NOT_FOUND,
