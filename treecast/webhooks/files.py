@@ -113,9 +113,8 @@ class _Ahead:
     def __init__(self, sends: Generator[_Send, None, None], sender: WebhookSender) -> None:
         self._sends = sends
         self._sender = sender
-        self._built: _Send | None = None
-        self._error: Exception | None = None
-        self._ready = False  # `_built` / `_error` hold the next request
+        # The request after the one `next` returned, once built (or the error building it).
+        self._pending: tuple[_Send | None, Exception | None] | None = None
         self._exhausted = False
 
     def __enter__(self) -> _Ahead:
@@ -126,11 +125,10 @@ class _Ahead:
 
     def build_next(self) -> None:
         """Build the request after the one `next` returned, unless it is built already."""
-        if self._ready:
+        if self._pending is not None:
             return
-        self._ready = True
         if self._exhausted:
-            self._built = None
+            self._pending = (None, None)
             return
         try:
             send = next(self._sends, None)
@@ -139,17 +137,16 @@ class _Ahead:
                 send.signed_at = time.monotonic()
         except Exception as error:  # raised by `next`, once the request in flight is done
             self._exhausted = True
-            self._built, self._error = None, error
+            self._pending = (None, error)
             return
         self._exhausted = send is None
-        self._built = send
+        self._pending = (send, None)
 
     def next(self) -> _Send | None:
         """The next request (None after the last), built now unless it was built ahead."""
         self.build_next()
-        self._ready = False
-        send, error = self._built, self._error
-        self._built = self._error = None
+        assert self._pending is not None
+        (send, error), self._pending = self._pending, None
         if error is not None:
             raise error
         return send
