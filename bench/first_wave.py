@@ -30,13 +30,16 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from examples.receiver import Receiver
 from tests.conftest import free_port
 from tests.gitrepos import git
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.devserver import DevServer, end_process, popen_tied
+
+if TYPE_CHECKING:
+    from bench.temporal_floor import Floor  # it imports this module's helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCH = "main"
@@ -501,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def floor_ratios(wave: Wave, floor: Any) -> list[str]:
-    """Treecast's wave against Temporal alone (a `bench.temporal_floor.Floor`), per repository."""
+def floor_ratios(wave: Wave, floor: Floor) -> list[str]:
+    """Treecast's wave against Temporal alone, per repository."""
     lines = [
         f"Treecast / Temporal alone: time {wave.total_seconds / floor.total_seconds:.2f}x "
         f"({wave.total_seconds:.0f}s / {floor.total_seconds:.0f}s)"

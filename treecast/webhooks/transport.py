@@ -436,6 +436,12 @@ def post_webhook(
     def elapsed() -> float:
         return (time.perf_counter() - started) * 1000.0
 
+    def failed(error_type: str, error: str) -> PostOutcome:
+        """No answer to count: the request did not reach the app or its status never came."""
+        return PostOutcome(
+            ok=False, status=None, duration_ms=elapsed(), error_type=error_type, error=error
+        )
+
     received = bytearray()
     try:
         with request_deadline(timeout), client.post(url, body, headers, timeout) as answer:
@@ -451,38 +457,22 @@ def post_webhook(
                 # one that trickles past the deadline or breaks off is cut where it stands.
                 pass
     except httpcore.TimeoutException:
-        return PostOutcome(
-            ok=False,
-            status=None,
-            duration_ms=elapsed(),
-            error_type=DeliveryErrorType.TRANSPORT,
-            error=f"{what}: the app did not answer within {timeout:g} s",
+        return failed(
+            DeliveryErrorType.TRANSPORT, f"{what}: the app did not answer within {timeout:g} s"
         )
     except (httpx.InvalidURL, httpcore.UnsupportedProtocol) as exc:
         # Registration refuses such URLs; one stored before it did must not crash the try.
-        return PostOutcome(
-            ok=False,
-            status=None,
-            duration_ms=elapsed(),
-            error_type=DeliveryErrorType.TRANSPORT,
-            error=redact(f"{what}: the app's base URL cannot be used: {exc}", secret_list),
+        return failed(
+            DeliveryErrorType.TRANSPORT,
+            redact(f"{what}: the app's base URL cannot be used: {exc}", secret_list),
         )
     except BlockedAddressError as exc:
-        return PostOutcome(
-            ok=False,
-            status=None,
-            duration_ms=elapsed(),
-            error_type=DeliveryErrorType.BLOCKED_ADDRESS,
-            error=redact(f"{what}: {exc}", secret_list),
-        )
+        return failed(DeliveryErrorType.BLOCKED_ADDRESS, redact(f"{what}: {exc}", secret_list))
     except _TRANSPORT_ERRORS as exc:
         reason = str(exc) or type(exc).__name__
-        return PostOutcome(
-            ok=False,
-            status=None,
-            duration_ms=elapsed(),
-            error_type=DeliveryErrorType.TRANSPORT,
-            error=redact(f"{what}: {type(exc).__name__}: {reason}", secret_list),
+        return failed(
+            DeliveryErrorType.TRANSPORT,
+            redact(f"{what}: {type(exc).__name__}: {reason}", secret_list),
         )
     excerpt = redact(
         bytes(received[:RESPONSE_EXCERPT_BYTES]).decode("utf-8", errors="replace"), secret_list
