@@ -44,6 +44,7 @@ from models.delivery import (
     WatchersResult,
 )
 from models.git import NON_RETRYABLE_GIT_ERRORS, SnapshotInput, SnapshotResult
+from treecast.devserver import DYNAMIC_CONFIG
 from worker import workflows as all_workflows
 from workflows.search_attributes import ALL_KEYS
 
@@ -77,11 +78,13 @@ async def start_time_skipping() -> WorkflowEnvironment:
 
 
 async def start_local(**kwargs: Any) -> WorkflowEnvironment:
-    """The real dev server (in memory) with Treecast's search attributes registered."""
+    """The real dev server (in memory) with Treecast's search attributes registered and
+    the dynamic config `DevServer` gives it."""
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=_check(DEV_SERVER),
         search_attributes=ALL_KEYS,
         dev_server_log_level="error",
+        dev_server_extra_args=list(DYNAMIC_CONFIG),
         **kwargs,
     )
 

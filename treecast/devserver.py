@@ -47,6 +47,25 @@ def temporal_cli() -> Path:
 
 
 SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
+# The dev server's dynamic config for thousands of long-running workflows in one process
+# (docs/performance.md, First wave):
+# - one partition per task queue: the server's four spread a queue over matching hosts,
+#   which one process does not have, and forward tasks and polls between them; with one,
+#   the priority matcher orders every queued task of the queue by its priority (a
+#   delivery goes before the snapshots queued ahead of it).
+# - the mutable-state cache: the CLI's 8,096 entries are fewer than the loops and
+#   deliveries of a first wave of 10,000 repositories, and every miss reads a workflow's
+#   state back from SQLite.
+DYNAMIC_CONFIG = (
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+    "--dynamic-config-value",
+    "matching.useNewMatcher=true",
+    "--dynamic-config-value",
+    "history.hostLevelCacheMaxSize=32768",
+)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCHDOG_POLL_SECONDS = 0.5
 
@@ -198,6 +217,7 @@ class DevServer:
             # lost. WAL without a sync per commit cannot corrupt the file; a crash of the
             # machine may lose the last writes, which a development server can afford.
             *SQLITE_PRAGMAS,
+            *DYNAMIC_CONFIG,
             *self._search_attribute_args,
         ]
         cmd += ["--ui-port", str(self.ui_port)] if self._ui else ["--headless"]
