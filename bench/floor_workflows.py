@@ -16,6 +16,7 @@ from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
     import workflows.search_attributes as search_attributes
+    from workflows.policies import TO_APPS
 
 TIMEOUT = timedelta(seconds=60)
 
@@ -45,7 +46,7 @@ class FloorDeliver:
     @workflow.run
     async def run(self, repository_id: str) -> int:
         files = await workflow.execute_activity(
-            floor_deliver, repository_id, start_to_close_timeout=TIMEOUT
+            floor_deliver, repository_id, start_to_close_timeout=TIMEOUT, priority=TO_APPS
         )
         parent = workflow.info().parent
         assert parent is not None

@@ -47,6 +47,7 @@ from tests.temporal_env import (
 from treecast.config import Settings
 from workflows import deliver_files
 from workflows.deliver_files import DeliverFiles
+from workflows.policies import TO_APPS
 from workflows.sync_repository import SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
@@ -339,3 +340,27 @@ async def test_a_timed_out_try_counts_its_files_and_the_next_resumes_where_it_st
     assert outcome.status == "synced"
     assert (outcome.created, outcome.updated, outcome.deleted) == (2, 1 + 2, 0)
     assert [t.resume for t in tries] == [None, position]
+
+
+async def test_deliveries_are_scheduled_before_queued_snapshots(env: WorkflowEnvironment) -> None:
+    # A first wave queues thousands of snapshots; each delivery carries a priority that
+    # puts it ahead of them (the dev server's order: test_devserver_priority.py).
+    fake = FakeTreecast(apps=["app-a", "app-b"])
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await env.client.start_workflow(
+            DeliverFiles.run,
+            DeliverFilesInput(repository_id="repo-p", commit="c1"),
+            id=deliver_workflow_id("repo-p"),
+            task_queue=queue,
+        )
+        await handle.result()
+    scheduled = [
+        event.activity_task_scheduled_event_attributes
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+    deliveries = [a for a in scheduled if a.activity_type.name == "deliver_changes"]
+    assert len(deliveries) == 2
+    assert {a.priority.priority_key for a in deliveries} == {TO_APPS.priority_key}
+    assert TO_APPS.priority_key is not None and TO_APPS.priority_key < 3  # 3: unset

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         DELIVER_TRIES,
         DELIVER_TRY,
         NOT_RETRIED,
+        TO_APPS,
         failure_of,
     )
 
@@ -257,6 +258,7 @@ class DeliverFiles:
                 start_to_close_timeout=DELIVER_TIMEOUT,
                 heartbeat_timeout=DELIVER_HEARTBEAT,
                 retry_policy=DELIVER_TRY,
+                priority=TO_APPS,
                 summary=f"deliver {self._repository_id} at {short} to app {app_id}",
             )
             removed = result.status == DeliveryStatus.REMOVED

@@ -17,7 +17,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.watches import WatchActivities
     from models.delivery import BreakerInfo, NoticeInput, NoticeResult, WatchersInput
     from models.sync import NotifyBreakerInput, NotifyBreakerResult
-    from workflows.policies import DB_RETRY, DB_TIMEOUT, NOTICE_MARGIN, NOTICE_RETRY, failure_of
+    from workflows.policies import (
+        DB_RETRY,
+        DB_TIMEOUT,
+        NOTICE_MARGIN,
+        NOTICE_RETRY,
+        TO_APPS,
+        failure_of,
+    )
 
 
 def _iso(value: object) -> str | None:
@@ -70,6 +77,7 @@ class NotifyBreaker:
                     notice,
                     start_to_close_timeout=timeout,
                     retry_policy=NOTICE_RETRY,
+                    priority=TO_APPS,
                     summary=f"{input.event} for {input.repository_id} to app {app_id}",
                 )
             except ActivityError as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -51,6 +51,15 @@ DELIVER_TRY = RetryPolicy(maximum_attempts=1, non_retryable_error_types=list(NOT
 # timeout only measures how soon a killed worker's delivery resumes elsewhere.
 DELIVER_TIMEOUT = timedelta(hours=2)
 DELIVER_HEARTBEAT = timedelta(seconds=10)
+
+# -- task priority ---------------------------------------------------------------------
+
+# Temporal's priority keys run from 1 (first) to 5; unset is 3. What an app waits for
+# (a delivery, a breaker notice) goes before queued snapshots: when thousands of new
+# repositories arrive at once, each one's files follow its sync instead of waiting for
+# every other repository's snapshot. A server that does not order by priority (or
+# splits a queue over partitions) runs them in order of arrival, as before.
+TO_APPS = Priority(priority_key=2)
 
 # -- breaker notices -------------------------------------------------------------------
 
