@@ -51,8 +51,8 @@ SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "syn
 # (docs/performance.md, First wave):
 # - one partition per task queue: the server's four spread a queue over matching hosts,
 #   which one process does not have, and forward tasks and polls between them; with one,
-#   the priority matcher orders every queued task of the queue by its priority (a
-#   delivery goes before the snapshots queued ahead of it).
+#   the matcher orders every queued task of the queue by its priority (a delivery goes
+#   before the snapshots queued ahead of it; with four it did not).
 # - the mutable-state cache: the CLI's 8,096 entries are fewer than the loops and
 #   deliveries of a first wave of 10,000 repositories, and every miss reads a workflow's
 #   state back from SQLite.
@@ -61,8 +61,6 @@ DYNAMIC_CONFIG = (
     "matching.numTaskqueueReadPartitions=1",
     "--dynamic-config-value",
     "matching.numTaskqueueWritePartitions=1",
-    "--dynamic-config-value",
-    "matching.useNewMatcher=true",
     "--dynamic-config-value",
     "history.hostLevelCacheMaxSize=32768",
 )
