@@ -57,8 +57,8 @@ DELIVER_HEARTBEAT = timedelta(seconds=10)
 # Temporal's priority keys run from 1 (first) to 5; unset is 3. What an app waits for
 # (a delivery, a breaker notice) goes before queued snapshots: when thousands of new
 # repositories arrive at once, each one's files follow its sync instead of waiting for
-# every other repository's snapshot. A server that does not order by priority (or
-# splits a queue over partitions) runs them in order of arrival, as before.
+# every other repository's snapshot. A server orders by priority within each of a
+# queue's partitions; one that ignores priorities runs them in order of arrival.
 TO_APPS = Priority(priority_key=2)
 
 # -- breaker notices -------------------------------------------------------------------
