@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
@@ -604,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"receiver: listening on http://{args.host}:{receiver.port}, mirroring into {args.mirror}"
     )
+    # Ctrl-C and SIGTERM (`docker stop`) both end the loop, also when the parent left
+    # SIGINT ignored (a shell's background job: Python then installs no Ctrl-C handler).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         receiver.serve_forever()
     except KeyboardInterrupt:
@@ -611,6 +616,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         receiver._server.server_close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

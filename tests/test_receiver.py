@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,23 @@ def test_chunks_reassemble_in_order_only(receiver: Receiver, receiver_secret: st
     assert not (receiver.mirror / "d").exists()
 
 
-def test_command_line_mirrors_and_logs_notices(tmp_path: Path, receiver_secret: str) -> None:  # noqa: F811
+def ignore_sigint() -> None:
+    """What a shell's background job gets: SIGINT ignored from the start."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# SIGINT is Ctrl-C (also in a job whose shell left it ignored), SIGTERM is `docker stop`.
+@pytest.mark.parametrize(
+    ("stop_signal", "inherited"),
+    [(signal.SIGINT, None), (signal.SIGINT, ignore_sigint), (signal.SIGTERM, None)],
+    ids=["ctrl-c", "ctrl-c-with-sigint-ignored", "sigterm"],
+)
+def test_command_line_mirrors_and_logs_notices(
+    tmp_path: Path,
+    receiver_secret: str,  # noqa: F811
+    stop_signal: signal.Signals,
+    inherited: Callable[[], None] | None,
+) -> None:
     port = free_port()
     mirror = tmp_path / "mirror"
     proc = subprocess.Popen(
@@ -127,6 +144,7 @@ def test_command_line_mirrors_and_logs_notices(tmp_path: Path, receiver_secret: 
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=inherited,
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
@@ -145,7 +163,7 @@ def test_command_line_mirrors_and_logs_notices(tmp_path: Path, receiver_secret: 
                   "error": {"type": "GitError", "message": "boom"}}  # fmt: skip
         assert post(url, receiver_secret, "sync_failed", notice).is_success
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         out, _ = proc.communicate(timeout=10)
     assert "sync_failed acme/docs: boom" in out
 
