@@ -72,6 +72,8 @@ async def test_a_delivery_queued_behind_snapshots_runs_first(tmp_path: Path) -> 
                 if all(d.raw_description.pending_activities for d in described):
                     break
                 await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the activities were never all scheduled")
         ran.clear()
         # One activity at a time, one poller: the queue's order is the order they run.
         async with Worker(
