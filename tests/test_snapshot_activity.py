@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import Repository, Snapshot
 from tests.githttp import git_http_server, silent_server
 from tests.gitrepos import WorkRepo, git
+from tests.test_reliability_input import Remote, many_files
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
@@ -184,6 +186,32 @@ def test_timeouts_heartbeat_and_retry(settings: Settings, monkeypatch: pytest.Mo
             env.run(GitActivities(quick).snapshot_repository, SnapshotInput("repo_s"))
     assert info.value.type == GitErrorType.TIMEOUT and not info.value.non_retryable
     assert len(beats) >= 3
+
+
+def test_a_long_listing_heartbeats_while_its_output_flows(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # git's output never pauses (the reader is the slow side): the activity must still
+    # heartbeat, or its heartbeat timeout takes a big listing for a lost task.
+    monkeypatch.setattr(git_command, "HEARTBEAT_SECONDS", 0.05)
+    remote = Remote(tmp_path / "remote.git")
+    remote.commit(many_files(3000))  # ~200 KB of listing: several pipe reads
+    beats: list[object] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+
+    def read_slowly() -> int:
+        count = 0
+        records = ["ls-tree", "-r", "-z", "main"]
+        for count, _ in enumerate(
+            git_command.stream_records(records, settings=settings, cwd=remote.root), 1
+        ):
+            if count % 500 == 0:
+                time.sleep(0.1)
+        return count
+
+    assert env.run(read_slowly) == 3000
+    assert len(beats) >= 3, beats
 
 
 def test_concurrent_snapshots_of_one_repository(settings: Settings, repo: WorkRepo) -> None:

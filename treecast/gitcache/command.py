@@ -368,7 +368,7 @@ def stream_records(
                     )
                 ready, _, _ = select.select([fd], [], [], min(remaining, HEARTBEAT_SECONDS))
                 now = time.monotonic()
-                if not ready or now - beat >= HEARTBEAT_SECONDS:
+                if now - beat >= HEARTBEAT_SECONDS:
                     # Also while output flows: a long listing must not look like a lost task.
                     heartbeat(f"{what} running for {now - started:.0f} s")
                     beat = now
