@@ -58,12 +58,7 @@ with workflow.unsafe.imports_passed_through():
         sync_workflow_id,
     )
     from workflows.notify_breaker import NotifyBreaker
-    from workflows.policies import (
-        DB_RETRY,
-        DB_TIMEOUT,
-        SNAPSHOT_RETRY,
-        failure_of,
-    )
+    from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
 
 HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
 # The longest a `sync_and_wait` update waits for its sync's deliveries; it then answers
