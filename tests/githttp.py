@@ -28,7 +28,8 @@ class GitHttpServer:
     """Serves the bare repositories under `root` with smart HTTP, requiring Basic auth.
 
     `token` None serves without auth. Every Authorization header seen is kept in
-    `auth_headers` so a test can check what git actually sent.
+    `auth_headers` so a test can check what git actually sent. `tokens` are more passwords
+    accepted beside `token`: add one to let another client in, discard one to revoke it.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class GitHttpServer:
     ) -> None:
         self.root = root
         self.token = token
+        self.tokens: set[str] = set()
         self.auth_headers: list[str] = []
         # Every request answered with a 301 to this base URL (another server).
         self.redirect_to = redirect_to
@@ -67,12 +69,13 @@ class GitHttpServer:
                 header = self.headers.get("Authorization")
                 if header:
                     server.auth_headers.append(header)
-                if server.token is None:
+                if server.token is None and not server.tokens:
                     return True
                 if not header or not header.startswith("Basic "):
                     return False
                 user_pass = base64.b64decode(header[len("Basic ") :]).decode()
-                return user_pass.partition(":")[2] == server.token
+                password = user_pass.partition(":")[2]
+                return password == server.token or password in server.tokens
 
             def _serve(self) -> None:
                 server.requests.append(

@@ -23,6 +23,9 @@ from treecast.api import admin_pages
 from treecast.api.admin_session import COOKIE, Sessions
 from treecast.db import session_scope
 
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
+
 APP_ID = "app_" + "0" * 24
 REPO_ID = "repo_" + "0" * 24
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -25,6 +25,9 @@ from tests.api_helpers import (
 from treecast.service import pushes
 from treecast.service.core import TreecastService
 
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
+
 REPO = "https://github.com/acme/handbook"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,10 @@ from sqlmodel import Session, SQLModel, create_engine
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from treecast.redact import MASK, redact
+from treecast.upgrade_credentials import move_repository_credentials_to_watches
+
+# The PostgreSQL advisory lock that serialises schema changes between processes.
+SCHEMA_LOCK_KEY = 0x7472656563617374  # "treecast"
 
 
 def make_engine(url: str) -> Engine:
@@ -45,9 +50,42 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes, and add columns added since; safe on every start."""
-    SQLModel.metadata.create_all(engine, checkfirst=True)
-    add_missing_columns(engine)
+    """Create missing tables and indexes, add columns added since and move data they
+    replace; safe on every start, also when several processes start at once."""
+    with schema_lock(engine):
+        SQLModel.metadata.create_all(engine, checkfirst=True)
+        add_missing_columns(engine)
+        with engine.begin() as connection:
+            move_repository_credentials_to_watches(connection)
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """Hold a lock that one process at a time gets, across processes: `create_all` checks
+    for a table and then creates it, so two processes starting on a fresh database both
+    saw it missing and the slower one failed ("table apps already exists"). SQLite: an
+    exclusive `flock` on a file beside the database; PostgreSQL: an advisory lock."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY}
+                )
+                connection.commit()
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def add_missing_columns(engine: Engine) -> list[str]:

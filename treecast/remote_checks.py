@@ -25,20 +25,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import or_
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from temporalio.exceptions import ApplicationError
 
 from models.checks import CheckProgress, CheckReason, RemoteMoved, shard_of
-from models.tables import Repository, Snapshot, Watch, WatchStatus
+from models.tables import Repository, Snapshot, Watch, WatchAccess, WatchStatus
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.refcheck import ASK_GIT, AskGit, has_moved, remote_names, remote_names_over
 from treecast.gitcache.repository import RemoteAccess
 from treecast.gitcache.smarthttp import RefClient
 from treecast.redact import redact
-from treecast.store.repositories import load_access
+from treecast.store.repositories import has_credentials, load_access
 from treecast.webhooks.transport import shared_ssl_context
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,8 @@ class Target:
     quiet_since: float  # epoch seconds: its newest snapshot, or its registration
     behind: bool  # an app has not acknowledged the newest snapshot
     updated_at: datetime | None = None
-    # Set for a repository without credentials: what git needs, read with the targets
-    # (one with a token, key or GitHub App is read and decrypted by `load_access`).
+    # Set for a repository no app has credentials for: what git needs, read with the
+    # targets (one with a token, key or GitHub App is read and decrypted by `load_access`).
     public: RemoteAccess | None = None
 
 
@@ -91,11 +90,7 @@ def _epoch(value: datetime | None) -> float:
 def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Target]:
     """Every watched repository of the shard, with its newest snapshot and who is behind."""
     with session_scope(settings.database_url) as session:
-        secret = or_(
-            col(Repository.token_encrypted).is_not(None),
-            col(Repository.ssh_key_encrypted).is_not(None),
-            col(Repository.github_app_key_encrypted).is_not(None),
-        )
+        secret = has_credentials()
         repositories = session.execute(
             sa_select(
                 col(Repository.id),
@@ -115,11 +110,12 @@ def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Targe
         ):
             latest[repository_id] = (commit, taken_at)  # the last row of each is the newest
         watches = session.exec(
-            select(Watch.repository_id, Watch.status, Watch.delivered_commit)
+            select(Watch.repository_id, Watch.status, Watch.delivered_commit, Watch.access)
         ).all()
     watched: dict[str, bool] = {}
-    for repository_id, status, delivered in watches:
-        if status == WatchStatus.DISABLED:
+    for repository_id, status, delivered, access in watches:
+        # An app whose own access does not hold gets nothing: it is never behind.
+        if status == WatchStatus.DISABLED or access not in WatchAccess.DELIVERABLE:
             watched.setdefault(repository_id, False)
             continue
         commit = latest.get(repository_id, (None, None))[0]

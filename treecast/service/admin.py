@@ -13,7 +13,6 @@ from sqlmodel import Session, col, select
 
 from models.tables import App, DeliveryAttempt, Repository, Watch, WatchStatus
 from treecast.service import registry
-from treecast.service.credentials import credential_info
 from treecast.service.errors import UserError, shown
 from treecast.store.snapshots import latest
 from treecast.webhooks.signing import SigningScheme
@@ -187,8 +186,14 @@ def repository(session: Session, repository_id: str) -> RepositoryRow:
         last_snapshot_commit=snapshot.commit if snapshot else None,
         last_snapshot_at=iso(snapshot.taken_at) if snapshot else None,
         watch_rows=watches,
-        credentials=credential_info(repo).summary(),
+        credentials=_fetched_with(session, repo),
     )
+
+
+def _fetched_with(session: Session, repo: Repository) -> str:
+    """The credentials the repository's fetches use, and whose they are."""
+    fetcher, info = registry.fetch_credentials(session, repo)
+    return f"{info.summary()} ({fetcher}'s)" if fetcher else info.summary()
 
 
 def watches(

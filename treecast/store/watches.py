@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
-from models.tables import Watch, WatchStatus, new_generation, utcnow
+from models.tables import Watch, WatchAccess, WatchStatus, new_generation, utcnow
 from treecast.redact import redact
 
 MAX_ERROR_CHARS = 2000
@@ -14,10 +14,16 @@ MAX_ERROR_CHARS = 2000
 def watchers(
     session: Session, repository_id: str, commit: str | None
 ) -> tuple[list[str], list[str]]:
-    """Apps watching a repository (sorted), and those not yet synced at `commit`."""
-    rows = session.exec(
-        select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
-    ).all()
+    """Apps watching a repository whose own access holds (sorted), and those of them not
+    yet synced at `commit`. An app whose access was refused or is not proven yet gets
+    nothing: no files and no breaker notices (docs/security.md, "Tenants")."""
+    rows = [
+        w
+        for w in session.exec(
+            select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
+        ).all()
+        if w.access in WatchAccess.DELIVERABLE
+    ]
     behind = [
         w.app_id
         for w in rows

@@ -223,6 +223,11 @@ class FileDelivery:
             if target.watch_status == WatchStatus.DISABLED:
                 self.result.status = DeliveryStatus.DISABLED
                 return self.result
+            if not target.access_granted:  # refused meanwhile: not one more file
+                self.result.status = DeliveryStatus.DISABLED
+                self.result.error_type = DeliveryErrorType.ACCESS_REFUSED
+                self.result.error = "the app's own access to the repository does not hold"
+                return self.result
             start_delivery(session, app_id, repository_id)
             access = load_access(settings, session, repository_id)
         self.target = target
