@@ -77,10 +77,14 @@ def schema_lock(engine: Engine) -> Iterator[None]:
                 connection.commit()
         return
     database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:":
+    try:
+        handle = open(f"{database}.lock", "a") if database and database != ":memory:" else None  # noqa: SIM115
+    except OSError:
+        handle = None  # no file there: connecting fails next, with its own one line
+    if handle is None:
         yield
         return
-    with open(f"{database}.lock", "a") as handle:
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -70,9 +70,7 @@ def check(
     raise AccessRefused(_refused(url, verdict, planned.stored.any))
 
 
-def host_verdict(
-    settings: Settings, url: str, ref: str, stored: StoredCredentials
-) -> AccessCheck:
+def host_verdict(settings: Settings, url: str, ref: str, stored: StoredCredentials) -> AccessCheck:
     """What the git host says now of these credentials (none: anonymously), within
     `ACCESS_CHECK_SECONDS`."""
     try:

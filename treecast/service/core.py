@@ -470,6 +470,7 @@ class TreecastService:
         credentials (none, for a public repository); `AccessRefused` otherwise, and
         nothing is saved."""
         with session_scope(self.settings.database_url) as session:
+            registry.get_app(session, app_id)
             repo = registry.get_repository(session, repository_id)
         saved, _ = self._save_watch(app_id, repo.url, repo.ref, None, globs, credentials)
         return WatchInfo(

@@ -1,0 +1,245 @@
+"""The upgrade of a database whose credentials belong to repositories (the schema before
+issue 22, with rows in it), on SQLite and PostgreSQL: every watcher of a repository gets
+its credentials, the repository's are cleared, nothing else changes, a second run does
+nothing, and a private repository keeps syncing with the credentials its apps now hold."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, MetaData, Table, insert, select, text
+from sqlmodel import SQLModel
+from sqlmodel import select as sql_select
+from temporalio.testing import ActivityEnvironment
+
+from activities.git import GitActivities
+from models.git import SnapshotInput, SnapshotResult
+from models.tables import Repository, Watch, WatchAccess
+from tests.githttp import git_http_server
+from tests.gitrepos import WorkRepo, git
+from treecast.config import Settings
+from treecast.credentials.ssh_keys import generate_deploy_key
+from treecast.crypto import Cipher
+from treecast.db import create_schema, make_engine, session_scope
+from treecast.upgrade_credentials import COLUMNS, move_repository_credentials_to_watches
+
+# What issue 22 added: the columns a database made before it lacks.
+ADDED = {
+    "repositories": ["fetched_with"],
+    "watches": [*COLUMNS, "access", "access_checked_at", "access_error"],
+}
+TOKEN = "glpat-" + "T0k3n" * 4
+EXPIRES = datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def old_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL nothing has created a schema in yet."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'before.db'}"
+    from tests.test_docora import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_url"), "upgrade")
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> WorkRepo:
+    work = WorkRepo(tmp_path / "origin")
+    work.write("README.md", "private\n")
+    work.commit()
+    return work
+
+
+@pytest.fixture
+def host(origin: WorkRepo) -> Iterator[str]:
+    """The private repository's URL on a smart-HTTP server that wants TOKEN."""
+    with git_http_server(origin.remote.parent, TOKEN) as server:
+        yield server.url("remote.git")
+
+
+def schema_before(engine: Engine) -> None:
+    """The schema as it was before credentials moved to watches: today's tables without
+    the columns issue 22 added."""
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        for table, columns in ADDED.items():
+            for column in columns:
+                connection.execute(text(f'ALTER TABLE {table} DROP COLUMN "{column}"'))
+
+
+def everything(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted (to compare two states)."""
+    tables = MetaData()
+    tables.reflect(engine)
+    with engine.connect() as connection:
+        return {
+            name: sorted(
+                (tuple(str(v) for v in row) for row in connection.execute(select(table))),
+            )
+            for name, table in tables.tables.items()
+        }
+
+
+def fill(engine: Engine, cipher: Cipher, url: str) -> dict[str, Any]:
+    """Apps, repositories with each kind of credential, and watches, as the old schema
+    held them; what was put where."""
+    tables = MetaData()
+    tables.reflect(engine)
+    apps, repositories, watches = (tables.tables[n] for n in ("apps", "repositories", "watches"))
+    now = datetime.now(UTC)
+    deploy = generate_deploy_key("old")
+    made = {
+        "apps": ["app_" + c * 24 for c in "abcd"],
+        "key": deploy,
+        "app_key": cipher.encrypt("-----BEGIN RSA PRIVATE KEY-----\nold\n"),
+    }
+    a, b, c, d = made["apps"]
+    hosts = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    repos: list[dict[str, Any]] = [
+        {"id": "repo_" + "1" * 24, "url": url, "token_encrypted": cipher.encrypt(TOKEN)},
+        {
+            "id": "repo_" + "2" * 24,
+            "url": "ssh://git@git.example/acme/docs",
+            "ssh_key_encrypted": cipher.encrypt(deploy.private_key),
+            "ssh_public_key": deploy.public_key,
+            "ssh_key_fingerprint": deploy.fingerprint,
+            "ssh_host_keys": hosts,
+        },
+        {
+            "id": "repo_" + "3" * 24,
+            "url": "https://github.com/acme/app",
+            "github_app_id": "123",
+            "github_installation_id": "456",
+            "github_app_key_encrypted": made["app_key"],
+            "github_token_expires_at": EXPIRES,
+        },
+        {
+            "id": "repo_" + "4" * 24,  # nobody watches it
+            "url": "https://github.com/acme/orphan",
+            "token_encrypted": cipher.encrypt("orphaned-token"),
+        },
+        {"id": "repo_" + "5" * 24, "url": "https://github.com/acme/public"},
+    ]
+    pairs = [(a, 0), (b, 0), (c, 1), (a, 2), (d, 4)]
+    with engine.begin() as connection:
+        for app in made["apps"]:
+            connection.execute(
+                insert(apps).values(
+                    id=app,
+                    name=app,
+                    base_url="https://example.com/hooks",
+                    secrets_encrypted=cipher.encrypt_list(["whsec_" + "A" * 32]),
+                    created_at=now,
+                    updated_at=now,
+                    batch=False,
+                )
+            )
+        for repo in repos:
+            connection.execute(
+                insert(repositories).values(
+                    ref="", poll_interval_seconds=60, created_at=now, updated_at=now, **repo
+                )
+            )
+        for app, index in pairs:
+            connection.execute(
+                insert(watches).values(
+                    app_id=app,
+                    repository_id=repos[index]["id"],
+                    path_globs="[]",
+                    status="synced",
+                    retry_count=0,
+                    ledger_generation="g" * 16,
+                    created_at=now,
+                )
+            )
+    made["repositories"] = [r["id"] for r in repos]
+    return made
+
+
+def test_credentials_move_to_every_watcher_once(
+    old_url: str, host: str, settings: Settings
+) -> None:
+    assert settings.secret_key is not None
+    cipher = Cipher(settings.secret_key)
+    engine = make_engine(old_url)
+    schema_before(engine)
+    made = fill(engine, cipher, host)
+    a, b, c, d = made["apps"]
+    r1, r2, r3, r4, r5 = made["repositories"]
+    before = everything(engine)
+
+    create_schema(engine)  # what every process does when it starts
+
+    settings = replace(settings, database_url=old_url)
+    with session_scope(old_url) as session:
+        for repository in session.exec(sql_select(Repository)).all():
+            assert all(getattr(repository, name) is None for name in COLUMNS), repository.id
+        watch = {(w.app_id, w.repository_id): w for w in session.exec(sql_select(Watch)).all()}
+        for app in (a, b):  # two apps watched R1: who set its token was never recorded
+            assert cipher.decrypt(watch[(app, r1)].token_encrypted or "") == TOKEN
+        ssh = watch[(c, r2)]
+        assert cipher.decrypt(ssh.ssh_key_encrypted or "") == made["key"].private_key
+        assert (ssh.ssh_public_key, ssh.ssh_key_fingerprint) == (
+            made["key"].public_key,
+            made["key"].fingerprint,
+        )
+        assert ssh.ssh_host_keys and ssh.ssh_host_keys.startswith("ssh-ed25519 ")
+        app = watch[(a, r3)]
+        assert (app.github_app_id, app.github_installation_id) == ("123", "456")
+        assert app.github_app_key_encrypted == made["app_key"]
+        expires = app.github_token_expires_at
+        assert expires is not None and abs(expires.replace(tzinfo=UTC) - EXPIRES) < timedelta(
+            seconds=1
+        )
+        public = watch[(d, r5)]
+        assert all(getattr(public, name) is None for name in COLUMNS)
+        # They keep working: granted, and checked at the next sync before any delivery.
+        assert all(w.access is None for w in watch.values())
+        assert len(watch) == 5
+    after = everything(engine)
+    for table in set(before) - {"repositories", "watches"}:
+        assert after[table] == before[table], table  # nothing else changed
+    assert len(after["repositories"]) == len(before["repositories"]) == 5
+    with engine.connect() as connection:
+        orphan = connection.execute(
+            text("SELECT token_encrypted FROM repositories WHERE id = :id"), {"id": r4}
+        ).scalar()
+    assert orphan is None  # nobody to give it to: dropped (with a warning)
+
+    # Idempotent: a second run (a restart, or the same step in a migration) moves nothing.
+    with engine.begin() as connection:
+        again = move_repository_credentials_to_watches(connection)
+    assert (again.repositories, again.watches) == (0, 0)
+    create_schema(engine)
+    assert everything(engine) == after
+
+    # The private repository syncs with the token its apps now hold, and both apps'
+    # access is proven by that fetch.
+    result = ActivityEnvironment().run(
+        GitActivities(settings).snapshot_repository, SnapshotInput(r1)
+    )
+    assert isinstance(result, SnapshotResult) and result.file_count == 1
+    assert result.refused_app_ids == []
+    with session_scope(old_url) as session:
+        repository = session.get(Repository, r1)
+        assert repository is not None and repository.fetched_with in (a, b)
+        for app_id in (a, b):
+            watched = session.get(Watch, (app_id, r1))
+            assert watched is not None and watched.access == WatchAccess.GRANTED
+        assert len(session.exec(sql_select(Watch)).all()) == 5
+
+
+def test_the_move_is_a_no_op_on_a_new_database(settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+    with engine.begin() as connection:
+        report = move_repository_credentials_to_watches(connection)
+    assert (report.repositories, report.watches, report.dropped) == (0, 0, [])
+    assert git  # the helpers the other test uses import cleanly here too
+    assert Table
