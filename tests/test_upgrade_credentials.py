@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, MetaData, Table, insert, select, text
+from sqlalchemy import Engine, MetaData, insert, select, text
 from sqlmodel import SQLModel
 from sqlmodel import select as sql_select
 from temporalio.testing import ActivityEnvironment
@@ -21,7 +21,7 @@ from activities.git import GitActivities
 from models.git import SnapshotInput, SnapshotResult
 from models.tables import Repository, Watch, WatchAccess
 from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo, git
+from tests.gitrepos import WorkRepo
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
 from treecast.crypto import Cipher
@@ -93,7 +93,7 @@ def fill(engine: Engine, cipher: Cipher, url: str) -> dict[str, Any]:
     apps, repositories, watches = (tables.tables[n] for n in ("apps", "repositories", "watches"))
     now = datetime.now(UTC)
     deploy = generate_deploy_key("old")
-    made = {
+    made: dict[str, Any] = {
         "apps": ["app_" + c * 24 for c in "abcd"],
         "key": deploy,
         "app_key": cipher.encrypt("-----BEGIN RSA PRIVATE KEY-----\nold\n"),
@@ -226,8 +226,8 @@ def test_credentials_move_to_every_watcher_once(
     assert isinstance(result, SnapshotResult) and result.file_count == 1
     assert result.refused_app_ids == []
     with session_scope(old_url) as session:
-        repository = session.get(Repository, r1)
-        assert repository is not None and repository.fetched_with in (a, b)
+        synced = session.get(Repository, r1)
+        assert synced is not None and synced.fetched_with in (a, b)
         for app_id in (a, b):
             watched = session.get(Watch, (app_id, r1))
             assert watched is not None and watched.access == WatchAccess.GRANTED
@@ -241,5 +241,3 @@ def test_the_move_is_a_no_op_on_a_new_database(settings: Settings) -> None:
     with engine.begin() as connection:
         report = move_repository_credentials_to_watches(connection)
     assert (report.repositories, report.watches, report.dropped) == (0, 0, [])
-    assert git  # the helpers the other test uses import cleanly here too
-    assert Table

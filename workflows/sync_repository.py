@@ -579,7 +579,7 @@ class SyncRepository:
             return "breaker half-open: one probe sync decides"
         if self._syncing:
             return "syncing"
-        at = (state.last_commit or "no commit yet")[:12]
+        at = state.last_commit[:12] if state.last_commit else "no commit yet"
         if self._input.full_sync_interval_seconds and state.last_error_type is None:
             return (
                 f"at {at}; remote checked every {self._input.poll_interval_seconds} s, "
