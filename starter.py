@@ -25,7 +25,6 @@ from treecast.cli import format as cli_format
 from treecast.config import ConfigError, Settings, load_settings
 from treecast.db import connect_failure
 from treecast.process_exit import run_and_exit
-from treecast.service import registry
 from treecast.service.core import RepositoryStatus, TreecastService
 from treecast.service.credentials import CredentialInfo, CredentialSpec
 from treecast.service.errors import Unreachable, UserError, shown, temporal_failure
@@ -476,8 +475,8 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
         return await _set_credentials(service, args)
     if action == "add":
         spec = cli_credentials.spec_from_args(args)
-        if args.app is None and (not spec.empty() or args.path):
-            raise UserError(registry.NO_APP if not spec.empty() else "--path needs --app")
+        if args.app is None and args.path:
+            raise UserError("--path needs --app (the app whose watch it limits)")
         scanned = _scan_unconfirmed(service, args, args.url, spec)
         if scanned is not None:
             return scanned

@@ -144,8 +144,9 @@ class AccessRun:
 
     def fetch(self, cache: RepositoryCache, secrets: list[str]) -> SyncOutcome:
         """`cache.sync` with the first credentials the host accepts; `secrets` gets every
-        form of those tried (for redaction). Raises the first refusal when none did, and
-        any other git error at once (it is the repository's, not the credentials')."""
+        form of those tried (for redaction). Raises the first refusal when none did; any
+        other git error ends the tries at once (it is the repository's, not the
+        credentials')."""
         first: ApplicationError | None = None
         anonymous = ("none",)
         for holder in [*self._order, None]:
@@ -164,7 +165,9 @@ class AccessRun:
                 outcome = cache.sync(access)
             except ApplicationError as error:
                 if error.type not in REFUSALS:
-                    raise
+                    # The repository's trouble, not the credentials': no use trying more.
+                    # A refusal before it said more about why the first choice failed.
+                    raise (first or error) from None
                 if error.type == GitErrorType.AUTHENTICATION_FAILED and isinstance(
                     credentials, Credentials
                 ):

@@ -749,6 +749,8 @@ class TreecastService:
         with session_scope(self.settings.database_url) as session:
             registry.get_app(session, app_id)
             url, ref = registry.vet_repository(self.settings, url, ref, interval, spec)
+            if paths is not None:
+                registry.check_globs(paths)  # bad input is refused before the host is asked
             known = registry.find_repository(session, url, ref)
             repository_id = known.id if known is not None else new_repository_id()
             watched = session.get(Watch, (app_id, repository_id))

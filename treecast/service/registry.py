@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -346,9 +346,11 @@ def add_repository(
     `repository_id` when given. Credentials are an app's (`NO_APP`): `token` and
     `credentials` are refused.
     """
-    if token is not None or (credentials is not None and not credentials.empty()):
+    spec = replace(credentials) if credentials is not None else CredentialSpec()
+    spec.token = token if token is not None else spec.token
+    normalised, ref = vet_repository(settings, url, ref, interval, spec)  # its errors first
+    if not spec.empty():
         raise UserError(NO_APP)
-    normalised, ref = vet_repository(settings, url, ref, interval, CredentialSpec())
     existing = find_repository(session, normalised, ref)
     if existing is not None:
         if interval is not None and interval != existing.poll_interval_seconds:
@@ -430,7 +432,7 @@ def remove_repository(session: Session, repository_id: str) -> None:
 # --- watches ----------------------------------------------------------------
 
 
-def _check_globs(globs: list[str]) -> list[str]:
+def check_globs(globs: list[str]) -> list[str]:
     if len(globs) > MAX_GLOBS:
         raise UserError(f"at most {MAX_GLOBS} --path patterns")
     cleaned: list[str] = []
@@ -453,7 +455,7 @@ def watch(
     """Make an app watch a repository (or update its globs); a disabled watch is enabled again."""
     get_app(session, app_id)
     get_repository(session, repository_id)
-    patterns = _check_globs(globs)
+    patterns = check_globs(globs)
     existing = session.get(Watch, (app_id, repository_id))
     if existing is not None:
         existing.path_globs = json.dumps(patterns)
