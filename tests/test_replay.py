@@ -28,7 +28,13 @@ from worker import workflows as all_workflows
 pytestmark = pytest.mark.timeout(60)
 
 EXPECTED = {
-    "SyncRepository": {"sync_breaker", "sync_signals", "sync_can_first_run", "sync_remote_checks"},
+    "SyncRepository": {
+        "sync_breaker",
+        "sync_signals",
+        "sync_can_first_run",
+        "sync_remote_checks",
+        "sync_access_refused",  # an app's own access refused: its notice child, patched
+    },
     "CheckRemotes": {"check_remotes"},
     # deliver_failures, _newer_commit and _orphaned predate "apps take turns" (the
     # unpatched path); the others take turns, with a failing app.
@@ -40,7 +46,7 @@ EXPECTED = {
         "deliver_cut_short",
         "deliver_chunk_resume",
     },
-    "NotifyBreaker": {"notify_dead_app"},
+    "NotifyBreaker": {"notify_dead_app", "notify_access_refused"},
 }
 
 
