@@ -458,4 +458,5 @@ async def test_the_repository_page_shows_its_credential_never_the_secret(tmp_pat
         rid = created.json()["repository_id"]
         await log_in(client)
         page = (await client.get(f"/admin/repositories/{rid}")).text
-        assert "Credentials</dt><dd>token" in page and "ghp_secret_value_123" not in page
+        assert f"Fetched with</dt><dd>token ({app['app_id']}&#39;s)" in page
+        assert "granted (token)" in page and "ghp_secret_value_123" not in page
