@@ -96,7 +96,7 @@ def app_routes() -> set[tuple[str, str]]:
         (method, route.path)
         for route in app.routes
         if isinstance(route, APIRoute) and route.path.startswith("/api/")
-        for method in route.methods
+        for method in route.methods or ()
     }
 
 
@@ -178,7 +178,7 @@ async def test_an_app_token_reaches_only_its_own_watches(two: Two) -> None:
     assert answers[13].json()["app_id"] == b["app_id"]
 
     # On S, which both watch, B changes its own credentials and nothing of A's.
-    own = [
+    own: list[tuple[str, str, dict[str, Any], int]] = [
         ("PUT", f"/api/repositories/{s}/credentials", {"token": "wrong"}, 422),
         ("PUT", f"/api/repositories/{s}/credentials", {"token": "token-of-b"}, 200),
         ("PATCH", f"/api/repositories/{s}/token", {"token": "token-of-b"}, 200),

@@ -380,9 +380,7 @@ class TreecastService:
                 raise UserError(f"no app watches {repository_id}: {registry.NO_APP}")
             url, ref = repo.url, repo.ref or ""
             currents = [(w.app_id, StoredCredentials.of(w)) for w in targets]
-        kinds = spec.kinds()
-        if creds.TOKEN in kinds or creds.GITHUB_APP in kinds:
-            registry.vet_repository(self.settings, url, ref, None, spec)
+        registry.check_token_transport(self.settings, url, spec)
         comment = f"treecast-{repository_id}"
         spec, generated = access.one_key_for_all(spec, comment)
         checked = {

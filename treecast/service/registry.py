@@ -321,6 +321,25 @@ def vet_repository(
     return normalised, ref
 
 
+def check_token_transport(settings: Settings, url: str, spec: CredentialSpec) -> None:
+    """Refuse a token or GitHub App for a registered repository reached over plain http
+    (as at registration); the rest of its URL was vetted then."""
+    kinds = spec.kinds()
+    if creds.TOKEN not in kinds and creds.GITHUB_APP not in kinds:
+        return
+    try:
+        vet_git_url(
+            url,
+            allow_private=True,
+            allow_file=True,
+            token=True,
+            allow_insecure=settings.allow_insecure_transport,
+            resolve=lambda _host, _port: [],
+        )
+    except ValueError as error:
+        raise UserError(f"GIT_URL: {error}") from None
+
+
 def find_repository(session: Session, url: str, ref: str) -> Repository | None:
     """The registered repository with this normalised URL and ref, if any."""
     return session.exec(
