@@ -1,0 +1,149 @@
+"""Each app's own access, at the snapshot, against real git over smart HTTP with Basic auth:
+the fetch falls back to the next app's credentials when the host refuses the ones it
+used, each app due a check is asked about once per distinct credential, an app without
+credentials is refused on a private repository, and an app whose access comes back is
+delivered to again."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.git import GitActivities
+from activities.watches import WatchActivities
+from models.delivery import WatchersInput, WatchersResult
+from models.git import SnapshotInput, SnapshotResult
+from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
+from tests.githttp import GitHttpServer, git_http_server
+from tests.gitrepos import WorkRepo
+from tests.receiver_fixture import add_watch
+from treecast.access import Verdict, probe
+from treecast.config import Settings
+from treecast.crypto import generate_webhook_secret
+from treecast.db import session_scope
+from treecast.gitcache.command import Credentials
+
+REPO = "repo_" + "a" * 24
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[GitHttpServer]:
+    origin = WorkRepo(tmp_path / "git" / "o")
+    origin.write("README.md", "private\n")
+    origin.commit()
+    with git_http_server(tmp_path / "git", "token-a") as server:
+        server.tokens.update({"token-b", "shared"})
+        yield server
+
+
+def watcher(settings: Settings, token: str | None) -> str:
+    return add_watch(
+        settings, "https://example.com/hooks", [generate_webhook_secret()], REPO, token=token
+    )
+
+
+def snapshot(settings: Settings) -> SnapshotResult:
+    result = ActivityEnvironment().run(
+        GitActivities(settings).snapshot_repository, SnapshotInput(REPO)
+    )
+    assert isinstance(result, SnapshotResult)
+    return result
+
+
+def state(settings: Settings, app_id: str) -> Watch:
+    with session_scope(settings.database_url) as session:
+        watch = session.get(Watch, (app_id, REPO))
+        assert watch is not None
+        return watch
+
+
+def fetched_with(settings: Settings) -> str | None:
+    with session_scope(settings.database_url) as session:
+        repository = session.get(Repository, REPO)
+        assert repository is not None
+        return repository.fetched_with
+
+
+def listings(host: GitHttpServer) -> int:
+    """Ref listings the host answered (a fetch's or a check's: `info/refs`)."""
+    return sum(1 for _, path, _ in host.requests if "info/refs" in path)
+
+
+def test_each_app_is_checked_with_its_own_credentials(
+    settings: Settings, host: GitHttpServer
+) -> None:
+    with session_scope(settings.database_url) as session:
+        session.add(Repository(id=REPO, url=host.url("o/remote.git"), ref=""))
+    a, b, c = watcher(settings, "token-a"), watcher(settings, "token-b"), watcher(settings, None)
+    d, e = watcher(settings, "shared"), watcher(settings, "shared")
+    with session_scope(settings.database_url) as session:
+        repository = session.get(Repository, REPO)
+        assert repository is not None
+        repository.fetched_with = a  # the app whose credentials fetch first
+    first = snapshot(settings)
+    fetcher = fetched_with(settings)
+    assert fetcher == a
+    # C has no credentials and the repository does not answer anonymously: refused, and
+    # told (it had access until now, as far as Treecast knew).
+    assert first.refused_app_ids == [c]
+    refused = state(settings, c)
+    assert refused.access == WatchAccess.REFUSED and refused.status == WatchStatus.FAILED
+    assert refused.last_error_type == "AccessRefused" and "no longer" in (refused.last_error or "")
+    for app in (a, b, d, e):
+        assert state(settings, app).access == WatchAccess.GRANTED
+    # D and E hold the same token: one ls-remote (a listing and its ls-refs) for both.
+    shared = "Basic " + base64.b64encode(b"x-access-token:shared").decode()
+    assert host.auth_headers.count(shared) == 2
+
+    listed = ActivityEnvironment().run(
+        WatchActivities(settings).list_watchers, WatchersInput(REPO, first.commit)
+    )
+    assert isinstance(listed, WatchersResult)
+    assert c not in listed.app_ids and c not in listed.behind_app_ids
+    assert sorted(listed.app_ids) == sorted([a, b, d, e])
+
+    # Nobody is due a check a moment later: the next snapshot is its fetch alone.
+    before = listings(host)
+    assert snapshot(settings).refused_app_ids == []
+    assert listings(host) - before == 1
+
+    # The host drops A's token, the one fetching: the fetch moves to another app's at once,
+    # and A loses its access (one notice); the others keep theirs.
+    host.token = None
+    result = snapshot(settings)
+    assert result.refused_app_ids == [a]
+    assert fetched_with(settings) in (b, d, e)
+    assert state(settings, a).access == WatchAccess.REFUSED
+    assert state(settings, b).access == WatchAccess.GRANTED
+
+    # Its access comes back on the host: at its next check it is delivered to again.
+    host.token = "token-a"
+    with session_scope(settings.database_url) as session:
+        watch = session.get(Watch, (a, REPO))
+        assert watch is not None
+        watch.access_checked_at = utcnow() - timedelta(hours=2)  # one full sync ago
+    assert snapshot(settings).refused_app_ids == []
+    back = state(settings, a)
+    assert back.access == WatchAccess.GRANTED and back.status == WatchStatus.PENDING
+
+
+def test_a_probe_tells_a_refusal_from_no_answer(settings: Settings, host: GitHttpServer) -> None:
+    url = host.url("o/remote.git")
+    assert probe(settings, url, "", Credentials("token-a")).verdict == Verdict.GRANTED
+    assert probe(settings, url, "main", Credentials("token-b")).verdict == Verdict.GRANTED
+    # A commit id is never listed: the question is the access, so HEAD is asked for.
+    assert probe(settings, url, "0" * 40, Credentials("token-a")).verdict == Verdict.GRANTED
+    refused = probe(settings, url, "", Credentials("wrong"))
+    assert refused.verdict == Verdict.REFUSED and refused.error_type == "AuthenticationFailed"
+    assert "wrong" not in (refused.message or "")
+    assert probe(settings, url, "", None).verdict == Verdict.REFUSED
+    from tests.githttp import silent_server
+
+    with silent_server() as port:
+        quiet = probe(settings, f"http://127.0.0.1:{port}/r.git", "", None, timeout=1.0)
+    assert quiet.verdict == Verdict.UNKNOWN and quiet.error_type == "GitTimeout"
