@@ -233,10 +233,12 @@ def watches(
 
 
 def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
-    """A watch to retry: pending again, its failure forgotten (its ledger kept)."""
+    """A watch to retry: pending again, its failure forgotten (its ledger kept); an app
+    whose access was refused is checked again at the next sync."""
     watch = registry.get_watch(session, app_id, repository_id)
     watch.status = WatchStatus.PENDING
     watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
+    registry.check_access_soon(watch)
     session.add(watch)
 
 

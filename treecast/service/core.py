@@ -955,8 +955,10 @@ class TreecastService:
     ) -> SyncAccepted:
         """Sync now without waiting; the same idempotency key never starts a second sync."""
         with session_scope(self.settings.database_url) as session:
-            _, repository = registry.app_watch(session, app_id, repository_id)
+            watch, repository = registry.app_watch(session, app_id, repository_id)
             interval = repository.poll_interval_seconds
+            registry.check_access_soon(watch)  # an app whose access is back is found so now
+            session.add(watch)
         if idempotency_key:
             seed = f"{app_id}\0{repository_id}\0{idempotency_key}".encode()
             request_id = hashlib.sha256(seed).hexdigest()[:32]

@@ -532,6 +532,13 @@ def watches_of_repository(session: Session, repository_id: str) -> list[Watch]:
     )
 
 
+def check_access_soon(watch: Watch) -> None:
+    """Have the next sync ask the git host about an app whose access is not granted (the
+    app or an operator asked for it, e.g. after putting a key back on the host)."""
+    if watch.access not in WatchAccess.DELIVERABLE:
+        watch.access_checked_at = None
+
+
 def touch(session: Session, repository_id: str) -> None:
     """Mark the repository changed (whoever caches what its fetch needs reads it again)."""
     repository = session.get(Repository, repository_id)
