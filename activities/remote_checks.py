@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from models.checks import CheckRemotesInput, CheckRemotesResult, RemoteMoved
-from models.sync import sync_workflow_id
+from models.sync import REMOTE_MOVED_SIGNAL, sync_workflow_id
 from treecast.config import Settings
 from treecast.remote_checks import RemoteChecker
 
@@ -25,13 +25,12 @@ class RemoteCheckActivities:
     @activity.defn
     async def check_remotes(self, input: CheckRemotesInput) -> CheckRemotesResult:
         """Check each repository of the shard every poll interval for `input.run_seconds`."""
-        from workflows.sync_repository import SyncRepository
-
         client: Client = activity.client()
 
         async def wake(repository_id: str, moved: RemoteMoved) -> None:
             handle = client.get_workflow_handle(sync_workflow_id(repository_id))
-            await handle.signal(SyncRepository.remote_moved, moved)
+            # By name: activities never import workflows.
+            await handle.signal(REMOTE_MOVED_SIGNAL, moved)
 
         checker = RemoteChecker(
             self.settings,

@@ -52,6 +52,14 @@ _FINAL = frozenset(
 )
 
 
+# SyncRepository's signals that other rooms send by name, so that no activity and not
+# its own child imports the workflow (the SDK takes a start signal by name only, too).
+# The workflow declares them under these names.
+SYNC_NOW_SIGNAL = "sync_now"
+REMOTE_MOVED_SIGNAL = "remote_moved"
+DELIVERIES_FINISHED_SIGNAL = "deliveries_finished"
+
+
 def sync_workflow_id(repository_id: str) -> str:
     """The id of a repository's `SyncRepository` workflow."""
     return f"sync-repository/{repository_id}"

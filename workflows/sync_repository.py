@@ -26,12 +26,10 @@ from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadySt
 # Everything but this module is passed through the sandbox, which would otherwise load
 # it afresh for every workflow run (docs/performance.md, First wave). Hence
 # `import workflows.x as x`: the sandbox passes through what its import hook sees, and
-# `from workflows import x` would bypass it. The child is imported by module: it names
-# our `deliveries_finished` signal in turn, and a module reference (attributes read at
-# call time) imports in either order.
+# `from workflows import x` would bypass it. The child does not import this module: it
+# signals `deliveries_finished` by its name in models.sync, so there is no import loop.
 with workflow.unsafe.imports_passed_through():
     import workflows.breaker as breaker
-    import workflows.deliver_files as deliver_files
     import workflows.requests as requests
     import workflows.search_attributes as search_attributes
     from activities.git import GitActivities
@@ -41,6 +39,9 @@ with workflow.unsafe.imports_passed_through():
     from models.events import SyncEvent
     from models.git import SnapshotInput, SnapshotResult
     from models.sync import (
+        DELIVERIES_FINISHED_SIGNAL,
+        REMOTE_MOVED_SIGNAL,
+        SYNC_NOW_SIGNAL,
         BreakerStatus,
         DeliverFilesInput,
         DeliveryPass,
@@ -57,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         notify_workflow_id,
         sync_workflow_id,
     )
+    from workflows.deliver_files import DeliverFiles
     from workflows.notify_breaker import NotifyBreaker
     from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
 
@@ -112,7 +114,7 @@ class SyncRepository:
 
     # --- signals and updates ---------------------------------------------------------------
 
-    @workflow.signal
+    @workflow.signal(name=SYNC_NOW_SIGNAL)
     def sync_now(self, request: SyncRequest | None = None) -> None:
         """Sync as soon as possible (refused, and said so, while open, paused or stopping)."""
         request = request or SyncRequest()
@@ -146,7 +148,7 @@ class SyncRepository:
         if not request.request_id:
             raise ValueError("sync_and_wait needs a request_id")
 
-    @workflow.signal
+    @workflow.signal(name=REMOTE_MOVED_SIGNAL)
     def remote_moved(self, wake: RemoteMoved) -> None:
         """A remote check found work: sync now, unless the breaker is open, the repository
         is paused or stopping, or a failed sync already has this loop polling on its own."""
@@ -186,7 +188,7 @@ class SyncRepository:
         """The repository was removed: end the loop cleanly."""
         self._stopping = True
 
-    @workflow.signal
+    @workflow.signal(name=DELIVERIES_FINISHED_SIGNAL)
     def deliveries_finished(self, done: DeliveryPass) -> None:
         """`DeliverFiles` finished a pass: the requests it covered are done."""
         requests.pass_finished(self._state, done, workflow.now())
@@ -478,7 +480,7 @@ class SyncRepository:
         for _ in range(HANDOVER_ATTEMPTS):
             try:
                 await workflow.start_child_workflow(
-                    deliver_files.DeliverFiles.run,
+                    DeliverFiles.run,
                     DeliverFilesInput(
                         repository_id=repository_id,
                         commit=commit,
@@ -496,11 +498,9 @@ class SyncRepository:
                 pass
             try:
                 # By id only: the running child, whichever run it is in.
-                child = workflow.get_external_workflow_handle_for(
-                    deliver_files.DeliverFiles.run, child_id
-                )
+                child = workflow.get_external_workflow_handle_for(DeliverFiles.run, child_id)
                 await child.signal(
-                    deliver_files.DeliverFiles.new_commit,
+                    DeliverFiles.new_commit,
                     NewCommit(commit=commit, request_ids=request_ids),
                 )
                 self._state.delivering_commit = commit
