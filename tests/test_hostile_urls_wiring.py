@@ -84,9 +84,9 @@ def test_git_fetches_from_the_address_that_was_vetted(
     repo.commit()
     fake_dns(monkeypatch, {"git.treecast.test": "127.0.0.1"})
     strict = type(settings)(**{**vars(settings), "allow_private_urls": False})
-    import treecast.urls
+    import treecast.netpolicy
 
-    monkeypatch.setattr(treecast.urls, "is_blocked_address", lambda address: False)
+    monkeypatch.setattr(treecast.netpolicy, "is_blocked_address", lambda address: False)
     with git_http_server(repo.remote.parent, None) as server:
         url = server.url("remote.git").replace("127.0.0.1", "git.treecast.test")
         with cache_lock(strict, "repo_pin") as path:

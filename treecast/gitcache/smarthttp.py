@@ -8,9 +8,10 @@ answered with pkt-lines naming each ref's object (and its peeled commit). A gene
 HTTP client spends ~1.5 ms of Python per request on it; `RefClient` writes the
 request and reads the answer itself on asyncio streams, for a fraction of that.
 
-Guarded as the webhook transport is: the host is resolved by us, every address is
-vetted (`is_blocked_address`, unless TREECAST_ALLOW_PRIVATE_URLS) before we connect
-to it, TLS is verified with the shared context, no proxy from the environment, no
+Guarded as the webhook transport is, by the same network policy
+(`treecast.netpolicy.addresses_to_dial`): the host is resolved by us under a deadline,
+every address is vetted (unless TREECAST_ALLOW_PRIVATE_URLS) before we connect to it,
+TLS is verified with the shared context, no proxy from the environment, no
 redirect followed. Answers are bounded (`MAX_RESPONSE`). A server that does not
 speak version 2 (or answers anything unexpected) gives `None`: ask git instead.
 """
@@ -18,16 +19,14 @@ speak version 2 (or answers anything unexpected) gives `None`: ask git instead.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
+import functools
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from models.git import GitErrorType
 from treecast.gitcache.command import Credentials, git_error
-from treecast.urls import is_blocked_address
+from treecast.netpolicy import Blocked, Resolver, Unresolved, addresses_to_dial, ip_literal
 
 MAX_RESPONSE = 1 << 20  # a listing of a few refs; anything bigger is refused
 MAX_HEAD = 32 << 10  # status line and headers
@@ -136,21 +135,13 @@ async def _read_answer(reader: asyncio.StreamReader) -> _Answer:
     return _Answer(status, headers.get("content-type", ""), bytes(body), reusable)
 
 
-Resolver = Callable[[str, int], list[str]]
-
-
-def _system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
 @dataclass
 class RefClient:
     """Kept-alive smart-HTTP connections for a sweep's `ls-refs` requests (one event loop)."""
 
     allow_private: bool
     ssl_context: ssl.SSLContext
-    resolver: Resolver = _system_resolver
+    resolver: Resolver | None = None  # None: the system's
     # Kept-alive connections per host: as many as requests in flight, or every wave of
     # checks beyond it opens (and closes) connections again.
     idle_per_host: int = 32
@@ -161,33 +152,28 @@ class RefClient:
     async def _connect(
         self, scheme: str, host: str, port: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        literal = host.strip("[]")
+        vet = functools.partial(
+            addresses_to_dial, host, port, allow_private=self.allow_private, resolver=self.resolver
+        )
         try:
-            addresses = [str(ipaddress.ip_address(literal))]
-        except ValueError:
-            loop = asyncio.get_running_loop()
-            try:
-                addresses = await loop.run_in_executor(None, self.resolver, literal, port)
-            except OSError as exc:
-                raise git_error(
-                    GitErrorType.NETWORK, f"could not resolve host {host}: {exc}"
-                ) from None
-        if not addresses:
-            raise git_error(GitErrorType.NETWORK, f"the host {host!r} does not resolve")
-        if not self.allow_private:
-            for address in addresses:  # one blocked answer refuses the host (rebinding)
-                if is_blocked_address(address):
-                    raise git_error(
-                        GitErrorType.URL_REFUSED,
-                        f"refusing to connect to {host}: it resolves to the private or "
-                        f"loopback address {address} (set TREECAST_ALLOW_PRIVATE_URLS=1)",
-                    )
+            if ip_literal(host) is not None:
+                addresses = vet()  # nothing to look up: no thread
+            else:
+                addresses = await asyncio.get_running_loop().run_in_executor(None, vet)
+        except Unresolved as unresolved:
+            raise git_error(GitErrorType.NETWORK, str(unresolved)) from None
+        except Blocked as blocked:
+            raise git_error(GitErrorType.URL_REFUSED, str(blocked)) from None
         tls = self.ssl_context if scheme == "https" else None
         failure: OSError | None = None
         for address in addresses:
             try:
                 return await asyncio.open_connection(
-                    address, port, ssl=tls, server_hostname=literal if tls else None, limit=MAX_HEAD
+                    address,
+                    port,
+                    ssl=tls,
+                    server_hostname=host.strip("[]") if tls else None,
+                    limit=MAX_HEAD,
                 )
             except OSError as exc:
                 failure = exc
