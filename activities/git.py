@@ -7,13 +7,14 @@ git, where delivery reads them by commit and blob id.
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.failures import application_error
 from models.git import GitErrorType, SnapshotInput, SnapshotResult, SnapshotStats
 from treecast.config import Settings
 from treecast.credentials.github_app import forget_refused
 from treecast.db import session_scope
-from treecast.gitcache.command import Credentials, git_error
+from treecast.gitcache.command import Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import TreeStats
 from treecast.redact import redact
@@ -36,10 +37,10 @@ class GitActivities:
         secrets: list[str] = []  # filled once the token is decrypted
         try:
             return self._snapshot(input.repository_id, secrets)
-        except ApplicationError as err:
+        except GitError as err:
             failure = err  # already classified and redacted by run_git
         except Exception as exc:
-            failure = git_error(
+            failure = GitError(
                 GitErrorType.OTHER,
                 redact(f"snapshot of {input.repository_id} failed: {exc}", secrets),
             )
@@ -47,18 +48,19 @@ class GitActivities:
         activity.logger.warning(
             "sync of %s failed: %s: %s", input.repository_id, failure.type, failure.message
         )
-        raise failure from None
+        raise application_error(failure) from None
 
     def _snapshot(self, repository_id: str, secrets: list[str]) -> SnapshotResult:
         settings = self.settings
-        with RepositoryCache(settings, repository_id).locked() as cache:
+        repository = RepositoryCache(settings, repository_id, heartbeat=activity.heartbeat)
+        with repository.locked() as cache:
             with session_scope(settings.database_url) as session:
                 access = load_access(settings, session, repository_id)
                 previous = latest(session, repository_id)
             secrets.extend(access.secrets())
             try:
                 outcome = cache.sync(access)
-            except ApplicationError as refused:
+            except GitError as refused:
                 if refused.type == GitErrorType.AUTHENTICATION_FAILED and isinstance(
                     access.credentials, Credentials
                 ):

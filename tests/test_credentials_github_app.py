@@ -31,6 +31,7 @@ from tests.gitrepos import WorkRepo, git
 from treecast.config import Settings
 from treecast.credentials import github_app
 from treecast.credentials.github_app import GitHubApp, installation_token
+from treecast.gitcache.errors import GitError
 from treecast.service.core import TreecastService
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import UserError
@@ -274,7 +275,7 @@ def test_a_wrong_app_key_is_refused_by_github(
 ) -> None:
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     app = GitHubApp(github.url, APP_ID, INSTALLATION, github_app.load_app_key(pem(stranger)))
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(GitError) as caught:
         installation_token(app)
     assert caught.value.type == GitErrorType.AUTHENTICATION_FAILED
     assert caught.value.non_retryable and "401" in caught.value.message
@@ -290,7 +291,7 @@ def test_an_unreachable_api_is_retried(app_key: rsa.RSAPrivateKey) -> None:
         INSTALLATION,
         github_app.load_app_key(pem(app_key)),
     )
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(GitError) as caught:
         installation_token(app)
     assert caught.value.type == GitErrorType.NETWORK and not caught.value.non_retryable
 

@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from temporalio.exceptions import ApplicationError
 
 from models.git import GitErrorType
 from models.tables import Repository
@@ -30,6 +29,7 @@ from treecast.gitcache.cache import (
     has_object,
 )
 from treecast.gitcache.command import Credentials, classify_git_error, run_git
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import BlobNotFound, BlobReader, blob_sizes
 from treecast.gitcache.remote import MEMO_FILE, MEMO_SECONDS, sync_ref
 from treecast.gitcache.repository import RepositoryCache
@@ -46,8 +46,8 @@ def sync(
     return out.commit, out.ref, out.fetched
 
 
-def git_failure(settings: Settings, url: str, **kwargs: object) -> ApplicationError:
-    with pytest.raises(ApplicationError) as info:
+def git_failure(settings: Settings, url: str, **kwargs: object) -> GitError:
+    with pytest.raises(GitError) as info:
         sync(settings, url, **kwargs)  # type: ignore[arg-type]
     return info.value
 
@@ -196,7 +196,7 @@ def test_bad_token_error_never_carries_the_token(
     with git_http_server(repo.remote.parent, "the-right-one") as server:
         err = git_failure(settings, server.url("remote.git"), credentials=Credentials(TOKEN))
     assert err.type == GitErrorType.AUTHENTICATION_FAILED and err.non_retryable
-    _assert_token_absent(settings, str(err) + repr(err.details) + caplog.text)
+    _assert_token_absent(settings, str(err) + repr(err) + caplog.text)
 
 
 def test_a_redirect_never_takes_the_token_to_another_host(
@@ -303,7 +303,7 @@ def test_lock_blocks_a_second_holder(settings: Settings) -> None:
     assert acquired.wait(5)
     thread.join()
     with (
-        pytest.raises(ApplicationError) as info,
+        pytest.raises(GitError) as info,
         cache_lock(settings, "repo_t"),
         cache_lock(settings, "repo_t", timeout=0.2),
     ):
@@ -342,7 +342,7 @@ def test_ensure_commit_fetches_on_another_worker(settings: Settings, repo: WorkR
     kept = run_git(["for-each-ref", "--format=%(refname)"], settings=settings, cwd=path)
     assert f"refs/treecast/keep/{head}" in kept.stdout.decode()
     assert ensure_commit(settings, "repo_t", head).path == path
-    with pytest.raises(ApplicationError) as info:
+    with pytest.raises(GitError) as info:
         ensure_commit(settings, "repo_t", "0" * 40)
     assert info.value.type == GitErrorType.REF_NOT_FOUND
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import select
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.delivery import DeliveryActivities
@@ -24,6 +23,7 @@ from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: 
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.cache import cache_lock
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.remote import sync_ref
 from treecast.gitcache.tree import TreeLimits, list_tree
 
@@ -111,7 +111,7 @@ def test_tree_limits_refuse_entries_paths_and_depth(settings: Settings, tmp_path
             (TreeLimits(max_total_bytes=10), "more than 10 bytes"),
             (TreeLimits(max_subtree_repeats=4), "appears more than 4 times"),
         ]:
-            with pytest.raises(ApplicationError) as refused:
+            with pytest.raises(GitError) as refused:
                 list_tree(settings, path, commit, limits=limits)
             assert refused.value.type == GitErrorType.TREE_TOO_LARGE and refused.value.non_retryable
             assert words in refused.value.message
@@ -140,7 +140,7 @@ def test_objects_git_fsck_refuses_never_reach_the_cache(settings: Settings, tmp_
     commit = git(remote, "commit-tree", root, "-m", "evil")
     git(remote, "update-ref", "refs/heads/main", commit)
     started = time.monotonic()
-    with cache_lock(settings, "repo_evil") as path, pytest.raises(ApplicationError) as refused:
+    with cache_lock(settings, "repo_evil") as path, pytest.raises(GitError) as refused:
         sync_ref(settings, path, f"file://{remote}", "main")
     assert refused.value.type == GitErrorType.UNSAFE_CONTENT and refused.value.non_retryable
     assert "hasDotgit" in refused.value.message and time.monotonic() - started < 30

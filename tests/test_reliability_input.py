@@ -33,9 +33,9 @@ from models.tables import Watch
 from tests.gitrepos import GIT_ENV
 from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
 from tests.test_cli import cli_env, dump_db, run  # noqa: F401
-from treecast.changes import compute_changes
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.delivery.loading import load_changes
 from treecast.gitcache.repository import RepositoryCache
 from treecast.store.repositories import load_access
 
@@ -624,7 +624,7 @@ def test_100000_files_snapshot_changes_and_a_delivered_subset(
     with session_scope(settings.database_url) as session:
         access = load_access(settings, session, pipeline.repository_id)
         cache = RepositoryCache(settings, pipeline.repository_id)
-        changes = compute_changes(session, cache, access, pipeline.app_id, commit)
+        changes = load_changes(session, cache, access, pipeline.app_id, commit).changes
     computed = time.monotonic() - started
     assert len(changes) == count and {c.kind for c in changes} == {ChangeKind.CREATE}
     assert [c.path for c in changes] == sorted(c.path for c in changes)
@@ -637,6 +637,6 @@ def test_100000_files_snapshot_changes_and_a_delivered_subset(
     assert receiver.files() == expected
     print(
         f"100,000 files: fast-import {built:.1f} s, snapshot {snapshotted:.1f} s, "
-        f"compute_changes {computed:.1f} s, 1,000 delivered in {delivered:.1f} s"
+        f"load_changes {computed:.1f} s, 1,000 delivered in {delivered:.1f} s"
     )
     assert snapshotted < 30 and computed < 15

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
 
 import starter
 import worker
@@ -35,6 +34,7 @@ from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.command import Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.refcheck import (
     ASK_GIT,
     check_patterns,
@@ -364,21 +364,21 @@ async def test_smart_http_ls_refs_answers_as_git_does(tmp_path: Path, settings: 
         assert (
             server.requests[before:] == [("POST", "/remote.git/git-upload-pack", "version=2")] * 2
         )
-        with pytest.raises(ApplicationError) as refused:
+        with pytest.raises(GitError) as refused:
             await native(RemoteAccess("r1", url, "main", Credentials("wrong")))
         assert refused.value.type == "AuthenticationFailed"
-        with pytest.raises(ApplicationError) as missing:
+        with pytest.raises(GitError) as missing:
             await native(RemoteAccess("r1", server.url("nope.git"), "", token))
         assert missing.value.type == "RepositoryNotFound"
         # A token over plain http is still refused unless allowed, before any request.
         strict = replace(settings, allow_insecure_transport=False)
         before = len(server.requests)
-        with pytest.raises(ApplicationError) as insecure:
+        with pytest.raises(GitError) as insecure:
             await native(RemoteAccess("r1", url, "main", token), strict)
         assert insecure.value.type == "GitUrlRefused" and len(server.requests) == before
         # Loopback is refused unless private addresses are allowed, before connecting.
         guarded = RefClient(allow_private=False, ssl_context=shared_ssl_context())
-        with pytest.raises(ApplicationError) as private:
+        with pytest.raises(GitError) as private:
             await remote_names_over(settings, RemoteAccess("r1", url, "main", token), guarded)
         assert private.value.type == "GitUrlRefused" and len(server.requests) == before
         # ssh, file:// and deploy keys are git's to ask.

@@ -26,6 +26,7 @@ from treecast.crypto import Cipher
 from treecast.db import session_scope
 from treecast.gitcache.cache import cache_path
 from treecast.gitcache.command import run_git
+from treecast.gitcache.errors import heartbeats
 from treecast.gitcache.tree import list_tree
 from treecast.store.snapshots import KEEP_SNAPSHOTS, PRUNE_EVERY
 
@@ -191,14 +192,12 @@ def test_timeouts_heartbeat_and_retry(settings: Settings, monkeypatch: pytest.Mo
 def test_a_long_listing_heartbeats_while_its_output_flows(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # git's output never pauses (the reader is the slow side): the activity must still
-    # heartbeat, or its heartbeat timeout takes a big listing for a lost task.
+    # git's output never pauses (the reader is the slow side): the caller's heartbeat must
+    # still be called, or an activity's heartbeat timeout takes a big listing for a lost task.
     monkeypatch.setattr(git_command, "HEARTBEAT_SECONDS", 0.05)
     remote = Remote(tmp_path / "remote.git")
     remote.commit(many_files(3000))  # ~200 KB of listing: several pipe reads
-    beats: list[object] = []
-    env = ActivityEnvironment()
-    env.on_heartbeat = lambda *details: beats.append(details)
+    beats: list[str] = []
 
     def read_slowly() -> int:
         count = 0
@@ -210,8 +209,10 @@ def test_a_long_listing_heartbeats_while_its_output_flows(
                 time.sleep(0.1)
         return count
 
-    assert env.run(read_slowly) == 3000
+    with heartbeats(beats.append):
+        assert read_slowly() == 3000
     assert len(beats) >= 3, beats
+    assert all(beat.startswith("git ls-tree running for") for beat in beats)
 
 
 def test_concurrent_snapshots_of_one_repository(settings: Settings, repo: WorkRepo) -> None:

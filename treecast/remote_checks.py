@@ -28,12 +28,12 @@ from datetime import UTC, datetime
 from sqlalchemy import or_
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
-from temporalio.exceptions import ApplicationError
 
 from models.checks import CheckProgress, CheckReason, RemoteMoved, shard_of
 from models.tables import Repository, Snapshot, Watch, WatchStatus
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.refcheck import ASK_GIT, AskGit, has_moved, remote_names, remote_names_over
 from treecast.gitcache.repository import RemoteAccess
 from treecast.gitcache.smarthttp import RefClient
@@ -160,7 +160,7 @@ def wake_for(
     target: Target,
     now: float,
     names: frozenset[str] | None,
-    error: ApplicationError | None = None,
+    error: GitError | None = None,
     secrets: list[str] | None = None,
 ) -> RemoteMoved | None:
     """What to tell the repository's workflow after asking its remote (None: nothing).
@@ -187,7 +187,7 @@ def check_one(settings: Settings, target: Target, access: RemoteAccess) -> Remot
         return wake
     try:
         names = remote_names(settings, access)
-    except ApplicationError as err:
+    except GitError as err:
         return wake_for(target, now, None, err, access.secrets())
     return wake_for(target, now, names)
 
@@ -309,7 +309,7 @@ class RemoteChecker:
         try:
             with session_scope(self.settings.database_url) as session:
                 access = load_access(self.settings, session, target.repository_id)
-        except ApplicationError:
+        except GitError:
             return None  # removed meanwhile: the next reload drops it
         self._access[target.repository_id] = (access, time.time(), target.updated_at)
         self._vetted.discard(target.repository_id)
@@ -337,7 +337,7 @@ class RemoteChecker:
                 self._vetted.add(target.repository_id)
             if names is ASK_GIT:
                 names = await loop.run_in_executor(pool, remote_names, self.settings, access)
-        except ApplicationError as err:
+        except GitError as err:
             self._access.pop(target.repository_id, None)  # a revoked token: mint anew
             return wake_for(target, now, None, err, access.secrets()), access
         assert not isinstance(names, AskGit)

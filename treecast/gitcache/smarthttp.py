@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from models.git import GitErrorType
-from treecast.gitcache.command import Credentials, git_error
+from treecast.gitcache.command import Credentials
+from treecast.gitcache.errors import GitError
 from treecast.netpolicy import Blocked, Resolver, Unresolved, addresses_to_dial, ip_literal
 
 MAX_RESPONSE = 1 << 20  # a listing of a few refs; anything bigger is refused
@@ -161,9 +162,9 @@ class RefClient:
             else:
                 addresses = await asyncio.get_running_loop().run_in_executor(None, vet)
         except Unresolved as unresolved:
-            raise git_error(GitErrorType.NETWORK, str(unresolved)) from None
+            raise GitError(GitErrorType.NETWORK, str(unresolved)) from None
         except Blocked as blocked:
-            raise git_error(GitErrorType.URL_REFUSED, str(blocked)) from None
+            raise GitError(GitErrorType.URL_REFUSED, str(blocked)) from None
         tls = self.ssl_context if scheme == "https" else None
         failure: OSError | None = None
         for address in addresses:
@@ -177,7 +178,7 @@ class RefClient:
                 )
             except OSError as exc:
                 failure = exc
-        raise git_error(GitErrorType.NETWORK, f"could not connect to {host}: {failure}")
+        raise GitError(GitErrorType.NETWORK, f"could not connect to {host}: {failure}")
 
     async def ls_refs(
         self,
@@ -189,7 +190,7 @@ class RefClient:
         """The refs among `patterns` (exact names; `name^{}` for a peeled tag) on the remote
         at `url`, or None when it does not answer as protocol version 2 does (ask git).
 
-        Raises a classified `ApplicationError` as git's own errors are."""
+        Raises a classified `GitError` as git's own errors are."""
         parts = urlsplit(url)
         scheme, host = parts.scheme.lower(), parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
@@ -208,17 +209,17 @@ class RefClient:
             async with asyncio.timeout(timeout):
                 answer = await self._exchange(key, request)
         except TimeoutError:
-            raise git_error(
+            raise GitError(
                 GitErrorType.TIMEOUT, f"the remote did not answer in {timeout:g} s"
             ) from None
         except _Unusable:
             return None
         if answer.status in (401, 403):
-            raise git_error(
+            raise GitError(
                 GitErrorType.AUTHENTICATION_FAILED, f"the remote answered {answer.status}"
             )
         if answer.status == 404:
-            raise git_error(GitErrorType.REPOSITORY_NOT_FOUND, "the remote answered 404")
+            raise GitError(GitErrorType.REPOSITORY_NOT_FOUND, "the remote answered 404")
         if answer.status != 200 or "x-git-upload-pack-result" not in answer.content_type:
             return None  # a redirect, an old or dumb server: git knows what to do
         try:
@@ -250,7 +251,7 @@ class RefClient:
             ) as exc:
                 writer.close()
                 if isinstance(exc, OSError):
-                    raise git_error(GitErrorType.NETWORK, f"the connection failed: {exc}") from None
+                    raise GitError(GitErrorType.NETWORK, f"the connection failed: {exc}") from None
                 raise _Unusable(str(exc)) from None
             except BaseException:
                 writer.close()  # cancelled or timed out mid-answer: never reused
@@ -262,7 +263,7 @@ class RefClient:
             else:
                 writer.close()
             return answer
-        raise git_error(GitErrorType.NETWORK, "the remote closed the connection twice")
+        raise GitError(GitErrorType.NETWORK, "the remote closed the connection twice")
 
     def close(self) -> None:
         """Close every kept-alive connection."""

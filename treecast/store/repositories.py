@@ -8,7 +8,8 @@ from models.git import GitErrorType
 from models.tables import Repository
 from treecast.config import Settings
 from treecast.credentials.github_app import GitHubApp, installation_token
-from treecast.gitcache.command import AnyCredentials, Credentials, git_error
+from treecast.gitcache.command import AnyCredentials, Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
 from treecast.gitcache.ssh import SshCredentials, parse_host_keys
 from treecast.store import keys
@@ -21,7 +22,7 @@ def load_access(settings: Settings, session: Session, repository_id: str) -> Rem
     never the token)."""
     row = session.get(Repository, repository_id)
     if row is None:
-        raise git_error(
+        raise GitError(
             GitErrorType.REPOSITORY_NOT_FOUND,
             f"repository {repository_id} is not registered (removed meanwhile?)",
         )
