@@ -8,6 +8,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from tests.api_helpers import (
     github_push,
     onboard,
 )
-from treecast.service import pushes
+from treecast.service import pushes, replay_guard
 from treecast.service.core import TreecastService
 
 REPO = "https://github.com/acme/handbook"
@@ -262,8 +263,21 @@ def test_candidate_urls_are_bounded_and_normalised() -> None:
     assert found[0] == "https://github.com/o/r0"
 
 
-def test_recent_deliveries_are_bounded() -> None:
-    recent = pushes.RecentDeliveries(size=3)
-    for key in "abcd":
-        recent.add(key)
-    assert "a" not in recent and "d" in recent
+def test_the_replay_guard_is_shared_and_forgets_after_its_retention(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/guard.db"
+    now = datetime.now(UTC)
+    assert replay_guard.claim(url, "github", "d-1", now)
+    assert not replay_guard.claim(url, "github", "d-1", now)  # any process: the same table
+    assert replay_guard.claim(url, "gitlab", "d-1", now)  # another host's id space
+    replay_guard.release(url, "github", "d-1")  # its sync could not start: a retry may
+    assert replay_guard.claim(url, "github", "d-1", now)
+    later = now + replay_guard.RETENTION + timedelta(seconds=1)
+    assert replay_guard.claim(url, "github", "d-1", later)  # the old row was swept
+
+
+def test_gitlab_delivery_ids_prefer_the_idempotency_key() -> None:
+    """GitLab keeps `Idempotency-Key` across its retries of one delivery (17.4+)."""
+    headers = {"idempotency-key": "k", "x-gitlab-event-uuid": "e", "x-gitlab-webhook-uuid": "w"}
+    assert pushes.read_headers(pushes.GitHost.GITLAB, headers).delivery_id == "k"
+    del headers["idempotency-key"]
+    assert pushes.read_headers(pushes.GitHost.GITLAB, headers).delivery_id == "e"
