@@ -3,10 +3,12 @@ push moves, duplicates, pings, and pushes that match nothing. Syncs are recorded
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,6 +172,24 @@ async def test_duplicates_pings_and_other_events(hooked: Hooked) -> None:
     )
     assert issue.status_code == 202 and issue.json()["ignored"]
     assert hooked.synced == [repo["repository_id"]]
+
+
+async def test_the_same_delivery_to_two_api_processes_starts_one_sync(tmp_path: Path) -> None:
+    """Two apps on one database stand for two API processes (tests/test_replicas.py runs
+    real ones): the delivery id is claimed in the database, not in one process."""
+    async with asynccontextmanager(_hooked)(tmp_path) as one:
+        other_service = TreecastService(one.service.settings)
+        other_service.start_sync = one.service.start_sync  # type: ignore[method-assign]
+        async with api_client(one.service.settings, other_service) as other:
+            repo = await one.watch()
+            body = github_push(REPO)
+            headers = github_headers(body, repo["push_secret"], "one-delivery")
+            answers = await asyncio.gather(
+                one.http.post("/hooks/github", content=body, headers=headers),
+                other.post("/hooks/github", content=body, headers=headers),
+            )
+    assert sorted(a.json()["duplicate"] for a in answers) == [False, True]
+    assert one.synced == [repo["repository_id"]]
 
 
 async def test_gitlab_token_and_gitea_signature(hooked: Hooked) -> None:

@@ -33,6 +33,7 @@ def serve(settings: Settings, listen: str | None = None) -> int:
         print(f"error: --listen {address!r} is not host:port", file=sys.stderr)
         return 2
     logs.configure(settings.log_format)
+    log = logging.getLogger("treecast.api")
     service = TreecastService(settings)
     try:
         service.prepare_database()
@@ -40,11 +41,14 @@ def serve(settings: Settings, listen: str | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except DBAPIError as error:  # down for now: /ready says so until it answers
-        logging.getLogger("treecast.api").warning(
+        log.warning(
             "the database is not reachable yet (%s); its schema is checked when it is",
             type(error).__name__,
         )
-    print(f"Treecast API on http://{address} (OpenAPI at /docs)", flush=True)
+    if settings.log_format == "json":  # every line an object
+        log.info("Treecast API on http://%s (OpenAPI at /docs)", address)
+    else:
+        print(f"Treecast API on http://{address} (OpenAPI at /docs)", flush=True)
     uvicorn.run(
         create_app(settings, service),
         host=host.strip("[]"),
