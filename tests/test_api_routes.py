@@ -54,7 +54,10 @@ async def test_health_is_alive_ready_names_what_failed_and_version_and_docs_answ
     assert version.status_code == 200 and version.json()["version"]
     spec = await client.get("/openapi.json")
     assert spec.status_code == 200 and "/api/repositories" in spec.json()["paths"]
-    assert (await client.get("/docs")).status_code == 200
+    docs = await client.get("/docs")
+    # Served by the API itself, never a CDN (tests/test_api_docs_browser.py renders it).
+    assert docs.status_code == 200 and "https://" not in docs.text
+    assert (await client.get("/docs/assets/swagger-ui-bundle.js")).status_code == 200
     missing = await client.get("/no/such/route")
     assert missing.status_code == 404 and "error" in missing.json()
 

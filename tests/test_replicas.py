@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.api_stack import ROOT, wait_until_up
 from tests.conftest import free_port
 from tests.temporal_env import new_task_queue, start_local
 from tests.test_admin_pages import csrf_of, log_in
+from tests.test_api_temporal import until
 from tests.test_docora import fresh_database
 from treecast.api.admin_pages import COOKIE
 from treecast.config import load_settings
@@ -70,18 +70,6 @@ async def api(env: dict[str, str], log: Path) -> AsyncIterator[tuple[httpx.Async
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             await wait_until_up(http, child)
             yield http, child
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def signals(client: Client, workflow_id: str, name: str) -> int:
@@ -185,13 +173,13 @@ async def test_two_api_processes_share_sessions_pushes_and_bulk_jobs(
 
             worker = [sys.executable, "worker.py"]
             with process(worker, env, logs / "worker-1.log") as first_worker:
-                reached = await eventually(done, "the first worker finished a step")
+                reached = await until(done, 90)
                 first_worker.kill()  # SIGKILL mid-way: a step may be cut short
                 first_worker.wait()
             mid_way = reached < APPS
             with process(worker, env, logs / "worker-2.log"):
                 finished = f"{APPS} of {APPS} done (finished)"
-                await eventually(lambda: _contains(page, finished), "the job finished")
+                await until(lambda: _contains(page, finished), 90)
 
                 handle = temporal.client.get_workflow_handle(bulk_workflow_id(job_id))
                 result = await handle.result()

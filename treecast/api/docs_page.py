@@ -1,15 +1,16 @@
 """/docs: the Swagger UI page, its JavaScript and CSS served by the API itself from the
-swagger-ui-bundle package, so it works on a network that reaches nothing else."""
+fastapi-offline package (Swagger UI 5: FastAPI's document is OpenAPI 3.1, which the 4.x of
+swagger-ui-bundle cannot render), so it works on a network that reaches nothing else."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 ASSETS = "/docs/assets"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"
@@ -17,7 +18,8 @@ OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 
 def mount_docs(app: FastAPI) -> None:
     """Serve /docs and its assets (the app is made with `docs_url=None`)."""
-    app.mount(ASSETS, StaticFiles(directory=Path(str(swagger_ui_path))), name="swagger-ui")
+    assets = Path(str(files("fastapi_offline") / "static"))
+    app.mount(ASSETS, StaticFiles(directory=assets), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -26,7 +28,7 @@ def mount_docs(app: FastAPI) -> None:
             title=f"{app.title} API",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
             oauth2_redirect_url=OAUTH2_REDIRECT,
             # Swagger UI would otherwise send the document to validator.swagger.io.
             swagger_ui_parameters={"validatorUrl": None},
