@@ -5,16 +5,22 @@ changes its watch once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from models.bulk import (
     BulkAction,
     BulkFailureInput,
     BulkInput,
+    BulkResult,
     BulkStepInput,
     BulkStepResult,
     WatchRef,
@@ -54,30 +60,33 @@ class FakeSteps:
         self.failures.append(failure)
 
 
-def job(apps: list[str]) -> BulkInput:
+async def run_job(
+    env: WorkflowEnvironment, fake: FakeSteps, apps: list[str], **worker: Any
+) -> tuple[WorkflowHandle[Any, BulkResult], BulkResult, list[EventType.ValueType]]:
+    """Run a retry job over `apps` on a worker with the fake steps; its handle, result and
+    the event types of its first run."""
     refs = [WatchRef(app, "repo_x") for app in apps]
-    return BulkInput("job1", BulkAction.RETRY, "Retry the failed watches of every app", refs)
+    job = BulkInput("job1", BulkAction.RETRY, "Retry the failed watches of every app", refs)
+    queue = new_task_queue()
+    activities: list[Callable[..., Any]] = [fake.apply, fake.record]
+    async with Worker(
+        env.client, task_queue=queue, workflows=[BulkWatches], activities=activities, **worker
+    ):
+        handle = await env.client.start_workflow(
+            BulkWatches.run, job, id=bulk_workflow_id("job1"), task_queue=queue
+        )
+        result = await handle.result()
+        first = env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+        events = [event.event_type for event in (await first.fetch_history()).events]
+    return handle, result, events
 
 
 async def test_each_watch_once_and_failures_do_not_stop_the_rest() -> None:
     env = await start_time_skipping()
     try:
         fake = FakeSteps(gone={"app-b"}, broken={"app-c"})
-        queue = new_task_queue()
-        async with Worker(
-            env.client,
-            task_queue=queue,
-            workflows=[BulkWatches],
-            activities=[fake.apply, fake.record],
-        ):
-            handle = await env.client.start_workflow(
-                BulkWatches.run,
-                job(["app-a", "app-b", "app-c", "app-d"]),
-                id=bulk_workflow_id("job1"),
-                task_queue=queue,
-            )
-            result = await handle.result()
-            await save_history(handle, "bulk_watches")
+        handle, result, _ = await run_job(env, fake, ["app-a", "app-b", "app-c", "app-d"])
+        await save_history(handle, "bulk_watches")
         assert (result.done, result.failed) == (4, 2)
         assert fake.steps == [(0, "app-a"), (1, "app-b"), (2, "app-c"), (3, "app-d")]
         assert [(f.position, f.app_id, f.error) for f in fake.failures] == [
@@ -94,23 +103,10 @@ async def test_a_long_job_continues_as_new_with_its_progress(
     env = await start_time_skipping()
     try:
         fake = FakeSteps(gone={"app-1"})
-        queue = new_task_queue()
-        async with Worker(
-            env.client,
-            task_queue=queue,
-            workflows=[BulkWatches],
-            activities=[fake.apply, fake.record],
-            workflow_runner=UnsandboxedWorkflowRunner(),  # sees the patched constant
-        ):
-            handle = await env.client.start_workflow(
-                BulkWatches.run,
-                job([f"app-{n}" for n in range(5)]),
-                id=bulk_workflow_id("job1"),
-                task_queue=queue,
-            )
-            result = await handle.result()
-            first = env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
-            events = [event.event_type for event in (await first.fetch_history()).events]
+        # Unsandboxed: the workflow sees the patched constant.
+        _, result, events = await run_job(
+            env, fake, [f"app-{n}" for n in range(5)], workflow_runner=UnsandboxedWorkflowRunner()
+        )
         assert (result.done, result.failed) == (5, 1)
         assert [position for position, _ in fake.steps] == [0, 1, 2, 3, 4]
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW in events
