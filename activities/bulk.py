@@ -31,16 +31,15 @@ class BulkActivities:
         retry is harmless (one more "sync now" for a loop that coalesces them)."""
         from treecast.service import workflows
 
-        interval = await asyncio.to_thread(bulk.apply_step, self.settings, input)
-        if interval is None:
-            return BulkStepResult(error="the watch is gone (unwatched or its app deleted)")
+        target = await asyncio.to_thread(bulk.apply_step, self.settings, input)
+        if isinstance(target, str):
+            return BulkStepResult(error=target)
         client = activity.client()
+        rid, interval = target.repository_id, target.poll_interval_seconds
         if input.action == BulkAction.RETRY:
-            await workflows.reset(client, self.settings, input.repository_id, interval)
+            await workflows.reset(client, self.settings, rid, interval)
         else:
-            await workflows.start_sync(
-                client, self.settings, input.repository_id, interval, sync_now=True
-            )
+            await workflows.start_sync(client, self.settings, rid, interval, sync_now=True)
         await asyncio.to_thread(bulk.finish_step, self.settings, input.job_id, input.position)
         return BulkStepResult()
 
@@ -48,10 +47,5 @@ class BulkActivities:
     async def record_bulk_failure(self, input: BulkFailureInput) -> None:
         """A step that kept failing counts as failed, with its error."""
         await asyncio.to_thread(
-            bulk.finish_step,
-            self.settings,
-            input.job_id,
-            input.position,
-            input.error,
-            (input.app_id, input.repository_id),
+            bulk.finish_step, self.settings, input.job_id, input.position, input.error
         )

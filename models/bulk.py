@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -14,22 +14,15 @@ class BulkAction(StrEnum):
 
 
 @dataclass
-class WatchRef:
-    """One watch: an app and a repository."""
-
-    app_id: str
-    repository_id: str
-
-
-@dataclass
 class BulkInput:
-    """A job's watches; `next`, `done` and `failed` carry its progress across
-    continue-as-new."""
+    """A job of `total` watches, listed in its `bulk_steps` rows (never in the input: a
+    large job would not fit Temporal's payload limit); `next`, `done` and `failed` carry
+    its progress across continue-as-new."""
 
     job_id: str
     action: BulkAction
     label: str
-    items: list[WatchRef] = field(default_factory=list)
+    total: int = 0
     next: int = 0
     done: int = 0
     failed: int = 0
@@ -37,7 +30,7 @@ class BulkInput:
 
 @dataclass
 class BulkResult:
-    """How many watches the job changed, and how many it could not."""
+    """How many watches the job went through, and how many it could not change."""
 
     done: int = 0
     failed: int = 0
@@ -50,8 +43,6 @@ class BulkStepInput:
     job_id: str
     position: int
     action: BulkAction
-    app_id: str
-    repository_id: str
 
 
 @dataclass
@@ -67,8 +58,6 @@ class BulkFailureInput:
 
     job_id: str
     position: int
-    app_id: str
-    repository_id: str
     error: str
 
 

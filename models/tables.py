@@ -248,8 +248,9 @@ class BulkJob(SQLModel, table=True):
 
 
 class BulkStep(SQLModel, table=True):
-    """One watch of a bulk job, written in the transaction that changed the watch, so a
-    retried step never changes it twice."""
+    """One watch of a bulk job (the job's list lives here, not in the workflow's input).
+    `applied_at` is set in the transaction that changes the watch, so a retried step never
+    changes it twice."""
 
     __tablename__ = "bulk_steps"
 
@@ -257,6 +258,6 @@ class BulkStep(SQLModel, table=True):
     position: int = Field(primary_key=True)
     app_id: str = Field(max_length=28)
     repository_id: str = Field(max_length=29)
-    applied_at: datetime = Field(default_factory=utcnow)
-    finished_at: datetime | None = None  # the workflow was asked too (or it failed)
+    applied_at: datetime | None = None  # the watch was changed
+    finished_at: datetime | None = None  # and its workflow asked (or the step failed)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -23,7 +23,6 @@ from models.bulk import (
     BulkResult,
     BulkStepInput,
     BulkStepResult,
-    WatchRef,
     bulk_workflow_id,
 )
 from models.tables import DeliveredFile, Watch, WatchStatus
@@ -39,19 +38,23 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class FakeSteps:
-    """The two activities, by name: `gone` answers "the watch is gone", `broken` raises."""
+    """The two activities, by name, for a job over `apps` (one watch each): `gone` answers
+    "the watch is gone", `broken` raises."""
 
-    def __init__(self, gone: set[str] | None = None, broken: set[str] | None = None) -> None:
-        self.gone, self.broken = gone or set(), broken or set()
+    def __init__(
+        self, apps: list[str], gone: set[str] | None = None, broken: set[str] | None = None
+    ) -> None:
+        self.apps, self.gone, self.broken = apps, gone or set(), broken or set()
         self.steps: list[tuple[int, str]] = []
         self.failures: list[BulkFailureInput] = []
 
     @activity.defn(name="apply_bulk_step")
     async def apply(self, step: BulkStepInput) -> BulkStepResult:
-        self.steps.append((step.position, step.app_id))
-        if step.app_id in self.broken:
+        app_id = self.apps[step.position]
+        self.steps.append((step.position, app_id))
+        if app_id in self.broken:
             raise ApplicationError("Temporal refused the signal", non_retryable=True)
-        if step.app_id in self.gone:
+        if app_id in self.gone:
             return BulkStepResult(error="the watch is gone")
         return BulkStepResult()
 
@@ -61,12 +64,12 @@ class FakeSteps:
 
 
 async def run_job(
-    env: WorkflowEnvironment, fake: FakeSteps, apps: list[str], **worker: Any
+    env: WorkflowEnvironment, fake: FakeSteps, **worker: Any
 ) -> tuple[WorkflowHandle[Any, BulkResult], BulkResult, list[EventType.ValueType]]:
-    """Run a retry job over `apps` on a worker with the fake steps; its handle, result and
-    the event types of its first run."""
-    refs = [WatchRef(app, "repo_x") for app in apps]
-    job = BulkInput("job1", BulkAction.RETRY, "Retry the failed watches of every app", refs)
+    """Run a retry job over the fake's apps on a worker with its steps; its handle, result
+    and the event types of its first run."""
+    label = "Retry the failed watches of every app"
+    job = BulkInput("job1", BulkAction.RETRY, label, total=len(fake.apps))
     queue = new_task_queue()
     activities: list[Callable[..., Any]] = [fake.apply, fake.record]
     async with Worker(
@@ -84,13 +87,13 @@ async def run_job(
 async def test_each_watch_once_and_failures_do_not_stop_the_rest() -> None:
     env = await start_time_skipping()
     try:
-        fake = FakeSteps(gone={"app-b"}, broken={"app-c"})
-        handle, result, _ = await run_job(env, fake, ["app-a", "app-b", "app-c", "app-d"])
+        fake = FakeSteps(["app-a", "app-b", "app-c", "app-d"], gone={"app-b"}, broken={"app-c"})
+        handle, result, _ = await run_job(env, fake)
         await save_history(handle, "bulk_watches")
         assert (result.done, result.failed) == (4, 2)
         assert fake.steps == [(0, "app-a"), (1, "app-b"), (2, "app-c"), (3, "app-d")]
-        assert [(f.position, f.app_id, f.error) for f in fake.failures] == [
-            (2, "app-c", "Temporal refused the signal")
+        assert [(f.position, f.error) for f in fake.failures] == [
+            (2, "Temporal refused the signal")
         ]
     finally:
         await env.shutdown()
@@ -102,11 +105,9 @@ async def test_a_long_job_continues_as_new_with_its_progress(
     monkeypatch.setattr(bulk_watches, "STEPS_PER_RUN", 2)
     env = await start_time_skipping()
     try:
-        fake = FakeSteps(gone={"app-1"})
+        fake = FakeSteps([f"app-{n}" for n in range(5)], gone={"app-1"})
         # Unsandboxed: the workflow sees the patched constant.
-        _, result, events = await run_job(
-            env, fake, [f"app-{n}" for n in range(5)], workflow_runner=UnsandboxedWorkflowRunner()
-        )
+        _, result, events = await run_job(env, fake, workflow_runner=UnsandboxedWorkflowRunner())
         assert (result.done, result.failed) == (5, 1)
         assert [position for position, _ in fake.steps] == [0, 1, 2, 3, 4]
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW in events
@@ -116,11 +117,14 @@ async def test_a_long_job_continues_as_new_with_its_progress(
 
 def test_a_retried_step_changes_its_watch_once(settings: Settings) -> None:
     app_id, repository_id = register(settings, "http://127.0.0.1:9", ["whsec_" + "A" * 32], "x")
+    gone = "repo_" + "9" * 24  # a watch deleted after the job started
     with session_scope(settings.database_url) as session:
-        bulk.create_job(session, "job1", BulkAction.RESYNC, "Resync", 1)
-    step = BulkStepInput("job1", 0, BulkAction.RESYNC, app_id, repository_id)
+        watches = [(app_id, repository_id), (app_id, gone)]
+        bulk.create_job(session, "job1", BulkAction.RESYNC, "Resync", watches)
+    step = BulkStepInput("job1", 0, BulkAction.RESYNC)
+    target = bulk.StepTarget(app_id, repository_id, 60)
 
-    assert bulk.apply_step(settings, step) == 60  # the ledger forgotten, the interval back
+    assert bulk.apply_step(settings, step) == target  # the ledger forgotten
     with session_scope(settings.database_url) as session:
         session.add(
             DeliveredFile(
@@ -129,7 +133,7 @@ def test_a_retried_step_changes_its_watch_once(settings: Settings) -> None:
         )
         generation = session.get(Watch, (app_id, repository_id)).ledger_generation  # type: ignore[union-attr]
     # The activity ran again (a retry after a lost answer): nothing is forgotten twice.
-    assert bulk.apply_step(settings, step) == 60
+    assert bulk.apply_step(settings, step) == target
     bulk.finish_step(settings, "job1", 0)
     bulk.finish_step(settings, "job1", 0, "a late failure is not written over a finish")
     with session_scope(settings.database_url) as session:
@@ -138,11 +142,12 @@ def test_a_retried_step_changes_its_watch_once(settings: Settings) -> None:
         assert watch is not None and watch.ledger_generation == generation
         assert watch.status == WatchStatus.PENDING
         [progress] = bulk.recent_jobs(session, 20)
-    assert (progress.done, progress.failed, progress.finished) == (1, 0, True)
-    assert progress.line == "Resync: 1 of 1 done (finished)"
+    assert (progress.done, progress.failed, progress.finished) == (1, 0, False)
+    assert progress.line == "Resync: 1 of 2 done (running)"
 
-    gone = BulkStepInput("job1", 1, BulkAction.RETRY, app_id, "repo_" + "9" * 24)
-    assert bulk.apply_step(settings, gone) is None  # finished as failed, with the reason
+    error = bulk.apply_step(settings, BulkStepInput("job1", 1, BulkAction.RESYNC))
+    assert error == "the watch is gone (unwatched or its app deleted)"  # finished as failed
     with session_scope(settings.database_url) as session:
         [progress] = bulk.recent_jobs(session, 20)
-    assert progress.failed == 1 and "the watch is gone" in progress.errors[0]
+    assert progress.line == "Resync: 2 of 2 done, 1 failed (finished)"
+    assert progress.errors == [f"{app_id} {gone}: {error}"]

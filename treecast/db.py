@@ -265,8 +265,12 @@ def _engine_for(url: str) -> Engine:
 def prepare(url: str, *, upgrade: bool) -> SchemaStatus:
     """At a worker's or API's start: the schema up to date (upgraded when `upgrade`, i.e.
     TREECAST_AUTO_MIGRATE or dev mode), or `SchemaBehind` with the line to print."""
-    with _ENGINES_LOCK:
-        status = ensure_schema(make_engine(url), upgrade=upgrade)
+    engine = make_engine(url)
+    try:
+        with _ENGINES_LOCK:
+            status = ensure_schema(engine, upgrade=upgrade)
+    finally:
+        engine.dispose()
     engine_for(url)
     return status
 

@@ -1,9 +1,10 @@
 """BulkWatches: the admin page's "retry all" or "resync all", one watch after another.
 
 A workflow, not a task in the API process: it survives API and worker restarts, shows in
-the Web UI as `bulk/{job_id}`, and its steps' rows are the progress the page reads. Each
-step changes its watch once (the row is written with the change), so a retried step
-never resends an app's files twice.
+the Web UI as `bulk/{job_id}`, and its steps' rows (which also list the watches: a large
+job's list would not fit Temporal's payload limit) are the progress the page reads. Each
+step changes its watch once (its row is marked in the same transaction), so a retried
+step never resends an app's files twice.
 """
 
 from __future__ import annotations
@@ -40,24 +41,17 @@ class BulkWatches:
     async def run(self, input: BulkInput) -> BulkResult:
         """Each watch once; a watch that cannot be changed is counted as failed."""
         done, failed = input.done, input.failed
-        total = len(input.items)
-        for position in range(input.next, total):
+        for position in range(input.next, input.total):
             if position > input.next and (
                 position - input.next >= STEPS_PER_RUN
                 or workflow.info().is_continue_as_new_suggested()
             ):
                 workflow.continue_as_new(replace(input, next=position, done=done, failed=failed))
-            workflow.set_current_details(
-                f"{input.label}: {done} of {total} done" + (f", {failed} failed" if failed else "")
-            )
-            item = input.items[position]
-            step = BulkStepInput(
-                input.job_id, position, input.action, item.app_id, item.repository_id
-            )
+            workflow.set_current_details(_progress(input, done, failed))
             try:
                 result = await workflow.execute_activity_method(
                     BulkActivities.apply_bulk_step,
-                    step,
+                    BulkStepInput(input.job_id, position, input.action),
                     start_to_close_timeout=STEP_TIMEOUT,
                     retry_policy=STEP_RETRY,
                 )
@@ -66,15 +60,15 @@ class BulkWatches:
                 error = failure_of(err)[1]
                 await workflow.execute_activity_method(
                     BulkActivities.record_bulk_failure,
-                    BulkFailureInput(
-                        input.job_id, position, item.app_id, item.repository_id, error
-                    ),
+                    BulkFailureInput(input.job_id, position, error),
                     start_to_close_timeout=DB_TIMEOUT,
                     retry_policy=DB_RETRY,
                 )
             done += 1
             failed += error is not None
-        workflow.set_current_details(
-            f"{input.label}: {done} of {total} done" + (f", {failed} failed" if failed else "")
-        )
+        workflow.set_current_details(_progress(input, done, failed))
         return BulkResult(done=done, failed=failed)
+
+
+def _progress(input: BulkInput, done: int, failed: int) -> str:
+    return f"{input.label}: {done} of {input.total} done" + (f", {failed} failed" if failed else "")

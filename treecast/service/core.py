@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from temporalio.client import Client
 
-from models.bulk import BulkAction, BulkInput, WatchRef
+from models.bulk import BulkAction, BulkInput
 from models.sync import BreakerStatus, SyncOutcome, SyncStatus
 from models.tables import Repository, Watch, WatchStatus
 from treecast.config import Settings
@@ -1179,11 +1179,11 @@ class TreecastService:
             if action == BulkAction.RETRY
             else f"Resync the watches of {scope}"
         )
-        job = BulkInput(uuid.uuid4().hex[:16], action, label, [WatchRef(a, r) for a, r in items])
+        job = BulkInput(uuid.uuid4().hex[:16], action, label, len(items))
 
         def create() -> None:
             with session_scope(self.settings.database_url) as session:
-                bulk.create_job(session, job.job_id, action, label, len(job.items))
+                bulk.create_job(session, job.job_id, action, label, items)
 
         def drop() -> None:
             with session_scope(self.settings.database_url) as session:
@@ -1198,8 +1198,8 @@ class TreecastService:
         except BaseException:
             await asyncio.to_thread(drop)
             raise
-        log.info("started %s (%d watches)", label, len(job.items), extra={"job_id": job.job_id})
-        return bulk.JobProgress(job.job_id, label, len(job.items), 0, 0, datetime.now(UTC))
+        log.info("started %s (%d watches)", label, job.total, extra={"job_id": job.job_id})
+        return bulk.JobProgress(job.job_id, label, job.total, 0, 0, datetime.now(UTC))
 
     def bulk_jobs(self, limit: int = 20) -> list[bulk.JobProgress]:
         """The newest bulk jobs with their progress (from the database: any API process

@@ -496,6 +496,6 @@ async def start_bulk(client: Client, settings: Settings, job: BulkInput) -> str:
         job,
         id=workflow_id,
         task_queue=settings.task_queue,
-        static_summary=f"{job.label} ({len(job.items)} watches)",
+        static_summary=f"{job.label} ({job.total} watches)",
     )
     return workflow_id

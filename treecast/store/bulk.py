@@ -1,6 +1,6 @@
-"""Bulk jobs' rows: a job, and one step row per watch written in the transaction that
-changed the watch, so a retried step never changes it twice; the admin page reads the
-progress from them."""
+"""Bulk jobs' rows: a job and one step row per watch, marked applied in the transaction
+that changes the watch, so a retried step never changes it twice; the admin page reads
+the progress from them."""
 
 from __future__ import annotations
 
@@ -46,12 +46,20 @@ class JobProgress:
         return f"{self.label}: {self.done} of {self.total} done{failed} ({state})"
 
 
-def create_job(session: Session, job_id: str, action: BulkAction, label: str, total: int) -> None:
-    """A new job's row; jobs older than KEEP_JOBS_DAYS go, with their steps."""
+def create_job(
+    session: Session, job_id: str, action: BulkAction, label: str, watches: list[tuple[str, str]]
+) -> None:
+    """A new job's row and one step row per (app id, repository id); jobs older than
+    KEEP_JOBS_DAYS go, with their steps."""
     old = select(BulkJob.id).where(col(BulkJob.created_at) < utcnow() - timedelta(KEEP_JOBS_DAYS))
     session.execute(delete(BulkStep).where(col(BulkStep.job_id).in_(old)))
     session.execute(delete(BulkJob).where(col(BulkJob.id).in_(old)))
-    session.add(BulkJob(id=job_id, action=action, label=label[:300], total=total))
+    session.add(BulkJob(id=job_id, action=action, label=label[:300], total=len(watches)))
+    session.flush()
+    session.add_all(
+        BulkStep(job_id=job_id, position=position, app_id=app_id, repository_id=repository_id)
+        for position, (app_id, repository_id) in enumerate(watches)
+    )
 
 
 def drop_job(session: Session, job_id: str) -> None:
@@ -60,51 +68,47 @@ def drop_job(session: Session, job_id: str) -> None:
     session.execute(delete(BulkJob).where(col(BulkJob.id) == job_id))
 
 
-def apply_step(settings: Settings, step: BulkStepInput) -> int | None:
-    """Change the step's watch once: a retry of the step finds its row and changes
-    nothing. The repository's poll interval (to start its workflow with), or None when
-    the watch is gone, and the step is then finished as failed."""
+@dataclass
+class StepTarget:
+    """The watch a step changed, and its repository's poll interval."""
+
+    app_id: str
+    repository_id: str
+    poll_interval_seconds: int
+
+
+def apply_step(settings: Settings, step: BulkStepInput) -> StepTarget | str:
+    """Change the step's watch once: a retry of the step finds it applied and changes
+    nothing. Its watch (to ask its repository's workflow), or why it cannot be changed
+    (the step is then finished as failed)."""
     with session_scope(settings.database_url) as session:
-        done = session.get(BulkStep, (step.job_id, step.position))
-        if done is None:
-            row = BulkStep(
-                job_id=step.job_id,
-                position=step.position,
-                app_id=step.app_id,
-                repository_id=step.repository_id,
-            )
-            if session.get(Watch, (step.app_id, step.repository_id)) is None:
+        row = session.get(BulkStep, (step.job_id, step.position))
+        if row is None:
+            return f"job {step.job_id} has no step {step.position}"
+        if row.error is not None:
+            return row.error
+        repository = session.get(Repository, row.repository_id)
+        if row.applied_at is None:
+            if repository is None or session.get(Watch, (row.app_id, row.repository_id)) is None:
                 row.error = "the watch is gone (unwatched or its app deleted)"
                 row.finished_at = utcnow()
                 session.add(row)
-                return None
+                return row.error
             if step.action == BulkAction.RETRY:
-                reset_watch(session, step.app_id, step.repository_id)
+                reset_watch(session, row.app_id, row.repository_id)
             else:
-                forget_ledger_rows(session, step.app_id, step.repository_id)
+                forget_ledger_rows(session, row.app_id, row.repository_id)
+            row.applied_at = utcnow()
             session.add(row)
-        elif done.error is not None:
-            return None
-        repository = session.get(Repository, step.repository_id)
-        return repository.poll_interval_seconds if repository is not None else None
+        interval = repository.poll_interval_seconds if repository is not None else 0
+        return StepTarget(row.app_id, row.repository_id, interval)
 
 
-def finish_step(
-    settings: Settings,
-    job_id: str,
-    position: int,
-    error: str | None = None,
-    watch: tuple[str, str] = ("", ""),
-) -> None:
-    """Mark a step finished (or failed with `error`; a step that never got its row gets
-    one, for `watch` = (app id, repository id))."""
+def finish_step(settings: Settings, job_id: str, position: int, error: str | None = None) -> None:
+    """Mark a step finished, or failed with `error` (a finished step stays as it is)."""
     with session_scope(settings.database_url) as session:
         row = session.get(BulkStep, (job_id, position))
-        if row is None:
-            row = BulkStep(
-                job_id=job_id, position=position, app_id=watch[0], repository_id=watch[1]
-            )
-        if row.finished_at is None:
+        if row is not None and row.finished_at is None:
             row.finished_at = utcnow()
             row.error = redact(error)[:500] if error else None
             session.add(row)

@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("app_id", sa.String(28), nullable=False),
         sa.Column("repository_id", sa.String(29), nullable=False),
-        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(["job_id"], ["bulk_jobs.id"]),
