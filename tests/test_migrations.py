@@ -27,6 +27,7 @@ from models.tables import App, Watch
 from tests.conftest import free_port
 from tests.test_docora import fresh_database
 from treecast import migrations
+from treecast.config import load_settings
 from treecast.crypto import generate_key
 from treecast.db import (
     SchemaBehind,
@@ -38,6 +39,7 @@ from treecast.db import (
     session_scope,
 )
 from treecast.migrations import baseline
+from treecast.service.core import TreecastService
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 3
@@ -257,3 +259,13 @@ def test_the_worker_and_the_api_refuse_a_schema_that_is_behind(
         [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, timeout=60
     )
     assert schema_status(make_engine(env["TREECAST_DATABASE_URL"])).up_to_date
+
+
+@pytest.mark.parametrize("setting", ["TREECAST_DEV", "TREECAST_AUTO_MIGRATE"])
+def test_dev_mode_or_auto_migrate_upgrade_at_the_api_start(tmp_path: Path, setting: str) -> None:
+    env = _behind(tmp_path)
+    values = {k: v for k, v in env.items() if k.startswith(("TREECAST_", "TEMPORAL_"))}
+    service = TreecastService(load_settings({**values, setting: "1"}))
+    assert service.prepare_database().up_to_date
+    with pytest.raises(SchemaBehind):  # and without either, it refuses
+        TreecastService(load_settings(_behind(tmp_path / "other"))).prepare_database()
