@@ -258,7 +258,11 @@ def _engine_for(url: str) -> Engine:
     engine = make_engine(url)
     # An empty database gets its tables; one that is behind is refused (SchemaBehind), and
     # not cached: once `treecast db upgrade` ran elsewhere, the next call succeeds.
-    ensure_schema(engine, upgrade=False)
+    try:
+        ensure_schema(engine, upgrade=False)
+    except BaseException:
+        engine.dispose()  # its pool holds the connection that looked
+        raise
     return engine
 
 
