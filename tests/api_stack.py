@@ -42,18 +42,18 @@ class ApiStack:
 
 
 async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
-    """Until /health answers 200 (the server started and sees the database and Temporal)."""
+    """Until /ready answers 200 (the server started and sees the database and Temporal)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the API server exited with {process.returncode}")
         try:
-            if (await http.get("/health")).status_code == 200:
+            if (await http.get("/ready")).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         await asyncio.sleep(0.2)
-    raise RuntimeError("the API server did not become healthy within 60 s")
+    raise RuntimeError("the API server did not become ready within 60 s")
 
 
 @asynccontextmanager

@@ -28,6 +28,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+import starter
 from tests.conftest import free_port
 from treecast.config import SETTINGS, load_settings
 from treecast.crypto import generate_key
@@ -408,6 +409,29 @@ def test_the_api_runs_the_same_image_against_the_same_stack() -> None:
         {key: "" if value is None else str(value) for key, value in environment.items()}
     )
     assert settings.api_listen == "0.0.0.0:8000" and settings.admin_token is None
+
+
+def test_the_migration_job_upgrades_the_schema_before_the_worker_and_the_api_start() -> None:
+    all_services = services()
+    migrate, worker = all_services["migrate"], all_services["worker"]
+    assert migrate["image"] == worker["image"] and migrate["build"] == worker["build"]
+    assert "restart" not in migrate, "a one-shot job: it exits when the schema is current"
+    command = migrate["command"]
+    assert command[:2] == ["python", "starter.py"] and command[2:] == ["db", "upgrade"]
+    args = starter.build_parser().parse_args(command[2:])  # a command the image has
+    assert (args.command, args.db_command) == ("db", "upgrade")
+    assert depends_on(migrate) == {"treecast-postgresql": {"condition": "service_healthy"}}
+    env = service_environment(migrate)
+    assert env["TREECAST_DATABASE_URL"] == service_environment(worker)["TREECAST_DATABASE_URL"]
+    for name in ("worker", "api"):
+        assert depends_on(all_services[name])["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, name
+    # The upgrade needs no key: the job's environment passes load_settings as it is.
+    values = {"TREECAST_DB_PASSWORD": "pw"}
+    environment = yaml.safe_load(interpolate(yaml.safe_dump(migrate["environment"]), values))
+    settings = load_settings({key: str(value) for key, value in environment.items()})
+    assert settings.database_url.endswith("@treecast-postgresql:5432/treecast")
 
 
 def test_the_metrics_port_is_exposed_on_the_compose_network_only() -> None:

@@ -6,7 +6,8 @@ middle of old code, a changed timer) fails here instead of in production. To
 record them again after a deliberate, versioned change:
 
     TREECAST_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_sync_workflow.py \
-        tests/test_deliver_workflow.py tests/test_notify_workflow.py -k '...'
+        tests/test_deliver_workflow.py tests/test_notify_workflow.py \
+        tests/test_bulk_workflow.py -k '...'
 
 Pick the tests with -k: deliver_failures, deliver_newer_commit and deliver_orphaned
 were recorded before apps took turns and are the only cover of that unpatched path;
@@ -41,6 +42,7 @@ EXPECTED = {
         "deliver_chunk_resume",
     },
     "NotifyBreaker": {"notify_dead_app"},
+    "BulkWatches": {"bulk_watches"},
 }
 
 

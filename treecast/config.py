@@ -146,6 +146,12 @@ def _http_base_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _log_format(raw: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise ValueError(raw)
+    return raw.lower()
+
+
 def _database_url(raw: str) -> str:
     if not raw.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
         raise ValueError(raw)
@@ -368,6 +374,17 @@ class Settings:
     admin_session_seconds: int = _setting(
         "TREECAST_ADMIN_SESSION_SECONDS", "28800", "how long an admin page login lasts",
         _bounded_int(60, 7 * 86400), "seconds between 60 and 604800")
+    auto_migrate: bool = _setting(
+        "TREECAST_AUTO_MIGRATE", "0",
+        "worker and API upgrade a database schema that is behind at start (dev mode does too)",
+        _bool, "a boolean (0/1)")
+    log_format: str = _setting(
+        "TREECAST_LOG_FORMAT", "text", "worker and API log lines: text, or json (one object a line)",
+        _log_format, "text or json")
+    worker_grace_seconds: float = _setting(
+        "TREECAST_WORKER_GRACE_SECONDS", "50",
+        "how long a worker stopping on SIGTERM lets running activities finish",
+        _bounded_float(0, 3600), "seconds between 0 and 3600")
     # fmt: on
 
     def git_config_pairs(self) -> list[tuple[str, str]]:

@@ -29,6 +29,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from models.bulk import BulkInput, bulk_workflow_id
 from models.checks import CheckProgress, check_workflow_id, shard_of
 from models.delivery import DeliveryProgress
 from models.sync import (
@@ -483,3 +484,18 @@ async def resume(client: Client, repository_id: str) -> bool:
 async def stop(client: Client, repository_id: str) -> None:
     """End the repository's workflow cleanly (repository removed); no workflow is fine."""
     await _signal_running(client, repository_id, SyncRepository.stop)
+
+
+async def start_bulk(client: Client, settings: Settings, job: BulkInput) -> str:
+    """Start a bulk job's `BulkWatches` workflow; its id."""
+    from workflows.bulk_watches import BulkWatches
+
+    workflow_id = bulk_workflow_id(job.job_id)
+    await client.start_workflow(
+        BulkWatches.run,
+        job,
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        static_summary=f"{job.label} ({job.total} watches)",
+    )
+    return workflow_id

@@ -223,24 +223,29 @@ def forget_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
     `pending` with no delivered commit. Returns how many ledger rows were deleted.
     """
     with session_scope(settings.database_url) as session:
-        result = session.execute(
-            delete(DeliveredFile).where(
-                col(DeliveredFile.app_id) == app_id,
-                col(DeliveredFile.repository_id) == repository_id,
-            )
+        return forget_ledger_rows(session, app_id, repository_id)
+
+
+def forget_ledger_rows(session: Session, app_id: str, repository_id: str) -> int:
+    """`forget_ledger` in the caller's transaction."""
+    result = session.execute(
+        delete(DeliveredFile).where(
+            col(DeliveredFile.app_id) == app_id,
+            col(DeliveredFile.repository_id) == repository_id,
         )
-        watch = session.get(Watch, (app_id, repository_id))
-        if watch is not None:
-            watch.status = WatchStatus.PENDING
-            watch.delivered_commit = None
-            watch.retry_count = 0
-            watch.last_error = None
-            watch.last_error_type = None
-            # A new generation: the re-sent files get fresh webhook ids, so receivers
-            # that deduplicate by id do not drop the deliberate re-delivery.
-            watch.ledger_generation = new_generation()
-            session.add(watch)
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    )
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is not None:
+        watch.status = WatchStatus.PENDING
+        watch.delivered_commit = None
+        watch.retry_count = 0
+        watch.last_error = None
+        watch.last_error_type = None
+        # A new generation: the re-sent files get fresh webhook ids, so receivers
+        # that deduplicate by id do not drop the deliberate re-delivery.
+        watch.ledger_generation = new_generation()
+        session.add(watch)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:

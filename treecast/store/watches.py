@@ -88,3 +88,13 @@ def finish_delivery(session: Session, app_id: str, repository_id: str, commit: s
     watch.last_error = None
     watch.last_error_type = None
     session.add(watch)
+
+
+def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
+    """A watch to retry: pending again, its failure forgotten (its ledger kept)."""
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        return
+    watch.status = WatchStatus.PENDING
+    watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
+    session.add(watch)
