@@ -42,11 +42,9 @@ async def history(interval: int, seconds: float) -> dict[str, Any]:
     from models.sync import sync_workflow_id
     from tests.faults_helpers import fault_stack, in_process_worker, until_delivered
     from tests.gitrepos import WorkRepo
-    from treecast import remote_checks
     from treecast.crypto import generate_webhook_secret
     from treecast.service import workflows as temporal_ops
 
-    remote_checks.RELOAD_SECONDS = 1.0  # new repositories are checked at once
     full_sync = interval * 10
     with tempfile.TemporaryDirectory(prefix="treecast-idle-") as tmp:
         root = Path(tmp)

@@ -87,8 +87,7 @@ class SyncRequest:
 
     request_id: str | None = None
     # A new or changed watch (no request id): the running sync, or a successful one
-    # within the poll interval and a minute, serves it: its commit is handed to the apps
-    # behind without a fetch.
+    # within a minute, serves it: its commit is handed to the apps behind, no fetch.
     reuse_recent: bool = False
 
 

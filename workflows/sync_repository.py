@@ -65,8 +65,9 @@ HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
 # with the request as it stands (the client can go on following it with `request`).
 # Bounded so a stuck delivery never blocks the loop's continue-as-new for long.
 UPDATE_WAIT = timedelta(hours=1)
-# A new watch is served by a successful sync this recent (and within the poll interval)
-# without a fetch of its own: `repo add` then `watch` fetch the first commit once.
+# A new watch is served by a successful sync this recent without a fetch of its own:
+# `repo add` then `watch` fetch the first commit once. (Whatever its age, the synced
+# commit is as fresh as polling promises: checks or polls look every interval.)
 REUSE_RECENT = timedelta(seconds=60)
 
 
@@ -312,15 +313,14 @@ class SyncRepository:
         return not self._stopping
 
     def _recent(self) -> bool:
-        """Whether the running sync, or a successful one within the poll interval and
-        `REUSE_RECENT`, can serve a new watch (`SyncRequest.reuse_recent`)."""
+        """Whether the running sync, or a successful one within `REUSE_RECENT`, can serve
+        a new watch (`SyncRequest.reuse_recent`)."""
         state = self._state
         if self._syncing:
             return True
         if state.last_sync_at is None or state.last_error_type is not None:
             return False
-        interval = timedelta(seconds=self._input.poll_interval_seconds)
-        return workflow.now() - state.last_sync_at < min(interval, REUSE_RECENT)
+        return workflow.now() - state.last_sync_at < REUSE_RECENT
 
     def _handover_due(self) -> bool:
         state = self._state

@@ -398,8 +398,8 @@ class TreecastService:
     ) -> None:
         """Make sure the repository's loop runs; with `sync_now`, sync right away.
 
-        `reuse_recent` (a new or changed watch): a sync within the poll interval serves
-        the request, its commit handed to the apps behind without fetching it again.
+        `reuse_recent` (a new or changed watch): the running sync, or one within a
+        minute, serves the request: its commit goes to the apps behind, no fetch.
         `what` names the call in a refusal ("Temporal refused {what}").
         """
         interval = self.poll_interval(repository_id)
