@@ -507,6 +507,7 @@ async def test_a_wake_for_the_commit_synced_or_being_synced_does_not_sync_again(
         assert fake.snapshots == 4
         await handle.signal(SyncRepository.stop)
         await handle.result()
+        await save_history(handle, "sync_wakes_for_commits")
 
 
 async def _last_commit(handle: object, commit: str) -> bool:
@@ -550,6 +551,7 @@ async def test_a_new_watch_is_handed_the_commit_just_synced_without_a_fetch(
         assert fake.snapshots == 3
         await handle.signal(SyncRepository.stop)
         await handle.result()
+        await save_history(handle, "sync_new_watch_reuses")
 
 
 def _delivered(fake: FakeTreecast, app_id: str, commit: str) -> bool:

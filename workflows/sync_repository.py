@@ -69,6 +69,10 @@ UPDATE_WAIT = timedelta(hours=1)
 # `repo add` then `watch` fetch the first commit once. (Whatever its age, the synced
 # commit is as fresh as polling promises: checks or polls look every interval.)
 REUSE_RECENT = timedelta(seconds=60)
+# The paths of issue 30, for signals that carry its fields: a worker of the release before
+# ignores the fields and syncs, so a history it wrote must replay that way (a marker each).
+WAKE_FOR_NEW_COMMITS_PATCH = "wake-for-new-commits"
+REUSE_RECENT_PATCH = "reuse-recent-sync"
 
 
 def poll_jitter(repository_id: str, interval_seconds: int) -> timedelta:
@@ -126,7 +130,12 @@ class SyncRepository:
         if request.request_id:
             requests.accept(self._state, request.request_id, workflow.now(), refusal)
         if refusal is None:
-            if request.reuse_recent and not request.request_id and self._recent():
+            if (
+                request.reuse_recent
+                and not request.request_id
+                and self._recent()
+                and workflow.patched(REUSE_RECENT_PATCH)
+            ):
                 self._state.handover_requested = True  # no fetch: see `_hand_over_synced`
             else:
                 self._state.sync_requested = True
@@ -162,7 +171,11 @@ class SyncRepository:
         if wake.reason == CheckReason.FAILED and self._state.last_error_type is not None:
             return  # failing: the loop retries at the poll interval and counts for the breaker
         state = self._state
-        if wake.reason == CheckReason.MOVED and wake.commits:
+        if (
+            wake.reason == CheckReason.MOVED
+            and wake.commits
+            and workflow.patched(WAKE_FOR_NEW_COMMITS_PATCH)
+        ):
             if self._syncing:
                 # The running fetch may have got it already: its end decides (`_succeeded`).
                 state.remote_commits = list(wake.commits)
