@@ -114,7 +114,7 @@ class Repository(SQLModel, table=True):
     )
     github_token_expires_at: datetime | None = None
     # When something the remote checks read last changed: registered, a new interval,
-    # watched or unwatched, paused or resumed, a sync recorded (`treecast.store.changes`).
+    # watched or unwatched, paused or resumed, a sync recorded (`treecast.store.stamps`).
     # Each sweep re-reads the rows changed since its last read every second.
     changed_at: datetime | None = Field(default_factory=utcnow, index=True)
     # Paused with `pause` (the loop's own flag lives in its workflow): not checked.

@@ -33,7 +33,7 @@ from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import create_schema, make_engine, session_scope
 from treecast.service import registry
-from treecast.store import changes
+from treecast.store import stamps
 from treecast.store.snapshots import latest, record_snapshot
 from treecast.store.watches import finish_delivery
 
@@ -196,7 +196,7 @@ def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: S
 
     def changed_after(since: datetime) -> set[str]:
         with session_scope(settings.database_url) as session:
-            return {rid for rid, _ in changes.changed_since(session, since)}
+            return {rid for rid, _ in stamps.stamped_since(session, since)}
 
     app_id = add_app(settings)
     before = datetime.now(UTC)

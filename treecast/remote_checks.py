@@ -7,7 +7,7 @@ interval, at a stable phase within it (a hash of its id), so a sweep spreads eve
 and a restarted sweep keeps each repository's rhythm.
 
 `RemoteChecker` is the loop the `check_remotes` activity runs: every second it re-reads
-the repositories changed since its last read (`treecast.store.changes`: registered,
+the repositories changed since its last read (`treecast.store.stamps`: registered,
 re-timed, watched, paused or resumed, synced), and all of them every `RELOAD_SECONDS` as
 a safety net; it checks the due ones (one smart-HTTP request, or `git ls-remote` on a
 small thread pool, vetted and pinned like every git command), and hands a `RemoteMoved`
@@ -41,7 +41,7 @@ from treecast.gitcache.refcheck import ASK_GIT, AskGit, has_moved, remote_names,
 from treecast.gitcache.repository import RemoteAccess
 from treecast.gitcache.smarthttp import RefClient
 from treecast.redact import redact
-from treecast.store import changes
+from treecast.store import stamps
 from treecast.store.repositories import load_access
 from treecast.webhooks.transport import shared_ssl_context
 
@@ -187,7 +187,7 @@ def load_targets(
 def read_changes(settings: Settings, since: datetime) -> list[tuple[str, datetime]]:
     """(id, changed_at) of the repositories changed after `since`: one indexed query."""
     with session_scope(settings.database_url) as session:
-        return changes.changed_since(session, since)
+        return stamps.stamped_since(session, since)
 
 
 def wake_for_behind(target: Target, now: float) -> RemoteMoved | None:

@@ -34,7 +34,7 @@ from treecast.service import credentials as creds
 from treecast.service import docora_tokens, pushes, tokens
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
-from treecast.store import changes, keys
+from treecast.store import keys, stamps
 from treecast.urls import validate_base_url, vet_git_url
 from treecast.webhooks.signing import SigningScheme
 
@@ -468,12 +468,12 @@ def watch(
         # A changed filter must be re-evaluated against the whole tree.
         existing.delivered_commit = None
         session.add(existing)
-        changes.touch(session, repository_id)
+        stamps.stamp(session, repository_id)
         return existing, False
     created = Watch(app_id=app_id, repository_id=repository_id, path_globs=json.dumps(patterns))
     session.add(created)
     session.flush()
-    changes.touch(session, repository_id)  # one the remote checks check from now
+    stamps.stamp(session, repository_id)  # one the remote checks check from now
     return created, True
 
 
@@ -489,7 +489,7 @@ def unwatch(session: Session, app_id: str, repository_id: str) -> int:
     session.exec(
         delete(Watch).where(col(Watch.app_id) == app_id, col(Watch.repository_id) == repository_id)
     )
-    changes.touch(session, repository_id)
+    stamps.stamp(session, repository_id)
     return int(removed.rowcount or 0)
 
 

@@ -15,14 +15,14 @@ from sqlmodel import Session, col
 from models.tables import Repository, utcnow
 
 
-def touch(session: Session, repository_id: str) -> None:
+def stamp(session: Session, repository_id: str) -> None:
     """Stamp the repository changed, in the caller's transaction."""
     session.exec(
         update(Repository).where(col(Repository.id) == repository_id).values(changed_at=utcnow())
     )
 
 
-def changed_since(session: Session, since: datetime) -> list[tuple[str, datetime]]:
+def stamped_since(session: Session, since: datetime) -> list[tuple[str, datetime]]:
     """(id, changed_at) of the repositories stamped after `since`."""
     query = select(col(Repository.id), col(Repository.changed_at)).where(
         col(Repository.changed_at) > since
