@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.sync_latency
 	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.idle_checks
+	$(BIN)/python -m bench.polling
 	$(BIN)/python -m bench.first_wave --repos 1000 --floor
 
 clean:

@@ -554,7 +554,7 @@ async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Resul
     watch = service.watch(args.app_id, args.repository_id, args.path)
     what = "now watches" if watch.created else "watch updated:"
     try:
-        await service.start_sync(args.repository_id)
+        await service.start_sync(args.repository_id, reuse_recent=True)
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"{args.app_id} {what} {args.repository_id}",

@@ -94,6 +94,9 @@ class SyncRequest:
     """The `sync_now` signal's argument; `request_id` lets `sync --wait` follow it."""
 
     request_id: str | None = None
+    # A new or changed watch (no request id): the running sync, or a successful one
+    # within a minute, serves it: its commit is handed to the apps behind, no fetch.
+    reuse_recent: bool = False
 
 
 @dataclass
@@ -152,6 +155,10 @@ class SyncState:
     recent_passes: list[DeliveryPass] = field(default_factory=list)
     remote_wakes: int = 0  # `remote_moved` signals that asked for a sync
     last_wake: str | None = None
+    # A `moved` wake that came during a sync: its commits; the sync's end decides.
+    remote_commits: list[str] | None = None
+    # A `reuse_recent` request not yet served by a listing of the apps behind.
+    handover_requested: bool = False
 
 
 @dataclass

@@ -113,6 +113,15 @@ class Repository(SQLModel, table=True):
         default=None, sa_column=Column(Text, nullable=True)
     )
     github_token_expires_at: datetime | None = None
+    # When something the remote checks read last changed: registered, a new interval,
+    # watched or unwatched, paused or resumed, a sync recorded (`treecast.store.stamps`).
+    # Each sweep re-reads the rows changed since its last read every second.
+    changed_at: datetime | None = Field(default_factory=utcnow, index=True)
+    # Paused with `pause` (the loop's own flag lives in its workflow): not checked.
+    paused: bool = Field(
+        default=False,
+        sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
+    )
 
     __table_args__ = (Index("uq_repositories_url_ref", "url", "ref", unique=True),)
 

@@ -213,7 +213,6 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
-    monkeypatch.setattr(remote_checks, "RELOAD_SECONDS", 0.5)  # new repositories at once
     monkeypatch.setattr(remote_checks, "HEARTBEAT_SECONDS", 0.5)  # status sees passes soon
     settings = load_settings()
     secret = generate_webhook_secret()
@@ -306,6 +305,39 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     assert [n["event"] for n in receiver.notices] == ["sync_failed"]
     sync_handle = stack.client.get_workflow_handle(sync_workflow_id(repository_id))
     await save_history(sync_handle, "sync_remote_checks")
+
+
+@pytest.mark.e2e
+async def test_repo_add_then_watch_fetches_once_and_a_push_arrives_within_an_interval(
+    stack: Stack,
+) -> None:
+    repo, receiver, run = stack.repo, stack.receiver, stack.run
+    interval = 2
+    repo.write("a.txt", "one")
+    first = repo.commit("first")
+    code, app, err = await run(
+        "app", "add", "--name", "m", "--url", receiver.url, "--secret", stack.secret
+    )
+    assert code == 0, err
+    code, added, err = await run("repo", "add", repo.url, "--interval", str(interval))
+    assert code == 0, err
+    repository_id = added["repository_id"]
+    assert (await run("watch", app["app_id"], repository_id))[0] == 0
+    await eventually(lambda: receiver.files() == repo.files_at(first))
+    await asyncio.sleep(2 * interval)
+    status = await _sync_status(stack, repository_id)
+    assert status["syncs"] == 1, status  # the first commit, fetched once for both
+
+    # A push right after: found by the first checks of the new repository (the sweep
+    # learnt of it at once), fetched once, and the checks after it find nothing to do.
+    repo.write("b.txt", "two")
+    second = repo.commit("second")
+    pushed = time.monotonic()
+    await eventually(lambda: receiver.files() == repo.files_at(second), timeout=40)
+    assert time.monotonic() - pushed <= interval + 2.0, time.monotonic() - pushed
+    await asyncio.sleep(3 * interval)
+    status = await _sync_status(stack, repository_id)
+    assert (status["syncs"], status["remote_wakes"]) == (2, 1), status
 
 
 @pytest.mark.e2e

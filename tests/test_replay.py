@@ -29,7 +29,14 @@ from worker import workflows as all_workflows
 pytestmark = pytest.mark.timeout(60)
 
 EXPECTED = {
-    "SyncRepository": {"sync_breaker", "sync_signals", "sync_can_first_run", "sync_remote_checks"},
+    "SyncRepository": {
+        "sync_breaker",
+        "sync_signals",
+        "sync_can_first_run",
+        "sync_remote_checks",
+        "sync_wakes_for_commits",  # a wake for the commit it has, or is syncing
+        "sync_new_watch_reuses",  # a new watch handed the commit just synced
+    },
     "CheckRemotes": {"check_remotes"},
     # deliver_failures, _newer_commit and _orphaned predate "apps take turns" (the
     # unpatched path); the others take turns, with a failing app.

@@ -17,6 +17,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from models.checks import CheckReason, RemoteMoved
 from models.events import SyncEvent
 from models.git import GitErrorType
 from models.sync import (
@@ -40,7 +41,7 @@ from tests.temporal_env import (
 from treecast.config import Settings
 from treecast.service import workflows as temporal_ops
 from workflows.search_attributes import dev_server_args, operator_create_command
-from workflows.sync_repository import SyncRepository
+from workflows.sync_repository import REUSE_RECENT, SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -458,3 +459,100 @@ async def test_sync_and_wait_counts_the_delivery_it_meets(
         assert outcome.summary == "done: c1: 3 files to 1 of 1 apps"
         assert [(a.app_id, a.delivered) for a in outcome.apps] == [("app-a", 3)]
         assert len(fake.deliveries) == 1  # nothing was delivered twice
+
+
+# --- remote checks' wakes and new watches (issue 30): no fetch for what the loop has ---
+
+FULL_SYNC = 86_400
+
+
+def moved(*commits: str) -> RemoteMoved:
+    return RemoteMoved(reason=CheckReason.MOVED, detail=",".join(commits), commits=list(commits))
+
+
+async def test_a_wake_for_the_commit_synced_or_being_synced_does_not_sync_again(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeTreecast(apps=["app-a"], commit="c1")
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        handle = await start(
+            env.client, queue, sync_input("repo-w", full_sync_interval_seconds=FULL_SYNC)
+        )
+        await eventually(env, lambda: fake.snapshots == 1, step=0.2)
+        await handle.signal(SyncRepository.remote_moved, moved("c1"))
+        await env.sleep(5)
+        assert fake.snapshots == 1  # the commit it has: nothing to fetch
+
+        # Woken for c2 while that sync runs, woken again for c2: one fetch gets it.
+        fake.commit, fake.snapshot_gate = "c2", asyncio.Event()
+        await handle.signal(SyncRepository.remote_moved, moved("c2"))
+        await eventually(env, lambda: fake.snapshots == 2, step=0.2)
+        await handle.signal(SyncRepository.remote_moved, moved("c2"))
+        fake.snapshot_gate.set()
+        await eventually(env, lambda: _last_commit(handle, "c2"), step=0.2)
+        await env.sleep(5)
+        assert fake.snapshots == 2
+
+        # Woken for c4 (pushed after the running fetch began, which gets c3): one more
+        # fetch, and only one.
+        fake.commit, fake.snapshot_gate = "c3", asyncio.Event()
+        await handle.signal(SyncRepository.remote_moved, moved("c3"))
+        await eventually(env, lambda: fake.snapshots == 3, step=0.2)
+        await handle.signal(SyncRepository.remote_moved, moved("c4"))
+        gate, fake.snapshot_gate = fake.snapshot_gate, None
+        gate.set()
+        await eventually(env, lambda: fake.snapshots == 4, step=0.2)
+        await env.sleep(5)
+        assert fake.snapshots == 4
+        await handle.signal(SyncRepository.stop)
+        await handle.result()
+        await save_history(handle, "sync_wakes_for_commits")
+
+
+async def _last_commit(handle: object, commit: str) -> bool:
+    return (await status(handle)).last_commit == commit  # type: ignore[arg-type]
+
+
+async def test_a_new_watch_is_handed_the_commit_just_synced_without_a_fetch(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeTreecast(apps=[], commit="c1")
+    queue = new_task_queue()
+    new_watch = SyncRequest(reuse_recent=True)
+    checked = sync_input("repo-n", full_sync_interval_seconds=FULL_SYNC)
+    async with treecast_worker(env.client, queue, fake.activities()):
+        # `repo add`: the loop starts and syncs; nobody watches yet.
+        handle = await start(env.client, queue, checked)
+        await eventually(env, lambda: fake.watcher_lists == 1, step=0.2)
+        # `watch` a moment later: the app gets c1, fetched once.
+        fake.apps = ["app-a"]
+        await handle.signal(SyncRepository.sync_now, new_watch)
+        await eventually(env, lambda: len(fake.deliveries) == 1, step=0.2)
+        assert fake.snapshots == 1 and fake.deliveries[0].commit == "c1"
+
+        # A watch that meets a running sync is served by that sync.
+        fake.commit, fake.snapshot_gate = "c2", asyncio.Event()
+        await handle.signal(SyncRepository.sync_now, SyncRequest())
+        await eventually(env, lambda: fake.snapshots == 2, step=0.2)
+        fake.apps = ["app-a", "app-b"]
+        await handle.signal(SyncRepository.sync_now, new_watch)
+        fake.snapshot_gate.set()
+        await eventually(env, lambda: _delivered(fake, "app-b", "c2"), step=0.2)
+        await env.sleep(5)
+        assert fake.snapshots == 2
+
+        # Longer than that after the last sync (REUSE_RECENT), a new watch fetches first.
+        await env.sleep(REUSE_RECENT.total_seconds() + 5)
+        fake.apps = ["app-a", "app-b", "app-c"]
+        fake.commit = "c3"
+        await handle.signal(SyncRepository.sync_now, new_watch)
+        await eventually(env, lambda: _delivered(fake, "app-c", "c3"), step=0.2)
+        assert fake.snapshots == 3
+        await handle.signal(SyncRepository.stop)
+        await handle.result()
+        await save_history(handle, "sync_new_watch_reuses")
+
+
+def _delivered(fake: FakeTreecast, app_id: str, commit: str) -> bool:
+    return any(d.app_id == app_id and d.commit == commit for d in fake.deliveries)

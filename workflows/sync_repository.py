@@ -67,6 +67,14 @@ HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
 # with the request as it stands (the client can go on following it with `request`).
 # Bounded so a stuck delivery never blocks the loop's continue-as-new for long.
 UPDATE_WAIT = timedelta(hours=1)
+# A new watch is served by a successful sync this recent without a fetch of its own:
+# `repo add` then `watch` fetch the first commit once. (Whatever its age, the synced
+# commit is as fresh as polling promises: checks or polls look every interval.)
+REUSE_RECENT = timedelta(seconds=60)
+# The paths of issue 30, for signals that carry its fields: a worker of the release before
+# ignores the fields and syncs, so a history it wrote must replay that way (a marker each).
+WAKE_FOR_NEW_COMMITS_PATCH = "wake-for-new-commits"
+REUSE_RECENT_PATCH = "reuse-recent-sync"
 
 
 def poll_jitter(repository_id: str, interval_seconds: int) -> timedelta:
@@ -124,7 +132,15 @@ class SyncRepository:
         if request.request_id:
             requests.accept(self._state, request.request_id, workflow.now(), refusal)
         if refusal is None:
-            self._state.sync_requested = True
+            if (
+                request.reuse_recent
+                and not request.request_id
+                and self._recent()
+                and workflow.patched(REUSE_RECENT_PATCH)
+            ):
+                self._state.handover_requested = True  # no fetch: see `_hand_over_synced`
+            else:
+                self._state.sync_requested = True
 
     @workflow.update
     async def sync_and_wait(self, request: SyncRequest) -> SyncOutcome:
@@ -157,6 +173,17 @@ class SyncRepository:
         if wake.reason == CheckReason.FAILED and self._state.last_error_type is not None:
             return  # failing: the loop retries at the poll interval and counts for the breaker
         state = self._state
+        if (
+            wake.reason == CheckReason.MOVED
+            and wake.commits
+            and workflow.patched(WAKE_FOR_NEW_COMMITS_PATCH)
+        ):
+            if self._syncing:
+                # The running fetch may have got it already: its end decides (`_succeeded`).
+                state.remote_commits = list(wake.commits)
+                return
+            if state.last_commit in wake.commits:
+                return  # synced already (the check read the commit before it was recorded)
         state.sync_requested = True
         state.remote_wakes += 1
         state.last_wake = f"{wake.reason} at {_iso(wake.checked_at or workflow.now())}"
@@ -245,7 +272,9 @@ class SyncRepository:
                 # a pending sync_now or an open breaker carries over intact.
                 workflow.continue_as_new(replace(input, state=self._state))
             cycles += 1
-            if await self._wait_for_turn():
+            if self._handover_due():
+                await self._hand_over_synced()
+            elif await self._wait_for_turn():
                 await self._sync()
         requests.stop_all(self._state, workflow.now())
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -291,11 +320,36 @@ class SyncRepository:
                     self._stopping
                     or self._state.paused
                     or self._state.sync_requested
+                    or self._handover_due()
                     or self._state.breaker.status != BreakerStatus.CLOSED
                 ),
             )
             return False
         return not self._stopping
+
+    def _recent(self) -> bool:
+        """Whether the running sync, or a successful one within `REUSE_RECENT`, can serve
+        a new watch (`SyncRequest.reuse_recent`)."""
+        state = self._state
+        if self._syncing:
+            return True
+        if state.last_sync_at is None or state.last_error_type is not None:
+            return False
+        return workflow.now() - state.last_sync_at < REUSE_RECENT
+
+    def _handover_due(self) -> bool:
+        state = self._state
+        return (
+            state.handover_requested
+            and not state.sync_requested  # that sync's listing serves it
+            and not state.paused
+            and not self._stopping
+            and state.last_sync_at is not None
+        )
+
+    async def _hand_over_synced(self) -> None:
+        """A new watch met a recent sync: its commit goes to the apps behind, no fetch."""
+        await self._fan_out(self._state.last_commit, [], moved=False)
 
     async def _sleep_until(self, deadline: datetime | None, wake: Callable[[], bool]) -> None:
         remaining = (deadline - workflow.now()).total_seconds() if deadline else 0.0
@@ -327,7 +381,7 @@ class SyncRepository:
             self._syncing = False
         moved = await self._succeeded(snapshot)
         if not self._stopping:  # else the run loop answers the requests
-            await self._fan_out(snapshot, request_ids, moved=moved)
+            await self._fan_out(snapshot.commit, request_ids, moved=moved)
 
     def _begin(self) -> list[str]:
         """Start a sync: take the waiting requests and set the next poll."""
@@ -367,6 +421,12 @@ class SyncRepository:
         state.last_commit, state.last_ref = snapshot.commit, snapshot.ref
         state.last_sync_at = workflow.now()
         state.last_error_type = state.last_error = None
+        if state.remote_commits is not None:
+            if snapshot.commit not in state.remote_commits:  # pushed after this fetch began
+                state.sync_requested = True
+                state.remote_wakes += 1
+                state.last_wake = f"{CheckReason.MOVED} at {_iso(workflow.now())}"
+            state.remote_commits = None
         self._publish()
         if step.notice == SyncEvent.SYNC_RECOVERED:
             await self._notify(
@@ -391,6 +451,7 @@ class SyncRepository:
         input, state = self._input, self._state
         error_type, message = failure_of(err)
         state.last_error_type, state.last_error = error_type, message
+        state.remote_commits = None  # failing: the loop polls on its own (as for `failed`)
         now = workflow.now()
         before = state.breaker
         step = breaker.record_failure(
@@ -426,11 +487,11 @@ class SyncRepository:
                 )
             )
 
-    async def _fan_out(
-        self, snapshot: SnapshotResult, request_ids: list[str], *, moved: bool
-    ) -> None:
+    async def _fan_out(self, commit: str | None, request_ids: list[str], *, moved: bool) -> None:
         """Hand the commit to DeliverFiles when it moved or an app is behind."""
-        repository_id, commit = self._input.repository_id, snapshot.commit
+        repository_id = self._input.repository_id
+        # This listing sees every watch saved before it: it serves the new watches' requests.
+        self._state.handover_requested = False
         watchers = await workflow.execute_local_activity_method(
             # Local: a quick database read on the hot path of every sync; saves a
             # server round trip per step (docs/performance.md).

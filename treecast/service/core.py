@@ -411,16 +411,28 @@ class TreecastService:
     # -- syncs ------------------------------------------------------------------------------
 
     async def start_sync(
-        self, repository_id: str, *, sync_now: bool = True, what: str | None = None
+        self,
+        repository_id: str,
+        *,
+        sync_now: bool = True,
+        what: str | None = None,
+        reuse_recent: bool = False,
     ) -> None:
         """Make sure the repository's loop runs; with `sync_now`, sync right away.
 
+        `reuse_recent` (a new or changed watch): the running sync, or one within a
+        minute, serves the request: its commit goes to the apps behind, no fetch.
         `what` names the call in a refusal ("Temporal refused {what}").
         """
         interval = self.poll_interval(repository_id)
         await self._temporal(
             lambda client: workflows.start_sync(
-                client, self.settings, repository_id, interval, sync_now=sync_now
+                client,
+                self.settings,
+                repository_id,
+                interval,
+                sync_now=sync_now,
+                reuse_recent=reuse_recent,
             ),
             what or f"the sync request for {repository_id}",
         )
@@ -464,9 +476,13 @@ class TreecastService:
         self.poll_interval(repository_id)  # an unknown id is a UserError
         toggle = workflows.pause if paused else workflows.resume
         doing = "pausing" if paused else "resuming"
-        return await self._temporal(
+        running: bool = await self._temporal(
             lambda client: toggle(client, repository_id), f"{doing} {repository_id}"
         )
+        if running or not paused:  # a loop that does not run is not paused: no check skipped
+            with session_scope(self.settings.database_url) as session:
+                registry.set_paused(session, repository_id, paused)
+        return running
 
     # -- status -----------------------------------------------------------------------------
 
@@ -638,7 +654,7 @@ class TreecastService:
             return result
         if changed:
             try:
-                await self.start_sync(result.repository_id)
+                await self.start_sync(result.repository_id, reuse_recent=True)
                 result.sync_requested = True
             except Unreachable as error:
                 result.sync_error = f"the watch is saved; {error}"

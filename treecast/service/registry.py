@@ -34,7 +34,7 @@ from treecast.service import credentials as creds
 from treecast.service import docora_tokens, pushes, tokens
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
-from treecast.store import keys
+from treecast.store import keys, stamps
 from treecast.urls import validate_base_url, vet_git_url
 from treecast.webhooks.signing import SigningScheme
 
@@ -334,7 +334,7 @@ def add_repository(
             changed = True
         if changed:
             keys.remember(session, cipher)
-            existing.updated_at = utcnow()
+            existing.updated_at = existing.changed_at = utcnow()
             session.add(existing)
         return existing, False
     # One push secret per git repository, so one hook on the host serves every ref of it.
@@ -414,6 +414,14 @@ def list_repositories(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+def set_paused(session: Session, repository_id: str, paused: bool) -> None:
+    """Record a pause or resume, so the remote checks skip (or check again) the repository."""
+    repository = get_repository(session, repository_id)
+    repository.paused = paused
+    repository.changed_at = utcnow()
+    session.add(repository)
+
+
 def remove_repository(session: Session, repository_id: str) -> None:
     """Delete the repository, its watches, ledgers, snapshots and delivery log."""
     get_repository(session, repository_id)
@@ -460,10 +468,12 @@ def watch(
         # A changed filter must be re-evaluated against the whole tree.
         existing.delivered_commit = None
         session.add(existing)
+        stamps.stamp(session, repository_id)
         return existing, False
     created = Watch(app_id=app_id, repository_id=repository_id, path_globs=json.dumps(patterns))
     session.add(created)
     session.flush()
+    stamps.stamp(session, repository_id)  # one the remote checks check from now
     return created, True
 
 
@@ -479,6 +489,7 @@ def unwatch(session: Session, app_id: str, repository_id: str) -> int:
     session.exec(
         delete(Watch).where(col(Watch.app_id) == app_id, col(Watch.repository_id) == repository_id)
     )
+    stamps.stamp(session, repository_id)
     return int(removed.rowcount or 0)
 
 

@@ -183,8 +183,10 @@ async def start_sync(
     poll_interval_seconds: int | None,
     *,
     sync_now: bool,
+    reuse_recent: bool = False,
 ) -> None:
-    """Make sure the repository's sync loop runs; with `sync_now`, also sync right away.
+    """Make sure the repository's sync loop runs; with `sync_now`, also sync right away
+    (`reuse_recent`: a sync within the poll interval will do, see `SyncRequest`).
 
     A new workflow syncs on its first run either way; `sync_now=False` just leaves a
     running one on its schedule. Signal-with-start (or USE_EXISTING): starting twice
@@ -197,7 +199,7 @@ async def start_sync(
             SyncRepository.run,
             workflow_input,
             start_signal="sync_now",  # the SDK takes the start signal by name only
-            start_signal_args=[SyncRequest()],
+            start_signal_args=[SyncRequest(reuse_recent=reuse_recent)],
             **options,
         )
         return
