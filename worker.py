@@ -13,7 +13,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -192,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.dev:
-            settings = replace(settings, dev=True)
+            settings = settings.model_copy(update={"dev": True})
         asyncio.run(run(settings, dev=args.dev))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,7 +12,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -232,4 +231,4 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
     engine = engine_for(url)
     SQLModel.metadata.drop_all(engine)
     SQLModel.metadata.create_all(engine)
-    return replace(settings, database_url=url)
+    return settings.model_copy(update={"database_url": url})

@@ -5,7 +5,6 @@ and says the live state is unknown; an action that needs a worker says so."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ pytestmark = pytest.mark.e2e
 async def test_a_missing_worker_never_hangs_a_page(tmp_path: Path) -> None:
     env = await start_local()
     try:
-        settings = replace(
-            api_settings(tmp_path), task_queue=new_task_queue(), api_status_timeout_seconds=1.0
+        settings = api_settings(tmp_path).model_copy(
+            update={"task_queue": new_task_queue(), "api_status_timeout_seconds": 1.0}
         )
         service = TreecastService(settings)
         service._client = env.client  # the dev server's client instead of connecting

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,9 @@ async def test_the_deploy_key_never_enters_workflow_history(
     settings: Settings, tmp_path: Path
 ) -> None:
     require_sshd()
-    settings = replace(settings, task_queue=new_task_queue(), git_timeout_seconds=20.0)
+    settings = settings.model_copy(
+        update={"task_queue": new_task_queue(), "git_timeout_seconds": 20.0}
+    )
     origin = WorkRepo(tmp_path / "origin")
     origin.write("README.md", "private\n")
     origin.commit()

@@ -13,7 +13,6 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +107,7 @@ def test_a_deploy_key_syncs_a_private_repository(
     assert result.file_count == 2 and result.ref == "main"
     assert leftovers() == before  # the key's files went with the command
     # Delivery on another worker fetches the commit with the same key.
-    elsewhere = replace(settings, data_dir=settings.data_dir / "other-worker")
+    elsewhere = settings.model_copy(update={"data_dir": settings.data_dir / "other-worker"})
     assert result.commit is not None
     assert ensure_commit(elsewhere, info.repository_id, result.commit).has_commit(result.commit)
 
@@ -227,7 +226,7 @@ def _check_key_never_appears(
     before = leftovers()
     try:
         for attempt in range(5):  # until ps caught an ssh git started, at least once
-            settings_n = replace(settings, data_dir=settings.data_dir / f"w{attempt}")
+            settings_n = settings.model_copy(update={"data_dir": settings.data_dir / f"w{attempt}"})
             snapshot(settings_n, info.repository_id)
             if seen_ssh:
                 break
@@ -262,7 +261,7 @@ def test_the_key_files_go_even_when_git_times_out(
             CredentialSpec(ssh_private_key=deploy_key[1], known_hosts="ssh-ed25519 " + "A" * 68),
         )
         before = leftovers()
-        quick = replace(settings, git_timeout_seconds=1.0)
+        quick = settings.model_copy(update={"git_timeout_seconds": 1.0})
         error = failure(quick, info.repository_id)
     assert error.type == GitErrorType.TIMEOUT
     assert leftovers() == before

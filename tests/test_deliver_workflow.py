@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -269,11 +269,12 @@ async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
     # The real activities against the example receiver, small chunks: the app refuses
     # chunk 5 of big.bin once. Every try is its own activity (apps take turns), so the
     # position reaches the next try through the failure and DeliverInput.resume.
-    settings = replace(
-        settings,
-        chunk_threshold_bytes=4096,
-        chunk_size_bytes=1024,
-        task_queue=new_task_queue(),
+    settings = settings.model_copy(
+        update={
+            "chunk_threshold_bytes": 4096,
+            "chunk_size_bytes": 1024,
+            "task_queue": new_task_queue(),
+        }
     )
     repo = WorkRepo(tmp_path / "repo")
     repo.write("a.txt", "a\n")

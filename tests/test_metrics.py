@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,11 +56,12 @@ async def test_metrics_endpoint_counts_syncs_and_webhooks(
 ) -> None:
     env = await start_local()
     port = free_port()
-    settings = dataclasses.replace(
-        settings,
-        temporal_address=env.client.service_client.config.target_host,
-        task_queue=new_task_queue(),
-        metrics_port=port,
+    settings = settings.model_copy(
+        update={
+            "temporal_address": env.client.service_client.config.target_host,
+            "task_queue": new_task_queue(),
+            "metrics_port": port,
+        }
     )
     secret = generate_webhook_secret()
     repo = WorkRepo(tmp_path / "git")

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -371,7 +371,7 @@ async def test_smart_http_ls_refs_answers_as_git_does(tmp_path: Path, settings: 
             await native(RemoteAccess("r1", server.url("nope.git"), "", token))
         assert missing.value.type == "RepositoryNotFound"
         # A token over plain http is still refused unless allowed, before any request.
-        strict = replace(settings, allow_insecure_transport=False)
+        strict = settings.model_copy(update={"allow_insecure_transport": False})
         before = len(server.requests)
         with pytest.raises(ApplicationError) as insecure:
             await native(RemoteAccess("r1", url, "main", token), strict)

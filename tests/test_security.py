@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
@@ -286,7 +285,7 @@ def test_dns_that_answers_a_private_address_is_refused_at_connect_time(
 ) -> None:
     # Registered while its name looked public; now its DNS answers loopback. No DNS server
     # runs here, so the system resolver is the one stand-in.
-    strict = replace(settings, allow_private_urls=False)
+    strict = settings.model_copy(update={"allow_private_urls": False})
     repo = WorkRepo(tmp_path / "repo")
     repo.write("a.txt", "a\n")
     commit = repo.commit()
