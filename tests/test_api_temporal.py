@@ -16,22 +16,13 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.api_helpers import api_client, api_settings, bearer, github_headers, github_push, onboard
-from tests.temporal_env import FakeTreecast, new_task_queue, start_local, treecast_worker
+from tests.temporal_env import FakeTreecast, new_task_queue, treecast_worker
 from treecast.config import Settings
 from treecast.service.core import TreecastService
 
 pytestmark = pytest.mark.e2e
 
 REPO = "https://github.com/acme/handbook"
-
-
-@pytest.fixture(scope="module")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_local()
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 @dataclass

@@ -104,6 +104,7 @@ _RESOLVE_KEY = (
 )
 
 
+@pytest.mark.slow  # 18 interpreters: in `make test`, not `make unit`
 @pytest.mark.parametrize("attempt", range(3))
 def test_processes_starting_at_once_on_a_fresh_data_dir_share_one_generated_key(
     tmp_path: Path, attempt: int

@@ -12,7 +12,6 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,9 @@ from treecast.service.errors import UserError
 from treecast.store.repositories import ensure_commit
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SshServer]:
-    with ssh_server() as running:
-        yield running
+@pytest.fixture
+def server(sshd: SshServer) -> SshServer:
+    return sshd
 
 
 @pytest.fixture
@@ -182,6 +180,7 @@ def test_a_replaced_host_key_is_refused_naming_both_fingerprints(
     assert after.ssh_key_fingerprint == load_deploy_key(deploy_key[1]).fingerprint
 
 
+@pytest.mark.sshd  # a slow sshd of its own
 def test_the_key_never_appears_in_clear(
     settings: Settings, origin: WorkRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -27,7 +27,8 @@ from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
 
 pytestmark = [
-    pytest.mark.e2e,
+    pytest.mark.e2e,  # a dev server of its own: the shared one has no Web UI
+    pytest.mark.browser,
     pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (make browser)"),
 ]
 
