@@ -17,7 +17,8 @@ Markers: a test that uses one of these fixtures is marked `temporal`, `postgres`
 a server of its own (its own dev server, a worker with --dev, a browser) carries the
 marker itself, e.g. `pytestmark = pytest.mark.temporal`; the helpers that start servers
 (`start_local`, `start_time_skipping`, `running_postgres`, `ssh_server`) fail a test that
-is not marked for them. `make unit` runs the tests not marked `servers`.
+is not marked for them. `make unit` runs the tests marked neither `servers` nor `slow`
+(the few heavy ones that need no server).
 """
 
 from __future__ import annotations
