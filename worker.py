@@ -13,7 +13,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -224,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         logs.configure(settings.log_format)
         if args.dev:
-            settings = replace(settings, dev=True)
+            settings = settings.model_copy(update={"dev": True})
         asyncio.run(run(settings, dev=args.dev))
     except (ConfigError, SchemaBehind) as error:
         print(f"error: {error}", file=sys.stderr)

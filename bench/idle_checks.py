@@ -53,7 +53,7 @@ async def history(interval: int, seconds: float) -> dict[str, Any]:
         async with fault_stack(root / "data", **overrides) as stack:
             client = stack.client
             assert client is not None
-            polled = replace(stack.settings, full_sync_seconds=0)
+            polled = stack.settings.model_copy(update={"full_sync_seconds": 0})
             with Receiver([secret], root / "mirror") as receiver:
                 app_id = stack.add_app(receiver, secret)
                 ids, commits = {}, {}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from temporalio.testing import WorkflowEnvironment
 
 import worker
 from examples.receiver import Receiver
@@ -57,9 +58,12 @@ async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[bytes
 
 
 @asynccontextmanager
-async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
-    """Start everything under `root`; stop it all afterwards."""
-    env_server = await start_local()
+async def api_stack(
+    root: Path, env: WorkflowEnvironment | None = None, **extra: str
+) -> AsyncIterator[ApiStack]:
+    """Start everything under `root` on `env` (tests pass `dev_env`; by default a dev server
+    of its own); stop it all afterwards."""
+    env_server = env or await start_local()
     port = free_port()
     values = {
         "TEMPORAL_ADDRESS": env_server.client.service_client.config.target_host,
@@ -109,4 +113,5 @@ async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
         end_process(process, 15)
         log.close()
         executor.shutdown(wait=False, cancel_futures=True)
-        await env_server.shutdown()
+        if env is None:
+            await env_server.shutdown()

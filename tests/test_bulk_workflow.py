@@ -34,7 +34,7 @@ from treecast.store import bulk
 from workflows import bulk_watches
 from workflows.bulk_watches import BulkWatches
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 
 
 class FakeSteps:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -257,7 +256,7 @@ def test_force_push_with_and_without_the_old_commit(settings: Settings, repo: Wo
     expected = [("delete", "doomed.txt"), ("create", "other.txt"), ("update", "docs/a.md")]
     assert kinds(changes(settings, "app_1", after)) == expected  # old commit still cached
     # Another worker's cache never saw the old commit (now gone from the remote): full comparison.
-    elsewhere = replace(settings, data_dir=settings.data_dir / "worker-2")
+    elsewhere = settings.model_copy(update={"data_dir": settings.data_dir / "worker-2"})
     assert kinds(changes(elsewhere, "app_1", after)) == expected
     shutil.rmtree(cache_path(settings, REPO))
     assert kinds(changes(settings, "app_1", after)) == expected

@@ -136,7 +136,7 @@ def github(app_key: rsa.RSAPrivateKey) -> Iterator[FakeGitHub]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/api/v3"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield fake
@@ -201,7 +201,7 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = replace(settings, github_api_url=github.url)
+    settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
         service = TreecastService(settings)
@@ -247,7 +247,7 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
 def test_a_revoked_installation_fails_without_retrying(
     settings: Settings, github: FakeGitHub, app_key: rsa.RSAPrivateKey, origin: WorkRepo
 ) -> None:
-    settings = replace(settings, github_api_url=github.url)
+    settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="never") as server:
         service = TreecastService(settings)
         info, _ = service.add_repository(
@@ -350,7 +350,7 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
 def test_a_token_revoked_before_it_expires_is_minted_anew_and_says_why(
     settings: Settings, github: FakeGitHub, app_key: rsa.RSAPrivateKey, origin: WorkRepo
 ) -> None:
-    settings = replace(settings, github_api_url=github.url)
+    settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
         service = TreecastService(settings)

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 from collections import Counter
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -225,7 +224,7 @@ def chunky_run(
     receiver_secret: str,  # noqa: F811
 ) -> Run:
     """A `Run` whose chunk threshold (4 KiB) and size (1 KiB) make BINARY 14 chunks."""
-    small = replace(settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
+    small = settings.model_copy(update={"chunk_threshold_bytes": 4096, "chunk_size_bytes": 1024})
     return Run(small, tmp_path, receiver, [receiver_secret])
 
 
@@ -422,7 +421,7 @@ def test_lost_acknowledgement_is_resent_with_the_same_id(run: Run) -> None:
     commit = run.repo.commit()
     run.register()
     run.receiver.delay_next(1.0)  # processed late: Treecast gave up waiting
-    slow = replace(run.settings, file_timeout_seconds=0.3)
+    slow = run.settings.model_copy(update={"file_timeout_seconds": 0.3})
     with pytest.raises(ApplicationError, match="did not answer within") as failure:
         run.env.run(
             DeliveryActivities(slow).deliver_changes,
@@ -565,7 +564,7 @@ def test_410_disables_the_watch(run: Run) -> None:
 
 
 def test_private_target_is_refused_unless_allowed(run: Run) -> None:
-    run.settings = replace(run.settings, allow_private_urls=False)
+    run.settings = run.settings.model_copy(update={"allow_private_urls": False})
     run.base_url = f"http://localhost:{run.receiver.port}"
     run.repo.write("a.txt", "a")
     commit = run.repo.commit()
@@ -608,7 +607,7 @@ def test_removed_app_or_watch_returns_quietly(run: Run) -> None:
 
 
 def test_delivery_log_is_bounded(run: Run) -> None:
-    run.settings = replace(run.settings, delivery_log_keep=3)
+    run.settings = run.settings.model_copy(update={"delivery_log_keep": 3})
     for i in range(8):
         run.repo.write(f"f{i}.txt", str(i))
     commit = run.repo.commit()

@@ -8,7 +8,6 @@ import os
 import random
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,7 +117,7 @@ def test_branch_tag_and_commit_refs(settings: Settings, repo: WorkRepo) -> None:
     # A commit id already in the cache needs no network at all.
     assert sync(settings, repo.url, v1) == (v1, v1, False)
 
-    other = replace(settings, data_dir=settings.data_dir / "other")
+    other = settings.model_copy(update={"data_dir": settings.data_dir / "other"})
     assert sync(other, repo.url, feature) == (feature, feature, True)
 
     err = git_failure(settings, repo.url, ref="no-such-branch")
@@ -243,7 +242,7 @@ def test_a_connection_cut_mid_fetch_is_retryable_and_keeps_the_cache(
 
 
 def test_silent_server_times_out_and_is_retryable(settings: Settings) -> None:
-    quick = replace(settings, git_timeout_seconds=1.0)
+    quick = settings.model_copy(update={"git_timeout_seconds": 1.0})
     with silent_server() as port:
         started = time.monotonic()
         err = git_failure(quick, f"http://127.0.0.1:{port}/r.git", credentials=Credentials(TOKEN))
@@ -515,7 +514,7 @@ def test_a_default_branch_that_does_not_exist_is_refused_not_emptied(
     git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/master")
     err = git_failure(settings, repo.url)
     assert err.type == GitErrorType.REF_NOT_FOUND and "no existing branch" in err.message
-    fresh = replace(settings, data_dir=settings.data_dir / "fresh")
+    fresh = settings.model_copy(update={"data_dir": settings.data_dir / "fresh"})
     assert git_failure(fresh, repo.url).type == GitErrorType.REF_NOT_FOUND
     git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/main")
     assert sync(settings, repo.url)[0] == head

@@ -15,7 +15,7 @@ from tests.api_helpers import api_client, api_settings
 from tests.faults_helpers import StoppablePostgres
 from tests.temporal_env import start_local
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.postgres, pytest.mark.temporal, pytest.mark.timeout(180)]
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:

@@ -533,6 +533,7 @@ def deliver_in_child(spec_file: str) -> None:
     )
 
 
+@pytest.mark.slow  # half a minute of CPU: in `make test`, not `make unit`
 def test_a_200_mb_file_is_snapshotted_and_delivered_in_bounded_memory(
     settings: Settings,
     tmp_path: Path,
@@ -595,6 +596,7 @@ def many_files(count: int) -> Iterator[Entry]:
         yield Entry(b"d%03d/f%05d.txt" % (i // 100, i), b"file %d\n" % i)
 
 
+@pytest.mark.slow
 def test_100000_files_snapshot_changes_and_a_delivered_subset(
     settings: Settings,
     tmp_path: Path,

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
 
 import starter
 import worker
@@ -28,7 +29,7 @@ from models.tables import App, Repository, Snapshot, Watch, WatchStatus
 from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo, git
 from tests.idle_rows import add_idle_repositories
-from tests.temporal_env import new_task_queue, save_history, start_local
+from tests.temporal_env import new_task_queue, save_history
 from treecast import remote_checks
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
@@ -199,10 +200,11 @@ def _invoke(argv: list[str]) -> tuple[int, Any, str]:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
-    env = await start_local()
+async def stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
+) -> AsyncIterator[Stack]:
     for name, value in {
-        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
@@ -219,18 +221,19 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
-            async with worker.build_worker(env.client, settings, executor):
-                assert await ensure_remote_checks(env.client, settings) == [
+            async with worker.build_worker(dev_env.client, settings, executor):
+                assert await ensure_remote_checks(dev_env.client, settings) == [
                     "treecast-check-remotes-0-of-1"
                 ]
 
                 async def run(*argv: str) -> tuple[int, Any, str]:
                     return await asyncio.to_thread(_invoke, list(argv))
 
-                yield Stack(WorkRepo(tmp_path / "git"), receiver, secret, settings, env.client, run)
+                yield Stack(
+                    WorkRepo(tmp_path / "git"), receiver, secret, settings, dev_env.client, run
+                )
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        await env.shutdown()
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -403,7 +406,7 @@ async def test_smart_http_ls_refs_answers_as_git_does(tmp_path: Path, settings: 
             await native(RemoteAccess("r1", server.url("nope.git"), "", token))
         assert missing.value.type == "RepositoryNotFound"
         # A token over plain http is still refused unless allowed, before any request.
-        strict = replace(settings, allow_insecure_transport=False)
+        strict = settings.model_copy(update={"allow_insecure_transport": False})
         before = len(server.requests)
         with pytest.raises(GitError) as insecure:
             await native(RemoteAccess("r1", url, "main", token), strict)

@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -177,7 +176,7 @@ def test_tokens_stay_secret(
 
 def test_timeouts_heartbeat_and_retry(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(git_command, "HEARTBEAT_SECONDS", 0.2)
-    quick = replace(settings, git_timeout_seconds=1.5)
+    quick = settings.model_copy(update={"git_timeout_seconds": 1.5})
     beats: list[object] = []
     with silent_server() as port:
         register(quick, f"http://127.0.0.1:{port}/r.git")
