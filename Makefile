@@ -53,9 +53,24 @@ sshd:
 	      || echo "note: could not install openssh-server; the ssh tests will be skipped"; \
 	  else echo "note: /usr/sbin/sshd is not installed; the ssh tests will be skipped"; fi; }
 
+# pytest-xdist: one test process per core (`auto`), each with its own servers (one dev
+# server, one time-skipping server, one PostgreSQL: tests/conftest.py); tests go to
+# whichever process is free. PYTEST_WORKERS=0 runs them all in this process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist worksteal
+# pytest rewrites the asserts of ~430 modules (the tests, and the hypothesis and
+# schemathesis plugins) in each process; with bytecode off it cannot keep the result in
+# __pycache__ and every run and worker does it again (~7 s of CPU each).
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
+
 # The whole suite: lint, types, unit, PostgreSQL, time-skipping and dev-server tests.
 test: lint typecheck browser sshd
-	$(BIN)/pytest -q
+	$(PYTEST) -q $(PYTEST_PARALLEL)
+
+# The tests that need no server (no Temporal, PostgreSQL, sshd or browser), in under a
+# minute: what tests/conftest.py does not mark `servers`, but for the few marked `slow`.
+unit: $(STAMP)
+	$(PYTEST) -q -m "not servers and not slow" $(PYTEST_PARALLEL)
 
 # Re-take docs/ui-breaker-open.png (the Web UI filtered by breaker state).
 screenshot: $(STAMP) browser
@@ -83,6 +98,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.sync_latency
 	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.idle_checks
+	$(BIN)/python -m bench.polling
 	$(BIN)/python -m bench.first_wave --repos 1000 --floor
 
 clean:

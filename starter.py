@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from treecast.cli import credentials as cli_credentials
 from treecast.cli import format as cli_format
 from treecast.config import ConfigError, Settings, load_settings
-from treecast.db import connect_failure
+from treecast.db import SchemaBehind, SchemaStatus, connect_failure
 from treecast.process_exit import run_and_exit
 from treecast.service.core import RepositoryStatus, TreecastService
 from treecast.service.credentials import CredentialInfo, CredentialSpec
@@ -177,6 +177,16 @@ def build_parser() -> ArgumentParser:
     )
     rps.add_argument("repository_id", metavar="REPO_ID")
     _add_json(rps)
+
+    db = commands.add_parser("db", help="the database schema: its revision, upgrading it")
+    _add_json(db)
+    db_cmds = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=ArgumentParser)
+    _add_json(db_cmds.add_parser("current", help="the schema revision, and this release's"))
+    _add_json(
+        db_cmds.add_parser(
+            "upgrade", help="migrate the schema to this release's (stamps a pre-migration one)"
+        )
+    )
 
     api = commands.add_parser("api", help="run the HTTP API server (see docs/api.md)")
     api.add_argument(
@@ -551,6 +561,30 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
     )
 
 
+def _schema(status: SchemaStatus) -> dict[str, Any]:
+    return {"current": status.current, "head": status.head, "up_to_date": status.up_to_date}
+
+
+async def cmd_db(service: TreecastService, args: argparse.Namespace) -> Result:
+    if args.db_command is None:
+        raise UserError("db needs an action: current or upgrade (see starter.py db --help)")
+    if args.db_command == "current":
+        status = service.schema_status()
+        if status.up_to_date:
+            text = f"{status.current} (this release's; up to date)"
+        elif status.empty:
+            text = f"empty database; it is created at {status.head} on first use"
+        else:
+            text = status.problem()
+        return Result(_schema(status), text)
+    before, after = service.upgrade_schema()
+    if before.up_to_date:
+        text = f"the schema is up to date ({after.current})"
+    else:
+        text = f"upgraded the schema from {before.shown} to {after.current}"
+    return Result({**_schema(after), "was": before.current}, text)
+
+
 async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Result:
     spec = cli_credentials.spec_from_args(args)
     if spec.scan_host_keys and not spec.accept_host_keys:
@@ -570,7 +604,7 @@ async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Resul
         )
     what = "now watches" if watch.created else "watch updated:"
     try:
-        await service.start_sync(args.repository_id)
+        await service.start_sync(args.repository_id, reuse_recent=True)
     except Unreachable as error:
         raise _saved_but_unreachable(
             f"{args.app_id} {what} {args.repository_id}",
@@ -738,6 +772,7 @@ COMMANDS: dict[
 ] = {
     "app": cmd_app,
     "repo": cmd_repo,
+    "db": cmd_db,
     "watch": cmd_watch,
     "unwatch": cmd_unwatch,
     "sync": cmd_sync,
@@ -770,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(settings, args.listen)
         result = asyncio.run(COMMANDS[args.command](TreecastService(settings), args))
-    except (UserError, ConfigError) as error:
+    except (UserError, ConfigError, SchemaBehind) as error:
         return _fail(str(error), EXIT_USAGE, as_json)
     except DBAPIError as error:
         # An unreachable or unopenable database is a setting to fix, like a malformed one.

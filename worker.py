@@ -13,19 +13,25 @@ import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
-from treecast import metrics
+from treecast import logs, metrics
 from treecast.config import ConfigError, Settings, load_settings
-from treecast.db import connect_failure, engine_for
+from treecast.db import SchemaBehind, connect_failure, prepare
 from treecast.process_exit import run_and_exit
 
 log = logging.getLogger("treecast.worker")
@@ -37,12 +43,13 @@ LOCAL_ACTIVITY_SLOTS = 4
 
 def workflows() -> list[type]:
     """Every workflow class the worker runs (imported here, never by `workflows/__init__`)."""
+    from workflows.bulk_watches import BulkWatches
     from workflows.check_remotes import CheckRemotes
     from workflows.deliver_files import DeliverFiles
     from workflows.notify_breaker import NotifyBreaker
     from workflows.sync_repository import SyncRepository
 
-    return [SyncRepository, DeliverFiles, NotifyBreaker, CheckRemotes]
+    return [SyncRepository, DeliverFiles, NotifyBreaker, CheckRemotes, BulkWatches]
 
 
 def compile_workflows() -> None:
@@ -59,6 +66,7 @@ def compile_workflows() -> None:
 
 def build_activities(settings: Settings) -> list[Any]:
     """Every activity callable, bound to this process's settings."""
+    from activities.bulk import BulkActivities
     from activities.delivery import DeliveryActivities
     from activities.git import GitActivities
     from activities.notices import NoticeActivities
@@ -76,20 +84,35 @@ def build_activities(settings: Settings) -> list[Any]:
         watches.list_watchers,
         watches.record_delivery_failure,
         RemoteCheckActivities(settings).check_remotes,
+        *BulkActivities(settings).all(),
     ]
 
 
 def make_runtime(settings: Settings) -> Runtime | None:
-    """A runtime exporting Temporal's and Treecast's metrics for Prometheus, when a port is set."""
-    if not settings.metrics_port:
+    """A runtime exporting Temporal's and Treecast's metrics for Prometheus when a port is
+    set, and handing the SDK core's own log lines to Python's logging for JSON logs."""
+    json_logs = settings.log_format == "json"
+    if not settings.metrics_port and not json_logs:
         return None
-    runtime = Runtime(
-        telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
-        )
+    telemetry = TelemetryConfig(
+        metrics=(
+            PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+            if settings.metrics_port
+            else None
+        ),
+        logging=(
+            LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            )
+            if json_logs
+            else LoggingConfig.default
+        ),
     )
-    metrics.install(runtime.metric_meter)
-    log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
+    runtime = Runtime(telemetry=telemetry)
+    if settings.metrics_port:
+        metrics.install(runtime.metric_meter)
+        log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
     return runtime
 
 
@@ -117,6 +140,9 @@ def worker_options(settings: Settings, executor: ThreadPoolExecutor) -> dict[str
         # Heartbeats carry a delivery's "N of M files"; the default throttle (80% of
         # the 10 s heartbeat timeout) would leave `sync --wait` showing 8 s old counts.
         "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
+        # On SIGTERM the worker polls no more and lets running activities finish this
+        # long; then they are cancelled, and Temporal retries them elsewhere.
+        "graceful_shutdown_timeout": timedelta(seconds=settings.worker_grace_seconds),
     }
 
 
@@ -137,7 +163,8 @@ async def run(settings: Settings, *, dev: bool) -> None:
     """Prepare the database, optionally start the dev server, and run until SIGINT/SIGTERM."""
     from treecast.temporal_client import connect
 
-    engine_for(settings.database_url)
+    # Refuses a schema that is behind (SchemaBehind), unless told to upgrade it.
+    prepare(settings.database_url, upgrade=settings.auto_migrate or settings.dev)
     from treecast.store.keys import cipher
 
     cipher(settings)  # fail now (a missing or wrong key), not at the first activity
@@ -172,7 +199,11 @@ async def run(settings: Settings, *, dev: bool) -> None:
                 if server is not None:
                     print(f"Treecast worker ready. Temporal Web UI: {server.ui_url}", flush=True)
                 await stop.wait()
-                log.info("shutting down")
+                log.info(
+                    "shutting down: running activities get up to %g s to finish",
+                    settings.worker_grace_seconds,
+                )
+        log.info("worker stopped")
     finally:
         if server is not None:
             server.stop()
@@ -187,14 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dev", action="store_true", help="start the Temporal dev server first and stop it on exit"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings: Settings | None = None
     try:
         settings = load_settings()
+        logs.configure(settings.log_format)
         if args.dev:
-            settings = replace(settings, dev=True)
+            settings = settings.model_copy(update={"dev": True})
         asyncio.run(run(settings, dev=args.dev))
-    except ConfigError as error:
+    except (ConfigError, SchemaBehind) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except DBAPIError as error:

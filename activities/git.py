@@ -9,13 +9,13 @@ fetch uses one app's credentials, and the apps due a check are asked about.
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.failures import application_error
 from models.git import GitErrorType, SnapshotInput, SnapshotResult, SnapshotStats
 from treecast.access import AccessRun
 from treecast.config import Settings
 from treecast.db import session_scope
-from treecast.gitcache.command import git_error
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import TreeStats
 from treecast.redact import redact
@@ -37,10 +37,10 @@ class GitActivities:
         secrets: list[str] = []  # filled once the token is decrypted
         try:
             return self._snapshot(input.repository_id, secrets)
-        except ApplicationError as err:
+        except GitError as err:
             failure = err  # already classified and redacted by run_git
         except Exception as exc:
-            failure = git_error(
+            failure = GitError(
                 GitErrorType.OTHER,
                 redact(f"snapshot of {input.repository_id} failed: {exc}", secrets),
             )
@@ -48,11 +48,12 @@ class GitActivities:
         activity.logger.warning(
             "sync of %s failed: %s: %s", input.repository_id, failure.type, failure.message
         )
-        raise failure from None
+        raise application_error(failure) from None
 
     def _snapshot(self, repository_id: str, secrets: list[str]) -> SnapshotResult:
         settings = self.settings
-        with RepositoryCache(settings, repository_id).locked() as cache:
+        repository = RepositoryCache(settings, repository_id, heartbeat=activity.heartbeat)
+        with repository.locked() as cache:
             access = AccessRun(settings, repository_id)
             with session_scope(settings.database_url) as session:
                 previous = latest(session, repository_id)

@@ -7,11 +7,14 @@ have work through this worker's Temporal client.
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from models.checks import CheckRemotesInput, CheckRemotesResult, RemoteMoved
-from models.sync import sync_workflow_id
+from models.sync import REMOTE_MOVED_SIGNAL, sync_workflow_id
 from treecast.config import Settings
 from treecast.remote_checks import RemoteChecker
 
@@ -25,13 +28,12 @@ class RemoteCheckActivities:
     @activity.defn
     async def check_remotes(self, input: CheckRemotesInput) -> CheckRemotesResult:
         """Check each repository of the shard every poll interval for `input.run_seconds`."""
-        from workflows.sync_repository import SyncRepository
-
         client: Client = activity.client()
 
         async def wake(repository_id: str, moved: RemoteMoved) -> None:
             handle = client.get_workflow_handle(sync_workflow_id(repository_id))
-            await handle.signal(SyncRepository.remote_moved, moved)
+            # By name: activities never import workflows.
+            await handle.signal(REMOTE_MOVED_SIGNAL, moved)
 
         checker = RemoteChecker(
             self.settings,
@@ -41,7 +43,18 @@ class RemoteCheckActivities:
             heartbeat=activity.heartbeat,
             concurrency=input.concurrency,
         )
-        done = await checker.run(input.run_seconds)
+        sweep = asyncio.ensure_future(checker.run(input.run_seconds))
+        stopping = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+        await asyncio.wait({sweep, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not sweep.done():
+            # A stopping worker waits for its activities (TREECAST_WORKER_GRACE_SECONDS):
+            # an hour-long sweep would hold every shutdown that long. It resumes elsewhere.
+            sweep.cancel()
+            raise ApplicationError(
+                "the worker is stopping; the sweep resumes on another", type="WorkerStopping"
+            )
+        done = sweep.result()
         activity.logger.info(
             "remote checks of shard %d/%d: %d checks, %d syncs asked for, %d failed",
             input.shard,

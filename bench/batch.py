@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +151,7 @@ def first_sync(root: Path, files: int, delay_ms: float, batch: bool) -> dict[str
     commit = build_remote(root / "remote.git", files)
     built = time.perf_counter() - started
     secret = generate_webhook_secret()
-    settings = replace(_settings(root / "data"), **OVERRIDES)
+    settings = _settings(root / "data").model_copy(update=OVERRIDES)
     mirror = root / "mirror"
     receiver = DelayedReceiver(secret, mirror, delay_ms)
     try:

@@ -5,7 +5,7 @@ Run: `python -m bench.git_snapshot` (10,000 and 100,000 files) or `--quick` (2,0
 For each size it builds a synthetic repository with `git fast-import`, syncs it,
 gives one app a ledger of every file, then measures, side by side:
 
-* a poll when nothing changed: our snapshot + compute_changes, against
+* a poll when nothing changed: our snapshot + load_changes, against
   `git fetch` + `git diff-tree` doing the same work with bare git;
 * one changed file: the same pair, after a one-file commit;
 * the one-file change found the Docora way: walk a checkout, read and SHA-256
@@ -137,10 +137,10 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
     from activities.git import GitActivities
     from models.git import SnapshotInput
     from models.tables import App, DeliveredFile, Repository, Watch
-    from treecast.changes import compute_changes
     from treecast.config import load_settings
     from treecast.crypto import generate_key
     from treecast.db import engine_for
+    from treecast.delivery.loading import load_changes
     from treecast.gitcache.objects import BlobReader
     from treecast.gitcache.repository import RepositoryCache
     from treecast.store.repositories import load_access
@@ -221,7 +221,7 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
         result = acts.snapshot_repository(SnapshotInput("repo_bench"))
         started = time.perf_counter()
         with Session(engine) as session:
-            n = len(compute_changes(session, repo_cache, access, "app_bench", result.commit))
+            n = len(load_changes(session, repo_cache, access, "app_bench", result.commit).changes)
         compute_only.append(time.perf_counter() - started)
         return n
 
@@ -250,7 +250,7 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
             change_bare.append(timed(lambda prev=previous: bare_git(prev)))  # type: ignore[misc]
             change_ours.append(timed(ours))
         with Session(engine) as session:
-            todo = compute_changes(session, repo_cache, access, "app_bench", head)
+            todo = load_changes(session, repo_cache, access, "app_bench", head).changes
             assert [c.path for c in todo] == [file_path(target)], todo
             with BlobReader(cache) as reader:
                 assert todo[0].blob_id is not None

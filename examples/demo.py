@@ -204,7 +204,6 @@ async def start_api(settings: Settings, demo_dir: Path) -> tuple[Any, asyncio.Ta
     """Serve the HTTP API beside the worker: the uvicorn server and its task, or None (with
     a note) when it cannot run here."""
     import socket
-    from dataclasses import replace
 
     try:
         import uvicorn
@@ -224,7 +223,7 @@ async def start_api(settings: Settings, demo_dir: Path) -> tuple[Any, asyncio.Ta
         import secrets
 
         token = secrets.token_hex(24)
-        settings = replace(settings, admin_token=token)
+        settings = settings.model_copy(update={"admin_token": token})
         (demo_dir / "admin-token").write_text(token + "\n")
     config = uvicorn.Config(
         create_app(settings), host=host, port=int(port), log_level="warning", lifespan="on"

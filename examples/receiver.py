@@ -242,8 +242,11 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Receiver:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        """Serve in a background thread (polling for `stop` every 50 ms, not the default
+        half second: tests start and stop hundreds of receivers)."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         return self
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import shutil
 import subprocess
@@ -117,17 +116,18 @@ async def main_async(out: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="treecast-ui-"))
     ui_port = free_port()
     env = await start_local(ui=True, ui_port=ui_port)
-    settings = dataclasses.replace(
-        load_settings(
-            {
-                "TREECAST_DATA_DIR": str(tmp),
-                "TREECAST_SECRET_KEY": generate_key(),
-                "TREECAST_ALLOW_FILE_URLS": "1",
-            }
-        ),
-        temporal_address=env.client.service_client.config.target_host,
-        task_queue="treecast-ui",
-        breaker_threshold=1,
+    settings = load_settings(
+        {
+            "TREECAST_DATA_DIR": str(tmp),
+            "TREECAST_SECRET_KEY": generate_key(),
+            "TREECAST_ALLOW_FILE_URLS": "1",
+        }
+    ).model_copy(
+        update={
+            "temporal_address": env.client.service_client.config.target_host,
+            "task_queue": "treecast-ui",
+            "breaker_threshold": 1,
+        }
     )
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:

@@ -9,7 +9,7 @@ behind. Ids, commits and counts only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -29,6 +29,10 @@ class RemoteMoved:
     reason: CheckReason
     detail: str = ""  # the new object id, or a redacted one-line error
     checked_at: datetime | None = None
+    # `moved`: the ids the ref names on the remote now (its commit; a tag's object too).
+    # The loop syncs only when it has none of them, and after a running sync only when
+    # that sync got none of them (older senders leave it empty: then it always syncs).
+    commits: list[str] = field(default_factory=list)
 
 
 @dataclass

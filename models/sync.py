@@ -52,6 +52,14 @@ _FINAL = frozenset(
 )
 
 
+# SyncRepository's signals that other rooms send by name, so that no activity and not
+# its own child imports the workflow (the SDK takes a start signal by name only, too).
+# The workflow declares them under these names.
+SYNC_NOW_SIGNAL = "sync_now"
+REMOTE_MOVED_SIGNAL = "remote_moved"
+DELIVERIES_FINISHED_SIGNAL = "deliveries_finished"
+
+
 def sync_workflow_id(repository_id: str) -> str:
     """The id of a repository's `SyncRepository` workflow."""
     return f"sync-repository/{repository_id}"
@@ -103,6 +111,9 @@ class SyncRequest:
     """The `sync_now` signal's argument; `request_id` lets `sync --wait` follow it."""
 
     request_id: str | None = None
+    # A new or changed watch (no request id): the running sync, or a successful one
+    # within a minute, serves it: its commit is handed to the apps behind, no fetch.
+    reuse_recent: bool = False
 
 
 @dataclass
@@ -161,6 +172,10 @@ class SyncState:
     recent_passes: list[DeliveryPass] = field(default_factory=list)
     remote_wakes: int = 0  # `remote_moved` signals that asked for a sync
     last_wake: str | None = None
+    # A `moved` wake that came during a sync: its commits; the sync's end decides.
+    remote_commits: list[str] | None = None
+    # A `reuse_recent` request not yet served by a listing of the apps behind.
+    handover_requested: bool = False
 
 
 @dataclass

@@ -133,6 +133,15 @@ class Repository(SQLModel, table=True):
         default=None, sa_column=Column(Text, nullable=True)
     )
     github_token_expires_at: datetime | None = None
+    # When something the remote checks read last changed: registered, a new interval,
+    # watched or unwatched, paused or resumed, a sync recorded (`treecast.store.stamps`).
+    # Each sweep re-reads the rows changed since its last read every second.
+    changed_at: datetime | None = Field(default_factory=utcnow, index=True)
+    # Paused with `pause` (the loop's own flag lives in its workflow): not checked.
+    paused: bool = Field(
+        default=False,
+        sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
+    )
 
     __table_args__ = (Index("uq_repositories_url_ref", "url", "ref", unique=True),)
 
@@ -243,3 +252,63 @@ class KeyFingerprint(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     fingerprint: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AdminSession(SQLModel, table=True):
+    """One login to the admin page, shared by every API process (docs/admin.md).
+
+    The cookie holds a random session id; only its SHA-256 is stored, so a copy of this
+    table logs nobody in. Forms carry an HMAC of the session id keyed with `csrf_secret`.
+    """
+
+    __tablename__ = "admin_sessions"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    csrf_secret: str = Field(max_length=64)
+    expires_at: datetime = Field(index=True)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
+    # JSON list of [kind, text] messages for the next page this session sees.
+    flashes: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    # Fernet ciphertext of what the next page shows once (a new token or secret).
+    reveal_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class PushDelivery(SQLModel, table=True):
+    """A git host's push delivery already acted on (the replay guard): any API process that
+    receives the same delivery again finds it here and starts no second sync."""
+
+    __tablename__ = "push_deliveries"
+
+    # SHA-256 of "{host}:{delivery id}": bounded, whatever the header held.
+    key: str = Field(primary_key=True, max_length=64)
+    received_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class BulkJob(SQLModel, table=True):
+    """A bulk retry or resync from the admin page, run by the `BulkWatches` workflow
+    `bulk/{id}`; its progress is its `BulkStep` rows."""
+
+    __tablename__ = "bulk_jobs"
+
+    id: str = Field(primary_key=True, max_length=32)
+    action: str = Field(max_length=16)
+    label: str = Field(max_length=300)
+    total: int = 0
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class BulkStep(SQLModel, table=True):
+    """One watch of a bulk job (the job's list lives here, not in the workflow's input).
+    `applied_at` is set in the transaction that changes the watch, so a retried step never
+    changes it twice."""
+
+    __tablename__ = "bulk_steps"
+
+    job_id: str = Field(primary_key=True, foreign_key="bulk_jobs.id", max_length=32)
+    position: int = Field(primary_key=True)
+    app_id: str = Field(max_length=28)
+    repository_id: str = Field(max_length=29)
+    applied_at: datetime | None = None  # the watch was changed
+    finished_at: datetime | None = None  # and its workflow asked (or the step failed)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from temporalio.testing import WorkflowEnvironment
 
 import worker
 from examples.receiver import Receiver
@@ -42,24 +43,27 @@ class ApiStack:
 
 
 async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
-    """Until /health answers 200 (the server started and sees the database and Temporal)."""
+    """Until /ready answers 200 (the server started and sees the database and Temporal)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the API server exited with {process.returncode}")
         try:
-            if (await http.get("/health")).status_code == 200:
+            if (await http.get("/ready")).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         await asyncio.sleep(0.2)
-    raise RuntimeError("the API server did not become healthy within 60 s")
+    raise RuntimeError("the API server did not become ready within 60 s")
 
 
 @asynccontextmanager
-async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
-    """Start everything under `root`; stop it all afterwards."""
-    env_server = await start_local()
+async def api_stack(
+    root: Path, env: WorkflowEnvironment | None = None, **extra: str
+) -> AsyncIterator[ApiStack]:
+    """Start everything under `root` on `env` (tests pass `dev_env`; by default a dev server
+    of its own); stop it all afterwards."""
+    env_server = env or await start_local()
     port = free_port()
     values = {
         "TEMPORAL_ADDRESS": env_server.client.service_client.config.target_host,
@@ -109,4 +113,5 @@ async def api_stack(root: Path, **extra: str) -> AsyncIterator[ApiStack]:
         end_process(process, 15)
         log.close()
         executor.shutdown(wait=False, cancel_futures=True)
-        await env_server.shutdown()
+        if env is None:
+            await env_server.shutdown()

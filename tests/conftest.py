@@ -1,7 +1,29 @@
-"""Shared fixtures: isolated settings per test, and a real PostgreSQL started for the session."""
+"""Shared fixtures: isolated settings per test, and the servers tests share.
+
+Servers, one of each per test process (pytest-xdist runs one process per worker), started
+by the first test that asks and stopped at the end:
+
+- `dev_env`: the Temporal dev server (in memory, Treecast's search attributes registered).
+  Give each test its own task queue (`new_task_queue()`) and workflow ids (`unique()`,
+  tests/temporal_env.py); whatever a test leaves running is terminated after it.
+- `time_env`: the time-skipping test server. Tests take turns on its one clock; one that
+  leaves a workflow waiting for a worker makes the next test get a fresh server (see
+  `SharedTimeSkipping`); `own_time_env` is a server of the test's own.
+- `postgres_url`: a PostgreSQL server (`any_db_settings` runs a test on SQLite and on it).
+- `sshd`: an OpenSSH server on 127.0.0.1 (tests/sshserver.py).
+
+Markers: a test that uses one of these fixtures is marked `temporal`, `postgres` or `sshd`
+(and `servers`); `e2e` (the dev server end to end) counts as `temporal`. A test that starts
+a server of its own (its own dev server, a worker with --dev, a browser) carries the
+marker itself, e.g. `pytestmark = pytest.mark.temporal`; the helpers that start servers
+(`start_local`, `start_time_skipping`, `running_postgres`, `ssh_server`) fail a test that
+is not marked for them. `make unit` runs the tests marked neither `servers` nor `slow`
+(the few heavy ones that need no server).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import pwd
@@ -10,15 +32,81 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+    from temporalio.testing import WorkflowEnvironment
+
+    from tests.sshserver import SshServer
+
+# --- which tests need servers ----------------------------------------------------------
+
+SERVER_KINDS = ("temporal", "postgres", "sshd", "browser")
+# The shared fixtures and the kind of server each one is; a test using one (directly or
+# through another fixture) gets the kind's marker.
+SERVER_FIXTURES = {
+    "dev_server": "temporal",
+    "time_server": "temporal",
+    "own_time_env": "temporal",
+    "postgres_url": "postgres",
+    "sshd": "sshd",
+}
+_running: set[str] | None = None  # the server kinds the running test is marked for
+
+
+def server_kinds(item: pytest.Item) -> set[str]:
+    """The kinds of server `item` needs, from its fixtures and its markers."""
+    kinds = {kind for name, kind in SERVER_FIXTURES.items() if name in item.fixturenames}  # type: ignore[attr-defined]
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "postgres" in callspec.params.values():
+        kinds.add("postgres")
+    marked = {mark.name for mark in item.iter_markers()}
+    kinds |= marked & set(SERVER_KINDS)
+    if "e2e" in marked:
+        kinds.add("temporal")
+    return kinds
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the servers it needs, and `servers` when it needs any."""
+    for item in items:
+        kinds = server_kinds(item)
+        for kind in sorted(kinds):
+            item.add_marker(kind)
+        if kinds:
+            item.add_marker("servers")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _running
+    _running = {mark.name for mark in item.iter_markers()}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    global _running
+    _running = None
+
+
+def require_marker(kind: str, what: str) -> None:
+    """Fail the running test unless it is marked for `kind` (so `make unit` leaves it out)."""
+    if _running is not None and kind not in _running:
+        pytest.fail(
+            f"this test starts {what}: use the shared fixture (tests/conftest.py) "
+            f"or mark it `pytest.mark.{kind}`",
+            pytrace=False,
+        )
 
 
 def free_port() -> int:
@@ -159,6 +247,7 @@ def _runnable_by_postgres(bindir: Path, root: Path) -> Path:
 @contextmanager
 def running_postgres(bindir: Path) -> Iterator[str]:
     """A throwaway PostgreSQL server from `bindir` in a temp dir; yields the `treecast` db URL."""
+    require_marker("postgres", "a PostgreSQL server")
     # Not under pytest's tmp_path: /tmp/pytest-of-root is private to root.
     root = Path(tempfile.mkdtemp(prefix="treecast-pg-"))
     datadir = root / "data"
@@ -222,15 +311,6 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the PostgreSQL server `postgres`, so `-m postgres` runs them."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        params = callspec.params.values() if callspec is not None else ()
-        if "postgres_url" in getattr(item, "fixturenames", ()) or "postgres" in params:
-            item.add_marker(pytest.mark.postgres)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
     """The same settings on SQLite and on PostgreSQL (each test gets a clean schema)."""
@@ -244,4 +324,139 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
     engine = engine_for(url)
     SQLModel.metadata.drop_all(engine)
     SQLModel.metadata.create_all(engine)
-    return replace(settings, database_url=url)
+    return settings.model_copy(update={"database_url": url})
+
+
+# --- Temporal --------------------------------------------------------------------------
+#
+# Which tests share a server, and why the others cannot:
+# - The dev server (`dev_env`) keeps real time, so tests share it as long as each works on
+#   its own task queue with its own workflow ids. What a test leaves running is terminated
+#   after it: a workflow with a fixed id (the CheckRemotes sweep) must not outlive it.
+#   Not shared: tests that restart or kill the server (test_reliability_faults.py,
+#   test_batch_kill.py), need its Web UI (test_web_ui.py), or check how Treecast starts one
+#   itself (worker.py --dev and `DevServer`: test_worker_cli.py, test_devserver_*.py,
+#   test_cli_temporal_errors.py, test_demo.py, test_entry_points.py, the bench tests).
+# - The time-skipping server (`time_env`) has one clock. Tests still share it: they run one
+#   at a time (each xdist process has its own server), each on its own task queue and ids,
+#   and none compares workflow time with the wall clock, so a clock that earlier tests moved
+#   on changes nothing. What a test must not do is leave work behind: a workflow it left
+#   that wakes up (a poll timer, a retry) and waits for its gone worker holds the clock, and
+#   every `env.sleep` after it would take real time. So after each test the clock is run a
+#   week ahead; when it cannot get there, the next test gets a fresh server. The one path
+#   the time-skipping server cannot run at all (an ABANDON child, then continue-as-new;
+#   sdk-java 1540, 1618) is tested on the dev server.
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """The process's Temporal dev server (tests take `dev_env`)."""
+    from tests.temporal_env import start_local
+
+    env = await start_local()
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def dev_env(dev_server: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
+    """The shared dev server for one test; what the test leaves running is terminated after it."""
+    yield dev_server
+    await terminate_running(dev_server.client)
+
+
+async def terminate_running(client: Client) -> None:
+    """Terminate every running workflow (children the first round orphaned in the next)."""
+    from temporalio.service import RPCError
+
+    for _ in range(3):
+        running = [w async for w in client.list_workflows('ExecutionStatus = "Running"')]
+        if not running:
+            return
+        for execution in running:
+            with suppress(RPCError):  # it ended meanwhile
+                await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+                    reason="the test is over"
+                )
+
+
+class SharedTimeSkipping:
+    """One time-skipping server for a process's tests, replaced when a test left its clock held."""
+
+    SETTLE_SECONDS = 7 * 86400  # past any poll, cooldown or retry a test leaves pending
+    SETTLE_TIMEOUT = 5.0  # real seconds: a free clock gets there at once
+
+    def __init__(self) -> None:
+        self._env: WorkflowEnvironment | None = None
+        self.replaced = 0
+
+    async def get(self) -> WorkflowEnvironment:
+        if self._env is None:
+            from tests.temporal_env import start_time_skipping
+
+            self._env = await start_time_skipping()
+        return self._env
+
+    async def settle(self) -> None:
+        """Run the clock ahead; if something a test left holds it, drop this server."""
+        if self._env is None:
+            return
+        try:
+            await asyncio.wait_for(self._env.sleep(self.SETTLE_SECONDS), self.SETTLE_TIMEOUT)
+        except TimeoutError:
+            self.replaced += 1
+            await self.close()
+            warnings.warn(
+                "a test left a workflow that holds the time-skipping clock; the next test "
+                "gets a fresh server (stop what the test starts, or use `own_time_env`)",
+                stacklevel=1,
+            )
+
+    async def close(self) -> None:
+        if self._env is not None:
+            env, self._env = self._env, None
+            await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_server() -> AsyncIterator[SharedTimeSkipping]:
+    """The process's time-skipping server (tests take `time_env`)."""
+    shared = SharedTimeSkipping()
+    try:
+        yield shared
+    finally:
+        await shared.close()
+
+
+@pytest.fixture
+async def time_env(time_server: SharedTimeSkipping) -> AsyncIterator[WorkflowEnvironment]:
+    """The shared time-skipping server for one test (see the notes above `dev_server`)."""
+    yield await time_server.get()
+    await time_server.settle()
+
+
+@pytest.fixture
+async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own, for a test that would hold the shared
+    clock (say why where it is used)."""
+    from tests.temporal_env import start_time_skipping
+
+    env = await start_time_skipping()
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+# --- OpenSSH ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[SshServer]:
+    """An sshd on 127.0.0.1 for the process's tests (skipped where sshd is not installed)."""
+    from tests.sshserver import ssh_server
+
+    with ssh_server() as server:
+        yield server

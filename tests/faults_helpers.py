@@ -281,8 +281,9 @@ class StoppablePostgres:
     """
 
     def __init__(self) -> None:
-        from tests.conftest import _runnable_by_postgres, pg_bindir
+        from tests.conftest import _runnable_by_postgres, pg_bindir, require_marker
 
+        require_marker("postgres", "a PostgreSQL server of its own")
         # Not under pytest's tmp_path: /tmp/pytest-of-root is private to root.
         root = Path(tempfile.mkdtemp(prefix="treecast-faults-pg-"))
         # The same server programs as the session's PostgreSQL (Debian's or the wheel's).

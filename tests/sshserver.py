@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_marker
 from treecast.devserver import end_process
 
 SSHD = Path("/usr/sbin/sshd")
@@ -91,6 +92,7 @@ def ssh_server(
     `delay_seconds`: every session waits that long before running git's command (so a
     test can watch the client's processes while they run)."""
     require_sshd()
+    require_marker("sshd", "an sshd")
     # Not under pytest's tmp_path: sshd wants to read it (as root it could anyway).
     root = Path(tempfile.mkdtemp(prefix="treecast-sshd-"))
     try:

@@ -44,6 +44,7 @@ from models.delivery import (
     WatchersResult,
 )
 from models.git import NON_RETRYABLE_GIT_ERRORS, SnapshotInput, SnapshotResult
+from tests.conftest import require_marker
 from treecast.devserver import DYNAMIC_CONFIG
 from worker import workflows as all_workflows
 from workflows.search_attributes import ALL_KEYS
@@ -61,7 +62,8 @@ def _check(path: Path) -> str:
 
 
 async def start_time_skipping() -> WorkflowEnvironment:
-    """The Java time-skipping test server (one clock per environment: one per test)."""
+    """The Java time-skipping test server (tests share one: the `time_env` fixture)."""
+    require_marker("temporal", "a Temporal time-skipping server")
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_check(TEST_SERVER)
     )
@@ -79,7 +81,8 @@ async def start_time_skipping() -> WorkflowEnvironment:
 
 async def start_local(**kwargs: Any) -> WorkflowEnvironment:
     """The real dev server (in memory) with Treecast's search attributes registered and
-    the dynamic config `DevServer` gives it."""
+    the dynamic config `DevServer` gives it (tests share one: the `dev_env` fixture)."""
+    require_marker("temporal", "a Temporal dev server")
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=_check(DEV_SERVER),
         search_attributes=ALL_KEYS,
@@ -92,6 +95,11 @@ async def start_local(**kwargs: Any) -> WorkflowEnvironment:
 def new_task_queue() -> str:
     """A fresh task queue per test, so leftover workflows never steal a test's tasks."""
     return f"treecast-test-{uuid.uuid4().hex[:8]}"
+
+
+def unique(name: str) -> str:
+    """`name` made unique (a repository or workflow id), as the shared servers need."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 @asynccontextmanager

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 pytest.importorskip("jinja2")
 pytest.importorskip("playwright.async_api")
@@ -45,6 +46,7 @@ CHROMIUM_ARGS = [
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.browser,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(),
         reason="Chromium is not installed (make browser installs Debian's chromium)",
@@ -109,7 +111,7 @@ async def check_accessible(page: Page) -> None:
     assert not missing, f"{page.url}: Tab never reaches elements {sorted(missing)}"
 
 
-async def test_admin_page_in_a_browser(tmp_path: Path) -> None:
+async def test_admin_page_in_a_browser(tmp_path: Path, dev_env: WorkflowEnvironment) -> None:
     extra = {
         "TREECAST_BREAKER_THRESHOLD": "2",
         "TREECAST_POLL_INTERVAL_SECONDS": "2",
@@ -119,7 +121,7 @@ async def test_admin_page_in_a_browser(tmp_path: Path) -> None:
     }
     shots = tmp_path / "shots"
     shots.mkdir()
-    async with api_stack(tmp_path, **extra) as stack, async_playwright() as pw:
+    async with api_stack(tmp_path, dev_env, **extra) as stack, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})

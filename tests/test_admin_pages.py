@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -17,11 +18,19 @@ from tests.api_helpers import ADMIN_TOKEN, admin, api_client, api_settings, onbo
 pytest.importorskip("jinja2")
 
 from fastapi.routing import APIRoute
+from sqlmodel import select
+from temporalio.worker import Worker
 
-from models.tables import DeliveryAttempt, Watch
+from activities.bulk import BulkActivities
+from models.bulk import bulk_workflow_id
+from models.tables import AdminSession, DeliveryAttempt, Watch
+from tests.temporal_env import start_time_skipping
 from treecast.api import admin_pages
-from treecast.api.admin_session import COOKIE, Sessions
+from treecast.api.admin_pages import COOKIE
 from treecast.db import session_scope
+from treecast.service.admin_sessions import AdminSessions
+from treecast.store import keys
+from workflows.bulk_watches import BulkWatches
 
 # Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
 pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
@@ -185,7 +194,8 @@ async def test_names_urls_and_errors_render_as_text(tmp_path: Path) -> None:
 
 
 async def test_onboarding_shows_the_token_and_secret_once(tmp_path: Path) -> None:
-    async with api_client(api_settings(tmp_path)) as client:
+    settings = api_settings(tmp_path)
+    async with api_client(settings) as client:
         await log_in(client)
         csrf = await csrf_of(client, "/admin/apps")
         answer = await client.post(
@@ -193,10 +203,15 @@ async def test_onboarding_shows_the_token_and_secret_once(tmp_path: Path) -> Non
             data={"csrf": csrf, "name": "handbook", "base_url": "https://example.com/hooks"},
         )
         assert answer.status_code == 303
+        # Until the next page shows them, they wait in the session's row, encrypted.
+        with session_scope(settings.database_url) as db:
+            [row] = db.exec(select(AdminSession)).all()
+            stored = f"{row.flashes} {row.reveal_encrypted}"
         page = await client.get(answer.headers["location"])
         token = re.search(r"tc_[A-Za-z0-9_\-]+", page.text)
         secret = re.search(r"whsec_[A-Za-z0-9+/=]+", page.text)
         assert token and secret and "shown only once" in page.text
+        assert token.group(0) not in stored and secret.group(0) not in stored
         again = await client.get(answer.headers["location"])
         assert token.group(0) not in again.text and secret.group(0) not in again.text
         # The token works on the client API.
@@ -315,62 +330,106 @@ async def test_the_delivery_log_filters_by_app_repository_event_and_outcome(
         assert "<x>" not in page.text
 
 
-def test_a_session_expires_after_its_lifetime() -> None:
-    now = [100.0]
-    sessions = Sessions(60, clock=lambda: now[0])
-    session = sessions.create()
-    assert sessions.get(session.id) is session and session.csrf_ok(session.csrf)
-    assert not session.csrf_ok("") and not session.csrf_ok(None)
-    now[0] += 61
-    assert sessions.get(session.id) is None
-
-
-async def test_retry_all_runs_in_the_background_and_shows_its_progress(tmp_path: Path) -> None:
+def test_a_session_expires_after_its_lifetime_and_expired_ones_are_swept(tmp_path: Path) -> None:
     settings = api_settings(tmp_path)
-    async with api_client(settings) as client:
-        app = await onboard(client)
-        headers = {"Authorization": f"Bearer {app['token']}"}
-        rids = []
-        for name in ("one", "two"):
-            watched = await client.post(
-                "/api/repositories",
-                json={"url": f"https://github.com/acme/{name}"},
-                headers=headers,
-            )
-            rids.append(watched.json()["repository_id"])
-        with session_scope(settings.database_url) as session:
-            for rid in rids:
-                watch = session.get(Watch, (app["app_id"], rid))
-                assert watch is not None
-                watch.status, watch.last_error = "failed", "HTTP 500 <from the app>"
-                watch.last_error_type = "WebhookHttpError"
-                session.add(watch)
-        await log_in(client)
-        page = await client.get("/admin/failed")
-        assert page.text.count("WebhookHttpError") == 2 and "<from the app>" not in page.text
-        assert "2 watches failed to deliver" in (await client.get("/admin")).text
-        csrf = await csrf_of(client, "/admin/failed")
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    sessions = AdminSessions(
+        settings.database_url, 60, lambda: keys.cipher(settings), clock=lambda: now[0]
+    )
+    session = sessions.create()
+    found = sessions.get(session.id)
+    assert found is not None and found.csrf == session.csrf and found.csrf_ok(session.csrf)
+    assert not found.csrf_ok("") and not found.csrf_ok(None)
+    # The table holds neither the cookie's session id nor the forms' token.
+    with session_scope(settings.database_url) as db:
+        [row] = db.exec(select(AdminSession)).all()
+        assert session.id not in str(row.model_dump()) and session.csrf not in str(row.model_dump())
+    now[0] += timedelta(seconds=61)
+    assert sessions.get(session.id) is None
+    sessions.create()  # a login sweeps the expired rows
+    with session_scope(settings.database_url) as db:
+        assert len(db.exec(select(AdminSession)).all()) == 1
 
-        refused = await client.post("/admin/failed/resync-all", data={"csrf": csrf})
-        assert "needs an app" in (await client.get(refused.headers["location"])).text
 
-        started = await client.post("/admin/failed/retry-all", data={"csrf": csrf})
-        assert started.status_code == 303
-        first = (await client.get("/admin/failed")).text
-        assert "Retry the failed watches of every app" in first
+async def test_a_session_works_on_every_api_process_and_logout_ends_it_on_all(
+    tmp_path: Path,
+) -> None:
+    settings = api_settings(tmp_path)
+    async with api_client(settings) as one, api_client(settings) as other:
+        await log_in(one)
+        other.cookies.set(COOKIE, one.cookies[COOKIE], path="/admin")
+        csrf = await csrf_of(other)  # the other process knows the session and its token
+        assert csrf == await csrf_of(one)
+        # A flash set by an action on one process shows on the next page of the other.
+        app = await onboard(one)
+        rotated = await one.post(f"/admin/apps/{app['app_id']}/token/rotate", data={"csrf": csrf})
+        page = await other.get(rotated.headers["location"])
+        assert "A new API token" in page.text and re.search(r"tc_[A-Za-z0-9_\-]+", page.text)
+        assert (await one.post("/admin/logout", data={"csrf": csrf})).status_code == 303
+        assert (await other.get("/admin")).status_code == 303
 
-        async def finished() -> bool:
-            text = (await client.get("/admin/failed")).text
-            return "2 of 2 done (finished)" in text
 
-        deadline = time.monotonic() + 30
-        while not await finished():
-            assert time.monotonic() < deadline, (await client.get("/admin/failed")).text
-            await asyncio.sleep(0.1)
-        assert "No failed watches" in (await client.get("/admin/failed")).text
-        with session_scope(settings.database_url) as session:
-            statuses = {session.get(Watch, (app["app_id"], rid)).status for rid in rids}  # type: ignore[union-attr]
-        assert statuses == {"pending"}
+async def test_retry_all_runs_as_a_workflow_and_shows_its_progress(tmp_path: Path) -> None:
+    env = await start_time_skipping()
+    address = env.client.service_client.config.target_host
+    settings = api_settings(tmp_path, TEMPORAL_ADDRESS=address)
+    # Only the bulk job runs: the repositories' own workflows wait for a worker.
+    bulk_worker = Worker(
+        env.client,
+        task_queue=settings.task_queue,
+        workflows=[BulkWatches],
+        activities=BulkActivities(settings).all(),
+    )
+    try:
+        async with api_client(settings) as client, bulk_worker:
+            app = await onboard(client)
+            headers = {"Authorization": f"Bearer {app['token']}"}
+            rids = []
+            for name in ("one", "two"):
+                watched = await client.post(
+                    "/api/repositories",
+                    json={"url": f"https://github.com/acme/{name}"},
+                    headers=headers,
+                )
+                rids.append(watched.json()["repository_id"])
+            with session_scope(settings.database_url) as session:
+                for rid in rids:
+                    watch = session.get(Watch, (app["app_id"], rid))
+                    assert watch is not None
+                    watch.status, watch.last_error = "failed", "HTTP 500 <from the app>"
+                    watch.last_error_type = "WebhookHttpError"
+                    session.add(watch)
+            await log_in(client)
+            page = await client.get("/admin/failed")
+            assert page.text.count("WebhookHttpError") == 2 and "<from the app>" not in page.text
+            assert "2 watches failed to deliver" in (await client.get("/admin")).text
+            csrf = await csrf_of(client, "/admin/failed")
+
+            refused = await client.post("/admin/failed/resync-all", data={"csrf": csrf})
+            assert "needs an app" in (await client.get(refused.headers["location"])).text
+
+            started = await client.post("/admin/failed/retry-all", data={"csrf": csrf})
+            assert started.status_code == 303
+            first = (await client.get("/admin/failed")).text
+            assert "Retry the failed watches of every app" in first
+            [job_id] = re.findall(r"bulk/([0-9a-f]{16}) in the Temporal Web UI", first)
+
+            async def finished() -> bool:
+                text = (await client.get("/admin/failed")).text
+                return "2 of 2 done (finished)" in text
+
+            deadline = time.monotonic() + 30
+            while not await finished():
+                assert time.monotonic() < deadline, (await client.get("/admin/failed")).text
+                await asyncio.sleep(0.1)
+            assert "No failed watches" in (await client.get("/admin/failed")).text
+            with session_scope(settings.database_url) as session:
+                statuses = {session.get(Watch, (app["app_id"], rid)).status for rid in rids}  # type: ignore[union-attr]
+            assert statuses == {"pending"}
+            result = await env.client.get_workflow_handle(bulk_workflow_id(job_id)).result()
+            assert (result["done"], result["failed"]) == (2, 0)
+    finally:
+        await env.shutdown()
 
 
 async def test_onboarding_with_the_docora_scheme_makes_a_docora_app(tmp_path: Path) -> None:

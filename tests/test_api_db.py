@@ -1,11 +1,14 @@
-"""A database made before the HTTP API gains its columns on start, on SQLite and PostgreSQL."""
+"""A database made before the HTTP API (and before migrations) gains its columns when it is
+upgraded, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
 
 from treecast.config import Settings
-from treecast.db import create_schema, make_engine
+from treecast.db import create_schema, make_engine, schema_status
+from treecast.migrations import baseline
 
 NEW = {"apps": {"token_id", "token_hash", "email", "website", "description"}}
 NEW_REPOSITORY = {"push_secret_encrypted"}
@@ -15,6 +18,10 @@ def test_create_schema_adds_the_new_columns_to_an_old_database(any_db_settings: 
     engine = make_engine(any_db_settings.database_url)
     create_schema(engine)
     with engine.begin() as connection:  # make it look like a database from before the API
+        connection.execute(text("DROP TABLE alembic_version"))  # and before migrations
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            if table.name not in baseline.metadata.tables:
+                connection.execute(text(f"DROP TABLE {table.name}"))
         connection.execute(text("DROP INDEX IF EXISTS ix_apps_token_id"))
         for column in NEW["apps"]:
             connection.execute(text(f'ALTER TABLE apps DROP COLUMN "{column}"'))
@@ -36,3 +43,4 @@ def test_create_schema_adds_the_new_columns_to_an_old_database(any_db_settings: 
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT name, token_id FROM apps")).all()
     assert [tuple(r) for r in rows] == [("old", None)]
+    assert schema_status(engine).up_to_date

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from tests.api_helpers import admin, bearer, github_headers, github_push
 from tests.api_stack import api_stack
@@ -27,9 +28,9 @@ async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 async def test_push_event_delivers_the_file_and_a_bad_signature_does_nothing(
-    tmp_path: Path,
+    tmp_path: Path, dev_env: WorkflowEnvironment
 ) -> None:
-    async with api_stack(tmp_path) as stack:
+    async with api_stack(tmp_path, dev_env) as stack:
         http, repo, receiver = stack.http, stack.repo, stack.receiver
         onboarded = await http.post(
             "/admin/api/apps/onboard",

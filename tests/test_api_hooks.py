@@ -3,11 +3,14 @@ push moves, duplicates, pings, and pushes that match nothing. Syncs are recorded
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from tests.api_helpers import (
     github_push,
     onboard,
 )
-from treecast.service import pushes
+from treecast.service import pushes, replay_guard
 from treecast.service.core import TreecastService
 
 # Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
@@ -174,6 +177,24 @@ async def test_duplicates_pings_and_other_events(hooked: Hooked) -> None:
     assert hooked.synced == [repo["repository_id"]]
 
 
+async def test_the_same_delivery_to_two_api_processes_starts_one_sync(tmp_path: Path) -> None:
+    """Two apps on one database stand for two API processes (tests/test_replicas.py runs
+    real ones): the delivery id is claimed in the database, not in one process."""
+    async with asynccontextmanager(_hooked)(tmp_path) as one:
+        other_service = TreecastService(one.service.settings)
+        other_service.start_sync = one.service.start_sync  # type: ignore[method-assign]
+        async with api_client(one.service.settings, other_service) as other:
+            repo = await one.watch()
+            body = github_push(REPO)
+            headers = github_headers(body, repo["push_secret"], "one-delivery")
+            answers = await asyncio.gather(
+                one.http.post("/hooks/github", content=body, headers=headers),
+                other.post("/hooks/github", content=body, headers=headers),
+            )
+    assert sorted(a.json()["duplicate"] for a in answers) == [False, True]
+    assert one.synced == [repo["repository_id"]]
+
+
 async def test_gitlab_token_and_gitea_signature(hooked: Hooked) -> None:
     url = "https://gitlab.example.com/acme/handbook"
     repo = await hooked.watch(url)
@@ -265,8 +286,21 @@ def test_candidate_urls_are_bounded_and_normalised() -> None:
     assert found[0] == "https://github.com/o/r0"
 
 
-def test_recent_deliveries_are_bounded() -> None:
-    recent = pushes.RecentDeliveries(size=3)
-    for key in "abcd":
-        recent.add(key)
-    assert "a" not in recent and "d" in recent
+def test_the_replay_guard_is_shared_and_forgets_after_its_retention(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/guard.db"
+    now = datetime.now(UTC)
+    assert replay_guard.claim(url, "github", "d-1", now)
+    assert not replay_guard.claim(url, "github", "d-1", now)  # any process: the same table
+    assert replay_guard.claim(url, "gitlab", "d-1", now)  # another host's id space
+    replay_guard.release(url, "github", "d-1")  # its sync could not start: a retry may
+    assert replay_guard.claim(url, "github", "d-1", now)
+    later = now + replay_guard.RETENTION + timedelta(seconds=1)
+    assert replay_guard.claim(url, "github", "d-1", later)  # the old row was swept
+
+
+def test_gitlab_delivery_ids_prefer_the_idempotency_key() -> None:
+    """GitLab keeps `Idempotency-Key` across its retries of one delivery (17.4+)."""
+    headers = {"idempotency-key": "k", "x-gitlab-event-uuid": "e", "x-gitlab-webhook-uuid": "w"}
+    assert pushes.read_headers(pushes.GitHost.GITLAB, headers).delivery_id == "k"
+    del headers["idempotency-key"]
+    assert pushes.read_headers(pushes.GitHost.GITLAB, headers).delivery_id == "e"

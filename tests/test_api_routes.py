@@ -44,18 +44,23 @@ async def watch(http: httpx.AsyncClient, token: str, **body: Any) -> httpx.Respo
 # --- anyone -----------------------------------------------------------------
 
 
-async def test_health_names_what_failed_and_version_and_docs_answer(
+async def test_health_is_alive_ready_names_what_failed_and_version_and_docs_answer(
     client: httpx.AsyncClient,
 ) -> None:
-    health = await client.get("/health")
-    assert health.status_code == 503
-    assert health.json()["database"] == "ok"
-    assert health.json()["temporal"].startswith("unavailable")
+    health = await client.get("/health")  # liveness: the process answers
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    ready = await client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+    assert ready.json()["database"] == "ok" and ready.json()["migrations"] == "ok"
+    assert ready.json()["temporal"].startswith("unavailable")
     version = await client.get("/version")
     assert version.status_code == 200 and version.json()["version"]
     spec = await client.get("/openapi.json")
     assert spec.status_code == 200 and "/api/repositories" in spec.json()["paths"]
-    assert (await client.get("/docs")).status_code == 200
+    docs = await client.get("/docs")
+    # Served by the API itself, never a CDN (tests/test_api_docs_browser.py renders it).
+    assert docs.status_code == 200 and "https://" not in docs.text
+    assert (await client.get("/docs/assets/swagger-ui-bundle.js")).status_code == 200
     missing = await client.get("/no/such/route")
     assert missing.status_code == 404 and "error" in missing.json()
 
@@ -474,7 +479,8 @@ async def test_rate_limit_per_token_and_health_keeps_answering(tmp_path: Path) -
         assert limited.headers["retry-after"].isdigit()
         assert limited.json()["error"].startswith("too many requests")
         for _ in range(20):
-            assert (await http.get("/health")).status_code in (200, 503)
+            assert (await http.get("/health")).status_code == 200
+            assert (await http.get("/ready")).status_code in (200, 503)
 
 
 async def test_internal_errors_do_not_leak(settings_api: Settings) -> None:
@@ -491,7 +497,7 @@ async def test_internal_errors_do_not_leak(settings_api: Settings) -> None:
     assert "hunter2" not in json.dumps(answer.json())
 
 
-async def test_health_answers_while_a_client_floods_another_route(settings_api: Settings) -> None:
+async def test_ready_answers_while_a_client_floods_another_route(settings_api: Settings) -> None:
     service = TreecastService(settings_api)
 
     async def no_temporal() -> Any:
@@ -524,9 +530,9 @@ async def test_health_answers_while_a_client_floods_another_route(settings_api: 
         waits: list[float] = []
         for _ in range(10):
             started = time.monotonic()
-            health = await http.get("/health")
+            ready = await http.get("/ready")
             waits.append(time.monotonic() - started)
-            assert health.status_code == 503 and health.json()["database"] == "ok"
+            assert ready.status_code == 503 and ready.json()["database"] == "ok"
             await asyncio.sleep(0.05)
         stop.set()
         sent = sum(await asyncio.gather(*flooders))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.api_helpers import api_client, api_settings, bearer, github_headers, github_push, onboard
-from tests.temporal_env import FakeTreecast, new_task_queue, start_local, treecast_worker
+from tests.temporal_env import FakeTreecast, new_task_queue, treecast_worker
 from treecast.config import Settings
 from treecast.service.core import TreecastService
 
@@ -24,15 +24,6 @@ from treecast.service.core import TreecastService
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("hosts_accept_everyone")]
 
 REPO = "https://github.com/acme/handbook"
-
-
-@pytest.fixture(scope="module")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_local()
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 @dataclass
@@ -61,7 +52,7 @@ def _service(settings: Settings, env: WorkflowEnvironment) -> TreecastService:
 
 @pytest.fixture
 async def live(tmp_path: Path, dev_env: WorkflowEnvironment) -> AsyncIterator[Live]:
-    settings = replace(api_settings(tmp_path), task_queue=new_task_queue())
+    settings = api_settings(tmp_path).model_copy(update={"task_queue": new_task_queue()})
     fake = FakeTreecast()
     async with (
         treecast_worker(dev_env.client, settings.task_queue, fake.activities()),
@@ -160,7 +151,7 @@ async def test_a_signed_push_starts_a_sync(live: Live) -> None:
 async def test_without_a_worker_status_is_unknown_and_sync_is_503(
     tmp_path: Path, dev_env: WorkflowEnvironment
 ) -> None:
-    settings = replace(api_settings(tmp_path), task_queue=new_task_queue())
+    settings = api_settings(tmp_path).model_copy(update={"task_queue": new_task_queue()})
     async with api_client(settings, _service(settings, dev_env)) as http:
         app = await onboard(http)
         headers = bearer(app["token"])

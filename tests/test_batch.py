@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ def capture_bodies(rcv: Receiver) -> list[tuple[str, dict[str, str], bytes]]:
 
 @pytest.fixture
 def brun(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:  # noqa: F811
-    small = replace(settings, batch_max_files=3)
+    small = settings.model_copy(update={"batch_max_files": 3})
     return Run(small, tmp_path, receiver, [receiver_secret])
 
 
@@ -143,7 +142,7 @@ def test_batches_carry_the_usual_events_in_order_and_verify(brun: Run) -> None:
 
 def test_a_batch_is_bounded_by_bytes(brun: Run) -> None:
     run = brun
-    run.settings = replace(run.settings, batch_max_files=100, batch_max_bytes=1500)
+    run.settings = run.settings.model_copy(update={"batch_max_files": 100, "batch_max_bytes": 1500})
     for i in range(6):
         run.repo.write(f"f{i}.txt", f"{i}" * 300)
     run.repo.write("huge.txt", "h" * 3000)  # larger than a batch: goes as a batch of one
@@ -168,7 +167,9 @@ def test_a_batch_is_bounded_by_bytes(brun: Run) -> None:
 
 def test_a_chunked_file_goes_alone_between_batches(brun: Run) -> None:
     run = brun
-    run.settings = replace(run.settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
+    run.settings = run.settings.model_copy(
+        update={"chunk_threshold_bytes": 4096, "chunk_size_bytes": 1024}
+    )
     run.repo.write("a.txt", "a")
     run.repo.write("b.txt", "b")
     run.repo.write("c.bin", BINARY)  # 10 KiB binary: 14 chunks
@@ -239,7 +240,7 @@ def test_a_lost_acknowledgement_resends_the_batch_as_a_duplicate(brun: Run) -> N
     run.receiver.delay_next(
         1.0, where=lambda r: r.event == "batch" and nth_batch(run.receiver) == 2
     )
-    slow = replace(run.settings, file_timeout_seconds=0.3)
+    slow = run.settings.model_copy(update={"file_timeout_seconds": 0.3})
     with pytest.raises(ApplicationError, match="did not answer within"):
         run.env.run(
             DeliveryActivities(slow).deliver_changes,

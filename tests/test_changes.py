@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,16 @@ from sqlmodel import col, delete, select
 from models.changes import ChangeKind, FileChange
 from models.tables import App, DeliveredFile, Repository, Watch
 from tests.gitrepos import WorkRepo, git
-from treecast.changes import compute_changes, full_changes
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.delivery.changes import Candidates, compute_changes, listed
+from treecast.delivery.loading import load_changes
 from treecast.gitcache.cache import cache_lock, cache_path
 from treecast.gitcache.objects import BlobReader
 from treecast.gitcache.remote import sync_ref
 from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import parse_globs
+from treecast.store.ledger import LedgerEntry, load_ledger
 from treecast.store.repositories import load_access
 
 REPO = "repo_c"
@@ -54,7 +55,8 @@ def register(settings: Settings, repo: WorkRepo, apps: dict[str, list[str]]) -> 
 def changes(settings: Settings, app_id: str, commit: str | None) -> list[FileChange]:
     with session_scope(settings.database_url) as session:
         access = load_access(settings, session, REPO)
-        return compute_changes(session, RepositoryCache(settings, REPO), access, app_id, commit)
+        cache = RepositoryCache(settings, REPO)
+        return load_changes(session, cache, access, app_id, commit).changes
 
 
 def deliver(settings: Settings, app_id: str, commit: str | None, todo: list[FileChange]) -> None:
@@ -82,13 +84,14 @@ def deliver(settings: Settings, app_id: str, commit: str | None, todo: list[File
 
 
 def reference(settings: Settings, app_id: str, commit: str) -> list[FileChange]:
-    """The full ledger comparison, whatever compute_changes would pick."""
+    """The full ledger comparison, whatever load_changes would pick."""
     with session_scope(settings.database_url) as session:
         watch = session.get(Watch, (app_id, REPO))
         assert watch is not None
         cache = RepositoryCache(settings, REPO)
         ff = cache.file_filter(cache.ignore_blob(commit), parse_globs(watch.path_globs))
-        return full_changes(session, cache, app_id, commit, ff)
+        candidates = listed(cache.list_tree(commit, ff).files)
+        return compute_changes(candidates, load_ledger(session, app_id, REPO)).changes
 
 
 def ledger(settings: Settings, app_id: str) -> dict[str, str]:
@@ -110,6 +113,44 @@ def repo(tmp_path: Path) -> WorkRepo:
     work.write("src/main.py", "main\n")
     work.commit("first")
     return work
+
+
+def test_compute_changes_is_a_pure_function_of_the_tree_and_the_ledger() -> None:
+    ledger = {
+        "same.md": LedgerEntry("b1", "s1"),
+        "changed.md": LedgerEntry("b2", "s2"),
+        "gone.md": LedgerEntry("b3", "s3"),
+        "imported.md": LedgerEntry("", "s4"),  # from Docora: no blob id, only the SHA-256
+        "imported-changed.md": LedgerEntry("", "s5"),
+    }
+    tree = {
+        "same.md": ("b1", 1),
+        "changed.md": ("b2x", 2),
+        "new.md": ("b4", 3),
+        "imported.md": ("b5", 4),
+        "imported-changed.md": ("b6", 5),
+    }
+    hashed: list[str] = []
+
+    def same_content(blob_id: str, sha256: str) -> bool:
+        hashed.append(blob_id)
+        return (blob_id, sha256) == ("b5", "s4")
+
+    result = compute_changes(Candidates(tree, complete=True), ledger, same_content)
+    assert [(c.kind, c.path, c.blob_id, c.previous_sha256) for c in result.changes] == [
+        ("delete", "gone.md", None, "s3"),
+        ("create", "new.md", "b4", None),
+        ("update", "changed.md", "b2x", "s2"),
+        ("update", "imported-changed.md", "b6", "s5"),
+    ]
+    assert result.upgraded == {"imported.md": "b5"} and sorted(hashed) == ["b5", "b6"]
+    # A diff's candidates: only their paths can differ, the rest of the ledger stands.
+    diffed = Candidates({"changed.md": ("b2x", 2), "gone.md": None}, complete=False)
+    assert diffed.ledger_paths() == {"changed.md", "gone.md"}
+    assert [(c.kind, c.path) for c in compute_changes(diffed, ledger).changes] == [
+        ("delete", "gone.md"),
+        ("update", "changed.md"),
+    ]
 
 
 def test_first_then_incremental_sync(any_db_settings: Settings, repo: WorkRepo) -> None:
@@ -215,7 +256,7 @@ def test_force_push_with_and_without_the_old_commit(settings: Settings, repo: Wo
     expected = [("delete", "doomed.txt"), ("create", "other.txt"), ("update", "docs/a.md")]
     assert kinds(changes(settings, "app_1", after)) == expected  # old commit still cached
     # Another worker's cache never saw the old commit (now gone from the remote): full comparison.
-    elsewhere = replace(settings, data_dir=settings.data_dir / "worker-2")
+    elsewhere = settings.model_copy(update={"data_dir": settings.data_dir / "worker-2"})
     assert kinds(changes(elsewhere, "app_1", after)) == expected
     shutil.rmtree(cache_path(settings, REPO))
     assert kinds(changes(settings, "app_1", after)) == expected

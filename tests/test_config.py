@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
+from annotated_types import Ge, Le, MultipleOf
 
 from treecast.config import (
     SETTINGS,
@@ -104,6 +104,7 @@ _RESOLVE_KEY = (
 )
 
 
+@pytest.mark.slow  # 18 interpreters: in `make test`, not `make unit`
 @pytest.mark.parametrize("attempt", range(3))
 def test_processes_starting_at_once_on_a_fresh_data_dir_share_one_generated_key(
     tmp_path: Path, attempt: int
@@ -183,14 +184,18 @@ def test_configuration_doc_names_no_setting_that_does_not_exist() -> None:
 
 
 def test_every_settings_field_is_one_row_of_the_table() -> None:
-    assert [s.field for s in SETTINGS] == [f.name for f in dataclasses.fields(Settings)]
+    assert [s.field for s in SETTINGS] == list(Settings.model_fields)
     assert len({s.name for s in SETTINGS}) == len(SETTINGS)
     assert all(s.meaning and s.default for s in SETTINGS)
     # Each default parses to the field's declared type.
     hints = get_type_hints(Settings)
     settings = load_settings({})
     for s in SETTINGS:
-        assert isinstance(getattr(settings, s.field), hints[s.field]), s.name
+        value, hint = getattr(settings, s.field), hints[s.field]
+        if get_origin(hint) is Literal:
+            assert value in get_args(hint), s.name
+        else:
+            assert isinstance(value, hint), s.name
 
 
 def test_a_setting_read_from_a_row_is_stripped_and_blank_means_the_default(
@@ -200,3 +205,68 @@ def test_a_setting_read_from_a_row_is_stripped_and_blank_means_the_default(
     settings = load_settings({**env, "TEMPORAL_NAMESPACE": "   ", "TREECAST_SECRET_KEY": ""})
     assert settings.data_dir == tmp_path and settings.breaker_threshold == 7
     assert settings.temporal_namespace == "default" and settings.secret_key is None
+
+
+def _bounds(setting: Setting) -> tuple[Any, Any] | None:
+    metadata = Settings.model_fields[setting.field].metadata
+    low = [m.ge for m in metadata if isinstance(m, Ge)]
+    high = [m.le for m in metadata if isinstance(m, Le)]
+    return (low[0], high[0]) if low and high else None
+
+
+_UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def _said(expected: str) -> tuple[float, float] | None:
+    """The bounds an error's words name ("... between 1 KiB and 1 GiB"), if any."""
+    found = re.search(r"between ([\d.]+)( [KMG]iB)? and ([\d.]+)( [KMG]iB)?$", expected)
+    if found is None:
+        return None
+    low, low_unit, high, high_unit = found.groups()
+    scale = [_UNITS[unit.strip()] if unit else 1 for unit in (low_unit, high_unit)]
+    return float(low) * scale[0], float(high) * scale[1]
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if _bounds(s)], ids=lambda s: s.name)
+def test_each_bound_is_checked_and_named_as_written_once(setting: Setting) -> None:
+    # The bounds are the field's constraints only; the error's words come from them.
+    bounds = _bounds(setting)
+    assert bounds is not None
+    info = Settings.model_fields[setting.field]
+    integer = info.annotation is int
+    step = next((m.multiple_of for m in info.metadata if isinstance(m, MultipleOf)), 1)
+    below, above = bounds[0] - (step if integer else 0.001), bounds[1] + step
+    for edge, outside in ((bounds[0], below), (bounds[1], above)):
+        assert getattr(load_settings({setting.name: str(edge)}), setting.field) == edge
+        with pytest.raises(ConfigError) as raised:
+            load_settings({setting.name: str(outside)})
+        assert str(raised.value).endswith(f"is not {setting.expected}")
+    said = _said(setting.expected)
+    assert said is None or said == (float(bounds[0]), float(bounds[1])), setting.expected
+    assert said is not None or setting.expected in ("a positive integer", "a port number")
+
+
+def test_settings_objects_take_values_and_only_load_settings_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TREECAST_BREAKER_THRESHOLD", "7")
+    assert Settings().breaker_threshold == 5
+    assert load_settings().breaker_threshold == 7
+    assert load_settings({}).breaker_threshold == 5
+    changed = Settings().model_copy(update={"breaker_threshold": 9})
+    assert changed.breaker_threshold == 9 and changed != Settings()
+
+
+def test_secrets_stay_out_of_the_repr_and_of_errors(tmp_path: Path) -> None:
+    key, token = generate_key(), "t0ken-" + "x" * 20
+    settings = load_settings(
+        {"TREECAST_SECRET_KEY": key, "TREECAST_ADMIN_TOKEN": token, "TREECAST_PUSH_SECRET": token}
+    )
+    assert key not in repr(settings) and token not in repr(settings)
+    for name, value in (("TREECAST_SECRET_KEY", key[:-2]), ("TREECAST_ADMIN_TOKEN", "short-t0ken")):
+        with pytest.raises(ConfigError) as raised:
+            load_settings({name: value})
+        assert value not in str(raised.value) and name in str(raised.value)
+    with pytest.raises(ValueError) as direct:
+        Settings(admin_token="short-t0ken")
+    assert "short-t0ken" not in str(direct.value)

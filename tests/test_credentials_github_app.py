@@ -31,6 +31,7 @@ from tests.gitrepos import WorkRepo, git
 from treecast.config import Settings
 from treecast.credentials import github_app
 from treecast.credentials.github_app import GitHubApp, installation_token
+from treecast.gitcache.errors import GitError
 from treecast.service.access import AccessRefused
 from treecast.service.core import RepositoryAdded, TreecastService
 from treecast.service.credentials import CredentialSpec
@@ -136,7 +137,7 @@ def github(app_key: rsa.RSAPrivateKey) -> Iterator[FakeGitHub]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/api/v3"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield fake
@@ -208,7 +209,7 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = replace(settings, github_api_url=github.url)
+    settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
         service = TreecastService(settings)
@@ -252,7 +253,7 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
 def test_a_revoked_installation_is_refused_at_watch_time(
     settings: Settings, github: FakeGitHub, app_key: rsa.RSAPrivateKey, origin: WorkRepo
 ) -> None:
-    settings = replace(settings, github_api_url=github.url)
+    settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="never") as server:
         service = TreecastService(settings)
         with pytest.raises(AccessRefused) as caught:
@@ -277,7 +278,7 @@ def test_a_wrong_app_key_is_refused_by_github(
 ) -> None:
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     app = GitHubApp(github.url, APP_ID, INSTALLATION, github_app.load_app_key(pem(stranger)))
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(GitError) as caught:
         installation_token(app)
     assert caught.value.type == GitErrorType.AUTHENTICATION_FAILED
     assert caught.value.non_retryable and "401" in caught.value.message
@@ -293,7 +294,7 @@ def test_an_unreachable_api_is_retried(app_key: rsa.RSAPrivateKey) -> None:
         INSTALLATION,
         github_app.load_app_key(pem(app_key)),
     )
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(GitError) as caught:
         installation_token(app)
     assert caught.value.type == GitErrorType.NETWORK and not caught.value.non_retryable
 
@@ -347,7 +348,7 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
 def test_a_token_revoked_before_it_expires_is_minted_anew_and_says_why(
     settings: Settings, github: FakeGitHub, app_key: rsa.RSAPrivateKey, origin: WorkRepo
 ) -> None:
-    settings = replace(settings, github_api_url=github.url)
+    settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
         service = TreecastService(settings)

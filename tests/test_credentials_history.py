@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
 import worker
 from models.git import GitErrorType
@@ -20,7 +20,7 @@ from models.sync import SyncStatus
 from models.tables import Watch
 from tests.gitrepos import WorkRepo, git
 from tests.sshserver import keygen, require_sshd, ssh_server
-from tests.temporal_env import new_task_queue, start_local
+from tests.temporal_env import new_task_queue
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.ssh import HostKey
@@ -28,7 +28,7 @@ from treecast.service import workflows
 from treecast.service.core import TreecastService
 from treecast.service.credentials import CredentialSpec
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sshd]  # two sshds of its own
 
 
 async def _status(client: Client, repository_id: str) -> SyncStatus | None:
@@ -39,10 +39,14 @@ async def _status(client: Client, repository_id: str) -> SyncStatus | None:
 
 
 async def test_the_deploy_key_never_enters_workflow_history(
-    settings: Settings, tmp_path: Path
+    settings: Settings,
+    tmp_path: Path,
+    dev_env: WorkflowEnvironment,
 ) -> None:
     require_sshd()
-    settings = replace(settings, task_queue=new_task_queue(), git_timeout_seconds=20.0)
+    settings = settings.model_copy(
+        update={"task_queue": new_task_queue(), "git_timeout_seconds": 20.0}
+    )
     origin = WorkRepo(tmp_path / "origin")
     origin.write("README.md", "private\n")
     origin.commit()
@@ -51,7 +55,6 @@ async def test_the_deploy_key_never_enters_workflow_history(
     fragments = [
         line for line in private.splitlines() if line.strip() and not line.startswith("-----")
     ]
-    env = await start_local()
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with ssh_server() as server, ssh_server() as impostor:
@@ -81,7 +84,7 @@ async def test_the_deploy_key_never_enters_workflow_history(
                 watch = session.get(Watch, (app, bad.repository_id))
                 assert watch is not None
                 watch.ssh_host_keys = pinned.line()
-            client = env.client
+            client = dev_env.client
             async with worker.build_worker(client, settings, executor):
                 for repository_id in (good.repository_id, bad.repository_id):
                     await workflows.start_sync(client, settings, repository_id, 3600, sync_now=True)
@@ -113,4 +116,3 @@ async def test_the_deploy_key_never_enters_workflow_history(
             assert "PRIVATE KEY" not in text
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        await env.shutdown()

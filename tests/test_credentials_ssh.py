@@ -12,7 +12,6 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,9 @@ from treecast.store import keys
 from treecast.store.repositories import ensure_commit
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SshServer]:
-    with ssh_server() as running:
-        yield running
+@pytest.fixture
+def server(sshd: SshServer) -> SshServer:
+    return sshd
 
 
 @pytest.fixture
@@ -126,7 +124,7 @@ def test_a_deploy_key_syncs_a_private_repository(
     assert result.file_count == 2 and result.ref == "main"
     assert leftovers() == before  # the key's files went with the command
     # Delivery on another worker fetches the commit with the same key.
-    elsewhere = replace(settings, data_dir=settings.data_dir / "other-worker")
+    elsewhere = settings.model_copy(update={"data_dir": settings.data_dir / "other-worker"})
     assert result.commit is not None
     assert ensure_commit(elsewhere, info.repository_id, result.commit).has_commit(result.commit)
 
@@ -212,6 +210,7 @@ def test_a_replaced_host_key_is_refused_naming_both_fingerprints(
     assert after.ssh_key_fingerprint == load_deploy_key(deploy_key[1]).fingerprint
 
 
+@pytest.mark.sshd  # a slow sshd of its own
 def test_the_key_never_appears_in_clear(
     settings: Settings, origin: WorkRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -254,7 +253,7 @@ def _check_key_never_appears(
     before = leftovers()
     try:
         for attempt in range(5):  # until ps caught an ssh git started, at least once
-            settings_n = replace(settings, data_dir=settings.data_dir / f"w{attempt}")
+            settings_n = settings.model_copy(update={"data_dir": settings.data_dir / f"w{attempt}"})
             snapshot(settings_n, info.repository_id)
             if seen_ssh:
                 break
@@ -279,7 +278,7 @@ def _check_key_never_appears(
 def test_the_key_files_go_even_when_git_times_out(
     settings: Settings, deploy_key: tuple[Path, str]
 ) -> None:
-    quick = replace(settings, git_timeout_seconds=1.0)
+    quick = settings.model_copy(update={"git_timeout_seconds": 1.0})
     url_spec = CredentialSpec(ssh_private_key=deploy_key[1], known_hosts="ssh-ed25519 " + "A" * 68)
     with silent_server() as port:
         url = f"ssh://git@127.0.0.1:{port}/x.git"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,8 +40,8 @@ from tests.temporal_env import (
     new_task_queue,
     overlapping,
     save_history,
-    start_time_skipping,
     treecast_worker,
+    unique,
 )
 from treecast.config import Settings
 from workflows import deliver_files
@@ -51,15 +50,6 @@ from workflows.policies import TO_APPS
 from workflows.sync_repository import SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await start_time_skipping()
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
 
 
 def loop_input(repository_id: str) -> SyncRepositoryInput:
@@ -72,8 +62,9 @@ def loop_input(repository_id: str) -> SyncRepositoryInput:
 
 
 async def test_one_failing_app_is_recorded_and_the_others_still_get_their_files(
-    env: WorkflowEnvironment,
+    time_env: WorkflowEnvironment,
 ) -> None:
+    repo = unique("repo-d")
     fake = FakeTreecast(
         apps=["app-c", "app-a", "app-b", "app-d"],
         failing_apps={
@@ -82,11 +73,11 @@ async def test_one_failing_app_is_recorded_and_the_others_still_get_their_files(
         },
     )
     queue = new_task_queue()
-    async with treecast_worker(env.client, queue, fake.activities()):
-        handle = await env.client.start_workflow(
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        handle = await time_env.client.start_workflow(
             DeliverFiles.run,
-            DeliverFilesInput(repository_id="repo-d", commit="c1"),
-            id=deliver_workflow_id("repo-d"),
+            DeliverFilesInput(repository_id=repo, commit="c1"),
+            id=deliver_workflow_id(repo),
             task_queue=queue,
         )
         result = await handle.result()
@@ -107,15 +98,16 @@ async def test_one_failing_app_is_recorded_and_the_others_still_get_their_files(
     await save_history(handle, "deliver_failures")
 
 
-async def test_a_non_retryable_failure_is_not_tried_again(env: WorkflowEnvironment) -> None:
+async def test_a_non_retryable_failure_is_not_tried_again(time_env: WorkflowEnvironment) -> None:
     # deliver_changes cannot read a commit the remote no longer has: retrying cannot help.
+    repo = unique("repo-n")
     fake = FakeTreecast(apps=["app-a", "app-b"], failing_apps={"app-a": GitErrorType.REF_NOT_FOUND})
     queue = new_task_queue()
-    async with treecast_worker(env.client, queue, fake.activities()):
-        result = await env.client.execute_workflow(
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        result = await time_env.client.execute_workflow(
             DeliverFiles.run,
-            DeliverFilesInput(repository_id="repo-n", commit="c1"),
-            id=deliver_workflow_id("repo-n"),
+            DeliverFilesInput(repository_id=repo, commit="c1"),
+            id=deliver_workflow_id(repo),
             task_queue=queue,
         )
     assert fake.deliver_attempts == {"app-a": 1, "app-b": 1}
@@ -127,28 +119,29 @@ async def test_a_non_retryable_failure_is_not_tried_again(env: WorkflowEnvironme
 
 
 async def test_newer_commit_during_a_pass_ends_with_every_app_at_the_newest(
-    env: WorkflowEnvironment,
+    time_env: WorkflowEnvironment,
 ) -> None:
+    repo = unique("repo-n")
     fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.5)
     queue = new_task_queue()
-    async with treecast_worker(env.client, queue, fake.activities()):
-        parent = await env.client.start_workflow(
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        parent = await time_env.client.start_workflow(
             SyncRepository.run,
-            loop_input("repo-n"),
-            id=sync_workflow_id("repo-n"),
+            loop_input(repo),
+            id=sync_workflow_id(repo),
             task_queue=queue,
         )
-        await eventually(env, lambda: len(fake.deliveries) >= 1, step=0.05)
+        await eventually(time_env, lambda: len(fake.deliveries) >= 1, step=0.05)
         fake.commit = "c2"
         await parent.signal(SyncRepository.sync_now, SyncRequest(request_id="r2"))
-        child = env.client.get_workflow_handle_for(DeliverFiles.run, deliver_workflow_id("repo-n"))
+        child = time_env.client.get_workflow_handle_for(DeliverFiles.run, deliver_workflow_id(repo))
         result = await child.result()
 
         async def reported() -> bool:
             outcome = await parent.query(SyncRepository.request, "r2")
             return outcome is not None and outcome.final
 
-        await eventually(env, reported, step=0.1)
+        await eventually(time_env, reported, step=0.1)
         outcome = await parent.query(SyncRepository.request, "r2")
         await parent.signal(SyncRepository.stop)
         await parent.result()
@@ -180,21 +173,26 @@ async def test_newer_commit_during_a_pass_ends_with_every_app_at_the_newest(
 
 
 async def test_the_child_finishes_its_deliveries_after_the_parent_is_terminated(
-    env: WorkflowEnvironment,
+    own_time_env: WorkflowEnvironment,
 ) -> None:
+    # Its own server: a child that finishes after its parent was terminated leaves the test
+    # server's clock locked for good (it waits for the parent to take the news), which
+    # would stop the shared clock for every test after this one.
+    time_env = own_time_env
+    repo = unique("repo-t")
     fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.5)
     queue = new_task_queue()
-    async with treecast_worker(env.client, queue, fake.activities()):
-        parent = await env.client.start_workflow(
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        parent = await time_env.client.start_workflow(
             SyncRepository.run,
-            loop_input("repo-t"),
-            id=sync_workflow_id("repo-t"),
+            loop_input(repo),
+            id=sync_workflow_id(repo),
             task_queue=queue,
         )
-        await eventually(env, lambda: len(fake.deliveries) >= 1, step=0.05)
+        await eventually(time_env, lambda: len(fake.deliveries) >= 1, step=0.05)
         await parent.terminate(reason="test: parent dies mid-delivery")
         assert len(fake.deliveries) < 3  # the child was still working
-        child = env.client.get_workflow_handle_for(DeliverFiles.run, deliver_workflow_id("repo-t"))
+        child = time_env.client.get_workflow_handle_for(DeliverFiles.run, deliver_workflow_id(repo))
         result = await child.result()
     assert [a.app_id for a in result.passes[0].apps] == ["app-a", "app-b", "app-c"]
     assert fake.app_commits == {"app-a": "c1", "app-b": "c1", "app-c": "c1"}
@@ -202,17 +200,18 @@ async def test_the_child_finishes_its_deliveries_after_the_parent_is_terminated(
 
 
 async def test_a_retry_after_from_the_first_try_is_honoured_after_the_other_apps(
-    env: WorkflowEnvironment,
+    time_env: WorkflowEnvironment,
 ) -> None:
     # app-a answers 429 with Retry-After: 120 s; app-b is served meanwhile, and
     # app-a's next try waits until the two minutes have passed (in test time).
+    repo = unique("repo-r")
     fake = FakeTreecast(apps=["app-a", "app-b"], retry_after={"app-a": 120})
     queue = new_task_queue()
-    async with treecast_worker(env.client, queue, fake.activities()):
-        handle = await env.client.start_workflow(
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        handle = await time_env.client.start_workflow(
             DeliverFiles.run,
-            DeliverFilesInput(repository_id="repo-r", commit="c1"),
-            id=deliver_workflow_id("repo-r"),
+            DeliverFilesInput(repository_id=repo, commit="c1"),
+            id=deliver_workflow_id(repo),
             task_queue=queue,
         )
         result = await handle.result()
@@ -226,19 +225,22 @@ async def test_a_retry_after_from_the_first_try_is_honoured_after_the_other_apps
     await save_history(handle, "deliver_retry_after")
 
 
-async def test_a_newer_commit_cuts_a_failing_apps_retries_short(env: WorkflowEnvironment) -> None:
+async def test_a_newer_commit_cuts_a_failing_apps_retries_short(
+    time_env: WorkflowEnvironment,
+) -> None:
     # app-a is down. While its retries back off, commit c2 arrives: app-b must get c2
     # without waiting for app-a's whole retry budget (1 + 2 + 4 s of backoff).
+    repo = unique("repo-n")
     fake = FakeTreecast(
         apps=["app-a", "app-b"], failing_apps={"app-a": DeliveryErrorType.TRANSPORT}
     )
     queue = new_task_queue()
-    async with treecast_worker(env.client, queue, fake.activities()):
-        with env.auto_time_skipping_disabled():
-            handle = await env.client.start_workflow(
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        with time_env.auto_time_skipping_disabled():
+            handle = await time_env.client.start_workflow(
                 DeliverFiles.run,
-                DeliverFilesInput(repository_id="repo-n", commit="c1"),
-                id=deliver_workflow_id("repo-n"),
+                DeliverFilesInput(repository_id=repo, commit="c1"),
+                id=deliver_workflow_id(repo),
                 task_queue=queue,
             )
             while not (
@@ -260,7 +262,7 @@ async def test_a_newer_commit_cuts_a_failing_apps_retries_short(env: WorkflowEnv
 
 
 async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
-    env: WorkflowEnvironment,
+    time_env: WorkflowEnvironment,
     settings: Settings,
     tmp_path: Path,
     receiver: Receiver,  # noqa: F811
@@ -269,11 +271,12 @@ async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
     # The real activities against the example receiver, small chunks: the app refuses
     # chunk 5 of big.bin once. Every try is its own activity (apps take turns), so the
     # position reaches the next try through the failure and DeliverInput.resume.
-    settings = replace(
-        settings,
-        chunk_threshold_bytes=4096,
-        chunk_size_bytes=1024,
-        task_queue=new_task_queue(),
+    settings = settings.model_copy(
+        update={
+            "chunk_threshold_bytes": 4096,
+            "chunk_size_bytes": 1024,
+            "task_queue": new_task_queue(),
+        }
     )
     repo = WorkRepo(tmp_path / "repo")
     repo.write("a.txt", "a\n")
@@ -282,8 +285,8 @@ async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
     app_id, repository_id = register(settings, receiver.url, [receiver_secret], repo.url)
     receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
     with ThreadPoolExecutor(max_workers=worker.executor_threads(settings)) as executor:
-        async with worker.build_worker(env.client, settings, executor):
-            handle = await env.client.start_workflow(
+        async with worker.build_worker(time_env.client, settings, executor):
+            handle = await time_env.client.start_workflow(
                 DeliverFiles.run,
                 DeliverFilesInput(repository_id=repository_id, commit=commit, app_ids=[app_id]),
                 id=deliver_workflow_id(repository_id),
@@ -302,10 +305,11 @@ async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
 
 
 async def test_a_timed_out_try_counts_its_files_and_the_next_resumes_where_it_stopped(
-    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+    time_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A killed worker: the try heartbeats its counts and chunk position, then goes
     # silent. Its TimeoutError's last heartbeat is all the workflow learns of it.
+    repo = unique("repo-k")
     monkeypatch.setattr(deliver_files, "DELIVER_HEARTBEAT", timedelta(seconds=1))
     position = ChunkResume(path="big.bin", blob_id="b1", generation="g1", next_chunk=4)
     tries: list[DeliverInput] = []
@@ -324,16 +328,16 @@ async def test_a_timed_out_try_counts_its_files_and_the_next_resumes_where_it_st
     queue = new_task_queue()
     # Unsandboxed, so the shortened heartbeat timeout above is the workflow's.
     async with treecast_worker(
-        env.client,
+        time_env.client,
         queue,
         [*others, deliver_changes],
         workflow_runner=UnsandboxedWorkflowRunner(),
         graceful_shutdown_timeout=timedelta(0),
     ):
-        result = await env.client.execute_workflow(
+        result = await time_env.client.execute_workflow(
             DeliverFiles.run,
-            DeliverFilesInput(repository_id="repo-k", commit="c1", app_ids=["app-a"]),
-            id=deliver_workflow_id("repo-k"),
+            DeliverFilesInput(repository_id=repo, commit="c1", app_ids=["app-a"]),
+            id=deliver_workflow_id(repo),
             task_queue=queue,
         )
     [outcome] = result.passes[0].apps
@@ -342,16 +346,19 @@ async def test_a_timed_out_try_counts_its_files_and_the_next_resumes_where_it_st
     assert [t.resume for t in tries] == [None, position]
 
 
-async def test_deliveries_are_scheduled_before_queued_snapshots(env: WorkflowEnvironment) -> None:
+async def test_deliveries_are_scheduled_before_queued_snapshots(
+    time_env: WorkflowEnvironment,
+) -> None:
     # A first wave queues thousands of snapshots; each delivery carries a priority that
     # puts it ahead of them (the dev server's order: test_devserver_priority.py).
+    repo = unique("repo-p")
     fake = FakeTreecast(apps=["app-a", "app-b"])
     queue = new_task_queue()
-    async with treecast_worker(env.client, queue, fake.activities()):
-        handle = await env.client.start_workflow(
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        handle = await time_env.client.start_workflow(
             DeliverFiles.run,
-            DeliverFilesInput(repository_id="repo-p", commit="c1"),
-            id=deliver_workflow_id("repo-p"),
+            DeliverFilesInput(repository_id=repo, commit="c1"),
+            id=deliver_workflow_id(repo),
             task_queue=queue,
         )
         await handle.result()

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 from collections import Counter
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from models.delivery import (
     RecordFailureInput,
     WatchersInput,
 )
-from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchStatus
+from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchAccess, WatchStatus
 from tests.gitrepos import WorkRepo
 from tests.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
 from treecast.config import Settings
@@ -225,7 +224,7 @@ def chunky_run(
     receiver_secret: str,  # noqa: F811
 ) -> Run:
     """A `Run` whose chunk threshold (4 KiB) and size (1 KiB) make BINARY 14 chunks."""
-    small = replace(settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
+    small = settings.model_copy(update={"chunk_threshold_bytes": 4096, "chunk_size_bytes": 1024})
     return Run(small, tmp_path, receiver, [receiver_secret])
 
 
@@ -422,7 +421,7 @@ def test_lost_acknowledgement_is_resent_with_the_same_id(run: Run) -> None:
     commit = run.repo.commit()
     run.register()
     run.receiver.delay_next(1.0)  # processed late: Treecast gave up waiting
-    slow = replace(run.settings, file_timeout_seconds=0.3)
+    slow = run.settings.model_copy(update={"file_timeout_seconds": 0.3})
     with pytest.raises(ApplicationError, match="did not answer within") as failure:
         run.env.run(
             DeliveryActivities(slow).deliver_changes,
@@ -565,7 +564,7 @@ def test_410_disables_the_watch(run: Run) -> None:
 
 
 def test_private_target_is_refused_unless_allowed(run: Run) -> None:
-    run.settings = replace(run.settings, allow_private_urls=False)
+    run.settings = run.settings.model_copy(update={"allow_private_urls": False})
     run.base_url = f"http://localhost:{run.receiver.port}"
     run.repo.write("a.txt", "a")
     commit = run.repo.commit()
@@ -607,8 +606,31 @@ def test_removed_app_or_watch_returns_quietly(run: Run) -> None:
     assert run.receiver.requests == []
 
 
+def test_an_app_whose_access_was_refused_meanwhile_gets_not_one_more_file(run: Run) -> None:
+    """The snapshot refused the app's credentials after its DeliverFiles was handed the
+    commit: the try sends nothing and says why (the app's notice is NotifyBreaker's)."""
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    for access in (WatchAccess.REFUSED, WatchAccess.PENDING):
+        with session_scope(run.settings.database_url) as session:
+            watch = session.get(Watch, (run.app_id, run.repository_id))
+            assert watch is not None
+            watch.access = access
+        result = run.deliver(commit)
+        assert (result.status, result.error_type) == ("disabled", DeliveryErrorType.ACCESS_REFUSED)
+        assert "access" in (result.error or "")
+        assert run.receiver.requests == [] and run.ledger() == {}
+    with session_scope(run.settings.database_url) as session:
+        watch = session.get(Watch, (run.app_id, run.repository_id))
+        assert watch is not None
+        watch.access = WatchAccess.GRANTED
+    assert run.deliver(commit).status == "synced"
+    assert run.ledger().keys() == {"a.txt"}
+
+
 def test_delivery_log_is_bounded(run: Run) -> None:
-    run.settings = replace(run.settings, delivery_log_keep=3)
+    run.settings = run.settings.model_copy(update={"delivery_log_keep": 3})
     for i in range(8):
         run.repo.write(f"f{i}.txt", str(i))
     commit = run.repo.commit()

@@ -19,7 +19,7 @@ from treecast.config import load_settings
 from treecast.devserver import DevServer
 from workflows.policies import TO_APPS
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.temporal]  # its own DevServer
 
 ran: list[str] = []
 

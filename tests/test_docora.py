@@ -191,7 +191,7 @@ class Docora:
 def pg_settings(settings: Settings, postgres_url: str) -> Settings:
     url = fresh_database(postgres_url, "treecast")
     create_schema(engine_for(url))
-    return replace(settings, database_url=url)
+    return settings.model_copy(update={"database_url": url})
 
 
 @pytest.fixture
@@ -546,7 +546,7 @@ def test_cli_import_dry_run_reports_what_it_cannot_then_imports_once(
 def test_docora_app_chunks_binaries_only(
     pg_settings: Settings, repo: WorkRepo, docora: Docora, receiver: DocoraReceiver
 ) -> None:
-    small = replace(pg_settings, chunk_threshold_bytes=4096, chunk_size_bytes=1024)
+    small = pg_settings.model_copy(update={"chunk_threshold_bytes": 4096, "chunk_size_bytes": 1024})
     blob = os.urandom(5000)
     text_file = "x" * 9000 + "\n"
     repo.write("big.bin", blob)

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 import starter
 import worker
 from examples.receiver import Receiver
 from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue, start_local
+from tests.temporal_env import new_task_queue
 from treecast.config import load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.devserver import temporal_cli
@@ -44,6 +45,7 @@ class Stack:
     receiver: Receiver
     secret: str
     address: str
+    task_queue: str
     run: Callable[..., Any]
 
 
@@ -56,9 +58,10 @@ def _invoke(argv: list[str]) -> Result:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
-    env = await start_local()
-    address = env.client.service_client.config.target_host
+async def stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
+) -> AsyncIterator[Stack]:
+    address = dev_env.client.service_client.config.target_host
     for name, value in {
         "TEMPORAL_ADDRESS": address,
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
@@ -78,17 +81,16 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
-            async with worker.build_worker(env.client, settings, executor):
-                await ensure_remote_checks(env.client, settings)  # as worker.py does
+            async with worker.build_worker(dev_env.client, settings, executor):
+                await ensure_remote_checks(dev_env.client, settings)  # as worker.py does
 
                 async def run(*argv: str) -> Result:
                     # starter.main runs its own event loop, so it gets a thread.
                     return await asyncio.to_thread(_invoke, list(argv))
 
-                yield Stack(repo=repo, receiver=receiver, secret=secret, address=address, run=run)
+                yield Stack(repo, receiver, secret, address, settings.task_queue, run)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        await env.shutdown()
 
 
 def list_by_query(address: str, query: str) -> list[str]:
@@ -197,10 +199,12 @@ async def test_sync_deliver_break_and_recover(
     assert notice["error"]["type"] == "RepositoryNotFound"
     status = await run("status", repo_id)
     assert status.out["repositories"][0]["sync"]["breaker_state"] == "open"
-    # What a person filters on in the Web UI, through the Temporal CLI.
+    # What a person filters on in the Web UI, through the Temporal CLI (on this test's task
+    # queue: the dev server is shared with other tests).
+    mine = f'TaskQueue = "{stack.task_queue}"'
     await eventually(
         lambda: (
-            list_by_query(stack.address, 'TreecastBreakerState = "open"')
+            list_by_query(stack.address, f'{mine} AND TreecastBreakerState = "open"')
             == [f"sync-repository/{repo_id}"]
         )
     )

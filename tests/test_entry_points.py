@@ -15,9 +15,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue, start_local
+from tests.temporal_env import new_task_queue
 from treecast.config import load_settings
 from treecast.crypto import Cipher, generate_key
 from treecast.db import session_scope
@@ -108,42 +109,39 @@ def test_the_treecast_command_is_starter_py(tmp_path: Path) -> None:
 @pytest.mark.e2e
 async def test_starter_exit_status_and_json_survive_commands_that_used_temporal(
     tmp_path: Path,
+    dev_env: WorkflowEnvironment,
 ) -> None:
     repo_url = WorkRepo(tmp_path / "git").url
-    env = await start_local()
-    try:
-        environ = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-            "TREECAST_DATA_DIR": str(tmp_path / "data"),
-            "TREECAST_SECRET_KEY": generate_key(),
-            "TREECAST_TASK_QUEUE": new_task_queue(),  # no worker: the workflow just waits
-            "TREECAST_ALLOW_FILE_URLS": "1",
-        }
-        environ.pop("TREECAST_DATABASE_URL", None)
+    environ = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TREECAST_DATA_DIR": str(tmp_path / "data"),
+        "TREECAST_SECRET_KEY": generate_key(),
+        "TREECAST_TASK_QUEUE": new_task_queue(),  # no worker: the workflow just waits
+        "TREECAST_ALLOW_FILE_URLS": "1",
+    }
+    environ.pop("TREECAST_DATABASE_URL", None)
 
-        def starter(*argv: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "starter.py", "--json", *argv],
-                cwd=ROOT,
-                env=environ,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+    def starter(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "starter.py", "--json", *argv],
+            cwd=ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
-        # Registered without starting its workflow: with no worker a status query would
-        # wait; this way `status` connects, asks Temporal, and finds no running sync.
-        settings = load_settings(environ)
-        with session_scope(settings.database_url) as session:
-            repository, _ = add_repository(
-                session, settings, Cipher(settings.secret_key or ""), repo_url, "", None, None
-            )
-        for _ in range(RUNS):
-            done = starter("status")
-            assert "Fatal Python error" not in done.stderr
-            assert done.returncode == 0, done.stderr
-            [row] = json.loads(done.stdout)["repositories"]
-            assert row["repository_id"] == repository.id and row["sync"] is None
-    finally:
-        await env.shutdown()
+    # Registered without starting its workflow: with no worker a status query would
+    # wait; this way `status` connects, asks Temporal, and finds no running sync.
+    settings = load_settings(environ)
+    with session_scope(settings.database_url) as session:
+        repository, _ = add_repository(
+            session, settings, Cipher(settings.secret_key or ""), repo_url, "", None, None
+        )
+    for _ in range(RUNS):
+        done = starter("status")
+        assert "Fatal Python error" not in done.stderr
+        assert done.returncode == 0, done.stderr
+        [row] = json.loads(done.stdout)["repositories"]
+        assert row["repository_id"] == repository.id and row["sync"] is None

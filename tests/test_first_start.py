@@ -1,5 +1,6 @@
 """Processes starting at once on a fresh data directory all start: the schema is created
-by one of them at a time (`treecast.db.schema_lock`), on SQLite and on PostgreSQL.
+by one of them at a time (`treecast.db.ensure_schema`'s migration lock), on SQLite and
+on PostgreSQL.
 
 Before the lock, `create_all` checked for each table and then created it, so the slower
 of two processes failed with "table apps already exists": one `starter.py app list` in

@@ -8,11 +8,9 @@ import os
 import random
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from temporalio.exceptions import ApplicationError
 
 from models.git import GitErrorType
 from models.tables import Repository
@@ -31,6 +29,7 @@ from treecast.gitcache.cache import (
     has_object,
 )
 from treecast.gitcache.command import Credentials, classify_git_error, run_git
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import BlobNotFound, BlobReader, blob_sizes
 from treecast.gitcache.remote import MEMO_FILE, MEMO_SECONDS, sync_ref
 from treecast.gitcache.repository import RepositoryCache
@@ -47,8 +46,8 @@ def sync(
     return out.commit, out.ref, out.fetched
 
 
-def git_failure(settings: Settings, url: str, **kwargs: object) -> ApplicationError:
-    with pytest.raises(ApplicationError) as info:
+def git_failure(settings: Settings, url: str, **kwargs: object) -> GitError:
+    with pytest.raises(GitError) as info:
         sync(settings, url, **kwargs)  # type: ignore[arg-type]
     return info.value
 
@@ -119,7 +118,7 @@ def test_branch_tag_and_commit_refs(settings: Settings, repo: WorkRepo) -> None:
     # A commit id already in the cache needs no network at all.
     assert sync(settings, repo.url, v1) == (v1, v1, False)
 
-    other = replace(settings, data_dir=settings.data_dir / "other")
+    other = settings.model_copy(update={"data_dir": settings.data_dir / "other"})
     assert sync(other, repo.url, feature) == (feature, feature, True)
 
     err = git_failure(settings, repo.url, ref="no-such-branch")
@@ -197,7 +196,7 @@ def test_bad_token_error_never_carries_the_token(
     with git_http_server(repo.remote.parent, "the-right-one") as server:
         err = git_failure(settings, server.url("remote.git"), credentials=Credentials(TOKEN))
     assert err.type == GitErrorType.AUTHENTICATION_FAILED and err.non_retryable
-    _assert_token_absent(settings, str(err) + repr(err.details) + caplog.text)
+    _assert_token_absent(settings, str(err) + repr(err) + caplog.text)
 
 
 def test_a_redirect_never_takes_the_token_to_another_host(
@@ -244,7 +243,7 @@ def test_a_connection_cut_mid_fetch_is_retryable_and_keeps_the_cache(
 
 
 def test_silent_server_times_out_and_is_retryable(settings: Settings) -> None:
-    quick = replace(settings, git_timeout_seconds=1.0)
+    quick = settings.model_copy(update={"git_timeout_seconds": 1.0})
     with silent_server() as port:
         started = time.monotonic()
         err = git_failure(quick, f"http://127.0.0.1:{port}/r.git", credentials=Credentials(TOKEN))
@@ -304,7 +303,7 @@ def test_lock_blocks_a_second_holder(settings: Settings) -> None:
     assert acquired.wait(5)
     thread.join()
     with (
-        pytest.raises(ApplicationError) as info,
+        pytest.raises(GitError) as info,
         cache_lock(settings, "repo_t"),
         cache_lock(settings, "repo_t", timeout=0.2),
     ):
@@ -343,7 +342,7 @@ def test_ensure_commit_fetches_on_another_worker(settings: Settings, repo: WorkR
     kept = run_git(["for-each-ref", "--format=%(refname)"], settings=settings, cwd=path)
     assert f"refs/treecast/keep/{head}" in kept.stdout.decode()
     assert ensure_commit(settings, "repo_t", head).path == path
-    with pytest.raises(ApplicationError) as info:
+    with pytest.raises(GitError) as info:
         ensure_commit(settings, "repo_t", "0" * 40)
     assert info.value.type == GitErrorType.REF_NOT_FOUND
 
@@ -516,7 +515,7 @@ def test_a_default_branch_that_does_not_exist_is_refused_not_emptied(
     git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/master")
     err = git_failure(settings, repo.url)
     assert err.type == GitErrorType.REF_NOT_FOUND and "no existing branch" in err.message
-    fresh = replace(settings, data_dir=settings.data_dir / "fresh")
+    fresh = settings.model_copy(update={"data_dir": settings.data_dir / "fresh"})
     assert git_failure(fresh, repo.url).type == GitErrorType.REF_NOT_FOUND
     git(repo.remote, "symbolic-ref", "HEAD", "refs/heads/main")
     assert sync(settings, repo.url)[0] == head

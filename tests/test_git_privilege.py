@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-from temporalio.exceptions import ApplicationError
 
 from tests.gitrepos import WorkRepo
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_lock
 from treecast.gitcache.command import run_git
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.remote import sync_ref
 
 
@@ -45,7 +45,7 @@ def test_an_operators_global_config_is_not_read(
 )
 def test_transports_treecast_does_not_use_are_refused_at_once(settings: Settings, url: str) -> None:
     started = time.monotonic()
-    with pytest.raises(ApplicationError) as refused:
+    with pytest.raises(GitError) as refused:
         run_git(["ls-remote", url], settings=settings, timeout=20)
     assert time.monotonic() - started < 5  # refused, not hanging until the git timeout
     assert "not allowed" in refused.value.message

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: 
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.cache import cache_lock
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.remote import sync_ref
 from treecast.gitcache.tree import TreeLimits, list_tree
 
@@ -112,7 +112,7 @@ def test_tree_limits_refuse_entries_paths_and_depth(settings: Settings, tmp_path
             (TreeLimits(max_total_bytes=10), "more than 10 bytes"),
             (TreeLimits(max_subtree_repeats=4), "appears more than 4 times"),
         ]:
-            with pytest.raises(ApplicationError) as refused:
+            with pytest.raises(GitError) as refused:
                 list_tree(settings, path, commit, limits=limits)
             assert refused.value.type == GitErrorType.TREE_TOO_LARGE and refused.value.non_retryable
             assert words in refused.value.message
@@ -141,7 +141,7 @@ def test_objects_git_fsck_refuses_never_reach_the_cache(settings: Settings, tmp_
     commit = git(remote, "commit-tree", root, "-m", "evil")
     git(remote, "update-ref", "refs/heads/main", commit)
     started = time.monotonic()
-    with cache_lock(settings, "repo_evil") as path, pytest.raises(ApplicationError) as refused:
+    with cache_lock(settings, "repo_evil") as path, pytest.raises(GitError) as refused:
         sync_ref(settings, path, f"file://{remote}", "main")
     assert refused.value.type == GitErrorType.UNSAFE_CONTENT and refused.value.non_retryable
     assert "hasDotgit" in refused.value.message and time.monotonic() - started < 30
@@ -213,19 +213,23 @@ def test_the_limit_a_tree_is_over_and_its_setting_are_named_and_the_setting_rais
     with session_scope(settings.database_url) as session:
         session.add(Repository(id="repo_bomb", url=url, ref="main"))
     env = ActivityEnvironment()
-    tight = replace(settings, tree_max_subtree_repeats=100)
+    tight = settings.model_copy(update={"tree_max_subtree_repeats": 100})
     with pytest.raises(ApplicationError) as refused:
         env.run(GitActivities(tight).snapshot_repository, SnapshotInput("repo_bomb"))
     assert refused.value.type == GitErrorType.TREE_TOO_LARGE
     assert "more than 100 times" in refused.value.message
     assert "TREECAST_TREE_MAX_SUBTREE_REPEATS" in refused.value.message
-    entries = replace(settings, tree_max_entries=5000, data_dir=settings.data_dir / "w2")
+    entries = settings.model_copy(
+        update={"tree_max_entries": 5000, "data_dir": settings.data_dir / "w2"}
+    )
     with pytest.raises(ApplicationError) as refused:
         env.run(GitActivities(entries).snapshot_repository, SnapshotInput("repo_bomb"))
     assert "more than 5000 entries" in refused.value.message
     assert "TREECAST_TREE_MAX_ENTRIES" in refused.value.message
     # The settings raise the limits (they were not read before: the defaults always held).
-    roomy = replace(settings, tree_max_subtree_repeats=5000, data_dir=settings.data_dir / "w3")
+    roomy = settings.model_copy(
+        update={"tree_max_subtree_repeats": 5000, "data_dir": settings.data_dir / "w3"}
+    )
     done = env.run(GitActivities(roomy).snapshot_repository, SnapshotInput("repo_bomb"))
     assert done.file_count == 10_000
 

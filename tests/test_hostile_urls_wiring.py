@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.exceptions import ApplicationError
 
 from models.git import GitErrorType
 from tests.githttp import git_http_server
@@ -17,6 +16,7 @@ from tests.test_cli import cli_env, dump_db, run  # noqa: F401
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_lock
 from treecast.gitcache.command import Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.pinning import pinned_remote
 from treecast.gitcache.remote import sync_ref
 from treecast.webhooks.transport import make_client, post_webhook
@@ -84,9 +84,9 @@ def test_git_fetches_from_the_address_that_was_vetted(
     repo.commit()
     fake_dns(monkeypatch, {"git.treecast.test": "127.0.0.1"})
     strict = type(settings)(**{**vars(settings), "allow_private_urls": False})
-    import treecast.urls
+    import treecast.netpolicy
 
-    monkeypatch.setattr(treecast.urls, "is_blocked_address", lambda address: False)
+    monkeypatch.setattr(treecast.netpolicy, "is_blocked_address", lambda address: False)
     with git_http_server(repo.remote.parent, None) as server:
         url = server.url("remote.git").replace("127.0.0.1", "git.treecast.test")
         with cache_lock(strict, "repo_pin") as path:
@@ -96,7 +96,7 @@ def test_git_fetches_from_the_address_that_was_vetted(
 
 def test_a_host_that_does_not_resolve_now_runs_no_git(settings: Settings) -> None:
     strict = type(settings)(**{**vars(settings), "allow_private_urls": False})
-    with pytest.raises(ApplicationError) as failed:
+    with pytest.raises(GitError) as failed:
         pinned_remote(strict, "https://nowhere.treecast.invalid/o/r", token=False)
     assert failed.value.type == GitErrorType.NETWORK and not failed.value.non_retryable
 
@@ -106,7 +106,7 @@ def test_dns_that_moves_to_a_private_address_is_refused_at_fetch(
 ) -> None:
     strict = type(settings)(**{**vars(settings), "allow_private_urls": False})
     fake_dns(monkeypatch, {"rebind.treecast.test": "169.254.169.254"})
-    with cache_lock(strict, "repo_rebind") as path, pytest.raises(ApplicationError) as refused:
+    with cache_lock(strict, "repo_rebind") as path, pytest.raises(GitError) as refused:
         sync_ref(strict, path, "https://rebind.treecast.test/o/r", "")
     assert refused.value.type == GitErrorType.URL_REFUSED and refused.value.non_retryable
     assert "169.254.169.254" in refused.value.message
@@ -123,7 +123,7 @@ def test_pins_for_each_transport(settings: Settings, monkeypatch: pytest.MonkeyP
     url, pins = pinned_remote(strict, "ssh://git@git.example.com/o/r", token=False)
     assert url == "ssh://git@93.184.216.34/o/r"
     assert pins == [("core.sshCommand", "ssh -o BatchMode=yes -o HostKeyAlias=git.example.com")]
-    with pytest.raises(ApplicationError) as refused:
+    with pytest.raises(GitError) as refused:
         pinned_remote(strict, "http://git.example.com/o/r", token=True)
     assert refused.value.type == GitErrorType.URL_REFUSED
     assert pinned_remote(settings, "file:///tmp/x", token=False) == ("file:///tmp/x", [])

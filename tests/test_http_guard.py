@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpcore
@@ -51,7 +50,7 @@ def _post(client: WebhookClient, url: str, secret: str, event: str = "create") -
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "localhost", "10.0.0.8", "169.254.169.254"])
 def test_private_targets_are_refused(settings: Settings, host: str) -> None:
-    strict = replace(settings, allow_private_urls=False)
+    strict = settings.model_copy(update={"allow_private_urls": False})
     with make_client(strict, timeout=2.0) as client:
         outcome = post_webhook(
             client, f"http://{host}:9/create", b"{}", {}, timeout=2.0, what="create a.txt"
@@ -67,7 +66,7 @@ def test_rebinding_name_is_checked_at_connect_time(
     receiver_secret: str,  # noqa: F811
 ) -> None:
     # A public-looking name whose DNS answer is loopback at connect time.
-    strict = replace(settings, allow_private_urls=False)
+    strict = settings.model_copy(update={"allow_private_urls": False})
     calls: list[str] = []
 
     def rebinding(host: str, port: int) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,12 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 from temporalio.common import MetricMeter
+from temporalio.testing import WorkflowEnvironment
 
 import worker
 from examples.receiver import Receiver
 from tests.conftest import free_port
 from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue, start_local
+from tests.temporal_env import new_task_queue
 from treecast import metrics
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_webhook_secret
@@ -53,15 +53,18 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_endpoint_counts_syncs_and_webhooks(
-    settings: Settings, tmp_path: Path, restore_meter: None
+    settings: Settings,
+    tmp_path: Path,
+    restore_meter: None,
+    dev_env: WorkflowEnvironment,
 ) -> None:
-    env = await start_local()
     port = free_port()
-    settings = dataclasses.replace(
-        settings,
-        temporal_address=env.client.service_client.config.target_host,
-        task_queue=new_task_queue(),
-        metrics_port=port,
+    settings = settings.model_copy(
+        update={
+            "temporal_address": dev_env.client.service_client.config.target_host,
+            "task_queue": new_task_queue(),
+            "metrics_port": port,
+        }
     )
     secret = generate_webhook_secret()
     repo = WorkRepo(tmp_path / "git")
@@ -93,7 +96,6 @@ async def test_metrics_endpoint_counts_syncs_and_webhooks(
                     await asyncio.sleep(0.2)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        await env.shutdown()
     assert value(text, "treecast_syncs", outcome="ok") >= 1
     assert value(text, "treecast_files_delivered", event="create") == 2
     assert value(text, "treecast_webhook_requests", event="create", outcome="ok") == 2

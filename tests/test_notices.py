@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -140,7 +139,7 @@ def test_failures_raise_for_the_retry_policy(
     assert failure.value.next_retry_delay == timedelta(seconds=3)
     receiver.delay_next(1.0)
     with pytest.raises(ApplicationError, match=r"did not answer within 0\.3 s"):
-        send(replace(settings, notice_timeout_seconds=0.3), failed(*ids))
+        send(settings.model_copy(update={"notice_timeout_seconds": 0.3}), failed(*ids))
     assert send(settings, failed(*ids)).delivered
     assert len({r.webhook_id for r in receiver.requests}) == 1
     assert len(receiver.notices) == 1
@@ -169,7 +168,7 @@ def test_blocked_target_is_not_retried(
     tmp_path: Path,
     receiver_secret: str,  # noqa: F811
 ) -> None:
-    strict = replace(settings, allow_private_urls=False)
+    strict = settings.model_copy(update={"allow_private_urls": False})
     app_id, repo_id = register(
         strict, "http://127.0.0.1:9", [receiver_secret], "https://g.example/o/r"
     )

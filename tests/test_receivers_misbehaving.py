@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -334,7 +334,7 @@ def test_a_trickling_receiver_fails_a_delivery_in_bounded_time(
     repo = WorkRepo(tmp_path / "repo")
     repo.write("a.txt", "a\n")
     commit = repo.commit()
-    fast = replace(settings, file_timeout_seconds=TIMEOUT)
+    fast = settings.model_copy(update={"file_timeout_seconds": TIMEOUT})
     with raw_server(trickle(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 100, 0.05)) as server:
         app_id, repository_id = register(fast, server.url, [generate_webhook_secret()], repo.url)
         started = time.monotonic()

@@ -484,6 +484,7 @@ async def test_a_moving_git_remote_trips_and_heals_the_breaker_and_the_mirror_fo
 # -- the database is unreachable for a while ------------------------------------------------
 
 
+@pytest.mark.postgres  # a server of its own, stopped and started again
 async def test_a_lost_database_delays_delivery_but_never_marks_unacknowledged_files(
     tmp_path: Path,
 ) -> None:

@@ -33,9 +33,9 @@ from models.tables import Watch
 from tests.gitrepos import GIT_ENV
 from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
 from tests.test_cli import cli_env, dump_db, run  # noqa: F401
-from treecast.changes import compute_changes
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.delivery.loading import load_changes
 from treecast.gitcache.repository import RepositoryCache
 from treecast.store.repositories import load_access
 
@@ -535,6 +535,7 @@ def deliver_in_child(spec_file: str) -> None:
     )
 
 
+@pytest.mark.slow  # half a minute of CPU: in `make test`, not `make unit`
 def test_a_200_mb_file_is_snapshotted_and_delivered_in_bounded_memory(
     settings: Settings,
     tmp_path: Path,
@@ -597,6 +598,7 @@ def many_files(count: int) -> Iterator[Entry]:
         yield Entry(b"d%03d/f%05d.txt" % (i // 100, i), b"file %d\n" % i)
 
 
+@pytest.mark.slow
 def test_100000_files_snapshot_changes_and_a_delivered_subset(
     settings: Settings,
     tmp_path: Path,
@@ -626,7 +628,7 @@ def test_100000_files_snapshot_changes_and_a_delivered_subset(
     with session_scope(settings.database_url) as session:
         access = load_access(settings, session, pipeline.repository_id)
         cache = RepositoryCache(settings, pipeline.repository_id)
-        changes = compute_changes(session, cache, access, pipeline.app_id, commit)
+        changes = load_changes(session, cache, access, pipeline.app_id, commit).changes
     computed = time.monotonic() - started
     assert len(changes) == count and {c.kind for c in changes} == {ChangeKind.CREATE}
     assert [c.path for c in changes] == sorted(c.path for c in changes)
@@ -639,6 +641,6 @@ def test_100000_files_snapshot_changes_and_a_delivered_subset(
     assert receiver.files() == expected
     print(
         f"100,000 files: fast-import {built:.1f} s, snapshot {snapshotted:.1f} s, "
-        f"compute_changes {computed:.1f} s, 1,000 delivered in {delivered:.1f} s"
+        f"load_changes {computed:.1f} s, 1,000 delivered in {delivered:.1f} s"
     )
     assert snapshotted < 30 and computed < 15

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
 
 import starter
 import worker
@@ -29,12 +29,13 @@ from models.tables import App, Repository, Snapshot, Watch, WatchStatus
 from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo, git
 from tests.idle_rows import add_idle_repositories
-from tests.temporal_env import new_task_queue, save_history, start_local
+from tests.temporal_env import new_task_queue, save_history
 from treecast import remote_checks
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.command import Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.refcheck import (
     ASK_GIT,
     check_patterns,
@@ -199,10 +200,11 @@ def _invoke(argv: list[str]) -> tuple[int, Any, str]:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
-    env = await start_local()
+async def stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
+) -> AsyncIterator[Stack]:
     for name, value in {
-        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
@@ -213,25 +215,25 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
-    monkeypatch.setattr(remote_checks, "RELOAD_SECONDS", 0.5)  # new repositories at once
     monkeypatch.setattr(remote_checks, "HEARTBEAT_SECONDS", 0.5)  # status sees passes soon
     settings = load_settings()
     secret = generate_webhook_secret()
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
-            async with worker.build_worker(env.client, settings, executor):
-                assert await ensure_remote_checks(env.client, settings) == [
+            async with worker.build_worker(dev_env.client, settings, executor):
+                assert await ensure_remote_checks(dev_env.client, settings) == [
                     "treecast-check-remotes-0-of-1"
                 ]
 
                 async def run(*argv: str) -> tuple[int, Any, str]:
                     return await asyncio.to_thread(_invoke, list(argv))
 
-                yield Stack(WorkRepo(tmp_path / "git"), receiver, secret, settings, env.client, run)
+                yield Stack(
+                    WorkRepo(tmp_path / "git"), receiver, secret, settings, dev_env.client, run
+                )
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        await env.shutdown()
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -309,6 +311,39 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
 
 
 @pytest.mark.e2e
+async def test_repo_add_then_watch_fetches_once_and_a_push_arrives_within_an_interval(
+    stack: Stack,
+) -> None:
+    repo, receiver, run = stack.repo, stack.receiver, stack.run
+    interval = 2
+    repo.write("a.txt", "one")
+    first = repo.commit("first")
+    code, app, err = await run(
+        "app", "add", "--name", "m", "--url", receiver.url, "--secret", stack.secret
+    )
+    assert code == 0, err
+    code, added, err = await run("repo", "add", repo.url, "--interval", str(interval))
+    assert code == 0, err
+    repository_id = added["repository_id"]
+    assert (await run("watch", app["app_id"], repository_id))[0] == 0
+    await eventually(lambda: receiver.files() == repo.files_at(first))
+    await asyncio.sleep(2 * interval)
+    status = await _sync_status(stack, repository_id)
+    assert status["syncs"] == 1, status  # the first commit, fetched once for both
+
+    # A push right after: found by the first checks of the new repository (the sweep
+    # learnt of it at once), fetched once, and the checks after it find nothing to do.
+    repo.write("b.txt", "two")
+    second = repo.commit("second")
+    pushed = time.monotonic()
+    await eventually(lambda: receiver.files() == repo.files_at(second), timeout=40)
+    assert time.monotonic() - pushed <= interval + 2.0, time.monotonic() - pushed
+    await asyncio.sleep(3 * interval)
+    status = await _sync_status(stack, repository_id)
+    assert (status["syncs"], status["remote_wakes"]) == (2, 1), status
+
+
+@pytest.mark.e2e
 async def test_a_sweep_run_ends_and_continues_as_new(stack: Stack) -> None:
     handle = await stack.client.start_workflow(
         CheckRemotes.run,
@@ -364,21 +399,21 @@ async def test_smart_http_ls_refs_answers_as_git_does(tmp_path: Path, settings: 
         assert (
             server.requests[before:] == [("POST", "/remote.git/git-upload-pack", "version=2")] * 2
         )
-        with pytest.raises(ApplicationError) as refused:
+        with pytest.raises(GitError) as refused:
             await native(RemoteAccess("r1", url, "main", Credentials("wrong")))
         assert refused.value.type == "AuthenticationFailed"
-        with pytest.raises(ApplicationError) as missing:
+        with pytest.raises(GitError) as missing:
             await native(RemoteAccess("r1", server.url("nope.git"), "", token))
         assert missing.value.type == "RepositoryNotFound"
         # A token over plain http is still refused unless allowed, before any request.
-        strict = replace(settings, allow_insecure_transport=False)
+        strict = settings.model_copy(update={"allow_insecure_transport": False})
         before = len(server.requests)
-        with pytest.raises(ApplicationError) as insecure:
+        with pytest.raises(GitError) as insecure:
             await native(RemoteAccess("r1", url, "main", token), strict)
         assert insecure.value.type == "GitUrlRefused" and len(server.requests) == before
         # Loopback is refused unless private addresses are allowed, before connecting.
         guarded = RefClient(allow_private=False, ssl_context=shared_ssl_context())
-        with pytest.raises(ApplicationError) as private:
+        with pytest.raises(GitError) as private:
             await remote_names_over(settings, RemoteAccess("r1", url, "main", token), guarded)
         assert private.value.type == "GitUrlRefused" and len(server.requests) == before
         # ssh, file:// and deploy keys are git's to ask.

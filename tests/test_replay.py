@@ -6,7 +6,8 @@ middle of old code, a changed timer) fails here instead of in production. To
 record them again after a deliberate, versioned change:
 
     TREECAST_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_sync_workflow.py \
-        tests/test_deliver_workflow.py tests/test_notify_workflow.py -k '...'
+        tests/test_deliver_workflow.py tests/test_notify_workflow.py \
+        tests/test_bulk_workflow.py -k '...'
 
 Pick the tests with -k: deliver_failures, deliver_newer_commit and deliver_orphaned
 were recorded before apps took turns and are the only cover of that unpatched path;
@@ -34,6 +35,8 @@ EXPECTED = {
         "sync_can_first_run",
         "sync_remote_checks",
         "sync_access_refused",  # an app's own access refused: its notice child, patched
+        "sync_wakes_for_commits",  # a wake for the commit it has, or is syncing
+        "sync_new_watch_reuses",  # a new watch handed the commit just synced
     },
     "CheckRemotes": {"check_remotes"},
     # deliver_failures, _newer_commit and _orphaned predate "apps take turns" (the
@@ -47,6 +50,7 @@ EXPECTED = {
         "deliver_chunk_resume",
     },
     "NotifyBreaker": {"notify_dead_app", "notify_access_refused"},
+    "BulkWatches": {"bulk_watches"},
 }
 
 

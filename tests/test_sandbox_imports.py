@@ -30,6 +30,7 @@ WORKFLOW_MODULES = {
     "workflows.deliver_files",
     "workflows.notify_breaker",
     "workflows.check_remotes",
+    "workflows.bulk_watches",
 }
 
 

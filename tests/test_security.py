@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 import starter
 import worker
@@ -44,7 +43,7 @@ from models.tables import DeliveryAttempt, Repository, Watch
 from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo
 from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
-from tests.temporal_env import new_task_queue, start_local
+from tests.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
@@ -83,7 +82,7 @@ def leaky_git_remote() -> Iterator[str]:
             self.wfile.write(body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/handbook"
@@ -142,13 +141,13 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
     caplog: pytest.LogCaptureFixture,
     request: pytest.FixtureRequest,
     database: str,
+    dev_env: WorkflowEnvironment,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    env = await start_local()
     key = generate_key()
     postgres_url: str | None = None
     values = {
-        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "TREECAST_DATA_DIR": str(tmp_path / "data"),
         "TREECAST_SECRET_KEY": key,
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
@@ -204,7 +203,7 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
             leaky_git_remote() as leaky_url,
             Receiver([secret], tmp_path / "mirror") as rcv,
         ):
-            async with worker.build_worker(env.client, settings, executor):
+            async with worker.build_worker(dev_env.client, settings, executor):
                 code, app, err = await run(
                     "app", "add", "--name", "m", "--url", rcv.url, "--secret", secret
                 )
@@ -233,15 +232,16 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
                 await _wait_for(lambda: len(rcv.notices) >= 1)
                 await run("status", repository_id)
 
-                client = env.client
+                client = dev_env.client
                 histories: dict[str, str] = {}
-                async for execution in client.list_workflows():
+                # this test's workflows (the dev server is shared)
+                mine = f'TaskQueue = "{settings.task_queue}"'
+                async for execution in client.list_workflows(mine):
                     handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
                     history = await handle.fetch_history()
                     histories[f"{execution.workflow_type} {execution.id}"] = history.to_json()
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        await env.shutdown()
 
     # The failure is really there, typed and with git's words, just without the secrets.
     [notice] = rcv.notices
@@ -287,7 +287,7 @@ def test_dns_that_answers_a_private_address_is_refused_at_connect_time(
 ) -> None:
     # Registered while its name looked public; now its DNS answers loopback. No DNS server
     # runs here, so the system resolver is the one stand-in.
-    strict = replace(settings, allow_private_urls=False)
+    strict = settings.model_copy(update={"allow_private_urls": False})
     repo = WorkRepo(tmp_path / "repo")
     repo.write("a.txt", "a\n")
     commit = repo.commit()

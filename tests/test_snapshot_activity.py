@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from treecast.crypto import Cipher, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.cache import cache_path
 from treecast.gitcache.command import run_git
+from treecast.gitcache.errors import heartbeats
 from treecast.gitcache.tree import list_tree
 from treecast.store.snapshots import KEEP_SNAPSHOTS, PRUNE_EVERY
 
@@ -184,7 +184,7 @@ def test_tokens_stay_secret(
 
 def test_timeouts_heartbeat_and_retry(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(git_command, "HEARTBEAT_SECONDS", 0.2)
-    quick = replace(settings, git_timeout_seconds=1.5)
+    quick = settings.model_copy(update={"git_timeout_seconds": 1.5})
     beats: list[object] = []
     with silent_server() as port:
         register(quick, f"http://127.0.0.1:{port}/r.git")
@@ -199,14 +199,12 @@ def test_timeouts_heartbeat_and_retry(settings: Settings, monkeypatch: pytest.Mo
 def test_a_long_listing_heartbeats_while_its_output_flows(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # git's output never pauses (the reader is the slow side): the activity must still
-    # heartbeat, or its heartbeat timeout takes a big listing for a lost task.
+    # git's output never pauses (the reader is the slow side): the caller's heartbeat must
+    # still be called, or an activity's heartbeat timeout takes a big listing for a lost task.
     monkeypatch.setattr(git_command, "HEARTBEAT_SECONDS", 0.05)
     remote = Remote(tmp_path / "remote.git")
     remote.commit(many_files(3000))  # ~200 KB of listing: several pipe reads
-    beats: list[object] = []
-    env = ActivityEnvironment()
-    env.on_heartbeat = lambda *details: beats.append(details)
+    beats: list[str] = []
 
     def read_slowly() -> int:
         count = 0
@@ -218,8 +216,10 @@ def test_a_long_listing_heartbeats_while_its_output_flows(
                 time.sleep(0.1)
         return count
 
-    assert env.run(read_slowly) == 3000
+    with heartbeats(beats.append):
+        assert read_slowly() == 3000
     assert len(beats) >= 3, beats
+    assert all(beat.startswith("git ls-tree running for") for beat in beats)
 
 
 def test_concurrent_snapshots_of_one_repository(settings: Settings, repo: WorkRepo) -> None:

@@ -17,13 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from examples.receiver import Receiver
 from tests.api_helpers import admin, bearer
 from tests.api_stack import ApiStack, api_stack
 from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo
-from tests.sshserver import keygen, ssh_server
+from tests.sshserver import SshServer, keygen
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_webhook_secret
 
@@ -73,10 +74,13 @@ async def onboard(stack: ApiStack, receiver: Receiver, secret: str, name: str) -
 
 
 @asynccontextmanager
-async def two_tenants(root: Path) -> AsyncIterator[tuple[ApiStack, Tenant, Tenant]]:
-    """The stack (polling every POLL seconds) with apps A (the stack's receiver) and B."""
+async def two_tenants(
+    root: Path, env: WorkflowEnvironment
+) -> AsyncIterator[tuple[ApiStack, Tenant, Tenant]]:
+    """The stack on `env` (polling every POLL seconds) with apps A (the stack's receiver)
+    and B."""
     root.mkdir(parents=True, exist_ok=True)
-    async with api_stack(root, TREECAST_POLL_INTERVAL_SECONDS=str(POLL)) as stack:
+    async with api_stack(root, env, TREECAST_POLL_INTERVAL_SECONDS=str(POLL)) as stack:
         secret_b = generate_webhook_secret()
         with Receiver([secret_b], root / "mirror-b") as receiver_b:
             a = await onboard(stack, stack.receiver, stack.secret, "a")
@@ -103,14 +107,16 @@ async def watches_of(http: httpx.AsyncClient, tenant: Tenant) -> list[dict[str, 
     return rows
 
 
-async def test_over_smart_http_each_app_needs_its_own_token(tmp_path: Path) -> None:
+async def test_over_smart_http_each_app_needs_its_own_token(
+    tmp_path: Path, dev_env: WorkflowEnvironment
+) -> None:
     origin = WorkRepo(tmp_path / "origin")
     origin.write("secret.md", "only for those with a token\n")
     first = origin.commit("first")
     with git_http_server(origin.remote.parent, "token-of-a") as host:
         host.tokens.add("token-of-b")
         url = host.url("remote.git")
-        async with two_tenants(tmp_path / "stack") as (stack, a, b):
+        async with two_tenants(tmp_path / "stack", dev_env) as (stack, a, b):
             http = stack.http
             made = await watch(http, a, url, token="token-of-a")
             assert made.status_code == 201, made.text
@@ -184,48 +190,50 @@ async def test_over_smart_http_each_app_needs_its_own_token(tmp_path: Path) -> N
             assert "fourth.md" not in b.receiver.files() and len(b.sync_failed()) == 1
 
 
-async def test_over_ssh_each_app_needs_its_own_deploy_key(tmp_path: Path) -> None:
+async def test_over_ssh_each_app_needs_its_own_deploy_key(
+    tmp_path: Path, dev_env: WorkflowEnvironment, sshd: SshServer
+) -> None:
     private_a, public_a = keygen(tmp_path / "key-a")
     private_b, public_b = keygen(tmp_path / "key-b")
     stranger, _ = keygen(tmp_path / "key-c")  # never authorised
-    with ssh_server() as server:
-        origin = WorkRepo(tmp_path / "origin")
-        origin.write("secret.md", "deploy keys only\n")
-        first = origin.commit("first")
-        server.authorize(public_a)
-        server.authorize(public_b)
-        url = server.url(origin.remote)
-        hosts = server.known_hosts()
-        async with two_tenants(tmp_path / "stack") as (stack, a, b):
-            http = stack.http
-            made = await watch(http, a, url, ssh_private_key=private_a, known_hosts=hosts)
-            assert made.status_code == 201, made.text
-            rid = made.json()["repository_id"]
-            await eventually(lambda: a.receiver.files() == origin.files_at(first))
+    # The process's shared sshd: these keys are this test's own.
+    origin = WorkRepo(tmp_path / "origin")
+    origin.write("secret.md", "deploy keys only\n")
+    first = origin.commit("first")
+    sshd.authorize(public_a)
+    sshd.authorize(public_b)
+    url = sshd.url(origin.remote)
+    hosts = sshd.known_hosts()
+    async with two_tenants(tmp_path / "stack", dev_env) as (stack, a, b):
+        http = stack.http
+        made = await watch(http, a, url, ssh_private_key=private_a, known_hosts=hosts)
+        assert made.status_code == 201, made.text
+        rid = made.json()["repository_id"]
+        await eventually(lambda: a.receiver.files() == origin.files_at(first))
 
-            for body in ({}, {"ssh_private_key": stranger, "known_hosts": hosts}):
-                refused = await watch(http, b, url, **body)
-                assert refused.status_code == 422, refused.text
-                assert "nothing was saved" in refused.json()["error"]
-            assert await watches_of(http, b) == []
-            assert b.receiver.requests == []
+        for body in ({}, {"ssh_private_key": stranger, "known_hosts": hosts}):
+            refused = await watch(http, b, url, **body)
+            assert refused.status_code == 422, refused.text
+            assert "nothing was saved" in refused.json()["error"]
+        assert await watches_of(http, b) == []
+        assert b.receiver.requests == []
 
-            joined = await watch(http, b, url, ssh_private_key=private_b, known_hosts=hosts)
-            assert joined.status_code == 201, joined.text
-            await eventually(lambda: b.receiver.files() == origin.files_at(first))
+        joined = await watch(http, b, url, ssh_private_key=private_b, known_hosts=hosts)
+        assert joined.status_code == 201, joined.text
+        await eventually(lambda: b.receiver.files() == origin.files_at(first))
 
-            # A's key, the one fetching, is taken off the host: the next sync fetches with
-            # B's, A's watch fails with a reason and one sync_failed, B carries on.
-            server.revoke(public_a)
-            origin.write("second.md", "fetched with B's key\n")
-            second = origin.commit("second")
-            await eventually(lambda: b.receiver.files() == origin.files_at(second))
-            await eventually(lambda: len(a.sync_failed()) == 1)
-            [row] = await watches_of(http, a)
-            assert row["status"] == "failed" and "no longer" in row["last_error"]
-            assert "second.md" not in a.receiver.files() and b.sync_failed() == []
-            service_status = await _status(stack_settings(tmp_path / "stack", stack), rid)
-            assert service_status["fetched_with"] == b.app_id
+        # A's key, the one fetching, is taken off the host: the next sync fetches with
+        # B's, A's watch fails with a reason and one sync_failed, B carries on.
+        sshd.revoke(public_a)
+        origin.write("second.md", "fetched with B's key\n")
+        second = origin.commit("second")
+        await eventually(lambda: b.receiver.files() == origin.files_at(second))
+        await eventually(lambda: len(a.sync_failed()) == 1)
+        [row] = await watches_of(http, a)
+        assert row["status"] == "failed" and "no longer" in row["last_error"]
+        assert "second.md" not in a.receiver.files() and b.sync_failed() == []
+        service_status = await _status(stack_settings(tmp_path / "stack", stack), rid)
+        assert service_status["fetched_with"] == b.app_id
 
 
 async def _status(settings: Settings, repository_id: str) -> dict[str, Any]:

@@ -1,19 +1,20 @@
-"""The upgrade of a database whose credentials belong to repositories (the schema before
-issue 22, with rows in it), on SQLite and PostgreSQL: every watcher of a repository gets
-its credentials, the repository's are cleared, nothing else changes, a second run does
-nothing, and a private repository keeps syncing with the credentials its apps now hold."""
+"""The upgrade of a database whose credentials belong to repositories (revision
+0003_change_stamps, with rows in it) through migration 0004_watch_credentials, on SQLite
+and PostgreSQL: every watcher of a repository gets its credentials, the repository's are
+cleared, nothing else changes, a second run does nothing, and a private repository keeps
+syncing with the credentials its apps now hold. The downgrade gives each repository back
+the credentials its fetches used."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine, MetaData, insert, select, text
-from sqlmodel import SQLModel
 from sqlmodel import select as sql_select
 from temporalio.testing import ActivityEnvironment
 
@@ -22,17 +23,14 @@ from models.git import SnapshotInput, SnapshotResult
 from models.tables import Repository, Watch, WatchAccess
 from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo
+from treecast import migrations
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
 from treecast.crypto import Cipher
-from treecast.db import create_schema, make_engine, session_scope
+from treecast.db import create_schema, make_engine, schema_status, session_scope
 from treecast.upgrade_credentials import COLUMNS, move_repository_credentials_to_watches
 
-# What issue 22 added: the columns a database made before it lacks.
-ADDED = {
-    "repositories": ["fetched_with"],
-    "watches": [*COLUMNS, "access", "access_checked_at", "access_error"],
-}
+BEFORE = "0003_change_stamps"  # the revision before credentials moved to watches
 TOKEN = "glpat-" + "T0k3n" * 4
 EXPIRES = datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -63,13 +61,25 @@ def host(origin: WorkRepo) -> Iterator[str]:
 
 
 def schema_before(engine: Engine) -> None:
-    """The schema as it was before credentials moved to watches: today's tables without
-    the columns issue 22 added."""
-    SQLModel.metadata.create_all(engine)
+    """The schema as it was before credentials moved to watches: the revisions up to
+    BEFORE (the release before this one)."""
     with engine.begin() as connection:
-        for table, columns in ADDED.items():
-            for column in columns:
-                connection.execute(text(f'ALTER TABLE {table} DROP COLUMN "{column}"'))
+        migrations.upgrade(connection, BEFORE)
+
+
+def downgrade(engine: Engine, target: str) -> None:
+    """`alembic downgrade target`, with SQLite's foreign keys off while batch mode copies
+    tables (as `treecast.db` upgrades)."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        with connection.begin():
+            command.downgrade(migrations.config(connection), target)
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 def everything(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -172,10 +182,12 @@ def test_credentials_move_to_every_watcher_once(
     a, b, c, d = made["apps"]
     r1, r2, r3, r4, r5 = made["repositories"]
     before = everything(engine)
+    assert schema_status(engine).current == BEFORE
 
-    create_schema(engine)  # what every process does when it starts
+    create_schema(engine)  # `treecast db upgrade`, or a start with TREECAST_AUTO_MIGRATE=1
 
-    settings = replace(settings, database_url=old_url)
+    assert schema_status(engine).current == migrations.head() == "0004_watch_credentials"
+    settings = settings.model_copy(update={"database_url": old_url})
     with session_scope(old_url) as session:
         for repository in session.exec(sql_select(Repository)).all():
             assert all(getattr(repository, name) is None for name in COLUMNS), repository.id
@@ -202,7 +214,7 @@ def test_credentials_move_to_every_watcher_once(
         assert all(w.access is None for w in watch.values())
         assert len(watch) == 5
     after = everything(engine)
-    for table in set(before) - {"repositories", "watches"}:
+    for table in set(before) - {"repositories", "watches", "alembic_version"}:
         assert after[table] == before[table], table  # nothing else changed
     assert len(after["repositories"]) == len(before["repositories"]) == 5
     with engine.connect() as connection:
@@ -211,7 +223,7 @@ def test_credentials_move_to_every_watcher_once(
         ).scalar()
     assert orphan is None  # nobody to give it to: dropped (with a warning)
 
-    # Idempotent: a second run (a restart, or the same step in a migration) moves nothing.
+    # Idempotent: a second run moves nothing (nor does a second upgrade run anything).
     with engine.begin() as connection:
         again = move_repository_credentials_to_watches(connection)
     assert (again.repositories, again.watches) == (0, 0)
@@ -241,3 +253,37 @@ def test_the_move_is_a_no_op_on_a_new_database(settings: Settings) -> None:
     with engine.begin() as connection:
         report = move_repository_credentials_to_watches(connection)
     assert (report.repositories, report.watches, report.dropped) == (0, 0, [])
+
+
+def test_the_downgrade_gives_repositories_back_the_credentials_their_fetches_used(
+    old_url: str, settings: Settings
+) -> None:
+    assert settings.secret_key is not None
+    cipher = Cipher(settings.secret_key)
+    engine = make_engine(old_url)
+    schema_before(engine)
+    made = fill(engine, cipher, "https://git.example/acme/private")
+    _a, b, _c, _d = made["apps"]
+    r1, r2, r3, r4, r5 = made["repositories"]
+    create_schema(engine)
+    with session_scope(old_url) as session:  # A and B hold R1's token; B's own, fetched last
+        watch = session.get(Watch, (b, r1))
+        repository = session.get(Repository, r1)
+        assert watch is not None and repository is not None
+        watch.token_encrypted = cipher.encrypt("b-own-token")
+        repository.fetched_with = b
+
+    downgrade(engine, BEFORE)
+
+    assert schema_status(engine).current == BEFORE
+    tables = MetaData()
+    tables.reflect(engine)
+    repositories = tables.tables["repositories"]
+    assert "fetched_with" not in repositories.c and "access" not in tables.tables["watches"].c
+    with engine.connect() as connection:
+        rows = {row.id: row for row in connection.execute(select(repositories))}
+    assert cipher.decrypt(rows[r1].token_encrypted) == "b-own-token"
+    assert cipher.decrypt(rows[r2].ssh_key_encrypted) == made["key"].private_key
+    assert rows[r3].github_app_key_encrypted == made["app_key"]
+    assert rows[r4].token_encrypted is None  # nobody watched it: dropped on the way up
+    assert rows[r5].token_encrypted is None and rows[r5].ssh_key_encrypted is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
 
 pytestmark = [
-    pytest.mark.e2e,
+    pytest.mark.e2e,  # a dev server of its own: the shared one has no Web UI
+    pytest.mark.browser,
     pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (make browser)"),
 ]
 
@@ -54,11 +54,12 @@ async def test_ui_workflow_list_filtered_by_breaker_state(
 ) -> None:
     ui_port = free_port()
     env = await start_local(ui=True, ui_port=ui_port)
-    settings = dataclasses.replace(
-        settings,
-        temporal_address=env.client.service_client.config.target_host,
-        task_queue=new_task_queue(),
-        breaker_threshold=1,
+    settings = settings.model_copy(
+        update={
+            "temporal_address": env.client.service_client.config.target_host,
+            "task_queue": new_task_queue(),
+            "breaker_threshold": 1,
+        }
     )
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:

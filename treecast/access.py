@@ -8,10 +8,8 @@ says no is a refusal; a host that cannot be reached says nothing about the crede
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
-
-from temporalio.exceptions import ApplicationError
 
 from models.git import GitErrorType
 from models.tables import utcnow
@@ -19,6 +17,7 @@ from treecast.config import Settings
 from treecast.credentials.github_app import forget_refused
 from treecast.db import session_scope
 from treecast.gitcache.command import AnyCredentials, Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.refcheck import check_patterns
 from treecast.gitcache.remote import SyncOutcome, ls_remote
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
@@ -61,7 +60,7 @@ class AccessCheck:
         return f"{self.error_type}: {self.message}" if self.error_type else str(self.verdict)
 
 
-def refusal(error: ApplicationError) -> AccessCheck:
+def refusal(error: GitError) -> AccessCheck:
     """The verdict a failed git command (or token minting) stands for."""
     verdict = Verdict.REFUSED if error.type in REFUSALS else Verdict.UNKNOWN
     return AccessCheck(verdict, error.type, error.message)
@@ -79,11 +78,13 @@ def probe(
     id is never listed, so then it asks for HEAD: the question is the access, not the ref.
     `timeout` caps git's own (TREECAST_GIT_TIMEOUT_SECONDS)."""
     if timeout is not None:
-        settings = replace(settings, git_timeout_seconds=min(settings.git_timeout_seconds, timeout))
+        settings = settings.model_copy(
+            update={"git_timeout_seconds": min(settings.git_timeout_seconds, timeout)}
+        )
     patterns = check_patterns(ref) or ["HEAD"]
     try:
         ls_remote(settings, url, credentials, patterns)
-    except ApplicationError as error:
+    except GitError as error:
         return refusal(error)
     except OSError as error:  # git itself could not run
         secrets = credentials.secrets() if credentials is not None else []
@@ -135,7 +136,7 @@ class AccessRun:
 
     def _decrypted(self, holder: _Holder | None) -> AnyCredentials | None:
         """The holder's credentials (None: anonymous); a GitHub App token is minted here
-        (raising its ApplicationError when GitHub refuses)."""
+        (raising its GitError when GitHub refuses)."""
         if holder is None:
             return None
         if holder.identity not in self._credentials:
@@ -147,7 +148,7 @@ class AccessRun:
         form of those tried (for redaction). Raises the first refusal when none did; any
         other git error ends the tries at once (it is the repository's, not the
         credentials')."""
-        first: ApplicationError | None = None
+        first: GitError | None = None
         anonymous = ("none",)
         for holder in [*self._order, None]:
             key = holder.identity if holder is not None else anonymous
@@ -155,7 +156,7 @@ class AccessRun:
                 continue  # the same credentials were just refused
             try:
                 credentials = self._decrypted(holder)
-            except ApplicationError as error:
+            except GitError as error:
                 self._verdicts[key] = refusal(error)
                 first = first or error
                 continue
@@ -163,7 +164,7 @@ class AccessRun:
             secrets.extend(access.secrets())
             try:
                 outcome = cache.sync(access)
-            except ApplicationError as error:
+            except GitError as error:
                 if error.type not in REFUSALS:
                     # The repository's trouble, not the credentials': no use trying more.
                     # A refusal before it said more about why the first choice failed.
@@ -189,7 +190,7 @@ class AccessRun:
                 continue
             try:
                 credentials = self._decrypted(holder)
-            except ApplicationError as error:
+            except GitError as error:
                 self._verdicts[holder.identity] = refusal(error)
                 continue
             self._verdicts[holder.identity] = probe(self.settings, self.url, self.ref, credentials)

@@ -1,14 +1,22 @@
 """Every Treecast setting, read once from the environment and validated.
 
-`load_settings()` is the only place that reads `os.environ` for Treecast's own
-settings. A bad value raises `ConfigError` with one line naming the variable, so
-`worker.py` and `starter.py` can print it and exit without a traceback.
+`Settings` is a pydantic-settings class: each field is one environment variable
+(`TREECAST_` and the field's name in capitals, or its own `validation_alias`), with its
+default, its bounds as `Field` constraints and its meaning as the field's description.
+`load_settings()` is the only place that reads `os.environ` for Treecast's own settings;
+a bad value raises `ConfigError` with one line naming the variable, so `worker.py` and
+`starter.py` can print it and exit without a traceback.
 
-Each setting is one row of the `Settings` class below: the field and its type, the
-environment variable, its default, what it means and how it is parsed. `SETTINGS`
-is that table, `load_settings` walks it, and the tests hold docs/configuration.md,
-docker-compose.yml and .env.example to it. Adding a setting is adding a row (and the
-lines those tests then ask for in the docs and the compose files).
+To add a setting, add one field to `Settings`:
+
+    breaker_threshold: Count = Field(5, ge=1, le=1000, description="what it means")
+
+Its type says how a bad value is named in the error (`Count` reads "an integer between
+1 and 1000"; see the kinds below); an optional one is `X | None = Field(None, ...)` with
+`json_schema_extra={"unset": "(what happens then)"}`, a secret one `repr=False`. Then
+add the row tests/test_config.py prints for docs/configuration.md, and the lines
+tests/test_compose.py asks for in .env.example and docker-compose.yml. `SETTINGS` is the
+same table derived from the class, for those tests and the docs.
 """
 
 from __future__ import annotations
@@ -17,30 +25,57 @@ import dataclasses
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, cast
+
+import annotated_types
+from pydantic import (
+    AfterValidator,
+    AliasGenerator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_TASK_QUEUE = "treecast"
+DEFAULT_DATABASE_URL = "sqlite:///<data dir>/treecast.db"  # <data dir>: the value of data_dir
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-class _Rejected(ValueError):
-    """Raised by a parser to say exactly why; the message is the variable's name + this text."""
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a setting's values are called in errors: `noun`, and with bounds
+    "<noun> between <ge> and <le>" (`ranged`)."""
+
+    noun: str
+    ranged: bool = True
 
 
-# --- parsers: raw text (stripped, never empty) to value; ValueError means "is not <expected>"
+def _refuse(why: str) -> PydanticCustomError:
+    """A refusal whose text follows the variable's name as is (it never shows the value)."""
+    return PydanticCustomError("treecast", "{why}", {"why": why})
 
 
-def _text(raw: str) -> str:
-    return raw
+# --- checks beyond the type: each raises ValueError ("is not <kind>") or a refusal
 
 
-def _path(raw: str) -> Path:
-    return Path(raw).expanduser().resolve()
+def _path(value: Path) -> Path:
+    return value.expanduser().resolve()  # ValueError on a NUL byte
 
 
 def _host_port(raw: str) -> str:
@@ -50,9 +85,9 @@ def _host_port(raw: str) -> str:
     return raw
 
 
-def _task_queue(raw: str) -> str:
-    if len(raw) > 200:
-        raise _Rejected(" is longer than 200 characters")
+def _listen(raw: str) -> str:
+    if not 0 < int(_host_port(raw).rpartition(":")[2]) < 65536:
+        raise ValueError(raw)
     return raw
 
 
@@ -62,11 +97,19 @@ def _fernet_key(raw: str) -> str:
     try:
         validate_key(raw)
     except ValueError:
-        raise _Rejected(
+        raise _refuse(
             " is not a Fernet key (32 url-safe base64 bytes); "
             "make one with: python -c 'from cryptography.fernet import Fernet; "
             "print(Fernet.generate_key().decode())'"
         ) from None
+    return raw
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 16 or any(c.isspace() for c in raw):
+        raise _refuse(
+            " must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`)"
+        )
     return raw
 
 
@@ -82,62 +125,10 @@ def _git_config(raw: str) -> str:
     return raw
 
 
-def _listen(raw: str) -> str:
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(raw)
-    return raw
-
-
-def _secret(raw: str) -> str:
-    """An optional shared secret; the error never shows its value."""
-    if len(raw) < 16 or any(c.isspace() for c in raw):
-        raise _Rejected(
-            " must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`)"
-        )
-    return raw
-
-
 def _public_url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")) or "?" in raw or "#" in raw:
         raise ValueError(raw)
     return raw.rstrip("/")
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not low <= value <= high:
-            raise ValueError(raw)
-        return value
-
-    return parse
-
-
-def _bounded_float(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not low <= value <= high:
-            raise ValueError(raw)
-        return value
-
-    return parse
-
-
-def _chunk_size(raw: str) -> int:
-    value = _bounded_int(1024, 1 << 30)(raw)
-    if value % 4:
-        raise _Rejected(f"={value} must be a multiple of 4 (base64 quanta)")
-    return value
 
 
 def _http_base_url(raw: str) -> str:
@@ -162,213 +153,175 @@ def _database_url(raw: str) -> str:
     return raw
 
 
-# --- the table
+# --- the kinds of value a setting holds
+
+Count = Annotated[int, Kind("an integer")]
+ByteCount = Annotated[int, Kind("a byte count")]
+Seconds = Annotated[int, Kind("seconds")]
+Timeout = Annotated[float, Kind("seconds")]
+Rate = Annotated[float, Kind("a rate")]
+Port = Annotated[int, Field(ge=0, le=65535), Kind("a port number", ranged=False)]
+Flag = Annotated[bool, Kind("a boolean (0/1)")]
+HostPort = Annotated[str, AfterValidator(_host_port), Kind("host:port")]
+Listen = Annotated[str, AfterValidator(_listen), Kind("host:port")]
+Directory = Annotated[Path, AfterValidator(_path), Kind("a directory path")]
+DatabaseUrl = Annotated[
+    str, AfterValidator(_database_url), Kind("a sqlite:// or postgresql:// URL")
+]
+PublicUrl = Annotated[str, AfterValidator(_public_url), Kind("an http(s):// URL without a query")]
+BaseUrl = Annotated[str, AfterValidator(_http_base_url), Kind("an http(s):// URL")]
+GitConfig = Annotated[str, AfterValidator(_git_config), Kind("key=value pairs separated by ;")]
+FernetKey = Annotated[str, AfterValidator(_fernet_key)]
+SharedSecret = Annotated[str, AfterValidator(_secret)]
+LogFormat = Annotated[
+    Literal["text", "json"], BeforeValidator(lambda raw: str(raw).lower()), Kind("text or json")
+]
+
+_WEEK = 7 * 86400
+_KIB, _GIB = 1024, 1 << 30
 
 
-# `<data dir>` in a default stands for the value of the field `data_dir`, read before it.
-_PLACEHOLDER = re.compile(r"<([a-z][a-z ]*)>")
+class Settings(BaseSettings):
+    """The validated settings of one process, one field per environment variable."""
 
-
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    """One environment variable: its documentation and how its value is read.
-
-    `default` is used when the variable is unset or blank, after its `<field name>`
-    placeholders are filled from fields read earlier (`<data dir>`). An `optional`
-    setting is None when unset, and its `default` says what happens instead.
-    `parse` turns the stripped text into the field's value; a `ValueError` from it
-    becomes "NAME='value' is not <expected>".
-    """
-
-    name: str
-    default: str
-    meaning: str
-    parse: Callable[[str], Any] = _text
-    expected: str = ""
-    optional: bool = False
-    field: str = ""  # the `Settings` field it fills
-
-    def read(self, env: Mapping[str, str], earlier: Mapping[str, Any]) -> Any:
-        """This setting's value in `env`; raise `ConfigError` naming the variable."""
-        raw = (env.get(self.name) or "").strip()
-        if not raw:
-            if self.optional:
-                return None
-            raw = _PLACEHOLDER.sub(
-                lambda match: str(earlier[match.group(1).replace(" ", "_")]), self.default
-            )
-        try:
-            return self.parse(raw)
-        except _Rejected as rejected:
-            raise ConfigError(f"{self.name}{rejected}") from None
-        except (ValueError, TypeError):
-            from treecast.redact import redact  # a bad database URL may still hold a password
-
-            expected = self.expected or "valid"
-            raise ConfigError(f"{self.name}={redact(raw)!r} is not {expected}") from None
-
-
-def _setting(
-    name: str,
-    default: str,
-    meaning: str,
-    parse: Callable[[str], Any] = _text,
-    expected: str = "",
-    *,
-    optional: bool = False,
-    secret: bool = False,
-) -> Any:
-    """A `Settings` field read from the environment variable `name` (see `Setting`); a
-    `secret` one is left out of the settings' repr (and so out of logs)."""
-    row = Setting(name, default, meaning, parse, expected, optional)
-    return dataclasses.field(metadata={Setting: row}, repr=not secret)
-
-
-_SECONDS_IN_A_WEEK = "seconds between 1 and 604800"
-_KIB_TO_GIB = "a byte count between 1 KiB and 1 GiB"
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The validated settings of one process, one row per environment variable."""
+    # Settings(...) takes values only: load_settings() reads the environment, from the
+    # mapping it is given.
+    model_config = SettingsConfigDict(
+        # TREECAST_ and the field's name in capitals, unless it names its own variable
+        alias_generator=AliasGenerator(validation_alias=lambda field: f"TREECAST_{field.upper()}"),
+        case_sensitive=True,
+        frozen=True,
+        validate_default=True,
+        hide_input_in_errors=True,  # a secret never reaches a log through an error
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
 
     # fmt: off
-    temporal_address: str = _setting(
-        "TEMPORAL_ADDRESS", "localhost:7233", "Temporal frontend host:port",
-        _host_port, "host:port")
-    temporal_namespace: str = _setting(
-        "TEMPORAL_NAMESPACE", "default", "Temporal namespace")
-    task_queue: str = _setting(
-        "TREECAST_TASK_QUEUE", DEFAULT_TASK_QUEUE, "task queue shared by worker and starter",
-        _task_queue)
-    data_dir: Path = _setting(
-        "TREECAST_DATA_DIR", "./.treecast", "git cache, dev-server database, dev key",
-        _path, "a directory path")
-    database_url: str = _setting(
-        "TREECAST_DATABASE_URL", "sqlite:///<data dir>/treecast.db", "SQLite or PostgreSQL URL",
-        _database_url, "a sqlite:// or postgresql:// URL")
-    secret_key: str | None = _setting(
-        "TREECAST_SECRET_KEY", "(generated in dev)", "Fernet key encrypting secrets at rest",
-        _fernet_key, optional=True, secret=True)
-    dev: bool = _setting(
-        "TREECAST_DEV", "0", "dev mode: generate the secret key into the data dir",
-        _bool, "a boolean (0/1)")
-    allow_private_urls: bool = _setting(
-        "TREECAST_ALLOW_PRIVATE_URLS", "0", "allow webhooks to private/loopback addresses",
-        _bool, "a boolean (0/1)")
-    allow_file_urls: bool = _setting(
-        "TREECAST_ALLOW_FILE_URLS", "0", "allow file:// repositories (tests and the demo)",
-        _bool, "a boolean (0/1)")
-    allow_insecure_transport: bool = _setting(
-        "TREECAST_ALLOW_INSECURE_TRANSPORT", "0", "allow a git token over plain http://",
-        _bool, "a boolean (0/1)")
-    git_config: str = _setting(
-        "TREECAST_GIT_CONFIG", "none", "extra git config for every command, key=value;key=value",
-        _git_config, "key=value pairs separated by ;")
-    tree_max_entries: int = _setting(
-        "TREECAST_TREE_MAX_ENTRIES", "5000000", "files a snapshot may list (TreeTooLarge past it)",
-        _bounded_int(1, 1 << 40), "a positive integer")
-    tree_max_subtree_repeats: int = _setting(
-        "TREECAST_TREE_MAX_SUBTREE_REPEATS", "10000", "times one subtree may repeat (tree bombs)",
-        _bounded_int(1, 1 << 40), "a positive integer")
-    tree_max_path_bytes: int = _setting(
-        "TREECAST_TREE_MAX_PATH_BYTES", "4096", "longest path a snapshot may hold",
-        _bounded_int(16, 1 << 20), "a byte count between 16 and 1048576")
-    tree_max_total_bytes: int = _setting(
-        "TREECAST_TREE_MAX_TOTAL_BYTES", "107374182400", "bytes a snapshot's files may add up to",
-        _bounded_int(1, 1 << 60), "a positive integer")
-    breaker_threshold: int = _setting(
-        "TREECAST_BREAKER_THRESHOLD", "5", "consecutive failed syncs that open the breaker",
-        _bounded_int(1, 1000), "an integer between 1 and 1000")
-    breaker_cooldown_seconds: int = _setting(
-        "TREECAST_BREAKER_COOLDOWN_SECONDS", "1800", "how long an open breaker waits",
-        _bounded_int(1, 7 * 86400), _SECONDS_IN_A_WEEK)
-    poll_interval_seconds: int = _setting(
-        "TREECAST_POLL_INTERVAL_SECONDS", "60", "default poll interval of a repository",
-        _bounded_int(1, 7 * 86400), _SECONDS_IN_A_WEEK)
-    full_sync_seconds: int = _setting(
-        "TREECAST_FULL_SYNC_SECONDS", "86400",
-        "with remote checks, the longest between two fetches (0 = no checks: fetch every poll)",
-        _bounded_int(0, 30 * 86400), "seconds between 0 and 2592000")
-    check_shards: int = _setting(
-        "TREECAST_CHECK_SHARDS", "1", "remote-check sweeps (one long activity each)",
-        _bounded_int(1, 1000), "an integer between 1 and 1000")
-    check_concurrency: int = _setting(
-        "TREECAST_CHECK_CONCURRENCY", "32", "remote checks one sweep has in flight at once",
-        _bounded_int(1, 1000), "an integer between 1 and 1000")
-    file_timeout_seconds: float = _setting(
-        "TREECAST_FILE_TIMEOUT_SECONDS", "30", "timeout of one file webhook",
-        _bounded_float(0.1, 3600), "seconds between 0.1 and 3600")
-    notice_timeout_seconds: float = _setting(
-        "TREECAST_NOTICE_TIMEOUT_SECONDS", "10", "timeout of a sync_failed/recovered notice",
-        _bounded_float(0.1, 3600), "seconds between 0.1 and 3600")
-    chunk_threshold_bytes: int = _setting(
-        "TREECAST_CHUNK_THRESHOLD_BYTES", "1048576", "encoded size above which files are chunked",
-        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
-    chunk_size_bytes: int = _setting(
-        "TREECAST_CHUNK_SIZE_BYTES", "524288", "encoded characters per chunk",
-        _chunk_size, _KIB_TO_GIB)
-    batch_max_files: int = _setting(
-        "TREECAST_BATCH_MAX_FILES", "250", "file events per /batch request (apps with batch on)",
-        _bounded_int(1, 10_000), "an integer between 1 and 10000")
-    batch_max_bytes: int = _setting(
-        "TREECAST_BATCH_MAX_BYTES", "4194304", "body bytes per /batch request (one event may exceed)",
-        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
-    git_timeout_seconds: float = _setting(
-        "TREECAST_GIT_TIMEOUT_SECONDS", "120", "timeout of one git command",
-        _bounded_float(0.1, 86400), "seconds between 0.1 and 86400")
-    delivery_log_keep: int = _setting(
-        "TREECAST_DELIVERY_LOG_KEEP", "1000", "delivery attempts kept per app",
-        _bounded_int(1, 10_000_000), "a positive integer")
-    activity_concurrency: int = _setting(
-        "TREECAST_ACTIVITY_CONCURRENCY", "8", "activities one worker runs at once",
-        _bounded_int(1, 1000), "an integer between 1 and 1000")
-    workflow_cache_size: int = _setting(
-        "TREECAST_WORKFLOW_CACHE_SIZE", "20000",
-        "workflows one worker keeps in memory (each beyond replays its history)",
-        _bounded_int(0, 1_000_000), "an integer between 0 and 1000000")
-    metrics_port: int = _setting(
-        "TREECAST_METRICS_PORT", "0", "Prometheus metrics port (0 = off)",
-        _bounded_int(0, 65535), "a port number")
-    api_listen: str = _setting(
-        "TREECAST_API_LISTEN", "127.0.0.1:8000", "host:port the HTTP API listens on",
-        _listen, "host:port")
-    admin_token: str | None = _setting(
-        "TREECAST_ADMIN_TOKEN", "(unset: admin routes answer 503)", "bearer token of the admin API",
-        _secret, optional=True, secret=True)
-    push_secret: str | None = _setting(
-        "TREECAST_PUSH_SECRET", "(unset)", "optional push-hook secret accepted for every repository",
-        _secret, optional=True, secret=True)
-    api_public_url: str | None = _setting(
-        "TREECAST_API_PUBLIC_URL", "(the request's own address)",
-        "public base URL of the API for push URLs", _public_url,
-        "an http(s):// URL without a query", optional=True)
-    api_max_body_bytes: int = _setting(
-        "TREECAST_API_MAX_BODY_BYTES", "1048576", "largest API request body",
-        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
-    api_max_hook_bytes: int = _setting(
-        "TREECAST_API_MAX_HOOK_BYTES", "5242880", "largest push-hook request body",
-        _bounded_int(1024, 1 << 30), _KIB_TO_GIB)
-    api_rate_per_second: float = _setting(
-        "TREECAST_API_RATE_PER_SECOND", "10", "requests per second per token and per client address",
-        _bounded_float(0.01, 1e6), "a rate between 0.01 and 1000000")
-    api_rate_burst: int = _setting(
-        "TREECAST_API_RATE_BURST", "60", "requests a token or address may send at once",
-        _bounded_int(1, 10_000_000), "a positive integer")
-    api_status_timeout_seconds: float = _setting(
-        "TREECAST_API_STATUS_TIMEOUT_SECONDS", "2", "how long the API waits for live workflow status",
-        _bounded_float(0.1, 60), "seconds between 0.1 and 60")
-    github_api_url: str = _setting(
-        "TREECAST_GITHUB_API_URL", "https://api.github.com",
-        "GitHub API that mints GitHub App tokens (Enterprise: https://HOST/api/v3)",
-        _http_base_url, "an http(s):// URL")
-    temporal_ui_url: str = _setting(
-        "TREECAST_TEMPORAL_UI_URL", "http://localhost:8233", "Temporal Web UI the admin page links to",
-        _public_url, "an http(s):// URL without a query")
-    admin_session_seconds: int = _setting(
-        "TREECAST_ADMIN_SESSION_SECONDS", "28800", "how long an admin page login lasts",
-        _bounded_int(60, 7 * 86400), "seconds between 60 and 604800")
+    temporal_address: HostPort = Field(
+        "localhost:7233", validation_alias="TEMPORAL_ADDRESS",
+        description="Temporal frontend host:port")
+    temporal_namespace: str = Field(
+        "default", validation_alias="TEMPORAL_NAMESPACE", description="Temporal namespace")
+    task_queue: str = Field(
+        DEFAULT_TASK_QUEUE, max_length=200, description="task queue shared by worker and starter")
+    data_dir: Directory = Field(
+        Path(".treecast"), description="git cache, dev-server database, dev key")
+    database_url: DatabaseUrl = Field(DEFAULT_DATABASE_URL, description="SQLite or PostgreSQL URL")
+    secret_key: FernetKey | None = Field(
+        None, repr=False, description="Fernet key encrypting secrets at rest",
+        json_schema_extra={"unset": "(generated in dev)"})
+    dev: Flag = Field(False, description="dev mode: generate the secret key into the data dir")
+    allow_private_urls: Flag = Field(
+        False, description="allow webhooks to private/loopback addresses")
+    allow_file_urls: Flag = Field(
+        False, description="allow file:// repositories (tests and the demo)")
+    allow_insecure_transport: Flag = Field(
+        False, description="allow a git token over plain http://")
+    git_config: GitConfig = Field(
+        "none", description="extra git config for every command, key=value;key=value")
+    tree_max_entries: Count = Field(
+        5_000_000, ge=1, le=1 << 40,
+        description="files a snapshot may list (TreeTooLarge past it)")
+    tree_max_subtree_repeats: Count = Field(
+        10_000, ge=1, le=1 << 40, description="times one subtree may repeat (tree bombs)")
+    tree_max_path_bytes: ByteCount = Field(
+        4096, ge=16, le=1 << 20, description="longest path a snapshot may hold")
+    tree_max_total_bytes: Count = Field(
+        107_374_182_400, ge=1, le=1 << 60, description="bytes a snapshot's files may add up to")
+    breaker_threshold: Count = Field(
+        5, ge=1, le=1000, description="consecutive failed syncs that open the breaker")
+    breaker_cooldown_seconds: Seconds = Field(
+        1800, ge=1, le=_WEEK, description="how long an open breaker waits")
+    poll_interval_seconds: Seconds = Field(
+        60, ge=1, le=_WEEK, description="default poll interval of a repository")
+    full_sync_seconds: Seconds = Field(
+        86400, ge=0, le=30 * 86400,
+        description="with remote checks, the longest between two fetches (0 = no checks: fetch every poll)")
+    check_shards: Count = Field(
+        1, ge=1, le=1000, description="remote-check sweeps (one long activity each)")
+    check_concurrency: Count = Field(
+        32, ge=1, le=1000, description="remote checks one sweep has in flight at once")
+    file_timeout_seconds: Timeout = Field(
+        30, ge=0.1, le=3600, description="timeout of one file webhook")
+    notice_timeout_seconds: Timeout = Field(
+        10, ge=0.1, le=3600, description="timeout of a sync_failed/recovered notice")
+    chunk_threshold_bytes: ByteCount = Field(
+        1_048_576, ge=_KIB, le=_GIB, description="encoded size above which files are chunked")
+    chunk_size_bytes: ByteCount = Field(
+        524_288, ge=_KIB, le=_GIB, multiple_of=4,  # whole base64 quanta: each chunk decodes alone
+        description="encoded characters per chunk")
+    batch_max_files: Count = Field(
+        250, ge=1, le=10_000, description="file events per /batch request (apps with batch on)")
+    batch_max_bytes: ByteCount = Field(
+        4_194_304, ge=_KIB, le=_GIB,
+        description="body bytes per /batch request (one event may exceed)")
+    git_timeout_seconds: Timeout = Field(
+        120, ge=0.1, le=86400, description="timeout of one git command")
+    delivery_log_keep: Count = Field(
+        1000, ge=1, le=10_000_000, description="delivery attempts kept per app")
+    activity_concurrency: Count = Field(
+        8, ge=1, le=1000, description="activities one worker runs at once")
+    workflow_cache_size: Count = Field(
+        20_000, ge=0, le=1_000_000,
+        description="workflows one worker keeps in memory (each beyond replays its history)")
+    metrics_port: Port = Field(0, description="Prometheus metrics port (0 = off)")
+    api_listen: Listen = Field("127.0.0.1:8000", description="host:port the HTTP API listens on")
+    admin_token: SharedSecret | None = Field(
+        None, repr=False, description="bearer token of the admin API",
+        json_schema_extra={"unset": "(unset: admin routes answer 503)"})
+    push_secret: SharedSecret | None = Field(
+        None, repr=False, description="optional push-hook secret accepted for every repository",
+        json_schema_extra={"unset": "(unset)"})
+    api_public_url: PublicUrl | None = Field(
+        None, description="public base URL of the API for push URLs",
+        json_schema_extra={"unset": "(the request's own address)"})
+    api_max_body_bytes: ByteCount = Field(
+        1_048_576, ge=_KIB, le=_GIB, description="largest API request body")
+    api_max_hook_bytes: ByteCount = Field(
+        5_242_880, ge=_KIB, le=_GIB, description="largest push-hook request body")
+    api_rate_per_second: Rate = Field(
+        10, ge=0.01, le=1_000_000,
+        description="requests per second per token and per client address")
+    api_rate_burst: Count = Field(
+        60, ge=1, le=10_000_000, description="requests a token or address may send at once")
+    api_status_timeout_seconds: Timeout = Field(
+        2, ge=0.1, le=60, description="how long the API waits for live workflow status")
+    github_api_url: BaseUrl = Field(
+        "https://api.github.com",
+        description="GitHub API that mints GitHub App tokens (Enterprise: https://HOST/api/v3)")
+    temporal_ui_url: PublicUrl = Field(
+        "http://localhost:8233", description="Temporal Web UI the admin page links to")
+    admin_session_seconds: Seconds = Field(
+        28800, ge=60, le=_WEEK, description="how long an admin page login lasts")
+    auto_migrate: Flag = Field(
+        False,
+        description="worker and API upgrade a database schema that is behind at start (dev mode does too)")
+    log_format: LogFormat = Field(
+        "text", description="worker and API log lines: text, or json (one object a line)")
+    worker_grace_seconds: Timeout = Field(
+        50, ge=0, le=3600,
+        description="how long a worker stopping on SIGTERM lets running activities finish")
     # fmt: on
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _in_the_data_dir(cls, value: Any, info: ValidationInfo) -> Any:
+        """The default database lives in the data dir (validated just before)."""
+        if value == DEFAULT_DATABASE_URL and "data_dir" in info.data:
+            return f"sqlite:///{info.data['data_dir']}/treecast.db"
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment comes through load_settings alone
 
     def git_config_pairs(self) -> list[tuple[str, str]]:
         """`TREECAST_GIT_CONFIG` as (key, value) pairs, applied to every git command."""
@@ -390,20 +343,105 @@ class Settings:
         return self.data_dir / "secret.key"
 
 
-# Every setting in the order of the fields (which is the order they are read and documented in).
-SETTINGS: tuple[Setting, ...] = tuple(
-    dataclasses.replace(field.metadata[Setting], field=field.name)
-    for field in dataclasses.fields(Settings)
-)
+# --- the table the docs and the compose files are checked against
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One environment variable as docs/configuration.md shows it, derived from its field."""
+
+    name: str
+    default: str  # as the docs show it: the text to set, or what happens when unset
+    meaning: str
+    field: str  # the `Settings` field it fills
+    expected: str  # what a bad value "is not"
+    optional: bool  # None when unset
+
+
+def _number(value: float, bytes_: bool) -> str:
+    if bytes_:
+        for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value % size == 0:
+                return f"{int(value // size)} {unit}"
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _expected(info: FieldInfo) -> str:
+    """How errors name a field's values: "seconds between 1 and 604800"."""
+    annotations = [info.annotation, *typing.get_args(info.annotation)]
+    metadata = [*info.metadata, *(m for a in annotations for m in getattr(a, "__metadata__", ()))]
+    kind = next((m for m in metadata if isinstance(m, Kind)), None)
+    low = next((cast(float, m.ge) for m in metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((cast(float, m.le) for m in metadata if isinstance(m, annotated_types.Le)), None)
+    if kind is None:
+        return "valid"
+    if not kind.ranged or low is None or high is None:
+        return kind.noun
+    if kind.noun == "an integer" and low == 1 and high >= 10_000_000:
+        return "a positive integer"  # an upper bound that only stops nonsense goes unsaid
+    # byte counts in KiB..GiB when both bounds are whole units (else the plain numbers)
+    in_units = kind.noun == "a byte count" and low % 1024 == high % 1024 == 0
+    return f"{kind.noun} between {_number(low, in_units)} and {_number(high, in_units)}"
+
+
+def _shown(info: FieldInfo) -> str:
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and "unset" in extra:
+        return str(extra["unset"])
+    if isinstance(info.default, bool):
+        return str(int(info.default))
+    if isinstance(info.default, Path):
+        return f"./{info.default}"  # relative to where the process starts
+    return _number(info.default, False) if isinstance(info.default, float) else str(info.default)
+
+
+def _row(field: str, info: FieldInfo) -> Setting:
+    return Setting(
+        name=str(info.validation_alias),
+        default=_shown(info),
+        meaning=info.description or "",
+        field=field,
+        expected=_expected(info),
+        optional=info.default is None,
+    )
+
+
+# Every setting in the order of the fields (the order they are read and documented in).
+SETTINGS: tuple[Setting, ...] = tuple(_row(f, i) for f, i in Settings.model_fields.items())
+_BY_KEY = {key: s for s in SETTINGS for key in (s.name, s.field)}
+
+
+class _Variables(EnvSettingsSource):
+    """Treecast's variables in `env`, stripped; a blank one counts as unset."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(Settings)
+        self.env_vars = {k: v.strip() for k, v in env.items() if v and v.strip()}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise `ConfigError` naming the first bad variable."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        values[setting.field] = setting.read(env, values)
-    return Settings(**values)
+    raw = _Variables(os.environ if env is None else env)()
+    try:
+        return Settings(**raw)
+    except ValidationError as invalid:
+        raise _config_error(invalid.errors(include_url=False)[0], raw) from None
+
+
+def _config_error(error: Any, raw: Mapping[str, Any]) -> ConfigError:
+    """One line naming the variable of pydantic's `error` (a secret's value never shown)."""
+    setting = _BY_KEY[str(error["loc"][0])]
+    value = raw.get(setting.name, raw.get(setting.field, ""))
+    context = error.get("ctx") or {}
+    if error["type"] == "treecast":
+        return ConfigError(f"{setting.name}{context['why']}")
+    if error["type"] == "string_too_long":
+        return ConfigError(f"{setting.name} is longer than {context['max_length']} characters")
+    if error["type"] == "multiple_of":
+        return ConfigError(f"{setting.name}={value} must be a multiple of {context['multiple_of']}")
+    from treecast.redact import redact  # a bad database URL may still hold a password
+
+    return ConfigError(f"{setting.name}={redact(str(value))!r} is not {setting.expected}")
 
 
 def resolve_secret_key(settings: Settings) -> str:

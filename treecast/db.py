@@ -1,27 +1,30 @@
-"""Database engine and sessions for SQLite and PostgreSQL; idempotent schema creation."""
+"""Database engine and sessions for SQLite and PostgreSQL, and when the schema is made or
+migrated (the migrations themselves: treecast/migrations)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import MetaData, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from treecast import migrations
+from treecast.migrations import baseline
 from treecast.redact import MASK, redact
-from treecast.upgrade_credentials import move_repository_credentials_to_watches
 
-# The PostgreSQL advisory lock that serialises schema changes between processes.
-SCHEMA_LOCK_KEY = 0x7472656563617374  # "treecast"
+log = logging.getLogger("treecast.db")
 
 
 def make_engine(url: str) -> Engine:
@@ -49,39 +52,138 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes, add columns added since and move data they
-    replace; safe on every start, also when several processes start at once."""
-    with schema_lock(engine):
-        SQLModel.metadata.create_all(engine, checkfirst=True)
-        add_missing_columns(engine)
+class SchemaBehind(RuntimeError):
+    """The database's schema is older than this release's (or newer): one line saying what to run."""
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema is, against this release's migrations."""
+
+    current: str | None  # the revision it is stamped with; None: empty or made before them
+    head: str  # this release's newest revision
+    empty: bool = False  # no Treecast table at all
+    legacy: bool = False  # tables of a release before migrations, not stamped yet
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+    @property
+    def shown(self) -> str:
+        """The database's revision in words."""
+        if self.empty:
+            return "empty"
+        if self.legacy:
+            return "a release before migrations"
+        return self.current or "unknown"
+
+    def problem(self) -> str:
+        """Why a process must not run on it yet, in one line."""
+        if self.current is not None and not migrations.known(self.current):
+            return (
+                f"the database schema is at revision {self.current}, which this Treecast does "
+                f"not know (a newer release migrated it): run that release, or a newer one"
+            )
+        return (
+            f"the database schema is at {self.shown}, this Treecast needs {self.head}: run "
+            "`treecast db upgrade` (or start with TREECAST_AUTO_MIGRATE=1)"
+        )
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Read the database's revision (two small queries)."""
+    with engine.connect() as connection:
+        current = migrations.current(connection)
+        legacy = empty = False
+        if current is None:
+            tables = set(inspect(connection).get_table_names())
+            empty = not tables & set(baseline.metadata.tables)
+            legacy = not empty
+    return SchemaStatus(current, migrations.head(), empty=empty, legacy=legacy)
+
+
+def ensure_schema(engine: Engine, *, upgrade: bool) -> SchemaStatus:
+    """Make the schema this release's: an empty database gets the tables at once (stamped at
+    the newest revision, no revision replayed); one that is behind is migrated only with
+    `upgrade`, otherwise `SchemaBehind` says what to run. Processes that start together
+    take turns (a lock on the database)."""
+    status = schema_status(engine)
+    if status.up_to_date:
+        return status
+    with _migration_lock(engine):
+        # Read again under the lock: another process may have done it meanwhile, or be
+        # half way (SQLite creates tables outside a transaction, so a database being
+        # created looks like one of a release before migrations until it is stamped).
+        status = schema_status(engine)
+        if status.up_to_date:
+            return status
+        unknown = status.current is not None and not migrations.known(status.current)
+        if unknown or not (status.empty or upgrade):
+            raise SchemaBehind(status.problem())
+        if status.empty:
+            with engine.begin() as connection:
+                SQLModel.metadata.create_all(connection, checkfirst=True)
+                migrations.stamp(connection, migrations.head())
+        else:
+            _migrate(engine, status)
+    return schema_status(engine)
+
+
+def _migrate(engine: Engine, status: SchemaStatus) -> None:
+    sqlite = engine.dialect.name == "sqlite"
+    if status.legacy:
+        # A release before migrations: bring it to the baseline as its start-up
+        # upgrader would have, then it is that revision.
+        baseline.metadata.create_all(engine, checkfirst=True)
+        add_missing_columns(engine, baseline.metadata)
         with engine.begin() as connection:
-            move_repository_credentials_to_watches(connection)
+            migrations.stamp(connection, baseline.REVISION)
+    log.info("upgrading the database schema from %s to %s", status.shown, status.head)
+    with engine.connect() as connection:
+        if sqlite:
+            # Batch mode copies a table to change it; with foreign keys on, dropping the
+            # old copy would fail (or cascade). Checked again below, before committing.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                migrations.upgrade(connection)
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"the upgrade broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+
+
+# Any constant both processes agree on: the key of PostgreSQL's advisory lock.
+_PG_LOCK_KEY = 0x7472_6565_6361_7374 & 0x7FFF_FFFF_FFFF_FFFF
 
 
 @contextmanager
-def schema_lock(engine: Engine) -> Iterator[None]:
-    """Hold a lock that one process at a time gets, across processes: `create_all` checks
-    for a table and then creates it, so two processes starting on a fresh database both
-    saw it missing and the slower one failed ("table apps already exists"). SQLite: an
-    exclusive `flock` on a file beside the database; PostgreSQL: an advisory lock."""
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migrating process at a time: an advisory lock on PostgreSQL, a lock file beside
+    an SQLite database (which only processes of one host share)."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
+            connection.commit()
             try:
                 yield
             finally:
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY}
-                )
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
                 connection.commit()
         return
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
     try:
-        handle = open(f"{database}.lock", "a") if database and database != ":memory:" else None  # noqa: SIM115
-    except OSError:
-        handle = None  # no file there: connecting fails next, with its own one line
-    if handle is None:
+        handle = open(f"{database}.migrate-lock", "a")  # noqa: SIM115
+    except OSError:  # no directory there: connecting fails next, with its own one line
         yield
         return
     with handle:
@@ -92,10 +194,16 @@ def schema_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def add_missing_columns(engine: Engine) -> list[str]:
+def create_schema(engine: Engine) -> SchemaStatus:
+    """Create the tables of an empty database, or upgrade one that is behind."""
+    return ensure_schema(engine, upgrade=True)
+
+
+def add_missing_columns(engine: Engine, metadata: MetaData | None = None) -> list[str]:
     """`ALTER TABLE ... ADD COLUMN` for each column a table of an existing database lacks
-    (a column added to models/tables.py since it was created: nullable, or with a scalar
-    default), so an upgraded worker reads old databases. Returns `table.column` added.
+    (nullable, or with a scalar default) against `metadata` (default: the models); returns
+    `table.column` added. This was the whole upgrader before migrations; it now brings a
+    database of those releases to the baseline (`metadata` = the baseline's).
 
     Two processes starting at once may both try; the loser's error is ignored when the
     column is there afterwards.
@@ -103,7 +211,7 @@ def add_missing_columns(engine: Engine) -> list[str]:
     added: list[str] = []
     inspector = inspect(engine)
     preparer = engine.dialect.identifier_preparer
-    for table in SQLModel.metadata.sorted_tables:
+    for table in (metadata or SQLModel.metadata).sorted_tables:
         if not inspector.has_table(table.name):
             continue
         present = {column["name"] for column in inspector.get_columns(table.name)}
@@ -156,8 +264,27 @@ def engine_for(url: str) -> Engine:
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
     engine = make_engine(url)
-    create_schema(engine)
+    # An empty database gets its tables; one that is behind is refused (SchemaBehind), and
+    # not cached: once `treecast db upgrade` ran elsewhere, the next call succeeds.
+    try:
+        ensure_schema(engine, upgrade=False)
+    except BaseException:
+        engine.dispose()  # its pool holds the connection that looked
+        raise
     return engine
+
+
+def prepare(url: str, *, upgrade: bool) -> SchemaStatus:
+    """At a worker's or API's start: the schema up to date (upgraded when `upgrade`, i.e.
+    TREECAST_AUTO_MIGRATE or dev mode), or `SchemaBehind` with the line to print."""
+    engine = make_engine(url)
+    try:
+        with _ENGINES_LOCK:
+            status = ensure_schema(engine, upgrade=upgrade)
+    finally:
+        engine.dispose()
+    engine_for(url)
+    return status
 
 
 @contextmanager

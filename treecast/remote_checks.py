@@ -6,11 +6,14 @@ sync has something to do (`CheckReason`), plus a full sync at the long
 interval, at a stable phase within it (a hash of its id), so a sweep spreads evenly
 and a restarted sweep keeps each repository's rhythm.
 
-`RemoteChecker` is the loop the `check_remotes` activity runs: it reloads the targets
-from the database every `RELOAD_SECONDS`, checks the due ones on a small thread pool
-(`git ls-remote`, vetted and pinned like every git command), and hands a
-`RemoteMoved` to its `signal` callback for the repositories to wake. Nothing is
-written anywhere by a check that finds nothing.
+`RemoteChecker` is the loop the `check_remotes` activity runs: every second it re-reads
+the repositories changed since its last read (`treecast.store.stamps`: registered,
+re-timed, watched, paused or resumed, synced), and all of them every `RELOAD_SECONDS` as
+a safety net; it checks the due ones (one smart-HTTP request, or `git ls-remote` on a
+small thread pool, vetted and pinned like every git command), and hands a `RemoteMoved`
+to its `signal` callback for the repositories to wake. A check compares with the commit
+the repository synced, or the one it was just woken for. Nothing is written anywhere by
+a check that finds nothing.
 """
 
 from __future__ import annotations
@@ -20,29 +23,39 @@ import heapq
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
-from temporalio.exceptions import ApplicationError
 
 from models.checks import CheckProgress, CheckReason, RemoteMoved, shard_of
 from models.tables import Repository, Snapshot, Watch, WatchAccess, WatchStatus
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.refcheck import ASK_GIT, AskGit, has_moved, remote_names, remote_names_over
 from treecast.gitcache.repository import RemoteAccess
 from treecast.gitcache.smarthttp import RefClient
 from treecast.redact import redact
+from treecast.store import stamps
 from treecast.store.repositories import has_credentials, load_access
 from treecast.webhooks.transport import shared_ssl_context
 
 log = logging.getLogger(__name__)
 
-RELOAD_SECONDS = 30.0  # how often the list of repositories (and who is behind) is re-read
+RELOAD_SECONDS = 30.0  # every repository of the shard (and who is behind) re-read: a safety net
+CHANGES_SECONDS = 1.0  # the repositories changed since the last read, re-read this often
+# Each read of the changes looks this far behind the previous one: a change committed a
+# little after it was stamped, or stamped by a clock a little behind, is still seen.
+CHANGES_OVERLAP = timedelta(seconds=5)
+# More changed repositories than this at once (a first wave): one full read instead.
+CHANGES_AT_ONCE = 2000
+# A `moved` wake's commits count as being synced for this long at most (a snapshot's
+# default timeout); after it, a check that finds the remote still ahead wakes again.
+SYNCING_SECONDS = 900.0
 ACCESS_SECONDS = 900.0  # decrypted credentials are re-read at least this often
 MAX_SLEEP = 1.0  # the loop wakes at least this often (heartbeats, cancellation)
 # Heartbeats are not history events, but each is a server call (and a billable action
@@ -59,12 +72,19 @@ class Target:
     interval: float  # its poll interval, seconds
     known_commit: str | None  # the newest snapshot's commit
     has_snapshot: bool
-    quiet_since: float  # epoch seconds: its newest snapshot, or its registration
-    behind: bool  # an app has not acknowledged the newest snapshot
+    quiet_since: float  # epoch seconds: its newest snapshot, or its last change
+    behind: bool  # an app had not acknowledged the newest snapshot when read
     updated_at: datetime | None = None
     # Set for a repository no app has credentials for: what git needs, read with the
     # targets (one with a token, key or GitHub App is read and decrypted by `load_access`).
     public: RemoteAccess | None = None
+    paused: bool = False
+    read_at: float = field(default_factory=time.time)  # when `behind` was read
+    # The ids a `moved` wake named, while its loop syncs them (`syncing_since`): checks
+    # that see them again do not wake it twice.
+    syncing: frozenset[str] = frozenset()
+    syncing_since: float = 0.0
+    missed: bool = False  # a check fell due before its first snapshot was read
 
 
 def phase(repository_id: str, interval: float) -> float:
@@ -87,31 +107,40 @@ def _epoch(value: datetime | None) -> float:
     return value.timestamp()
 
 
-def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Target]:
-    """Every watched repository of the shard, with its newest snapshot and who is behind."""
+def load_targets(
+    settings: Settings, shard: int, shards: int, only: Collection[str] | None = None
+) -> dict[str, Target]:
+    """Every watched repository of the shard (or of `only`), with its newest snapshot
+    and who is behind."""
+    read_at = time.time()
     with session_scope(settings.database_url) as session:
         secret = has_credentials()
-        repositories = session.execute(
-            sa_select(
-                col(Repository.id),
-                col(Repository.poll_interval_seconds),
-                col(Repository.created_at),
-                col(Repository.updated_at),
-                col(Repository.url),
-                col(Repository.ref),
-                secret,
-            )
-        ).all()
+        rows = sa_select(
+            col(Repository.id),
+            col(Repository.poll_interval_seconds),
+            col(Repository.changed_at),
+            col(Repository.created_at),
+            col(Repository.updated_at),
+            col(Repository.paused),
+            col(Repository.url),
+            col(Repository.ref),
+            secret,
+        )
+        snapshots = select(Snapshot.repository_id, Snapshot.commit, Snapshot.taken_at)
+        watch_rows = select(Watch.repository_id, Watch.status, Watch.delivered_commit, Watch.access)
+        if only is not None:
+            rows = rows.where(col(Repository.id).in_(only))
+            snapshots = snapshots.where(col(Snapshot.repository_id).in_(only))
+            watch_rows = watch_rows.where(col(Watch.repository_id).in_(only))
+        repositories = session.execute(rows).all()
         latest: dict[str, tuple[str | None, datetime]] = {}
         for repository_id, commit, taken_at in session.exec(
-            select(Snapshot.repository_id, Snapshot.commit, Snapshot.taken_at).order_by(
+            snapshots.order_by(
                 col(Snapshot.repository_id), col(Snapshot.taken_at), col(Snapshot.id)
             )
         ):
             latest[repository_id] = (commit, taken_at)  # the last row of each is the newest
-        watches = session.exec(
-            select(Watch.repository_id, Watch.status, Watch.delivered_commit, Watch.access)
-        ).all()
+        watches = session.exec(watch_rows).all()
     watched: dict[str, bool] = {}
     for repository_id, status, delivered, access in watches:
         # An app whose own access does not hold gets nothing: it is never behind.
@@ -127,7 +156,8 @@ def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Targe
         )
         watched[repository_id] = watched.get(repository_id, False) or behind
     targets: dict[str, Target] = {}
-    for repository_id, interval, created_at, updated_at, url, ref, secret in repositories:
+    for row in repositories:
+        repository_id, interval, changed_at, created_at, updated_at, paused, url, ref, secret = row
         if repository_id not in watched or shard_of(repository_id, shards) != shard:
             continue
         snapshot = latest.get(repository_id)
@@ -136,18 +166,32 @@ def load_targets(settings: Settings, shard: int, shards: int) -> dict[str, Targe
             interval=float(interval or settings.poll_interval_seconds),
             known_commit=snapshot[0] if snapshot else None,
             has_snapshot=snapshot is not None,
-            quiet_since=_epoch(snapshot[1] if snapshot else created_at),
+            # A change (a new watch, a resume) is handed to the loop by the service:
+            # an app behind is the sweep's business only an interval after it too.
+            quiet_since=max(
+                _epoch(snapshot[1] if snapshot else None), _epoch(changed_at or created_at)
+            ),
             behind=watched[repository_id],
             updated_at=updated_at,
             public=None if secret else RemoteAccess(repository_id, url, ref or "", None),
+            paused=bool(paused),
+            read_at=read_at,
         )
     return targets
 
 
+def read_changes(settings: Settings, since: datetime) -> list[tuple[str, datetime]]:
+    """(id, changed_at) of the repositories changed after `since`: one indexed query."""
+    with session_scope(settings.database_url) as session:
+        return stamps.stamped_since(session, since)
+
+
 def wake_for_behind(target: Target, now: float) -> RemoteMoved | None:
-    """An app is behind a repository that has been quiet for an interval: wake it to
-    hand the commit over again (as every poll did), without asking the remote."""
-    if target.behind and target.has_snapshot and now - target.quiet_since >= target.interval:
+    """An app was still behind when read an interval after the repository's last sync
+    or change: wake it to hand the commit over again (as every poll did), without asking
+    the remote. (Read sooner, the app's delivery may just not have begun.)"""
+    quiet = target.read_at - target.quiet_since
+    if target.behind and target.has_snapshot and quiet >= target.interval:
         return RemoteMoved(reason=CheckReason.BEHIND, checked_at=datetime.fromtimestamp(now, UTC))
     return None
 
@@ -156,7 +200,7 @@ def wake_for(
     target: Target,
     now: float,
     names: frozenset[str] | None,
-    error: ApplicationError | None = None,
+    error: GitError | None = None,
     secrets: list[str] | None = None,
 ) -> RemoteMoved | None:
     """What to tell the repository's workflow after asking its remote (None: nothing).
@@ -169,10 +213,12 @@ def wake_for(
     if error is not None:
         message = redact(f"{error.type}: {error.message}", secrets or [])
         return RemoteMoved(reason=CheckReason.FAILED, detail=message[:300], checked_at=at)
-    if not has_moved(target.known_commit, names):
+    if not has_moved(target.known_commit, names) or (names and names & target.syncing):
         return None
-    seen = ",".join(sorted(names or ()))
-    return RemoteMoved(reason=CheckReason.MOVED, detail=seen[:300], checked_at=at)
+    commits = sorted(names or ())
+    return RemoteMoved(
+        reason=CheckReason.MOVED, detail=",".join(commits)[:300], checked_at=at, commits=commits
+    )
 
 
 def check_one(settings: Settings, target: Target, access: RemoteAccess) -> RemoteMoved | None:
@@ -183,7 +229,7 @@ def check_one(settings: Settings, target: Target, access: RemoteAccess) -> Remot
         return wake
     try:
         names = remote_names(settings, access)
-    except ApplicationError as err:
+    except GitError as err:
         return wake_for(target, now, None, err, access.secrets())
     return wake_for(target, now, names)
 
@@ -208,6 +254,9 @@ class RemoteChecker:
     _next: dict[str, float] = field(default_factory=dict)  # each one's live heap entry
     _access: dict[str, tuple[RemoteAccess, float, datetime | None]] = field(default_factory=dict)
     _reloaded_at: float = float("-inf")
+    _changes_read_at: float = float("-inf")
+    _since: datetime | None = None  # the next read of changes asks for rows after this
+    _seen: dict[str, datetime | None] = field(default_factory=dict)  # changes already read
     _pass_started: float | None = None
     _pass_left: set[str] = field(default_factory=set)
     _refs: RefClient | None = None
@@ -215,7 +264,6 @@ class RemoteChecker:
 
     async def run(self, seconds: float) -> CheckProgress:
         """Check for `seconds`, then return the counts."""
-        loop = asyncio.get_running_loop()
         deadline = time.time() + seconds
         in_flight: set[asyncio.Task[None]] = set()
         beat = float("-inf")
@@ -231,12 +279,9 @@ class RemoteChecker:
                 while time.time() < deadline:
                     now = time.time()
                     if now - self._reloaded_at >= RELOAD_SECONDS:
-                        self._reload(
-                            await loop.run_in_executor(
-                                pool, load_targets, self.settings, self.shard, self.shards
-                            ),
-                            now,
-                        )
+                        await self._read_all(pool, now)
+                    elif now - self._changes_read_at >= CHANGES_SECONDS:
+                        await self._read_changed(pool, now)
                     while (
                         self._due
                         and self._due[0][0] <= now + BATCH_SECONDS
@@ -251,6 +296,12 @@ class RemoteChecker:
                         self._schedule(
                             repository_id, next_due(repository_id, target.interval, max(at, now))
                         )
+                        if target.paused or not target.has_snapshot:
+                            # Paused: not asked. No snapshot yet: its first sync is on
+                            # its way; checked as soon as it is read (`_merge`).
+                            target.missed = not target.has_snapshot
+                            self._passed(repository_id)
+                            continue
                         task = asyncio.ensure_future(self._check(pool, target))
                         in_flight.add(task)
                         task.add_done_callback(in_flight.discard)
@@ -267,22 +318,74 @@ class RemoteChecker:
                 self._refs.close()
         return self.progress
 
-    def _reload(self, targets: dict[str, Target], now: float) -> None:
-        old = self._targets
-        self._targets = targets
-        self._reloaded_at = now
-        self.progress.repositories = len(targets)
-        for repository_id, target in targets.items():
-            before = old.get(repository_id)
+    async def _read_all(self, pool: ThreadPoolExecutor, now: float) -> None:
+        """Every repository of the shard: the safety net for a change a read missed."""
+        loop = asyncio.get_running_loop()
+        since = datetime.now(UTC) - CHANGES_OVERLAP
+        targets = await loop.run_in_executor(
+            pool, load_targets, self.settings, self.shard, self.shards, None
+        )
+        self._merge(targets, set(targets) | set(self._targets), now)
+        self._reloaded_at = self._changes_read_at = now
+        self._since = since  # what changed during the read is in the next read of changes
+        if self._pass_started is None:
+            self._pass_started, self._pass_left = now, set(self._targets)
+
+    async def _read_changed(self, pool: ThreadPoolExecutor, now: float) -> None:
+        """The repositories changed since the last read (one indexed query), read again."""
+        loop = asyncio.get_running_loop()
+        assert self._since is not None
+        since = datetime.now(UTC) - CHANGES_OVERLAP
+        rows = await loop.run_in_executor(pool, read_changes, self.settings, self._since)
+        self._changes_read_at, self._since = now, since
+        # A row stays in the overlap for a few reads: read again only when stamped anew.
+        changed = {
+            rid
+            for rid, at in rows
+            if self._seen.get(rid) != at and shard_of(rid, self.shards) == self.shard
+        }
+        self._seen = dict(rows)
+        if len(changed) > CHANGES_AT_ONCE:
+            self._reloaded_at = float("-inf")  # a first wave: read all at the next turn
+            return
+        if changed:
+            read = await loop.run_in_executor(
+                pool, load_targets, self.settings, self.shard, self.shards, changed
+            )
+            self._merge(read, changed, time.time())
+
+    def _merge(self, read: dict[str, Target], ids: set[str], now: float) -> None:
+        """Take the targets read for `ids` (absent: no longer watched, or removed), keep
+        what the sweep itself knows of each, and schedule the ones that need it."""
+        for repository_id in ids:
+            before, target = self._targets.get(repository_id), read.get(repository_id)
+            if target is None:
+                self._targets.pop(repository_id, None)
+                self._next.pop(repository_id, None)  # its heap entry is skipped
+                self._pass_left.discard(repository_id)
+                continue
+            self._targets[repository_id] = target
             if before is None or before.interval != target.interval:
                 self._schedule(repository_id, next_due(repository_id, target.interval, now))
-        for repository_id in set(self._next) - set(targets):
-            del self._next[repository_id]  # removed: its heap entry is skipped
-        if len(self._due) > 2 * len(targets) + 16:  # drop stale entries
+            if before is None:
+                continue
+            target.quiet_since = max(target.quiet_since, before.quiet_since)
+            resumed = before.paused and not target.paused
+            if (
+                before.syncing
+                and target.known_commit not in before.syncing  # not synced yet
+                and now - before.syncing_since < SYNCING_SECONDS
+                and not resumed  # (a wake while paused was refused)
+            ):
+                target.syncing, target.syncing_since = before.syncing, before.syncing_since
+            if resumed or (before.missed and target.has_snapshot):
+                self._schedule(repository_id, now)  # resumed, or first synced: check now
+            else:
+                target.missed = before.missed
+        self.progress.repositories = len(self._targets)
+        if len(self._due) > 2 * len(self._targets) + 16:  # drop stale entries
             self._due = [(at, rid) for at, rid in self._due if self._next.get(rid) == at]
             heapq.heapify(self._due)
-        if self._pass_started is None:
-            self._pass_started, self._pass_left = now, set(targets)
 
     def _schedule(self, repository_id: str, at: float) -> None:
         """Check the repository at `at` (an earlier entry of it in the heap goes stale)."""
@@ -305,7 +408,7 @@ class RemoteChecker:
         try:
             with session_scope(self.settings.database_url) as session:
                 access = load_access(self.settings, session, target.repository_id)
-        except ApplicationError:
+        except GitError:
             return None  # removed meanwhile: the next reload drops it
         self._access[target.repository_id] = (access, time.time(), target.updated_at)
         self._vetted.discard(target.repository_id)
@@ -333,7 +436,7 @@ class RemoteChecker:
                 self._vetted.add(target.repository_id)
             if names is ASK_GIT:
                 names = await loop.run_in_executor(pool, remote_names, self.settings, access)
-        except ApplicationError as err:
+        except GitError as err:
             self._access.pop(target.repository_id, None)  # a revoked token: mint anew
             return wake_for(target, now, None, err, access.secrets()), access
         assert not isinstance(names, AskGit)
@@ -358,7 +461,13 @@ class RemoteChecker:
             return
         self.progress.signalled += 1
         log.info("remote check woke %s: %s %s", target.repository_id, moved.reason, moved.detail)
-        target.quiet_since = time.time()  # its workflow syncs now: leave it an interval
+        now = time.time()
+        # Kept in the target read while the check ran too (a merge took it from this one).
+        current = self._targets.get(target.repository_id)
+        for woken in [target] if current in (None, target) else [target, current]:
+            woken.quiet_since = now  # its workflow syncs now: leave it an interval
+            if moved.reason == CheckReason.MOVED and moved.commits:
+                woken.syncing, woken.syncing_since = frozenset(moved.commits), now
 
     def _passed(self, repository_id: str) -> None:
         """Count a full pass: every repository checked once since the pass began."""

@@ -9,8 +9,9 @@ repository that no app watches has nobody to give them to: they are dropped, wit
 warning naming it.
 
 Written with SQLAlchemy Core on a plain connection and frozen column names (not the
-ORM models, which move on), so the start-up upgrader (treecast/db.py) and a migration
-revision can both call it. Idempotent: a second run finds nothing to move.
+ORM models, which move on), for migration revision 0004_watch_credentials. Idempotent:
+a second run finds nothing to move. Its downgrade moves them back
+(`move_watch_credentials_to_repositories`).
 """
 
 from __future__ import annotations
@@ -90,3 +91,33 @@ def move_repository_credentials_to_watches(connection: Connection) -> MoveReport
             report.watches,
         )
     return report
+
+
+def move_watch_credentials_to_repositories(connection: Connection) -> int:
+    """The downgrade's way back: each repository gets the credentials of the watch its
+    last fetch used (`fetched_with`), else of its first watcher holding any (by app id),
+    so the release before keeps fetching; the other apps' are lost with their columns.
+    Returns the repositories given credentials."""
+    repositories = table(
+        "repositories", column("id"), column("fetched_with"), *(column(n) for n in COLUMNS)
+    )
+    watches = table(
+        "watches", column("app_id"), column("repository_id"), *(column(n) for n in COLUMNS)
+    )
+    holding = or_(*(watches.c[name].is_not(None) for name in OWN))
+    chosen: dict[str, dict[str, object]] = {}
+    fetchers = dict(
+        connection.execute(select(repositories.c.id, repositories.c.fetched_with)).all()
+    )
+    rows = connection.execute(
+        select(watches).where(holding).order_by(watches.c.repository_id, watches.c.app_id)
+    ).mappings()
+    for row in rows:
+        repository_id = row["repository_id"]
+        if repository_id not in chosen or fetchers.get(repository_id) == row["app_id"]:
+            chosen[repository_id] = {name: row[name] for name in COLUMNS}
+    for repository_id, values in chosen.items():
+        connection.execute(
+            update(repositories).where(repositories.c.id == repository_id).values(**values)
+        )
+    return len(chosen)

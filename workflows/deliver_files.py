@@ -19,10 +19,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 # Everything but this module is passed through the sandbox, which would otherwise load
 # it afresh for every workflow run (docs/performance.md, First wave). The parent is
-# imported by module: the two workflows name each other's signals, and a module
-# reference (attributes read at call time) imports in either order.
+# signalled by name (models.sync), not imported: the parent imports this module.
 with workflow.unsafe.imports_passed_through():
-    import workflows.sync_repository as sync_repository
     from activities.delivery import DeliveryActivities
     from activities.watches import WatchActivities
     from models.delivery import (
@@ -34,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         WatchersInput,
     )
     from models.sync import (
+        DELIVERIES_FINISHED_SIGNAL,
         DeliverFilesInput,
         DeliverFilesResult,
         DeliveryPass,
@@ -314,11 +313,10 @@ class DeliverFiles:
     async def _report(self, parent_workflow_id: str | None, done: DeliveryPass) -> None:
         if not parent_workflow_id:
             return
-        parent_workflow = sync_repository.SyncRepository
         # By id only, so it reaches the parent's current run after a continue-as-new.
-        parent = workflow.get_external_workflow_handle_for(parent_workflow.run, parent_workflow_id)
+        parent = workflow.get_external_workflow_handle(parent_workflow_id)
         try:
-            await parent.signal(parent_workflow.deliveries_finished, done)
+            await parent.signal(DELIVERIES_FINISHED_SIGNAL, done)
         except FailureError:
             # The parent was stopped or terminated: the deliveries stand on their own.
             workflow.logger.info("parent %s is gone; pass not reported", parent_workflow_id)

@@ -26,12 +26,10 @@ from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadySt
 # Everything but this module is passed through the sandbox, which would otherwise load
 # it afresh for every workflow run (docs/performance.md, First wave). Hence
 # `import workflows.x as x`: the sandbox passes through what its import hook sees, and
-# `from workflows import x` would bypass it. The child is imported by module: it names
-# our `deliveries_finished` signal in turn, and a module reference (attributes read at
-# call time) imports in either order.
+# `from workflows import x` would bypass it. The child does not import this module: it
+# signals `deliveries_finished` by its name in models.sync, so there is no import loop.
 with workflow.unsafe.imports_passed_through():
     import workflows.breaker as breaker
-    import workflows.deliver_files as deliver_files
     import workflows.requests as requests
     import workflows.search_attributes as search_attributes
     from activities.git import GitActivities
@@ -43,6 +41,9 @@ with workflow.unsafe.imports_passed_through():
     from models.sync import (
         ACCESS_NOTICE,
         ACCESS_REFUSED,
+        DELIVERIES_FINISHED_SIGNAL,
+        REMOTE_MOVED_SIGNAL,
+        SYNC_NOW_SIGNAL,
         BreakerStatus,
         DeliverFilesInput,
         DeliveryPass,
@@ -60,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         notify_workflow_id,
         sync_workflow_id,
     )
+    from workflows.deliver_files import DeliverFiles
     from workflows.notify_breaker import NotifyBreaker
     from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
 
@@ -72,6 +74,14 @@ ACCESS_NOTICES_PATCH = "access-notices"
 # with the request as it stands (the client can go on following it with `request`).
 # Bounded so a stuck delivery never blocks the loop's continue-as-new for long.
 UPDATE_WAIT = timedelta(hours=1)
+# A new watch is served by a successful sync this recent without a fetch of its own:
+# `repo add` then `watch` fetch the first commit once. (Whatever its age, the synced
+# commit is as fresh as polling promises: checks or polls look every interval.)
+REUSE_RECENT = timedelta(seconds=60)
+# The paths of issue 30, for signals that carry its fields: a worker of the release before
+# ignores the fields and syncs, so a history it wrote must replay that way (a marker each).
+WAKE_FOR_NEW_COMMITS_PATCH = "wake-for-new-commits"
+REUSE_RECENT_PATCH = "reuse-recent-sync"
 
 
 def poll_jitter(repository_id: str, interval_seconds: int) -> timedelta:
@@ -119,7 +129,7 @@ class SyncRepository:
 
     # --- signals and updates ---------------------------------------------------------------
 
-    @workflow.signal
+    @workflow.signal(name=SYNC_NOW_SIGNAL)
     def sync_now(self, request: SyncRequest | None = None) -> None:
         """Sync as soon as possible (refused, and said so, while open, paused or stopping)."""
         request = request or SyncRequest()
@@ -129,7 +139,15 @@ class SyncRepository:
         if request.request_id:
             requests.accept(self._state, request.request_id, workflow.now(), refusal)
         if refusal is None:
-            self._state.sync_requested = True
+            if (
+                request.reuse_recent
+                and not request.request_id
+                and self._recent()
+                and workflow.patched(REUSE_RECENT_PATCH)
+            ):
+                self._state.handover_requested = True  # no fetch: see `_hand_over_synced`
+            else:
+                self._state.sync_requested = True
 
     @workflow.update
     async def sync_and_wait(self, request: SyncRequest) -> SyncOutcome:
@@ -153,7 +171,7 @@ class SyncRepository:
         if not request.request_id:
             raise ValueError("sync_and_wait needs a request_id")
 
-    @workflow.signal
+    @workflow.signal(name=REMOTE_MOVED_SIGNAL)
     def remote_moved(self, wake: RemoteMoved) -> None:
         """A remote check found work: sync now, unless the breaker is open, the repository
         is paused or stopping, or a failed sync already has this loop polling on its own."""
@@ -162,6 +180,17 @@ class SyncRepository:
         if wake.reason == CheckReason.FAILED and self._state.last_error_type is not None:
             return  # failing: the loop retries at the poll interval and counts for the breaker
         state = self._state
+        if (
+            wake.reason == CheckReason.MOVED
+            and wake.commits
+            and workflow.patched(WAKE_FOR_NEW_COMMITS_PATCH)
+        ):
+            if self._syncing:
+                # The running fetch may have got it already: its end decides (`_succeeded`).
+                state.remote_commits = list(wake.commits)
+                return
+            if state.last_commit in wake.commits:
+                return  # synced already (the check read the commit before it was recorded)
         state.sync_requested = True
         state.remote_wakes += 1
         state.last_wake = f"{wake.reason} at {_iso(wake.checked_at or workflow.now())}"
@@ -193,7 +222,7 @@ class SyncRepository:
         """The repository was removed: end the loop cleanly."""
         self._stopping = True
 
-    @workflow.signal
+    @workflow.signal(name=DELIVERIES_FINISHED_SIGNAL)
     def deliveries_finished(self, done: DeliveryPass) -> None:
         """`DeliverFiles` finished a pass: the requests it covered are done."""
         requests.pass_finished(self._state, done, workflow.now())
@@ -250,7 +279,9 @@ class SyncRepository:
                 # a pending sync_now or an open breaker carries over intact.
                 workflow.continue_as_new(replace(input, state=self._state))
             cycles += 1
-            if await self._wait_for_turn():
+            if self._handover_due():
+                await self._hand_over_synced()
+            elif await self._wait_for_turn():
                 await self._sync()
         requests.stop_all(self._state, workflow.now())
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -296,11 +327,36 @@ class SyncRepository:
                     self._stopping
                     or self._state.paused
                     or self._state.sync_requested
+                    or self._handover_due()
                     or self._state.breaker.status != BreakerStatus.CLOSED
                 ),
             )
             return False
         return not self._stopping
+
+    def _recent(self) -> bool:
+        """Whether the running sync, or a successful one within `REUSE_RECENT`, can serve
+        a new watch (`SyncRequest.reuse_recent`)."""
+        state = self._state
+        if self._syncing:
+            return True
+        if state.last_sync_at is None or state.last_error_type is not None:
+            return False
+        return workflow.now() - state.last_sync_at < REUSE_RECENT
+
+    def _handover_due(self) -> bool:
+        state = self._state
+        return (
+            state.handover_requested
+            and not state.sync_requested  # that sync's listing serves it
+            and not state.paused
+            and not self._stopping
+            and state.last_sync_at is not None
+        )
+
+    async def _hand_over_synced(self) -> None:
+        """A new watch met a recent sync: its commit goes to the apps behind, no fetch."""
+        await self._fan_out(self._state.last_commit, [], moved=False)
 
     async def _sleep_until(self, deadline: datetime | None, wake: Callable[[], bool]) -> None:
         remaining = (deadline - workflow.now()).total_seconds() if deadline else 0.0
@@ -334,7 +390,7 @@ class SyncRepository:
         if snapshot.refused_app_ids and workflow.patched(ACCESS_NOTICES_PATCH):
             await self._notify_refused(snapshot.refused_app_ids)
         if not self._stopping:  # else the run loop answers the requests
-            await self._fan_out(snapshot, request_ids, moved=moved)
+            await self._fan_out(snapshot.commit, request_ids, moved=moved)
 
     def _begin(self) -> list[str]:
         """Start a sync: take the waiting requests and set the next poll."""
@@ -374,6 +430,12 @@ class SyncRepository:
         state.last_commit, state.last_ref = snapshot.commit, snapshot.ref
         state.last_sync_at = workflow.now()
         state.last_error_type = state.last_error = None
+        if state.remote_commits is not None:
+            if snapshot.commit not in state.remote_commits:  # pushed after this fetch began
+                state.sync_requested = True
+                state.remote_wakes += 1
+                state.last_wake = f"{CheckReason.MOVED} at {_iso(workflow.now())}"
+            state.remote_commits = None
         self._publish()
         if step.notice == SyncEvent.SYNC_RECOVERED:
             await self._notify(
@@ -398,6 +460,7 @@ class SyncRepository:
         input, state = self._input, self._state
         error_type, message = failure_of(err)
         state.last_error_type, state.last_error = error_type, message
+        state.remote_commits = None  # failing: the loop polls on its own (as for `failed`)
         now = workflow.now()
         before = state.breaker
         step = breaker.record_failure(
@@ -433,11 +496,11 @@ class SyncRepository:
                 )
             )
 
-    async def _fan_out(
-        self, snapshot: SnapshotResult, request_ids: list[str], *, moved: bool
-    ) -> None:
+    async def _fan_out(self, commit: str | None, request_ids: list[str], *, moved: bool) -> None:
         """Hand the commit to DeliverFiles when it moved or an app is behind."""
-        repository_id, commit = self._input.repository_id, snapshot.commit
+        repository_id = self._input.repository_id
+        # This listing sees every watch saved before it: it serves the new watches' requests.
+        self._state.handover_requested = False
         watchers = await workflow.execute_local_activity_method(
             # Local: a quick database read on the hot path of every sync; saves a
             # server round trip per step (docs/performance.md).
@@ -514,7 +577,7 @@ class SyncRepository:
         for _ in range(HANDOVER_ATTEMPTS):
             try:
                 await workflow.start_child_workflow(
-                    deliver_files.DeliverFiles.run,
+                    DeliverFiles.run,
                     DeliverFilesInput(
                         repository_id=repository_id,
                         commit=commit,
@@ -532,11 +595,9 @@ class SyncRepository:
                 pass
             try:
                 # By id only: the running child, whichever run it is in.
-                child = workflow.get_external_workflow_handle_for(
-                    deliver_files.DeliverFiles.run, child_id
-                )
+                child = workflow.get_external_workflow_handle_for(DeliverFiles.run, child_id)
                 await child.signal(
-                    deliver_files.DeliverFiles.new_commit,
+                    DeliverFiles.new_commit,
                     NewCommit(commit=commit, request_ids=request_ids),
                 )
                 self._state.delivering_commit = commit

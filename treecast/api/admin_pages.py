@@ -8,19 +8,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from treecast.api.admin_session import COOKIE, LOGIN_COOKIE, AdminSession, Jobs, Sessions
+from models.bulk import BulkAction, bulk_workflow_id
+from treecast.service.admin_sessions import PageSession
 from treecast.service.core import TreecastService
 from treecast.service.errors import NotConfigured, Unauthorized, Unreachable, UserError
 from treecast.service.views import LiveState
 
+COOKIE = "treecast_admin"
+LOGIN_COOKIE = "treecast_admin_login"  # the login form's own CSRF token (double submit)
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 APPS_PER_PAGE = 25
@@ -34,7 +39,25 @@ templates = Environment(
     lstrip_blocks=True,
 )
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+
+class _SavesSession(APIRoute):
+    """Saves the request's session (its flashes, what it shows once) before the answer
+    leaves: the next page may be served by another API process."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_and_save(request: Request) -> Response:
+            response = await handle(request)
+            session: PageSession | None = getattr(request.state, "admin_session", None)
+            if session is not None and session.changed:
+                await asyncio.to_thread(_service(request).admin_sessions.save, session)
+            return response
+
+        return handle_and_save
+
+
+router = APIRouter(prefix="/admin", include_in_schema=False, route_class=_SavesSession)
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -56,26 +79,15 @@ def _service(request: Request) -> TreecastService:
     return service
 
 
-def _sessions(request: Request) -> Sessions:
-    state = request.app.state
-    if getattr(state, "admin_sessions", None) is None:
-        state.admin_sessions = Sessions(_service(request).settings.admin_session_seconds)
-    sessions: Sessions = state.admin_sessions
-    return sessions
-
-
-def _jobs(request: Request) -> Jobs:
-    state = request.app.state
-    if getattr(state, "admin_jobs", None) is None:
-        state.admin_jobs = Jobs()
-    jobs: Jobs = state.admin_jobs
-    return jobs
-
-
-def _session(request: Request) -> AdminSession | None:
+async def _session(request: Request) -> PageSession | None:
+    """The request's admin session (from the database), or None."""
     if not _service(request).settings.admin_token:
         return None
-    return _sessions(request).get(request.cookies.get(COOKIE))
+    session = await asyncio.to_thread(
+        _service(request).admin_sessions.get, request.cookies.get(COOKIE)
+    )
+    request.state.admin_session = session
+    return session
 
 
 def _secure(request: Request) -> bool:
@@ -102,7 +114,7 @@ def _refused(message: str, status: int = 403) -> HTMLResponse:
     return _html(body, status)
 
 
-def render(request: Request, session: AdminSession | None, name: str, **context: Any) -> str:
+def render(request: Request, session: PageSession | None, name: str, **context: Any) -> str:
     """A page, with the session's flashes and what it shows once taken."""
     settings = _service(request).settings
     return templates.get_template(name).render(
@@ -125,10 +137,10 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: values[0][:MAX_FORM_FIELD] for key, values in fields.items() if values}
 
 
-async def _action(request: Request) -> tuple[AdminSession, dict[str, str]] | Response:
+async def _action(request: Request) -> tuple[PageSession, dict[str, str]] | Response:
     """The session and form of a POST, or the refusal: 403 without a session or when the
     form lacks this session's CSRF token."""
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _refused("You are not logged in to the admin page (or your session expired).")
     form = await _form(request)
@@ -163,11 +175,16 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def ui_link(request: Request, repository_id: str) -> str:
+def workflow_link(request: Request, workflow_id: str) -> str:
+    """A workflow's page in the Temporal Web UI."""
     settings = _service(request).settings
-    workflow = quote(f"sync-repository/{repository_id}", safe="")
     namespace = quote(settings.temporal_namespace, safe="")
+    workflow = quote(workflow_id, safe="")
     return f"{settings.temporal_ui_url}/namespaces/{namespace}/workflows/{workflow}"
+
+
+def ui_link(request: Request, repository_id: str) -> str:
+    return workflow_link(request, f"sync-repository/{repository_id}")
 
 
 # -- static files and login -------------------------------------------------------------------
@@ -185,11 +202,11 @@ def static(name: str) -> Response:
 
 
 @router.get("/login")
-def login_page(request: Request, next: str = "/admin") -> Response:
+async def login_page(request: Request, next: str = "/admin") -> Response:
     if not _service(request).settings.admin_token:
         body = render(request, None, "login.html", off=True, login_csrf="", next="/admin")
         return _html(body, 503)
-    if _session(request) is not None:
+    if await _session(request) is not None:
         return _back(_safe_next(next))
     login_csrf = request.cookies.get(LOGIN_COOKIE) or _new_login_token()
     body = render(request, None, "login.html", login_csrf=login_csrf, next=_safe_next(next))
@@ -224,9 +241,9 @@ async def login(request: Request) -> Response:
         refused = _html(body, 401)
         _set_login_cookie(request, refused, login_csrf)
         return refused
-    sessions = _sessions(request)
-    sessions.drop(request.cookies.get(COOKIE))  # a fresh id at every login
-    session = sessions.create()
+    sessions = service.admin_sessions
+    await asyncio.to_thread(sessions.end, request.cookies.get(COOKIE))  # a fresh id each login
+    session = await asyncio.to_thread(sessions.create)
     response = _back(next_page)
     response.set_cookie(
         COOKIE,
@@ -246,7 +263,8 @@ async def logout(request: Request) -> Response:
     checked = await _action(request)
     if isinstance(checked, Response):
         return checked
-    _sessions(request).drop(checked[0].id)
+    await asyncio.to_thread(_service(request).admin_sessions.end, checked[0].id)
+    checked[0].changed = False
     response = _back("/admin/login")
     response.delete_cookie(COOKIE, path="/admin")
     return response
@@ -289,7 +307,7 @@ def _safe_next(target: str) -> str:
 @router.get("")
 @router.get("/")
 async def overview(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     service = _service(request)
@@ -362,7 +380,7 @@ async def overview(request: Request) -> Response:
 
 @router.get("/apps")
 async def apps(request: Request, q: str = "", page: int = 1) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     page = max(1, min(page, 1_000_000))
@@ -409,7 +427,7 @@ async def onboard(request: Request) -> Response:
         session.flash(f"The app was not added: {error}", "error")
         return _back("/admin/apps")
     session.flash(f"App {app.name} added.")
-    session.reveal = (
+    session.show_once(
         "Copy these now: they are shown only once.",
         [("API token", app.token), ("Webhook secret", app.secret)],
     )
@@ -418,7 +436,7 @@ async def onboard(request: Request) -> Response:
 
 @router.get("/apps/{app_id}")
 async def app_page(request: Request, app_id: str) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     service = _service(request)
@@ -440,7 +458,7 @@ async def app_page(request: Request, app_id: str) -> Response:
 
 @router.get("/apps/{app_id}/delete")
 async def app_delete_page(request: Request, app_id: str) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     try:
@@ -475,14 +493,14 @@ async def _app_action(request: Request, app_id: str, what: str) -> Response:
                 "A new secret signs beside the old one; finish the rotation once the app "
                 "verifies with it."
             )
-            session.reveal = ("Copy it now: it is shown only once.", [("New secret", secret or "")])
+            session.show_once("Copy it now: it is shown only once.", [("New secret", secret or "")])
         elif what == "finish-rotation":
             await asyncio.to_thread(service.rotate_app_secret, app_id, None, True)
             session.flash("Rotation finished: only the newest secret signs now.")
         elif what == "rotate-token":
             token = await asyncio.to_thread(service.rotate_app_token, app_id)
             session.flash("A new API token; the old one stopped working.")
-            session.reveal = ("Copy it now: it is shown only once.", [("API token", token)])
+            session.show_once("Copy it now: it is shown only once.", [("API token", token)])
         elif what == "scheme":
             scheme = await asyncio.to_thread(
                 service.set_app_scheme,
@@ -536,7 +554,7 @@ async def app_base_url(request: Request, app_id: str) -> Response:
 
 @router.get("/repositories")
 async def repositories(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     rows, live = await _service(request).admin_repositories()
@@ -555,7 +573,7 @@ async def repositories(request: Request) -> Response:
 
 @router.get("/repositories/{repository_id}")
 async def repository_page(request: Request, repository_id: str) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     try:
@@ -624,7 +642,7 @@ async def repository_resume(request: Request, repository_id: str) -> Response:
 
 @router.get("/failed")
 async def failed(request: Request, app: str = "") -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     service = _service(request)
@@ -633,7 +651,7 @@ async def failed(request: Request, app: str = "") -> Response:
     except UserError as error:
         session.flash(str(error), "error")
         rows, note = [], None
-    jobs = _jobs(request).recent()
+    jobs = await asyncio.to_thread(service.bulk_jobs)
     body = render(
         request,
         session,
@@ -643,6 +661,7 @@ async def failed(request: Request, app: str = "") -> Response:
         app_filter=app,
         jobs=jobs,
         running=any(not job.finished for job in jobs),
+        job_link=lambda job_id: workflow_link(request, bulk_workflow_id(job_id)),
         title="Failed watches",
     )
     return _html(body)
@@ -684,46 +703,27 @@ async def _watch_action(request: Request, what: str) -> Response:
 
 @router.post("/failed/retry-all")
 async def failed_retry_all(request: Request) -> Response:
-    return await _bulk(request, "retry")
+    return await _bulk(request, BulkAction.RETRY)
 
 
 @router.post("/failed/resync-all")
 async def failed_resync_all(request: Request) -> Response:
-    return await _bulk(request, "resync")
+    return await _bulk(request, BulkAction.RESYNC)
 
 
-async def _bulk(request: Request, what: str) -> Response:
+async def _bulk(request: Request, what: BulkAction) -> Response:
     checked = await _action(request)
     if isinstance(checked, Response):
         return checked
     session, form = checked
-    service = _service(request)
     app_id = form.get("app_id", "").strip() or None
-    if what == "resync" and not app_id:
-        session.flash("Resync all needs an app: it resends every file of its watches.", "error")
-        return _back("/admin/failed")
-    try:
-        items = await asyncio.to_thread(
-            service.watches_to_retry, app_id, failed_only=what == "retry"
-        )
-    except UserError as error:
-        session.flash(str(error), "error")
-        return _back("/admin/failed")
-    scope = f"app {app_id}" if app_id else "every app"
-    if what == "retry":
-        # A watch whose repository's breaker is open is not `failed`: retry those too.
-        rows, _ = await service.failed_watches(app_id)
-        for row in rows:
-            if (row.app_id, row.repository_id) not in items:
-                items.append((row.app_id, row.repository_id))
-        step = service.retry_watch
-        label = f"Retry the failed watches of {scope}"
-    else:
-        step = service.resync_watch
-        label = f"Resync the watches of {scope}"
-    job = _jobs(request).start(label, items, step)
-    session.flash(f"Started: {job.label} ({job.total} watches). Progress is below.")
     back = "/admin/failed" + (f"?{urlencode({'app': app_id})}" if app_id else "")
+    try:
+        job = await _service(request).start_bulk(what, app_id)
+    except LIVE_FAILED as error:
+        session.flash(_problem(error), "error")
+        return _back(back if isinstance(error, Unreachable) else "/admin/failed")
+    session.flash(f"Started: {job.label} ({job.total} watches). Progress is below.")
     return _back(back)
 
 
@@ -739,7 +739,7 @@ async def deliveries(
     outcome: str = "",
     before: str = "",
 ) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_login(request)
     filters = {"app": app, "repository": repository, "event": event, "outcome": outcome}

@@ -16,14 +16,15 @@ from fastapi import FastAPI, Response
 import treecast
 from treecast.api import errors, hooks, routes_admin, routes_apps
 from treecast.api.auth import Service
+from treecast.api.docs_page import mount_docs
 from treecast.api.limits import Limits
 from treecast.api.pages import mount_admin_pages
-from treecast.api.schemas import HealthOut, VersionOut
+from treecast.api.schemas import HealthOut, ReadyOut, VersionOut
 from treecast.config import Settings
 from treecast.db import engine_for
 from treecast.service.core import TreecastService
 from treecast.service.errors import Unreachable
-from treecast.service.views import Health
+from treecast.service.views import Readiness
 
 log = logging.getLogger("treecast.api")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -53,10 +54,11 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Warm up only: a database or Temporal that is down is reported by /health.
+        # Warm up only: a database or Temporal that is down is reported by /ready. (A
+        # schema that is behind was refused before the server started: __main__.py.)
         try:
             await asyncio.to_thread(engine_for, settings.database_url)
-        except Exception as error:  # /health says so; the server still starts
+        except Exception as error:  # /ready says so; the server still starts
             log.warning("the database is not usable yet (%s)", type(error).__name__)
         try:
             await asyncio.wait_for(made.client(), 5)
@@ -72,6 +74,9 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
             "See docs/api.md for the auth model and the push-hook setup."
         ),
         lifespan=lifespan,
+        # Served by mount_docs from a package, never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = made
     errors.install(app)
@@ -80,26 +85,33 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
     app.include_router(routes_apps.router)
     app.include_router(hooks.router)
     mount_admin_pages(app)
-    app.state.health = _HealthCache()
+    mount_docs(app)
+    app.state.ready = _ReadinessCache()
+
+    @app.get("/health", tags=["anyone"], response_model=HealthOut)
+    def health(service: Service) -> HealthOut:
+        """Liveness: 200 while the process answers (whether it can serve: /ready), with the
+        push hooks' outcomes counted by this process."""
+        return HealthOut(status="ok", pushes=dict(service.push_counts))
 
     @app.get(
-        "/health",
+        "/ready",
         tags=["anyone"],
-        response_model=HealthOut,
-        responses={503: {"model": HealthOut, "description": "the database or Temporal is down"}},
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "not ready: says what is wrong"}},
     )
-    async def health(service: Service, response: Response) -> HealthOut:
-        """200 when the database and Temporal answer, 503 naming the one that does not."""
-        report = await app.state.health.get(service)
-        out = HealthOut(
-            status="ok" if report.ok else "unavailable",
-            database=report.database,
-            temporal=report.temporal,
-            pushes=report.pushes,
-        )
+    async def ready(service: Service, response: Response) -> ReadyOut:
+        """Readiness: 200 when the database answers with this release's schema and Temporal
+        answers; 503 naming what does not (a load balancer sends no traffic meanwhile)."""
+        report = await app.state.ready.get(service)
         if not report.ok:
             response.status_code = 503
-        return out
+        return ReadyOut(
+            status="ready" if report.ok else "not ready",
+            database=report.database,
+            temporal=report.temporal,
+            migrations=report.migrations,
+        )
 
     @app.get("/version", tags=["anyone"], response_model=VersionOut)
     def version() -> VersionOut:
@@ -109,19 +121,19 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
     return app
 
 
-class _HealthCache:
-    """The last health check for a second, so a flood of probes costs one check."""
+class _ReadinessCache:
+    """The last readiness check for a second, so a flood of probes costs one check."""
 
     def __init__(self) -> None:
         self._at = -1.0
-        self._report: Health | None = None
+        self._report: Readiness | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self, service: TreecastService) -> Health:
+    async def get(self, service: TreecastService) -> Readiness:
         loop = asyncio.get_running_loop()
         async with self._lock:
             if self._report is None or loop.time() - self._at > 1.0:
-                self._report = await service.health()
+                self._report = await service.readiness()
                 self._at = loop.time()
-            report: Health = self._report
+            report: Readiness = self._report
             return report

@@ -23,6 +23,7 @@ from treecast.service.errors import (
     NotConfigured,
     NotFound,
     RefusedUrl,
+    SchemaBehind,
     Unauthorized,
     Unreachable,
     UserError,
@@ -125,6 +126,9 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
         return error(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
     if isinstance(exc, NotConfigured | Unreachable):
         return error(503, api_words(str(exc)))
+    if isinstance(exc, SchemaBehind):
+        log.error("%s", exc)
+        return error(503, "the database schema is not this release's; the server log says why")
     if isinstance(exc, ConfigError):
         log.error("the API server is misconfigured: %s", exc)
         return error(503, "the server is misconfigured; its log says which setting to fix")
@@ -159,5 +163,6 @@ def install(app: FastAPI) -> None:
         DBAPIError,
         RPCError,
         NoWorkerAnswered,
+        SchemaBehind,
     ):
         app.add_exception_handler(kind, _handle)

@@ -1,8 +1,9 @@
 """Request limits as one ASGI middleware: a token bucket per client address and per
 bearer token (429), then a body-size cap (413) enforced before the app reads the body.
 
-Buckets live in this process's memory (bounded): several API processes each allow the
-rate. `/health` is exempt so probes keep answering while a client floods another route.
+Buckets live in this process's memory (bounded), on purpose: each API process allows
+the rate (docs/operations.md has the arithmetic for N replicas). `/health` and `/ready`
+are exempt so probes keep answering while a client floods another route.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-EXEMPT = frozenset({"/health"})
+EXEMPT = frozenset({"/health", "/ready"})
 MAX_KEYS = 50_000
 
 

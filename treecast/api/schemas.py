@@ -353,9 +353,14 @@ class TokenRotateOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
+    pushes: dict[str, int]
+
+
+class ReadyOut(BaseModel):
+    status: str
     database: str
     temporal: str
-    pushes: dict[str, int]
+    migrations: str
 
 
 class VersionOut(BaseModel):

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from models.git import GitErrorType
-from treecast.gitcache.command import git_error
+from treecast.gitcache.errors import GitError
 from treecast.redact import redact
 
 JWT_BACKDATE_SECONDS = 60  # GitHub's advice against clock drift
@@ -172,7 +172,7 @@ def _mint(app: GitHubApp, now: float, post: Post) -> InstallationToken:
             },
         )
     except httpx.HTTPError as error:
-        raise git_error(
+        raise GitError(
             GitErrorType.NETWORK,
             f"{what}: could not mint an installation token: {app.api_url} did not answer "
             f"({type(error).__name__}); it will be retried",
@@ -184,7 +184,7 @@ def _mint(app: GitHubApp, now: float, post: Post) -> InstallationToken:
             token = str(body["token"])
             expires = datetime.fromisoformat(str(body["expires_at"]).replace("Z", "+00:00"))
         except (ValueError, KeyError, TypeError):
-            raise git_error(
+            raise GitError(
                 GitErrorType.OTHER, f"{what}: {app.api_url} answered 201 without a token"
             ) from None
         if expires.tzinfo is None:
@@ -195,7 +195,7 @@ def _mint(app: GitHubApp, now: float, post: Post) -> InstallationToken:
         status == 403 and response.headers.get("x-ratelimit-remaining") == "0"
     )
     if limited or status >= 500:
-        raise git_error(
+        raise GitError(
             GitErrorType.NETWORK,
             f"{what}: GitHub answered {status} ({reason}) when minting a token; it will be retried",
         )
@@ -208,7 +208,7 @@ def _mint(app: GitHubApp, now: float, post: Post) -> InstallationToken:
         hint = "the installation is suspended or the app lacks permission"
     else:
         hint = "GitHub refused the request"
-    raise git_error(
+    raise GitError(
         GitErrorType.AUTHENTICATION_FAILED,
         f"{what}: no installation token (GitHub answered {status}: {reason}): {hint}; "
         "reinstall the app or update the repository "

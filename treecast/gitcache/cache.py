@@ -21,7 +21,8 @@ from pathlib import Path
 
 from models.git import GitErrorType
 from treecast.config import Settings
-from treecast.gitcache.command import HEARTBEAT_SECONDS, git_error, heartbeat, run_git
+from treecast.gitcache.command import HEARTBEAT_SECONDS, run_git
+from treecast.gitcache.errors import GitError, heartbeat
 from treecast.gitcache.objects import ObjectChecker, batch_check, is_object_id
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def cache_lock(
                     raise
             now = time.monotonic()
             if now >= deadline:
-                raise git_error(
+                raise GitError(
                     GitErrorType.TIMEOUT,
                     f"the git cache of {repository_id} stayed busy for {limit:g} s",
                 )

@@ -1,5 +1,5 @@
-"""Running one git command: timeout, heartbeats, credentials for that command only, and
-classified, redacted errors.
+"""Running one git command: timeout, heartbeats (`errors.heartbeats`), credentials for
+that command only, and classified, redacted errors (`GitError`).
 
 The token never reaches a cache's config, a URL on disk, a log line or an error
 message: it travels to git as an `http.extraHeader` in the environment of the one
@@ -20,12 +20,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
-
-from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType
+from models.git import GitErrorType
 from treecast.config import Settings
 from treecast.gitcache.environment import git_env
+from treecast.gitcache.errors import GitError, heartbeat
 from treecast.gitcache.ssh import SshCredentials, host_key_message, is_host_key_failure
 from treecast.redact import redact
 
@@ -36,21 +34,6 @@ HEARTBEAT_SECONDS = 5.0
 
 
 # -- errors ------------------------------------------------------------------------
-
-
-def git_error(error_type: str, message: str) -> ApplicationError:
-    """An ApplicationError of a `GitErrorType`, non-retryable where retrying cannot help.
-
-    Benign: an unreachable or misconfigured remote is expected, so the SDK logs it at
-    DEBUG instead of a warning with a traceback; the snapshot activity logs one line.
-    """
-    return ApplicationError(
-        message,
-        type=error_type,
-        non_retryable=error_type in NON_RETRYABLE_GIT_ERRORS,
-        category=ApplicationErrorCategory.BENIGN,
-    )
-
 
 # Checked in this order: an HTTP 401 is reported with "unable to access", so auth beats
 # network, and ref errors beat the broad "not found" of a missing repository.
@@ -228,11 +211,6 @@ def _git_env(
 # -- running git ---------------------------------------------------------------------
 
 
-def heartbeat(detail: str) -> None:
-    if activity.in_activity():
-        activity.heartbeat(detail)
-
-
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     # git spawns helpers (git-remote-http, ssh, upload-pack): kill the whole group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -255,10 +233,9 @@ def run_git(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one git command with a timeout, heartbeats and redacted, classified errors.
 
-    Raises an ApplicationError of a `GitErrorType` when the command times out or
-    (with `check`) exits non-zero; its message is redacted. `CacheCorrupt` is
-    raised instead when the stderr shows a damaged local repository and `cwd`
-    is a cache.
+    Raises a `GitError` when the command times out or (with `check`) exits non-zero;
+    its message is redacted. `CacheCorrupt` is raised instead when the stderr shows a
+    damaged local repository and `cwd` is a cache.
     """
     limit = settings.git_timeout_seconds if timeout is None else timeout
     secrets = credentials.secrets() if credentials else []
@@ -280,7 +257,7 @@ def run_git(
         remaining = limit - (time.monotonic() - started)
         if remaining <= 0:
             _kill(proc)
-            raise git_error(
+            raise GitError(
                 GitErrorType.TIMEOUT,
                 f"{what} did not finish within {limit:g} s (TREECAST_GIT_TIMEOUT_SECONDS); "
                 "the remote may be slow or unreachable",
@@ -314,7 +291,7 @@ def _failure(
     error_type = classify_git_error(text)
     if error_type == GitErrorType.HOST_KEY_MISMATCH or is_host_key_failure(text):
         pinned = credentials.host_keys if isinstance(credentials, SshCredentials) else ()
-        return git_error(
+        return GitError(
             GitErrorType.HOST_KEY_MISMATCH, redact(host_key_message(what, text, pinned), secrets)
         )
     # A connection cut mid-pack also makes index-pack complain: that is the network,
@@ -328,7 +305,7 @@ def _failure(
     message = (
         f"{what} failed ({_HINTS.get(error_type, 'see git output')}): {detail or 'no message'}"
     )
-    return git_error(error_type, redact(message, secrets))
+    return GitError(error_type, redact(message, secrets))
 
 
 def stream_records(
@@ -362,7 +339,7 @@ def stream_records(
             while True:
                 remaining = limit - (time.monotonic() - started)
                 if remaining <= 0:
-                    raise git_error(
+                    raise GitError(
                         GitErrorType.TIMEOUT,
                         f"{what} did not finish within {limit:g} s (TREECAST_GIT_TIMEOUT_SECONDS)",
                     )

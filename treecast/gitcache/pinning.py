@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from models.git import GitErrorType
 from treecast.config import Settings
-from treecast.gitcache.command import git_error
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.ssh import BASE_SSH_COMMAND, SshFiles, ssh_command
 from treecast.urls import vet_git_url
 
@@ -45,12 +45,12 @@ def pinned_remote(
             allow_insecure=settings.allow_insecure_transport,
         )
     except ValueError as refused:
-        raise git_error(
+        raise GitError(
             GitErrorType.URL_REFUSED, f"the repository's URL is refused: {refused}"
         ) from None
     if vetted.unresolved is not None:
         # Not run: git would resolve the name itself, to an address nobody vetted.
-        raise git_error(GitErrorType.NETWORK, f"could not resolve host: {vetted.unresolved}")
+        raise GitError(GitErrorType.NETWORK, f"could not resolve host: {vetted.unresolved}")
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     literal = host.strip("[]") in vetted.addresses

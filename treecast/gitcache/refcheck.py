@@ -13,7 +13,8 @@ from enum import Enum
 
 from models.git import GitErrorType
 from treecast.config import Settings
-from treecast.gitcache.command import Credentials, git_error
+from treecast.gitcache.command import Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import is_object_id
 from treecast.gitcache.remote import ls_remote
 from treecast.gitcache.repository import RemoteAccess
@@ -61,7 +62,7 @@ def remote_names(settings: Settings, access: RemoteAccess) -> frozenset[str] | N
     """The object ids the watched ref names on the remote now, by `git ls-remote`: the
     ref's own and, for an annotated tag, the commit it peels to (empty: the ref or the
     repository is empty; None: the ref is a commit id). Raises git's classified
-    `ApplicationError`."""
+    `GitError`."""
     patterns = check_patterns(access.ref)
     if patterns is None:
         return None
@@ -109,7 +110,7 @@ def vet_static(settings: Settings, access: RemoteAccess) -> None:
             resolve=_no_lookup,
         )
     except ValueError as refused:
-        raise git_error(
+        raise GitError(
             GitErrorType.URL_REFUSED, f"the repository's URL is refused: {refused}"
         ) from None
 

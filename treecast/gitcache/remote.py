@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from temporalio.exceptions import ApplicationError
-
 from models.git import GitErrorType
 from treecast.config import Settings
 from treecast.gitcache.cache import (
@@ -31,7 +29,8 @@ from treecast.gitcache.cache import (
     rebuild_cache,
     rev_parse_commit,
 )
-from treecast.gitcache.command import AnyCredentials, CacheCorrupt, git_error, run_git
+from treecast.gitcache.command import AnyCredentials, CacheCorrupt, run_git
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import ObjectChecker, is_object_id
 from treecast.gitcache.pinning import pinned_remote
 from treecast.gitcache.ssh import SshCredentials, SshFiles, ssh_files
@@ -115,7 +114,7 @@ def resolve_remote_ref(
         if oid is None and ls_remote(settings, url, credentials, []):
             # HEAD names a branch that does not exist while others do. Syncing that as an
             # empty repository would delete every file at every app: refuse instead.
-            raise git_error(
+            raise GitError(
                 GitErrorType.REF_NOT_FOUND,
                 "the remote's HEAD names no existing branch (its default branch is gone?); "
                 "set the repository's ref to one of its branches",
@@ -132,7 +131,7 @@ def resolve_remote_ref(
     if not ls_remote(settings, url, credentials, []):
         # No refs at all: a new repository nobody pushed to yet is empty, not misconfigured.
         return RemoteRef(name=_short(ref), full_name=None, oid=None)
-    raise git_error(
+    raise GitError(
         GitErrorType.REF_NOT_FOUND,
         f"the ref {ref!r} is neither a branch nor a tag of the remote; fix the repository's ref",
     )
@@ -251,7 +250,7 @@ def _sync_by_name(
     (the ref is gone or changed its kind: `_sync_once` resolves it afresh)."""
     try:
         fetch(settings, path, url, memo.source, HEAD_REF, credentials)
-    except ApplicationError as exc:
+    except GitError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
             raise
         return None
@@ -319,7 +318,7 @@ def _resolve_and_fetch(
     try:
         # By id: we get exactly what ls-remote saw, and the fetch itself pins it.
         fetch(settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials)
-    except ApplicationError as exc:
+    except GitError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER) or not remote.full_name:
             raise
         # A server that refuses fetching by id (or a ref that moved meanwhile): by name.
@@ -331,7 +330,7 @@ def _resolve_and_fetch(
     # A branch names a commit; a tag or a given id may name a tag object: peel it.
     commit = remote.oid if branch else peeled_commit(path, remote.oid, checker)
     if commit is None:
-        raise git_error(GitErrorType.REF_NOT_FOUND, f"{ref or 'HEAD'} does not name a commit")
+        raise GitError(GitErrorType.REF_NOT_FOUND, f"{ref or 'HEAD'} does not name a commit")
     if commit != remote.oid:
         keep_commit(settings, path, commit)
     return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
@@ -361,6 +360,6 @@ def sync_ref(
         try:
             return _sync_once(settings, path, url, ref, credentials, checker)
         except CacheCorrupt as again:
-            raise git_error(
+            raise GitError(
                 GitErrorType.OTHER, f"git cache {path.name} is unusable: {again}"
             ) from None

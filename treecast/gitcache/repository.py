@@ -12,12 +12,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from temporalio.exceptions import ApplicationError
-
 from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
 from treecast.gitcache import cache, remote, tree
-from treecast.gitcache.command import AnyCredentials, CacheCorrupt, git_error
+from treecast.gitcache.command import AnyCredentials, CacheCorrupt
+from treecast.gitcache.errors import GitError, Heartbeat, heartbeats
 from treecast.gitcache.objects import BlobReader, ObjectChecker, ObjectInfo, batch_check
 
 
@@ -45,12 +44,17 @@ class RepositoryCache:
     Writing methods (`sync`, `keep`, `prune`, `maintain`) must run inside `locked()`;
     `ensure_commit` takes the lock itself when it has to fetch. Reads (`list_tree`,
     `diff`, `blobs`, `check`) are safe without it once the commit is pinned.
+    `heartbeat` is called while git runs long or the lock is awaited within `locked()`
+    and `ensure_commit` (see `errors.heartbeats`).
     """
 
-    def __init__(self, settings: Settings, repository_id: str) -> None:
+    def __init__(
+        self, settings: Settings, repository_id: str, *, heartbeat: Heartbeat | None = None
+    ) -> None:
         self.settings = settings
         self.repository_id = repository_id
         self.path: Path = cache.cache_path(settings, repository_id)
+        self.heartbeat = heartbeat
         self._checker: ObjectChecker | None = None
 
     # -- locking and lookups ---------------------------------------------------------
@@ -58,7 +62,11 @@ class RepositoryCache:
     @contextlib.contextmanager
     def locked(self, *, timeout: float | None = None) -> Iterator[RepositoryCache]:
         """Hold this worker's lock on the cache, with one object checker for the duration."""
-        with cache.cache_lock(self.settings, self.repository_id, timeout=timeout), self.reading():
+        with (
+            heartbeats(self.heartbeat),
+            cache.cache_lock(self.settings, self.repository_id, timeout=timeout),
+            self.reading(),
+        ):
             yield self
 
     @contextlib.contextmanager
@@ -114,13 +122,13 @@ class RepositoryCache:
         if cache.looks_valid(self.path) and self.has_commit(commit):
             return
         settings, path = self.settings, self.path
-        with cache.cache_lock(settings, self.repository_id):
+        with heartbeats(self.heartbeat), cache.cache_lock(settings, self.repository_id):
             cache.prepare_cache(settings, path)
             if not self.has_commit(commit):
                 pin = cache.KEEP_PREFIX + commit
                 try:
                     remote.fetch(settings, path, access.url, commit, pin, access.credentials)
-                except ApplicationError as exc:
+                except GitError as exc:
                     if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
                         raise
                     # Servers that refuse fetching by id: fetch the watched ref and look again.
@@ -131,7 +139,7 @@ class RepositoryCache:
                         self._checker.close()  # it read the cache just thrown away
                     remote.fetch(settings, path, access.url, commit, pin, access.credentials)
                 if not self.has_commit(commit):
-                    raise git_error(
+                    raise GitError(
                         GitErrorType.REF_NOT_FOUND,
                         f"commit {commit} is no longer on the remote of {self.repository_id}",
                     ) from None

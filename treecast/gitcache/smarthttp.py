@@ -8,9 +8,10 @@ answered with pkt-lines naming each ref's object (and its peeled commit). A gene
 HTTP client spends ~1.5 ms of Python per request on it; `RefClient` writes the
 request and reads the answer itself on asyncio streams, for a fraction of that.
 
-Guarded as the webhook transport is: the host is resolved by us, every address is
-vetted (`is_blocked_address`, unless TREECAST_ALLOW_PRIVATE_URLS) before we connect
-to it, TLS is verified with the shared context, no proxy from the environment, no
+Guarded as the webhook transport is, by the same network policy
+(`treecast.netpolicy.addresses_to_dial`): the host is resolved by us under a deadline,
+every address is vetted (unless TREECAST_ALLOW_PRIVATE_URLS) before we connect to it,
+TLS is verified with the shared context, no proxy from the environment, no
 redirect followed. Answers are bounded (`MAX_RESPONSE`). A server that does not
 speak version 2 (or answers anything unexpected) gives `None`: ask git instead.
 """
@@ -18,16 +19,15 @@ speak version 2 (or answers anything unexpected) gives `None`: ask git instead.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
+import functools
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from models.git import GitErrorType
-from treecast.gitcache.command import Credentials, git_error
-from treecast.urls import is_blocked_address
+from treecast.gitcache.command import Credentials
+from treecast.gitcache.errors import GitError
+from treecast.netpolicy import Blocked, Resolver, Unresolved, addresses_to_dial, ip_literal
 
 MAX_RESPONSE = 1 << 20  # a listing of a few refs; anything bigger is refused
 MAX_HEAD = 32 << 10  # status line and headers
@@ -136,21 +136,13 @@ async def _read_answer(reader: asyncio.StreamReader) -> _Answer:
     return _Answer(status, headers.get("content-type", ""), bytes(body), reusable)
 
 
-Resolver = Callable[[str, int], list[str]]
-
-
-def _system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
 @dataclass
 class RefClient:
     """Kept-alive smart-HTTP connections for a sweep's `ls-refs` requests (one event loop)."""
 
     allow_private: bool
     ssl_context: ssl.SSLContext
-    resolver: Resolver = _system_resolver
+    resolver: Resolver | None = None  # None: the system's
     # Kept-alive connections per host: as many as requests in flight, or every wave of
     # checks beyond it opens (and closes) connections again.
     idle_per_host: int = 32
@@ -161,37 +153,32 @@ class RefClient:
     async def _connect(
         self, scheme: str, host: str, port: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        literal = host.strip("[]")
+        vet = functools.partial(
+            addresses_to_dial, host, port, allow_private=self.allow_private, resolver=self.resolver
+        )
         try:
-            addresses = [str(ipaddress.ip_address(literal))]
-        except ValueError:
-            loop = asyncio.get_running_loop()
-            try:
-                addresses = await loop.run_in_executor(None, self.resolver, literal, port)
-            except OSError as exc:
-                raise git_error(
-                    GitErrorType.NETWORK, f"could not resolve host {host}: {exc}"
-                ) from None
-        if not addresses:
-            raise git_error(GitErrorType.NETWORK, f"the host {host!r} does not resolve")
-        if not self.allow_private:
-            for address in addresses:  # one blocked answer refuses the host (rebinding)
-                if is_blocked_address(address):
-                    raise git_error(
-                        GitErrorType.URL_REFUSED,
-                        f"refusing to connect to {host}: it resolves to the private or "
-                        f"loopback address {address} (set TREECAST_ALLOW_PRIVATE_URLS=1)",
-                    )
+            if ip_literal(host) is not None:
+                addresses = vet()  # nothing to look up: no thread
+            else:
+                addresses = await asyncio.get_running_loop().run_in_executor(None, vet)
+        except Unresolved as unresolved:
+            raise GitError(GitErrorType.NETWORK, str(unresolved)) from None
+        except Blocked as blocked:
+            raise GitError(GitErrorType.URL_REFUSED, str(blocked)) from None
         tls = self.ssl_context if scheme == "https" else None
         failure: OSError | None = None
         for address in addresses:
             try:
                 return await asyncio.open_connection(
-                    address, port, ssl=tls, server_hostname=literal if tls else None, limit=MAX_HEAD
+                    address,
+                    port,
+                    ssl=tls,
+                    server_hostname=host.strip("[]") if tls else None,
+                    limit=MAX_HEAD,
                 )
             except OSError as exc:
                 failure = exc
-        raise git_error(GitErrorType.NETWORK, f"could not connect to {host}: {failure}")
+        raise GitError(GitErrorType.NETWORK, f"could not connect to {host}: {failure}")
 
     async def ls_refs(
         self,
@@ -203,7 +190,7 @@ class RefClient:
         """The refs among `patterns` (exact names; `name^{}` for a peeled tag) on the remote
         at `url`, or None when it does not answer as protocol version 2 does (ask git).
 
-        Raises a classified `ApplicationError` as git's own errors are."""
+        Raises a classified `GitError` as git's own errors are."""
         parts = urlsplit(url)
         scheme, host = parts.scheme.lower(), parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
@@ -222,17 +209,17 @@ class RefClient:
             async with asyncio.timeout(timeout):
                 answer = await self._exchange(key, request)
         except TimeoutError:
-            raise git_error(
+            raise GitError(
                 GitErrorType.TIMEOUT, f"the remote did not answer in {timeout:g} s"
             ) from None
         except _Unusable:
             return None
         if answer.status in (401, 403):
-            raise git_error(
+            raise GitError(
                 GitErrorType.AUTHENTICATION_FAILED, f"the remote answered {answer.status}"
             )
         if answer.status == 404:
-            raise git_error(GitErrorType.REPOSITORY_NOT_FOUND, "the remote answered 404")
+            raise GitError(GitErrorType.REPOSITORY_NOT_FOUND, "the remote answered 404")
         if answer.status != 200 or "x-git-upload-pack-result" not in answer.content_type:
             return None  # a redirect, an old or dumb server: git knows what to do
         try:
@@ -264,7 +251,7 @@ class RefClient:
             ) as exc:
                 writer.close()
                 if isinstance(exc, OSError):
-                    raise git_error(GitErrorType.NETWORK, f"the connection failed: {exc}") from None
+                    raise GitError(GitErrorType.NETWORK, f"the connection failed: {exc}") from None
                 raise _Unusable(str(exc)) from None
             except BaseException:
                 writer.close()  # cancelled or timed out mid-answer: never reused
@@ -276,7 +263,7 @@ class RefClient:
             else:
                 writer.close()
             return answer
-        raise git_error(GitErrorType.NETWORK, "the remote closed the connection twice")
+        raise GitError(GitErrorType.NETWORK, "the remote closed the connection twice")
 
     def close(self) -> None:
         """Close every kept-alive connection."""

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporalio.exceptions import ApplicationError
-
 from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
-from treecast.gitcache.command import git_error, stream_records
+from treecast.gitcache.command import stream_records
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import BlobReader, ObjectChecker, batch_check, blob_sizes
 from treecast.globs import GlobSpec, skip_with_warning
 from treecast.paths import unsafe_path_reason
@@ -267,7 +266,7 @@ class TreeLimits:
 MODE_TREE = "040000"
 
 
-def too_large(commit: str, reason: str, setting: str | None = None) -> ApplicationError:
+def too_large(commit: str, reason: str, setting: str | None = None) -> GitError:
     """The non-retryable error of a tree past a limit, naming the limit and the setting
     that raises it (the breaker, `status` and the `sync_failed` notice show it)."""
     raise_it = (
@@ -275,7 +274,7 @@ def too_large(commit: str, reason: str, setting: str | None = None) -> Applicati
         if setting
         else "over a fixed limit"
     )
-    return git_error(
+    return GitError(
         GitErrorType.TREE_TOO_LARGE, f"the tree of {commit[:12]} is refused: {reason}, {raise_it}"
     )
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from temporalio.exceptions import ApplicationError
-
 from models.tables import Watch, WatchAccess, utcnow
 from treecast.access import ACCESS_CHECK_SECONDS, AccessCheck, Verdict, probe, refusal
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
 from treecast.crypto import Cipher
+from treecast.gitcache.errors import GitError
 from treecast.service import credentials as creds
 from treecast.service.credentials import CredentialSpec, Planned
 from treecast.service.errors import RefusedUrl
@@ -75,7 +74,7 @@ def host_verdict(settings: Settings, url: str, ref: str, stored: StoredCredentia
     `ACCESS_CHECK_SECONDS`."""
     try:
         credentials = decrypt(settings, replace(stored))
-    except ApplicationError as error:  # a GitHub App whose token GitHub would not mint
+    except GitError as error:  # a GitHub App whose token GitHub would not mint
         return refusal(error)
     return probe(settings, url, ref, credentials, timeout=ACCESS_CHECK_SECONDS)
 

@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from models.tables import App, DeliveryAttempt, Repository, Watch, WatchStatus
+from models.tables import App, DeliveryAttempt, Repository, Watch
 from treecast.service import registry
 from treecast.service.errors import UserError, shown
+from treecast.store import watches as store_watches
 from treecast.store.snapshots import latest
 from treecast.webhooks.signing import SigningScheme
 
@@ -234,12 +235,10 @@ def watches(
 
 def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
     """A watch to retry: pending again, its failure forgotten (its ledger kept); an app
-    whose access was refused is checked again at the next sync."""
-    watch = registry.get_watch(session, app_id, repository_id)
-    watch.status = WatchStatus.PENDING
-    watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
-    registry.check_access_soon(watch)
-    session.add(watch)
+    whose access was refused is checked again at the next sync. A `UserError` when there
+    is no such watch."""
+    registry.get_watch(session, app_id, repository_id)
+    store_watches.reset_watch(session, app_id, repository_id)
 
 
 def delivery_log(

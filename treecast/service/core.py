@@ -18,16 +18,35 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlmodel import select
 from temporalio.client import Client
 
+from models.bulk import BulkAction, BulkInput
 from models.sync import BreakerStatus, SyncOutcome, SyncStatus
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, new_repository_id
 from treecast.config import Settings
 from treecast.crypto import Cipher
-from treecast.db import session_scope
-from treecast.service import access, admin, docora_import, pushes, registry, tokens, workflows
+from treecast.db import (
+    SchemaBehind,
+    SchemaStatus,
+    engine_for,
+    ensure_schema,
+    make_engine,
+    prepare,
+    schema_status,
+    session_scope,
+)
+from treecast.service import (
+    access,
+    admin,
+    docora_import,
+    pushes,
+    registry,
+    replay_guard,
+    tokens,
+    workflows,
+)
 from treecast.service import credentials as creds
+from treecast.service.admin_sessions import AdminSessions
 from treecast.service.credentials import CredentialInfo, CredentialSpec, HostKeyInfo
 from treecast.service.docora_import import DocoraImportReport
 from treecast.service.errors import (
@@ -43,15 +62,16 @@ from treecast.service.views import (
     AppDetail,
     AppOnboarded,
     DeliveryRow,
-    Health,
     LiveState,
     Page,
     PushResult,
+    Readiness,
     SyncAccepted,
     WatchedRepository,
     WatchState,
 )
-from treecast.store import keys
+from treecast.store import bulk, keys
+from treecast.store import watches as store_watches
 from treecast.store.ledger import forget_ledger
 from treecast.store.repositories import StoredCredentials
 from treecast.urls import owner_and_name
@@ -66,6 +86,8 @@ GENERATED_KEY_WAITS = (
     "key, then POST /api/repositories/{}/sync"
 )
 
+# How long /ready waits for the database and for Temporal.
+READY_TIMEOUT = 2.0
 # How long a workflow's live state, once asked, answers repository listings.
 LIVE_CACHE_SECONDS = 1.0
 
@@ -196,9 +218,11 @@ class TreecastService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: Client | None = None
-        # Push hooks: delivery ids seen (in memory, bounded) and outcomes counted for /health.
-        self._recent_pushes = pushes.RecentDeliveries()
+        # Push hooks' outcomes in this process, for /health (delivery ids: replay_guard).
         self.push_counts: dict[str, int] = {}
+        self.admin_sessions = AdminSessions(
+            settings.database_url, settings.admin_session_seconds, self._cipher
+        )
         self._live_cache: dict[str, tuple[float, LiveState]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -494,16 +518,28 @@ class TreecastService:
     # -- syncs ------------------------------------------------------------------------------
 
     async def start_sync(
-        self, repository_id: str, *, sync_now: bool = True, what: str | None = None
+        self,
+        repository_id: str,
+        *,
+        sync_now: bool = True,
+        what: str | None = None,
+        reuse_recent: bool = False,
     ) -> None:
         """Make sure the repository's loop runs; with `sync_now`, sync right away.
 
+        `reuse_recent` (a new or changed watch): the running sync, or one within a
+        minute, serves the request: its commit goes to the apps behind, no fetch.
         `what` names the call in a refusal ("Temporal refused {what}").
         """
         interval = self.poll_interval(repository_id)
         await self._temporal(
             lambda client: workflows.start_sync(
-                client, self.settings, repository_id, interval, sync_now=sync_now
+                client,
+                self.settings,
+                repository_id,
+                interval,
+                sync_now=sync_now,
+                reuse_recent=reuse_recent,
             ),
             what or f"the sync request for {repository_id}",
         )
@@ -547,9 +583,13 @@ class TreecastService:
         self.poll_interval(repository_id)  # an unknown id is a UserError
         toggle = workflows.pause if paused else workflows.resume
         doing = "pausing" if paused else "resuming"
-        return await self._temporal(
+        running: bool = await self._temporal(
             lambda client: toggle(client, repository_id), f"{doing} {repository_id}"
         )
+        if running or not paused:  # a loop that does not run is not paused: no check skipped
+            with session_scope(self.settings.database_url) as session:
+                registry.set_paused(session, repository_id, paused)
+        return running
 
     # -- status -----------------------------------------------------------------------------
 
@@ -721,7 +761,7 @@ class TreecastService:
             return result  # a generated key: no sync fails while it is not on the host
         if changed:
             try:
-                await self.start_sync(result.repository_id)
+                await self.start_sync(result.repository_id, reuse_recent=True)
                 result.sync_requested = True
             except Unreachable as error:
                 result.sync_error = f"the watch is saved; {error}"
@@ -957,7 +997,7 @@ class TreecastService:
         with session_scope(self.settings.database_url) as session:
             watch, repository = registry.app_watch(session, app_id, repository_id)
             interval = repository.poll_interval_seconds
-            registry.check_access_soon(watch)  # an app whose access is back is found so now
+            store_watches.check_access_soon(watch)  # an app whose access is back is found so now
             session.add(watch)
         if idempotency_key:
             seed = f"{app_id}\0{repository_id}\0{idempotency_key}".encode()
@@ -1021,33 +1061,66 @@ class TreecastService:
             ]
         return Page(items, str(items[-1].id) if len(rows) > limit else None)
 
+    # -- the database schema ----------------------------------------------------------------
+
+    def schema_status(self) -> SchemaStatus:
+        """The database's revision against this release's (`treecast db current`)."""
+        engine = make_engine(self.settings.database_url)
+        try:
+            return schema_status(engine)
+        finally:
+            engine.dispose()
+
+    def prepare_database(self) -> SchemaStatus:
+        """At the API's start: the schema up to date, upgraded by itself only with
+        TREECAST_AUTO_MIGRATE or in dev mode; otherwise `SchemaBehind` says what to run."""
+        upgrade = self.settings.auto_migrate or self.settings.dev
+        return prepare(self.settings.database_url, upgrade=upgrade)
+
+    def upgrade_schema(self) -> tuple[SchemaStatus, SchemaStatus]:
+        """Migrate the database to this release's revision (`treecast db upgrade`); the
+        status before and after. A database made before migrations is stamped first."""
+        engine = make_engine(self.settings.database_url)
+        try:
+            before = schema_status(engine)
+            return before, ensure_schema(engine, upgrade=True)
+        finally:
+            engine.dispose()
+
     # -- the HTTP API: health and push hooks ------------------------------------------------
 
-    async def health(self) -> Health:
-        """Whether the database and Temporal answer now (each within two seconds)."""
+    async def readiness(self) -> Readiness:
+        """Whether this process can serve: the database answers and its schema is this
+        release's, Temporal answers (each within a few seconds)."""
 
-        def database() -> str:
+        def database() -> tuple[str, str]:
             try:
-                with session_scope(self.settings.database_url) as session:
-                    session.exec(select(1)).one()
+                status = schema_status(engine_for(self.settings.database_url))
+            except SchemaBehind as error:
+                return "ok", f"behind: {error}"
             except Exception as error:
-                return f"unavailable ({type(error).__name__})"
-            return "ok"
+                return f"unavailable ({type(error).__name__})", "unknown"
+            return "ok", "ok" if status.up_to_date else f"behind: {status.problem()}"
+
+        async def database_in_time() -> tuple[str, str]:
+            try:
+                return await asyncio.wait_for(asyncio.to_thread(database), READY_TIMEOUT)
+            except TimeoutError:
+                return f"unavailable (no answer within {READY_TIMEOUT:g} s)", "unknown"
 
         async def temporal() -> str:
             try:
-                client = await asyncio.wait_for(self.client(), 2.0)
-                healthy = await client.service_client.check_health(timeout=timedelta(seconds=2))
+                client = await asyncio.wait_for(self.client(), READY_TIMEOUT)
+                healthy = await client.service_client.check_health(
+                    timeout=timedelta(seconds=READY_TIMEOUT)
+                )
             except (Exception, TimeoutError) as error:
                 return f"unavailable ({type(error).__name__})"
             return "ok" if healthy else "unavailable (not serving)"
 
-        db_state, temporal_state = await asyncio.gather(asyncio.to_thread(database), temporal())
-        return Health(
-            db_state == "ok" and temporal_state == "ok",
-            db_state,
-            temporal_state,
-            dict(self.push_counts),
+        (db_state, schema), temporal_state = await asyncio.gather(database_in_time(), temporal())
+        return Readiness(
+            db_state == schema == temporal_state == "ok", db_state, temporal_state, schema
         )
 
     async def receive_push(
@@ -1075,10 +1148,6 @@ class TreecastService:
             raise Unauthorized(
                 f"the {host} hook's signature matches no registered repository's push secret"
             )
-        key = f"{host}:{hook.delivery_id}" if hook.delivery_id else None
-        if key is not None and key in self._recent_pushes:
-            self._count("duplicate")
-            return PushResult(hook.event, duplicate=True)
         if pushes.is_ping(hook):
             return PushResult(hook.event, ping=True)
         if not pushes.is_push(hook):
@@ -1095,10 +1164,19 @@ class TreecastService:
             and url in push.urls
             and pushes.ref_matches(ref, push.ref, push.default_branch)
         ]
-        for rid in moved:
-            await self.start_sync(rid, what=f"the push-triggered sync of {rid}")
-        if key is not None:
-            self._recent_pushes.add(key)  # only now: a failed try may be sent again
+        delivery = hook.delivery_id
+        url = self.settings.database_url
+        if delivery and not await asyncio.to_thread(replay_guard.claim, url, host, delivery):
+            self._count("duplicate")
+            return PushResult(hook.event, duplicate=True)
+        try:
+            for rid in moved:
+                await self.start_sync(rid, what=f"the push-triggered sync of {rid}")
+                log.info("a %s push made %s sync", host, rid, extra={"repository_id": rid})
+        except BaseException:
+            if delivery:  # a retry of this delivery may try again
+                await asyncio.to_thread(replay_guard.release, url, host, delivery)
+            raise
         self._count("synced" if moved else "unmatched")
         return PushResult(hook.event, moved)
 
@@ -1244,6 +1322,57 @@ class TreecastService:
         again. False when Temporal could not be asked (the next poll resends)."""
         _, requested = await self.redeliver(app_id, repository_id)
         return requested
+
+    async def start_bulk(self, action: BulkAction, app_id: str | None) -> bulk.JobProgress:
+        """Retry (the failed watches, and those whose repository's breaker is open) or
+        resync (every watch of one app) as a `BulkWatches` workflow; `bulk_jobs` reads its
+        progress. `Unreachable` when Temporal could not start it (nothing is changed)."""
+        if action == BulkAction.RESYNC and not app_id:
+            raise UserError("resync all needs an app: it resends every file of its watches")
+        items = await asyncio.to_thread(
+            self.watches_to_retry, app_id, failed_only=action == BulkAction.RETRY
+        )
+        if action == BulkAction.RETRY:
+            # A watch whose repository's breaker is open is not `failed`: retry those too.
+            rows, _ = await self.failed_watches(app_id)
+            items += [
+                (r.app_id, r.repository_id)
+                for r in rows
+                if (r.app_id, r.repository_id) not in items
+            ]
+        scope = f"app {app_id}" if app_id else "every app"
+        label = (
+            f"Retry the failed watches of {scope}"
+            if action == BulkAction.RETRY
+            else f"Resync the watches of {scope}"
+        )
+        job = BulkInput(uuid.uuid4().hex[:16], action, label, len(items))
+
+        def create() -> None:
+            with session_scope(self.settings.database_url) as session:
+                bulk.create_job(session, job.job_id, action, label, items)
+
+        def drop() -> None:
+            with session_scope(self.settings.database_url) as session:
+                bulk.drop_job(session, job.job_id)
+
+        await asyncio.to_thread(create)
+        try:
+            await self._temporal(
+                lambda client: workflows.start_bulk(client, self.settings, job),
+                f"the start of the job {label!r}",
+            )
+        except BaseException:
+            await asyncio.to_thread(drop)
+            raise
+        log.info("started %s (%d watches)", label, job.total, extra={"job_id": job.job_id})
+        return bulk.JobProgress(job.job_id, label, job.total, 0, 0, datetime.now(UTC))
+
+    def bulk_jobs(self, limit: int = 20) -> list[bulk.JobProgress]:
+        """The newest bulk jobs with their progress (from the database: any API process
+        shows any job, also once its workflow is done)."""
+        with session_scope(self.settings.database_url) as session:
+            return bulk.recent_jobs(session, limit)
 
     def watches_to_retry(
         self, app_id: str | None, *, failed_only: bool = True

@@ -13,7 +13,7 @@ keyed with Docora's `ENCRYPTION_KEY`) and writes, in one Treecast transaction:
   is checked with it at the repository's first sync, before anything is delivered;
 - each app's delivery ledger, as rows without a blob id (`IMPORTED_BLOB_ID`): the
   first sync hashes those files once and sends only what changed since Docora's last
-  delivery (`treecast.changes.ImportedRows`).
+  delivery (`treecast.delivery.changes.compute_changes`).
 
 Rows already in Treecast are left as they are (Treecast's state wins), so a second run
 changes nothing. Every secret is decrypted before anything is written: a wrong key is

@@ -12,6 +12,9 @@ import sys
 
 from treecast.config import Settings
 
+# The database's schema is not this release's (HTTP 503, CLI exit 2).
+from treecast.db import SchemaBehind as SchemaBehind
+
 
 class UserError(Exception):
     """Bad input or an unknown id: shown to the person as one line, exit status 2."""

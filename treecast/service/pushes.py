@@ -1,5 +1,5 @@
 """Push hooks from git hosts, without I/O: signatures, the repository URLs and ref of a
-payload, which watched refs a push moves, and a bounded set of recent delivery ids.
+payload, and which watched refs a push moves (delivery ids seen: replay_guard.py).
 
 A push is only a hint to sync now: its file lists are never used (GitLab truncates
 them, and the ledger, not the payload, says what an app still needs).
@@ -12,7 +12,6 @@ import hmac
 import json
 import re
 import secrets
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,7 +55,10 @@ def read_headers(host: GitHost, headers: Mapping[str, str]) -> HookHeaders:
         return HookHeaders(
             host,
             headers.get("x-gitlab-event", ""),
-            headers.get("x-gitlab-event-uuid") or headers.get("x-gitlab-webhook-uuid"),
+            # The same on GitLab's retries of one delivery (17.4+), then the older ids.
+            headers.get("idempotency-key")
+            or headers.get("x-gitlab-event-uuid")
+            or headers.get("x-gitlab-webhook-uuid"),
             headers.get("x-gitlab-token"),
         )
     if host == GitHost.GITEA:
@@ -171,22 +173,3 @@ def is_push(headers: HookHeaders) -> bool:
     if headers.host == GitHost.GITLAB:
         return headers.event in ("Push Hook", "Tag Push Hook", "System Hook")
     return headers.event in ("push", "create")
-
-
-class RecentDeliveries:
-    """Delivery ids seen lately, at most `size` (in this process's memory: a restart or a
-    second API process forgets them, and a repeat then costs one extra fetch)."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._seen: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._seen
-
-    def add(self, key: str) -> None:
-        """Remember `key`, forgetting the oldest beyond the bound."""
-        self._seen[key] = None
-        self._seen.move_to_end(key)
-        while len(self._seen) > self._size:
-            self._seen.popitem(last=False)

@@ -35,7 +35,7 @@ from treecast.service import access, docora_tokens, pushes, tokens
 from treecast.service import credentials as creds
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
-from treecast.store import keys
+from treecast.store import keys, stamps
 from treecast.store.repositories import fetch_order
 from treecast.urls import validate_base_url, vet_git_url
 from treecast.webhooks.signing import SigningScheme
@@ -374,7 +374,7 @@ def add_repository(
     if existing is not None:
         if interval is not None and interval != existing.poll_interval_seconds:
             existing.poll_interval_seconds = interval
-            existing.updated_at = utcnow()
+            existing.updated_at = existing.changed_at = utcnow()
             session.add(existing)
         return existing, False
     # One push secret per git repository, so one hook on the host serves every ref of it.
@@ -440,6 +440,14 @@ def list_repositories(session: Session) -> list[dict[str, Any]]:
     return rows
 
 
+def set_paused(session: Session, repository_id: str, paused: bool) -> None:
+    """Record a pause or resume, so the remote checks skip (or check again) the repository."""
+    repository = get_repository(session, repository_id)
+    repository.paused = paused
+    repository.changed_at = utcnow()
+    session.add(repository)
+
+
 def remove_repository(session: Session, repository_id: str) -> None:
     """Delete the repository, its watches, ledgers, snapshots and delivery log."""
     get_repository(session, repository_id)
@@ -486,10 +494,12 @@ def watch(
         # A changed filter must be re-evaluated against the whole tree.
         existing.delivered_commit = None
         session.add(existing)
+        stamps.stamp(session, repository_id)
         return existing, False
     created = Watch(app_id=app_id, repository_id=repository_id, path_globs=json.dumps(patterns))
     session.add(created)
     session.flush()
+    stamps.stamp(session, repository_id)  # one the remote checks check from now
     return created, True
 
 
@@ -532,18 +542,12 @@ def watches_of_repository(session: Session, repository_id: str) -> list[Watch]:
     )
 
 
-def check_access_soon(watch: Watch) -> None:
-    """Have the next sync ask the git host about an app whose access is not granted (the
-    app or an operator asked for it, e.g. after putting a key back on the host)."""
-    if watch.access not in WatchAccess.DELIVERABLE:
-        watch.access_checked_at = None
-
-
 def touch(session: Session, repository_id: str) -> None:
-    """Mark the repository changed (whoever caches what its fetch needs reads it again)."""
+    """Mark the repository changed: whoever caches what its fetch needs reads it again,
+    and the remote checks learn it at once (`store.stamps`)."""
     repository = session.get(Repository, repository_id)
     if repository is not None:
-        repository.updated_at = utcnow()
+        repository.updated_at = repository.changed_at = utcnow()
         session.add(repository)
 
 
@@ -559,6 +563,7 @@ def unwatch(session: Session, app_id: str, repository_id: str) -> int:
     session.exec(
         delete(Watch).where(col(Watch.app_id) == app_id, col(Watch.repository_id) == repository_id)
     )
+    stamps.stamp(session, repository_id)
     return int(removed.rowcount or 0)
 
 

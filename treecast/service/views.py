@@ -140,13 +140,14 @@ class DeliveryRow:
 
 
 @dataclass
-class Health:
-    """Whether the database and Temporal answer; `ok` only when both do."""
+class Readiness:
+    """Whether the database and Temporal answer and the schema is this release's; `ok`
+    only when all three hold (each is "ok" or says what is wrong)."""
 
     ok: bool
     database: str
     temporal: str
-    pushes: dict[str, int] = field(default_factory=dict)
+    migrations: str
 
 
 @dataclass

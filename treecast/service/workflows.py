@@ -29,6 +29,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from models.bulk import BulkInput, bulk_workflow_id
 from models.checks import CheckProgress, check_workflow_id, shard_of
 from models.delivery import DeliveryProgress
 from models.sync import (
@@ -182,8 +183,10 @@ async def start_sync(
     poll_interval_seconds: int | None,
     *,
     sync_now: bool,
+    reuse_recent: bool = False,
 ) -> None:
-    """Make sure the repository's sync loop runs; with `sync_now`, also sync right away.
+    """Make sure the repository's sync loop runs; with `sync_now`, also sync right away
+    (`reuse_recent`: a sync within the poll interval will do, see `SyncRequest`).
 
     A new workflow syncs on its first run either way; `sync_now=False` just leaves a
     running one on its schedule. Signal-with-start (or USE_EXISTING): starting twice
@@ -196,7 +199,7 @@ async def start_sync(
             SyncRepository.run,
             workflow_input,
             start_signal="sync_now",  # the SDK takes the start signal by name only
-            start_signal_args=[SyncRequest()],
+            start_signal_args=[SyncRequest(reuse_recent=reuse_recent)],
             **options,
         )
         return
@@ -483,3 +486,18 @@ async def resume(client: Client, repository_id: str) -> bool:
 async def stop(client: Client, repository_id: str) -> None:
     """End the repository's workflow cleanly (repository removed); no workflow is fine."""
     await _signal_running(client, repository_id, SyncRepository.stop)
+
+
+async def start_bulk(client: Client, settings: Settings, job: BulkInput) -> str:
+    """Start a bulk job's `BulkWatches` workflow; its id."""
+    from workflows.bulk_watches import BulkWatches
+
+    workflow_id = bulk_workflow_id(job.job_id)
+    await client.start_workflow(
+        BulkWatches.run,
+        job,
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        static_summary=f"{job.label} ({job.total} watches)",
+    )
+    return workflow_id

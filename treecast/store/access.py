@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from models.git import GitErrorType
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
 from treecast.config import Settings
+from treecast.gitcache.errors import GitError
 from treecast.redact import redact
 from treecast.store.repositories import StoredCredentials
 
@@ -20,11 +21,9 @@ DUE_FRACTION = 0.9
 
 def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]]:
     """The repository and its watches (RepositoryNotFound when it is not registered)."""
-    from treecast.gitcache.command import git_error
-
     repository = session.get(Repository, repository_id)
     if repository is None:
-        raise git_error(
+        raise GitError(
             GitErrorType.REPOSITORY_NOT_FOUND,
             f"repository {repository_id} is not registered (removed meanwhile?)",
         )
@@ -98,15 +97,20 @@ def record_verdicts(
     the apps that just lost their access, sorted."""
     now = utcnow()
     lost: list[str] = []
+    moved = False  # an app's access changed: who is behind changes for the remote checks
     for app_id, checked in granted:
         watch = session.get(Watch, (app_id, repository_id))
         if watch is not None and _same(watch, checked):
+            moved = moved or watch.access != WatchAccess.GRANTED
             grant(watch, now)
             session.add(watch)
     for app_id, checked, message in refused:
         watch = session.get(Watch, (app_id, repository_id))
-        if watch is not None and _same(watch, checked) and refuse(watch, now, message):
-            lost.append(app_id)
+        if watch is not None and _same(watch, checked):
+            before = watch.access
+            if refuse(watch, now, message):
+                lost.append(app_id)
+            moved = moved or watch.access != before
         if watch is not None:
             session.add(watch)
     for app_id, expires in expiries.items():
@@ -117,7 +121,10 @@ def record_verdicts(
     repository = session.get(Repository, repository_id)
     if repository is not None and repository.fetched_with != fetched_with:
         repository.fetched_with = fetched_with
-        repository.updated_at = now
+        repository.updated_at = now  # the remote checks read its credentials again
+        moved = True
+    if repository is not None and moved:
+        repository.changed_at = now  # and learn it at once (`store.stamps`)
         session.add(repository)
     return sorted(lost)
 

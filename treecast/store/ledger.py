@@ -1,7 +1,7 @@
 """The ledger: what each app acknowledged, path by path (`DeliveredFile` rows).
 
-Changes are computed against it (`treecast.changes`); a delivery writes it after
-every 2xx (`LedgerWriter`); `redeliver` forgets it.
+Changes are computed against it (`treecast.delivery.changes`); a delivery writes it
+after every 2xx (`LedgerWriter`); `redeliver` forgets it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from models.tables import DeliveredFile, DeliveryAttempt, Watch, WatchStatus, new_generation, utcnow
@@ -24,7 +24,7 @@ BATCH_EVENT = "batch"
 BatchEntry = tuple[str, tuple[str, str] | None, bool]
 
 # The blob id of a ledger row imported from Docora, which knew only the content's SHA-256
-# (see `treecast.changes.ImportedRows`).
+# (see `treecast.delivery.changes.compute_changes`).
 IMPORTED_BLOB_ID = ""
 
 # Paths per `IN (...)` query: well under SQLite's and PostgreSQL's parameter limits.
@@ -57,6 +57,24 @@ def load_ledger(
         for path, blob_id, sha256 in session.exec(base.where(col(DeliveredFile.path).in_(batch))):
             ledger[path] = LedgerEntry(blob_id, sha256)
     return ledger
+
+
+def record_imported_blobs(
+    session: Session, app_id: str, repository_id: str, blobs: dict[str, str]
+) -> None:
+    """Give imported rows (path → blob id) whose content matched that blob its id, so
+    later syncs compare blob ids as usual."""
+    for path, blob_id in blobs.items():
+        session.exec(
+            update(DeliveredFile)
+            .where(
+                col(DeliveredFile.app_id) == app_id,
+                col(DeliveredFile.repository_id) == repository_id,
+                col(DeliveredFile.path) == path,
+                col(DeliveredFile.blob_id) == IMPORTED_BLOB_ID,
+            )
+            .values(blob_id=blob_id)
+        )
 
 
 class WatchChanged(Exception):
@@ -205,24 +223,29 @@ def forget_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
     `pending` with no delivered commit. Returns how many ledger rows were deleted.
     """
     with session_scope(settings.database_url) as session:
-        result = session.execute(
-            delete(DeliveredFile).where(
-                col(DeliveredFile.app_id) == app_id,
-                col(DeliveredFile.repository_id) == repository_id,
-            )
+        return forget_ledger_rows(session, app_id, repository_id)
+
+
+def forget_ledger_rows(session: Session, app_id: str, repository_id: str) -> int:
+    """`forget_ledger` in the caller's transaction."""
+    result = session.execute(
+        delete(DeliveredFile).where(
+            col(DeliveredFile.app_id) == app_id,
+            col(DeliveredFile.repository_id) == repository_id,
         )
-        watch = session.get(Watch, (app_id, repository_id))
-        if watch is not None:
-            watch.status = WatchStatus.PENDING
-            watch.delivered_commit = None
-            watch.retry_count = 0
-            watch.last_error = None
-            watch.last_error_type = None
-            # A new generation: the re-sent files get fresh webhook ids, so receivers
-            # that deduplicate by id do not drop the deliberate re-delivery.
-            watch.ledger_generation = new_generation()
-            session.add(watch)
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    )
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is not None:
+        watch.status = WatchStatus.PENDING
+        watch.delivered_commit = None
+        watch.retry_count = 0
+        watch.last_error = None
+        watch.last_error_type = None
+        # A new generation: the re-sent files get fresh webhook ids, so receivers
+        # that deduplicate by id do not drop the deliberate re-delivery.
+        watch.ledger_generation = new_generation()
+        session.add(watch)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:

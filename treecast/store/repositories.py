@@ -20,7 +20,8 @@ from models.git import GitErrorType
 from models.tables import Repository, Watch, WatchAccess
 from treecast.config import Settings
 from treecast.credentials.github_app import GitHubApp, installation_token
-from treecast.gitcache.command import AnyCredentials, Credentials, git_error
+from treecast.gitcache.command import AnyCredentials, Credentials
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
 from treecast.gitcache.ssh import SshCredentials, parse_host_keys
 from treecast.store import keys
@@ -143,7 +144,7 @@ def load_access(settings: Settings, session: Session, repository_id: str) -> Rem
     none when no watch has usable ones). RepositoryNotFound if it is not registered."""
     row = session.get(Repository, repository_id)
     if row is None:
-        raise git_error(
+        raise GitError(
             GitErrorType.REPOSITORY_NOT_FOUND,
             f"repository {repository_id} is not registered (removed meanwhile?)",
         )

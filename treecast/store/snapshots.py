@@ -6,6 +6,7 @@ from sqlmodel import Session, col, delete, select, update
 
 from models.git import SnapshotStats
 from models.tables import Snapshot, Watch, utcnow
+from treecast.store import stamps
 
 # Snapshot rows (and pinned commits) kept per repository.
 KEEP_SNAPSHOTS = 20
@@ -36,6 +37,7 @@ def record_snapshot(
     """Record a sync (a repeat of the newest commit only refreshes its time) and keep the
     newest `KEEP_SNAPSHOTS`. Every `PRUNE_EVERY` new rows, returns the commits worth
     keeping in the cache (the caller then drops other pins and lets git tidy up)."""
+    stamps.stamp(session, repository_id)  # the remote checks compare with it from now
     if newest is not None and newest.commit == commit:
         session.exec(
             update(Snapshot).where(col(Snapshot.id) == newest.id).values(taken_at=utcnow())

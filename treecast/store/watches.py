@@ -94,3 +94,22 @@ def finish_delivery(session: Session, app_id: str, repository_id: str, commit: s
     watch.last_error = None
     watch.last_error_type = None
     session.add(watch)
+
+
+def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
+    """A watch to retry: pending again, its failure forgotten (its ledger kept); an app
+    whose access was refused is checked again at the next sync."""
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        return
+    watch.status = WatchStatus.PENDING
+    watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
+    check_access_soon(watch)
+    session.add(watch)
+
+
+def check_access_soon(watch: Watch) -> None:
+    """Have the next sync ask the git host about an app whose access is not granted (the
+    app or an operator asked for it, e.g. after putting a key back on the host)."""
+    if watch.access not in WatchAccess.DELIVERABLE:
+        watch.access_checked_at = None

@@ -1,17 +1,15 @@
 """The one public webhook sender: sign a body for an app and POST it to `{base_url}/{event}`.
 
 File deliveries, batches and breaker notices all go through `WebhookSender`, so
-signing, the SSRF guard, the deadline and the metrics are written once.
+signing, the SSRF guard, the deadline and the metrics are written once. A failed
+answer becomes a `WebhookError`, which the activities turn into Temporal's error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
-from types import TracebackType
 
 import httpx
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from models.delivery import DeliveryErrorType
 from treecast import metrics
@@ -56,12 +54,7 @@ class WebhookSender:
     def __enter__(self) -> WebhookSender:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._client.close()
 
     def _url(self, event: str) -> httpx.URL:
@@ -120,18 +113,21 @@ class WebhookSender:
         )
 
 
-def failure_error(outcome: PostOutcome, secrets: Sequence[str]) -> ApplicationError:
-    """A failed outcome as the ApplicationError an activity raises (typed, redacted)."""
-    assert outcome.error_type is not None
-    message = redact(outcome.error or outcome.error_type, redaction_terms(secrets))
-    delay = timedelta(seconds=outcome.retry_after) if outcome.retry_after is not None else None
-    return ApplicationError(
-        message,
-        type=outcome.error_type,
+class WebhookError(Exception):
+    """A webhook the app refused or never got: `type` is a `DeliveryErrorType` value, the
+    message is redacted, `retry_after` (seconds) comes from a 429's or 503's Retry-After."""
+
+    def __init__(self, error_type: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.type = error_type
+        self.message = message
+        self.retry_after = retry_after
         # Retrying cannot reach a forbidden address; everything else may recover.
-        non_retryable=outcome.error_type == DeliveryErrorType.BLOCKED_ADDRESS,
-        next_retry_delay=delay,
-        # An app that is down or refuses is expected: the SDK logs it at DEBUG, not
-        # as a warning with a traceback; the activities log one line themselves.
-        category=ApplicationErrorCategory.BENIGN,
-    )
+        self.non_retryable = error_type == DeliveryErrorType.BLOCKED_ADDRESS
+
+    @classmethod
+    def of(cls, outcome: PostOutcome, secrets: Sequence[str]) -> WebhookError:
+        """The error of a failed outcome, its text redacted of `secrets` in every form."""
+        assert outcome.error_type is not None
+        message = redact(outcome.error or outcome.error_type, redaction_terms(secrets))
+        return cls(outcome.error_type, message, outcome.retry_after)

@@ -1,8 +1,8 @@
 """The HTTP side of delivery: an SSRF-guarded keep-alive client and one signed POST.
 
 `WebhookClient` posts through httpcore's connection pool (httpx parses the URLs).
-The guard sits in the network backend, below the pool: it resolves the host itself,
-refuses private/loopback/link-local/multicast/unspecified addresses, and then
+The guard sits in the network backend, below the pool: it asks the network policy
+(`treecast.netpolicy.addresses_to_dial`) for the vetted addresses of the host and
 connects to the very address it vetted. A DNS answer that changes between the
 check and the connect (DNS rebinding) therefore cannot reach an internal
 address. TLS still uses the hostname for SNI and certificate checks, because
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
-import socket
 import ssl
 import threading
 import time
@@ -34,11 +32,9 @@ import httpx
 
 from models.delivery import DeliveryErrorType
 from treecast.config import Settings
+from treecast.netpolicy import Blocked, Resolver, Unresolved, addresses_to_dial
 from treecast.redact import redact
-from treecast.urls import is_blocked_address
 from treecast.webhooks.signing import redaction_terms
-
-Resolver = Callable[[str, int], list[str]]
 
 RESPONSE_EXCERPT_BYTES = 2048
 # Read at most this much of a response: enough for the excerpt while keeping the
@@ -166,43 +162,6 @@ class DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to, in the resolver's order (duplicates removed)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise httpcore.ConnectError(f"the host {host!r} does not resolve ({exc})") from None
-    seen: dict[str, None] = {}
-    for info in infos:
-        seen.setdefault(str(info[4][0]), None)
-    return list(seen)
-
-
-def _resolve_within(resolver: Resolver, host: str, port: int, timeout: float | None) -> list[str]:
-    """`resolver(host, port)`, given at most `timeout` seconds: getaddrinfo cannot be
-    interrupted, so a slow name server is waited for in a daemon thread, never past the
-    request's deadline."""
-    if timeout is None:
-        return resolver(host, port)
-    answer: list[list[str]] = []
-    failure: list[BaseException] = []
-
-    def lookup() -> None:
-        try:
-            answer.append(resolver(host, port))
-        except BaseException as exc:  # handed to the caller below
-            failure.append(exc)
-
-    worker = threading.Thread(target=lookup, name="treecast-dns", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if failure:
-        raise failure[0]
-    if not answer:
-        raise httpcore.ConnectTimeout(f"the host {host!r} did not resolve within {timeout:.3g} s")
-    return answer[0]
-
-
 class GuardedBackend(httpcore.NetworkBackend):
     """A sync network backend that only connects to public addresses it resolved itself."""
 
@@ -210,19 +169,12 @@ class GuardedBackend(httpcore.NetworkBackend):
         self,
         *,
         allow_private: bool,
-        resolver: Resolver = system_resolver,
+        resolver: Resolver | None = None,
         inner: httpcore.NetworkBackend | None = None,
     ) -> None:
         self._allow_private = allow_private
-        self._resolver = resolver
+        self._resolver = resolver  # None: the system's
         self._inner = inner if inner is not None else httpcore.SyncBackend()
-
-    def _addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
-        literal = host.strip("[]")
-        try:
-            return [str(ipaddress.ip_address(literal.split("%", 1)[0]))]
-        except ValueError:
-            return _resolve_within(self._resolver, host, port, timeout)
 
     def connect_tcp(
         self,
@@ -234,18 +186,19 @@ class GuardedBackend(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         """Resolve (within the request's deadline), refuse blocked addresses, then connect
         to a vetted address."""
-        addresses = self._addresses(host, port, _time_left(timeout, httpcore.ConnectTimeout))
-        if not addresses:
-            raise httpcore.ConnectError(f"the host {host!r} does not resolve")
-        if not self._allow_private:
-            # One blocked answer refuses the host: a name that mixes public and
-            # internal addresses is exactly what a rebinding attack looks like.
-            for address in addresses:
-                if is_blocked_address(address):
-                    raise BlockedAddressError(
-                        f"refusing to connect to {host}: it resolves to the private or loopback "
-                        f"address {address} (set TREECAST_ALLOW_PRIVATE_URLS=1 to allow it)"
-                    )
+        try:
+            addresses = addresses_to_dial(
+                host,
+                port,
+                allow_private=self._allow_private,
+                timeout=_time_left(timeout, httpcore.ConnectTimeout),
+                resolver=self._resolver,
+            )
+        except Blocked as blocked:
+            raise BlockedAddressError(str(blocked)) from None
+        except Unresolved as unresolved:
+            failed = httpcore.ConnectTimeout if unresolved.timed_out else httpcore.ConnectError
+            raise failed(str(unresolved)) from None
         last_error: Exception | None = None
         for address in addresses:
             try:
@@ -303,7 +256,7 @@ class WebhookClient:
     taken from the environment. URLs are still parsed and checked by `httpx.URL`.
     """
 
-    def __init__(self, settings: Settings, *, timeout: float, resolver: Resolver) -> None:
+    def __init__(self, settings: Settings, *, timeout: float, resolver: Resolver | None) -> None:
         self.timeout = timeout  # seconds per request, unless a post says otherwise
         self._pool = httpcore.ConnectionPool(
             ssl_context=shared_ssl_context(),
@@ -356,7 +309,7 @@ class WebhookClient:
 
 
 def make_client(
-    settings: Settings, *, timeout: float, resolver: Resolver = system_resolver
+    settings: Settings, *, timeout: float, resolver: Resolver | None = None
 ) -> WebhookClient:
     """One keep-alive client for one activity run: guarded, no redirects, no proxies from env."""
     return WebhookClient(settings, timeout=timeout, resolver=resolver)

@@ -1,0 +1,112 @@
+"""The load step of a delivery: what git says about the commit and what the app acknowledged.
+
+When the app fully acknowledged an earlier commit X that this cache still holds, only
+the paths `git diff-tree X Y` reports can differ, so only those are looked up: the work
+follows the size of the change, not of the repository. Everything else (no X, X gone
+from the cache, a changed `.treecastignore`) compares the whole tree with the whole
+ledger.
+
+This relies on one invariant the callers keep: `Watch.delivered_commit` is set only
+when the ledger equals that commit's filtered tree, and it is cleared when the watch's
+`path_globs` change (globs are not in git, so a diff cannot see them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlmodel import Session
+
+from models.tables import Watch
+from treecast.delivery.changes import (
+    NOTHING,
+    Candidates,
+    ChangeSet,
+    compute_changes,
+    diffed,
+    listed,
+)
+from treecast.gitcache.objects import BlobReader
+from treecast.gitcache.repository import RemoteAccess, RepositoryCache
+from treecast.gitcache.tree import ignore_blob_name, parse_globs, touches_ignore_file
+from treecast.store.ledger import load_ledger, record_imported_blobs
+
+
+def candidates_at(
+    cache: RepositoryCache,
+    access: RemoteAccess,
+    commit: str | None,
+    delivered_commit: str | None,
+    globs: list[str],
+) -> Candidates:
+    """The paths that may differ for an app last synced at `delivered_commit` (None: never),
+    fetching `commit` into this worker's cache first when it lacks it."""
+    if commit is None:
+        return NOTHING
+    base = delivered_commit
+    # One git process answers: is the commit here, is the base here, which ignore file.
+    names = [f"{commit}^{{commit}}", ignore_blob_name(commit), f"{base or commit}^{{commit}}"]
+    try:
+        here, ignore, base_here = cache.check(names)
+    except OSError:
+        here = ignore = base_here = None  # no usable cache on this worker yet
+    if here is None:
+        cache.ensure_commit(access, commit)
+        here, ignore, base_here = cache.check(names)
+    ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
+    file_filter = cache.file_filter(ignore_blob, globs)
+    if base and base_here is not None:
+        entries, sizes = cache.diff(base, commit) if base != commit else ([], {})
+        if not touches_ignore_file(entries):
+            return diffed(entries, sizes, file_filter)
+    return listed(cache.list_tree(commit, file_filter).files)
+
+
+class ContentHasher:
+    """Hashes blobs for Docora-imported ledger rows, opening one reader on first use."""
+
+    def __init__(self, cache: RepositoryCache) -> None:
+        self._cache = cache
+        self._reader: BlobReader | None = None
+
+    def __enter__(self) -> ContentHasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def same_content(self, blob_id: str, sha256: str) -> bool:
+        """Whether blob `blob_id` hashes to `sha256`."""
+        if self._reader is None:
+            self._reader = self._cache.blobs()
+        digest = hashlib.sha256()
+        for piece in self._reader.iter_bytes(blob_id):
+            digest.update(piece)
+        return digest.hexdigest() == sha256
+
+
+def load_changes(
+    session: Session,
+    cache: RepositoryCache,
+    access: RemoteAccess,
+    app_id: str,
+    commit: str | None,
+) -> ChangeSet:
+    """Load what one app's changes at `commit` depend on, and compute them (`commit` None:
+    an empty repository, every ledger path a delete). Raises LookupError when the app does
+    not watch the repository."""
+    repository_id = cache.repository_id
+    watch = session.get(Watch, (app_id, repository_id))
+    if watch is None:
+        raise LookupError(f"app {app_id} does not watch repository {repository_id}")
+    globs = parse_globs(watch.path_globs)
+    candidates = candidates_at(cache, access, commit, watch.delivered_commit, globs)
+    ledger = load_ledger(session, app_id, repository_id, candidates.ledger_paths())
+    with ContentHasher(cache) as hasher:
+        return compute_changes(candidates, ledger, hasher.same_content)
+
+
+def record_changes(session: Session, app_id: str, repository_id: str, changes: ChangeSet) -> None:
+    """The record step after computing: imported rows found unchanged get their blob ids."""
+    record_imported_blobs(session, app_id, repository_id, changes.upgraded)
