@@ -309,9 +309,13 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
 
     from treecast.db import engine_for
 
+    from treecast import migrations
+
     engine = engine_for(url)
     SQLModel.metadata.drop_all(engine)
-    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:  # at the newest revision, whatever a test left
+        SQLModel.metadata.create_all(connection)
+        migrations.stamp(connection, migrations.head())
     return settings.model_copy(update={"database_url": url})
 
 
