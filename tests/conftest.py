@@ -307,9 +307,8 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
     url = request.getfixturevalue("postgres_url")
     from sqlmodel import SQLModel
 
-    from treecast.db import engine_for
-
     from treecast import migrations
+    from treecast.db import engine_for
 
     engine = engine_for(url)
     SQLModel.metadata.drop_all(engine)
