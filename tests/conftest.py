@@ -319,11 +319,14 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
     url = request.getfixturevalue("postgres_url")
     from sqlmodel import SQLModel
 
+    from treecast import migrations
     from treecast.db import engine_for
 
     engine = engine_for(url)
     SQLModel.metadata.drop_all(engine)
-    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:  # at the newest revision, whatever a test left
+        SQLModel.metadata.create_all(connection)
+        migrations.stamp(connection, migrations.head())
     return settings.model_copy(update={"database_url": url})
 
 

@@ -369,6 +369,7 @@ async def test_a_session_works_on_every_api_process_and_logout_ends_it_on_all(
         assert (await other.get("/admin")).status_code == 303
 
 
+@pytest.mark.temporal
 async def test_retry_all_runs_as_a_workflow_and_shows_its_progress(tmp_path: Path) -> None:
     env = await start_time_skipping()
     address = env.client.service_client.config.target_host

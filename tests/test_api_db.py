@@ -22,6 +22,16 @@ def test_create_schema_adds_the_new_columns_to_an_old_database(any_db_settings: 
         for table in reversed(SQLModel.metadata.sorted_tables):
             if table.name not in baseline.metadata.tables:
                 connection.execute(text(f"DROP TABLE {table.name}"))
+                continue
+            # ... and without the columns revisions after the baseline added
+            for column in table.columns:
+                if column.name not in baseline.metadata.tables[table.name].columns:
+                    for index in table.indexes:
+                        if column.name in index.columns:
+                            connection.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+                    connection.execute(
+                        text(f'ALTER TABLE {table.name} DROP COLUMN "{column.name}"')
+                    )
         connection.execute(text("DROP INDEX IF EXISTS ix_apps_token_id"))
         for column in NEW["apps"]:
             connection.execute(text(f'ALTER TABLE apps DROP COLUMN "{column}"'))
