@@ -277,6 +277,15 @@ class Settings:
     tree_max_total_bytes: int = _setting(
         "TREECAST_TREE_MAX_TOTAL_BYTES", "107374182400", "bytes a snapshot's files may add up to",
         _bounded_int(1, 1 << 60), "a positive integer")
+    submodule_max_depth: int = _setting(
+        "TREECAST_SUBMODULE_MAX_DEPTH", "5", "levels of nested submodules a recursive watch expands",
+        _bounded_int(1, 100), "an integer between 1 and 100")
+    submodule_max_count: int = _setting(
+        "TREECAST_SUBMODULE_MAX_COUNT", "100", "submodules one watch's tree may expand",
+        _bounded_int(1, 100_000), "an integer between 1 and 100000")
+    lfs_max_bytes: int = _setting(
+        "TREECAST_LFS_MAX_BYTES", "2147483648", "largest Git LFS object fetched (held back past it)",
+        _bounded_int(1, 1 << 50), "a positive byte count")
     breaker_threshold: int = _setting(
         "TREECAST_BREAKER_THRESHOLD", "5", "consecutive failed syncs that open the breaker",
         _bounded_int(1, 1000), "an integer between 1 and 1000")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models.changes import ChangeKind, FileChange
 from treecast.gitcache.tree import FILE_MODES, DiffEntry, FileFilter, TreeFile
@@ -34,10 +35,21 @@ class Candidates:
 
     files: Mapping[str, tuple[str, int] | None]
     complete: bool
+    # Held back (a submodule or LFS object that could not be had): a path, or a folder
+    # ending in "/", → why. Neither sent nor deleted: the app keeps what it has there.
+    held: Mapping[str, str] = field(default_factory=dict)
 
     def ledger_paths(self) -> Collection[str] | None:
         """The ledger rows the computation needs (None: all of them)."""
         return None if self.complete else self.files.keys()
+
+    def is_held(self, path: str) -> bool:
+        """True when `path` is held back, itself or as part of a held folder."""
+        if not self.held:
+            return False
+        if path in self.held:
+            return True
+        return any(path.startswith(prefix) for prefix in self.held if prefix.endswith("/"))
 
 
 # An empty repository: every ledger path is a delete.
@@ -71,6 +83,10 @@ class ChangeSet:
 
     changes: list[FileChange]
     upgraded: dict[str, str] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)  # see `Candidates.held`
+    # Where the bytes of a change's key are when not in the repository's own cache
+    # (`treecast.delivery.contents.Sources`).
+    sources: dict[str, Path] = field(default_factory=dict)
 
 
 def order_changes(changes: Iterable[FileChange]) -> list[FileChange]:
@@ -92,8 +108,10 @@ def compute_changes(
     upgraded); without `same_content` it is an update.
     """
     paths = ledger.keys() | candidates.files.keys() if candidates.complete else candidates.files
-    result = ChangeSet([])
+    result = ChangeSet([], held=dict(candidates.held))
     for path in paths:
+        if candidates.is_held(path):
+            continue
         current = candidates.files.get(path)
         known = ledger.get(path)
         if current is None:

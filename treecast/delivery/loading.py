@@ -17,6 +17,7 @@ import hashlib
 
 from sqlmodel import Session
 
+from models.contents import SubmoduleMode
 from models.tables import Watch
 from treecast.delivery.changes import (
     NOTHING,
@@ -26,7 +27,13 @@ from treecast.delivery.changes import (
     diffed,
     listed,
 )
-from treecast.gitcache.objects import BlobReader
+from treecast.delivery.contents import (
+    ContentReader,
+    Contents,
+    Sources,
+    WatchOptions,
+    expanded_candidates,
+)
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
 from treecast.gitcache.tree import ignore_blob_name, parse_globs, touches_ignore_file
 from treecast.store.ledger import load_ledger, record_imported_blobs
@@ -62,12 +69,50 @@ def candidates_at(
     return listed(cache.list_tree(commit, file_filter).files)
 
 
-class ContentHasher:
-    """Hashes blobs for Docora-imported ledger rows, opening one reader on first use."""
+def contents_at(
+    cache: RepositoryCache,
+    access: RemoteAccess,
+    commit: str | None,
+    delivered_commit: str | None,
+    globs: list[str],
+    options: WatchOptions,
+) -> Contents:
+    """`candidates_at` for a watch with submodules or LFS (`treecast.delivery.contents`)."""
+    if options.plain or commit is None:
+        return Contents(candidates_at(cache, access, commit, delivered_commit, globs))
+    names = [f"{commit}^{{commit}}", ignore_blob_name(commit)]
+    if delivered_commit:
+        names.append(f"{delivered_commit}^{{commit}}")
+    try:
+        here, ignore, *base_here = cache.check(names)
+    except OSError:
+        here = None
+    if here is None:
+        cache.ensure_commit(access, commit)
+        here, ignore, *base_here = cache.check(names)
+    ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
+    base = delivered_commit if base_here and base_here[0] is not None else None
+    return expanded_candidates(
+        cache.settings, cache, access, commit, base, cache.file_filter(ignore_blob, globs), options
+    )
 
-    def __init__(self, cache: RepositoryCache) -> None:
+
+def watch_options(watch: Watch) -> WatchOptions:
+    """The watch's submodule and LFS choices (an unknown stored mode reads as off)."""
+    try:
+        mode = SubmoduleMode.parse(watch.submodules)
+    except ValueError:
+        mode = SubmoduleMode.OFF
+    return WatchOptions(submodules=mode, lfs=bool(watch.lfs))
+
+
+class ContentHasher:
+    """Hashes contents for Docora-imported ledger rows, opening one reader on first use."""
+
+    def __init__(self, cache: RepositoryCache, sources: Sources | None = None) -> None:
         self._cache = cache
-        self._reader: BlobReader | None = None
+        self._sources = sources or {}
+        self._reader: ContentReader | None = None
 
     def __enter__(self) -> ContentHasher:
         return self
@@ -79,7 +124,7 @@ class ContentHasher:
     def same_content(self, blob_id: str, sha256: str) -> bool:
         """Whether blob `blob_id` hashes to `sha256`."""
         if self._reader is None:
-            self._reader = self._cache.blobs()
+            self._reader = ContentReader(self._cache, self._sources)
         digest = hashlib.sha256()
         for piece in self._reader.iter_bytes(blob_id):
             digest.update(piece)
@@ -101,10 +146,15 @@ def load_changes(
     if watch is None:
         raise LookupError(f"app {app_id} does not watch repository {repository_id}")
     globs = parse_globs(watch.path_globs)
-    candidates = candidates_at(cache, access, commit, watch.delivered_commit, globs)
+    contents = contents_at(
+        cache, access, commit, watch.delivered_commit, globs, watch_options(watch)
+    )
+    candidates = contents.candidates
     ledger = load_ledger(session, app_id, repository_id, candidates.ledger_paths())
-    with ContentHasher(cache) as hasher:
-        return compute_changes(candidates, ledger, hasher.same_content)
+    with ContentHasher(cache, contents.sources) as hasher:
+        changes = compute_changes(candidates, ledger, hasher.same_content)
+    changes.sources = contents.sources
+    return changes
 
 
 def record_changes(session: Session, app_id: str, repository_id: str, changes: ChangeSet) -> None:

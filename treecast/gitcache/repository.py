@@ -158,10 +158,17 @@ class RepositoryCache:
         return tree.filter_for(self.path, ignore_blob, globs)
 
     def list_tree(
-        self, commit: str, file_filter: tree.FileFilter | None = None
+        self,
+        commit: str,
+        file_filter: tree.FileFilter | None = None,
+        *,
+        guard: tree.TreeGuard | None = None,
     ) -> tree.TreeListing:
-        """The deliverable files of `commit` (its own `.treecastignore` when no filter is given)."""
-        return tree.list_tree(self.settings, self.path, commit, file_filter, checker=self._checker)
+        """The deliverable files of `commit` (its own `.treecastignore` when no filter is
+        given); `guard` counts it within a larger (expanded) tree's limits."""
+        return tree.list_tree(
+            self.settings, self.path, commit, file_filter, checker=self._checker, guard=guard
+        )
 
     def diff(self, old: str, new: str) -> tuple[list[tree.DiffEntry], dict[str, int]]:
         """Every path that differs between two commits, with the sizes of their file blobs."""
