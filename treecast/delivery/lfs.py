@@ -96,6 +96,8 @@ class LfsFetcher:
     settings: Settings
     access: RemoteAccess
     endpoint: str  # the LFS server's base URL ({url}.git/info/lfs or .lfsconfig's)
+    # The guarded network backend (tests hand one whose inner backend stays on loopback).
+    backend: httpcore.NetworkBackend | None = None
 
     def __post_init__(self) -> None:
         self._pool: httpcore.ConnectionPool | None = None
@@ -112,7 +114,8 @@ class LfsFetcher:
             self._pool = httpcore.ConnectionPool(
                 ssl_context=shared_ssl_context(),
                 max_connections=2,
-                network_backend=GuardedBackend(allow_private=self.settings.allow_private_urls),
+                network_backend=self.backend
+                or GuardedBackend(allow_private=self.settings.allow_private_urls),
             )
         return self._pool
 

@@ -28,6 +28,12 @@ BASE_CONFIG: tuple[tuple[str, str], ...] = (
     # before they reach the cache; old repositories' harmless zero-padded modes pass.
     ("transfer.fsckObjects", "true"),
     ("fetch.fsck.zeroPaddedFilemode", "ignore"),
+    # fsck refuses a whole repository for one `.gitmodules` URL, path or name git's own
+    # `submodule` command would misread. Treecast never runs that: each URL goes through
+    # its URL policy and a refused one holds back that submodule alone (submodules.py).
+    ("fetch.fsck.gitmodulesUrl", "ignore"),
+    ("fetch.fsck.gitmodulesPath", "ignore"),
+    ("fetch.fsck.gitmodulesName", "ignore"),
     ("credential.helper", ""),
     ("core.sshCommand", "ssh -o BatchMode=yes"),
 )

@@ -16,6 +16,7 @@ neither delivered nor deleted, with the reason for the watch's status.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -36,7 +37,7 @@ from treecast.gitcache.tree import (
     list_tree,
 )
 from treecast.paths import unsafe_path_reason
-from treecast.urls import vet_git_url
+from treecast.urls import normalise_git_url, vet_git_url
 
 GITMODULES = ".gitmodules"
 # Larger `.gitmodules` files are refused whole: nobody lists megabytes of submodules.
@@ -132,6 +133,8 @@ def resolve_url(parent_url: str, url: str) -> str:
     url = url.strip()
     if url.startswith("-"):
         raise ValueError("the URL starts with '-' (git would read it as an option)")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):
+        raise ValueError("the URL names a git remote helper (ext::, fd::...): it would run it")
     if not url.startswith(("./", "../")):
         return url
     parts = urlsplit(parent_url)
@@ -225,7 +228,7 @@ class Expander:
         for path, entry in listing.files.items():
             result.files[path] = ExpandedFile(entry.blob_id, entry.size, root)
         if self.mode != SubmoduleMode.OFF and listing.gitlinks:
-            self._list_links(root, listing.gitlinks, result, chain=(access.url,), depth=1)
+            self._list_links(root, listing.gitlinks, result, chain=_chain(access), depth=1)
         return result
 
     def _list_links(
@@ -337,7 +340,7 @@ class Expander:
         result = Expansion()
         self.guard = TreeGuard(commit, self.limits)
         root = Origin(cache, access, commit, "")
-        self._diff(root, entries, sizes, result, chain=(access.url,), depth=1)
+        self._diff(root, entries, sizes, result, chain=_chain(access), depth=1)
         return result
 
     def _diff(
@@ -389,3 +392,11 @@ class Expander:
                 sub, sub_entries, sub_sizes, result,
                 chain=(*chain, sub.access.url), depth=depth + 1,
             )  # fmt: skip
+
+
+def _chain(access: RemoteAccess) -> tuple[str, ...]:
+    """The repository's URL as its submodules' URLs are compared with it (normalised)."""
+    try:
+        return (access.url, normalise_git_url(access.url))
+    except ValueError:
+        return (access.url,)
