@@ -58,6 +58,8 @@ class GitHttpServer:
         self.reuse_listings = reuse_listings
         # A Git LFS server on the same host and port (`.../info/lfs/...`), as forges do.
         self.lfs = lfs
+        # Body bytes answered to git (packs and listings): what a fetch cost on the wire.
+        self.bytes_sent = 0
         listings: dict[bytes, tuple[float, bytes]] = {}
         server = self
 
@@ -147,6 +149,7 @@ class GitHttpServer:
                     self.close_connection = True
                     return
                 self.wfile.write(content)
+                server.bytes_sent += len(content)
 
             do_GET = _serve
             do_POST = _serve

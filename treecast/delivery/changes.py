@@ -61,16 +61,32 @@ def listed(files: Mapping[str, TreeFile]) -> Candidates:
     return Candidates({path: (e.blob_id, e.size) for path, e in files.items()}, complete=True)
 
 
+def _diff_path(entry: DiffEntry) -> str | None:
+    """The entry's path when it could ever have been delivered (UTF-8, safe)."""
+    try:
+        path = entry.raw_path.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return path if unsafe_path_reason(path) is None else None
+
+
+def wanted_blobs(entries: list[DiffEntry], file_filter: FileFilter) -> set[str]:
+    """The blobs of a diff's new side the app receives (whose sizes `diffed` needs)."""
+    blobs: set[str] = set()
+    for entry in entries:
+        path = _diff_path(entry)
+        if path is not None and entry.new_mode in FILE_MODES and file_filter.wanted(path):
+            blobs.add(entry.new_blob)
+    return blobs
+
+
 def diffed(entries: list[DiffEntry], sizes: dict[str, int], file_filter: FileFilter) -> Candidates:
     """The paths a tree diff from the app's last delivered commit reports."""
     files: dict[str, tuple[str, int] | None] = {}
     for entry in entries:
-        try:
-            path = entry.raw_path.decode("utf-8")
-        except UnicodeDecodeError:
-            continue  # never delivered, so never in a ledger
-        if unsafe_path_reason(path) is not None:
-            continue  # never delivered either (`classify` counts it)
+        path = _diff_path(entry)
+        if path is None:
+            continue  # never delivered, so never in a ledger (`classify` counts it)
         wanted = entry.new_mode in FILE_MODES and file_filter.wanted(path)
         files[path] = (entry.new_blob, sizes[entry.new_blob]) if wanted else None
     return Candidates(files, complete=False)

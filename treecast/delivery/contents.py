@@ -73,7 +73,7 @@ def expanded_candidates(
     expander = Expander(settings, options.submodules, file_filter, limits_of(settings))
     expansion: Expansion | None = None
     complete = True
-    if base is not None:
+    if base is not None and not cache.partial:  # a partial clone cannot size a diff
         entries, sizes = cache.diff(base, commit) if base != commit else ([], {})
         changed_setup = options.lfs and touches_lfs_setup([e.raw_path for e in entries])
         if not touches_ignore_file(entries) and not changed_setup:
@@ -82,6 +82,8 @@ def expanded_candidates(
                 complete = False
     if expansion is None:
         expansion = expander.listing(cache, access, commit)
+        if cache.partial:
+            _fill_partial(cache, access, commit, expansion)
     sources: Sources = {}
     if options.lfs:
         _resolve_lfs(settings, expansion, sources)
@@ -94,6 +96,17 @@ def expanded_candidates(
         if entry.origin.prefix and entry.blob_id not in sources:
             sources[entry.blob_id] = entry.origin.cache.path
     return Contents(Candidates(files, complete=complete, held=dict(expansion.held)), sources)
+
+
+def _fill_partial(
+    cache: RepositoryCache, access: RemoteAccess, commit: str, expansion: Expansion
+) -> None:
+    """The repository's own files of a partial clone, fetched and sized (its submodules'
+    caches are full)."""
+    own = {p: e for p, e in expansion.files.items() if e is not None and not e.origin.prefix}
+    sizes = cache.fill(access, commit, (e.blob_id for e in own.values()))
+    for path, entry in own.items():
+        expansion.files[path] = ExpandedFile(entry.blob_id, sizes[entry.blob_id], entry.origin)
 
 
 # -- Git LFS ----------------------------------------------------------------------------

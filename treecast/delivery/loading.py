@@ -14,6 +14,7 @@ when the ledger equals that commit's filtered tree, and it is cleared when the w
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from sqlmodel import Session
 
@@ -26,6 +27,7 @@ from treecast.delivery.changes import (
     compute_changes,
     diffed,
     listed,
+    wanted_blobs,
 )
 from treecast.delivery.contents import (
     ContentReader,
@@ -35,7 +37,13 @@ from treecast.delivery.contents import (
     expanded_candidates,
 )
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
-from treecast.gitcache.tree import ignore_blob_name, parse_globs, touches_ignore_file
+from treecast.gitcache.tree import (
+    FileFilter,
+    diff_trees,
+    ignore_blob_name,
+    parse_globs,
+    touches_ignore_file,
+)
 from treecast.store.ledger import load_ledger, record_imported_blobs
 
 
@@ -62,11 +70,33 @@ def candidates_at(
         here, ignore, base_here = cache.check(names)
     ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
     file_filter = cache.file_filter(ignore_blob, globs)
+    if cache.partial:
+        return _partial_candidates(cache, access, commit, base, base_here, file_filter)
     if base and base_here is not None:
         entries, sizes = cache.diff(base, commit) if base != commit else ([], {})
         if not touches_ignore_file(entries):
             return diffed(entries, sizes, file_filter)
     return listed(cache.list_tree(commit, file_filter).files)
+
+
+def _partial_candidates(
+    cache: RepositoryCache,
+    access: RemoteAccess,
+    commit: str,
+    base: str | None,
+    base_here: object,
+    file_filter: FileFilter,
+) -> Candidates:
+    """`candidates_at` in a partial clone: the blobs this app receives are fetched (those
+    missing) and sized before anything reads them."""
+    if base and base_here is not None:
+        entries = diff_trees(cache.settings, cache.path, base, commit) if base != commit else []
+        if not touches_ignore_file(entries):
+            sizes = cache.fill(access, commit, wanted_blobs(entries, file_filter))
+            return diffed(entries, sizes, file_filter)
+    files = cache.list_tree(commit, file_filter).files
+    sizes = cache.fill(access, commit, (entry.blob_id for entry in files.values()))
+    return listed({path: replace(e, size=sizes[e.blob_id]) for path, e in files.items()})
 
 
 def contents_at(

@@ -15,6 +15,7 @@ from pathlib import Path
 from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
 from treecast.gitcache import cache, remote, tree
+from treecast.gitcache import partial as partial_clone
 from treecast.gitcache.command import AnyCredentials, CacheCorrupt
 from treecast.gitcache.errors import GitError, Heartbeat, heartbeats
 from treecast.gitcache.objects import BlobReader, ObjectChecker, ObjectInfo, batch_check
@@ -98,10 +99,29 @@ class RepositoryCache:
 
     # -- writing (under `locked`) --------------------------------------------------------
 
-    def sync(self, access: RemoteAccess) -> remote.SyncOutcome:
-        """Bring the watched ref's current commit into the cache (clone, then fetch what is new)."""
+    def sync(self, access: RemoteAccess, *, partial: bool = False) -> remote.SyncOutcome:
+        """Bring the watched ref's current commit into the cache (clone, then fetch what is
+        new); `partial`: without the blobs (every watch has `paths`: `fill` fetches theirs)."""
         return remote.sync_ref(
-            self.settings, self.path, access.url, access.ref, access.credentials, self._checker
+            self.settings,
+            self.path,
+            access.url,
+            access.ref,
+            access.credentials,
+            self._checker,
+            filtered=partial,
+        )
+
+    @property
+    def partial(self) -> bool:
+        """True for a partial clone: blobs nobody asked for are missing (see `fill`)."""
+        return tree.is_partial(self.path)
+
+    def fill(self, access: RemoteAccess, commit: str, blob_ids: Iterable[str]) -> dict[str, int]:
+        """The sizes of blobs of `commit` about to be read, fetching those a partial cache
+        lacks first (in batches)."""
+        return partial_clone.fill(
+            self.settings, self.path, access.url, access.credentials, commit, blob_ids
         )
 
     def keep(self, commit: str) -> None:
@@ -182,7 +202,9 @@ class RepositoryCache:
         else from a full listing."""
         if previous is not None and previous_commit == commit:
             return tree.TreeStats.of(previous)
-        if previous is not None and previous_commit:
+        # A partial cache cannot size the blobs of a diff (they may be missing): listed,
+        # without sizes.
+        if previous is not None and previous_commit and not self.partial:
             base, ignore = self.check(
                 [f"{previous_commit}^{{commit}}", tree.ignore_blob_name(commit)]
             )

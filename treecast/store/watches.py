@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
 from models.tables import Watch, WatchStatus, new_generation, utcnow
+from treecast.gitcache.tree import parse_globs
 from treecast.redact import redact
 
 MAX_ERROR_CHARS = 2000
@@ -112,3 +113,10 @@ def held_lines(held: Mapping[str, str]) -> str:
     if len(lines) > MAX_HELD_LINES:
         lines = [*lines[:MAX_HELD_LINES], f"and {len(lines) - MAX_HELD_LINES} more held back"]
     return json.dumps(lines)
+
+
+def every_watch_has_paths(session: Session, repository_id: str) -> bool:
+    """True when the repository has watches and each narrows it with `paths` (globs):
+    then its cache fetches by what is watched (a partial clone)."""
+    rows = session.exec(select(Watch.path_globs).where(Watch.repository_id == repository_id)).all()
+    return bool(rows) and all(parse_globs(raw) for raw in rows)
