@@ -4,6 +4,7 @@ line, nothing run, nothing wrong delivered, the rest of the commit delivered."""
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,38 @@ def test_an_href_to_a_private_address_is_refused_before_connecting(
         finally:
             fetcher.close()
     assert loopback.dialled == ["192.0.0.9"]  # the batch request only
+
+
+@needs_git_lfs
+def test_a_kept_object_is_delivered_only_when_the_repositorys_server_offers_it(
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    with content_world(tmp_path / "world") as world:
+        app_id, repository_id = register(
+            settings, receiver.url, [receiver_secret], world.url("handbook")
+        )
+        set_options(settings, app_id, repository_id, lfs=True)
+        deliver(settings, app_id, repository_id, head(world))  # the object is kept here now
+        # Another repository names the same object; its server does not offer it.
+        pointer = subprocess.run(
+            ["git", "cat-file", "blob", "HEAD:images/logo.png"],
+            cwd=world.root / "work" / "handbook",
+            capture_output=True,
+            check=True,
+        ).stdout
+        other = WorkRepo(world.root / "srv" / "borrower")
+        other.write(".gitattributes", "*.png filter=lfs\n")
+        other.write("logo.png", pointer)
+        commit = other.commit("a borrowed pointer")
+        app2, repo2 = register(
+            settings, receiver.url, [receiver_secret], world.server.url("borrower/remote.git")
+        )
+        set_options(settings, app2, repo2, lfs=True)
+        for stored in list(world.store.root.iterdir()):
+            stored.rename(tmp_path / stored.name)  # gone from the server, kept by the worker
+        deliver(settings, app2, repo2, commit)
+    (line,) = held_back(settings, app2, repo2)
+    assert "logo.png" in line and "no such object" in line

@@ -172,12 +172,12 @@ def _fetch_objects(
         expansion.files[path] = ExpandedFile(pointer.oid, pointer.size, origin)
         sources[pointer.oid] = where
 
+    # Every object is asked of the repository's own LFS server, also those this worker
+    # keeps: its answer is this repository's proof of access (objects are shared by oid
+    # for efficiency, never for authority); only the missing ones are downloaded.
     wanted: dict[str, Pointer] = {}
     for path, (pointer, _entry) in sorted(pointers.items()):
-        stored = _stored(settings, pointer)
-        if stored is not None:
-            use(path, pointer, stored)
-        elif pointer.size > settings.lfs_max_bytes:
+        if pointer.size > settings.lfs_max_bytes:
             hold(path, f"{pointer.size} bytes is more than TREECAST_LFS_MAX_BYTES")
         else:
             wanted[pointer.oid] = pointer
@@ -200,6 +200,10 @@ def _fetch_objects(
         for oid, pointer in wanted.items():
             if oid not in actions:
                 fetched[oid] = refused.get(oid, "the LFS server did not answer for it")
+                continue
+            stored = _stored(settings, pointer)
+            if stored is not None:
+                fetched[oid] = stored
                 continue
             href, headers = actions[oid]
             try:
