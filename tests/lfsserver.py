@@ -28,6 +28,7 @@ class LfsStore:
 
     root: Path
     requests: list[tuple[str, str]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)  # each request's
     # oid → the href a download action names (None: the server's own object URL).
     href_for: Callable[[str, str], str] | None = None
     # oid → the bytes served instead of the stored object.
@@ -44,6 +45,7 @@ class LfsStore:
         """Answer one LFS request on `handler` (`base`: http://host:port)."""
         path = handler.path.partition("?")[0]
         self.requests.append((handler.command, path))
+        self.authorizations.append(handler.headers.get("Authorization"))
         batch = _BATCH.match(path)
         single = _OBJECT.match(path)
         if handler.command == "POST" and batch:

@@ -4,7 +4,9 @@ example receiver mirroring what it is sent."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,15 @@ from examples.receiver import Receiver
 from models.delivery import AppDelivery, DeliverInput
 from models.tables import Watch
 from tests.contents_world import ICON, PNG, World, content_world, needs_git_lfs
-from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.githttp import git_http_server
+from tests.gitrepos import WorkRepo
+from tests.lfsserver import LfsStore
+from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
+from tests.sshserver import keygen, ssh_server
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.service.core import TreecastService
+from treecast.service.credentials import CredentialSpec
 
 pytestmark = needs_git_lfs
 
@@ -159,3 +167,57 @@ def test_a_missing_lfs_object_is_held_back_and_the_rest_delivered(
     run.deliver(head(world))
     assert rcv.files()["images/logo.png"] == PNG
     assert run.watch().held_back is None
+
+
+def test_lfs_over_ssh_asks_git_lfs_authenticate_with_the_deploy_key(
+    settings: Settings,
+    tmp_path: Path,
+    receiver: Receiver,  # noqa: F811
+    receiver_secret: str,  # noqa: F811
+) -> None:
+    data = os.urandom(5000)
+    oid = hashlib.sha256(data).hexdigest()
+    store = LfsStore(tmp_path / "objects")
+    store.root.mkdir()
+    store.path(oid).write_bytes(data)
+    repo = WorkRepo(tmp_path / "assets")
+    repo.write(".gitattributes", "*.bin filter=lfs\n")
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(data)}\n"
+    repo.write("data.bin", pointer)
+    commit = repo.commit("an LFS object")
+    with ssh_server() as server, git_http_server(tmp_path / "none", None, lfs=store) as http:
+        private, public = keygen(tmp_path / "deploy")
+        # The forge's side: git-lfs-authenticate names its LFS server and a header.
+        dispatch = tmp_path / "dispatch.sh"
+        dispatch.write_text(
+            "#!/bin/sh\n"
+            'case "$SSH_ORIGINAL_COMMAND" in\n'
+            '  "git-lfs-authenticate "*" download") printf \'{"href": '
+            f'"{http.url("assets.git")}/info/lfs", "header": {{"Authorization": '
+            '"RemoteAuth s3cr3t"}}\' ;;\n'
+            '  *) eval "$SSH_ORIGINAL_COMMAND" ;;\n'
+            "esac\n"
+        )
+        dispatch.chmod(0o755)
+        with server.authorized_keys.open("a") as keys:
+            keys.write(f'command="{dispatch}" {public.strip()}\n')
+        added, _ = TreecastService(settings).add_repository(
+            server.url(repo.remote),
+            "",
+            None,
+            None,
+            CredentialSpec(ssh_private_key=private, known_hosts=server.known_hosts()),
+        )
+        app_id = add_watch(settings, receiver.url, [receiver_secret], added.repository_id)
+        with session_scope(settings.database_url) as session:
+            watch = session.get(Watch, (app_id, added.repository_id))
+            assert watch is not None
+            watch.lfs = True
+            session.add(watch)
+        result = ActivityEnvironment().run(
+            DeliveryActivities(settings).deliver_changes,
+            DeliverInput(app_id, added.repository_id, commit),
+        )
+    assert result.status == "synced", result
+    assert receiver.files()["data.bin"] == data
+    assert "RemoteAuth s3cr3t" in store.authorizations

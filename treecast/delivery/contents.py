@@ -18,6 +18,7 @@ from models.contents import SubmoduleMode
 from treecast.config import Settings
 from treecast.delivery.changes import Candidates
 from treecast.delivery.lfs import LfsFetcher, LfsRefused, check_url
+from treecast.gitcache.errors import GitError
 from treecast.gitcache.lfs import (
     MAX_POINTER_BYTES,
     LfsAttributes,
@@ -25,6 +26,7 @@ from treecast.gitcache.lfs import (
     endpoint_of,
     lfsconfig_url,
     parse_pointer,
+    ssh_authenticate,
     touches_lfs_setup,
 )
 from treecast.gitcache.objects import BlobReader
@@ -134,13 +136,20 @@ def _resolve_lfs(settings: Settings, expansion: Expansion, sources: Sources) -> 
             _fetch_objects(settings, origin, pointers, expansion, sources)
 
 
-def _endpoint(settings: Settings, origin: Origin) -> str:
-    """The LFS server of `origin`: its `.lfsconfig`'s when it passes the URL policy."""
+def _endpoint(settings: Settings, origin: Origin) -> tuple[str, dict[str, str]]:
+    """The LFS server of `origin` and the headers it wants: its `.lfsconfig`'s when it
+    passes the URL policy; an ssh remote's answer to `git-lfs-authenticate`."""
     configured = lfsconfig_url(origin.cache, origin.commit)
     if configured is None:
         if origin.access.url.startswith("file://"):
             raise LfsRefused("Git LFS objects of a file:// repository are not fetched")
-        return endpoint_of(origin.access.url)
+        if origin.access.url.startswith("ssh://"):
+            try:
+                auth = ssh_authenticate(settings, origin.access)
+            except GitError as failed:
+                raise LfsRefused(failed.message) from None
+            return check_url(auth.href, "the LFS server git-lfs-authenticate named"), auth.headers
+        return endpoint_of(origin.access.url), {}
     check_url(configured, "the LFS URL in .lfsconfig")
     try:
         # The same rules as a registered URL (private addresses, odd IPv4 forms...);
@@ -154,7 +163,7 @@ def _endpoint(settings: Settings, origin: Origin) -> str:
         )
     except ValueError as refused:
         raise LfsRefused(f"the LFS URL in .lfsconfig is refused: {refused}") from None
-    return configured
+    return configured, {}
 
 
 def _fetch_objects(
@@ -184,13 +193,13 @@ def _fetch_objects(
     if not wanted:
         return
     try:
-        endpoint = _endpoint(settings, origin)
+        endpoint, headers = _endpoint(settings, origin)
     except LfsRefused as refusal:
         for path, (pointer, _entry) in pointers.items():
             if pointer.oid in wanted:
                 hold(path, str(refusal))
         return
-    with _fetcher(settings, origin.access, endpoint) as fetcher:
+    with _fetcher(settings, origin.access, endpoint, headers) as fetcher:
         try:
             actions = fetcher.download_actions(list(wanted.values()))
             refused = fetcher.refused
@@ -226,8 +235,10 @@ def _stored(settings: Settings, pointer: Pointer) -> Path | None:
 
 
 @contextlib.contextmanager
-def _fetcher(settings: Settings, access: RemoteAccess, endpoint: str) -> Iterator[LfsFetcher]:
-    fetcher = LfsFetcher(settings, access, endpoint)
+def _fetcher(
+    settings: Settings, access: RemoteAccess, endpoint: str, headers: dict[str, str]
+) -> Iterator[LfsFetcher]:
+    fetcher = LfsFetcher(settings, access, endpoint, headers=headers)
     try:
         yield fetcher
     finally:

@@ -89,7 +89,7 @@ def check_url(url: str, what: str) -> str:
     return url
 
 
-@dataclass
+@dataclass(repr=False)
 class LfsFetcher:
     """Fetches the objects of one repository's pointers (one per delivery run)."""
 
@@ -98,10 +98,15 @@ class LfsFetcher:
     endpoint: str  # the LFS server's base URL ({url}.git/info/lfs or .lfsconfig's)
     # The guarded network backend (tests hand one whose inner backend stays on loopback).
     backend: httpcore.NetworkBackend | None = None
+    # Headers the remote asked for (an ssh remote's `git-lfs-authenticate` answer).
+    headers: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"LfsFetcher({self.endpoint!r})"
 
     def __post_init__(self) -> None:
         self._pool: httpcore.ConnectionPool | None = None
-        self.secrets = self.access.secrets()
+        self.secrets = [*self.access.secrets(), *(self.headers or {}).values()]
 
     def close(self) -> None:
         """Close the connections."""
@@ -177,7 +182,12 @@ class LfsFetcher:
                     "hash_algo": "sha256",
                 }
             ).encode()
-            headers = {"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE, **self._auth(url)}
+            headers = {
+                "Accept": MEDIA_TYPE,
+                "Content-Type": MEDIA_TYPE,
+                **self._auth(url),
+                **(self.headers or {}),
+            }
             try:
                 with request_deadline(self.settings.git_timeout_seconds):
                     response = self._send("POST", url, headers, body)

@@ -10,14 +10,26 @@ caller. Fetching the objects is the delivery room's (`treecast.delivery.lfs`).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import shlex
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from posixpath import dirname
+from urllib.parse import urlsplit
 
+from models.git import GitErrorType
+from treecast.config import Settings
 from treecast.gitcache.command import run_git
+from treecast.gitcache.environment import git_env
 from treecast.gitcache.errors import GitError
-from treecast.gitcache.repository import RepositoryCache
+from treecast.gitcache.pinning import SSH_COMMAND, pinned_remote
+from treecast.gitcache.repository import RemoteAccess, RepositoryCache
+from treecast.gitcache.ssh import SshCredentials, SshFiles, ssh_files
 from treecast.globs import GlobSpec
+from treecast.redact import redact
 
 ATTRIBUTES_FILE = ".gitattributes"
 LFSCONFIG = ".lfsconfig"
@@ -167,7 +179,8 @@ def lfsconfig_url(cache: RepositoryCache, commit: str) -> str | None:
 
 def endpoint_of(remote_url: str) -> str:
     """The LFS server git-lfs derives from a remote URL: `{url}.git/info/lfs` over https
-    (an ssh remote's host over https), `{url}/info/lfs` when it already ends in `.git`."""
+    (an ssh remote's host over https, when it does not answer `git-lfs-authenticate`),
+    `{url}/info/lfs` when it already ends in `.git`."""
     url = remote_url.rstrip("/")
     if url.startswith("ssh://"):
         rest = url[len("ssh://") :]
@@ -175,3 +188,76 @@ def endpoint_of(remote_url: str) -> str:
         host = host_part.rpartition("@")[2].split(":")[0]
         url = f"https://{host}/{path}"
     return url + ("/info/lfs" if url.endswith(".git") else ".git/info/lfs")
+
+
+# -- over ssh: git-lfs-authenticate ------------------------------------------------------
+
+MAX_AUTH_ANSWER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class LfsAuth:
+    """Where an ssh remote's LFS server is and the headers it wants (from the remote)."""
+
+    href: str
+    headers: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"LfsAuth({self.href!r}, headers=***)"
+
+
+@contextlib.contextmanager
+def _key_files(access: RemoteAccess) -> Iterator[SshFiles | None]:
+    if not isinstance(access.credentials, SshCredentials):
+        yield None
+        return
+    with ssh_files(access.credentials) as files:
+        yield files
+
+
+def ssh_authenticate(settings: Settings, access: RemoteAccess) -> LfsAuth:
+    """Ask an ssh remote for its LFS server as git-lfs does (`git-lfs-authenticate PATH
+    download`), with the repository's deploy key and pinned host keys, at the vetted
+    address. Raises GitError with the reason."""
+    with _key_files(access) as files:
+        target, pins = pinned_remote(settings, access.url, token=False, ssh=files)
+        command = dict(pins).get("core.sshCommand", SSH_COMMAND)
+        parts = urlsplit(target)
+        host = parts.hostname or ""
+        login = f"{parts.username}@{host}" if parts.username else host
+        path = parts.path.lstrip("/")
+        argv = [
+            *shlex.split(command),
+            *(["-p", str(parts.port)] if parts.port else []),
+            "--",
+            login,
+            f"git-lfs-authenticate {shlex.quote(path)} download",
+        ]
+        try:
+            done = subprocess.run(
+                argv,
+                env=git_env(),
+                capture_output=True,
+                timeout=settings.git_timeout_seconds,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise GitError(
+                GitErrorType.TIMEOUT,
+                f"git-lfs-authenticate did not answer within {settings.git_timeout_seconds:g} s",
+            ) from None
+    secrets = access.secrets()
+    if done.returncode != 0:
+        detail = redact(done.stderr.decode(errors="replace").strip(), secrets)[:300]
+        raise GitError(GitErrorType.OTHER, f"git-lfs-authenticate over ssh failed: {detail}")
+    try:
+        answer = json.loads(done.stdout[:MAX_AUTH_ANSWER_BYTES])
+        href = answer["href"]
+        header = answer.get("header") or {}
+        if not isinstance(href, str) or not isinstance(header, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise GitError(GitErrorType.OTHER, "git-lfs-authenticate answered no usable href") from None
+    headers = {str(k): str(v) for k, v in header.items() if not re.search(r"[\r\n]", f"{k}{v}")}
+    return LfsAuth(href, headers)
