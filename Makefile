@@ -95,6 +95,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.idle_checks
 	$(BIN)/python -m bench.first_wave --repos 1000 --floor
+	$(BIN)/python -m bench.repository_contents
 
 clean:
 	rm -rf $(VENV) .treecast .pytest_cache .mypy_cache .ruff_cache

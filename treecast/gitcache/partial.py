@@ -100,7 +100,8 @@ def fetch_support_blobs(
     commit: str,
 ) -> None:
     """After a commit arrived in a partial cache: fetch the blobs any read of it needs."""
-    needed = support_blobs(settings, path, commit) & missing_objects(settings, path, commit)
+    found = support_blobs(settings, path, commit)
+    needed = found & missing_objects(settings, path, commit) if found else set()
     if needed:
         fetch_blobs(settings, path, url, credentials, needed)
 
