@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,19 @@ def test_lfs_over_ssh_asks_git_lfs_authenticate_with_the_deploy_key(
     assert result.status == "synced", result
     assert receiver.files()["data.bin"] == data
     assert "RemoteAuth s3cr3t" in store.authorizations
+
+
+def test_depth_and_count_limits_hold_back_what_is_past_them(run: Delivery, world: World) -> None:
+    run.settings = replace(run.settings, submodule_max_depth=1)
+    run.options(submodules="recursive")
+    run.deliver(head(world))
+    files = run.receiver.files()
+    assert "vendor/style/style.css" in files
+    assert not any(path.startswith("vendor/style/deps/fonts/") for path in files)
+    (line,) = json.loads(run.watch().held_back or "[]")
+    assert "vendor/style/deps/fonts" in line and "deeper than 1 levels" in line
+
+    run.settings = replace(run.settings, submodule_max_depth=5, submodule_max_count=1)
+    run.deliver(head(world))
+    (line,) = json.loads(run.watch().held_back or "[]")
+    assert "vendor/style/deps/fonts" in line and "more than 1 submodules" in line
