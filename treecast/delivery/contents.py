@@ -17,7 +17,7 @@ from pathlib import Path
 from models.contents import SubmoduleMode
 from treecast.config import Settings
 from treecast.delivery.changes import Candidates
-from treecast.delivery.lfs import LfsFetcher, LfsRefused, check_url
+from treecast.delivery.lfs import LfsFetcher, LfsRefused, check_url, object_path
 from treecast.gitcache.errors import GitError
 from treecast.gitcache.lfs import (
     MAX_POINTER_BYTES,
@@ -228,8 +228,6 @@ def _fetch_objects(
 
 
 def _stored(settings: Settings, pointer: Pointer) -> Path | None:
-    from treecast.delivery.lfs import object_path
-
     path = object_path(settings, pointer.oid)
     return path if path.exists() else None
 
