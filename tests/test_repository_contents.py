@@ -238,3 +238,16 @@ def test_depth_and_count_limits_hold_back_what_is_past_them(run: Delivery, world
     run.deliver(head(world))
     (line,) = json.loads(run.watch().held_back or "[]")
     assert "vendor/style/deps/fonts" in line and "more than 1 submodules" in line
+
+
+def test_turning_lfs_on_sends_exactly_the_objects(run: Delivery, world: World) -> None:
+    run.deliver(head(world))
+    before = len(run.requests())
+    with session_scope(run.settings.database_url) as session:
+        watch = session.get(Watch, (run.app_id, run.repository_id))
+        assert watch is not None
+        watch.lfs, watch.delivered_commit = True, None  # as `watch --lfs` does
+        session.add(watch)
+    run.deliver(head(world))
+    assert run.requests()[before:] == [("update", "images/logo.png")]
+    assert run.receiver.files()["images/logo.png"] == PNG
