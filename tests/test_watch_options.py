@@ -72,3 +72,25 @@ def test_the_cli_watch_takes_the_options_and_status_shows_them(
     (watch,) = row["apps"]
     assert watch["submodules"] == "recursive" and watch["lfs"] is True
     assert starter.main(["watch", app["app_id"], repository_id, "--submodules", "all"]) == 2
+
+
+async def test_the_admin_page_shows_the_options_and_what_was_held_back(tmp_path: Path) -> None:
+    from models.tables import Watch
+    from tests.test_admin_pages import log_in
+    from treecast.db import session_scope
+
+    settings = api_settings(tmp_path)
+    async with api_client(settings) as client:
+        app = await onboard(client)
+        body = {"url": REPO, "submodules": "shallow", "lfs": True}
+        created = await client.post("/api/repositories", json=body, headers=bearer(app["token"]))
+        rid = created.json()["repository_id"]
+        with session_scope(settings.database_url) as session:
+            watch = session.get(Watch, (app["app_id"], rid))
+            assert watch is not None
+            watch.held_back = json.dumps(["submodule vendor/x held back: <refused>"])
+            session.add(watch)
+        await log_in(client)
+        page = (await client.get(f"/admin/repositories/{rid}")).text
+    assert "submodules: shallow" in page and ">lfs<" in page
+    assert "held back: submodule vendor/x held back: &lt;refused&gt;" in page
