@@ -133,6 +133,12 @@ class RepositoryCache:
         cache.prune_kept(self.settings, self.path, keep)
         cache.maintain(self.settings, self.path)
 
+    def tidy(self) -> None:
+        """Let git pack the cache when it thinks it is due, under the lock (a submodule's
+        cache, which no snapshot prunes, after a fetch)."""
+        with heartbeats(self.heartbeat), cache.cache_lock(self.settings, self.repository_id):
+            cache.maintain(self.settings, self.path)
+
     def ensure_commit(self, access: RemoteAccess, commit: str) -> None:
         """Make sure `commit` is here and pinned, fetching it if this worker lacks it.
 

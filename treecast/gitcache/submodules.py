@@ -318,7 +318,12 @@ class Expander:
             self.settings, access.repository_id, heartbeat=parent.cache.heartbeat
         )
         try:
+            fetched = not (cache.path.exists() and cache.has_commit(pinned))
             cache.ensure_commit(access, pinned)
+            if fetched:
+                # Its pins are kept (other repositories may pin the same commits): only
+                # packs are tidied, so reads stay fast as bumps accumulate.
+                cache.tidy()
         except GitError as failed:
             hold(failed.message)
             return None
