@@ -168,6 +168,12 @@ def test_credentials_reach_only_the_parents_host(settings: Settings) -> None:
     )
     assert same.credentials is parent.credentials
     assert other.credentials is None
+    ssh_parent = RemoteAccess("repo_z", "ssh://git@git.example.com/org/handbook", "", None)
+    ssh_parent = replace(ssh_parent, credentials=parent.credentials)
+    scp = submodule_access(
+        replace(settings, allow_private_urls=True), ssh_parent, "git@git.example.com:org/style"
+    )
+    assert scp.credentials is parent.credentials and scp.url.startswith("ssh://")
     # A cache reached with the parent's credentials is the parent's alone.
     assert (
         same.repository_id

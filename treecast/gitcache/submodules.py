@@ -37,7 +37,7 @@ from treecast.gitcache.tree import (
     list_tree,
 )
 from treecast.paths import unsafe_path_reason
-from treecast.urls import normalise_git_url, vet_git_url
+from treecast.urls import DEFAULT_PORTS, VettedGitUrl, normalise_git_url, vet_git_url
 
 GITMODULES = ".gitmodules"
 # Larger `.gitmodules` files are refused whole: nobody lists megabytes of submodules.
@@ -157,8 +157,14 @@ def resolve_url(parent_url: str, url: str) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, effective port) of a registered (normalised) URL."""
     parts = urlsplit(url)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
 
 
 def cache_id(url: str, parent: RemoteAccess, with_credentials: bool) -> str:
@@ -176,15 +182,22 @@ def submodule_access(settings: Settings, parent: RemoteAccess, raw_url: str) -> 
     if not raw_url.strip():
         raise ValueError(f"no URL for it in {GITMODULES}")
     resolved = resolve_url(parent.url, raw_url)
-    same_host = _origin(resolved) == _origin(parent.url)
+
+    def vet(token: bool) -> VettedGitUrl:
+        return vet_git_url(
+            resolved,
+            allow_private=settings.allow_private_urls,
+            allow_file=settings.allow_file_urls,
+            token=token,
+            allow_insecure=settings.allow_insecure_transport,
+        )
+
+    vetted = vet(False)
+    # Compared as vetted (scp-like `git@host:path` is ssh://host:22 like the parent's).
+    same_host = (vetted.scheme, vetted.host, vetted.port) == _origin(parent.url)
     credentials: AnyCredentials | None = parent.credentials if same_host else None
-    vetted = vet_git_url(
-        resolved,
-        allow_private=settings.allow_private_urls,
-        allow_file=settings.allow_file_urls,
-        token=credentials is not None,
-        allow_insecure=settings.allow_insecure_transport,
-    )
+    if credentials is not None:
+        vetted = vet(True)  # a token must not cross plain http unless allowed
     return RemoteAccess(
         repository_id=cache_id(vetted.url, parent, credentials is not None),
         url=vetted.url,
