@@ -113,6 +113,8 @@ def partial(root: Path, src_mb: int, rounds: int) -> dict[str, Any]:
             "bytes": int(statistics.median(b for b, _ in values)),
             "seconds": round(statistics.median(s for _, s in values), 3),
         }
+    figures["treecast"]["snapshot_seconds"] = round(statistics.median(p[0] for p in _PHASES), 3)
+    figures["treecast"]["delivery_seconds"] = round(statistics.median(p[1] for p in _PHASES), 3)
     figures["bytes_ratio"] = round(figures["treecast"]["bytes"] / figures["full"]["bytes"], 4)
     figures["time_vs_sparse"] = round(
         figures["treecast"]["seconds"] / figures["sparse"]["seconds"], 2
@@ -120,10 +122,16 @@ def partial(root: Path, src_mb: int, rounds: int) -> dict[str, Any]:
     return figures
 
 
+_PHASES: list[tuple[float, float]] = []  # (snapshot, delivery) seconds of each first sync
+
+
 def _first_sync(settings: Any, app_id: str, repository_id: str, commit: str) -> None:
+    started = time.perf_counter()
     _snapshot(settings, repository_id)
+    fetched = time.perf_counter()
     result = _deliver(settings, app_id, repository_id, commit)
     assert result.status == "synced", result
+    _PHASES.append((fetched - started, time.perf_counter() - fetched))
 
 
 # -- 2. an LFS object's memory -------------------------------------------------------------
@@ -286,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"full clone {fig['full']['bytes']:,} B in {fig['full']['seconds']} s; "
                 f"sparse clone {fig['sparse']['bytes']:,} B in {fig['sparse']['seconds']} s; "
                 f"Treecast first sync {fig['treecast']['bytes']:,} B in "
-                f"{fig['treecast']['seconds']} s ({fig['bytes_ratio']:.2%} of the full "
+                f"{fig['treecast']['seconds']} s (snapshot {fig['treecast']['snapshot_seconds']}"
+                f" s, delivery {fig['treecast']['delivery_seconds']} s; "
+                f"{fig['bytes_ratio']:.2%} of the full "
                 f"clone's bytes, {fig['time_vs_sparse']}x the sparse clone's time)"
             )
         if "lfs" in parts:
