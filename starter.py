@@ -187,6 +187,17 @@ def build_parser() -> ArgumentParser:
         metavar="GLOB",
         help="only paths matching (repeatable)",
     )
+    w.add_argument(
+        "--submodules",
+        choices=("off", "shallow", "recursive"),
+        help="deliver submodules' files too (default off; docs/repository-contents.md)",
+    )
+    w.add_argument(
+        "--lfs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="deliver Git LFS objects instead of their pointer files (default off)",
+    )
     _add_json(w)
     uw = commands.add_parser("unwatch", help="stop a watch and forget what the app received")
     uw.add_argument("app_id", metavar="APP_ID")
@@ -551,7 +562,7 @@ async def cmd_db(service: TreecastService, args: argparse.Namespace) -> Result:
 
 
 async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Result:
-    watch = service.watch(args.app_id, args.repository_id, args.path)
+    watch = service.watch(args.app_id, args.repository_id, args.path, args.submodules, args.lfs)
     what = "now watches" if watch.created else "watch updated:"
     try:
         await service.start_sync(args.repository_id, reuse_recent=True)
@@ -567,10 +578,14 @@ async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Resul
             "app_id": args.app_id,
             "repository_id": args.repository_id,
             "paths": watch.paths,
+            "submodules": watch.submodules,
+            "lfs": watch.lfs,
             "created": watch.created,
         },
         f"{args.app_id} {what} {args.repository_id}"
         + (f" (paths: {', '.join(watch.paths)})" if watch.paths else "")
+        + (f" (submodules: {watch.submodules})" if watch.submodules != "off" else "")
+        + (" (lfs)" if watch.lfs else "")
         + "; a sync was requested",
     )
 

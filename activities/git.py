@@ -20,6 +20,7 @@ from treecast.gitcache.tree import TreeStats
 from treecast.redact import redact
 from treecast.store.repositories import load_access
 from treecast.store.snapshots import latest, record_snapshot
+from treecast.store.watches import every_watch_has_paths
 
 
 class GitActivities:
@@ -57,9 +58,10 @@ class GitActivities:
             with session_scope(settings.database_url) as session:
                 access = load_access(settings, session, repository_id)
                 previous = latest(session, repository_id)
+                partial = every_watch_has_paths(session, repository_id)
             secrets.extend(access.secrets())
             try:
-                outcome = cache.sync(access)
+                outcome = cache.sync(access, partial=partial)
             except GitError as refused:
                 if refused.type == GitErrorType.AUTHENTICATION_FAILED and isinstance(
                     access.credentials, Credentials

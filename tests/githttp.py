@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.lfsserver import LfsStore
+
 HTTP_BACKEND = (
     Path(
         subprocess.run(["git", "--exec-path"], capture_output=True, check=True)
@@ -40,6 +42,7 @@ class GitHttpServer:
         truncate_packs: bool = False,
         keep_alive: bool = False,
         reuse_listings: float = 0.0,
+        lfs: LfsStore | None = None,
     ) -> None:
         self.root = root
         self.token = token
@@ -53,6 +56,10 @@ class GitHttpServer:
         # For benchmarks whose paths all name one repository: a ref listing (a POST
         # without `want`) is answered from the last real one for this many seconds.
         self.reuse_listings = reuse_listings
+        # A Git LFS server on the same host and port (`.../info/lfs/...`), as forges do.
+        self.lfs = lfs
+        # Body bytes answered to git (packs and listings): what a fetch cost on the wire.
+        self.bytes_sent = 0
         listings: dict[bytes, tuple[float, bytes]] = {}
         server = self
 
@@ -94,6 +101,9 @@ class GitHttpServer:
                 path, _, query = self.path.partition("?")
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if server.lfs is not None and server.lfs.handles(path):
+                    server.lfs.answer(self, f"http://127.0.0.1:{server.port}", body)
+                    return
                 env = {
                     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                     "GIT_PROJECT_ROOT": str(server.root),
@@ -139,9 +149,11 @@ class GitHttpServer:
                     self.close_connection = True
                     return
                 self.wfile.write(content)
+                server.bytes_sent += len(content)
 
             do_GET = _serve
             do_POST = _serve
+            do_PUT = _serve
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = int(self.httpd.server_address[1])

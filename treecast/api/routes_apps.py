@@ -74,7 +74,14 @@ async def watch(
     key to paste into the git host), never a secret."""
     spec = body.spec()
     result = await service.watch_repository(
-        app_id, body.url, body.ref, body.token, body.paths, None if spec.empty() else spec
+        app_id,
+        body.url,
+        body.ref,
+        body.token,
+        body.paths,
+        None if spec.empty() else spec,
+        submodules=body.submodules,
+        lfs=body.lfs,
     )
     if not result.watch_created:
         response.status_code = 200

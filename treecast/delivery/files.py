@@ -38,6 +38,7 @@ from models.delivery import (
 from treecast import metrics
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.delivery.contents import ContentReader, Sources
 from treecast.delivery.loading import load_changes, record_changes
 from treecast.delivery.requests import Ahead, Request, RequestBuilder
 from treecast.delivery.target import open_sender, refusal, secrets_of, skip_reason
@@ -151,7 +152,7 @@ class FileDelivery:
         self.total = len(changes)
         self._beat(force=True)
         try:
-            self._send_all(cache, changes)
+            self._send_all(cache, changes, computed.sources)
         except Gone as gone:
             self.result.status = DeliveryStatus.DISABLED
             self.result.error_type = DeliveryErrorType.GONE
@@ -166,12 +167,14 @@ class FileDelivery:
             self.result.error = str(changed)
             return self.result
         with session_scope(settings.database_url) as session:
-            finish_delivery(session, app_id, repository_id, self.input.commit)
+            finish_delivery(session, app_id, repository_id, self.input.commit, computed.held)
             prune_delivery_log(session, app_id, settings.delivery_log_keep)
         self.result.status = DeliveryStatus.SYNCED
         return self.result
 
-    def _send_all(self, cache: RepositoryCache, changes: list[FileChange]) -> None:
+    def _send_all(
+        self, cache: RepositoryCache, changes: list[FileChange], sources: Sources
+    ) -> None:
         needs_git = any(c.kind != ChangeKind.DELETE for c in changes)
         with ExitStack() as stack:
             sender = stack.enter_context(
@@ -189,7 +192,7 @@ class FileDelivery:
                 if self.input.commit is None:
                     raise RuntimeError("changes to send but no commit to read them from")
                 # The load step fetched the commit here if this worker lacked it.
-                reader = stack.enter_context(cache.blobs())
+                reader = stack.enter_context(ContentReader(cache, sources))
             # While request N's answer is awaited, request N+1's file(s) are read from
             # git and its body built and signed (`Ahead`). N+1 leaves only after N's 2xx
             # is committed to the ledger (`_record`), so the ledger never runs ahead of

@@ -144,6 +144,8 @@ class WatchInfo:
     repository_id: str
     paths: list[str]
     created: bool
+    submodules: str = "off"
+    lfs: bool = False
 
 
 @dataclass
@@ -389,13 +391,29 @@ class TreecastService:
 
     # -- watches ----------------------------------------------------------------------------
 
-    def watch(self, app_id: str, repository_id: str, globs: list[str]) -> WatchInfo:
-        """Make an app watch a repository (or change its path globs)."""
+    def watch(
+        self,
+        app_id: str,
+        repository_id: str,
+        globs: list[str],
+        submodules: str | None = None,
+        lfs: bool | None = None,
+    ) -> WatchInfo:
+        """Make an app watch a repository (or change its path globs, and its submodule
+        and LFS choices when given)."""
         import json
 
         with session_scope(self.settings.database_url) as session:
-            watch, created = registry.watch(session, app_id, repository_id, globs)
-            return WatchInfo(app_id, repository_id, json.loads(watch.path_globs), created)
+            watch, created = registry.watch(session, app_id, repository_id, globs, submodules, lfs)
+            options = registry.watch_options(watch)
+            return WatchInfo(
+                app_id,
+                repository_id,
+                json.loads(watch.path_globs),
+                created,
+                submodules=options["submodules"],
+                lfs=options["lfs"],
+            )
 
     def unwatch(self, app_id: str, repository_id: str) -> int:
         """Stop a watch and forget what the app received; the ledger rows removed."""
@@ -636,6 +654,8 @@ class TreecastService:
         token: str | None,
         paths: list[str] | None,
         credentials: CredentialSpec | None = None,
+        submodules: str | None = None,
+        lfs: bool | None = None,
     ) -> WatchedRepository:
         """Register the repository if new and make the app watch it, then request a sync.
 
@@ -646,7 +666,7 @@ class TreecastService:
         """
         # The database work runs on a thread, so the event loop keeps answering (/health).
         result, changed = await asyncio.to_thread(
-            self._save_watch, app_id, url, ref, token, paths, credentials
+            self._save_watch, app_id, url, ref, token, paths, credentials, submodules, lfs
         )
         if credentials is not None and credentials.generate_ssh_key:
             # As `repo add --generate-ssh-key`: no sync fails while the key is not on the host.
@@ -668,6 +688,8 @@ class TreecastService:
         token: str | None,
         paths: list[str] | None,
         credentials: CredentialSpec | None = None,
+        submodules: str | None = None,
+        lfs: bool | None = None,
     ) -> tuple[WatchedRepository, bool]:
         cipher = self._cipher()
         with session_scope(self.settings.database_url) as session:
@@ -677,10 +699,20 @@ class TreecastService:
             )
             current = registry.existing_watch(session, app_id, repo.id)
             watch_created = current is None
-            changed = current is None or (paths is not None and paths != current)
+            options = registry.existing_options(session, app_id, repo.id)
+            changed = (
+                current is None
+                or (paths is not None and paths != current)
+                or (submodules is not None and registry.check_submodules(submodules) != options[0])
+                or (lfs is not None and lfs != options[1])
+            )
             if changed:
-                watch, _ = registry.watch(session, app_id, repo.id, paths or [])
+                watch, _ = registry.watch(
+                    session, app_id, repo.id, paths if paths is not None else current or [],
+                    submodules, lfs,
+                )  # fmt: skip
                 current = json.loads(watch.path_globs)
+                options = registry.existing_options(session, app_id, repo.id)
             if credentials is not None and not credentials.empty():
                 changed = True  # new credentials (the watch as it was): sync with them now
             owner, name = owner_and_name(repo.url)
@@ -691,6 +723,8 @@ class TreecastService:
                 name=name,
                 ref=repo.ref,
                 paths=list(current or []),
+                submodules=options[0] or "off",
+                lfs=bool(options[1]),
                 created_at=_iso(repo.created_at),
                 repository_created=repo_created,
                 watch_created=watch_created,
@@ -1319,7 +1353,8 @@ def _iso(value: datetime | None) -> str:
 
 def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
     """A `registry.WATCH_COLUMNS` row as a `WatchState`."""
-    rid, url, ref, globs, status, commit, error_type, error, retries, synced, created = row
+    rid, url, ref, globs, status, commit, error_type, error, retries, synced, created, *more = row
+    submodules, lfs, held = more
     owner, name = owner_and_name(url)
     return WatchState(
         repository_id=rid,
@@ -1336,6 +1371,9 @@ def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
         last_synced_at=_iso(synced) or None,
         created_at=_iso(created),
         live=LiveState(known=False),
+        submodules=submodules or "off",
+        lfs=bool(lfs),
+        held_back=json.loads(held) if held else [],
     )
 
 
@@ -1357,6 +1395,7 @@ def _watch_state(watch: Watch, repository: Repository) -> WatchState:
         created_at=_iso(watch.created_at),
         live=LiveState(known=False),
         credentials=creds.credential_info(repository),
+        **registry.watch_options(watch),
     )
 
 

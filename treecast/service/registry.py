@@ -15,6 +15,7 @@ from sqlalchemy import delete, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from models.contents import SubmoduleMode
 from models.tables import (
     App,
     DeliveredFile,
@@ -450,16 +451,36 @@ def _check_globs(globs: list[str]) -> list[str]:
     return cleaned
 
 
+def check_submodules(value: str | None) -> str | None:
+    """A `submodules` choice as stored (None: off), or UserError."""
+    try:
+        mode = SubmoduleMode.parse(value)
+    except ValueError as error:
+        raise UserError(f"--submodules: {error}") from None
+    return None if mode == SubmoduleMode.OFF else mode.value
+
+
 def watch(
-    session: Session, app_id: str, repository_id: str, globs: list[str]
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    globs: list[str],
+    submodules: str | None = None,
+    lfs: bool | None = None,
 ) -> tuple[Watch, bool]:
-    """Make an app watch a repository (or update its globs); a disabled watch is enabled again."""
+    """Make an app watch a repository (or update its globs and, when given, its
+    `submodules` and `lfs` choices); a disabled watch is enabled again."""
     get_app(session, app_id)
     get_repository(session, repository_id)
     patterns = _check_globs(globs)
+    mode = check_submodules(submodules)
     existing = session.get(Watch, (app_id, repository_id))
     if existing is not None:
         existing.path_globs = json.dumps(patterns)
+        if submodules is not None:
+            existing.submodules = mode
+        if lfs is not None:
+            existing.lfs = lfs or None
         if existing.status in (WatchStatus.DISABLED, WatchStatus.FAILED):
             existing.status = WatchStatus.PENDING
             existing.retry_count = 0
@@ -470,7 +491,13 @@ def watch(
         session.add(existing)
         stamps.stamp(session, repository_id)
         return existing, False
-    created = Watch(app_id=app_id, repository_id=repository_id, path_globs=json.dumps(patterns))
+    created = Watch(
+        app_id=app_id,
+        repository_id=repository_id,
+        path_globs=json.dumps(patterns),
+        submodules=mode,
+        lfs=lfs or None,
+    )
     session.add(created)
     session.flush()
     stamps.stamp(session, repository_id)  # one the remote checks check from now
@@ -511,6 +538,7 @@ def watches_of(session: Session, repository_id: str) -> list[dict[str, Any]]:
             "retry_count": w.retry_count,
             "last_synced_at": w.last_synced_at.isoformat() if w.last_synced_at else None,
             "path_globs": json.loads(w.path_globs),
+            **watch_options(w),
         }
         for w, a in sorted(rows, key=lambda pair: pair[0].app_id)
     ]
@@ -573,6 +601,21 @@ def app_watch(session: Session, app_id: str, repository_id: str) -> tuple[Watch,
     return found[0], found[1]
 
 
+def watch_options(watch: Watch) -> dict[str, Any]:
+    """A watch's submodule and LFS choices and what its last delivery held back, as shown."""
+    return {
+        "submodules": watch.submodules or SubmoduleMode.OFF.value,
+        "lfs": bool(watch.lfs),
+        "held_back": json.loads(watch.held_back) if watch.held_back else [],
+    }
+
+
+def existing_options(session: Session, app_id: str, repository_id: str) -> tuple[str | None, bool]:
+    """The stored `submodules` (None: off) and `lfs` of the app's watch (off without one)."""
+    watch = session.get(Watch, (app_id, repository_id))
+    return (None, False) if watch is None else (watch.submodules, bool(watch.lfs))
+
+
 def existing_watch(session: Session, app_id: str, repository_id: str) -> list[str] | None:
     """The path globs of the app's watch of the repository, or None when it has none."""
     watch = session.get(Watch, (app_id, repository_id))
@@ -607,6 +650,9 @@ WATCH_COLUMNS: tuple[Any, ...] = (
     Watch.retry_count,
     Watch.last_synced_at,
     Watch.created_at,
+    Watch.submodules,
+    Watch.lfs,
+    Watch.held_back,
 )
 
 
@@ -698,6 +744,7 @@ def watches_of_app(session: Session, app_id: str) -> list[dict[str, Any]]:
             "retry_count": w.retry_count,
             "last_synced_at": w.last_synced_at.isoformat() if w.last_synced_at else None,
             "path_globs": json.loads(w.path_globs),
+            **watch_options(w),
             "credentials": asdict(creds.credential_info(r)),
         }
         for w, r in app_watches(session, app_id, None, 10_000)

@@ -69,6 +69,8 @@ class WatchedRepository:
     sync_error: str | None = None
     push_secret: str | None = None
     credentials: CredentialInfo | None = None  # which kind, and its public parts
+    submodules: str = "off"  # off, shallow or recursive
+    lfs: bool = False
 
 
 @dataclass
@@ -108,6 +110,9 @@ class WatchState:
     created_at: str
     live: LiveState
     credentials: CredentialInfo | None = None  # which kind, and its public parts
+    submodules: str = "off"
+    lfs: bool = False
+    held_back: list[str] = field(default_factory=list)  # what the last delivery held back
 
 
 @dataclass
