@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PYTHON_ID := $(shell $(PYTHON) -c 'import hashlib, os, platform, sys; print(platform.python_version() + "-" + hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:8])' 2>/dev/null)
 STAMP := $(VENV)/.installed-$(PYTHON_ID)
 
-.PHONY: install test lint typecheck unit demo run bench fuzz clean browser sshd screenshot
+.PHONY: install test lint typecheck unit demo run bench fuzz clean browser sshd lfs screenshot
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -n "$(PYTHON_ID)" || { echo "PYTHON=$(PYTHON) does not run; set it to a Python 3.11-3.13" >&2; exit 1; }
@@ -53,6 +53,17 @@ sshd:
 	      || echo "note: could not install openssh-server; the ssh tests will be skipped"; \
 	  else echo "note: /usr/sbin/sshd is not installed; the ssh tests will be skipped"; fi; }
 
+# Debian's git-lfs for the submodule and LFS tests: it pushes the test repositories' objects
+# to their LFS server and makes the reference checkout (`git lfs pull`). The worker does
+# not use it (it speaks the LFS Batch API itself), so the Docker image does not install it.
+lfs:
+	@command -v git-lfs >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing git-lfs for the submodule and LFS tests"; \
+	    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git-lfs >/dev/null; } \
+	      || echo "note: could not install git-lfs; the LFS tests will be skipped"; \
+	  else echo "note: git-lfs is not installed; the LFS tests will be skipped"; fi; }
+
 # pytest-xdist: one test process per core (`auto`), each with its own servers (one dev
 # server, one time-skipping server, one PostgreSQL: tests/conftest.py); tests go to
 # whichever process is free. PYTEST_WORKERS=0 runs them all in this process.
@@ -64,7 +75,7 @@ PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist worksteal
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
 # The whole suite: lint, types, unit, PostgreSQL, time-skipping and dev-server tests.
-test: lint typecheck browser sshd
+test: lint typecheck browser sshd lfs
 	$(PYTEST) -q $(PYTEST_PARALLEL)
 
 # The tests that need no server (no Temporal, PostgreSQL, sshd or browser), in under a
@@ -100,6 +111,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.idle_checks
 	$(BIN)/python -m bench.polling
 	$(BIN)/python -m bench.first_wave --repos 1000 --floor
+	$(BIN)/python -m bench.repository_contents
 
 clean:
 	rm -rf $(VENV) .treecast .pytest_cache .mypy_cache .ruff_cache

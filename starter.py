@@ -207,6 +207,17 @@ def build_parser() -> ArgumentParser:
         help="only paths matching (repeatable)",
     )
     w.add_argument(
+        "--submodules",
+        choices=("off", "shallow", "recursive"),
+        help="deliver submodules' files too (default off; docs/repository-contents.md)",
+    )
+    w.add_argument(
+        "--lfs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="deliver Git LFS objects instead of their pointer files (default off)",
+    )
+    w.add_argument(
         "--token-env", metavar="VAR", help="name of an environment variable holding an access token"
     )
     cli_credentials.add_arguments(w, rotating=False)
@@ -591,7 +602,9 @@ async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Resul
         scanned = _scan_unconfirmed(service, args, service.repository(args.repository_id).url, spec)
         if scanned is not None:
             return scanned
-    watch = service.watch(args.app_id, args.repository_id, args.path, spec)
+    watch = service.watch(
+        args.app_id, args.repository_id, args.path, spec, args.submodules, args.lfs
+    )
     if watch.pending:
         repository = service.repository(args.repository_id)
         return _new_deploy_key(
@@ -617,12 +630,16 @@ async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Resul
             "app_id": args.app_id,
             "repository_id": args.repository_id,
             "paths": watch.paths,
+            "submodules": watch.submodules,
+            "lfs": watch.lfs,
             "created": watch.created,
             "credentials": asdict(watch.credentials),
         },
         f"{args.app_id} {what} {args.repository_id}"
         + (f" (paths: {', '.join(watch.paths)})" if watch.paths else "")
         + (f" with its own {watch.credentials.kind}" if watch.credentials.kind != "none" else "")
+        + (f" (submodules: {watch.submodules})" if watch.submodules != "off" else "")
+        + (" (lfs)" if watch.lfs else "")
         + "; a sync was requested",
     )
 

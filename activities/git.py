@@ -20,6 +20,7 @@ from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import TreeStats
 from treecast.redact import redact
 from treecast.store.snapshots import latest, record_snapshot
+from treecast.store.watches import every_watch_has_paths
 
 
 class GitActivities:
@@ -57,7 +58,8 @@ class GitActivities:
             access = AccessRun(settings, repository_id)
             with session_scope(settings.database_url) as session:
                 previous = latest(session, repository_id)
-            outcome = access.fetch(cache, secrets)
+                partial = every_watch_has_paths(session, repository_id)
+            outcome = access.fetch(cache, secrets, partial=partial)
             stats = TreeStats()
             if outcome.commit is not None:
                 before = SnapshotStats.of(previous) if previous is not None else None

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -251,11 +252,12 @@ class Receiver:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close the socket and remove the staging folder."""
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        shutil.rmtree(self._staging, ignore_errors=True)
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -265,7 +267,10 @@ class Receiver:
 
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted (the command line)."""
-        self._server.serve_forever()
+        try:
+            self._server.serve_forever()
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     # -- test hooks ----------------------------------------------------------------
 

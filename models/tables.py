@@ -190,6 +190,14 @@ class Watch(SQLModel, table=True):
     access: str | None = Field(default=None, max_length=20)
     access_checked_at: datetime | None = None
     access_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # What the app asked for beyond the plain tree (docs/repository-contents.md): gitlinks
+    # expanded ("off" when None, a `models.contents.SubmoduleMode`), LFS pointers replaced
+    # by their objects. Nullable, so the start-up upgrader adds them to old databases.
+    submodules: str | None = Field(default=None, max_length=16)
+    lfs: bool | None = Field(default=None)
+    # JSON list of "path: reason" lines: what the last delivery held back (a submodule
+    # that could not be fetched, an LFS object missing or refused); retried next sync.
+    held_back: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class DeliveredFile(SQLModel, table=True):

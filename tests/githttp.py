@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.lfsserver import LfsStore
+
 HTTP_BACKEND = (
     Path(
         subprocess.run(["git", "--exec-path"], capture_output=True, check=True)
@@ -41,11 +43,16 @@ class GitHttpServer:
         truncate_packs: bool = False,
         keep_alive: bool = False,
         reuse_listings: float = 0.0,
+        lfs: LfsStore | None = None,
     ) -> None:
         self.root = root
         self.token = token
         self.tokens: set[str] = set()
+        # Passwords that may not read some repositories: password -> path prefixes (a
+        # token scoped to other repositories, as a forge's fine-grained tokens are).
+        self.scoped_out: dict[str, set[str]] = {}
         self.auth_headers: list[str] = []
+        self.asked: list[tuple[str, str]] = []  # (path, password) of each Basic auth request
         # Every request answered with a 301 to this base URL (another server).
         self.redirect_to = redirect_to
         # Packs cut off half-way, as a dropped connection would.
@@ -55,6 +62,10 @@ class GitHttpServer:
         # For benchmarks whose paths all name one repository: a ref listing (a POST
         # without `want`) is answered from the last real one for this many seconds.
         self.reuse_listings = reuse_listings
+        # A Git LFS server on the same host and port (`.../info/lfs/...`), as forges do.
+        self.lfs = lfs
+        # Body bytes answered to git (packs and listings): what a fetch cost on the wire.
+        self.bytes_sent = 0
         listings: dict[bytes, tuple[float, bytes]] = {}
         server = self
 
@@ -75,6 +86,9 @@ class GitHttpServer:
                     return False
                 user_pass = base64.b64decode(header[len("Basic ") :]).decode()
                 password = user_pass.partition(":")[2]
+                server.asked.append((self.path, password))
+                if any(self.path.startswith(p) for p in server.scoped_out.get(password, ())):
+                    return False
                 return password == server.token or password in server.tokens
 
             def _serve(self) -> None:
@@ -97,6 +111,9 @@ class GitHttpServer:
                 path, _, query = self.path.partition("?")
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if server.lfs is not None and server.lfs.handles(path):
+                    server.lfs.answer(self, f"http://127.0.0.1:{server.port}", body)
+                    return
                 env = {
                     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                     "GIT_PROJECT_ROOT": str(server.root),
@@ -142,9 +159,11 @@ class GitHttpServer:
                     self.close_connection = True
                     return
                 self.wfile.write(content)
+                server.bytes_sent += len(content)
 
             do_GET = _serve
             do_POST = _serve
+            do_PUT = _serve
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = int(self.httpd.server_address[1])

@@ -2,7 +2,9 @@
 the fetch falls back to the next app's credentials when the host refuses the ones it
 used, each app due a check is asked about once per distinct credential, an app without
 credentials is refused on a private repository, and an app whose access comes back is
-delivered to again."""
+delivered to again. A delivery reaches the host with the app's own credentials only: a
+private submodule another app's token reads is held back for an app whose token does
+not."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.delivery import DeliveryActivities
 from activities.git import GitActivities
 from activities.watches import WatchActivities
-from models.delivery import WatchersInput, WatchersResult
+from examples.receiver import Receiver
+from models.delivery import AppDelivery, DeliverInput, WatchersInput, WatchersResult
 from models.git import SnapshotInput, SnapshotResult
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
 from tests.githttp import GitHttpServer, git_http_server
-from tests.gitrepos import WorkRepo
+from tests.gitrepos import WorkRepo, git
 from tests.receiver_fixture import add_watch
 from treecast.access import Verdict, probe
 from treecast.config import Settings
@@ -29,6 +33,7 @@ from treecast.db import session_scope
 from treecast.gitcache.command import Credentials
 
 REPO = "repo_" + "a" * 24
+SECRET = generate_webhook_secret()
 
 
 @pytest.fixture
@@ -147,3 +152,57 @@ def test_a_probe_tells_a_refusal_from_no_answer(settings: Settings, host: GitHtt
     with silent_server() as port:
         quiet = probe(settings, f"http://127.0.0.1:{port}/r.git", "", None, timeout=1.0)
     assert quiet.verdict == Verdict.UNKNOWN and quiet.error_type == "GitTimeout"
+
+
+def test_a_private_submodule_goes_only_to_apps_whose_own_token_reads_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Both apps' tokens read the repository; only A's reads its submodule (same host, a
+    relative URL). A is delivered to first, so the submodule's commit is in a cache by
+    then: B must neither be sent A's token nor read what A's fetched."""
+    root = tmp_path / "git"
+    sub = WorkRepo(root / "sub")
+    sub.write("secret.md", "only for A\n")
+    pinned = sub.commit("sub")
+    parent = WorkRepo(root / "parent")
+    parent.write("README.md", "shared\n")
+    parent.write(
+        ".gitmodules",
+        '[submodule "vendor/sub"]\n\tpath = vendor/sub\n\turl = ../../sub/remote.git\n',
+    )
+    git(parent.work, "add", "-A")
+    git(parent.work, "update-index", "--add", "--cacheinfo", f"160000,{pinned},vendor/sub")
+    git(parent.work, "commit", "-q", "-m", "parent")  # not `add -A`: it would drop the link
+    git(parent.work, "push", "-q", "origin", "HEAD:refs/heads/main")
+    commit = git(parent.work, "rev-parse", "HEAD")
+    with (
+        git_http_server(root, "token-a") as host,
+        Receiver([SECRET], tmp_path / "a") as to_a,
+        Receiver([SECRET], tmp_path / "b") as to_b,
+    ):
+        host.tokens.add("token-b")
+        host.scoped_out["token-b"] = {"/sub/"}
+        with session_scope(settings.database_url) as session:
+            session.add(Repository(id=REPO, url=host.url("parent/remote.git"), ref=""))
+        a = add_watch(settings, to_a.url, [SECRET], REPO, token="token-a")
+        b = add_watch(settings, to_b.url, [SECRET], REPO, token="token-b")
+        with session_scope(settings.database_url) as session:
+            for app in (a, b):
+                watch = session.get(Watch, (app, REPO))
+                assert watch is not None
+                watch.submodules = "shallow"
+        assert snapshot(settings).commit == commit
+        for app in (a, b):
+            delivered = ActivityEnvironment().run(
+                DeliveryActivities(settings).deliver_changes, DeliverInput(app, REPO, commit)
+            )
+            assert isinstance(delivered, AppDelivery) and delivered.status == "synced"
+    assert state(settings, a).held_back is None
+    shared = {"README.md": b"shared\n", ".gitmodules": (parent.work / ".gitmodules").read_bytes()}
+    assert to_a.files() == {**shared, "vendor/sub/secret.md": b"only for A\n"}
+    assert to_b.files() == shared
+    assert "submodule vendor/sub held back" in (state(settings, b).held_back or "")
+    # B's delivery asked the host with B's token (and was refused), never with A's after
+    # A's delivery was done.
+    asked = [password for path, password in host.asked if path.startswith("/sub/")]
+    assert "token-b" in asked and asked[asked.index("token-b") :].count("token-a") == 0

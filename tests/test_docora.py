@@ -229,6 +229,8 @@ def rows(settings: Settings) -> dict[str, list[Any]]:
                 (w.app_id, w.repository_id, w.status, w.retry_count, w.last_error)
                 for w in session.exec(select(Watch)).all()
             ],
+            # Docora knows no submodules or LFS: imported watches keep them off.
+            "watch_options": [(w.submodules, w.lfs) for w in session.exec(select(Watch)).all()],
             "ledger": sorted(
                 (d.path, d.blob_id, d.sha256) for d in session.exec(select(DeliveredFile)).all()
             ),
@@ -320,6 +322,7 @@ def test_import_then_first_sync_sends_only_what_changed(
     assert imported["watches"] == [
         (docora.app_id, docora.repository_id, "failed", 5, "Notification failed for update b.md")
     ]
+    assert imported["watch_options"] == [(None, None)]
     assert {p for p, blob, _ in imported["ledger"] if blob == ""} == {"a.md", "b.md", "old.md"}
     # Docora's per-app GitHub token is that app's watch's, never the repository's.
     cipher = Cipher(pg_settings.secret_key or "")
@@ -384,7 +387,13 @@ def test_wrong_key_is_refused_before_writing(pg_settings: Settings, docora: Doco
     assert "\n" not in str(refused.value)
     with pytest.raises(UserError, match="64 hex characters"):
         service.import_docora(docora.url, "not-a-key")
-    assert rows(pg_settings) == {"apps": [], "repositories": [], "watches": [], "ledger": []}
+    assert rows(pg_settings) == {
+        "apps": [],
+        "repositories": [],
+        "watches": [],
+        "watch_options": [],
+        "ledger": [],
+    }
 
 
 def test_imported_token_authenticates(pg_settings: Settings, docora: Docora) -> None:

@@ -100,7 +100,7 @@ def read_all(engine: Engine, metadata: MetaData) -> dict[str, list[tuple[Any, ..
 
 
 def upgraded(before: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
-    """The baseline's rows as the revisions since leave them: 0004 moves each repository's
+    """The baseline's rows as the revisions since leave them: 0005 moves each repository's
     credentials to its watches (`treecast.upgrade_credentials`), clearing the repository's."""
     columns = list(baseline.metadata.tables["repositories"].columns.keys())
     cleared = {columns.index(name) for name in CREDENTIALS}

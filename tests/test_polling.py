@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
 from temporalio.testing import ActivityEnvironment
 
 from activities.git import GitActivities
@@ -32,13 +33,13 @@ from treecast import migrations, remote_checks
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import create_schema, make_engine, session_scope
+from treecast.migrations import baseline
 from treecast.service import access, registry
 from treecast.service.credentials import CredentialSpec, plan
 from treecast.store import access as access_store
 from treecast.store import stamps
 from treecast.store.snapshots import latest, record_snapshot
 from treecast.store.watches import finish_delivery
-from treecast.upgrade_credentials import COLUMNS
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -183,15 +184,15 @@ def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: S
     engine = make_engine(settings.database_url)
     create_schema(engine)
     with engine.begin() as connection:  # a database from before the stamps: revision 0002
-        connection.execute(text("DROP INDEX IF EXISTS ix_repositories_changed_at"))
-        later = [  # what revisions 0003 and 0004 add
-            ("repositories", "changed_at"),
-            ("repositories", "paused"),
-            ("repositories", "fetched_with"),
-            *(("watches", c) for c in (*COLUMNS, "access", "access_checked_at", "access_error")),
-        ]
-        for table, column in later:
-            connection.execute(text(f'ALTER TABLE {table} DROP COLUMN "{column}"'))
+        # (which only added tables), without the columns later revisions added
+        for table in baseline.metadata.sorted_tables:
+            for column in SQLModel.metadata.tables[table.name].columns:
+                if column.name in table.columns:
+                    continue
+                for index in SQLModel.metadata.tables[table.name].indexes:
+                    if column.name in index.columns:
+                        connection.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+                connection.execute(text(f'ALTER TABLE {table.name} DROP COLUMN "{column.name}"'))
         migrations.stamp(connection, "0002_shared_state")
         connection.execute(
             text(

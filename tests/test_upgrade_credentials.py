@@ -1,5 +1,5 @@
 """The upgrade of a database whose credentials belong to repositories (revision
-0003_change_stamps, with rows in it) through migration 0004_watch_credentials, on SQLite
+0004_watch_contents, with rows in it) through migration 0005_watch_credentials, on SQLite
 and PostgreSQL: every watcher of a repository gets its credentials, the repository's are
 cleared, nothing else changes, a second run does nothing, and a private repository keeps
 syncing with the credentials its apps now hold. The downgrade gives each repository back
@@ -30,7 +30,7 @@ from treecast.crypto import Cipher
 from treecast.db import create_schema, make_engine, schema_status, session_scope
 from treecast.upgrade_credentials import COLUMNS, move_repository_credentials_to_watches
 
-BEFORE = "0003_change_stamps"  # the revision before credentials moved to watches
+BEFORE = "0004_watch_contents"  # the revision before credentials moved to watches
 TOKEN = "glpat-" + "T0k3n" * 4
 EXPIRES = datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -186,7 +186,7 @@ def test_credentials_move_to_every_watcher_once(
 
     create_schema(engine)  # `treecast db upgrade`, or a start with TREECAST_AUTO_MIGRATE=1
 
-    assert schema_status(engine).current == migrations.head() == "0004_watch_credentials"
+    assert schema_status(engine).current == migrations.head() == "0005_watch_credentials"
     settings = settings.model_copy(update={"database_url": old_url})
     with session_scope(old_url) as session:
         for repository in session.exec(sql_select(Repository)).all():

@@ -143,11 +143,13 @@ class AccessRun:
             self._credentials[holder.identity] = decrypt(self.settings, holder.stored)
         return self._credentials[holder.identity]
 
-    def fetch(self, cache: RepositoryCache, secrets: list[str]) -> SyncOutcome:
-        """`cache.sync` with the first credentials the host accepts; `secrets` gets every
-        form of those tried (for redaction). Raises the first refusal when none did; any
-        other git error ends the tries at once (it is the repository's, not the
-        credentials')."""
+    def fetch(
+        self, cache: RepositoryCache, secrets: list[str], *, partial: bool = False
+    ) -> SyncOutcome:
+        """`cache.sync` (`partial`: by what is watched) with the first credentials the host
+        accepts; `secrets` gets every form of those tried (for redaction). Raises the first
+        refusal when none did; any other git error ends the tries at once (it is the
+        repository's, not the credentials')."""
         first: GitError | None = None
         anonymous = ("none",)
         for holder in [*self._order, None]:
@@ -163,7 +165,7 @@ class AccessRun:
             access = RemoteAccess(self.repository_id, self.url, self.ref, credentials)
             secrets.extend(access.secrets())
             try:
-                outcome = cache.sync(access)
+                outcome = cache.sync(access, partial=partial)
             except GitError as error:
                 if error.type not in REFUSALS:
                     # The repository's trouble, not the credentials': no use trying more.

@@ -229,6 +229,13 @@ class Settings(BaseSettings):
         4096, ge=16, le=1 << 20, description="longest path a snapshot may hold")
     tree_max_total_bytes: Count = Field(
         107_374_182_400, ge=1, le=1 << 60, description="bytes a snapshot's files may add up to")
+    submodule_max_depth: Count = Field(
+        5, ge=1, le=100, description="levels of nested submodules a recursive watch expands")
+    submodule_max_count: Count = Field(
+        100, ge=1, le=100_000, description="submodules one watch's tree may expand")
+    lfs_max_bytes: ByteCount = Field(
+        2_147_483_648, ge=1, le=1 << 50,
+        description="largest Git LFS object fetched (held back past it)")
     breaker_threshold: Count = Field(
         5, ge=1, le=1000, description="consecutive failed syncs that open the breaker")
     breaker_cooldown_seconds: Seconds = Field(

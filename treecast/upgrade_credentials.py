@@ -9,7 +9,7 @@ repository that no app watches has nobody to give them to: they are dropped, wit
 warning naming it.
 
 Written with SQLAlchemy Core on a plain connection and frozen column names (not the
-ORM models, which move on), for migration revision 0004_watch_credentials. Idempotent:
+ORM models, which move on), for migration revision 0005_watch_credentials. Idempotent:
 a second run finds nothing to move. Its downgrade moves them back
 (`move_watch_credentials_to_repositories`).
 """

@@ -77,7 +77,14 @@ async def watch(
     never a secret."""
     spec = body.spec()
     result = await service.watch_repository(
-        app_id, body.url, body.ref, body.token, body.paths, None if spec.empty() else spec
+        app_id,
+        body.url,
+        body.ref,
+        body.token,
+        body.paths,
+        None if spec.empty() else spec,
+        submodules=body.submodules,
+        lfs=body.lfs,
     )
     if not result.watch_created:
         response.status_code = 200

@@ -120,6 +120,9 @@ class AppWatchOut(BaseModel):
     access: str = Field("granted", description=ACCESS)
     access_checked_at: str | None = None
     access_error: str | None = None
+    submodules: str = "off"
+    lfs: bool = False
+    held_back: list[str] = Field(default_factory=list)
 
 
 class AppDetailOut(BaseModel):
@@ -189,6 +192,12 @@ class RepositoryIn(CredentialFields):
     ref: Annotated[str, StringConstraints(max_length=255)] = ""
     token: GitToken | None = Field(None, validation_alias=AliasChoices("token", "github_token"))
     paths: list[Glob] | None = Field(None, max_length=100)
+    submodules: Literal["off", "shallow", "recursive"] | None = Field(
+        None, description="expand submodules (default off; docs/repository-contents.md)"
+    )
+    lfs: bool | None = Field(
+        None, description="Git LFS objects instead of pointers (default false)"
+    )
 
 
 class CredentialsIn(CredentialFields):
@@ -222,6 +231,8 @@ class RepositoryOut(BaseModel):
     name: str
     ref: str
     paths: list[str]
+    submodules: str = "off"
+    lfs: bool = False
     created_at: str
     repository_created: bool
     watch_created: bool
@@ -264,6 +275,11 @@ class WatchOut(BaseModel):
     last_synced_at: str | None
     created_at: str
     live: LiveOut
+    submodules: str = "off"
+    lfs: bool = False
+    held_back: list[str] = Field(
+        default_factory=list, description="what the last delivery held back, and why"
+    )
     credentials: CredentialsOut | None = None
     access: str = Field("granted", description=ACCESS)
     access_checked_at: str | None = None

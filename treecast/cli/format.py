@@ -147,5 +147,17 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
             )
         else:
             lines.append("  no app watches it yet")
+        for app in row["apps"]:
+            options = [
+                f"submodules {app['submodules']}" if app.get("submodules", "off") != "off" else "",
+                "lfs" if app.get("lfs") else "",
+            ]
+            if any(options):
+                lines.append(f"  {app['app_id']}: {', '.join(o for o in options if o)}")
+            held = app.get("held_back") or []
+            for reason in held[:5]:
+                lines.append(printable(f"  {app['app_id']} held back: {reason}")[:200])
+            if len(held) > 5:
+                lines.append(f"  {app['app_id']}: {len(held) - 5} more held back (see --json)")
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models.changes import ChangeKind, FileChange
 from treecast.gitcache.tree import FILE_MODES, DiffEntry, FileFilter, TreeFile
@@ -34,10 +35,21 @@ class Candidates:
 
     files: Mapping[str, tuple[str, int] | None]
     complete: bool
+    # Held back (a submodule or LFS object that could not be had): a path, or a folder
+    # ending in "/", → why. Neither sent nor deleted: the app keeps what it has there.
+    held: Mapping[str, str] = field(default_factory=dict)
 
     def ledger_paths(self) -> Collection[str] | None:
         """The ledger rows the computation needs (None: all of them)."""
         return None if self.complete else self.files.keys()
+
+    def is_held(self, path: str) -> bool:
+        """True when `path` is held back, itself or as part of a held folder."""
+        if not self.held:
+            return False
+        if path in self.held:
+            return True
+        return any(path.startswith(prefix) for prefix in self.held if prefix.endswith("/"))
 
 
 # An empty repository: every ledger path is a delete.
@@ -49,16 +61,32 @@ def listed(files: Mapping[str, TreeFile]) -> Candidates:
     return Candidates({path: (e.blob_id, e.size) for path, e in files.items()}, complete=True)
 
 
+def _diff_path(entry: DiffEntry) -> str | None:
+    """The entry's path when it could ever have been delivered (UTF-8, safe)."""
+    try:
+        path = entry.raw_path.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return path if unsafe_path_reason(path) is None else None
+
+
+def wanted_blobs(entries: list[DiffEntry], file_filter: FileFilter) -> set[str]:
+    """The blobs of a diff's new side the app receives (whose sizes `diffed` needs)."""
+    blobs: set[str] = set()
+    for entry in entries:
+        path = _diff_path(entry)
+        if path is not None and entry.new_mode in FILE_MODES and file_filter.wanted(path):
+            blobs.add(entry.new_blob)
+    return blobs
+
+
 def diffed(entries: list[DiffEntry], sizes: dict[str, int], file_filter: FileFilter) -> Candidates:
     """The paths a tree diff from the app's last delivered commit reports."""
     files: dict[str, tuple[str, int] | None] = {}
     for entry in entries:
-        try:
-            path = entry.raw_path.decode("utf-8")
-        except UnicodeDecodeError:
-            continue  # never delivered, so never in a ledger
-        if unsafe_path_reason(path) is not None:
-            continue  # never delivered either (`classify` counts it)
+        path = _diff_path(entry)
+        if path is None:
+            continue  # never delivered, so never in a ledger (`classify` counts it)
         wanted = entry.new_mode in FILE_MODES and file_filter.wanted(path)
         files[path] = (entry.new_blob, sizes[entry.new_blob]) if wanted else None
     return Candidates(files, complete=False)
@@ -71,6 +99,10 @@ class ChangeSet:
 
     changes: list[FileChange]
     upgraded: dict[str, str] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)  # see `Candidates.held`
+    # Where the bytes of a change's key are when not in the repository's own cache
+    # (`treecast.delivery.contents.Sources`).
+    sources: dict[str, Path] = field(default_factory=dict)
 
 
 def order_changes(changes: Iterable[FileChange]) -> list[FileChange]:
@@ -92,8 +124,10 @@ def compute_changes(
     upgraded); without `same_content` it is an update.
     """
     paths = ledger.keys() | candidates.files.keys() if candidates.complete else candidates.files
-    result = ChangeSet([])
+    result = ChangeSet([], held=dict(candidates.held))
     for path in paths:
+        if candidates.is_held(path):
+            continue
         current = candidates.files.get(path)
         known = ledger.get(path)
         if current is None:

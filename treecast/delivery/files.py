@@ -38,13 +38,14 @@ from models.delivery import (
 from treecast import metrics
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.delivery.contents import ContentReader, Sources
 from treecast.delivery.loading import load_changes, record_changes
 from treecast.delivery.requests import Ahead, Request, RequestBuilder
 from treecast.delivery.target import open_sender, refusal, secrets_of, skip_reason
 from treecast.gitcache.repository import RepositoryCache
 from treecast.store.attempts import note_skipped_paths, prune_delivery_log, record_attempt
 from treecast.store.ledger import LedgerWriter, WatchChanged
-from treecast.store.repositories import load_access
+from treecast.store.repositories import app_access
 from treecast.store.targets import AppTarget, load_target
 from treecast.store.watches import finish_delivery, note_watch_failure, start_delivery
 from treecast.webhooks.payloads import Event
@@ -144,7 +145,8 @@ class FileDelivery:
                 return self.result
             assert target is not None
             start_delivery(session, app_id, repository_id)
-            access = load_access(settings, session, repository_id)
+            # The app's own credentials: what this delivery fetches, its access reaches.
+            access = app_access(settings, session, repository_id, app_id)
         self.target = target
         cache = RepositoryCache(settings, repository_id)
         with session_scope(settings.database_url) as session, cache.reading():
@@ -156,7 +158,7 @@ class FileDelivery:
         self.total = len(changes)
         self._beat(force=True)
         try:
-            self._send_all(cache, changes)
+            self._send_all(cache, changes, computed.sources)
         except Gone as gone:
             self.result.status = DeliveryStatus.DISABLED
             self.result.error_type = DeliveryErrorType.GONE
@@ -171,12 +173,14 @@ class FileDelivery:
             self.result.error = str(changed)
             return self.result
         with session_scope(settings.database_url) as session:
-            finish_delivery(session, app_id, repository_id, self.input.commit)
+            finish_delivery(session, app_id, repository_id, self.input.commit, computed.held)
             prune_delivery_log(session, app_id, settings.delivery_log_keep)
         self.result.status = DeliveryStatus.SYNCED
         return self.result
 
-    def _send_all(self, cache: RepositoryCache, changes: list[FileChange]) -> None:
+    def _send_all(
+        self, cache: RepositoryCache, changes: list[FileChange], sources: Sources
+    ) -> None:
         needs_git = any(c.kind != ChangeKind.DELETE for c in changes)
         with ExitStack() as stack:
             sender = stack.enter_context(
@@ -194,7 +198,7 @@ class FileDelivery:
                 if self.input.commit is None:
                     raise RuntimeError("changes to send but no commit to read them from")
                 # The load step fetched the commit here if this worker lacked it.
-                reader = stack.enter_context(cache.blobs())
+                reader = stack.enter_context(ContentReader(cache, sources))
             # While request N's answer is awaited, request N+1's file(s) are read from
             # git and its body built and signed (`Ahead`). N+1 leaves only after N's 2xx
             # is committed to the ledger (`_record`), so the ledger never runs ahead of

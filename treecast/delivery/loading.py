@@ -14,9 +14,11 @@ when the ledger equals that commit's filtered tree, and it is cleared when the w
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from sqlmodel import Session
 
+from models.contents import SubmoduleMode
 from models.tables import Watch
 from treecast.delivery.changes import (
     NOTHING,
@@ -25,10 +27,23 @@ from treecast.delivery.changes import (
     compute_changes,
     diffed,
     listed,
+    wanted_blobs,
 )
-from treecast.gitcache.objects import BlobReader
+from treecast.delivery.contents import (
+    ContentReader,
+    Contents,
+    Sources,
+    WatchOptions,
+    expanded_candidates,
+)
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
-from treecast.gitcache.tree import ignore_blob_name, parse_globs, touches_ignore_file
+from treecast.gitcache.tree import (
+    FileFilter,
+    diff_trees,
+    ignore_blob_name,
+    parse_globs,
+    touches_ignore_file,
+)
 from treecast.store.ledger import load_ledger, record_imported_blobs
 
 
@@ -55,6 +70,8 @@ def candidates_at(
         here, ignore, base_here = cache.check(names)
     ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
     file_filter = cache.file_filter(ignore_blob, globs)
+    if cache.partial:
+        return _partial_candidates(cache, access, commit, base, base_here, file_filter)
     if base and base_here is not None:
         entries, sizes = cache.diff(base, commit) if base != commit else ([], {})
         if not touches_ignore_file(entries):
@@ -62,12 +79,70 @@ def candidates_at(
     return listed(cache.list_tree(commit, file_filter).files)
 
 
-class ContentHasher:
-    """Hashes blobs for Docora-imported ledger rows, opening one reader on first use."""
+def _partial_candidates(
+    cache: RepositoryCache,
+    access: RemoteAccess,
+    commit: str,
+    base: str | None,
+    base_here: object,
+    file_filter: FileFilter,
+) -> Candidates:
+    """`candidates_at` in a partial clone: the blobs this app receives are fetched (those
+    missing) and sized before anything reads them."""
+    if base and base_here is not None:
+        entries = diff_trees(cache.settings, cache.path, base, commit) if base != commit else []
+        if not touches_ignore_file(entries):
+            sizes = cache.fill(access, commit, wanted_blobs(entries, file_filter))
+            return diffed(entries, sizes, file_filter)
+    files = cache.list_tree(commit, file_filter).files
+    sizes = cache.fill(access, commit, (entry.blob_id for entry in files.values()))
+    return listed({path: replace(e, size=sizes[e.blob_id]) for path, e in files.items()})
 
-    def __init__(self, cache: RepositoryCache) -> None:
+
+def contents_at(
+    cache: RepositoryCache,
+    access: RemoteAccess,
+    commit: str | None,
+    delivered_commit: str | None,
+    globs: list[str],
+    options: WatchOptions,
+) -> Contents:
+    """`candidates_at` for a watch with submodules or LFS (`treecast.delivery.contents`)."""
+    if options.plain or commit is None:
+        return Contents(candidates_at(cache, access, commit, delivered_commit, globs))
+    names = [f"{commit}^{{commit}}", ignore_blob_name(commit)]
+    if delivered_commit:
+        names.append(f"{delivered_commit}^{{commit}}")
+    try:
+        here, ignore, *base_here = cache.check(names)
+    except OSError:
+        here = None
+    if here is None:
+        cache.ensure_commit(access, commit)
+        here, ignore, *base_here = cache.check(names)
+    ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
+    base = delivered_commit if base_here and base_here[0] is not None else None
+    return expanded_candidates(
+        cache.settings, cache, access, commit, base, cache.file_filter(ignore_blob, globs), options
+    )
+
+
+def watch_options(watch: Watch) -> WatchOptions:
+    """The watch's submodule and LFS choices (an unknown stored mode reads as off)."""
+    try:
+        mode = SubmoduleMode.parse(watch.submodules)
+    except ValueError:
+        mode = SubmoduleMode.OFF
+    return WatchOptions(submodules=mode, lfs=bool(watch.lfs))
+
+
+class ContentHasher:
+    """Hashes contents for Docora-imported ledger rows, opening one reader on first use."""
+
+    def __init__(self, cache: RepositoryCache, sources: Sources | None = None) -> None:
         self._cache = cache
-        self._reader: BlobReader | None = None
+        self._sources = sources or {}
+        self._reader: ContentReader | None = None
 
     def __enter__(self) -> ContentHasher:
         return self
@@ -79,7 +154,7 @@ class ContentHasher:
     def same_content(self, blob_id: str, sha256: str) -> bool:
         """Whether blob `blob_id` hashes to `sha256`."""
         if self._reader is None:
-            self._reader = self._cache.blobs()
+            self._reader = ContentReader(self._cache, self._sources)
         digest = hashlib.sha256()
         for piece in self._reader.iter_bytes(blob_id):
             digest.update(piece)
@@ -101,10 +176,15 @@ def load_changes(
     if watch is None:
         raise LookupError(f"app {app_id} does not watch repository {repository_id}")
     globs = parse_globs(watch.path_globs)
-    candidates = candidates_at(cache, access, commit, watch.delivered_commit, globs)
+    contents = contents_at(
+        cache, access, commit, watch.delivered_commit, globs, watch_options(watch)
+    )
+    candidates = contents.candidates
     ledger = load_ledger(session, app_id, repository_id, candidates.ledger_paths())
-    with ContentHasher(cache) as hasher:
-        return compute_changes(candidates, ledger, hasher.same_content)
+    with ContentHasher(cache, contents.sources) as hasher:
+        changes = compute_changes(candidates, ledger, hasher.same_content)
+    changes.sources = contents.sources
+    return changes
 
 
 def record_changes(session: Session, app_id: str, repository_id: str, changes: ChangeSet) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from models.changes import ChangeKind, FileChange
 from models.delivery import ChunkResume
 from treecast.config import Settings
-from treecast.gitcache.objects import BlobReader
+from treecast.delivery.contents import ContentReader
 from treecast.store.targets import AppTarget
 from treecast.webhooks import payloads
 from treecast.webhooks.payloads import ChunkPlan, ContentProbe, Event
@@ -71,7 +71,7 @@ class RequestBuilder:
         self.commit = commit
 
     def requests(
-        self, changes: list[FileChange], reader: BlobReader | None, resume: ChunkResume | None
+        self, changes: list[FileChange], reader: ContentReader | None, resume: ChunkResume | None
     ) -> Generator[Request, None, None]:
         """Every request of the run, in order, built one at a time as they are pulled.
 
@@ -153,7 +153,7 @@ class RequestBuilder:
         )
 
     def _file(
-        self, reader: BlobReader, change: FileChange, resume: ChunkResume | None
+        self, reader: ContentReader, change: FileChange, resume: ChunkResume | None
     ) -> Request | Iterator[Request]:
         """A create/update as one request, or (a chunked file) the iterator of its chunks."""
         assert change.blob_id is not None

@@ -309,9 +309,15 @@ def _failure(
 
 
 def stream_records(
-    args: Sequence[str], *, settings: Settings, cwd: Path, timeout: float | None = None
+    args: Sequence[str],
+    *,
+    settings: Settings,
+    cwd: Path,
+    timeout: float | None = None,
+    separator: bytes = b"\0",
 ) -> Iterator[bytes]:
-    """Run a local git command and yield its NUL-terminated output records as they come.
+    """Run a local git command and yield its NUL-terminated (or `separator`-terminated)
+    output records as they come.
 
     For output that may be huge (a tree listing): memory stays at one read buffer plus
     what the caller keeps, and a caller that stops early (a limit was reached) kills git
@@ -354,7 +360,7 @@ def stream_records(
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     break
-                *records, pending = (pending + chunk).split(b"\0")
+                *records, pending = (pending + chunk).split(separator)
                 yield from records
             if pending:
                 yield pending

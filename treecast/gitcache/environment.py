@@ -11,8 +11,10 @@ is passed through `GIT_CONFIG_*` variables and lives as long as that command.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 
@@ -28,6 +30,12 @@ BASE_CONFIG: tuple[tuple[str, str], ...] = (
     # before they reach the cache; old repositories' harmless zero-padded modes pass.
     ("transfer.fsckObjects", "true"),
     ("fetch.fsck.zeroPaddedFilemode", "ignore"),
+    # fsck refuses a whole repository for one `.gitmodules` URL, path or name git's own
+    # `submodule` command would misread. Treecast never runs that: each URL goes through
+    # its URL policy and a refused one holds back that submodule alone (submodules.py).
+    ("fetch.fsck.gitmodulesUrl", "ignore"),
+    ("fetch.fsck.gitmodulesPath", "ignore"),
+    ("fetch.fsck.gitmodulesName", "ignore"),
     ("credential.helper", ""),
     ("core.sshCommand", "ssh -o BatchMode=yes"),
 )
@@ -40,8 +48,11 @@ _DROPPED = {"GIT_ASKPASS", "SSH_ASKPASS", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "G
 
 @functools.cache
 def private_home() -> str:
-    """An empty directory, readable by this process only, that git takes as HOME."""
-    return tempfile.mkdtemp(prefix="treecast-git-home-")
+    """An empty directory, readable by this process only, that git takes as HOME; removed
+    when the process exits (one per process, not one left behind per run)."""
+    home = tempfile.mkdtemp(prefix="treecast-git-home-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return home
 
 
 def git_env(config: Sequence[tuple[str, str]] = ()) -> dict[str, str]:

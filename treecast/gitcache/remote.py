@@ -20,6 +20,7 @@ from pathlib import Path
 
 from models.git import GitErrorType
 from treecast.config import Settings
+from treecast.gitcache import partial
 from treecast.gitcache.cache import (
     HEAD_REF,
     KEEP_PREFIX,
@@ -34,6 +35,7 @@ from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import ObjectChecker, is_object_id
 from treecast.gitcache.pinning import pinned_remote
 from treecast.gitcache.ssh import SshCredentials, SshFiles, ssh_files
+from treecast.gitcache.tree import is_partial
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +157,18 @@ def fetch(
     source: str,
     destination: str,
     credentials: AnyCredentials | None,
+    *,
+    filtered: bool = False,
 ) -> None:
-    """Fetch `source` from the remote into `destination`, pinned to vetted addresses."""
+    """Fetch `source` from the remote into `destination`, pinned to vetted addresses;
+    `filtered`: commits and trees only, the cache becoming a partial clone (`partial`)."""
+    if filtered:
+        partial.mark_partial(path)
     with _ssh_files(credentials) as ssh:
         target, pins = pinned_remote(settings, url, token=_is_token(credentials), ssh=ssh)
+        if filtered:
+            # The promisor remote's URL for this command only (see `partial`).
+            pins = [*pins, (f"remote.{partial.PROMISOR}.url", target)]
         run_git(
             [
                 "fetch",
@@ -168,13 +178,42 @@ def fetch(
                 # gc runs every few snapshots instead (`maintain`), not after every fetch.
                 "--no-auto-gc",
                 *([] if _has_history(path) else [f"--depth={FETCH_DEPTH}"]),
-                target,
+                *([f"--filter={partial.FILTER}", partial.PROMISOR] if filtered else [target]),
                 f"+{source}:{destination}",
             ],
             settings=settings,
             cwd=path,
             credentials=credentials,
             config=pins,
+        )
+
+
+def promisor_fetch(
+    settings: Settings, path: Path, url: str, credentials: AnyCredentials | None, wants: str
+) -> None:
+    """Fetch the objects named in `wants` (ids, one a line) into a partial cache, as git's
+    own lazy fetching would, but vetted, pinned and with the repository's credentials."""
+    with _ssh_files(credentials) as ssh:
+        target, pins = pinned_remote(settings, url, token=_is_token(credentials), ssh=ssh)
+        run_git(
+            [
+                "-c",
+                "fetch.negotiationAlgorithm=noop",
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--no-auto-gc",
+                "--recurse-submodules=no",
+                f"--filter={partial.FILTER}",
+                partial.PROMISOR,
+                "--stdin",
+            ],
+            settings=settings,
+            cwd=path,
+            credentials=credentials,
+            config=[*pins, (f"remote.{partial.PROMISOR}.url", target)],
+            input=wants.encode(),
         )
 
 
@@ -245,11 +284,12 @@ def _sync_by_name(
     memo: RefMemo,
     credentials: AnyCredentials | None,
     checker: ObjectChecker | None,
+    filtered: bool = False,
 ) -> SyncOutcome | None:
     """One `git fetch` of the remembered ref; None when asking the remote again may help
     (the ref is gone or changed its kind: `_sync_once` resolves it afresh)."""
     try:
-        fetch(settings, path, url, memo.source, HEAD_REF, credentials)
+        fetch(settings, path, url, memo.source, HEAD_REF, credentials, filtered=filtered)
     except GitError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
             raise
@@ -279,14 +319,15 @@ def _sync_once(
     ref: str,
     credentials: AnyCredentials | None,
     checker: ObjectChecker | None,
+    filtered: bool = False,
 ) -> SyncOutcome:
     memo = RefMemo.load(path, ref)
     if memo is not None:
-        outcome = _sync_by_name(settings, path, url, memo, credentials, checker)
+        outcome = _sync_by_name(settings, path, url, memo, credentials, checker, filtered)
         if outcome is not None:
             return outcome
         RefMemo.forget(path)
-    outcome, remote = _resolve_and_fetch(settings, path, url, ref, credentials, checker)
+    outcome, remote = _resolve_and_fetch(settings, path, url, ref, credentials, checker, filtered)
     if outcome.commit is not None and remote.full_name is not None:
         RefMemo(
             ref=ref,
@@ -307,6 +348,7 @@ def _resolve_and_fetch(
     ref: str,
     credentials: AnyCredentials | None,
     checker: ObjectChecker | None,
+    filtered: bool = False,
 ) -> tuple[SyncOutcome, RemoteRef]:
     """Ask the remote what the ref is, then fetch that commit by id."""
     remote = resolve_remote_ref(settings, url, ref, credentials)
@@ -317,12 +359,15 @@ def _resolve_and_fetch(
         return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=False), remote
     try:
         # By id: we get exactly what ls-remote saw, and the fetch itself pins it.
-        fetch(settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials)
+        fetch(
+            settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials,
+            filtered=filtered,
+        )  # fmt: skip
     except GitError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER) or not remote.full_name:
             raise
         # A server that refuses fetching by id (or a ref that moved meanwhile): by name.
-        fetch(settings, path, url, remote.full_name, HEAD_REF, credentials)
+        fetch(settings, path, url, remote.full_name, HEAD_REF, credentials, filtered=filtered)
         commit = rev_parse_commit(settings, path, HEAD_REF)
         keep_commit(settings, path, commit)
         return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
@@ -343,22 +388,40 @@ def sync_ref(
     ref: str,
     credentials: AnyCredentials | None = None,
     checker: ObjectChecker | None = None,
+    *,
+    filtered: bool = False,
 ) -> SyncOutcome:
     """Bring the ref's current commit into the cache at `path` (call under `cache_lock`).
 
     The first sync clones (a shallow fetch into an empty cache), later ones fetch
-    only what is new; a damaged cache is rebuilt once and the sync retried.
+    only what is new; a damaged cache is rebuilt once and the sync retried. `filtered`:
+    without blobs (`partial`): the few every read needs are fetched with the commit.
     """
     prepare_cache(settings, path)
+    outcome = _sync_ref(settings, path, url, ref, credentials, checker, filtered)
+    if outcome.commit is not None and is_partial(path):
+        partial.fetch_support_blobs(settings, path, url, credentials, outcome.commit)
+    return outcome
+
+
+def _sync_ref(
+    settings: Settings,
+    path: Path,
+    url: str,
+    ref: str,
+    credentials: AnyCredentials | None,
+    checker: ObjectChecker | None,
+    filtered: bool,
+) -> SyncOutcome:
     try:
-        return _sync_once(settings, path, url, ref, credentials, checker)
+        return _sync_once(settings, path, url, ref, credentials, checker, filtered)
     except CacheCorrupt as exc:
         log.warning("git cache %s looks damaged (%s); rebuilding", path.name, exc)
         if checker is not None:
             checker.close()
         rebuild_cache(settings, path)
         try:
-            return _sync_once(settings, path, url, ref, credentials, checker)
+            return _sync_once(settings, path, url, ref, credentials, checker, filtered)
         except CacheCorrupt as again:
             raise GitError(
                 GitErrorType.OTHER, f"git cache {path.name} is unusable: {again}"

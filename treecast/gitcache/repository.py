@@ -15,6 +15,7 @@ from pathlib import Path
 from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
 from treecast.gitcache import cache, remote, tree
+from treecast.gitcache import partial as partial_clone
 from treecast.gitcache.command import AnyCredentials, CacheCorrupt
 from treecast.gitcache.errors import GitError, Heartbeat, heartbeats
 from treecast.gitcache.objects import BlobReader, ObjectChecker, ObjectInfo, batch_check
@@ -29,6 +30,10 @@ class RemoteAccess:
     url: str
     ref: str
     credentials: AnyCredentials | None
+    # Whose credentials these are, when they are one tenant's (an app id) rather than
+    # whichever the repository's fetch used: what they fill beyond the repository's own
+    # cache (a submodule reached with them) is that tenant's alone.
+    tenant: str = ""
 
     def __repr__(self) -> str:
         return f"RemoteAccess({self.repository_id!r}, {self.url!r}, ref={self.ref!r})"
@@ -98,10 +103,29 @@ class RepositoryCache:
 
     # -- writing (under `locked`) --------------------------------------------------------
 
-    def sync(self, access: RemoteAccess) -> remote.SyncOutcome:
-        """Bring the watched ref's current commit into the cache (clone, then fetch what is new)."""
+    def sync(self, access: RemoteAccess, *, partial: bool = False) -> remote.SyncOutcome:
+        """Bring the watched ref's current commit into the cache (clone, then fetch what is
+        new); `partial`: without the blobs (every watch has `paths`: `fill` fetches theirs)."""
         return remote.sync_ref(
-            self.settings, self.path, access.url, access.ref, access.credentials, self._checker
+            self.settings,
+            self.path,
+            access.url,
+            access.ref,
+            access.credentials,
+            self._checker,
+            filtered=partial,
+        )
+
+    @property
+    def partial(self) -> bool:
+        """True for a partial clone: blobs nobody asked for are missing (see `fill`)."""
+        return tree.is_partial(self.path)
+
+    def fill(self, access: RemoteAccess, commit: str, blob_ids: Iterable[str]) -> dict[str, int]:
+        """The sizes of blobs of `commit` about to be read, fetching those a partial cache
+        lacks first (in batches)."""
+        return partial_clone.fill(
+            self.settings, self.path, access.url, access.credentials, commit, blob_ids
         )
 
     def keep(self, commit: str) -> None:
@@ -112,6 +136,12 @@ class RepositoryCache:
         """Drop the pins of commits not in `keep`, then let git tidy up when it is due."""
         cache.prune_kept(self.settings, self.path, keep)
         cache.maintain(self.settings, self.path)
+
+    def tidy(self) -> None:
+        """Let git pack the cache when it thinks it is due, under the lock (a submodule's
+        cache, which no snapshot prunes, after a fetch)."""
+        with heartbeats(self.heartbeat), cache.cache_lock(self.settings, self.repository_id):
+            cache.maintain(self.settings, self.path)
 
     def ensure_commit(self, access: RemoteAccess, commit: str) -> None:
         """Make sure `commit` is here and pinned, fetching it if this worker lacks it.
@@ -158,10 +188,17 @@ class RepositoryCache:
         return tree.filter_for(self.path, ignore_blob, globs)
 
     def list_tree(
-        self, commit: str, file_filter: tree.FileFilter | None = None
+        self,
+        commit: str,
+        file_filter: tree.FileFilter | None = None,
+        *,
+        guard: tree.TreeGuard | None = None,
     ) -> tree.TreeListing:
-        """The deliverable files of `commit` (its own `.treecastignore` when no filter is given)."""
-        return tree.list_tree(self.settings, self.path, commit, file_filter, checker=self._checker)
+        """The deliverable files of `commit` (its own `.treecastignore` when no filter is
+        given); `guard` counts it within a larger (expanded) tree's limits."""
+        return tree.list_tree(
+            self.settings, self.path, commit, file_filter, checker=self._checker, guard=guard
+        )
 
     def diff(self, old: str, new: str) -> tuple[list[tree.DiffEntry], dict[str, int]]:
         """Every path that differs between two commits, with the sizes of their file blobs."""
@@ -175,7 +212,9 @@ class RepositoryCache:
         else from a full listing."""
         if previous is not None and previous_commit == commit:
             return tree.TreeStats.of(previous)
-        if previous is not None and previous_commit:
+        # A partial cache cannot size the blobs of a diff (they may be missing): listed,
+        # without sizes.
+        if previous is not None and previous_commit and not self.partial:
             base, ignore = self.check(
                 [f"{previous_commit}^{{commit}}", tree.ignore_blob_name(commit)]
             )

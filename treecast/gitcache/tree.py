@@ -252,15 +252,15 @@ class TreeLimits:
     max_total_bytes: int = 100 * 1024**3  # sizes the tree announces
     max_subtree_repeats: int = 10_000  # times one subtree object may appear
 
-    @classmethod
-    def of(cls, settings: Settings) -> TreeLimits:
-        """The limits the TREECAST_TREE_* settings set."""
-        return cls(
-            max_entries=settings.tree_max_entries,
-            max_path_bytes=settings.tree_max_path_bytes,
-            max_total_bytes=settings.tree_max_total_bytes,
-            max_subtree_repeats=settings.tree_max_subtree_repeats,
-        )
+
+def limits_of(settings: Settings) -> TreeLimits:
+    """The tree limits `TREECAST_TREE_*` set."""
+    return TreeLimits(
+        max_entries=settings.tree_max_entries,
+        max_path_bytes=settings.tree_max_path_bytes,
+        max_total_bytes=settings.tree_max_total_bytes,
+        max_subtree_repeats=settings.tree_max_subtree_repeats,
+    )
 
 
 MODE_TREE = "040000"
@@ -279,7 +279,7 @@ def too_large(commit: str, reason: str, setting: str | None = None) -> GitError:
     )
 
 
-class _Guard:
+class TreeGuard:
     """Counts one listing or diff against the limits as its records stream in."""
 
     def __init__(self, commit: str, limits: TreeLimits) -> None:
@@ -324,13 +324,16 @@ class _Guard:
 
 
 def parse_ls_tree_record(record: bytes) -> tuple[str, str, int, bytes] | None:
-    """One `git ls-tree -z -l` record as (mode, object id, size, raw path); None if malformed.
+    """One `git ls-tree -z [-l]` record as (mode, object id, size, raw path); None if
+    malformed.
 
     The record is "<mode> SP <type> SP <object> SP* <size> TAB <path>" (size "-" for
-    trees and submodules).
+    trees and submodules; no size at all without `-l`, read as 0).
     """
     meta, tab, raw_path = record.partition(b"\t")
     fields = meta.split()
+    if len(fields) == 3:
+        fields.append(b"0")
     if not tab or len(fields) != 4 or not raw_path:
         return None
     mode, _kind, oid, size = fields
@@ -339,12 +342,29 @@ def parse_ls_tree_record(record: bytes) -> tuple[str, str, int, bytes] | None:
     return mode.decode(), oid.decode(), (int(size) if size != b"-" else 0), raw_path
 
 
+def is_partial(repo_path: Path) -> bool:
+    """True for a cache fetched with `--filter=blob:none` (`remote.PARTIAL_REMOTE`): blobs
+    nobody asked for are missing, and asking git for their sizes would fail."""
+    try:
+        config = (repo_path / "config").read_text(errors="replace")
+    except OSError:
+        return False
+    return "partialclone = " in config.lower()
+
+
 def _ls_tree(
-    settings: Settings, repo_path: Path, commit: str, limits: TreeLimits
+    settings: Settings,
+    repo_path: Path,
+    commit: str,
+    limits: TreeLimits,
+    guard: TreeGuard | None = None,
 ) -> Iterator[tuple[str, str, int, bytes]]:
-    """The files, links and submodules of `commit`, streamed and checked against `limits`."""
-    guard = _Guard(commit, limits)
-    args = ["ls-tree", "-r", "-t", "-z", "-l", "--full-tree", commit]
+    """The files, links and submodules of `commit`, streamed and checked against `limits`
+    (or counted by `guard`, shared by the listings of an expanded tree). A partial cache
+    is listed without sizes (0): git would have to fetch each missing blob to tell."""
+    guard = guard if guard is not None else TreeGuard(commit, limits)
+    sizes = [] if is_partial(repo_path) else ["-l"]
+    args = ["ls-tree", "-r", "-t", "-z", *sizes, "--full-tree", commit]
     for record in stream_records(args, settings=settings, cwd=repo_path):
         parsed = parse_ls_tree_record(record)
         if parsed is None:
@@ -365,6 +385,8 @@ class TreeListing:
     files: dict[str, TreeFile]
     stats: TreeStats
     ignore_blob: str | None
+    # Submodules: gitlink path → the commit it pins (safe UTF-8 paths only).
+    gitlinks: dict[str, str] = field(default_factory=dict)
 
 
 def list_tree(
@@ -376,6 +398,7 @@ def list_tree(
     keep_files: bool = True,
     limits: TreeLimits | None = None,
     checker: ObjectChecker | None = None,
+    guard: TreeGuard | None = None,
 ) -> TreeListing:
     """List `commit` (streamed, within `limits`, by default the settings'); keep the files
     `file_filter` wants.
@@ -390,11 +413,16 @@ def list_tree(
         file_filter = FileFilter(read_ignore_lines(repo_path, ignore_blob))
     stats = TreeStats()
     files: dict[str, TreeFile] = {}
+    gitlinks: dict[str, str] = {}
     for mode, oid, size, raw_path in _ls_tree(
-        settings, repo_path, commit, limits or TreeLimits.of(settings)
+        settings, repo_path, commit, limits or limits_of(settings), guard
     ):
         path = classify(mode, raw_path, stats)
         if path is None:
+            if mode == MODE_SUBMODULE and keep_files:
+                link = gitlink_path(raw_path)
+                if link is not None:
+                    gitlinks[link] = oid
             continue
         if file_filter.ignored(path):
             stats.ignored += 1
@@ -417,7 +445,18 @@ def list_tree(
             commit,
             stats.unsafe_paths[0],
         )
-    return TreeListing(commit=commit, files=files, stats=stats, ignore_blob=ignore_blob)
+    return TreeListing(
+        commit=commit, files=files, stats=stats, ignore_blob=ignore_blob, gitlinks=gitlinks
+    )
+
+
+def gitlink_path(raw_path: bytes) -> str | None:
+    """A gitlink's path as text when it is one files could be delivered under."""
+    try:
+        path = raw_path.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return path if unsafe_path_reason(path) is None else None
 
 
 # -- diffs ----------------------------------------------------------------------------------
@@ -448,7 +487,7 @@ def diff_trees(
     only feed the repeat check (a diff to a tree bomb is refused like its listing).
     """
     args = ["diff-tree", "-r", "-t", "-z", "--no-renames", "--no-commit-id", "--full-index"]
-    guard = _Guard(new, limits or TreeLimits.of(settings))
+    guard = TreeGuard(new, limits or limits_of(settings))
     entries: list[DiffEntry] = []
     meta: bytes | None = None
     # raw format: ":<old mode> <new mode> <old oid> <new oid> <status>" NUL "<path>" NUL

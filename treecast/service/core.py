@@ -163,6 +163,8 @@ class WatchInfo:
     created: bool
     credentials: CredentialInfo = field(default_factory=CredentialInfo)  # the app's own
     pending: bool = False  # a generated key: no sync until it is on the git host
+    submodules: str = "off"
+    lfs: bool = False
 
 
 @dataclass
@@ -486,15 +488,19 @@ class TreecastService:
         repository_id: str,
         globs: list[str],
         credentials: CredentialSpec | None = None,
+        submodules: str | None = None,
+        lfs: bool | None = None,
     ) -> WatchInfo:
-        """Make an app watch a repository (or change its path globs, or its credentials):
-        a new watch, or new credentials, only once the git host accepts the app's own
-        credentials (none, for a public repository); `AccessRefused` otherwise, and
-        nothing is saved."""
+        """Make an app watch a repository (or change its path globs, its credentials, and
+        its submodule and LFS choices when given): a new watch, or new credentials, only
+        once the git host accepts the app's own credentials (none, for a public
+        repository); `AccessRefused` otherwise, and nothing is saved."""
         with session_scope(self.settings.database_url) as session:
             registry.get_app(session, app_id)
             repo = registry.get_repository(session, repository_id)
-        saved, _ = self._save_watch(app_id, repo.url, repo.ref, None, globs, credentials)
+        saved, _ = self._save_watch(
+            app_id, repo.url, repo.ref, None, globs, credentials, submodules, lfs
+        )
         return WatchInfo(
             app_id,
             repository_id,
@@ -502,6 +508,8 @@ class TreecastService:
             saved.watch_created,
             saved.credentials or CredentialInfo(),
             saved.sync_error is not None,
+            submodules=saved.submodules,
+            lfs=saved.lfs,
         )
 
     def unwatch(self, app_id: str, repository_id: str) -> int:
@@ -744,6 +752,8 @@ class TreecastService:
         token: str | None,
         paths: list[str] | None,
         credentials: CredentialSpec | None = None,
+        submodules: str | None = None,
+        lfs: bool | None = None,
     ) -> WatchedRepository:
         """Register the repository if new and make the app watch it, then request a sync.
 
@@ -755,7 +765,7 @@ class TreecastService:
         # The database work and the access check run on a thread, so the event loop keeps
         # answering (/health).
         result, changed = await asyncio.to_thread(
-            self._save_watch, app_id, url, ref, token, paths, credentials
+            self._save_watch, app_id, url, ref, token, paths, credentials, submodules, lfs
         )
         if result.sync_error is not None:
             return result  # a generated key: no sync fails while it is not on the host
@@ -775,6 +785,8 @@ class TreecastService:
         token: str | None,
         paths: list[str] | None,
         credentials: CredentialSpec | None = None,
+        submodules: str | None = None,
+        lfs: bool | None = None,
         *,
         interval: int | None = None,
     ) -> tuple[WatchedRepository, bool]:
@@ -787,8 +799,9 @@ class TreecastService:
         with session_scope(self.settings.database_url) as session:
             registry.get_app(session, app_id)
             url, ref = registry.vet_repository(self.settings, url, ref, interval, spec)
-            if paths is not None:
-                registry.check_globs(paths)  # bad input is refused before the host is asked
+            if paths is not None:  # bad input is refused before the host is asked
+                registry.check_globs(paths)
+            registry.check_submodules(submodules)
             known = registry.find_repository(session, url, ref)
             repository_id = known.id if known is not None else new_repository_id()
             watched = session.get(Watch, (app_id, repository_id))
@@ -809,10 +822,11 @@ class TreecastService:
                 session, self.settings, cipher, url, ref, interval, repository_id=repository_id
             )
             watch, watch_created, changed = registry.watch_with(
-                session, app_id, repo.id, paths, checked
+                session, app_id, repo.id, paths, checked, submodules, lfs
             )
             if checked is not None:
                 keys.remember(session, cipher)
+            options = registry.watch_options(watch)
             owner, name = owner_and_name(repo.url)
             result = WatchedRepository(
                 repository_id=repo.id,
@@ -821,6 +835,8 @@ class TreecastService:
                 name=name,
                 ref=repo.ref,
                 paths=json.loads(watch.path_globs),
+                submodules=options["submodules"],
+                lfs=options["lfs"],
                 created_at=_iso(repo.created_at),
                 repository_created=repo_created,
                 watch_created=watch_created,
@@ -1470,7 +1486,7 @@ def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
     """A `registry.WATCH_COLUMNS` row as a `WatchState`."""
     (
         rid, url, ref, globs, status, commit, error_type, error, retries, synced, created,
-        access_state, checked_at, access_error,
+        access_state, checked_at, access_error, submodules, lfs, held,
     ) = row  # fmt: skip
     owner, name = owner_and_name(url)
     return WatchState(
@@ -1491,6 +1507,9 @@ def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
         access=access_state or WatchAccess.GRANTED,
         access_checked_at=_iso(checked_at) or None,
         access_error=access_error,
+        submodules=submodules or "off",
+        lfs=bool(lfs),
+        held_back=json.loads(held) if held else [],
     )
 
 
@@ -1515,6 +1534,7 @@ def _watch_state(watch: Watch, repository: Repository) -> WatchState:
         access=watch.access or WatchAccess.GRANTED,
         access_checked_at=_iso(watch.access_checked_at) or None,
         access_error=watch.access_error,
+        **registry.watch_options(watch),
     )
 
 

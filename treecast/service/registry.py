@@ -15,6 +15,7 @@ from sqlalchemy import delete, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from models.contents import SubmoduleMode
 from models.tables import (
     App,
     DeliveredFile,
@@ -476,16 +477,36 @@ def check_globs(globs: list[str]) -> list[str]:
     return cleaned
 
 
+def check_submodules(value: str | None) -> str | None:
+    """A `submodules` choice as stored (None: off), or UserError."""
+    try:
+        mode = SubmoduleMode.parse(value)
+    except ValueError as error:
+        raise UserError(f"--submodules: {error}") from None
+    return None if mode == SubmoduleMode.OFF else mode.value
+
+
 def watch(
-    session: Session, app_id: str, repository_id: str, globs: list[str]
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    globs: list[str],
+    submodules: str | None = None,
+    lfs: bool | None = None,
 ) -> tuple[Watch, bool]:
-    """Make an app watch a repository (or update its globs); a disabled watch is enabled again."""
+    """Make an app watch a repository (or update its globs and, when given, its
+    `submodules` and `lfs` choices); a disabled watch is enabled again."""
     get_app(session, app_id)
     get_repository(session, repository_id)
     patterns = check_globs(globs)
+    mode = check_submodules(submodules)
     existing = session.get(Watch, (app_id, repository_id))
     if existing is not None:
         existing.path_globs = json.dumps(patterns)
+        if submodules is not None:
+            existing.submodules = mode
+        if lfs is not None:
+            existing.lfs = lfs or None
         if existing.status in (WatchStatus.DISABLED, WatchStatus.FAILED):
             existing.status = WatchStatus.PENDING
             existing.retry_count = 0
@@ -496,7 +517,13 @@ def watch(
         session.add(existing)
         stamps.stamp(session, repository_id)
         return existing, False
-    created = Watch(app_id=app_id, repository_id=repository_id, path_globs=json.dumps(patterns))
+    created = Watch(
+        app_id=app_id,
+        repository_id=repository_id,
+        path_globs=json.dumps(patterns),
+        submodules=mode,
+        lfs=lfs or None,
+    )
     session.add(created)
     session.flush()
     stamps.stamp(session, repository_id)  # one the remote checks check from now
@@ -509,14 +536,24 @@ def watch_with(
     repository_id: str,
     globs: list[str] | None,
     checked: access.Checked | None,
+    submodules: str | None = None,
+    lfs: bool | None = None,
 ) -> tuple[Watch, bool, bool]:
     """Make an app watch a repository, or change its watch: `globs` (None: as they are;
-    a new watch: the whole repository) and, when given, credentials the git host accepted.
-    Returns the watch, whether it is new, and whether anything changed."""
+    a new watch: the whole repository), `submodules` and `lfs` (None: as they are) and,
+    when given, credentials the git host accepted. Returns the watch, whether it is new,
+    and whether anything changed."""
     existing = session.get(Watch, (app_id, repository_id))
-    changed = existing is None or (globs is not None and globs != json.loads(existing.path_globs))
+    changed = (
+        existing is None
+        or (globs is not None and globs != json.loads(existing.path_globs))
+        or (submodules is not None and check_submodules(submodules) != existing.submodules)
+        or (lfs is not None and lfs != bool(existing.lfs))
+    )
     if changed:
-        current, created = watch(session, app_id, repository_id, globs or [])
+        if globs is None:
+            globs = json.loads(existing.path_globs) if existing is not None else []
+        current, created = watch(session, app_id, repository_id, globs or [], submodules, lfs)
     else:
         assert existing is not None
         current, created = existing, False
@@ -587,6 +624,7 @@ def watches_of(session: Session, repository_id: str) -> list[dict[str, Any]]:
             "path_globs": json.loads(w.path_globs),
             "credentials": asdict(creds.credential_info(w)),
             **access_of(w),
+            **watch_options(w),
         }
         for w, a in sorted(rows, key=lambda pair: pair[0].app_id)
     ]
@@ -660,10 +698,13 @@ def app_watch(session: Session, app_id: str, repository_id: str) -> tuple[Watch,
     return found[0], found[1]
 
 
-def existing_watch(session: Session, app_id: str, repository_id: str) -> list[str] | None:
-    """The path globs of the app's watch of the repository, or None when it has none."""
-    watch = session.get(Watch, (app_id, repository_id))
-    return None if watch is None else list(json.loads(watch.path_globs))
+def watch_options(watch: Watch) -> dict[str, Any]:
+    """A watch's submodule and LFS choices and what its last delivery held back, as shown."""
+    return {
+        "submodules": watch.submodules or SubmoduleMode.OFF.value,
+        "lfs": bool(watch.lfs),
+        "held_back": json.loads(watch.held_back) if watch.held_back else [],
+    }
 
 
 def app_watches(
@@ -697,6 +738,9 @@ WATCH_COLUMNS: tuple[Any, ...] = (
     Watch.access,
     Watch.access_checked_at,
     Watch.access_error,
+    Watch.submodules,
+    Watch.lfs,
+    Watch.held_back,
 )
 
 
@@ -769,6 +813,7 @@ def watches_of_app(session: Session, app_id: str) -> list[dict[str, Any]]:
             "retry_count": w.retry_count,
             "last_synced_at": w.last_synced_at.isoformat() if w.last_synced_at else None,
             "path_globs": json.loads(w.path_globs),
+            **watch_options(w),
             "credentials": asdict(creds.credential_info(w)),
             **access_of(w),
         }

@@ -69,6 +69,8 @@ class WatchedRepository:
     sync_error: str | None = None
     push_secret: str | None = None
     credentials: CredentialInfo | None = None  # which kind, and its public parts
+    submodules: str = "off"  # off, shallow or recursive
+    lfs: bool = False
 
 
 @dataclass
@@ -113,6 +115,9 @@ class WatchState:
     access: str = "granted"
     access_checked_at: str | None = None
     access_error: str | None = None
+    submodules: str = "off"
+    lfs: bool = False
+    held_back: list[str] = field(default_factory=list)  # what the last delivery held back
 
 
 @dataclass

@@ -9,7 +9,7 @@ fetched is decided per app, by its own access (`treecast.store.access`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -122,6 +122,24 @@ def watch_access(
     return RemoteAccess(
         repository_id=watch.repository_id, url=url, ref=ref, credentials=credentials
     )
+
+
+def app_access(
+    settings: Settings, session: Session, repository_id: str, app_id: str
+) -> RemoteAccess:
+    """The repository as git reaches it for one app's delivery: with that app's own
+    credentials (none without them), never another app's, so what a delivery fetches
+    beyond the commit (a submodule, an LFS object) the app's own access reaches.
+    RepositoryNotFound when the repository or the watch is gone."""
+    row = session.get(Repository, repository_id)
+    watch = session.get(Watch, (app_id, repository_id))
+    if row is None or watch is None:
+        raise GitError(
+            GitErrorType.REPOSITORY_NOT_FOUND,
+            f"repository {repository_id} or its watch by {app_id} is gone (removed meanwhile?)",
+        )
+    access = watch_access(settings, session, watch, row.url, row.ref or "")
+    return replace(access, tenant=app_id)
 
 
 def fetch_order(repository: Repository, watches: list[Watch]) -> list[Watch]:

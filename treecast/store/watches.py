@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
 from models.tables import Watch, WatchAccess, WatchStatus, new_generation, utcnow
+from treecast.gitcache.tree import parse_globs
 from treecast.redact import redact
 
 MAX_ERROR_CHARS = 2000
@@ -78,16 +82,29 @@ def start_delivery(session: Session, app_id: str, repository_id: str) -> None:
         session.add(watch)
 
 
-def finish_delivery(session: Session, app_id: str, repository_id: str, commit: str | None) -> None:
+MAX_HELD_LINES = 50
+
+
+def finish_delivery(
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    commit: str | None,
+    held: Mapping[str, str] | None = None,
+) -> None:
     """Every change of `commit` was acknowledged: the watch is synced there.
 
-    A new ledger generation: the next deliberate re-send gets fresh webhook ids.
+    A new ledger generation: the next deliberate re-send gets fresh webhook ids. With
+    paths `held` back (path → reason) the ledger does not equal the commit's tree, so no
+    commit is recorded as delivered: the next sync compares the whole tree and retries
+    them; their reasons are the watch's `held_back`.
     """
     watch = session.get(Watch, (app_id, repository_id))
     if watch is None:
         return
     watch.status = WatchStatus.SYNCED
-    watch.delivered_commit = commit
+    watch.delivered_commit = None if held else commit
+    watch.held_back = held_lines(held) if held else None
     watch.last_synced_at = utcnow()
     watch.ledger_generation = new_generation()
     watch.retry_count = 0
@@ -113,3 +130,18 @@ def check_access_soon(watch: Watch) -> None:
     app or an operator asked for it, e.g. after putting a key back on the host)."""
     if watch.access not in WatchAccess.DELIVERABLE:
         watch.access_checked_at = None
+
+
+def held_lines(held: Mapping[str, str]) -> str:
+    """What was held back as the stored JSON list of reasons (the first `MAX_HELD_LINES`)."""
+    lines = [redact(reason)[:500] for _path, reason in sorted(held.items())]
+    if len(lines) > MAX_HELD_LINES:
+        lines = [*lines[:MAX_HELD_LINES], f"and {len(lines) - MAX_HELD_LINES} more held back"]
+    return json.dumps(lines)
+
+
+def every_watch_has_paths(session: Session, repository_id: str) -> bool:
+    """True when the repository has watches and each narrows it with `paths` (globs):
+    then its cache fetches by what is watched (a partial clone)."""
+    rows = session.exec(select(Watch.path_globs).where(Watch.repository_id == repository_id)).all()
+    return bool(rows) and all(parse_globs(raw) for raw in rows)
