@@ -28,7 +28,8 @@ from activities.git import GitActivities
 from models.checks import CheckReason, RemoteMoved
 from models.git import SnapshotInput, SnapshotStats
 from tests.gitrepos import WorkRepo
-from treecast import migrations, remote_checks
+from tests.schemas import database_at
+from treecast import remote_checks
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import create_schema, make_engine, session_scope
@@ -178,12 +179,8 @@ def synced_repository(
 def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: Settings) -> None:
     settings = any_db_settings
     engine = make_engine(settings.database_url)
-    create_schema(engine)
-    with engine.begin() as connection:  # a database from before the stamps: revision 0002
-        connection.execute(text("DROP INDEX IF EXISTS ix_repositories_changed_at"))
-        for column in ("changed_at", "paused"):
-            connection.execute(text(f'ALTER TABLE repositories DROP COLUMN "{column}"'))
-        migrations.stamp(connection, "0002_shared_state")
+    database_at(engine, "0002_shared_state")  # a database from before the stamps
+    with engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO repositories (id, url, ref, poll_interval_seconds, created_at,"
