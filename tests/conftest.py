@@ -317,16 +317,14 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
     if request.param == "sqlite":
         return settings
     url = request.getfixturevalue("postgres_url")
-    from sqlmodel import SQLModel
+    from tests.schemas import database_at_head
+    from treecast.db import make_engine
 
-    from treecast import migrations
-    from treecast.db import engine_for
-
-    engine = engine_for(url)
-    SQLModel.metadata.drop_all(engine)
-    with engine.begin() as connection:  # at the newest revision, whatever a test left
-        SQLModel.metadata.create_all(connection)
-        migrations.stamp(connection, migrations.head())
+    engine = make_engine(url)  # not engine_for's: it refuses a schema a test left behind
+    try:
+        database_at_head(engine)
+    finally:
+        engine.dispose()
     return settings.model_copy(update={"database_url": url})
 
 

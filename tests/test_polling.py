@@ -22,18 +22,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlmodel import SQLModel
 from temporalio.testing import ActivityEnvironment
 
 from activities.git import GitActivities
 from models.checks import CheckReason, RemoteMoved
 from models.git import SnapshotInput, SnapshotStats
 from tests.gitrepos import WorkRepo
-from treecast import migrations, remote_checks
+from tests.schemas import database_at
+from treecast import remote_checks
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import create_schema, make_engine, session_scope
-from treecast.migrations import baseline
 from treecast.service import access, registry
 from treecast.service.credentials import CredentialSpec, plan
 from treecast.store import access as access_store
@@ -182,18 +181,8 @@ def synced_repository(
 def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: Settings) -> None:
     settings = any_db_settings
     engine = make_engine(settings.database_url)
-    create_schema(engine)
-    with engine.begin() as connection:  # a database from before the stamps: revision 0002
-        # (which only added tables), without the columns later revisions added
-        for table in baseline.metadata.sorted_tables:
-            for column in SQLModel.metadata.tables[table.name].columns:
-                if column.name in table.columns:
-                    continue
-                for index in SQLModel.metadata.tables[table.name].indexes:
-                    if column.name in index.columns:
-                        connection.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
-                connection.execute(text(f'ALTER TABLE {table.name} DROP COLUMN "{column.name}"'))
-        migrations.stamp(connection, "0002_shared_state")
+    database_at(engine, "0002_shared_state")  # a database from before the stamps
+    with engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO repositories (id, url, ref, poll_interval_seconds, created_at,"

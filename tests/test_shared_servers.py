@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -74,5 +76,11 @@ async def test_what_a_test_leaves_on_the_dev_server_is_terminated(
         id=sync_workflow_id(repository_id),
         task_queue=new_task_queue(),  # no worker: it would wait forever
     )
+    # As a test's leftovers are by its end: listed (visibility lags a start by a moment).
+    query = f'WorkflowId = "{handle.id}"'
+    for _ in range(100):
+        if [w async for w in dev_server.client.list_workflows(query)]:
+            break
+        await asyncio.sleep(0.05)
     await terminate_running(dev_server.client)
     assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED

@@ -23,6 +23,7 @@ from models.git import SnapshotInput, SnapshotResult
 from models.tables import Repository, Watch, WatchAccess
 from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo
+from tests.schemas import database_at
 from treecast import migrations
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
@@ -63,8 +64,7 @@ def host(origin: WorkRepo) -> Iterator[str]:
 def schema_before(engine: Engine) -> None:
     """The schema as it was before credentials moved to watches: the revisions up to
     BEFORE (the release before this one)."""
-    with engine.begin() as connection:
-        migrations.upgrade(connection, BEFORE)
+    database_at(engine, BEFORE)
 
 
 def downgrade(engine: Engine, target: str) -> None:
