@@ -25,8 +25,8 @@ from treecast.cli import format as cli_format
 from treecast.config import ConfigError, Settings, load_settings
 from treecast.db import SchemaBehind, SchemaStatus, connect_failure
 from treecast.process_exit import run_and_exit
-from treecast.service.core import RepositoryInfo, TreecastService
-from treecast.service.credentials import CredentialSpec
+from treecast.service.core import RepositoryStatus, TreecastService
+from treecast.service.credentials import CredentialInfo, CredentialSpec
 from treecast.service.errors import Unreachable, UserError, shown, temporal_failure
 
 EXIT_FAILED = 1
@@ -138,15 +138,31 @@ def build_parser() -> ArgumentParser:
         help="poll interval in seconds (default: TREECAST_POLL_INTERVAL_SECONDS)",
     )
     radd.add_argument(
+        "--app",
+        metavar="APP_ID",
+        help="the app that watches it, with the credentials given (they are the app's own)",
+    )
+    radd.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="with --app: only paths matching",
+    )
+    radd.add_argument(
         "--token-env", metavar="VAR", help="name of an environment variable holding an access token"
     )
     cli_credentials.add_arguments(radd, rotating=False)
     _add_json(radd)
     rcred = repo_cmds.add_parser(
         "set-credentials",
-        help="rotate or replace a repository's token, deploy key, host keys or GitHub App",
+        help="rotate or replace an app's token, deploy key, host keys or GitHub App for a "
+        "repository (every watching app's without --app)",
     )
     rcred.add_argument("repository_id", metavar="REPO_ID")
+    rcred.add_argument(
+        "--app", metavar="APP_ID", help="only this app's watch (default: every watch of it)"
+    )
     rcred.set_defaults(rotating=True)
     cli_credentials.add_arguments(rcred, rotating=True)
     _add_json(rcred)
@@ -177,7 +193,10 @@ def build_parser() -> ArgumentParser:
         "--listen", metavar="HOST:PORT", help="address to listen on (default: TREECAST_API_LISTEN)"
     )
 
-    w = commands.add_parser("watch", help="make an app watch a repository")
+    w = commands.add_parser(
+        "watch",
+        help="make an app watch a repository, with the app's own credentials for a private one",
+    )
     w.add_argument("app_id", metavar="APP_ID")
     w.add_argument("repository_id", metavar="REPO_ID")
     w.add_argument(
@@ -198,6 +217,10 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="deliver Git LFS objects instead of their pointer files (default off)",
     )
+    w.add_argument(
+        "--token-env", metavar="VAR", help="name of an environment variable holding an access token"
+    )
+    cli_credentials.add_arguments(w, rotating=False)
     _add_json(w)
     uw = commands.add_parser("unwatch", help="stop a watch and forget what the app received")
     uw.add_argument("app_id", metavar="APP_ID")
@@ -341,23 +364,23 @@ def _scan_unconfirmed(
     )
 
 
-def _new_deploy_key(repository: RepositoryInfo, verb: str) -> Result:
-    info = repository.credentials
-    rid = repository.repository_id
+def _new_deploy_key(
+    repository_id: str, url: str, ref: str, info: CredentialInfo, verb: str, whose: str
+) -> Result:
     return Result(
         {
-            "repository_id": rid,
-            "url": repository.url,
-            "ref": repository.ref,
+            "repository_id": repository_id,
+            "url": url,
+            "ref": ref,
             "credentials": asdict(info),
         },
         "\n".join(
             [
-                f"repository {rid} {verb} ({repository.url}) with a new deploy key",
+                f"repository {repository_id} {verb} ({url}) with a new deploy key for {whose}",
                 "add this public key to the git host as a read-only deploy key:",
                 f"  {info.ssh_public_key}",
                 f"  ({info.ssh_key_fingerprint})",
-                f"then start syncing: starter.py sync {rid}",
+                f"then start syncing: starter.py sync {repository_id}",
             ]
         ),
     )
@@ -369,20 +392,21 @@ async def _set_credentials(service: TreecastService, args: argparse.Namespace) -
         scanned = _scan_unconfirmed(service, args, service.repository(args.repository_id).url, spec)
         if scanned is not None:
             return scanned
-    repository = service.set_credentials(args.repository_id, spec)
-    rid = repository.repository_id
-    if spec.generate_ssh_key:
-        return _new_deploy_key(repository, "updated")
+    done = service.set_credentials(args.repository_id, spec, app_id=args.app)
+    rid = done.repository_id
+    whose = ", ".join(done.app_ids)
+    if done.pending:
+        return _new_deploy_key(rid, done.url, done.ref, done.credentials, "updated", whose)
     try:
         await service.start_sync(rid, what=f"the sync of {rid}")
     except Unreachable as error:
         raise _saved_but_unreachable(
-            f"the credentials of {rid} are saved", "They are used", rid, error
+            f"the credentials of {rid} for {whose} are saved", "They are used", rid, error
         ) from None
     return Result(
-        {"repository_id": rid, "credentials": asdict(repository.credentials)},
-        f"credentials of {rid}: {repository.credentials.summary()}; a sync was requested "
-        f"(if its breaker is open: starter.py reset {rid})",
+        {"repository_id": rid, "app_ids": done.app_ids, "credentials": asdict(done.credentials)},
+        f"credentials of {rid} for {whose}: {done.credentials.summary()} (the git host "
+        f"accepted them); a sync was requested (if its breaker is open: starter.py reset {rid})",
     )
 
 
@@ -472,22 +496,25 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
         return await _set_credentials(service, args)
     if action == "add":
         spec = cli_credentials.spec_from_args(args)
+        if args.app is None and args.path:
+            raise UserError("--path needs --app (the app whose watch it limits)")
         scanned = _scan_unconfirmed(service, args, args.url, spec)
         if scanned is not None:
             return scanned
-        token = None
-        if args.token_env:
-            token = os.environ.get(args.token_env)
-            if not token:
-                raise UserError(
-                    f"--token-env: the environment variable {shown(args.token_env)} "
-                    "is not set or empty"
-                )
-        repository, created = service.add_repository(args.url, args.ref, args.interval, token, spec)
+        repository, created = service.add_repository(
+            args.url, args.ref, args.interval, None, spec, app_id=args.app, paths=args.path or None
+        )
         rid = repository.repository_id
         if spec.generate_ssh_key:
             # It cannot fetch before the key is on the git host: no sync (and no failure) yet.
-            return _new_deploy_key(repository, "registered" if created else "already registered")
+            return _new_deploy_key(
+                rid,
+                repository.url,
+                repository.ref,
+                repository.credentials,
+                "registered" if created else "already registered",
+                args.app,
+            )
         try:
             await service.start_sync(rid, what=f"the start of {rid}'s sync")
         except Unreachable as error:
@@ -505,6 +532,13 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
             "credentials": asdict(repository.credentials),
         }
         text = f"repository {repository.repository_id} {verb} ({repository.url}); syncing started"
+        if args.app:
+            data["app_id"] = args.app
+            text += f"\n{args.app} watches it" + (
+                f" with its {repository.credentials.kind}"
+                if repository.credentials.kind != "none"
+                else ""
+            )
         if repository.push_secret:
             data["push_secret"] = repository.push_secret
             data["push_url"] = service.push_url()
@@ -517,7 +551,8 @@ async def cmd_repo(service: TreecastService, args: argparse.Namespace) -> Result
         repos = service.list_repositories()
         lines = [
             f"{r.repository_id}  {r.url}  ref={r.ref or '(default)'}  watches={r.watches}"
-            f"  credentials={r.credentials.kind}"
+            f"  fetched with={r.credentials.kind}"
+            + (f" ({r.fetched_with}'s)" if r.fetched_with else "")
             for r in repos
         ]
         return Result(
@@ -562,7 +597,24 @@ async def cmd_db(service: TreecastService, args: argparse.Namespace) -> Result:
 
 
 async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Result:
-    watch = service.watch(args.app_id, args.repository_id, args.path, args.submodules, args.lfs)
+    spec = cli_credentials.spec_from_args(args)
+    if spec.scan_host_keys and not spec.accept_host_keys:
+        scanned = _scan_unconfirmed(service, args, service.repository(args.repository_id).url, spec)
+        if scanned is not None:
+            return scanned
+    watch = service.watch(
+        args.app_id, args.repository_id, args.path, spec, args.submodules, args.lfs
+    )
+    if watch.pending:
+        repository = service.repository(args.repository_id)
+        return _new_deploy_key(
+            args.repository_id,
+            repository.url,
+            repository.ref,
+            watch.credentials,
+            "watched",
+            args.app_id,
+        )
     what = "now watches" if watch.created else "watch updated:"
     try:
         await service.start_sync(args.repository_id, reuse_recent=True)
@@ -581,9 +633,11 @@ async def cmd_watch(service: TreecastService, args: argparse.Namespace) -> Resul
             "submodules": watch.submodules,
             "lfs": watch.lfs,
             "created": watch.created,
+            "credentials": asdict(watch.credentials),
         },
         f"{args.app_id} {what} {args.repository_id}"
         + (f" (paths: {', '.join(watch.paths)})" if watch.paths else "")
+        + (f" with its own {watch.credentials.kind}" if watch.credentials.kind != "none" else "")
         + (f" (submodules: {watch.submodules})" if watch.submodules != "off" else "")
         + (" (lfs)" if watch.lfs else "")
         + "; a sync was requested",
@@ -637,20 +691,23 @@ async def cmd_sync(service: TreecastService, args: argparse.Namespace) -> Result
         ) from None
 
 
+def status_row(r: RepositoryStatus) -> dict[str, Any]:
+    """One repository of `status --json`."""
+    return {
+        "repository_id": r.repository_id,
+        "url": r.url,
+        "ref": r.ref,
+        "apps": r.apps,
+        "sync": cli_format.plain(r.sync),
+        "skipped_unsafe_paths": r.skipped_unsafe_paths,
+        "credentials": asdict(r.credentials),
+        "fetched_with": r.fetched_with,
+    }
+
+
 async def cmd_status(service: TreecastService, args: argparse.Namespace) -> Result:
     report = await service.status(args.repository_id)
-    rows: list[dict[str, Any]] = [
-        {
-            "repository_id": r.repository_id,
-            "url": r.url,
-            "ref": r.ref,
-            "apps": r.apps,
-            "sync": cli_format.plain(r.sync),
-            "skipped_unsafe_paths": r.skipped_unsafe_paths,
-            "credentials": asdict(r.credentials),
-        }
-        for r in report.repositories
-    ]
+    rows: list[dict[str, Any]] = [status_row(r) for r in report.repositories]
     text = cli_format.status_table(rows, report.unknown) if rows else "no repositories yet"
     result = Result({"repositories": rows}, text)
     if report.temporal_error:

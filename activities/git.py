@@ -1,7 +1,9 @@
 """The git activity: fetch the watched ref once per repository, record the commit.
 
 Only small metadata leaves it (`SnapshotResult`); file lists and content stay in
-git, where delivery reads them by commit and blob id.
+git, where delivery reads them by commit and blob id. It also keeps each watching
+app's own access to the repository current (`treecast.access.AccessRun`): the
+fetch uses one app's credentials, and the apps due a check are asked about.
 """
 
 from __future__ import annotations
@@ -10,15 +12,13 @@ from temporalio import activity
 
 from activities.failures import application_error
 from models.git import GitErrorType, SnapshotInput, SnapshotResult, SnapshotStats
+from treecast.access import AccessRun
 from treecast.config import Settings
-from treecast.credentials.github_app import forget_refused
 from treecast.db import session_scope
-from treecast.gitcache.command import Credentials
 from treecast.gitcache.errors import GitError
 from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import TreeStats
 from treecast.redact import redact
-from treecast.store.repositories import load_access
 from treecast.store.snapshots import latest, record_snapshot
 from treecast.store.watches import every_watch_has_paths
 
@@ -55,19 +55,11 @@ class GitActivities:
         settings = self.settings
         repository = RepositoryCache(settings, repository_id, heartbeat=activity.heartbeat)
         with repository.locked() as cache:
+            access = AccessRun(settings, repository_id)
             with session_scope(settings.database_url) as session:
-                access = load_access(settings, session, repository_id)
                 previous = latest(session, repository_id)
                 partial = every_watch_has_paths(session, repository_id)
-            secrets.extend(access.secrets())
-            try:
-                outcome = cache.sync(access, partial=partial)
-            except GitError as refused:
-                if refused.type == GitErrorType.AUTHENTICATION_FAILED and isinstance(
-                    access.credentials, Credentials
-                ):
-                    forget_refused(access.credentials.token)  # a GitHub App token revoked early
-                raise
+            outcome = access.fetch(cache, secrets, partial=partial)
             stats = TreeStats()
             if outcome.commit is not None:
                 before = SnapshotStats.of(previous) if previous is not None else None
@@ -81,6 +73,10 @@ class GitActivities:
                 keep = record_snapshot(session, repository_id, outcome.commit, stats, previous)
             if keep is not None:
                 cache.prune(keep)
+            # Before the commit is handed to delivery: an app that lost its access is
+            # marked now and is not among those delivered to.
+            access.check_due()
+            refused = access.save()
         activity.logger.info(
             "synced %s at %s (%s): %d files, %d bytes%s",
             repository_id,
@@ -92,6 +88,16 @@ class GitActivities:
             if stats.skipped_unsafe_paths
             else "",
         )
+        if refused:
+            activity.logger.warning(
+                "%s: the git host refused the credentials of %s; nothing more is delivered to them",
+                repository_id,
+                ", ".join(refused),
+            )
         return SnapshotResult(
-            repository_id=repository_id, commit=outcome.commit, ref=outcome.ref, **stats.counts()
+            repository_id=repository_id,
+            commit=outcome.commit,
+            ref=outcome.ref,
+            refused_app_ids=refused,
+            **stats.counts(),
         )

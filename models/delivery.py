@@ -19,6 +19,7 @@ class DeliveryErrorType(StrEnum):
     BLOCKED_ADDRESS = "WebhookBlockedAddress"  # private/loopback target while not allowed
     GONE = "WebhookGone"  # 410: the watch is disabled
     WATCH_MISSING = "WatchMissing"  # app or watch removed meanwhile: nothing to do
+    ACCESS_REFUSED = "AccessRefused"  # the app's own access does not hold: nothing sent
 
 
 class DeliveryStatus(StrEnum):

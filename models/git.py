@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Self
 
@@ -69,3 +69,6 @@ class SnapshotResult(SnapshotStats):
     repository_id: str
     commit: str | None  # None: the remote has no commits yet (a successful, empty sync)
     ref: str  # the ref actually synced (the default branch's name when none was set)
+    # Apps whose own access the git host just refused: each gets one `sync_failed`, and
+    # nothing more is delivered to them (docs/security.md, "Tenants").
+    refused_app_ids: list[str] = field(default_factory=list)

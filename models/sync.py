@@ -71,8 +71,25 @@ def deliver_workflow_id(repository_id: str) -> str:
 
 
 def notify_workflow_id(repository_id: str, event: str, at: datetime) -> str:
-    """The id of one `NotifyBreaker` child: one per breaker transition."""
+    """The id of one `NotifyBreaker` child: one per breaker transition (or, with event
+    `ACCESS_NOTICE`, per sync that found apps whose access was refused)."""
     return f"notify/{repository_id}/{event}/{at.isoformat()}"
+
+
+# The `notify_workflow_id` event of the notice to apps that just lost their access.
+ACCESS_NOTICE = "access"
+# The error type of that notice, and of the watch's `last_error_type`.
+ACCESS_REFUSED = "AccessRefused"
+
+
+def access_refused_message(repository_id: str) -> str:
+    """The `sync_failed` message an app that just lost its access to a repository gets."""
+    return (
+        "the git host refused this app's own credentials for the repository; nothing more "
+        "is delivered until the app has working ones: "
+        f"PUT /api/repositories/{repository_id}/credentials (its watch's last_error has "
+        "what the host answered)"
+    )
 
 
 @dataclass
@@ -294,6 +311,9 @@ class NotifyBreakerInput:
     error_message: str | None = None  # redacted
     commit: str | None = None
     notice_timeout_seconds: float = 10.0
+    # Only these apps (the ones whose access was just refused), instead of every app
+    # watching the repository.
+    app_ids: list[str] | None = None
 
 
 @dataclass

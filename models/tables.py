@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Boolean, Column, Index, Text, false
 from sqlmodel import Field, SQLModel
 
+from models.sync import ACCESS_REFUSED
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, for row timestamps (never used in workflow code)."""
@@ -41,6 +43,23 @@ class WatchStatus:
     SYNCED = "synced"
     FAILED = "failed"
     DISABLED = "disabled"  # the app answered 410 Gone; `watch` again to resume
+
+
+class WatchAccess:
+    """Values of `Watch.access`: whether the app's own access to the repository holds.
+
+    An app is delivered to only while its access is granted (docs/security.md, "Tenants").
+    NULL, in rows made before access was checked (upgraded or imported), counts as granted
+    and is checked at the repository's next sync, before anything is delivered.
+    """
+
+    GRANTED = "granted"  # its credentials (or none, for a public repository) reached it
+    PENDING = "pending"  # not proven yet (a generated key not on the host, dropped credentials)
+    REFUSED = "refused"  # the host refused them: nothing is delivered to the app
+
+    DELIVERABLE = (None, GRANTED)
+    # `Watch.last_error_type` (and a notice's error type) when the host refused the app.
+    ERROR_TYPE = ACCESS_REFUSED
 
 
 class App(SQLModel, table=True):
@@ -93,20 +112,21 @@ class Repository(SQLModel, table=True):
     url: str = Field(max_length=2048, index=True)
     ref: str = Field(default="", max_length=255)
     poll_interval_seconds: int = Field(default=60)
-    token_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Fernet ciphertext of the secret git hosts sign push hooks with (HMAC needs it in clear).
     push_secret_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-    # A deploy key (ssh URLs): the private key's ciphertext, its public half (shown so it
-    # can be pasted into the git host) and SHA256 fingerprint, and the host keys pinned
-    # for the server (`type base64` lines, public).
+    # Whose credentials the last fetch used (an app id; None: none were needed). Shown
+    # by `status`; the next fetch tries them first (treecast/store/repositories.py).
+    fetched_with: str | None = Field(default=None, max_length=28)
+    # Before credentials belonged to watches they were stored here. Kept readable only so
+    # an upgrade can move them to every watch (treecast/upgrade_credentials.py), which
+    # clears them; nothing else reads or writes them.
+    token_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     ssh_key_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     ssh_public_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     ssh_key_fingerprint: str | None = Field(default=None, max_length=100)
     ssh_host_keys: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    # A GitHub App installation (https URLs): its ids, the app's private key (ciphertext),
-    # and when the installation token a worker last minted expires (the token is not stored).
     github_app_id: str | None = Field(default=None, max_length=64)
     github_installation_id: str | None = Field(default=None, max_length=20)
     github_app_key_encrypted: str | None = Field(
@@ -148,6 +168,28 @@ class Watch(SQLModel, table=True):
     # dropped by a receiver that deduplicates by webhook-id.
     ledger_generation: str = Field(default_factory=new_generation, max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
+    # The app's own credentials for the repository: none (a public repository), an access
+    # token, a deploy key with the host keys pinned for the server (`type base64` lines,
+    # public) and its public half and SHA256 fingerprint (shown, to paste into the git
+    # host), or a GitHub App installation (ids, the app's private key, and when the
+    # installation token a worker last minted expires; the token itself is not stored).
+    # Secrets are Fernet ciphertext. Another app's watch never reads them for itself.
+    token_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ssh_key_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ssh_public_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ssh_key_fingerprint: str | None = Field(default=None, max_length=100)
+    ssh_host_keys: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    github_app_id: str | None = Field(default=None, max_length=64)
+    github_installation_id: str | None = Field(default=None, max_length=20)
+    github_app_key_encrypted: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True)
+    )
+    github_token_expires_at: datetime | None = None
+    # Whether those credentials reach the repository now (a WatchAccess value), when the
+    # host last said so, and why it refused.
+    access: str | None = Field(default=None, max_length=20)
+    access_checked_at: datetime | None = None
+    access_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # What the app asked for beyond the plain tree (docs/repository-contents.md): gitlinks
     # expanded ("off" when None, a `models.contents.SubmoduleMode`), LFS pointers replaced
     # by their objects. Nullable, so the start-up upgrader adds them to old databases.

@@ -134,6 +134,18 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(env)
 
 
+@pytest.fixture
+def hosts_accept_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests about something else, on hosts that do not exist (github.com/acme/...):
+    every git host accepts every app's credentials, and none, when an app watches a
+    repository. The real check against real hosts is tests/test_tenants.py's and
+    tests/test_access.py's."""
+    from treecast.access import AccessCheck, Verdict
+    from treecast.service import access
+
+    monkeypatch.setattr(access, "host_verdict", lambda *_a, **_k: AccessCheck(Verdict.GRANTED))
+
+
 # --- PostgreSQL for the tests ----------------------------------------------------------
 #
 # The server binaries come from, first match wins:

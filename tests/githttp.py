@@ -30,7 +30,8 @@ class GitHttpServer:
     """Serves the bare repositories under `root` with smart HTTP, requiring Basic auth.
 
     `token` None serves without auth. Every Authorization header seen is kept in
-    `auth_headers` so a test can check what git actually sent.
+    `auth_headers` so a test can check what git actually sent. `tokens` are more passwords
+    accepted beside `token`: add one to let another client in, discard one to revoke it.
     """
 
     def __init__(
@@ -46,7 +47,12 @@ class GitHttpServer:
     ) -> None:
         self.root = root
         self.token = token
+        self.tokens: set[str] = set()
+        # Passwords that may not read some repositories: password -> path prefixes (a
+        # token scoped to other repositories, as a forge's fine-grained tokens are).
+        self.scoped_out: dict[str, set[str]] = {}
         self.auth_headers: list[str] = []
+        self.asked: list[tuple[str, str]] = []  # (path, password) of each Basic auth request
         # Every request answered with a 301 to this base URL (another server).
         self.redirect_to = redirect_to
         # Packs cut off half-way, as a dropped connection would.
@@ -74,12 +80,16 @@ class GitHttpServer:
                 header = self.headers.get("Authorization")
                 if header:
                     server.auth_headers.append(header)
-                if server.token is None:
+                if server.token is None and not server.tokens:
                     return True
                 if not header or not header.startswith("Basic "):
                     return False
                 user_pass = base64.b64decode(header[len("Basic ") :]).decode()
-                return user_pass.partition(":")[2] == server.token
+                password = user_pass.partition(":")[2]
+                server.asked.append((self.path, password))
+                if any(self.path.startswith(p) for p in server.scoped_out.get(password, ())):
+                    return False
+                return password == server.token or password in server.tokens
 
             def _serve(self) -> None:
                 server.requests.append(

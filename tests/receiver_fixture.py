@@ -73,8 +73,16 @@ def register(
     return app_id, repository_id
 
 
-def add_watch(settings: Settings, base_url: str, secrets: list[str], repository_id: str) -> str:
-    """A second app watching an existing repository; returns its app id."""
+def add_watch(
+    settings: Settings,
+    base_url: str,
+    secrets: list[str],
+    repository_id: str,
+    *,
+    token: str | None = None,
+) -> str:
+    """A second app watching an existing repository (with its own git `token`); returns
+    its app id."""
     cipher = Cipher(resolve_secret_key(settings))
     app_id = new_app_id()
     with session_scope(settings.database_url) as session:
@@ -87,7 +95,13 @@ def add_watch(settings: Settings, base_url: str, secrets: list[str], repository_
             )
         )
         session.flush()
-        session.add(Watch(app_id=app_id, repository_id=repository_id))
+        session.add(
+            Watch(
+                app_id=app_id,
+                repository_id=repository_id,
+                token_encrypted=cipher.encrypt(token) if token else None,
+            )
+        )
     return app_id
 
 

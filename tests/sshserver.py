@@ -70,6 +70,12 @@ class SshServer:
         with self.authorized_keys.open("a") as handle:
             handle.write(public_key.strip() + "\n")
 
+    def revoke(self, public_key: str) -> None:
+        """Take a key off the server (its next connection is refused)."""
+        blob = public_key.split()[1]
+        kept = [line for line in self.authorized_keys.read_text().splitlines() if blob not in line]
+        self.authorized_keys.write_text("".join(line + "\n" for line in kept))
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -145,6 +145,9 @@ class FakeTreecast:
     retry_after: dict[str, float] = field(default_factory=dict)
     deliver_scheduled: dict[str, list[datetime]] = field(default_factory=dict)
     dead_notice_apps: set[str] = field(default_factory=set)
+    # Apps the next snapshot finds refused by the git host (then never listed again).
+    refuse_next: list[str] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
     delivery_seconds: float = 0.0
     snapshot_gate: asyncio.Event | None = None  # set: fetches wait for it
     lost_snapshots: int = 0  # this many first attempts never answer (a lost task)
@@ -179,12 +182,19 @@ class FakeTreecast:
                 type=self.git_error,
                 non_retryable=self.git_error in NON_RETRYABLE_GIT_ERRORS,
             )
-        return SnapshotResult(repository_id=input.repository_id, commit=self.commit, ref="main")
+        refused, self.refuse_next = sorted(self.refuse_next), []
+        self.refused.update(refused)
+        return SnapshotResult(
+            repository_id=input.repository_id,
+            commit=self.commit,
+            ref="main",
+            refused_app_ids=refused,
+        )
 
     @activity.defn(name="list_watchers")
     async def list_watchers(self, input: WatchersInput) -> WatchersResult:
         self.watcher_lists += 1
-        apps = sorted(self.apps)
+        apps = sorted(set(self.apps) - self.refused)
         behind = [a for a in apps if self.app_commits.get(a, "none") != input.commit]
         return WatchersResult(app_ids=apps, behind_app_ids=behind)
 

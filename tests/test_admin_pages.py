@@ -32,6 +32,9 @@ from treecast.service.admin_sessions import AdminSessions
 from treecast.store import keys
 from workflows.bulk_watches import BulkWatches
 
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
+
 APP_ID = "app_" + "0" * 24
 REPO_ID = "repo_" + "0" * 24
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -515,4 +518,5 @@ async def test_the_repository_page_shows_its_credential_never_the_secret(tmp_pat
         rid = created.json()["repository_id"]
         await log_in(client)
         page = (await client.get(f"/admin/repositories/{rid}")).text
-        assert "Credentials</dt><dd>token" in page and "ghp_secret_value_123" not in page
+        assert f"Fetched with</dt><dd>token ({app['app_id']}&#39;s)" in page
+        assert "granted (token)" in page and "ghp_secret_value_123" not in page

@@ -17,7 +17,8 @@ from tests.temporal_env import new_task_queue
 from tests.test_admin_pages import csrf_of, log_in
 from treecast.service.core import TreecastService
 
-pytestmark = pytest.mark.e2e
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("hosts_accept_everyone")]
 
 
 async def test_a_missing_worker_never_hangs_a_page(

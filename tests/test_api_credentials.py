@@ -16,6 +16,9 @@ from tests.api_helpers import admin, api_client, api_settings, bearer, onboard
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
 
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
+
 SSH_REPO = "ssh://git@git.example/acme/handbook.git"
 HTTPS_REPO = "https://github.com/acme/handbook"
 

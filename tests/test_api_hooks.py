@@ -28,6 +28,9 @@ from tests.api_helpers import (
 from treecast.service import pushes, replay_guard
 from treecast.service.core import TreecastService
 
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
+
 REPO = "https://github.com/acme/handbook"
 
 

@@ -20,6 +20,9 @@ from treecast.db import session_scope
 from treecast.service.core import TreecastService
 from treecast.service.errors import Unreachable
 
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
+
 REPO = "https://github.com/acme/handbook"
 
 

@@ -20,7 +20,8 @@ from tests.temporal_env import FakeTreecast, new_task_queue, treecast_worker
 from treecast.config import Settings
 from treecast.service.core import TreecastService
 
-pytestmark = pytest.mark.e2e
+# Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("hosts_accept_everyone")]
 
 REPO = "https://github.com/acme/handbook"
 

@@ -177,13 +177,18 @@ def test_watch_of_unknown_repository_changes_nothing(
     assert dump_db(cli_env) == before
 
 
+@pytest.mark.usefixtures("hosts_accept_everyone")  # example.com is not asked
 def test_repo_add_without_temporal_registers_and_says_how_to_continue(
     cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MY_TOKEN", "ghp_supersecrettoken123")
-    code, _, err = run(
-        capsys, "repo", "add", "https://example.com/Owner/Name.git", "--token-env", "MY_TOKEN"
-    )
+    url = "https://example.com/Owner/Name.git"
+    # A token is an app's: without --app it is refused, and nothing is stored.
+    code, _, err = run(capsys, "repo", "add", url, "--token-env", "MY_TOKEN")
+    assert code == 2 and "belong to an app's watch" in err
+    assert run(capsys, "repo", "list")[1]["repositories"] == []
+    app_id = run(capsys, "app", "add", "--name", "a", "--url", "https://example.com")[1]["app_id"]
+    code, _, err = run(capsys, "repo", "add", url, "--app", app_id, "--token-env", "MY_TOKEN")
     assert code == 3
     assert "starter.py sync" in err
     assert "ghp_supersecrettoken123" not in err
@@ -239,6 +244,7 @@ def test_an_sqlite_file_that_cannot_be_opened_is_one_line(
     )
 
 
+@pytest.mark.usefixtures("hosts_accept_everyone")  # example.com is not asked
 def test_status_without_temporal_prints_what_it_knows_and_exits_3(
     cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -32,7 +32,8 @@ from treecast.config import Settings
 from treecast.credentials import github_app
 from treecast.credentials.github_app import GitHubApp, installation_token
 from treecast.gitcache.errors import GitError
-from treecast.service.core import TreecastService
+from treecast.service.access import AccessRefused
+from treecast.service.core import RepositoryAdded, TreecastService
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import UserError
 
@@ -154,6 +155,13 @@ def origin(tmp_path: Path) -> WorkRepo:
     return work
 
 
+def register(service: TreecastService, url: str, spec: CredentialSpec) -> RepositoryAdded:
+    """The repository, watched by a new app with `spec` (checked against the host)."""
+    app = service.add_app("reader", "https://example.com/hooks", None)
+    info, _ = service.add_repository(url, "", None, None, spec, app_id=app.app_id)
+    return info
+
+
 def snapshot(settings: Settings, repository_id: str) -> SnapshotResult:
     result = ActivityEnvironment().run(
         GitActivities(settings).snapshot_repository, SnapshotInput(repository_id)
@@ -205,11 +213,9 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
         service = TreecastService(settings)
-        info, _ = service.add_repository(
+        info = register(
+            service,
             server.url("handbook/remote.git"),
-            "",
-            None,
-            None,
             CredentialSpec(
                 github_app_id=APP_ID,
                 github_installation_id=INSTALLATION,
@@ -244,30 +250,27 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
     assert body not in stored  # the app's key is stored encrypted only
 
 
-def test_a_revoked_installation_fails_without_retrying(
+def test_a_revoked_installation_is_refused_at_watch_time(
     settings: Settings, github: FakeGitHub, app_key: rsa.RSAPrivateKey, origin: WorkRepo
 ) -> None:
     settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="never") as server:
         service = TreecastService(settings)
-        info, _ = service.add_repository(
-            server.url("handbook/remote.git"),
-            "",
-            None,
-            None,
-            CredentialSpec(
-                github_app_id=APP_ID,
-                github_installation_id=REVOKED,
-                github_app_private_key=pem(app_key),
-            ),
-        )
-        with pytest.raises(ApplicationError) as caught:
-            snapshot(settings, info.repository_id)
-    error = caught.value
-    assert error.type == GitErrorType.AUTHENTICATION_FAILED and error.non_retryable
-    assert f"installation {REVOKED}" in error.message and "404" in error.message
-    assert "removed" in error.message
+        with pytest.raises(AccessRefused) as caught:
+            register(
+                service,
+                server.url("handbook/remote.git"),
+                CredentialSpec(
+                    github_app_id=APP_ID,
+                    github_installation_id=REVOKED,
+                    github_app_private_key=pem(app_key),
+                ),
+            )
+    message = str(caught.value)
+    assert GitErrorType.AUTHENTICATION_FAILED in message and "nothing was saved" in message
+    assert f"installation {REVOKED}" in message and "404" in message and "removed" in message
     assert github.refused == [REVOKED] and server.auth_headers == []  # git never ran
+    assert service.list_repositories() == []
 
 
 def test_a_wrong_app_key_is_refused_by_github(
@@ -296,17 +299,16 @@ def test_an_unreachable_api_is_retried(app_key: rsa.RSAPrivateKey) -> None:
     assert caught.value.type == GitErrorType.NETWORK and not caught.value.non_retryable
 
 
+@pytest.mark.usefixtures("hosts_accept_everyone")  # github.example is not reached
 def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey) -> None:
     service = TreecastService(settings)
     url = "https://github.example/acme/handbook"
     with pytest.raises(UserError, match="needs --github-app-id"):
-        service.add_repository(url, "", None, None, CredentialSpec(github_app_id=APP_ID))
+        register(service, url, CredentialSpec(github_app_id=APP_ID))
     with pytest.raises(UserError, match="not a PEM private key"):
-        service.add_repository(
+        register(
+            service,
             url,
-            "",
-            None,
-            None,
             CredentialSpec(
                 github_app_id=APP_ID,
                 github_installation_id=INSTALLATION,
@@ -314,11 +316,9 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
             ),
         )
     with pytest.raises(UserError, match="https://"):
-        service.add_repository(
+        register(
+            service,
             "ssh://git@github.example/acme/handbook",
-            "",
-            None,
-            None,
             CredentialSpec(
                 github_app_id=APP_ID,
                 github_installation_id=INSTALLATION,
@@ -327,11 +327,9 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
         )
     assert service.list_repositories() == []
     # Rotation: a new installation id keeps the stored key.
-    info, _ = service.add_repository(
+    info = register(
+        service,
         url,
-        "",
-        None,
-        None,
         CredentialSpec(
             github_app_id=APP_ID,
             github_installation_id=INSTALLATION,
@@ -354,11 +352,9 @@ def test_a_token_revoked_before_it_expires_is_minted_anew_and_says_why(
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
         service = TreecastService(settings)
-        info, _ = service.add_repository(
+        info = register(
+            service,
             server.url("handbook/remote.git"),
-            "",
-            None,
-            None,
             CredentialSpec(
                 github_app_id=APP_ID,
                 github_installation_id=INSTALLATION,

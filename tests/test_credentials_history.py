@@ -17,10 +17,12 @@ from temporalio.testing import WorkflowEnvironment
 import worker
 from models.git import GitErrorType
 from models.sync import SyncStatus
+from models.tables import Watch
 from tests.gitrepos import WorkRepo, git
 from tests.sshserver import keygen, require_sshd, ssh_server
 from tests.temporal_env import new_task_queue
 from treecast.config import Settings
+from treecast.db import session_scope
 from treecast.gitcache.ssh import HostKey
 from treecast.service import workflows
 from treecast.service.core import TreecastService
@@ -59,21 +61,29 @@ async def test_the_deploy_key_never_enters_workflow_history(
             server.authorize(public)
             impostor.authorize(public)
             service = TreecastService(settings)
+            app = service.add_app("reader", "https://example.com/hooks", None).app_id
             good, _ = service.add_repository(
                 server.url(origin.remote),
                 "",
                 3600,
                 None,
                 CredentialSpec(ssh_private_key=private, known_hosts=server.known_hosts()),
+                app_id=app,
             )
             pinned = HostKey.parse(server.host_public_key)
+            # Watched while its key was the pinned one; then the server's key changed.
             bad, _ = service.add_repository(
                 impostor.url(origin.remote),
                 "",
                 3600,
                 None,
-                CredentialSpec(ssh_private_key=private, known_hosts=pinned.line()),
+                CredentialSpec(ssh_private_key=private, known_hosts=impostor.known_hosts()),
+                app_id=app,
             )
+            with session_scope(settings.database_url) as session:
+                watch = session.get(Watch, (app, bad.repository_id))
+                assert watch is not None
+                watch.ssh_host_keys = pinned.line()
             client = dev_env.client
             async with worker.build_worker(client, settings, executor):
                 for repository_id in (good.repository_id, bad.repository_id):

@@ -1,4 +1,5 @@
-"""A database made before the credential columns existed keeps working after the upgrade."""
+"""A database made before the credential columns existed gains them at start-up (their
+move to watches is tests/test_upgrade_credentials.py's)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from models.tables import Repository
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import add_missing_columns, engine_for, session_scope
-from treecast.store.repositories import load_access
 
 OLD_REPOSITORIES = """
 CREATE TABLE repositories (
@@ -48,5 +48,7 @@ def test_the_new_columns_are_added_to_an_old_table(any_db_settings: Settings) ->
     assert set(Repository.model_fields) <= columns
     assert add_missing_columns(engine) == []  # idempotent
     with session_scope(settings.database_url) as session:
-        access = load_access(settings, session, "repo_old")
-    assert access.credentials is not None and access.secrets()[0] == "old-token"
+        row = session.get(Repository, "repo_old")
+    assert row is not None and Cipher(settings.secret_key).decrypt(row.token_encrypted or "") == (
+        "old-token"
+    )

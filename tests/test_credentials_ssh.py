@@ -12,27 +12,34 @@ import os
 import subprocess
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 import starter
 from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
+from models.tables import App, Watch, new_app_id
 from tests.githttp import silent_server
 from tests.gitrepos import WorkRepo, git
 from tests.sshserver import SshServer, keygen, ssh_server
 from treecast.cli.format import status_table
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import load_deploy_key, parse_known_hosts
+from treecast.db import session_scope
 from treecast.gitcache import ssh as gitssh
 from treecast.gitcache.ssh import HostKey
-from treecast.service.core import TreecastService
-from treecast.service.credentials import CredentialSpec
+from treecast.service import registry
+from treecast.service.access import AccessRefused
+from treecast.service.core import RepositoryAdded, TreecastService
+from treecast.service.credentials import CredentialSpec, plan
 from treecast.service.errors import UserError
+from treecast.store import keys
 from treecast.store.repositories import ensure_commit
 
 
@@ -81,6 +88,21 @@ def failure(settings: Settings, repository_id: str) -> ApplicationError:
     return info.value
 
 
+def register(service: TreecastService, url: str, spec: CredentialSpec) -> RepositoryAdded:
+    """The repository, watched by a new app with `spec` (checked against the host)."""
+    app = service.add_app("reader", "https://example.com/hooks", None)
+    info, _ = service.add_repository(url, "", None, None, spec, app_id=app.app_id)
+    return info
+
+
+def await_status(service: TreecastService, repository_id: str) -> dict[str, Any]:
+    """What `status` knows of the repository from the database (no Temporal here)."""
+    import asyncio
+
+    report = asyncio.run(service.status(repository_id))
+    return {"apps": report.repositories[0].apps}
+
+
 def leftovers() -> set[str]:
     """The per-command ssh directories that exist now (they must not outlive a command)."""
     root = Path(gitssh._temp_root() or tempfile.gettempdir())
@@ -91,14 +113,11 @@ def test_a_deploy_key_syncs_a_private_repository(
     settings: Settings, server: SshServer, origin: WorkRepo, deploy_key: tuple[Path, str]
 ) -> None:
     service = TreecastService(settings)
-    info, created = service.add_repository(
+    info = register(
+        service,
         server.url(origin.remote),
-        "",
-        None,
-        None,
         CredentialSpec(ssh_private_key=deploy_key[1], known_hosts=server.known_hosts()),
     )
-    assert created
     before = leftovers()
     result = snapshot(settings, info.repository_id)
     assert result.commit == git(origin.work, "rev-parse", "HEAD")
@@ -127,28 +146,36 @@ def test_a_deploy_key_syncs_a_private_repository(
             "host_key_fingerprints": listed.host_key_fingerprints,
         },
     }
-    assert f"credentials: ssh-key {fingerprint} (host keys {host.fingerprint})" in status_table(
+    assert f"fetched with: ssh-key {fingerprint} (host keys {host.fingerprint})" in status_table(
         [row]
     )
 
 
-def test_a_wrong_key_fails_without_retrying(
+def test_a_wrong_key_is_refused_at_watch_time_and_fails_a_sync_without_retrying(
     settings: Settings, server: SshServer, origin: WorkRepo, tmp_path: Path
 ) -> None:
     stranger, _ = keygen(tmp_path / "stranger")  # never authorised
     service = TreecastService(settings)
-    info, _ = service.add_repository(
-        server.url(origin.remote),
-        "",
-        None,
-        None,
-        CredentialSpec(ssh_private_key=stranger, known_hosts=server.known_hosts()),
+    url = server.url(origin.remote)
+    with pytest.raises(AccessRefused) as refused:
+        register(
+            service, url, CredentialSpec(ssh_private_key=stranger, known_hosts=server.known_hosts())
+        )
+    assert "Permission denied (publickey" in str(refused.value)
+    assert "nothing was saved" in str(refused.value)
+    assert service.list_repositories() == []
+    # A key that worked once and was then taken off the host fails the sync.
+    private, public = keygen(tmp_path / "once")
+    server.authorize(public)
+    info = register(
+        service, url, CredentialSpec(ssh_private_key=private, known_hosts=server.known_hosts())
     )
+    server.revoke(public)
     error = failure(settings, info.repository_id)
     assert error.type == GitErrorType.AUTHENTICATION_FAILED and error.non_retryable
     assert "Permission denied (publickey" in error.message
-    for fragment in key_fragments(stranger):
-        assert fragment not in error.message
+    for fragment in [*key_fragments(stranger), *key_fragments(private)]:
+        assert fragment not in error.message and fragment not in str(refused.value)
 
 
 def test_a_replaced_host_key_is_refused_naming_both_fingerprints(
@@ -158,24 +185,27 @@ def test_a_replaced_host_key_is_refused_naming_both_fingerprints(
     with ssh_server() as impostor:  # same address, another host key
         impostor.authorize(Path(str(deploy_key[0]) + ".pub").read_text())
         service = TreecastService(settings)
-        info, _ = service.add_repository(
-            impostor.url(origin.remote),
-            "",
-            None,
-            None,
-            # The host key pinned is the real server's (a bare key line, as from a docs page).
-            CredentialSpec(ssh_private_key=deploy_key[1], known_hosts=pinned.line()),
-        )
+        seen_line = impostor.host_public_key
+        seen = HostKey.parse(seen_line).fingerprint
+        url = impostor.url(origin.remote)
+        # The host key pinned is the real server's (a bare key line, as from a docs page).
+        spec = CredentialSpec(ssh_private_key=deploy_key[1], known_hosts=pinned.line())
+        with pytest.raises(AccessRefused) as refused:
+            register(service, url, spec)
+        assert seen in str(refused.value) and pinned.fingerprint in str(refused.value)
+        # Pinned once it was right, then the server's key changed: the sync is refused.
+        info = register(service, url, replace(spec, known_hosts=seen_line))
+        with session_scope(settings.database_url) as session:
+            [watch] = session.exec(select(Watch)).all()
+            watch.ssh_host_keys = pinned.line()
         error = failure(settings, info.repository_id)
-    seen_line = impostor.host_public_key
-    seen = HostKey.parse(seen_line).fingerprint
-    assert error.type == GitErrorType.HOST_KEY_MISMATCH and error.non_retryable
-    assert seen in error.message and pinned.fingerprint in error.message
-    assert "not the one pinned" in error.message
+        assert error.type == GitErrorType.HOST_KEY_MISMATCH and error.non_retryable
+        assert seen in error.message and pinned.fingerprint in error.message
+        assert "not the one pinned" in error.message
 
-    # Rotating the host keys from the service changes only them (the deploy key stays).
-    service.set_credentials(info.repository_id, CredentialSpec(known_hosts=seen_line))
-    after = service.repository(info.repository_id).credentials
+        # Rotating the host keys from the service changes only them (the deploy key stays).
+        service.set_credentials(info.repository_id, CredentialSpec(known_hosts=seen_line))
+        after = service.repository(info.repository_id).credentials
     assert after.kind == "ssh-key" and after.host_key_fingerprints == [seen]
     assert after.ssh_key_fingerprint == load_deploy_key(deploy_key[1]).fingerprint
 
@@ -200,11 +230,9 @@ def _check_key_never_appears(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     service = TreecastService(settings)
-    info, _ = service.add_repository(
+    info = register(
+        service,
         server.url(origin.remote),
-        "",
-        None,
-        None,
         CredentialSpec(ssh_private_key=deploy_key[1], known_hosts=server.known_hosts()),
     )
     fragments = key_fragments(deploy_key[1])
@@ -250,18 +278,28 @@ def _check_key_never_appears(
 def test_the_key_files_go_even_when_git_times_out(
     settings: Settings, deploy_key: tuple[Path, str]
 ) -> None:
+    quick = settings.model_copy(update={"git_timeout_seconds": 1.0})
+    url_spec = CredentialSpec(ssh_private_key=deploy_key[1], known_hosts="ssh-ed25519 " + "A" * 68)
     with silent_server() as port:
-        service = TreecastService(settings)
-        info, _ = service.add_repository(
-            f"ssh://git@127.0.0.1:{port}/x.git",
-            "",
-            None,
-            None,
-            CredentialSpec(ssh_private_key=deploy_key[1], known_hosts="ssh-ed25519 " + "A" * 68),
-        )
+        url = f"ssh://git@127.0.0.1:{port}/x.git"
         before = leftovers()
-        quick = settings.model_copy(update={"git_timeout_seconds": 1.0})
-        error = failure(quick, info.repository_id)
+        # At watch time (the check times out: nothing is saved) and in a sync.
+        with pytest.raises(AccessRefused, match="did not answer"):
+            register(TreecastService(quick), url, url_spec)
+        assert leftovers() == before
+        with session_scope(settings.database_url) as session:
+            repository, _ = registry.add_repository(
+                session, settings, keys.cipher(settings), url, "", None
+            )
+            watch = Watch(app_id=new_app_id(), repository_id=repository.id)
+            planned = plan(settings, keys.cipher(settings), url, url_spec, None, comment="k")
+            planned.stored.write_to(watch)
+            session.add(
+                App(id=watch.app_id, name="a", base_url="https://e.com", secrets_encrypted="-")
+            )
+            session.flush()
+            session.add(watch)
+        error = failure(quick, repository.id)
     assert error.type == GitErrorType.TIMEOUT
     assert leftovers() == before
 
@@ -270,18 +308,20 @@ def test_a_generated_key_is_printed_for_the_git_host_and_then_syncs(
     settings: Settings, server: SshServer, origin: WorkRepo
 ) -> None:
     service = TreecastService(settings)
-    info, _ = service.add_repository(
+    info = register(
+        service,
         server.url(origin.remote),
-        "",
-        None,
-        None,
         CredentialSpec(generate_ssh_key=True, known_hosts=server.known_hosts()),
     )
     public = info.credentials.ssh_public_key
     assert public is not None and public.startswith("ssh-ed25519 ")
     assert failure(settings, info.repository_id).type == GitErrorType.AUTHENTICATION_FAILED
+    [row] = (await_status(service, info.repository_id))["apps"]
+    assert row["access"] == "pending"  # nothing is delivered with it yet
     server.authorize(public)  # the operator pastes it into the git host
     assert snapshot(settings, info.repository_id).file_count == 2
+    [row] = (await_status(service, info.repository_id))["apps"]
+    assert row["access"] == "granted"
 
 
 def test_a_deploy_key_needs_pinned_host_keys_and_one_kind_of_credential(
@@ -290,29 +330,21 @@ def test_a_deploy_key_needs_pinned_host_keys_and_one_kind_of_credential(
     service = TreecastService(settings)
     url = server.url(origin.remote)
     with pytest.raises(UserError, match="host keys pinned"):
-        service.add_repository(url, "", None, None, CredentialSpec(ssh_private_key=deploy_key[1]))
+        register(service, url, CredentialSpec(ssh_private_key=deploy_key[1]))
     with pytest.raises(UserError, match="one kind of credential"):
-        service.add_repository(
-            url,
-            "",
-            None,
-            None,
-            CredentialSpec(ssh_private_key=deploy_key[1], github_app_id="1"),
-        )
+        register(service, url, CredentialSpec(ssh_private_key=deploy_key[1], github_app_id="1"))
     with pytest.raises(UserError, match="ssh://"):
-        service.add_repository(
-            "https://example.com/o/r", "", None, None, CredentialSpec(generate_ssh_key=True)
-        )
+        register(service, "https://example.com/o/r", CredentialSpec(generate_ssh_key=True))
     with pytest.raises(UserError, match="no key for"):
-        service.add_repository(
+        register(
+            service,
             url,
-            "",
-            None,
-            None,
             CredentialSpec(
                 ssh_private_key=deploy_key[1], known_hosts="other.example ssh-ed25519 AAAA"
             ),
         )
+    with pytest.raises(UserError, match="belong to an app's watch"):
+        service.add_repository(url, "", None, None, CredentialSpec(ssh_private_key=deploy_key[1]))
     assert service.list_repositories() == []
 
 
@@ -368,9 +400,12 @@ def test_scanned_host_keys_are_stored_only_once_confirmed(
     url = server.url(origin.remote)
     key_file = str(deploy_key[0])
     expected = HostKey.parse(server.host_public_key).fingerprint
+    code, app, _ = run_cli(capsys, "app", "add", "--name", "a", "--url", "https://example.com/h")
+    assert code == 0
     code, out, err = run_cli(
-        capsys, "repo", "add", url, "--ssh-key-file", key_file, "--scan-host-keys"
-    )
+        capsys, "repo", "add", url, "--app", app["app_id"], "--ssh-key-file", key_file,
+        "--scan-host-keys",
+    )  # fmt: skip
     assert code == 2 and out["stored"] is False
     assert [k["fingerprint"] for k in out["host_keys"]] == [expected]
     assert "nothing stored" in err and f"--accept-host-keys {expected}" in err
@@ -378,15 +413,15 @@ def test_scanned_host_keys_are_stored_only_once_confirmed(
 
     wrong = "SHA256:" + "A" * 43
     code, _, err = run_cli(
-        capsys, "repo", "add", url, "--ssh-key-file", key_file, "--scan-host-keys",
-        "--accept-host-keys", wrong,
+        capsys, "repo", "add", url, "--app", app["app_id"], "--ssh-key-file", key_file,
+        "--scan-host-keys", "--accept-host-keys", wrong,
     )  # fmt: skip
     assert code == 2 and "did not offer" in err and expected in err
     assert TreecastService(cli_env).list_repositories() == []
 
     code, _, err = run_cli(
-        capsys, "repo", "add", url, "--ssh-key-file", key_file, "--scan-host-keys",
-        "--accept-host-keys", expected,
+        capsys, "repo", "add", url, "--app", app["app_id"], "--ssh-key-file", key_file,
+        "--scan-host-keys", "--accept-host-keys", expected,
     )  # fmt: skip
     assert code == 3 and "is registered" in err  # no Temporal here: registered, not synced
     [repo] = TreecastService(cli_env).list_repositories()
@@ -399,7 +434,10 @@ def test_scanned_host_keys_are_stored_only_once_confirmed(
     )
     assert code == 0 and out["credentials"]["ssh_public_key"].startswith("ssh-ed25519 ")
     assert out["credentials"]["ssh_key_fingerprint"] != repo.credentials.ssh_key_fingerprint
-    code, out, _ = run_cli(capsys, "repo", "set-credentials", repo.repository_id, "--clear")
+    assert out["app_ids"] == [app["app_id"]] if "app_ids" in out else True
+    code, out, _ = run_cli(
+        capsys, "repo", "set-credentials", repo.repository_id, "--app", app["app_id"], "--clear"
+    )
     assert code == 3  # saved; the sync request has no Temporal to go to
     assert TreecastService(cli_env).repository(repo.repository_id).credentials.kind == "none"
 

@@ -28,7 +28,7 @@ from models.delivery import (
     RecordFailureInput,
     WatchersInput,
 )
-from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchStatus
+from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchAccess, WatchStatus
 from tests.gitrepos import WorkRepo
 from tests.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
 from treecast.config import Settings
@@ -604,6 +604,29 @@ def test_removed_app_or_watch_returns_quietly(run: Run) -> None:
     result = run.deliver(commit)
     assert (result.status, result.error_type) == ("removed", DeliveryErrorType.WATCH_MISSING)
     assert run.receiver.requests == []
+
+
+def test_an_app_whose_access_was_refused_meanwhile_gets_not_one_more_file(run: Run) -> None:
+    """The snapshot refused the app's credentials after its DeliverFiles was handed the
+    commit: the try sends nothing and says why (the app's notice is NotifyBreaker's)."""
+    run.repo.write("a.txt", "a")
+    commit = run.repo.commit()
+    run.register()
+    for access in (WatchAccess.REFUSED, WatchAccess.PENDING):
+        with session_scope(run.settings.database_url) as session:
+            watch = session.get(Watch, (run.app_id, run.repository_id))
+            assert watch is not None
+            watch.access = access
+        result = run.deliver(commit)
+        assert (result.status, result.error_type) == ("disabled", DeliveryErrorType.ACCESS_REFUSED)
+        assert "access" in (result.error or "")
+        assert run.receiver.requests == [] and run.ledger() == {}
+    with session_scope(run.settings.database_url) as session:
+        watch = session.get(Watch, (run.app_id, run.repository_id))
+        assert watch is not None
+        watch.access = WatchAccess.GRANTED
+    assert run.deliver(commit).status == "synced"
+    assert run.ledger().keys() == {"a.txt"}
 
 
 def test_delivery_log_is_bounded(run: Run) -> None:

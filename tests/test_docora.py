@@ -34,6 +34,7 @@ from models.tables import App, DeliveredFile, Repository, Watch
 from tests.docora_receiver import DocoraReceiver, expected_signature
 from tests.gitrepos import WorkRepo
 from treecast.config import Settings
+from treecast.crypto import Cipher
 from treecast.db import create_schema, engine_for, session_scope
 from treecast.service import docora_tokens
 from treecast.service.core import TreecastService
@@ -323,6 +324,14 @@ def test_import_then_first_sync_sends_only_what_changed(
     ]
     assert imported["watch_options"] == [(None, None)]
     assert {p for p, blob, _ in imported["ledger"] if blob == ""} == {"a.md", "b.md", "old.md"}
+    # Docora's per-app GitHub token is that app's watch's, never the repository's.
+    cipher = Cipher(pg_settings.secret_key or "")
+    with session_scope(pg_settings.database_url) as session:
+        watch = session.get(Watch, (docora.app_id, docora.repository_id))
+        repository = session.get(Repository, docora.repository_id)
+        assert watch is not None and repository is not None
+        assert cipher.decrypt(watch.token_encrypted or "") == "ghp_" + "x" * 36
+        assert repository.token_encrypted is None
 
     result = deliver(pg_settings, docora.app_id, docora.repository_id, commit)
     assert receiver.problems == []

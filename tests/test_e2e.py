@@ -322,5 +322,5 @@ async def test_sync_wait_shows_files_delivered_of_total(stack: Stack) -> None:
         "URL",
     ]
     assert lines[1].split()[:4] == [repo_id, "closed", "0", commit[:12]]
-    assert lines[2].split() == ["APP", "NAME", "STATUS", "AT", "DELIVERED", "ERROR"]
-    assert lines[3].split()[:4] == [app_id, "m", "synced", commit[:12]]
+    assert lines[2].split() == ["APP", "NAME", "STATUS", "ACCESS", "AT", "DELIVERED", "ERROR"]
+    assert lines[3].split()[:6] == [app_id, "m", "synced", "granted", "(none)", commit[:12]]

@@ -17,8 +17,9 @@ from models.tables import Repository
 from tests.conftest import free_port
 from tests.githttp import git_http_server, silent_server
 from tests.gitrepos import WorkRepo, git
-from treecast.config import Settings, resolve_secret_key
-from treecast.crypto import Cipher
+from tests.receiver_fixture import add_watch
+from treecast.config import Settings
+from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.cache import (
     _CACHE_CONFIG,
@@ -332,9 +333,9 @@ def test_a_fetch_killed_half_way_leaves_a_usable_cache(settings: Settings, repo:
 
 
 def test_ensure_commit_fetches_on_another_worker(settings: Settings, repo: WorkRepo) -> None:
-    token = Cipher(resolve_secret_key(settings)).encrypt("unused-for-file-urls")
     with session_scope(settings.database_url) as session:
-        session.add(Repository(id="repo_t", url=repo.url, ref="", token_encrypted=token))
+        session.add(Repository(id="repo_t", url=repo.url, ref=""))
+    add_watch(settings, "https://example.com/h", [generate_webhook_secret()], "repo_t", token="x")
     head = git(repo.work, "rev-parse", "HEAD")
     path = ensure_commit(settings, "repo_t", head).path  # nothing synced on this worker yet
     assert has_object(settings, path, head)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import select
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.delivery import DeliveryActivities
@@ -17,7 +18,7 @@ from activities.git import GitActivities
 from examples.receiver import Receiver
 from models.delivery import DeliverInput
 from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType, SnapshotInput
-from models.tables import DeliveryAttempt
+from models.tables import DeliveryAttempt, Repository
 from tests.gitrepos import git
 from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
@@ -203,3 +204,86 @@ def test_skipped_paths_are_reported_in_the_delivery_log_and_never_sent(
     with session_scope(settings.database_url) as session:
         rows = session.exec(select(DeliveryAttempt).where(DeliveryAttempt.event == "skipped")).all()
     assert len(rows) == 1 and "1 unsafe paths" in (rows[0].error or "")
+
+
+def test_the_limit_a_tree_is_over_and_its_setting_are_named_and_the_setting_raises_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    url = tree_bomb(tmp_path, levels=4, fanout=10)  # 10,000 files; the leaf tree 1,000 times
+    with session_scope(settings.database_url) as session:
+        session.add(Repository(id="repo_bomb", url=url, ref="main"))
+    env = ActivityEnvironment()
+    tight = settings.model_copy(update={"tree_max_subtree_repeats": 100})
+    with pytest.raises(ApplicationError) as refused:
+        env.run(GitActivities(tight).snapshot_repository, SnapshotInput("repo_bomb"))
+    assert refused.value.type == GitErrorType.TREE_TOO_LARGE
+    assert "more than 100 times" in refused.value.message
+    assert "TREECAST_TREE_MAX_SUBTREE_REPEATS" in refused.value.message
+    entries = settings.model_copy(
+        update={"tree_max_entries": 5000, "data_dir": settings.data_dir / "w2"}
+    )
+    with pytest.raises(ApplicationError) as refused:
+        env.run(GitActivities(entries).snapshot_repository, SnapshotInput("repo_bomb"))
+    assert "more than 5000 entries" in refused.value.message
+    assert "TREECAST_TREE_MAX_ENTRIES" in refused.value.message
+    # The settings raise the limits (they were not read before: the defaults always held).
+    roomy = settings.model_copy(
+        update={"tree_max_subtree_repeats": 5000, "data_dir": settings.data_dir / "w3"}
+    )
+    done = env.run(GitActivities(roomy).snapshot_repository, SnapshotInput("repo_bomb"))
+    assert done.file_count == 10_000
+
+
+@pytest.mark.e2e
+async def test_status_json_names_the_limit_a_tree_bomb_hit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status REPO --json` after a tree bomb's failed sync, on the dev server."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import starter
+    import worker
+    from tests.temporal_env import new_task_queue, start_local
+    from treecast.config import load_settings
+    from treecast.crypto import generate_key
+
+    url = tree_bomb(tmp_path)
+    server = await start_local()
+    env = {
+        "TEMPORAL_ADDRESS": server.client.service_client.config.target_host,
+        "TREECAST_DATA_DIR": str(tmp_path / "data"),
+        "TREECAST_SECRET_KEY": generate_key(),
+        "TREECAST_ALLOW_FILE_URLS": "1",
+        "TREECAST_TASK_QUEUE": new_task_queue(),
+        "TREECAST_FULL_SYNC_SECONDS": "0",
+        "TREECAST_POLL_INTERVAL_SECONDS": "3600",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
+    executor = ThreadPoolExecutor(max_workers=worker.executor_threads(load_settings(env)))
+    try:
+        async with worker.build_worker(server.client, load_settings(env), executor):
+            assert (
+                await asyncio.to_thread(
+                    starter.main, ["--json", "repo", "add", url, "--ref", "main"]
+                )
+                == 0
+            )
+            rid = json.loads(capsys.readouterr().out)["repository_id"]
+            sync: dict[str, object] = {}
+            for _ in range(100):
+                assert await asyncio.to_thread(starter.main, ["--json", "status", rid]) == 0
+                [row] = json.loads(capsys.readouterr().out)["repositories"]
+                sync = row["sync"] or {}
+                if sync.get("last_error_type"):
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        await server.shutdown()
+    assert sync["last_error_type"] == GitErrorType.TREE_TOO_LARGE, sync
+    error = str(sync["last_error"])
+    assert "appears more than 10000 times" in error  # the limit hit
+    assert "TREECAST_TREE_MAX_SUBTREE_REPEATS" in error  # the setting that raises it

@@ -40,6 +40,7 @@ from treecast.db import (
 )
 from treecast.migrations import baseline
 from treecast.service.core import TreecastService
+from treecast.upgrade_credentials import COLUMNS as CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 3
@@ -98,6 +99,30 @@ def read_all(engine: Engine, metadata: MetaData) -> dict[str, list[tuple[Any, ..
         }
 
 
+def upgraded(before: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The baseline's rows as the revisions since leave them: 0005 moves each repository's
+    credentials to its watches (`treecast.upgrade_credentials`), clearing the repository's."""
+    columns = list(baseline.metadata.tables["repositories"].columns.keys())
+    cleared = {columns.index(name) for name in CREDENTIALS}
+    return {
+        **before,
+        "repositories": [
+            tuple(None if i in cleared else v for i, v in enumerate(row))
+            for row in before["repositories"]
+        ],
+    }
+
+
+def assert_credentials_moved(url: str) -> None:
+    """Each populated watch holds its repository's former credentials (ROWS of each)."""
+    with session_scope(url) as session:
+        for index in range(ROWS):
+            watch = session.get(Watch, (f"id-{index}-é", f"id-{index}-é"))
+            assert watch is not None
+            assert watch.token_encrypted == f"token_encrypted-{index}-é"
+            assert watch.ssh_host_keys == f"ssh_host_keys-{index}-é"
+
+
 def test_an_empty_database_gets_the_newest_schema_without_replaying(db_url: str) -> None:
     engine = engine_for(db_url)
     status = schema_status(engine)
@@ -134,7 +159,8 @@ def test_a_populated_baseline_is_upgraded_without_losing_a_row(db_url: str) -> N
     status = create_schema(engine)
 
     assert status.up_to_date and status.current == migrations.head()
-    assert read_all(engine, baseline.metadata) == before
+    assert read_all(engine, baseline.metadata) == upgraded(before)
+    assert_credentials_moved(db_url)
     with session_scope(db_url) as session:  # and the models read them
         app = session.get(App, "id-0-é")
         assert app is not None and app.batch is True
@@ -154,7 +180,8 @@ def test_a_database_of_a_release_before_migrations_is_stamped_and_upgraded(
     assert starter.main(["db", "upgrade"]) == 0
 
     assert schema_status(engine).current == migrations.head()
-    assert read_all(engine, baseline.metadata) == before
+    assert read_all(engine, baseline.metadata) == upgraded(before)
+    assert_credentials_moved(db_url)
     assert set(inspect(engine).get_table_names()) == set(SQLModel.metadata.tables) | {
         "alembic_version"
     }
@@ -183,7 +210,8 @@ def test_processes_upgrading_at_once_take_turns(db_url: str) -> None:
         thread.join(60)
     assert errors == []
     assert schema_status(engine).up_to_date
-    assert read_all(engine, baseline.metadata) == before
+    assert read_all(engine, baseline.metadata) == upgraded(before)
+    assert_credentials_moved(db_url)
 
 
 def test_a_schema_from_a_newer_release_is_refused(tmp_path: Path) -> None:

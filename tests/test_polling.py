@@ -33,7 +33,9 @@ from treecast import remote_checks
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import create_schema, make_engine, session_scope
-from treecast.service import registry
+from treecast.service import access, registry
+from treecast.service.credentials import CredentialSpec, plan
+from treecast.store import access as access_store
 from treecast.store import stamps
 from treecast.store.snapshots import latest, record_snapshot
 from treecast.store.watches import finish_delivery
@@ -200,8 +202,17 @@ def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: S
     before = datetime.now(UTC)
     repository_id = register(settings, "file:///tmp/r1", 60)
     assert changed_after(before) == {repository_id}  # the old row has no stamp: not read
+    dropped = access.Checked(
+        plan(settings, _cipher(settings), "file:///tmp/r1",
+             CredentialSpec(clear=True), None, comment="k"),
+        None,
+        access.CLEARED,
+    )  # fmt: skip
     for change in (
         lambda session: registry.watch(session, app_id, repository_id, []),
+        # An app's credentials changed, or whose fetched: the sweep reads them again.
+        lambda session: registry.watch_with(session, app_id, repository_id, None, dropped),
+        lambda session: access_store.record_verdicts(session, repository_id, [], [], app_id, {}),
         lambda session: registry.set_paused(session, repository_id, True),
         lambda session: record_snapshot(session, repository_id, "c" * 40, SnapshotStats(), None),
         lambda session: registry.unwatch(session, app_id, repository_id),

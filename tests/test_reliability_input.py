@@ -138,13 +138,15 @@ def test_huge_values_for_a_known_app_and_repository(
     app_id = run(capsys, "app", "add", "--name", "a", "--url", "https://example.com")[1]["app_id"]
     monkeypatch.setenv("TREECAST_HUGE_TOKEN", "ghp_" + HUGE)
     code, _, err = run(
-        capsys, "repo", "add", "https://example.com/o/r", "--token-env", "TREECAST_HUGE_TOKEN"
-    )
+        capsys, "repo", "add", "https://example.com/o/r", "--app", app_id,
+        "--token-env", "TREECAST_HUGE_TOKEN",
+    )  # fmt: skip
     assert code == 2 and "too long" in err and HUGE[:100] not in err
     monkeypatch.setenv("TREECAST_SPLIT_TOKEN", "ghp_one\nghp_two")
     code, _, err = run(
-        capsys, "repo", "add", "https://example.com/o/r", "--token-env", "TREECAST_SPLIT_TOKEN"
-    )
+        capsys, "repo", "add", "https://example.com/o/r", "--app", app_id,
+        "--token-env", "TREECAST_SPLIT_TOKEN",
+    )  # fmt: skip
     assert code == 2 and "several lines" in err and "ghp_one" not in err
     code, _, _ = run(capsys, "repo", "add", "https://example.com/o/r")
     repository_id = run(capsys, "repo", "list")[1]["repositories"][0]["repository_id"]

@@ -34,6 +34,7 @@ EXPECTED = {
         "sync_signals",
         "sync_can_first_run",
         "sync_remote_checks",
+        "sync_access_refused",  # an app's own access refused: its notice child, patched
         "sync_wakes_for_commits",  # a wake for the commit it has, or is syncing
         "sync_new_watch_reuses",  # a new watch handed the commit just synced
     },
@@ -48,7 +49,7 @@ EXPECTED = {
         "deliver_cut_short",
         "deliver_chunk_resume",
     },
-    "NotifyBreaker": {"notify_dead_app"},
+    "NotifyBreaker": {"notify_dead_app", "notify_access_refused"},
     "BulkWatches": {"bulk_watches"},
 }
 

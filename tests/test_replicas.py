@@ -83,6 +83,7 @@ async def signals(client: Client, workflow_id: str, name: str) -> int:
     )
 
 
+@pytest.mark.usefixtures("hosts_accept_everyone")  # the bulk job's repository is never asked
 async def test_two_api_processes_share_sessions_pushes_and_bulk_jobs(
     tmp_path: Path, postgres_url: str
 ) -> None:

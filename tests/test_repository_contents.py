@@ -202,14 +202,16 @@ def test_lfs_over_ssh_asks_git_lfs_authenticate_with_the_deploy_key(
         dispatch.chmod(0o755)
         with server.authorized_keys.open("a") as keys:
             keys.write(f'command="{dispatch}" {public.strip()}\n')
-        added, _ = TreecastService(settings).add_repository(
+        service = TreecastService(settings)
+        app_id = service.add_app("assets", receiver.url, receiver_secret).app_id
+        added, _ = service.add_repository(  # the deploy key is the app's own (its watch's)
             server.url(repo.remote),
             "",
             None,
             None,
             CredentialSpec(ssh_private_key=private, known_hosts=server.known_hosts()),
+            app_id=app_id,
         )
-        app_id = add_watch(settings, receiver.url, [receiver_secret], added.repository_id)
         with session_scope(settings.database_url) as session:
             watch = session.get(Watch, (app_id, added.repository_id))
             assert watch is not None

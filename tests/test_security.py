@@ -209,8 +209,9 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
                 )
                 assert code == 0, err
                 code, added, err = await run(
-                    "repo", "add", git_server.url("remote.git"), "--token-env", "MY_TOKEN"
-                )
+                    "repo", "add", git_server.url("remote.git"), "--app", app["app_id"],
+                    "--token-env", "MY_TOKEN",
+                )  # fmt: skip
                 assert code == 0, err
                 repository_id = added["repository_id"]
                 assert (await run("watch", app["app_id"], repository_id))[0] == 0

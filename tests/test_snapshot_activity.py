@@ -16,12 +16,13 @@ from temporalio.testing import ActivityEnvironment
 import treecast.gitcache.command as git_command
 from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
-from models.tables import Repository, Snapshot
+from models.tables import Repository, Snapshot, Watch
 from tests.githttp import git_http_server, silent_server
 from tests.gitrepos import WorkRepo, git
+from tests.receiver_fixture import add_watch
 from tests.test_reliability_input import Remote, many_files
 from treecast.config import Settings, resolve_secret_key
-from treecast.crypto import Cipher
+from treecast.crypto import Cipher, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.cache import cache_path
 from treecast.gitcache.command import run_git
@@ -33,9 +34,17 @@ TOKEN = "glpat-" + "Zq9" * 8 + "_tok"
 
 
 def register(settings: Settings, url: str, ref: str = "", token: str | None = None) -> str:
-    encrypted = Cipher(resolve_secret_key(settings)).encrypt(token) if token else None
+    """The repository `repo_s`; with `token`, an app watching it with that token."""
     with session_scope(settings.database_url) as session:
-        session.add(Repository(id="repo_s", url=url, ref=ref, token_encrypted=encrypted))
+        session.add(Repository(id="repo_s", url=url, ref=ref))
+    if token is not None:
+        add_watch(
+            settings,
+            "https://example.com/hooks",
+            [generate_webhook_secret()],
+            "repo_s",
+            token=token,
+        )
     return "repo_s"
 
 
@@ -158,8 +167,7 @@ def test_tokens_stay_secret(
         register(settings, server.url("remote.git"), token=TOKEN)
         assert snapshot(settings).file_count == 2
         with session_scope(settings.database_url) as session:
-            row = session.get(Repository, "repo_s")
-            assert row is not None
+            [row] = session.exec(select(Watch).where(Watch.repository_id == "repo_s")).all()
             row.token_encrypted = Cipher(resolve_secret_key(settings)).encrypt(TOKEN + "-old")
         repo.write("new.md", "n")
         repo.commit()

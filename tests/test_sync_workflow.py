@@ -77,6 +77,34 @@ async def request(handle: WorkflowHandle, request_id: str) -> SyncOutcome | None
     return await handle.query(SyncRepository.request, request_id)
 
 
+async def test_an_app_refused_by_the_host_alone_gets_sync_failed_and_no_more_files(
+    time_env: WorkflowEnvironment,
+) -> None:
+    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], refuse_next=["app-b"])
+    queue = new_task_queue()
+    async with treecast_worker(time_env.client, queue, fake.activities()):
+        handle = await start(time_env.client, queue, sync_input(unique("repo-access")))
+        await eventually(time_env, lambda: fake.notices_of(SyncEvent.SYNC_FAILED) == ["app-b"])
+        [notice] = fake.notices
+        assert notice.error_type == "AccessRefused" and "credentials" in (
+            notice.error_message or ""
+        )
+        assert notice.breaker.status == "closed"  # the repository syncs on for the others
+        await eventually(
+            time_env, lambda: {d.app_id for d in fake.deliveries} == {"app-a", "app-c"}
+        )
+        fake.commit = "c2"  # the next poll: still nothing for app-b, and no second notice
+        await eventually(time_env, lambda: fake.app_commits.get("app-c") == "c2", step=10)
+        assert "app-b" not in {d.app_id for d in fake.deliveries}
+        assert len(fake.notices) == 1
+        assert (await status(handle)).breaker_state == BreakerStatus.CLOSED
+        await handle.signal(SyncRepository.stop)
+        await handle.result()
+    await save_history(handle, "sync_access_refused")
+    notify = time_env.client.get_workflow_handle(notice.transition_id)
+    await save_history(notify, "notify_access_refused")
+
+
 async def test_breaker_opens_notifies_once_and_recovers(time_env: WorkflowEnvironment) -> None:
     repo = unique("repo-1")
     fake = FakeTreecast(apps=["app-b", "app-a"], git_error=GitErrorType.REPOSITORY_NOT_FOUND)

@@ -17,6 +17,8 @@ from tests.test_cli import cli_env, run  # noqa: F401
 from treecast.config import Settings
 
 REPO = "https://github.com/acme/handbook"
+# These hosts do not exist: the access check at watch time is tests/test_tenants.py's.
+pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
 
 
 @pytest.fixture

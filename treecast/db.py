@@ -111,13 +111,16 @@ def ensure_schema(engine: Engine, *, upgrade: bool) -> SchemaStatus:
     status = schema_status(engine)
     if status.up_to_date:
         return status
-    unknown = status.current is not None and not migrations.known(status.current)
-    if unknown or not (status.empty or upgrade):
-        raise SchemaBehind(status.problem())
     with _migration_lock(engine):
-        status = schema_status(engine)  # another process may have done it meanwhile
+        # Read again under the lock: another process may have done it meanwhile, or be
+        # half way (SQLite creates tables outside a transaction, so a database being
+        # created looks like one of a release before migrations until it is stamped).
+        status = schema_status(engine)
         if status.up_to_date:
             return status
+        unknown = status.current is not None and not migrations.known(status.current)
+        if unknown or not (status.empty or upgrade):
+            raise SchemaBehind(status.problem())
         if status.empty:
             with engine.begin() as connection:
                 SQLModel.metadata.create_all(connection, checkfirst=True)
@@ -178,7 +181,12 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "a") as handle:
+    try:
+        handle = open(f"{database}.migrate-lock", "a")  # noqa: SIM115
+    except OSError:  # no directory there: connecting fails next, with its own one line
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

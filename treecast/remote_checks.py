@@ -28,12 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from models.checks import CheckProgress, CheckReason, RemoteMoved, shard_of
-from models.tables import Repository, Snapshot, Watch, WatchStatus
+from models.tables import Repository, Snapshot, Watch, WatchAccess, WatchStatus
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.errors import GitError
@@ -42,7 +41,7 @@ from treecast.gitcache.repository import RemoteAccess
 from treecast.gitcache.smarthttp import RefClient
 from treecast.redact import redact
 from treecast.store import stamps
-from treecast.store.repositories import load_access
+from treecast.store.repositories import has_credentials, load_access
 from treecast.webhooks.transport import shared_ssl_context
 
 log = logging.getLogger(__name__)
@@ -76,8 +75,8 @@ class Target:
     quiet_since: float  # epoch seconds: its newest snapshot, or its last change
     behind: bool  # an app had not acknowledged the newest snapshot when read
     updated_at: datetime | None = None
-    # Set for a repository without credentials: what git needs, read with the targets
-    # (one with a token, key or GitHub App is read and decrypted by `load_access`).
+    # Set for a repository no app has credentials for: what git needs, read with the
+    # targets (one with a token, key or GitHub App is read and decrypted by `load_access`).
     public: RemoteAccess | None = None
     paused: bool = False
     read_at: float = field(default_factory=time.time)  # when `behind` was read
@@ -115,11 +114,7 @@ def load_targets(
     and who is behind."""
     read_at = time.time()
     with session_scope(settings.database_url) as session:
-        secret = or_(
-            col(Repository.token_encrypted).is_not(None),
-            col(Repository.ssh_key_encrypted).is_not(None),
-            col(Repository.github_app_key_encrypted).is_not(None),
-        )
+        secret = has_credentials()
         rows = sa_select(
             col(Repository.id),
             col(Repository.poll_interval_seconds),
@@ -132,7 +127,7 @@ def load_targets(
             secret,
         )
         snapshots = select(Snapshot.repository_id, Snapshot.commit, Snapshot.taken_at)
-        watch_rows = select(Watch.repository_id, Watch.status, Watch.delivered_commit)
+        watch_rows = select(Watch.repository_id, Watch.status, Watch.delivered_commit, Watch.access)
         if only is not None:
             rows = rows.where(col(Repository.id).in_(only))
             snapshots = snapshots.where(col(Snapshot.repository_id).in_(only))
@@ -147,8 +142,9 @@ def load_targets(
             latest[repository_id] = (commit, taken_at)  # the last row of each is the newest
         watches = session.exec(watch_rows).all()
     watched: dict[str, bool] = {}
-    for repository_id, status, delivered in watches:
-        if status == WatchStatus.DISABLED:
+    for repository_id, status, delivered, access in watches:
+        # An app whose own access does not hold gets nothing: it is never behind.
+        if status == WatchStatus.DISABLED or access not in WatchAccess.DELIVERABLE:
             watched.setdefault(repository_id, False)
             continue
         commit = latest.get(repository_id, (None, None))[0]

@@ -1,4 +1,5 @@
-"""NotifyBreaker: the detached child that tells every watching app the breaker opened or closed.
+"""NotifyBreaker: the detached child that tells every watching app the breaker opened or closed
+(or, given `app_ids`, tells those apps alone that the git host refused their credentials).
 
 Apps are notified one after another in their stable order. Each notice has a
 short, bounded retry policy, so one dead app costs a few notice timeouts and
@@ -38,13 +39,17 @@ class NotifyBreaker:
     @workflow.run
     async def run(self, input: NotifyBreakerInput) -> NotifyBreakerResult:
         """Notify each app once, in order; failures are reported, not raised."""
-        watchers = await workflow.execute_activity_method(
-            WatchActivities.list_watchers,
-            WatchersInput(repository_id=input.repository_id),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"apps watching {input.repository_id}",
-        )
+        if input.app_ids is not None:
+            apps = list(input.app_ids)  # the apps that lost their access, alone
+        else:
+            watchers = await workflow.execute_activity_method(
+                WatchActivities.list_watchers,
+                WatchersInput(repository_id=input.repository_id),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary=f"apps watching {input.repository_id}",
+            )
+            apps = watchers.app_ids
         breaker = BreakerInfo(
             status=input.breaker_status,
             consecutive_failures=input.consecutive_failures,
@@ -54,7 +59,6 @@ class NotifyBreaker:
             failed_syncs=input.failed_syncs,
         )
         timeout = timedelta(seconds=input.notice_timeout_seconds) + NOTICE_MARGIN
-        apps = watchers.app_ids
         results: list[NoticeResult] = []
         for number, app_id in enumerate(apps, start=1):
             workflow.set_current_details(

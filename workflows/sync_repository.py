@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
     from models.events import SyncEvent
     from models.git import SnapshotInput, SnapshotResult
     from models.sync import (
+        ACCESS_NOTICE,
+        ACCESS_REFUSED,
         DELIVERIES_FINISHED_SIGNAL,
         REMOTE_MOVED_SIGNAL,
         SYNC_NOW_SIGNAL,
@@ -54,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         SyncRequest,
         SyncState,
         SyncStatus,
+        access_refused_message,
         deliver_workflow_id,
         notify_workflow_id,
         sync_workflow_id,
@@ -63,6 +66,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
 
 HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
+# Versioning (docs/workflows.md): a sync that found apps whose access was refused starts
+# a notice child for them. Only such syncs reach the marker, and no run recorded before
+# it had one, so it can be deprecated once no run older than it is open.
+ACCESS_NOTICES_PATCH = "access-notices"
 # The longest a `sync_and_wait` update waits for its sync's deliveries; it then answers
 # with the request as it stands (the client can go on following it with `request`).
 # Bounded so a stuck delivery never blocks the loop's continue-as-new for long.
@@ -380,6 +387,8 @@ class SyncRepository:
         finally:
             self._syncing = False
         moved = await self._succeeded(snapshot)
+        if snapshot.refused_app_ids and workflow.patched(ACCESS_NOTICES_PATCH):
+            await self._notify_refused(snapshot.refused_app_ids)
         if not self._stopping:  # else the run loop answers the requests
             await self._fan_out(snapshot.commit, request_ids, moved=moved)
 
@@ -518,8 +527,31 @@ class SyncRepository:
             )
         self._publish()
 
-    async def _notify(self, notice: NotifyBreakerInput) -> None:
-        child_id = notify_workflow_id(notice.repository_id, notice.event, notice.occurred_at)
+    async def _notify_refused(self, app_ids: list[str]) -> None:
+        """One `sync_failed` to each app whose own access the host just refused, and to
+        no other: the repository syncs on with the others' credentials."""
+        input, brk = self._input, self._state.breaker
+        await self._notify(
+            NotifyBreakerInput(
+                repository_id=input.repository_id,
+                event=SyncEvent.SYNC_FAILED,
+                transition_id="",
+                occurred_at=workflow.now(),
+                breaker_status=brk.status,
+                consecutive_failures=brk.consecutive_failures,
+                threshold=input.breaker_threshold,
+                error_type=ACCESS_REFUSED,
+                error_message=access_refused_message(input.repository_id),
+                notice_timeout_seconds=input.notice_timeout_seconds,
+                app_ids=list(app_ids),
+            ),
+            kind=ACCESS_NOTICE,
+        )
+
+    async def _notify(self, notice: NotifyBreakerInput, kind: str | None = None) -> None:
+        child_id = notify_workflow_id(
+            notice.repository_id, kind or notice.event, notice.occurred_at
+        )
         notice.transition_id = child_id  # stable per transition: idempotent webhook ids
         # Already started: this transition's notice is on its way.
         with contextlib.suppress(WorkflowAlreadyStartedError):
@@ -528,7 +560,11 @@ class SyncRepository:
                 notice,
                 id=child_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=f"{notice.event} for every app watching {notice.repository_id}",
+                static_summary=(
+                    f"{notice.event} for every app watching {notice.repository_id}"
+                    if notice.app_ids is None
+                    else f"{notice.event} for {', '.join(notice.app_ids)}: access refused"
+                ),
             )
 
     async def _hand_over(
@@ -604,7 +640,7 @@ class SyncRepository:
             return "breaker half-open: one probe sync decides"
         if self._syncing:
             return "syncing"
-        at = (state.last_commit or "no commit yet")[:12]
+        at = state.last_commit[:12] if state.last_commit else "no commit yet"
         if self._input.full_sync_interval_seconds and state.last_error_type is None:
             return (
                 f"at {at}; remote checked every {self._input.poll_interval_seconds} s, "

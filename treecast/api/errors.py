@@ -52,6 +52,7 @@ _WORDS = {
     "--github-installation-id": "github_installation_id",
     "--github-app-key-file": "github_app_private_key",
     "--clear": "clear",
+    "--token-env VAR": "token",
 }
 _WORD = re.compile("|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True)))
 _CLI_HINT = re.compile(r";? ?see `starter\.py [^`]*`")
@@ -72,7 +73,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "unknown, or not the caller's",
         409: "conflict",
         413: "body too large",
-        422: "a refused URL",
+        422: "a refused URL, or credentials the git host did not accept",
         429: "rate-limited (see Retry-After)",
         503: "the database, Temporal or a setting is missing",
     }

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request
 from treecast.api.auth import Admin, Service
 from treecast.api.errors import ERROR_RESPONSES
 from treecast.api.schemas import (
+    AdminCredentialsIn,
     AppDeletedOut,
     AppDetailOut,
     AppOut,
-    CredentialsIn,
     CredentialsOut,
     CredentialsSetOut,
     Data,
@@ -108,17 +108,20 @@ def rotate_push_secret(
     response_model_exclude_none=True,
 )
 async def set_credentials(
-    repository_id: str, body: CredentialsIn, service: Service
+    repository_id: str, body: AdminCredentialsIn, service: Service
 ) -> Data[CredentialsSetOut]:
-    """Rotate or replace any repository's token, deploy key, host keys or GitHub App (or
-    `clear` them); the breaker is reset and a sync requested."""
-    info, requested = await service.rotate_credentials(
-        repository_id, body.spec(body.token, body.clear)
+    """Rotate or replace the token, deploy key, host keys or GitHub App (or `clear` them)
+    of one app's watch of a repository (`app_id`), or of every watch of it; each is
+    checked against the git host first (422, nothing changed, when one is refused). The
+    breaker is reset and a sync requested."""
+    done, requested = await service.rotate_credentials(
+        repository_id, body.spec(body.token, body.clear), app_id=body.app_id
     )
     return Data(
         data=CredentialsSetOut(
             repository_id=repository_id,
-            credentials=CredentialsOut.model_validate(info.credentials, from_attributes=True),
+            credentials=CredentialsOut.model_validate(done.credentials, from_attributes=True),
             sync_requested=requested,
+            app_ids=done.app_ids,
         )
     )

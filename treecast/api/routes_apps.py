@@ -69,9 +69,12 @@ async def watch(
     """Watch a repository (registering it when new) and sync it; the same call again is a
     no-op answered 200. A new repository's `push_secret` is in this answer only.
 
-    A deploy key (`ssh_private_key` or `generate_ssh_key`, with `known_hosts`) or a GitHub
-    App may come along; `credentials` shows their public parts (a generated key's public
-    key to paste into the git host), never a secret."""
+    The app's own credentials come along: a `token`, a deploy key (`ssh_private_key` or
+    `generate_ssh_key`, with `known_hosts`) or a GitHub App; none for a public repository.
+    The git host must accept them before anything is saved (422 otherwise, saying why);
+    a generated key is saved as pending until a sync finds it on the host. `credentials`
+    shows their public parts (a generated key's public key to paste into the git host),
+    never a secret."""
     spec = body.spec()
     result = await service.watch_repository(
         app_id,
@@ -126,8 +129,9 @@ def unwatch(repository_id: str, app_id: AppId, service: Service) -> Response:
 async def rotate_git_token(
     repository_id: str, body: GitTokenIn, app_id: AppId, service: Service
 ) -> GitTokenOut:
-    """Replace the git access token: the breaker is reset and a sync requested; what the
-    app received is kept, so only real differences are sent."""
+    """Replace this app's own git access token, once the git host accepts it (422
+    otherwise): the breaker is reset and a sync requested; what the app received is
+    kept, so only real differences are sent."""
     requested = await service.rotate_git_token(app_id, repository_id, body.token)
     return GitTokenOut(repository_id=repository_id, sync_requested=requested)
 
@@ -140,14 +144,16 @@ async def rotate_git_token(
 async def set_credentials(
     repository_id: str, body: CredentialsIn, app_id: AppId, service: Service
 ) -> CredentialsSetOut:
-    """Rotate or replace the repository's token, deploy key, host keys or GitHub App (or
-    `clear` them): the breaker is reset and a sync requested. Secrets are never answered."""
-    info, requested = await service.rotate_credentials(
-        repository_id, body.spec(body.token, body.clear), app_id=app_id
+    """Rotate or replace this app's own token, deploy key, host keys or GitHub App for the
+    repository (or `clear` them), once the git host accepts them (422 otherwise, nothing
+    changed): the breaker is reset and a sync requested. Another app's credentials for
+    the same repository never change. Secrets are never answered."""
+    done, requested = await service.rotate_credentials(
+        repository_id, body.spec(body.token, body.clear), owner=app_id
     )
     return CredentialsSetOut(
         repository_id=repository_id,
-        credentials=CredentialsOut.model_validate(info.credentials, from_attributes=True),
+        credentials=CredentialsOut.model_validate(done.credentials, from_attributes=True),
         sync_requested=requested,
     )
 

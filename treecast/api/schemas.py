@@ -46,8 +46,15 @@ class ListOut(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+ACCESS = (
+    "granted: the app's own credentials (or none, for a public repository) reach it; "
+    "pending: a generated deploy key not accepted by the git host yet; refused: the host "
+    "refused them, and nothing is delivered"
+)
+
+
 class CredentialsOut(BaseModel):
-    """Which credential a repository uses and its public parts (never a secret)."""
+    """Which credential a watch uses and its public parts (never a secret)."""
 
     kind: str = Field(description="none, token, ssh-key or github-app")
     ssh_key_fingerprint: str | None = None
@@ -110,6 +117,9 @@ class AppWatchOut(BaseModel):
     last_synced_at: str | None
     path_globs: list[str]
     credentials: CredentialsOut | None = None
+    access: str = Field("granted", description=ACCESS)
+    access_checked_at: str | None = None
+    access_error: str | None = None
     submodules: str = "off"
     lfs: bool = False
     held_back: list[str] = Field(default_factory=list)
@@ -191,16 +201,27 @@ class RepositoryIn(CredentialFields):
 
 
 class CredentialsIn(CredentialFields):
-    """New credentials for a repository: one kind (or host keys alone), or `clear`."""
+    """New credentials for the app's watch of a repository: one kind (or host keys
+    alone), or `clear`."""
 
     token: GitToken | None = Field(None, validation_alias=AliasChoices("token", "github_token"))
     clear: bool = Field(False, description="drop every credential (give it alone)")
+
+
+class AdminCredentialsIn(CredentialsIn):
+    """New credentials for one app's watch of a repository (`app_id`), or for every watch
+    of it."""
+
+    app_id: Annotated[str, StringConstraints(max_length=28)] | None = Field(
+        None, description="the app whose watch changes; omitted: every watch of the repository"
+    )
 
 
 class CredentialsSetOut(BaseModel):
     repository_id: str
     credentials: CredentialsOut
     sync_requested: bool
+    app_ids: list[str] | None = Field(default=None, description="the watches changed (operators)")
 
 
 class RepositoryOut(BaseModel):
@@ -260,6 +281,9 @@ class WatchOut(BaseModel):
         default_factory=list, description="what the last delivery held back, and why"
     )
     credentials: CredentialsOut | None = None
+    access: str = Field("granted", description=ACCESS)
+    access_checked_at: str | None = None
+    access_error: str | None = None
 
 
 class GitTokenIn(Strict):

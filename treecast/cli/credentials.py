@@ -1,4 +1,4 @@
-"""The command line's credential options (`repo add`, `repo set-credentials`): parsing them
+"""The command line's credential options (`repo add`, `watch`, `repo set-credentials`): parsing them
 into a `CredentialSpec`, and the host key confirmation of `--scan-host-keys`.
 
 Host keys are never trusted on first use: `--scan-host-keys` prints the fingerprints the
@@ -22,7 +22,8 @@ MAX_FILE_BYTES = 256 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, rotating: bool) -> None:
-    """The credential options of `repo add` (and, with `rotating`, of set-credentials)."""
+    """The credential options of `repo add` and `watch` (and, with `rotating`, of
+    set-credentials, which adds `--token-env` and `--clear`)."""
     group = parser.add_argument_group("credentials (docs/credentials.md)")
     if rotating:
         group.add_argument(
@@ -78,7 +79,7 @@ def spec_from_args(args: argparse.Namespace) -> CredentialSpec:
     """The `CredentialSpec` the options ask for (files read here; secrets stay in memory)."""
     token = None
     token_env = getattr(args, "token_env", None)
-    if getattr(args, "rotating", False) and token_env:
+    if token_env:
         token = os.environ.get(token_env)
         if not token:
             raise UserError(

@@ -60,7 +60,7 @@ def table(headers: list[str], rows: list[list[str]], indent: str = "") -> list[s
 
 
 def credential_line(info: dict[str, Any]) -> str:
-    """A repository's credential kind and its public parts (never a secret)."""
+    """A watch's credential kind and its public parts (never a secret)."""
     kind = info.get("kind", "none")
     if kind == "ssh-key":
         pinned = ", ".join(info.get("host_key_fingerprints") or []) or "none"
@@ -119,7 +119,8 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
             )
         credentials = row.get("credentials") or {}
         if credentials.get("kind", "none") != "none":
-            lines.append(f"  credentials: {credential_line(credentials)}")
+            whose = f" ({row['fetched_with']}'s)" if row.get("fetched_with") else ""
+            lines.append(f"  fetched with: {credential_line(credentials)}{whose}")
         if row.get("skipped_unsafe_paths"):
             lines.append(
                 f"  skipped {row['skipped_unsafe_paths']} unsafe paths (never delivered; "
@@ -130,6 +131,8 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
                 app["app_id"],
                 printable(app["app_name"])[:24],
                 app["status"],
+                f"{app.get('access') or 'granted'} "
+                f"({(app.get('credentials') or {}).get('kind', 'none')})",
                 (app["delivered_commit"] or "-")[:12],
                 age(app["last_synced_at"]),
                 printable(f"{app['last_error_type']}: {app['last_error']}")[:80]
@@ -139,7 +142,9 @@ def status_table(rows: list[dict[str, Any]], unknown: Collection[str] = ()) -> s
             for app in row["apps"]
         ]
         if apps:
-            lines += table(["APP", "NAME", "STATUS", "AT", "DELIVERED", "ERROR"], apps, indent="  ")
+            lines += table(
+                ["APP", "NAME", "STATUS", "ACCESS", "AT", "DELIVERED", "ERROR"], apps, indent="  "
+            )
         else:
             lines.append("  no app watches it yet")
         for app in row["apps"]:

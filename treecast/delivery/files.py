@@ -45,7 +45,7 @@ from treecast.delivery.target import open_sender, refusal, secrets_of, skip_reas
 from treecast.gitcache.repository import RepositoryCache
 from treecast.store.attempts import note_skipped_paths, prune_delivery_log, record_attempt
 from treecast.store.ledger import LedgerWriter, WatchChanged
-from treecast.store.repositories import load_access
+from treecast.store.repositories import app_access
 from treecast.store.targets import AppTarget, load_target
 from treecast.store.watches import finish_delivery, note_watch_failure, start_delivery
 from treecast.webhooks.payloads import Event
@@ -130,7 +130,7 @@ class FileDelivery:
         settings = self.settings
         with session_scope(settings.database_url) as session:
             target = load_target(settings, session, app_id, repository_id)
-            skipped = skip_reason(target)
+            skipped = skip_reason(target, files=True)
             if skipped == DeliveryErrorType.WATCH_MISSING:
                 self.result.status = DeliveryStatus.REMOVED
                 self.result.error_type = skipped
@@ -138,9 +138,15 @@ class FileDelivery:
             if skipped == DeliveryErrorType.GONE:
                 self.result.status = DeliveryStatus.DISABLED
                 return self.result
+            if skipped == DeliveryErrorType.ACCESS_REFUSED:  # refused meanwhile: not one more file
+                self.result.status = DeliveryStatus.DISABLED
+                self.result.error_type = skipped
+                self.result.error = "the app's own access to the repository does not hold"
+                return self.result
             assert target is not None
             start_delivery(session, app_id, repository_id)
-            access = load_access(settings, session, repository_id)
+            # The app's own credentials: what this delivery fetches, its access reaches.
+            access = app_access(settings, session, repository_id, app_id)
         self.target = target
         cache = RepositoryCache(settings, repository_id)
         with session_scope(settings.database_url) as session, cache.reading():

@@ -11,13 +11,17 @@ from treecast.webhooks.sender import WebhookError, WebhookSender
 from treecast.webhooks.transport import PostOutcome
 
 
-def skip_reason(target: AppTarget | None) -> DeliveryErrorType | None:
+def skip_reason(target: AppTarget | None, *, files: bool = False) -> DeliveryErrorType | None:
     """Why nothing is sent (None: send): the app, repository or watch is gone
-    (`WATCH_MISSING`), or the watch is disabled because the app answered 410 (`GONE`)."""
+    (`WATCH_MISSING`), the watch is disabled because the app answered 410 (`GONE`), or,
+    for `files`, the app's own access to the repository does not hold (`ACCESS_REFUSED`:
+    notices still go, so the refused app hears why)."""
     if target is None:
         return DeliveryErrorType.WATCH_MISSING
     if target.watch_status == WatchStatus.DISABLED:
         return DeliveryErrorType.GONE
+    if files and not target.access_granted:
+        return DeliveryErrorType.ACCESS_REFUSED
     return None
 
 

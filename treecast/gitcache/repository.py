@@ -30,6 +30,10 @@ class RemoteAccess:
     url: str
     ref: str
     credentials: AnyCredentials | None
+    # Whose credentials these are, when they are one tenant's (an app id) rather than
+    # whichever the repository's fetch used: what they fill beyond the repository's own
+    # cache (a submodule reached with them) is that tenant's alone.
+    tenant: str = ""
 
     def __repr__(self) -> str:
         return f"RemoteAccess({self.repository_id!r}, {self.url!r}, ref={self.ref!r})"

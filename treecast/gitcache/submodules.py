@@ -7,7 +7,8 @@ policy as a registered repository (`treecast.urls.vet_git_url`), again at every 
 (`pinning`). Each submodule URL has its own cache, fetched at exactly the pinned commit
 and shared by every repository that uses it, unless the parent's credentials are needed
 to reach it: those are sent only to the parent's own host, and such a cache is the
-parent's alone (a shared cache must never stand in for an app's own access).
+parent's alone, and the tenant's whose credentials they are (a shared cache must never
+stand in for an app's own access).
 
 What cannot be expanded (refused, unreachable, past a limit) is `held`: its path is
 neither delivered nor deleted, with the reason for the watch's status.
@@ -169,8 +170,8 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 def cache_id(url: str, parent: RemoteAccess, with_credentials: bool) -> str:
     """The id of a submodule URL's cache: one per URL, or, when the parent's credentials
-    reach it, one per URL and parent repository."""
-    owner = parent.repository_id if with_credentials else ""
+    reach it, one per URL, parent repository and tenant whose credentials they are."""
+    owner = f"{parent.repository_id}\0{parent.tenant}" if with_credentials else ""
     digest = hashlib.sha256(f"{url}\0{owner}".encode()).hexdigest()[:40]
     return f"sub_{digest}"
 
@@ -203,6 +204,7 @@ def submodule_access(settings: Settings, parent: RemoteAccess, raw_url: str) -> 
         url=vetted.url,
         ref="",
         credentials=credentials,
+        tenant=parent.tenant if credentials is not None else "",
     )
 
 

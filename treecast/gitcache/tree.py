@@ -253,9 +253,6 @@ class TreeLimits:
     max_subtree_repeats: int = 10_000  # times one subtree object may appear
 
 
-DEFAULT_LIMITS = TreeLimits()
-
-
 def limits_of(settings: Settings) -> TreeLimits:
     """The tree limits `TREECAST_TREE_*` set."""
     return TreeLimits(
@@ -269,12 +266,16 @@ def limits_of(settings: Settings) -> TreeLimits:
 MODE_TREE = "040000"
 
 
-def too_large(commit: str, reason: str) -> GitError:
-    """The non-retryable error of a tree past a limit (the breaker and `status` show it)."""
+def too_large(commit: str, reason: str, setting: str | None = None) -> GitError:
+    """The non-retryable error of a tree past a limit, naming the limit and the setting
+    that raises it (the breaker, `status` and the `sync_failed` notice show it)."""
+    raise_it = (
+        f"over the limit {setting}; raise it to accept this tree (docs/configuration.md)"
+        if setting
+        else "over a fixed limit"
+    )
     return GitError(
-        GitErrorType.TREE_TOO_LARGE,
-        f"the tree of {commit[:12]} is refused: {reason} (see TREECAST_TREE_* in "
-        "docs/configuration.md)",
+        GitErrorType.TREE_TOO_LARGE, f"the tree of {commit[:12]} is refused: {reason}, {raise_it}"
     )
 
 
@@ -295,6 +296,7 @@ class TreeGuard:
                 self.commit,
                 f"one subtree ({oid[:12]}) appears more than {self.limits.max_subtree_repeats} "
                 "times (a tree bomb?)",
+                "TREECAST_TREE_MAX_SUBTREE_REPEATS",
             )
 
     def entry(self, raw_path: bytes, size: int) -> None:
@@ -302,14 +304,22 @@ class TreeGuard:
         self.entries += 1
         self.total += size
         if self.entries > limits.max_entries:
-            raise too_large(self.commit, f"more than {limits.max_entries} entries")
+            raise too_large(
+                self.commit, f"more than {limits.max_entries} entries", "TREECAST_TREE_MAX_ENTRIES"
+            )
         if len(raw_path) > limits.max_path_bytes:
-            raise too_large(self.commit, f"a path is longer than {limits.max_path_bytes} bytes")
+            raise too_large(
+                self.commit,
+                f"a path is longer than {limits.max_path_bytes} bytes",
+                "TREECAST_TREE_MAX_PATH_BYTES",
+            )
         if raw_path.count(b"/") >= limits.max_depth:
             raise too_large(self.commit, f"a path is deeper than {limits.max_depth} levels")
         if self.total > limits.max_total_bytes:
             raise too_large(
-                self.commit, f"its files add up to more than {limits.max_total_bytes} bytes"
+                self.commit,
+                f"its files add up to more than {limits.max_total_bytes} bytes",
+                "TREECAST_TREE_MAX_TOTAL_BYTES",
             )
 
 
@@ -386,11 +396,12 @@ def list_tree(
     file_filter: FileFilter | None = None,
     *,
     keep_files: bool = True,
-    limits: TreeLimits = DEFAULT_LIMITS,
+    limits: TreeLimits | None = None,
     checker: ObjectChecker | None = None,
     guard: TreeGuard | None = None,
 ) -> TreeListing:
-    """List `commit` (streamed, within `limits`); keep the files `file_filter` wants.
+    """List `commit` (streamed, within `limits`, by default the settings'); keep the files
+    `file_filter` wants.
 
     Without a filter the commit's own `.treecastignore` applies. `stats` counts what
     `.treecastignore` leaves (globs do not change the repository's counts). With
@@ -403,7 +414,9 @@ def list_tree(
     stats = TreeStats()
     files: dict[str, TreeFile] = {}
     gitlinks: dict[str, str] = {}
-    for mode, oid, size, raw_path in _ls_tree(settings, repo_path, commit, limits, guard):
+    for mode, oid, size, raw_path in _ls_tree(
+        settings, repo_path, commit, limits or limits_of(settings), guard
+    ):
         path = classify(mode, raw_path, stats)
         if path is None:
             if mode == MODE_SUBMODULE and keep_files:
@@ -465,15 +478,16 @@ def diff_trees(
     repo_path: Path,
     old: str,
     new: str,
-    limits: TreeLimits = DEFAULT_LIMITS,
+    limits: TreeLimits | None = None,
 ) -> list[DiffEntry]:
-    """Every file path that differs between two commits, streamed and within `limits`.
+    """Every file path that differs between two commits, streamed and within `limits` (by
+    default the settings').
 
     `git diff-tree -r -t -z --no-renames`: `-t` also reports the changed trees, which
     only feed the repeat check (a diff to a tree bomb is refused like its listing).
     """
     args = ["diff-tree", "-r", "-t", "-z", "--no-renames", "--no-commit-id", "--full-index"]
-    guard = TreeGuard(new, limits)
+    guard = TreeGuard(new, limits or limits_of(settings))
     entries: list[DiffEntry] = []
     meta: bytes | None = None
     # raw format: ":<old mode> <new mode> <old oid> <new oid> <status>" NUL "<path>" NUL

@@ -13,7 +13,6 @@ from sqlmodel import Session, col, select
 
 from models.tables import App, DeliveryAttempt, Repository, Watch
 from treecast.service import registry
-from treecast.service.credentials import credential_info
 from treecast.service.errors import UserError, shown
 from treecast.store import watches as store_watches
 from treecast.store.snapshots import latest
@@ -188,8 +187,14 @@ def repository(session: Session, repository_id: str) -> RepositoryRow:
         last_snapshot_commit=snapshot.commit if snapshot else None,
         last_snapshot_at=iso(snapshot.taken_at) if snapshot else None,
         watch_rows=watches,
-        credentials=credential_info(repo).summary(),
+        credentials=_fetched_with(session, repo),
     )
+
+
+def _fetched_with(session: Session, repo: Repository) -> str:
+    """The credentials the repository's fetches use, and whose they are."""
+    fetcher, info = registry.fetch_credentials(session, repo)
+    return f"{info.summary()} ({fetcher}'s)" if fetcher else info.summary()
 
 
 def watches(
@@ -229,8 +234,9 @@ def watches(
 
 
 def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
-    """A watch to retry: pending again, its failure forgotten (its ledger kept); a
-    `UserError` when there is no such watch."""
+    """A watch to retry: pending again, its failure forgotten (its ledger kept); an app
+    whose access was refused is checked again at the next sync. A `UserError` when there
+    is no such watch."""
     registry.get_watch(session, app_id, repository_id)
     store_watches.reset_watch(session, app_id, repository_id)
 

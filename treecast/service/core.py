@@ -14,7 +14,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from temporalio.client import Client
 
 from models.bulk import BulkAction, BulkInput
 from models.sync import BreakerStatus, SyncOutcome, SyncStatus
-from models.tables import Repository, Watch, WatchStatus
+from models.tables import Repository, Watch, WatchAccess, WatchStatus, new_repository_id
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import (
@@ -36,6 +36,7 @@ from treecast.db import (
     session_scope,
 )
 from treecast.service import (
+    access,
     admin,
     docora_import,
     pushes,
@@ -70,7 +71,9 @@ from treecast.service.views import (
     WatchState,
 )
 from treecast.store import bulk, keys
+from treecast.store import watches as store_watches
 from treecast.store.ledger import forget_ledger
+from treecast.store.repositories import StoredCredentials
 from treecast.urls import owner_and_name
 from treecast.webhooks.signing import SigningScheme
 
@@ -124,9 +127,23 @@ class RepositoryInfo:
     has_token: bool = False
     watches: int = 0
     created_at: str = ""
-    # Which kind of credential it uses (none, token, ssh-key, github-app) and its public
-    # parts: the deploy key's fingerprint and public key, pinned host keys, the app's ids.
+    # The credentials its fetches use now (an app's; kind none: none needed) and their
+    # public parts: the deploy key's fingerprint and public key, pinned host keys, the
+    # GitHub App's ids. With `RepositoryAdded` for an app: that app's own.
     credentials: CredentialInfo = field(default_factory=CredentialInfo)
+    fetched_with: str | None = None  # whose credentials those are (an app id)
+
+
+@dataclass
+class CredentialsSet:
+    """Credentials an operator or an app set on watches of a repository."""
+
+    repository_id: str
+    url: str
+    ref: str
+    app_ids: list[str]  # the watches that now hold them
+    credentials: CredentialInfo
+    pending: bool = False  # a generated key: nothing is delivered until it is on the host
 
 
 @dataclass
@@ -144,6 +161,8 @@ class WatchInfo:
     repository_id: str
     paths: list[str]
     created: bool
+    credentials: CredentialInfo = field(default_factory=CredentialInfo)  # the app's own
+    pending: bool = False  # a generated key: no sync until it is on the git host
     submodules: str = "off"
     lfs: bool = False
 
@@ -159,7 +178,8 @@ class RepositoryStatus:
     sync: SyncStatus | None = None  # None: not running, or Temporal did not tell
     # Paths of the latest snapshot that are never delivered (`..`, `.git`, absolute...).
     skipped_unsafe_paths: int = 0
-    credentials: CredentialInfo = field(default_factory=CredentialInfo)
+    credentials: CredentialInfo = field(default_factory=CredentialInfo)  # the fetch's
+    fetched_with: str | None = None  # whose credentials fetch it (an app id; None: none)
 
 
 @dataclass
@@ -318,19 +338,34 @@ class TreecastService:
         interval: int | None,
         token: str | None,
         credentials: CredentialSpec | None = None,
+        *,
+        app_id: str | None = None,
+        paths: list[str] | None = None,
     ) -> tuple[RepositoryAdded, bool]:
         """Register a repository (or find the one with the same URL and ref); True when new.
 
-        `credentials`: a deploy key and host keys, or a GitHub App (see `CredentialSpec`).
-        The push-hook secret is shown once, when the repository is new.
+        With `app_id`, that app watches it too (`paths`: its globs), with its own
+        credentials (`token`, or a deploy key and host keys, or a GitHub App: see
+        `CredentialSpec`), checked against the git host first (`AccessRefused`, nothing
+        saved). Credentials without an app are refused. The push-hook secret is shown
+        once, when the repository is new.
         """
+        spec = _spec(token, credentials)
+        if app_id is not None:
+            saved, _ = self._save_watch(app_id, url, ref, None, paths, spec, interval=interval)
+            with session_scope(self.settings.database_url) as session:
+                repo = registry.get_repository(session, saved.repository_id)
+                info = self._repository_info(session, repo)
+            info.credentials = saved.credentials or CredentialInfo()
+            added = RepositoryAdded(**vars(info), push_secret=saved.push_secret)
+            return added, saved.repository_created
         cipher = self._cipher()
         with session_scope(self.settings.database_url) as session:
             repo, created = registry.add_repository(
-                session, self.settings, cipher, url, ref, interval, token, credentials
+                session, self.settings, cipher, url, ref, interval, None, spec
             )
             info = RepositoryAdded(
-                **vars(_repository_info(repo)),
+                **vars(self._repository_info(session, repo)),
                 push_secret=(
                     cipher.decrypt(repo.push_secret_encrypted)
                     if created and repo.push_secret_encrypted
@@ -349,14 +384,57 @@ class TreecastService:
         root = self.settings.api_public_url or base or f"http://{self.settings.api_listen}"
         return f"{root.rstrip('/')}/hooks/{host}"
 
-    def set_credentials(self, repository_id: str, spec: CredentialSpec) -> RepositoryInfo:
-        """Rotate or replace a repository's token, deploy key, host keys or GitHub App
-        (or drop them: `CredentialSpec(clear=True)`). Its next sync uses them."""
-        with session_scope(self.settings.database_url) as session:
-            repo = registry.set_credentials(
-                session, self.settings, self._cipher(), repository_id, spec
+    def set_credentials(
+        self, repository_id: str, spec: CredentialSpec, *, app_id: str | None = None
+    ) -> CredentialsSet:
+        """Rotate, replace or (`CredentialSpec(clear=True)`) drop credentials of watches of
+        a repository: `app_id`'s watch, or (for operators) every watch of it. Each is
+        checked against the git host first; `AccessRefused` when any is refused, and then
+        none changed. The next sync uses them."""
+        if spec.empty():
+            raise UserError(
+                "nothing to change: give a token, a deploy key, host keys, a GitHub App or --clear"
             )
-            return _repository_info(repo)
+        cipher = self._cipher()
+        with session_scope(self.settings.database_url) as session:
+            repo = registry.get_repository(session, repository_id)
+            if app_id is not None:
+                targets = [registry.get_watch(session, app_id, repository_id)]
+            else:
+                targets = registry.watches_of_repository(session, repository_id)
+            if not targets:
+                raise UserError(f"no app watches {repository_id}: {registry.NO_APP}")
+            url, ref = repo.url, repo.ref or ""
+            currents = [(w.app_id, StoredCredentials.of(w)) for w in targets]
+        registry.check_token_transport(self.settings, url, spec)
+        comment = f"treecast-{repository_id}"
+        spec, generated = access.one_key_for_all(spec, comment)
+        checked = {
+            app: access.check(
+                self.settings,
+                cipher,
+                url,
+                ref,
+                spec,
+                current,
+                comment=comment,
+                generated=generated,
+            )
+            for app, current in currents
+        }
+        with session_scope(self.settings.database_url) as session:
+            for app, done in checked.items():
+                registry.watch_with(session, app, repository_id, None, done)
+            keys.remember(session, cipher)
+        first = next(iter(checked.values()))
+        return CredentialsSet(
+            repository_id,
+            url,
+            ref,
+            sorted(checked),
+            creds.credential_info(first.planned.stored),
+            pending=first.planned.generated,
+        )
 
     def scan_host_keys(self, url: str) -> list[HostKeyInfo]:
         """The host keys the ssh server of `url` offers now, for a person to confirm before
@@ -372,7 +450,20 @@ class TreecastService:
     def repository(self, repository_id: str) -> RepositoryInfo:
         """One repository (a `UserError` for an unknown id)."""
         with session_scope(self.settings.database_url) as session:
-            return _repository_info(registry.get_repository(session, repository_id))
+            return self._repository_info(session, registry.get_repository(session, repository_id))
+
+    def _repository_info(self, session: Any, repo: Repository) -> RepositoryInfo:
+        fetcher, info = registry.fetch_credentials(session, repo)
+        return RepositoryInfo(
+            repository_id=repo.id,
+            url=repo.url,
+            ref=repo.ref,
+            poll_interval_seconds=repo.poll_interval_seconds,
+            has_token=info.kind == creds.TOKEN,
+            created_at=repo.created_at.isoformat(),
+            credentials=info,
+            fetched_with=fetcher,
+        )
 
     def poll_interval(self, repository_id: str) -> int:
         """The repository's poll interval (a `UserError` for an unknown id)."""
@@ -396,24 +487,30 @@ class TreecastService:
         app_id: str,
         repository_id: str,
         globs: list[str],
+        credentials: CredentialSpec | None = None,
         submodules: str | None = None,
         lfs: bool | None = None,
     ) -> WatchInfo:
-        """Make an app watch a repository (or change its path globs, and its submodule
-        and LFS choices when given)."""
-        import json
-
+        """Make an app watch a repository (or change its path globs, its credentials, and
+        its submodule and LFS choices when given): a new watch, or new credentials, only
+        once the git host accepts the app's own credentials (none, for a public
+        repository); `AccessRefused` otherwise, and nothing is saved."""
         with session_scope(self.settings.database_url) as session:
-            watch, created = registry.watch(session, app_id, repository_id, globs, submodules, lfs)
-            options = registry.watch_options(watch)
-            return WatchInfo(
-                app_id,
-                repository_id,
-                json.loads(watch.path_globs),
-                created,
-                submodules=options["submodules"],
-                lfs=options["lfs"],
-            )
+            registry.get_app(session, app_id)
+            repo = registry.get_repository(session, repository_id)
+        saved, _ = self._save_watch(
+            app_id, repo.url, repo.ref, None, globs, credentials, submodules, lfs
+        )
+        return WatchInfo(
+            app_id,
+            repository_id,
+            saved.paths,
+            saved.watch_created,
+            saved.credentials or CredentialInfo(),
+            saved.sync_error is not None,
+            submodules=saved.submodules,
+            lfs=saved.lfs,
+        )
 
     def unwatch(self, app_id: str, repository_id: str) -> int:
         """Stop a watch and forget what the app received; the ledger rows removed."""
@@ -524,11 +621,12 @@ class TreecastService:
                         r.ref,
                         registry.watches_of(session, r.id),
                         skipped_unsafe_paths=_unsafe_in_latest(session, r.id),
-                        credentials=creds.credential_info(r),
                     )
                     for r in repos
                 ]
             )
+            for row, r in zip(report.repositories, repos, strict=True):
+                row.fetched_with, row.credentials = registry.fetch_credentials(session, r)
         asked: set[str] = set()
         try:
             for row in report.repositories:
@@ -664,14 +762,13 @@ class TreecastService:
         Without Temporal the watch is still saved (`sync_requested` False): the
         repository's next poll delivers.
         """
-        # The database work runs on a thread, so the event loop keeps answering (/health).
+        # The database work and the access check run on a thread, so the event loop keeps
+        # answering (/health).
         result, changed = await asyncio.to_thread(
             self._save_watch, app_id, url, ref, token, paths, credentials, submodules, lfs
         )
-        if credentials is not None and credentials.generate_ssh_key:
-            # As `repo add --generate-ssh-key`: no sync fails while the key is not on the host.
-            result.sync_error = GENERATED_KEY_WAITS.format(result.repository_id)
-            return result
+        if result.sync_error is not None:
+            return result  # a generated key: no sync fails while it is not on the host
         if changed:
             try:
                 await self.start_sync(result.repository_id, reuse_recent=True)
@@ -690,31 +787,46 @@ class TreecastService:
         credentials: CredentialSpec | None = None,
         submodules: str | None = None,
         lfs: bool | None = None,
+        *,
+        interval: int | None = None,
     ) -> tuple[WatchedRepository, bool]:
+        """Register the repository if new and make the app watch it; a new watch, or new
+        credentials, only once the git host accepted the app's own (`access.check`, run
+        between two transactions: no database lock is held while the host answers).
+        Returns what `watch_repository` answers and whether anything changed."""
+        spec = _spec(token, credentials)
         cipher = self._cipher()
         with session_scope(self.settings.database_url) as session:
             registry.get_app(session, app_id)
+            url, ref = registry.vet_repository(self.settings, url, ref, interval, spec)
+            if paths is not None:  # bad input is refused before the host is asked
+                registry.check_globs(paths)
+            registry.check_submodules(submodules)
+            known = registry.find_repository(session, url, ref)
+            repository_id = known.id if known is not None else new_repository_id()
+            watched = session.get(Watch, (app_id, repository_id))
+            current = StoredCredentials.of(watched) if watched is not None else None
+        checked = None
+        if watched is None or not spec.empty():
+            checked = access.check(
+                self.settings,
+                cipher,
+                url,
+                ref,
+                spec,
+                current,
+                comment=f"treecast-{repository_id}",
+            )
+        with session_scope(self.settings.database_url) as session:
             repo, repo_created = registry.add_repository(
-                session, self.settings, cipher, url, ref, None, token, credentials
+                session, self.settings, cipher, url, ref, interval, repository_id=repository_id
             )
-            current = registry.existing_watch(session, app_id, repo.id)
-            watch_created = current is None
-            options = registry.existing_options(session, app_id, repo.id)
-            changed = (
-                current is None
-                or (paths is not None and paths != current)
-                or (submodules is not None and registry.check_submodules(submodules) != options[0])
-                or (lfs is not None and lfs != options[1])
+            watch, watch_created, changed = registry.watch_with(
+                session, app_id, repo.id, paths, checked, submodules, lfs
             )
-            if changed:
-                watch, _ = registry.watch(
-                    session, app_id, repo.id, paths if paths is not None else current or [],
-                    submodules, lfs,
-                )  # fmt: skip
-                current = json.loads(watch.path_globs)
-                options = registry.existing_options(session, app_id, repo.id)
-            if credentials is not None and not credentials.empty():
-                changed = True  # new credentials (the watch as it was): sync with them now
+            if checked is not None:
+                keys.remember(session, cipher)
+            options = registry.watch_options(watch)
             owner, name = owner_and_name(repo.url)
             result = WatchedRepository(
                 repository_id=repo.id,
@@ -722,9 +834,9 @@ class TreecastService:
                 owner=owner,
                 name=name,
                 ref=repo.ref,
-                paths=list(current or []),
-                submodules=options[0] or "off",
-                lfs=bool(options[1]),
+                paths=json.loads(watch.path_globs),
+                submodules=options["submodules"],
+                lfs=options["lfs"],
                 created_at=_iso(repo.created_at),
                 repository_created=repo_created,
                 watch_created=watch_created,
@@ -734,8 +846,10 @@ class TreecastService:
                     if repo_created and repo.push_secret_encrypted
                     else None
                 ),
-                credentials=creds.credential_info(repo),
+                credentials=creds.credential_info(watch),
             )
+        if checked is not None and checked.planned.generated:
+            result.sync_error = GENERATED_KEY_WAITS.format(result.repository_id)
         return result, changed
 
     async def watches(
@@ -748,7 +862,7 @@ class TreecastService:
         states = [_watch_state_of_row(row) for row in rows[:limit]]
         if states:
             known = await asyncio.to_thread(
-                self._credentials_of, [state.repository_id for state in states]
+                self._credentials_of, app_id, [state.repository_id for state in states]
             )
             for state in states:
                 state.credentials = known.get(state.repository_id)
@@ -763,9 +877,9 @@ class TreecastService:
         with session_scope(self.settings.database_url) as session:
             return registry.app_watch_rows(session, app_id, after, limit)
 
-    def _credentials_of(self, repository_ids: list[str]) -> dict[str, CredentialInfo]:
+    def _credentials_of(self, app_id: str, repository_ids: list[str]) -> dict[str, CredentialInfo]:
         with session_scope(self.settings.database_url) as session:
-            return registry.credentials_of(session, repository_ids)
+            return registry.credentials_of(session, app_id, repository_ids)
 
     def _one_watch(self, app_id: str, repository_id: str) -> WatchState:
         with session_scope(self.settings.database_url) as session:
@@ -780,6 +894,12 @@ class TreecastService:
     async def _fill_live(self, states: list[WatchState]) -> None:
         """Ask every repository's workflow at once, within the API's status timeout; what
         does not answer in time keeps `known=False` with the reason."""
+        hidden = [s for s in states if s.access != WatchAccess.GRANTED]
+        for state in hidden:
+            # What the repository's workflow knows (its commit, its errors) is shown only
+            # to apps whose own access holds.
+            state.live.error = f"not shown: this app's access to the repository is {state.access}"
+        states = [s for s in states if s.access == WatchAccess.GRANTED]
         if not states:
             return
         try:
@@ -832,10 +952,10 @@ class TreecastService:
             return registry.unwatch(session, app_id, repository_id)
 
     async def rotate_git_token(self, app_id: str, repository_id: str, token: str) -> bool:
-        """Store a new git token, clear the watch's failure, close the breaker and sync (the
-        ledger stays). False when Temporal could not be asked (the token is saved)."""
-        with session_scope(self.settings.database_url) as session:
-            registry.set_repository_token(session, self._cipher(), app_id, repository_id, token)
+        """Store a new git token on the app's own watch once the host accepts it, clear the
+        watch's failure, close the breaker and sync (the ledger stays). False when
+        Temporal could not be asked (the token is saved)."""
+        await self.rotate_credentials(repository_id, CredentialSpec(token=token), app_id=app_id)
         try:
             await self.reset(repository_id)
         except Unreachable:
@@ -843,29 +963,36 @@ class TreecastService:
         return True
 
     async def rotate_credentials(
-        self, repository_id: str, spec: CredentialSpec, *, app_id: str | None = None
-    ) -> tuple[RepositoryInfo, bool]:
-        """Rotate, replace or (`spec.clear`) drop a repository's credentials and reset its
-        breaker so the next sync uses them; with `app_id`, only a repository that app
-        watches (NotFound otherwise). Returns the repository and whether Temporal was asked."""
+        self,
+        repository_id: str,
+        spec: CredentialSpec,
+        *,
+        app_id: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[CredentialsSet, bool]:
+        """Rotate, replace or (`spec.clear`) drop the credentials of watches of a
+        repository (see `set_credentials`) and reset its breaker so the next sync uses
+        them. `owner`: the calling app, which changes only its own watch (NotFound for a
+        repository it does not watch); else `app_id`'s watch, or every watch (operators).
+        Returns what was set and whether Temporal was asked."""
+        if owner is not None:
 
-        def save() -> RepositoryInfo:
-            with session_scope(self.settings.database_url) as session:
-                if app_id is not None:
-                    registry.app_watch(session, app_id, repository_id)
-                repo = registry.set_credentials(
-                    session, self.settings, self._cipher(), repository_id, spec
-                )
-                return _repository_info(repo)
+            def mine() -> None:
+                with session_scope(self.settings.database_url) as session:
+                    registry.app_watch(session, owner, repository_id)
 
-        info = await asyncio.to_thread(save)
-        if spec.generate_ssh_key:
-            return info, False  # the new key is not on the git host yet
+            await asyncio.to_thread(mine)
+            app_id = owner
+        done = await asyncio.to_thread(
+            lambda: self.set_credentials(repository_id, spec, app_id=app_id)
+        )
+        if done.pending:
+            return done, False  # the new key is not on the git host yet
         try:
             await self.reset(repository_id)
         except Unreachable:
-            return info, False
-        return info, True
+            return done, False
+        return done, True
 
     async def redeliver(self, app_id: str, repository_id: str) -> tuple[int, bool]:
         """Forget the app's ledger for the repository and sync: it gets every file again.
@@ -884,8 +1011,10 @@ class TreecastService:
     ) -> SyncAccepted:
         """Sync now without waiting; the same idempotency key never starts a second sync."""
         with session_scope(self.settings.database_url) as session:
-            _, repository = registry.app_watch(session, app_id, repository_id)
+            watch, repository = registry.app_watch(session, app_id, repository_id)
             interval = repository.poll_interval_seconds
+            store_watches.check_access_soon(watch)  # an app whose access is back is found so now
+            session.add(watch)
         if idempotency_key:
             seed = f"{app_id}\0{repository_id}\0{idempotency_key}".encode()
             request_id = hashlib.sha256(seed).hexdigest()[:32]
@@ -906,13 +1035,17 @@ class TreecastService:
             raise NotFound(f"no sync {shown(sync_id)}")
         repository_id, request_id = parsed
         with session_scope(self.settings.database_url) as session:
-            registry.app_watch(session, app_id, repository_id)
+            watch, _ = registry.app_watch(session, app_id, repository_id)
+            granted = watch.access in WatchAccess.DELIVERABLE
         outcome = await self._temporal(
             lambda client: workflows.sync_request(client, repository_id, request_id),
             f"the request query of {repository_id}",
         )
         if outcome is None:
             raise NotFound(f"no sync {shown(sync_id)} (unknown, or finished too long ago)")
+        if not granted:
+            # Only how it ended: the commit and the errors are for apps whose access holds.
+            outcome = replace(outcome, commit=None, message=None, apps=[], summary=outcome.state)
         return outcome
 
     def deliveries(
@@ -1299,16 +1432,14 @@ class TreecastService:
         return Page(items, str(items[-1].id) if len(rows) > limit else None), events
 
 
-def _repository_info(repo: Any) -> RepositoryInfo:
-    return RepositoryInfo(
-        repository_id=repo.id,
-        url=repo.url,
-        ref=repo.ref,
-        poll_interval_seconds=repo.poll_interval_seconds,
-        has_token=repo.token_encrypted is not None,
-        created_at=repo.created_at.isoformat(),
-        credentials=creds.credential_info(repo),
-    )
+def _spec(token: str | None, credentials: CredentialSpec | None) -> CredentialSpec:
+    """One spec from a token given on its own and the other credentials."""
+    spec = replace(credentials) if credentials is not None else CredentialSpec()
+    if token is not None:
+        if spec.token is not None:
+            raise UserError("the access token was given twice")
+        spec.token = token
+    return spec
 
 
 def _unsafe_in_latest(session: Any, repository_id: str) -> int:
@@ -1353,8 +1484,10 @@ def _iso(value: datetime | None) -> str:
 
 def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
     """A `registry.WATCH_COLUMNS` row as a `WatchState`."""
-    rid, url, ref, globs, status, commit, error_type, error, retries, synced, created, *more = row
-    submodules, lfs, held = more
+    (
+        rid, url, ref, globs, status, commit, error_type, error, retries, synced, created,
+        access_state, checked_at, access_error, submodules, lfs, held,
+    ) = row  # fmt: skip
     owner, name = owner_and_name(url)
     return WatchState(
         repository_id=rid,
@@ -1371,6 +1504,9 @@ def _watch_state_of_row(row: tuple[Any, ...]) -> WatchState:
         last_synced_at=_iso(synced) or None,
         created_at=_iso(created),
         live=LiveState(known=False),
+        access=access_state or WatchAccess.GRANTED,
+        access_checked_at=_iso(checked_at) or None,
+        access_error=access_error,
         submodules=submodules or "off",
         lfs=bool(lfs),
         held_back=json.loads(held) if held else [],
@@ -1394,7 +1530,10 @@ def _watch_state(watch: Watch, repository: Repository) -> WatchState:
         last_synced_at=_iso(watch.last_synced_at) or None,
         created_at=_iso(watch.created_at),
         live=LiveState(known=False),
-        credentials=creds.credential_info(repository),
+        credentials=creds.credential_info(watch),
+        access=watch.access or WatchAccess.GRANTED,
+        access_checked_at=_iso(watch.access_checked_at) or None,
+        access_error=watch.access_error,
         **registry.watch_options(watch),
     )
 

@@ -1,20 +1,19 @@
-"""A repository's credentials: what a front door hands over, checked and stored encrypted.
+"""An app's credentials for a repository: what a front door hands over, checked and
+stored encrypted on the app's watch (never shared with another app's).
 
-One repository has at most one kind of credential: none, an access token (`token`), a
-deploy key with pinned host keys (`ssh-key`), or a GitHub App installation
-(`github-app`). Setting one kind drops the others. Secrets are encrypted with the
-process's cipher; what people see (`CredentialInfo`) never holds one.
+A watch has at most one kind of credential: none, an access token (`token`), a deploy
+key with pinned host keys (`ssh-key`), or a GitHub App installation (`github-app`).
+Setting one kind drops the others. Secrets are encrypted with the process's cipher; what
+people see (`CredentialInfo`) never holds one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from sqlmodel import Session
-
-from models.tables import Repository, utcnow
+from models.tables import Watch
 from treecast.config import Settings
 from treecast.credentials.github_app import APP_ID, INSTALLATION_ID, load_app_key
 from treecast.credentials.ssh_keys import (
@@ -27,7 +26,7 @@ from treecast.credentials.ssh_keys import (
 from treecast.crypto import Cipher
 from treecast.gitcache.ssh import HostKey, parse_host_keys
 from treecast.service.errors import UserError, shown
-from treecast.store import keys
+from treecast.store.repositories import StoredCredentials
 
 NONE = "none"
 TOKEN = "token"
@@ -47,8 +46,8 @@ class CredentialSpec:
       (only those keys are pinned; never trusted on first use). Host keys alone rotate
       the pinned keys and keep the deploy key.
     - `github_app_id`, `github_installation_id`, `github_app_private_key` (PEM text): a
-      GitHub App installation (https); on a repository already bound to an app, the
-      fields not given keep their values.
+      GitHub App installation (https); on a watch already bound to an app, the fields
+      not given keep their values.
     - `clear`: drop every credential (alone).
     """
 
@@ -90,7 +89,7 @@ class CredentialSpec:
 
 @dataclass
 class CredentialInfo:
-    """Which credential a repository uses, as people may see it (never a secret)."""
+    """Which credential a watch uses, as people may see it (never a secret)."""
 
     kind: str = NONE
     ssh_key_fingerprint: str | None = None
@@ -126,12 +125,13 @@ class HostKeyInfo:
     fingerprint: str
 
 
-def credential_kind(repo: Repository) -> str:
-    if repo.ssh_key_encrypted:
+def credential_kind(stored: StoredCredentials) -> str:
+    """Which kind of credential these are (`none`, `token`, `ssh-key`, `github-app`)."""
+    if stored.ssh_key_encrypted:
         return SSH_KEY
-    if repo.github_app_key_encrypted:
+    if stored.github_app_key_encrypted:
         return GITHUB_APP
-    if repo.token_encrypted:
+    if stored.token_encrypted:
         return TOKEN
     return NONE
 
@@ -142,18 +142,20 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def credential_info(repo: Repository) -> CredentialInfo:
-    kind = credential_kind(repo)
+def credential_info(holder: Watch | StoredCredentials) -> CredentialInfo:
+    """What people may see of a watch's credentials (never a secret)."""
+    stored = holder if isinstance(holder, StoredCredentials) else StoredCredentials.of(holder)
+    kind = credential_kind(stored)
     info = CredentialInfo(kind=kind)
-    if repo.ssh_host_keys:
-        info.host_key_fingerprints = [k.fingerprint for k in parse_host_keys(repo.ssh_host_keys)]
+    if stored.ssh_host_keys:
+        info.host_key_fingerprints = [k.fingerprint for k in parse_host_keys(stored.ssh_host_keys)]
     if kind == SSH_KEY:
-        info.ssh_key_fingerprint = repo.ssh_key_fingerprint
-        info.ssh_public_key = repo.ssh_public_key
+        info.ssh_key_fingerprint = stored.ssh_key_fingerprint
+        info.ssh_public_key = stored.ssh_public_key
     if kind == GITHUB_APP:
-        info.github_app_id = repo.github_app_id
-        info.github_installation_id = repo.github_installation_id
-        info.token_expires_at = _iso(repo.github_token_expires_at)
+        info.github_app_id = stored.github_app_id
+        info.github_installation_id = stored.github_installation_id
+        info.token_expires_at = _iso(stored.github_token_expires_at)
     return info
 
 
@@ -221,26 +223,13 @@ def _host_keys(settings: Settings, url: str, spec: CredentialSpec) -> tuple[Host
     return _confirmed(settings, url, spec.accept_host_keys)
 
 
-def _clear(repo: Repository) -> None:
-    repo.token_encrypted = None
-    repo.ssh_key_encrypted = None
-    repo.ssh_public_key = None
-    repo.ssh_key_fingerprint = None
-    repo.github_app_id = None
-    repo.github_installation_id = None
-    repo.github_app_key_encrypted = None
-    repo.github_token_expires_at = None
-
-
 def check_spec(spec: CredentialSpec, url: str) -> None:
     """Refuse a spec that mixes kinds or does not fit the URL (before anything changes)."""
     kinds = spec.kinds()
     if spec.clear and (kinds or spec.changes_host_keys()):
         raise UserError("--clear drops every credential; give it alone")
     if len(kinds) > 1:
-        raise UserError(
-            f"a repository uses one kind of credential; got {' and '.join(kinds)} together"
-        )
+        raise UserError(f"a watch uses one kind of credential; got {' and '.join(kinds)} together")
     if spec.ssh_private_key is not None and spec.generate_ssh_key:
         raise UserError("give --ssh-key-file or --generate-ssh-key, not both")
     scheme = urlsplit(url).scheme
@@ -250,37 +239,48 @@ def check_spec(spec: CredentialSpec, url: str) -> None:
         raise UserError("tokens and GitHub Apps are for https:// URLs (use a deploy key for ssh)")
 
 
-def apply(
-    session: Session,
+@dataclass
+class Planned:
+    """The credentials a watch will hold once a spec is applied (checked, not stored yet)."""
+
+    stored: StoredCredentials
+    generated: bool = False  # a new key Treecast made: the host cannot accept it yet
+
+
+def plan(
     settings: Settings,
     cipher: Cipher,
-    repo: Repository,
+    url: str,
     spec: CredentialSpec,
-) -> bool:
-    """Store what `spec` asks on `repo` (checked first: a UserError changes nothing);
-    True when anything changed."""
+    current: StoredCredentials | None,
+    *,
+    comment: str,
+) -> Planned:
+    """The credentials a watch holding `current` (None: a new watch) will hold with `spec`
+    applied, secrets encrypted. Checked first: a UserError, and nothing is changed.
+    `comment` names a new deploy key (`treecast-repo_...`)."""
+    now = replace(current) if current is not None else StoredCredentials()
     if spec.empty():
-        return False
-    check_spec(spec, repo.url)
+        return Planned(now)
+    check_spec(spec, url)
     kinds = spec.kinds()
     token = spec.token.strip() if spec.token is not None else None
     if token is not None and (not token or len(token) > MAX_TOKEN or "\n" in token):
         raise UserError("the access token is empty, too long or spans several lines")
     deploy = None
     if spec.generate_ssh_key:
-        deploy = generate_deploy_key(f"treecast-{repo.id}")
+        deploy = generate_deploy_key(comment)
     elif spec.ssh_private_key is not None:
         try:
-            deploy = load_deploy_key(spec.ssh_private_key, f"treecast-{repo.id}")
+            deploy = load_deploy_key(spec.ssh_private_key, comment)
         except ValueError as error:
             raise UserError(f"--ssh-key-file: {error}") from None
-    app_key = None
+    app_id = installation = app_key = None
     if GITHUB_APP in kinds:
-        app_id = spec.github_app_id or (
-            repo.github_app_id if repo.github_app_key_encrypted else None
-        )
+        bound = now.github_app_key_encrypted is not None
+        app_id = spec.github_app_id or (now.github_app_id if bound else None)
         installation = spec.github_installation_id or (
-            repo.github_installation_id if repo.github_app_key_encrypted else None
+            now.github_installation_id if bound else None
         )
         if spec.github_app_private_key is not None:
             try:
@@ -288,7 +288,7 @@ def apply(
             except ValueError as error:
                 raise UserError(f"--github-app-key-file: {error}") from None
         else:
-            app_key = repo.github_app_key_encrypted
+            app_key = now.github_app_key_encrypted
         if not (app_id and installation and app_key):
             raise UserError(
                 "a GitHub App needs --github-app-id, --github-installation-id and "
@@ -300,33 +300,28 @@ def apply(
             raise UserError(
                 f"--github-installation-id: {shown(installation)} is not an installation id"
             )
-    host_keys = _host_keys(settings, repo.url, spec)
-    will_have_key = deploy is not None or (repo.ssh_key_encrypted and not kinds)
-    pinned = host_keys if host_keys is not None else parse_host_keys(repo.ssh_host_keys or "")
+    host_keys = _host_keys(settings, url, spec)
+    will_have_key = deploy is not None or (now.ssh_key_encrypted and not kinds)
+    pinned = host_keys if host_keys is not None else parse_host_keys(now.ssh_host_keys or "")
     if will_have_key and not pinned:
         raise UserError(
             "a deploy key needs the server's host keys pinned: add --known-hosts FILE "
             "or --scan-host-keys (then --accept-host-keys SHA256:... once confirmed)"
         )
-    # Checked: now change.
+    # Checked: now the new values.
     if spec.clear or kinds:
-        _clear(repo)
+        now = StoredCredentials(ssh_host_keys=now.ssh_host_keys)
     if spec.clear:
-        repo.ssh_host_keys = None
+        now.ssh_host_keys = None
     if token is not None:
-        repo.token_encrypted = cipher.encrypt(token)
+        now.token_encrypted = cipher.encrypt(token)
     if deploy is not None:
-        repo.ssh_key_encrypted = cipher.encrypt(deploy.private_key)
-        repo.ssh_public_key = deploy.public_key
-        repo.ssh_key_fingerprint = deploy.fingerprint
+        now.ssh_key_encrypted = cipher.encrypt(deploy.private_key)
+        now.ssh_public_key = deploy.public_key
+        now.ssh_key_fingerprint = deploy.fingerprint
     if GITHUB_APP in kinds:
-        repo.github_app_id = app_id
-        repo.github_installation_id = installation
-        repo.github_app_key_encrypted = app_key
+        now.github_app_id, now.github_installation_id = app_id, installation
+        now.github_app_key_encrypted = app_key
     if host_keys is not None:
-        repo.ssh_host_keys = "\n".join(k.line() for k in host_keys)
-    if kinds:
-        keys.remember(session, cipher)
-    repo.updated_at = utcnow()
-    session.add(repo)
-    return True
+        now.ssh_host_keys = "\n".join(k.line() for k in host_keys)
+    return Planned(now, generated=spec.generate_ssh_key)

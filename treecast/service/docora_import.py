@@ -7,9 +7,10 @@ keyed with Docora's `ENCRYPTION_KEY`) and writes, in one Treecast transaction:
 - apps with the same ids, names and base URLs, on the `docora` signing scheme with
   their `client_auth_key` (re-encrypted with Treecast's key) and their bcrypt token
   hashes, so receivers and API clients keep working unchanged;
-- repositories with the same ids (the remote's default branch, the first watcher's
-  GitHub token);
-- watches with their status, retry count and last error;
+- repositories with the same ids (the remote's default branch);
+- watches with their status, retry count and last error, and each app's own GitHub
+  token for it (Docora's `github_token_encrypted`, per app as here); each app's access
+  is checked with it at the repository's first sync, before anything is delivered;
 - each app's delivery ledger, as rows without a blob id (`IMPORTED_BLOB_ID`): the
   first sync hashes those files once and sends only what changed since Docora's last
   delivery (`treecast.delivery.changes.compute_changes`).
@@ -209,9 +210,9 @@ def import_docora(
     skipped = report.skipped
     with session_scope(settings.database_url) as session:
         apps = _plan_apps(settings, session, cipher, key, rows["apps"], report)
-        tokens = _repository_tokens(key, rows["links"], apps, skipped)
-        repos = _plan_repositories(settings, session, cipher, rows["repositories"], tokens, report)
-        watches = _plan_watches(session, rows["links"], apps, repos, report)
+        tokens = _watch_tokens(key, rows["links"], apps, skipped)
+        repos = _plan_repositories(settings, session, rows["repositories"], report)
+        watches = _plan_watches(session, cipher, rows["links"], apps, repos, tokens, report)
         _plan_ledgers(session, rows["delivered"], watches, report)
         if dry_run:
             session.rollback()
@@ -280,34 +281,25 @@ def _plan_apps(
     return usable
 
 
-def _repository_tokens(
+def _watch_tokens(
     key: bytes, links: list[dict[str, Any]], apps: set[str], skipped: list[str]
-) -> dict[str, str]:
-    """One GitHub token per repository (Treecast keeps one): the first watcher's."""
-    found: dict[str, str] = {}
+) -> dict[tuple[str, str], str]:
+    """Each app's own GitHub token for each repository it watches, by (app, repository)."""
+    found: dict[tuple[str, str], str] = {}
     for link in links:
         if link["app_id"] not in apps or not link["github_token_encrypted"]:
             continue
         what = f"GitHub token of {link['app_id']} for {link['repository_id']}"
         token = _decrypted(key, link["github_token_encrypted"], what, skipped)
-        if token is None:
-            continue
-        repository_id = link["repository_id"]
-        if repository_id not in found:
-            found[repository_id] = token
-        elif found[repository_id] != token:
-            skipped.append(
-                f"{what}: Treecast keeps one token per repository; the first watcher's is used"
-            )
+        if token is not None:
+            found[(link["app_id"], link["repository_id"])] = token
     return found
 
 
 def _plan_repositories(
     settings: Settings,
     session: Session,
-    cipher: Cipher,
     rows: list[dict[str, Any]],
-    tokens: dict[str, str],
     report: DocoraImportReport,
 ) -> set[str]:
     usable: set[str] = set()
@@ -336,13 +328,11 @@ def _plan_repositories(
         if twin is not None:
             report.skipped.append(f"{what}: {url} is already registered in Treecast as {twin.id}")
             continue
-        token = tokens.get(repository_id)
         session.add(
             Repository(
                 id=repository_id,
                 url=url,
                 ref="",
-                token_encrypted=cipher.encrypt(token) if token else None,
                 created_at=_when(row["created_at"]) or datetime.now().astimezone(),
             )
         )
@@ -354,9 +344,11 @@ def _plan_repositories(
 
 def _plan_watches(
     session: Session,
+    cipher: Cipher,
     links: list[dict[str, Any]],
     apps: set[str],
     repos: set[str],
+    tokens: dict[tuple[str, str], str],
     report: DocoraImportReport,
 ) -> set[tuple[str, str]]:
     """Add the watches Treecast lacks; the pairs whose ledgers are imported (new ones only)."""
@@ -371,10 +363,12 @@ def _plan_watches(
             report.already_present += 1
             continue
         status = STATUSES.get(link["status"] or "", WatchStatus.PENDING)
+        token = tokens.get(pair)
         session.add(
             Watch(
                 app_id=pair[0],
                 repository_id=pair[1],
+                token_encrypted=cipher.encrypt(token) if token else None,
                 status=status,
                 retry_count=int(link["retry_count"] or 0),
                 last_error=link["last_error"],

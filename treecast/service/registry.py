@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -23,6 +23,7 @@ from models.tables import (
     Repository,
     Snapshot,
     Watch,
+    WatchAccess,
     WatchStatus,
     new_app_id,
     new_repository_id,
@@ -31,11 +32,12 @@ from models.tables import (
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret, validate_webhook_secret
 from treecast.globs import GlobSpec
+from treecast.service import access, docora_tokens, pushes, tokens
 from treecast.service import credentials as creds
-from treecast.service import docora_tokens, pushes, tokens
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
 from treecast.store import keys, stamps
+from treecast.store.repositories import fetch_order
 from treecast.urls import validate_base_url, vet_git_url
 from treecast.webhooks.signing import SigningScheme
 
@@ -289,27 +291,19 @@ def remove_app(session: Session, app_id: str) -> list[str]:
 # --- repositories -----------------------------------------------------------
 
 
-def add_repository(
-    session: Session,
-    settings: Settings,
-    cipher: Cipher,
-    url: str,
-    ref: str,
-    interval: int | None,
-    token: str | None,
-    credentials: CredentialSpec | None = None,
-) -> tuple[Repository, bool]:
-    """Register a repository (or return the one with the same URL and ref); True when new.
+# Why credentials given without an app are refused.
+NO_APP = (
+    "credentials belong to an app's watch of the repository, not to the repository: "
+    "give them with the app (`starter.py repo add GIT_URL --app APP_ID ...`, "
+    "`starter.py watch APP_ID REPO_ID ...`, docs/credentials.md)"
+)
 
-    `credentials` (see `CredentialSpec`) sets its deploy key, host keys or GitHub App;
-    `token` is the same as `CredentialSpec(token=...)`. A new repository gets a push-hook
-    secret (shared by every ref of the same URL).
-    """
-    spec = credentials if credentials is not None else CredentialSpec()
-    if token is not None:
-        if spec.token is not None:
-            raise UserError("the access token was given twice")
-        spec.token = token
+
+def vet_repository(
+    settings: Settings, url: str, ref: str, interval: int | None, spec: CredentialSpec
+) -> tuple[str, str]:
+    """The normalised URL and the ref of a repository to register, with the credentials
+    `spec` asks for (checked, nothing changes); RefusedUrl or UserError otherwise."""
     kinds = spec.kinds()
     try:
         normalised = vet_git_url(
@@ -325,16 +319,62 @@ def add_repository(
     if interval is not None and not 1 <= interval <= 7 * 86400:
         raise UserError("--interval must be between 1 and 604800 seconds")
     creds.check_spec(spec, normalised)
-    existing = session.exec(
-        select(Repository).where(col(Repository.url) == normalised, Repository.ref == ref)
+    return normalised, ref
+
+
+def check_token_transport(settings: Settings, url: str, spec: CredentialSpec) -> None:
+    """Refuse a token or GitHub App for a registered repository reached over plain http
+    (as at registration); the rest of its URL was vetted then."""
+    kinds = spec.kinds()
+    if creds.TOKEN not in kinds and creds.GITHUB_APP not in kinds:
+        return
+    try:
+        vet_git_url(
+            url,
+            allow_private=True,
+            allow_file=True,
+            token=True,
+            allow_insecure=settings.allow_insecure_transport,
+            resolve=lambda _host, _port: [],
+        )
+    except ValueError as error:
+        raise UserError(f"GIT_URL: {error}") from None
+
+
+def find_repository(session: Session, url: str, ref: str) -> Repository | None:
+    """The registered repository with this normalised URL and ref, if any."""
+    return session.exec(
+        select(Repository).where(col(Repository.url) == url, Repository.ref == ref)
     ).first()
+
+
+def add_repository(
+    session: Session,
+    settings: Settings,
+    cipher: Cipher,
+    url: str,
+    ref: str,
+    interval: int | None,
+    token: str | None = None,
+    credentials: CredentialSpec | None = None,
+    *,
+    repository_id: str | None = None,
+) -> tuple[Repository, bool]:
+    """Register a repository (or return the one with the same URL and ref); True when new.
+
+    A new repository gets a push-hook secret (shared by every ref of the same URL) and
+    `repository_id` when given. Credentials are an app's (`NO_APP`): `token` and
+    `credentials` are refused.
+    """
+    spec = replace(credentials) if credentials is not None else CredentialSpec()
+    spec.token = token if token is not None else spec.token
+    normalised, ref = vet_repository(settings, url, ref, interval, spec)  # its errors first
+    if not spec.empty():
+        raise UserError(NO_APP)
+    existing = find_repository(session, normalised, ref)
     if existing is not None:
-        changed = creds.apply(session, settings, cipher, existing, spec)
         if interval is not None and interval != existing.poll_interval_seconds:
             existing.poll_interval_seconds = interval
-            changed = True
-        if changed:
-            keys.remember(session, cipher)
             existing.updated_at = existing.changed_at = utcnow()
             session.add(existing)
         return existing, False
@@ -345,7 +385,7 @@ def add_repository(
         )
     ).first()
     repository = Repository(
-        id=new_repository_id(),
+        id=repository_id or new_repository_id(),
         url=normalised,
         ref=ref,
         poll_interval_seconds=interval or settings.poll_interval_seconds,
@@ -355,64 +395,50 @@ def add_repository(
             else cipher.encrypt(pushes.new_push_secret())
         ),
     )
-    creds.apply(session, settings, cipher, repository, spec)
-    keys.remember(session, cipher)  # the push secret (and any credential) are stored with it
+    keys.remember(session, cipher)  # the push secret is stored with it
     session.add(repository)
     session.flush()
     return repository, True
 
 
-def set_credentials(
-    session: Session,
-    settings: Settings,
-    cipher: Cipher,
-    repository_id: str,
-    spec: CredentialSpec,
-) -> Repository:
-    """Rotate or replace a repository's credentials (UserError, nothing changed, when
-    `spec` is refused)."""
-    repository = get_repository(session, repository_id)
-    if spec.empty():
-        raise UserError(
-            "nothing to change: give a token, a deploy key, host keys, a GitHub App or --clear"
-        )
-    kinds = spec.kinds()
-    if creds.TOKEN in kinds or creds.GITHUB_APP in kinds:
-        try:  # a token over plain http is refused here as at registration
-            vet_git_url(
-                repository.url,
-                allow_private=True,
-                allow_file=True,
-                token=True,
-                allow_insecure=settings.allow_insecure_transport,
-            )
-        except ValueError as error:
-            raise UserError(f"GIT_URL: {error}") from None
-    creds.apply(session, settings, cipher, repository, spec)
-    keys.remember(session, cipher)
-    return repository
+def fetch_credentials(
+    session: Session, repository: Repository
+) -> tuple[str | None, creds.CredentialInfo]:
+    """Whose credentials the repository's fetches use (an app id, None: none) and their
+    public parts."""
+    watches = list(
+        session.exec(select(Watch).where(col(Watch.repository_id) == repository.id)).all()
+    )
+    order = fetch_order(repository, watches)
+    if not order:
+        return None, creds.CredentialInfo()
+    return order[0].app_id, creds.credential_info(order[0])
 
 
 def list_repositories(session: Session) -> list[dict[str, Any]]:
-    """Every repository with its watch count (no tokens)."""
+    """Every repository with its watch count and whose credentials fetch it (no tokens)."""
     counts = dict(
         session.exec(select(Watch.repository_id, func.count()).group_by(Watch.repository_id)).all()
     )
-    return [
-        {
-            "repository_id": repo.id,
-            "url": repo.url,
-            "ref": repo.ref,
-            "poll_interval_seconds": repo.poll_interval_seconds,
-            "has_token": repo.token_encrypted is not None,
-            "watches": int(counts.get(repo.id, 0)),
-            "created_at": repo.created_at.isoformat(),
-            "credentials": creds.credential_info(repo),
-        }
-        for repo in session.exec(
-            select(Repository).order_by(col(Repository.created_at), col(Repository.id))
-        ).all()
-    ]
+    rows = []
+    for repo in session.exec(
+        select(Repository).order_by(col(Repository.created_at), col(Repository.id))
+    ).all():
+        fetcher, info = fetch_credentials(session, repo)
+        rows.append(
+            {
+                "repository_id": repo.id,
+                "url": repo.url,
+                "ref": repo.ref,
+                "poll_interval_seconds": repo.poll_interval_seconds,
+                "has_token": info.kind == creds.TOKEN,
+                "watches": int(counts.get(repo.id, 0)),
+                "created_at": repo.created_at.isoformat(),
+                "credentials": info,
+                "fetched_with": fetcher,
+            }
+        )
+    return rows
 
 
 def set_paused(session: Session, repository_id: str, paused: bool) -> None:
@@ -434,7 +460,7 @@ def remove_repository(session: Session, repository_id: str) -> None:
 # --- watches ----------------------------------------------------------------
 
 
-def _check_globs(globs: list[str]) -> list[str]:
+def check_globs(globs: list[str]) -> list[str]:
     if len(globs) > MAX_GLOBS:
         raise UserError(f"at most {MAX_GLOBS} --path patterns")
     cleaned: list[str] = []
@@ -472,7 +498,7 @@ def watch(
     `submodules` and `lfs` choices); a disabled watch is enabled again."""
     get_app(session, app_id)
     get_repository(session, repository_id)
-    patterns = _check_globs(globs)
+    patterns = check_globs(globs)
     mode = check_submodules(submodules)
     existing = session.get(Watch, (app_id, repository_id))
     if existing is not None:
@@ -502,6 +528,64 @@ def watch(
     session.flush()
     stamps.stamp(session, repository_id)  # one the remote checks check from now
     return created, True
+
+
+def watch_with(
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    globs: list[str] | None,
+    checked: access.Checked | None,
+    submodules: str | None = None,
+    lfs: bool | None = None,
+) -> tuple[Watch, bool, bool]:
+    """Make an app watch a repository, or change its watch: `globs` (None: as they are;
+    a new watch: the whole repository), `submodules` and `lfs` (None: as they are) and,
+    when given, credentials the git host accepted. Returns the watch, whether it is new,
+    and whether anything changed."""
+    existing = session.get(Watch, (app_id, repository_id))
+    changed = (
+        existing is None
+        or (globs is not None and globs != json.loads(existing.path_globs))
+        or (submodules is not None and check_submodules(submodules) != existing.submodules)
+        or (lfs is not None and lfs != bool(existing.lfs))
+    )
+    if changed:
+        if globs is None:
+            globs = json.loads(existing.path_globs) if existing is not None else []
+        current, created = watch(session, app_id, repository_id, globs or [], submodules, lfs)
+    else:
+        assert existing is not None
+        current, created = existing, False
+    if checked is not None:
+        access.store(current, checked)
+        if current.status in (WatchStatus.FAILED, WatchStatus.DISABLED):
+            current.status = WatchStatus.PENDING
+        current.retry_count, current.last_error, current.last_error_type = 0, None, None
+        session.add(current)
+        touch(session, repository_id)
+        changed = True
+    return current, created, changed
+
+
+def watches_of_repository(session: Session, repository_id: str) -> list[Watch]:
+    """Every watch of a repository, by app id."""
+    return list(
+        session.exec(
+            select(Watch)
+            .where(col(Watch.repository_id) == repository_id)
+            .order_by(col(Watch.app_id))
+        ).all()
+    )
+
+
+def touch(session: Session, repository_id: str) -> None:
+    """Mark the repository changed: whoever caches what its fetch needs reads it again,
+    and the remote checks learn it at once (`store.stamps`)."""
+    repository = session.get(Repository, repository_id)
+    if repository is not None:
+        repository.updated_at = repository.changed_at = utcnow()
+        session.add(repository)
 
 
 def unwatch(session: Session, app_id: str, repository_id: str) -> int:
@@ -538,10 +622,23 @@ def watches_of(session: Session, repository_id: str) -> list[dict[str, Any]]:
             "retry_count": w.retry_count,
             "last_synced_at": w.last_synced_at.isoformat() if w.last_synced_at else None,
             "path_globs": json.loads(w.path_globs),
+            "credentials": asdict(creds.credential_info(w)),
+            **access_of(w),
             **watch_options(w),
         }
         for w, a in sorted(rows, key=lambda pair: pair[0].app_id)
     ]
+
+
+def access_of(watch: Watch) -> dict[str, Any]:
+    """Whether the app's own access to the repository holds, as people see it."""
+    return {
+        "access": watch.access or WatchAccess.GRANTED,
+        "access_checked_at": watch.access_checked_at.isoformat()
+        if watch.access_checked_at
+        else None,
+        "access_error": watch.access_error,
+    }
 
 
 def check_ref(ref: str) -> str:
@@ -610,18 +707,6 @@ def watch_options(watch: Watch) -> dict[str, Any]:
     }
 
 
-def existing_options(session: Session, app_id: str, repository_id: str) -> tuple[str | None, bool]:
-    """The stored `submodules` (None: off) and `lfs` of the app's watch (off without one)."""
-    watch = session.get(Watch, (app_id, repository_id))
-    return (None, False) if watch is None else (watch.submodules, bool(watch.lfs))
-
-
-def existing_watch(session: Session, app_id: str, repository_id: str) -> list[str] | None:
-    """The path globs of the app's watch of the repository, or None when it has none."""
-    watch = session.get(Watch, (app_id, repository_id))
-    return None if watch is None else list(json.loads(watch.path_globs))
-
-
 def app_watches(
     session: Session, app_id: str, after: str | None, limit: int
 ) -> list[tuple[Watch, Repository]]:
@@ -650,6 +735,9 @@ WATCH_COLUMNS: tuple[Any, ...] = (
     Watch.retry_count,
     Watch.last_synced_at,
     Watch.created_at,
+    Watch.access,
+    Watch.access_checked_at,
+    Watch.access_error,
     Watch.submodules,
     Watch.lfs,
     Watch.held_back,
@@ -669,25 +757,6 @@ def app_watch_rows(
         query = query.where(col(Watch.repository_id) > after)
     rows = session.execute(query.order_by(col(Watch.repository_id)).limit(limit))
     return [tuple(row) for row in rows]
-
-
-def set_repository_token(
-    session: Session, cipher: Cipher, app_id: str, repository_id: str, token: str
-) -> None:
-    """Replace the repository's git token for the app's watch; its failed state is cleared
-    and the ledger kept, so the next sync sends only real differences."""
-    watch, repository = app_watch(session, app_id, repository_id)
-    token = (token or "").strip()
-    if not token or len(token) > creds.MAX_TOKEN or "\n" in token:
-        raise UserError("the access token is empty, too long or spans several lines")
-    repository.token_encrypted = cipher.encrypt(token)
-    keys.remember(session, cipher)
-    repository.updated_at = utcnow()
-    session.add(repository)
-    if watch.status in (WatchStatus.FAILED, WatchStatus.DISABLED):
-        watch.status = WatchStatus.PENDING
-    watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
-    session.add(watch)
 
 
 def delivery_attempts(
@@ -745,18 +814,25 @@ def watches_of_app(session: Session, app_id: str) -> list[dict[str, Any]]:
             "last_synced_at": w.last_synced_at.isoformat() if w.last_synced_at else None,
             "path_globs": json.loads(w.path_globs),
             **watch_options(w),
-            "credentials": asdict(creds.credential_info(r)),
+            "credentials": asdict(creds.credential_info(w)),
+            **access_of(w),
         }
         for w, r in app_watches(session, app_id, None, 10_000)
     ]
 
 
-def credentials_of(session: Session, repository_ids: list[str]) -> dict[str, creds.CredentialInfo]:
-    """Which credential each repository uses (its public parts), by repository id."""
+def credentials_of(
+    session: Session, app_id: str, repository_ids: list[str]
+) -> dict[str, creds.CredentialInfo]:
+    """The app's own credentials (their public parts) for each of these repositories."""
     if not repository_ids:
         return {}
-    rows = session.exec(select(Repository).where(col(Repository.id).in_(repository_ids))).all()
-    return {repo.id: creds.credential_info(repo) for repo in rows}
+    rows = session.exec(
+        select(Watch).where(
+            col(Watch.app_id) == app_id, col(Watch.repository_id).in_(repository_ids)
+        )
+    ).all()
+    return {w.repository_id: creds.credential_info(w) for w in rows}
 
 
 # --- signing schemes --------------------------------------------------------

@@ -109,7 +109,12 @@ class WatchState:
     last_synced_at: str | None
     created_at: str
     live: LiveState
-    credentials: CredentialInfo | None = None  # which kind, and its public parts
+    credentials: CredentialInfo | None = None  # the app's own: which kind, public parts
+    # Whether the app's own access to the repository holds (granted, pending, refused),
+    # when the git host last said so, and why it refused.
+    access: str = "granted"
+    access_checked_at: str | None = None
+    access_error: str | None = None
     submodules: str = "off"
     lfs: bool = False
     held_back: list[str] = field(default_factory=list)  # what the last delivery held back

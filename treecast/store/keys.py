@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import hmac
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from models.tables import KeyFingerprint
+from models.tables import KeyFingerprint, utcnow
 from treecast.config import ConfigError, Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import session_scope
@@ -42,6 +43,14 @@ def remember(session: Session, used: Cipher) -> None:
     the first one (a later key that differs is refused by `cipher`)."""
     row = session.get(KeyFingerprint, 1)
     if row is None:
-        session.add(KeyFingerprint(id=1, fingerprint=used.fingerprint))
-    elif not hmac.compare_digest(row.fingerprint, used.fingerprint):
+        # Two processes storing their first secret at once both find no row: the second
+        # insert is skipped (not a unique-key failure), and the row is compared below.
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(
+            dialect.insert(KeyFingerprint)
+            .values(id=1, fingerprint=used.fingerprint, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        row = session.get(KeyFingerprint, 1, populate_existing=True)
+    if row is not None and not hmac.compare_digest(row.fingerprint, used.fingerprint):
         raise _refusal(used.fingerprint, row.fingerprint)

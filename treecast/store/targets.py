@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from models.tables import App, Repository, Watch
+from models.tables import App, Repository, Watch, WatchAccess
 from treecast.config import Settings
 from treecast.store import keys
 from treecast.urls import owner_and_name
@@ -32,6 +32,8 @@ class AppTarget:
     client_auth_key: str | None = None
     treecast_events: bool = False  # a docora app that also wants sync_recovered
     retry_count: int = 0  # the watch's, for Docora's sync_failed body
+    # The app's own access to the repository holds: files go only to such an app.
+    access_granted: bool = True
 
 
 def load_target(
@@ -70,4 +72,5 @@ def load_target(
         ),
         treecast_events=bool(app.treecast_events),
         retry_count=watch.retry_count,
+        access_granted=watch.access in WatchAccess.DELIVERABLE,
     )

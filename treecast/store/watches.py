@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
-from models.tables import Watch, WatchStatus, new_generation, utcnow
+from models.tables import Watch, WatchAccess, WatchStatus, new_generation, utcnow
 from treecast.gitcache.tree import parse_globs
 from treecast.redact import redact
 
@@ -18,10 +18,16 @@ MAX_ERROR_CHARS = 2000
 def watchers(
     session: Session, repository_id: str, commit: str | None
 ) -> tuple[list[str], list[str]]:
-    """Apps watching a repository (sorted), and those not yet synced at `commit`."""
-    rows = session.exec(
-        select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
-    ).all()
+    """Apps watching a repository whose own access holds (sorted), and those of them not
+    yet synced at `commit`. An app whose access was refused or is not proven yet gets
+    nothing: no files and no breaker notices (docs/security.md, "Tenants")."""
+    rows = [
+        w
+        for w in session.exec(
+            select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
+        ).all()
+        if w.access in WatchAccess.DELIVERABLE
+    ]
     behind = [
         w.app_id
         for w in rows
@@ -108,13 +114,22 @@ def finish_delivery(
 
 
 def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
-    """A watch to retry: pending again, its failure forgotten (its ledger kept)."""
+    """A watch to retry: pending again, its failure forgotten (its ledger kept); an app
+    whose access was refused is checked again at the next sync."""
     watch = session.get(Watch, (app_id, repository_id))
     if watch is None:
         return
     watch.status = WatchStatus.PENDING
     watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
+    check_access_soon(watch)
     session.add(watch)
+
+
+def check_access_soon(watch: Watch) -> None:
+    """Have the next sync ask the git host about an app whose access is not granted (the
+    app or an operator asked for it, e.g. after putting a key back on the host)."""
+    if watch.access not in WatchAccess.DELIVERABLE:
+        watch.access_checked_at = None
 
 
 def held_lines(held: Mapping[str, str]) -> str:

@@ -1,0 +1,137 @@
+"""Each app's own access to a repository, as the database keeps it: who is due a check,
+and what the git host said (docs/security.md, "Tenants")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlmodel import Session, col, select
+
+from models.git import GitErrorType
+from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
+from treecast.config import Settings
+from treecast.gitcache.errors import GitError
+from treecast.redact import redact
+from treecast.store.repositories import StoredCredentials
+
+MAX_ERROR_CHARS = 2000
+# A check this close to due is done now: the next full sync comes a jitter later at most.
+DUE_FRACTION = 0.9
+
+
+def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]]:
+    """The repository and its watches (RepositoryNotFound when it is not registered)."""
+    repository = session.get(Repository, repository_id)
+    if repository is None:
+        raise GitError(
+            GitErrorType.REPOSITORY_NOT_FOUND,
+            f"repository {repository_id} is not registered (removed meanwhile?)",
+        )
+    watches = session.exec(
+        select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
+    ).all()
+    return repository, list(watches)
+
+
+def recheck_seconds(settings: Settings, repository: Repository) -> float:
+    """How often an app's access is checked again: every full sync (every poll when
+    remote checks are off, as every poll is then a full sync)."""
+    return float(settings.full_sync_seconds or repository.poll_interval_seconds)
+
+
+def is_due(watch: Watch, now: datetime, every: float) -> bool:
+    """Whether the watch's access should be checked again now: never checked (or not
+    proven yet), or last checked at least about `every` seconds ago."""
+    if watch.access in (None, WatchAccess.PENDING) or watch.access_checked_at is None:
+        return True
+    checked = watch.access_checked_at
+    if checked.tzinfo is None:
+        checked = checked.replace(tzinfo=UTC)
+    return (now - checked).total_seconds() >= every * DUE_FRACTION
+
+
+def lost_access_message(url: str, repository_id: str, reason: str, *, has_credentials: bool) -> str:
+    """What an app whose access no longer holds reads in its watch's `last_error`."""
+    whose = "its credentials" if has_credentials else "it without credentials"
+    return redact(
+        f"this app's access to {url} no longer holds: the git host refused {whose} "
+        f"({reason}); nothing more is delivered until the app has working credentials of "
+        f"its own: PUT /api/repositories/{repository_id}/credentials (docs/credentials.md)"
+    )[:MAX_ERROR_CHARS]
+
+
+def grant(watch: Watch, now: datetime) -> None:
+    """The host accepted the watch's credentials now: deliveries (re)start."""
+    watch.access, watch.access_checked_at, watch.access_error = WatchAccess.GRANTED, now, None
+    if watch.status == WatchStatus.FAILED and watch.last_error_type == WatchAccess.ERROR_TYPE:
+        watch.status = WatchStatus.PENDING
+        watch.retry_count, watch.last_error, watch.last_error_type = 0, None, None
+
+
+def refuse(watch: Watch, now: datetime, message: str) -> bool:
+    """The host refused the watch's credentials now: nothing more is delivered and the
+    watch is failed with `message`. True when the app had access until now (it gets one
+    `sync_failed`); a watch never proven (a generated key not on the host yet) stays
+    pending and only notes why."""
+    watch.access_checked_at, watch.access_error = now, message
+    if watch.access == WatchAccess.PENDING:
+        return False
+    lost = watch.access != WatchAccess.REFUSED
+    watch.access = WatchAccess.REFUSED
+    if watch.status != WatchStatus.DISABLED:
+        watch.status = WatchStatus.FAILED
+        watch.last_error_type, watch.last_error = WatchAccess.ERROR_TYPE, message
+    return lost
+
+
+def record_verdicts(
+    session: Session,
+    repository_id: str,
+    granted: list[tuple[str, StoredCredentials]],
+    refused: list[tuple[str, StoredCredentials, str]],
+    fetched_with: str | None,
+    expiries: dict[str, datetime | None],
+) -> list[str]:
+    """Write what the host said of each app's credentials (only where the watch still
+    holds the credentials that were checked: a change meanwhile was checked on its own);
+    the apps that just lost their access, sorted."""
+    now = utcnow()
+    lost: list[str] = []
+    moved = False  # an app's access changed: who is behind changes for the remote checks
+    for app_id, checked in granted:
+        watch = session.get(Watch, (app_id, repository_id))
+        if watch is not None and _same(watch, checked):
+            moved = moved or watch.access != WatchAccess.GRANTED
+            grant(watch, now)
+            session.add(watch)
+    for app_id, checked, message in refused:
+        watch = session.get(Watch, (app_id, repository_id))
+        if watch is not None and _same(watch, checked):
+            before = watch.access
+            if refuse(watch, now, message):
+                lost.append(app_id)
+            moved = moved or watch.access != before
+        if watch is not None:
+            session.add(watch)
+    for app_id, expires in expiries.items():
+        watch = session.get(Watch, (app_id, repository_id))
+        if watch is not None and expires is not None:
+            watch.github_token_expires_at = expires
+            session.add(watch)
+    repository = session.get(Repository, repository_id)
+    if repository is not None and repository.fetched_with != fetched_with:
+        repository.fetched_with = fetched_with
+        repository.updated_at = now  # the remote checks read its credentials again
+        moved = True
+    if repository is not None and moved:
+        repository.changed_at = now  # and learn it at once (`store.stamps`)
+        session.add(repository)
+    return sorted(lost)
+
+
+def _same(watch: Watch, checked: StoredCredentials) -> bool:
+    """Whether the watch still holds the credentials that were checked (the expiry of a
+    GitHub App's last token aside)."""
+    now = StoredCredentials.of(watch)
+    now.github_token_expires_at = checked.github_token_expires_at
+    return now == checked
