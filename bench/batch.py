@@ -144,7 +144,7 @@ def first_sync(root: Path, files: int, delay_ms: float, batch: bool) -> dict[str
     """One app's first sync of `files` small files to a receiver `delay_ms` away."""
     from tests.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
 
     root.mkdir(parents=True)
     started = time.perf_counter()
@@ -206,7 +206,7 @@ def memory_batch_child(root: Path) -> dict[str, Any]:
     import activities.delivery  # noqa: F401
     from tests.receiver_fixture import register
     from treecast.db import engine_for
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
 
     engine_for(settings.database_url)
     app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])

@@ -332,7 +332,7 @@ def test_apps_without_batch_get_byte_identical_single_requests(
     monkeypatch.setattr(payloads, "iso_utc", lambda moment=None: stamp)
     monkeypatch.setattr(time, "time", lambda: float(now))
     bodies = capture_bodies(run.receiver)
-    from treecast.store.targets import load_target
+    from treecast.delivery.target import load_target
 
     def target_now() -> Any:
         with session_scope(run.settings.database_url) as session:

@@ -34,13 +34,13 @@ from treecast.credentials.ssh_keys import load_deploy_key, parse_known_hosts
 from treecast.db import session_scope
 from treecast.gitcache import ssh as gitssh
 from treecast.gitcache.ssh import HostKey
+from treecast.remote_access import ensure_commit
 from treecast.service import registry
 from treecast.service.access import AccessRefused
 from treecast.service.core import RepositoryAdded, TreecastService
 from treecast.service.credentials import CredentialSpec, plan
 from treecast.service.errors import UserError
 from treecast.store import keys
-from treecast.store.repositories import ensure_commit
 
 
 @pytest.fixture

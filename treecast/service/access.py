@@ -19,10 +19,11 @@ from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
 from treecast.crypto import Cipher
 from treecast.gitcache.errors import GitError
+from treecast.remote_access import decrypt
 from treecast.service import credentials as creds
 from treecast.service.credentials import CredentialSpec, Planned
 from treecast.service.errors import RefusedUrl
-from treecast.store.repositories import StoredCredentials, decrypt
+from treecast.store.credentials import StoredCredentials
 
 
 class AccessRefused(RefusedUrl):

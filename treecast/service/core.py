@@ -72,8 +72,8 @@ from treecast.service.views import (
 )
 from treecast.store import bulk, keys
 from treecast.store import watches as store_watches
+from treecast.store.credentials import StoredCredentials
 from treecast.store.ledger import forget_ledger
-from treecast.store.repositories import StoredCredentials
 from treecast.urls import owner_and_name
 from treecast.webhooks.signing import SigningScheme
 

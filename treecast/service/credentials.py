@@ -26,7 +26,7 @@ from treecast.credentials.ssh_keys import (
 from treecast.crypto import Cipher
 from treecast.gitcache.ssh import HostKey, parse_host_keys
 from treecast.service.errors import UserError, shown
-from treecast.store.repositories import StoredCredentials
+from treecast.store.credentials import StoredCredentials
 
 NONE = "none"
 TOKEN = "token"

@@ -37,7 +37,7 @@ from treecast.service import credentials as creds
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import Conflict, NotFound, RefusedUrl, UserError, shown
 from treecast.store import keys, stamps
-from treecast.store.repositories import fetch_order
+from treecast.store.credentials import fetch_order
 from treecast.urls import validate_base_url, vet_git_url
 from treecast.webhooks.signing import SigningScheme
 

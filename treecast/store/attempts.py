@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
-from models.tables import DeliveryAttempt
+from models.tables import DeliveryAttempt, Snapshot
 from treecast.store.watches import MAX_ERROR_CHARS, disable_watch
-from treecast.webhooks.transport import PostOutcome
+
+
+class Outcome(Protocol):
+    """What a webhook attempt came to (the webhook transport's `PostOutcome`)."""
+
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def excerpt(self) -> str | None: ...
+    @property
+    def duration_ms(self) -> float: ...
 
 
 def record_attempt(
@@ -19,7 +35,7 @@ def record_attempt(
     event: str,
     path: str | None,
     webhook_id: str,
-    outcome: PostOutcome,
+    outcome: Outcome,
 ) -> None:
     """Log one webhook attempt; a 410 Gone also disables the watch (same transaction)."""
     session.add(
@@ -66,8 +82,6 @@ def note_skipped_paths(
 ) -> None:
     """Say in the app's delivery log that the commit holds paths Treecast never delivers
     (`..`, `.git`, absolute...), as counted by its snapshot; nothing when it holds none."""
-    from models.tables import Snapshot
-
     row = session.exec(
         select(Snapshot).where(Snapshot.repository_id == repository_id, Snapshot.commit == commit)
     ).first()

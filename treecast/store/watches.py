@@ -8,8 +8,16 @@ from collections.abc import Mapping
 from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
-from models.tables import Watch, WatchAccess, WatchStatus, new_generation, utcnow
-from treecast.gitcache.tree import parse_globs
+from models.tables import (
+    App,
+    Repository,
+    Watch,
+    WatchAccess,
+    WatchStatus,
+    new_generation,
+    parse_globs,
+    utcnow,
+)
 from treecast.redact import redact
 
 MAX_ERROR_CHARS = 2000
@@ -145,3 +153,15 @@ def every_watch_has_paths(session: Session, repository_id: str) -> bool:
     then its cache fetches by what is watched (a partial clone)."""
     rows = session.exec(select(Watch.path_globs).where(Watch.repository_id == repository_id)).all()
     return bool(rows) and all(parse_globs(raw) for raw in rows)
+
+
+def watch_rows(
+    session: Session, app_id: str, repository_id: str
+) -> tuple[App, Repository, Watch] | None:
+    """The app, the repository and the app's watch of it, or None when any is gone."""
+    app = session.get(App, app_id)
+    repository = session.get(Repository, repository_id)
+    watch = session.get(Watch, (app_id, repository_id))
+    if app is None or repository is None or watch is None:
+        return None
+    return app, repository, watch
