@@ -120,11 +120,10 @@ def receiver_child(port: int, secret: str, mirror: Path, delay_ms: float) -> Non
 
 
 def _set_batch(settings: Any, app_id: str, on: bool) -> None:
-    from treecast.db import session_scope
-    from treecast.service import registry
+    from tests.registering import blocking
+    from treecast.service.core import TreecastService
 
-    with session_scope(settings.database_url) as session:
-        registry.set_app_batch(session, app_id, on)
+    blocking(TreecastService(settings).apps.update(app_id, batch=on))
 
 
 def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any:

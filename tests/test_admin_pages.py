@@ -28,8 +28,8 @@ from tests.temporal_env import start_time_skipping
 from treecast.api import admin_pages
 from treecast.api.admin_pages import COOKIE
 from treecast.db import session_scope
-from treecast.service.admin_sessions import AdminSessions
 from treecast.store import keys
+from treecast.store.admin_sessions import AdminSessions
 from workflows.bulk_watches import BulkWatches
 
 # Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
@@ -333,11 +333,11 @@ async def test_the_delivery_log_filters_by_app_repository_event_and_outcome(
 def test_a_session_expires_after_its_lifetime_and_expired_ones_are_swept(tmp_path: Path) -> None:
     settings = api_settings(tmp_path)
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
-    sessions = AdminSessions(
-        settings.database_url, 60, lambda: keys.cipher(settings), clock=lambda: now[0]
-    )
-    session = sessions.create()
-    found = sessions.get(session.id)
+    sessions = AdminSessions(60, lambda: keys.cipher(settings), clock=lambda: now[0])
+    with session_scope(settings.database_url) as db:
+        session = sessions.create(db)
+    with session_scope(settings.database_url) as db:
+        found = sessions.get(db, session.id)
     assert found is not None and found.csrf == session.csrf and found.csrf_ok(session.csrf)
     assert not found.csrf_ok("") and not found.csrf_ok(None)
     # The table holds neither the cookie's session id nor the forms' token.
@@ -345,8 +345,9 @@ def test_a_session_expires_after_its_lifetime_and_expired_ones_are_swept(tmp_pat
         [row] = db.exec(select(AdminSession)).all()
         assert session.id not in str(row.model_dump()) and session.csrf not in str(row.model_dump())
     now[0] += timedelta(seconds=61)
-    assert sessions.get(session.id) is None
-    sessions.create()  # a login sweeps the expired rows
+    with session_scope(settings.database_url) as db:
+        assert sessions.get(db, session.id) is None
+        sessions.create(db)  # a login sweeps the expired rows
     with session_scope(settings.database_url) as db:
         assert len(db.exec(select(AdminSession)).all()) == 1
 

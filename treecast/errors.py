@@ -22,6 +22,7 @@ FIELDS = frozenset(
     {
         "accept_host_keys",
         "app",  # an app to give credentials with (`UserError` when given without one)
+        "app_id",
         "base_url",
         "clear",
         "client_auth_key",
@@ -37,6 +38,7 @@ FIELDS = frozenset(
         "name",
         "paths",
         "ref",
+        "repository_id",
         "scan_host_keys",
         "scheme",
         "secret",

@@ -115,7 +115,7 @@ class AppWatchOut(BaseModel):
     last_error: str | None
     retry_count: int
     last_synced_at: str | None
-    path_globs: list[str]
+    path_globs: list[str] = Field(validation_alias=AliasChoices("path_globs", "paths"))
     credentials: CredentialsOut | None = None
     access: str = Field("granted", description=ACCESS)
     access_checked_at: str | None = None

@@ -23,7 +23,6 @@ refused with one line and the database untouched.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +39,7 @@ from treecast.crypto import Cipher, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.paths import unsafe_path_reason
 from treecast.service.errors import UserError
+from treecast.service.results import DocoraImportReport
 from treecast.store import keys
 from treecast.store.ledger import IMPORTED_BLOB_ID
 from treecast.urls import normalise_git_url, validate_base_url
@@ -88,44 +88,12 @@ def docora_encrypt(key: bytes, plain: str, iv: bytes) -> str:
     return f"{iv.hex()}:{sealed[-16:].hex()}:{sealed[:-16].hex()}"
 
 
-@dataclass
-class DocoraImportReport:
-    """What an import did (or, with `dry_run`, would do), and what it could not import."""
-
-    dry_run: bool
-    apps: list[str] = field(default_factory=list)
-    repositories: list[str] = field(default_factory=list)
-    watches: list[str] = field(default_factory=list)  # "app_id repository_id"
-    ledger_rows: int = 0
-    already_present: int = 0  # rows Treecast already had, left alone
-    skipped: list[str] = field(default_factory=list)  # "what: why"
-
-    @property
-    def changed(self) -> bool:
-        """Whether anything was (or would be) written."""
-        return bool(self.apps or self.repositories or self.watches or self.ledger_rows)
-
-    def lines(self) -> list[str]:
-        """The report for people, one line each."""
-        verb = "would import" if self.dry_run else "imported"
-        out = [
-            f"{verb} {len(self.apps)} apps, {len(self.repositories)} repositories, "
-            f"{len(self.watches)} watches, {self.ledger_rows} delivered files"
-            f" ({self.already_present} rows already in Treecast, left as they are)"
-        ]
-        out += [f"  app {a}" for a in self.apps]
-        out += [f"  repository {r}" for r in self.repositories]
-        out += [f"  watch {w}" for w in self.watches]
-        out += [f"cannot import {s}" for s in self.skipped]
-        return out
-
-
 def _engine_url(database_url: str) -> str:
     """Docora's DATABASE_URL with the psycopg driver SQLAlchemy needs."""
     try:
         url = make_url(database_url)
     except Exception:
-        raise UserError("--database-url is not a database URL") from None
+        raise UserError("{database_url} is not a database URL", "database_url") from None
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)

@@ -15,6 +15,7 @@ from treecast.config import Settings
 
 # The database's schema is not this release's (HTTP 503, CLI exit 2).
 from treecast.db import SchemaBehind as SchemaBehind
+from treecast.db import connect_failure as connect_failure
 
 # The errors of input and ids, raised by the data layer too; the front doors import them here.
 from treecast.errors import Conflict as Conflict
@@ -84,7 +85,7 @@ def temporal_failure(
 def _no_search_attributes(said: str, settings: Settings | None) -> str:
     """What to do when the namespace lacks Treecast's search attributes (`said`: the server's
     words), with the command registering them."""
-    from workflows.search_attributes import operator_create_command
+    from models.search_attributes import operator_create_command
 
     command = ["temporal", *operator_create_command()]
     where = ""

@@ -1,10 +1,12 @@
-"""The delivery log: one row per webhook attempt, bounded per app."""
+"""The delivery log: one row per webhook attempt, bounded per app; read newest first,
+filtered."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import delete
+from sqlalchemy import ColumnElement, delete, func, or_
 from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
@@ -100,3 +102,53 @@ def note_skipped_paths(
             ),
         )
     )
+
+
+DELIVERED, FAILED = "delivered", "failed"  # the outcomes the log filters on
+
+
+def _failed() -> ColumnElement[bool]:
+    return or_(col(DeliveryAttempt.error).is_not(None), col(DeliveryAttempt.http_status) >= 300)
+
+
+def page(
+    session: Session,
+    *,
+    app_id: str | None = None,
+    repository_id: str | None = None,
+    event: str | None = None,
+    outcome: str | None = None,
+    before: int | None = None,
+    limit: int,
+) -> list[DeliveryAttempt]:
+    """Attempts newest first, filtered (`outcome`: `DELIVERED` or `FAILED`), older than the
+    attempt id `before`."""
+    query = select(DeliveryAttempt)
+    if app_id:
+        query = query.where(col(DeliveryAttempt.app_id) == app_id)
+    if repository_id:
+        query = query.where(col(DeliveryAttempt.repository_id) == repository_id)
+    if event:
+        query = query.where(col(DeliveryAttempt.event) == event)
+    if outcome == FAILED:
+        query = query.where(_failed())
+    elif outcome == DELIVERED:
+        query = query.where(
+            col(DeliveryAttempt.error).is_(None), col(DeliveryAttempt.http_status) < 300
+        )
+    if before is not None:
+        query = query.where(col(DeliveryAttempt.id) < before)
+    return list(session.exec(query.order_by(col(DeliveryAttempt.id).desc()).limit(limit)).all())
+
+
+def events(session: Session) -> list[str]:
+    """The events the log holds."""
+    return sorted(str(e) for e in session.exec(select(DeliveryAttempt.event).distinct()).all())
+
+
+def counts_since(session: Session, since: datetime) -> tuple[int, int]:
+    """How many attempts since `since`, and how many of them failed."""
+    recent = select(func.count()).select_from(DeliveryAttempt)
+    recent = recent.where(col(DeliveryAttempt.attempted_at) >= since)
+    failed = recent.where(_failed())
+    return int(session.exec(recent).one()), int(session.exec(failed).one())
