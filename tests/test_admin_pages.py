@@ -228,6 +228,25 @@ async def test_onboarding_shows_the_token_and_secret_once(tmp_path: Path) -> Non
         assert "was not added" in (await client.get("/admin/apps")).text
 
 
+async def test_a_refused_field_is_named_by_its_label_beside_it(tmp_path: Path) -> None:
+    async with api_client(api_settings(tmp_path)) as client:
+        await log_in(client)
+        csrf = await csrf_of(client, "/admin/apps")
+        await client.post("/admin/apps", data={"csrf": csrf, "name": "x", "base_url": "ftp://x"})
+        page = (await client.get("/admin/apps")).text
+        # One line on top, and the reason beside the base URL's input, in the page's words.
+        assert "The app was not added." in page
+        beside = page.split('name="base_url"', 1)[1].split("<label", 1)[0]
+        assert 'id="base_url-error"' in beside and "Base URL: " in beside
+        assert "--url" not in page and "base_url:" not in page
+        # Shown once: the next page has neither.
+        again = (await client.get("/admin/apps")).text
+        assert "was not added" not in again and "base_url-error" not in again
+        await client.post("/admin/apps", data={"csrf": csrf, "name": " ", "base_url": "x"})
+        beside = (await client.get("/admin/apps")).text.split('name="name"', 1)[1]
+        assert beside.split("<label", 1)[0].count("Name must not be empty") == 1
+
+
 async def test_app_actions_rotate_and_change_the_base_url(tmp_path: Path) -> None:
     async with api_client(api_settings(tmp_path)) as client:
         app = await onboard(client)

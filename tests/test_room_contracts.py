@@ -120,6 +120,20 @@ def test_the_libraries_know_no_temporal() -> None:
     }
 
 
+def test_the_doors_leave_blocking_work_to_the_service_layer() -> None:
+    """Routes, pages and commands add no thread wrappers of their own: every service
+    method that blocks does it off the event loop (treecast/service/runtime.py)."""
+    wrappers = ("to_thread", "run_in_executor", "run_sync")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for door in ("treecast/api", "treecast/cli")
+        for path in sorted((ROOT / door).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(wrapper in line for wrapper in wrappers)
+    ]
+    assert found == []
+
+
 if __name__ == "__main__":
     for contract in expected_contracts(rooms()):
         print("\n[[tool.importlinter.contracts]]")

@@ -274,13 +274,11 @@ class Admin(Part):
         transaction; idempotent; `dry_run` only reports), then start the imported
         repositories' syncs (`unreachable`: why they could not be). See
         docs/migrating-from-docora.md."""
-        report = await self.runtime.off_loop(
-            lambda: docora_import.import_docora(
-                self.settings,
-                self.runtime.cipher(),
-                database_url,
-                encryption_key,
-                dry_run=dry_run,
+        docora = await self.runtime.off_loop(docora_import.read, database_url, encryption_key)
+        cipher = self.runtime.cipher()
+        report = await self.runtime.db(
+            lambda session: docora_import.write(
+                session, self.settings, cipher, docora, dry_run=dry_run
             )
         )
         if not dry_run:

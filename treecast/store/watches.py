@@ -185,6 +185,13 @@ def get(session: Session, app_id: str, repository_id: str) -> Watch | None:
     return session.get(Watch, (app_id, repository_id))
 
 
+def add(session: Session, watch: Watch) -> Watch:
+    """Store a watch as it is (an import's: its state and credentials given)."""
+    session.add(watch)
+    session.flush()
+    return watch
+
+
 def watch(
     session: Session,
     app_id: str,
