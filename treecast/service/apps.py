@@ -176,21 +176,15 @@ class Apps(Part):
         and return it, or with `finish` keep only the newest."""
         if finish and secret is not None:
             raise UserError("{finish} takes no {secret}", "secret")
-        new = (
-            None
-            if finish
-            else generate_webhook_secret()
-            if secret is None
-            else checks.secret(secret)
-        )
         cipher = self.runtime.cipher()
 
-        def rotate(session: Session) -> None:
-            app = checks.app(session, app_id)
+        def rotate(session: Session) -> str | None:
+            app = checks.app(session, app_id)  # an unknown app before a bad secret
             secrets = cipher.decrypt_list(app.secrets_encrypted)
-            if new is None:
+            if finish:
                 app_rows.update(session, app, secrets_encrypted=cipher.encrypt_list(secrets[-1:]))
-                return
+                return None
+            new = generate_webhook_secret() if secret is None else checks.secret(secret)
             if len(secrets) >= MAX_SECRETS:
                 raise Conflict(
                     f"this app already has {MAX_SECRETS} active secrets; "
@@ -199,9 +193,9 @@ class Apps(Part):
                 )
             app_rows.update(session, app, secrets_encrypted=cipher.encrypt_list([*secrets, new]))
             keys.remember(session, cipher)
+            return new
 
-        await self.runtime.db(rotate)
-        return new
+        return await self.runtime.db(rotate)
 
     async def rotate_token(self, app_id: str, *, drop_docora_token: bool = False) -> str:
         """A new API token for the app (shown once); the old one stops working at once. An

@@ -270,13 +270,9 @@ def add_imported(
     delivered_at: datetime,
 ) -> None:
     """A ledger row imported from elsewhere: the content's SHA-256, no blob id yet."""
+    row = {"app_id": app_id, "repository_id": repository_id, "path": path, "sha256": sha256}
     session.add(
-        DeliveredFile(
-            app_id=app_id,
-            repository_id=repository_id,
-            path=path,
-            blob_id=IMPORTED_BLOB_ID,
-            sha256=sha256,
-            delivered_at=delivered_at,
+        DeliveredFile.model_validate(
+            {**row, "blob_id": IMPORTED_BLOB_ID, "delivered_at": delivered_at}
         )
     )
