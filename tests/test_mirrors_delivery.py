@@ -16,6 +16,7 @@ from tests.test_delivery import Run
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.digest import git_blob_id, tree_digest
+from treecast.store import watches
 from treecast.store.ledger import forget_ledger
 
 
@@ -41,7 +42,7 @@ def test_a_ledger_reset_while_a_run_finishes_is_not_undone(
     run.repo.write("a.txt", "a\n")
     commit = run.repo.commit("one")
     run.register()
-    finish = files.finish_delivery
+    finish = watches.finish_delivery
 
     def reset_first(*args: Any, **kwargs: Any) -> Any:
         forget_ledger(run.settings, run.app_id, run.repository_id)  # another process, meanwhile
