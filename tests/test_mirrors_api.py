@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from models.sync import BreakerStatus, SyncStatus
+from models.sync import BreakerStatus
 from models.tables import DeliveredFile, Snapshot, Watch, WatchStatus
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.gitrepos import WorkRepo
@@ -23,6 +23,7 @@ from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
 from treecast.delivery.digest import git_blob_id, tree_digest
+from treecast.service import mirrors as service_mirrors
 from treecast.service import registry, workflows
 from treecast.service.core import TreecastService
 from treecast.store import keys
@@ -299,13 +300,6 @@ async def test_limits_other_apps_and_content_types(tmp_path: Path) -> None:
 # -- reconcile: repair ----------------------------------------------------------------------
 
 
-def breaker(state: BreakerStatus) -> SyncStatus:
-    return SyncStatus(
-        "repo", state, 5, 5, None, None, None, None, None, "GitError", "down", False, False,
-        False, None, 60, 1, 0, f"breaker {state}",
-    )  # fmt: skip
-
-
 @pytest.fixture
 def temporal(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Temporal stubbed: the breaker's state, and the sync requests made."""
@@ -314,14 +308,14 @@ def temporal(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     async def client() -> object:
         return object()
 
-    async def get_status(_client: object, repository_id: str, *_: object) -> SyncStatus:
-        return breaker(seen["state"])
+    async def breaker_state(_client: object, repository_id: str) -> str:
+        return str(seen["state"])
 
     async def request_sync(_c: object, _s: object, repository_id: str, *rest: object) -> None:
         seen["syncs"].append(repository_id)
 
     monkeypatch.setattr(world.service, "client", client)
-    monkeypatch.setattr(workflows, "get_status", get_status)
+    monkeypatch.setattr(service_mirrors, "breaker_state", breaker_state)
     monkeypatch.setattr(workflows, "request_sync", request_sync)
     return seen
 

@@ -15,7 +15,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from models.sync import BreakerStatus
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.sync import BreakerStatus, sync_workflow_id
 from models.tables import Watch, WatchAccess, WatchStatus
 from treecast.db import session_scope
 from treecast.delivery.digest import SHA1, TreeDigest, digest_of, object_format_of
@@ -31,7 +34,7 @@ from treecast.delivery.reconcile import (
 from treecast.gitcache.errors import GitError
 from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import parse_globs
-from treecast.service import registry, workflows
+from treecast.service import registry
 from treecast.service.core import TreecastService
 from treecast.service.errors import Conflict, NotFound, Unreachable, UserError, shown
 from treecast.store import mirrors as store
@@ -40,6 +43,7 @@ from treecast.store.repositories import app_access
 from treecast.store.targets import load_target
 from treecast.webhooks.signing import webhook_id
 from treecast.webhooks.streaming import streamed_headers
+from workflows import search_attributes
 
 MANIFEST_TYPE = "application/x-ndjson"
 _COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
@@ -280,15 +284,19 @@ class Mirrors:
         return object_format_of(commit) if commit else SHA1
 
     async def _breaker_closed(self, repository_id: str) -> None:
-        """Conflict when the repository's breaker is open (nothing would be delivered)."""
-        status = await self.service._temporal(
-            lambda client: workflows.get_status(client, repository_id),
-            f"the status query of {repository_id}",
+        """Conflict when the repository's breaker is open (nothing would be delivered).
+
+        Read from the workflow's search attribute, which the server answers: a query
+        would need a worker's answer in time, and a busy worker is no reason to refuse.
+        """
+        state = await self.service._temporal(
+            lambda client: breaker_state(client, repository_id),
+            f"the description of {repository_id}'s workflow",
         )
-        if status is not None and status.breaker_state == BreakerStatus.OPEN:
+        if state == BreakerStatus.OPEN:
             raise Conflict(
-                f"the circuit breaker of {repository_id} is open ({status.message}): nothing "
-                "was changed; reconcile once it recovers (or after `reset`)"
+                f"the circuit breaker of {repository_id} is open: nothing was changed; "
+                "reconcile once it recovers (or after `reset`)"
             )
 
     def _take_word(self, app_id: str, repository_id: str, fixes: list[store.LedgerFix]) -> None:
@@ -347,3 +355,15 @@ def _fixes(found: Comparison) -> list[store.LedgerFix]:
         else store.LedgerFix(d.path, d.held.blob_id, d.held.sha256)
         for d in found.differences
     ]
+
+
+async def breaker_state(client: Client, repository_id: str) -> str | None:
+    """The breaker state the repository's workflow last published (None: no workflow)."""
+    handle = client.get_workflow_handle(sync_workflow_id(repository_id))
+    try:
+        described = await handle.describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return described.typed_search_attributes.get(search_attributes.BREAKER_STATE)
