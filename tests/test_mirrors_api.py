@@ -77,8 +77,8 @@ def delivered(files: dict[str, bytes]) -> dict[str, bytes]:
     return {p: c for p, c in files.items() if not p.endswith(".tmp")}
 
 
-def make_world(tmp_path: Path, **extra: str) -> World:
-    settings = api_settings(tmp_path, **extra)
+def make_world(tmp_path: Path, given: Settings | None = None, **extra: str) -> World:
+    settings = given or api_settings(tmp_path, **extra)
     service = TreecastService(settings)
     repo = WorkRepo(tmp_path / "repo")
     repo.write("README.md", b"old\n")

@@ -135,6 +135,12 @@ class BuiltManifest:
         while piece := self._lines.read(READ_BYTES):
             yield piece
 
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """The file lines, parsed (for a front door that shows them otherwise)."""
+        self._lines.seek(0)
+        for line in self._lines:
+            yield json.loads(line)
+
     def close(self) -> None:
         """Drop the spooled lines."""
         self._lines.close()

@@ -85,10 +85,12 @@ def parse_held(lines: Iterable[bytes], limits: HeldLimits) -> Iterator[HeldFile]
         if reason is not None:
             raise _line_error(number, f"path {path[:80]!r} refused: {reason}")
         if not is_blob_id(blob_id, limits.object_format):
-            raise _line_error(number, f"blob_id must be {digits} lowercase hex digits")
+            raise _line_error(
+                number, f"blob_id of {path[:80]!r} must be {digits} lowercase hex digits"
+            )
         assert isinstance(blob_id, str)
         if sha256 and not is_blob_id(sha256, SHA256):
-            raise _line_error(number, "sha256 must be 64 lowercase hex digits")
+            raise _line_error(number, f"sha256 of {path[:80]!r} must be 64 lowercase hex digits")
         if last is not None and key <= last:
             raise _line_error(
                 number,
@@ -102,6 +104,21 @@ def parse_held(lines: Iterable[bytes], limits: HeldLimits) -> Iterator[HeldFile]
                 number, f"more than {limits.max_files} files (TREECAST_RECONCILE_MAX_FILES)"
             )
         yield HeldFile(path, blob_id, str(sha256 or ""))
+
+
+def in_path_order(lines: Iterable[bytes]) -> list[bytes]:
+    """`lines` sorted by their paths (for a file a person hands over, whose size the caller
+    bounded): a line without a string `path` stays first, where `parse_held` refuses it."""
+
+    def key(line: bytes) -> tuple[int, bytes]:
+        try:
+            item = json.loads(line)
+            path = item.get("path") if isinstance(item, dict) else None
+            return (1, path_key(path)) if isinstance(path, str) else (0, b"")
+        except (ValueError, UnicodeError):
+            return 0, b""
+
+    return sorted((line for line in lines if line.strip()), key=key)
 
 
 class Drift(StrEnum):
