@@ -7,6 +7,7 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 from sqlmodel import select
 
 from models.changes import ChangeKind
@@ -62,11 +63,39 @@ def test_sha256_repositories_take_64_digit_blob_ids() -> None:
     assert [h.blob_id for h in parse_held([ok], limits)] == ["1" * 64]
 
 
+def test_the_ledger_is_read_in_the_digests_order(any_db_settings: Settings) -> None:
+    """PostgreSQL sorts text by its locale unless told to compare bytes: the ledger must
+    come in the order of the UTF-8 bytes, as the digest and the merge need."""
+    settings = any_db_settings
+    paths = ["B.txt", "a.txt", "a-b/x", "a/b", "a0", "é.txt", "e.txt", "Z", "日本", "😀", "ß"]
+    if settings.database_url.startswith("postgresql"):
+        # The tests' server is initialised in the C locale: give the column a real one.
+        with session_scope(settings.database_url) as session:
+            session.execute(
+                text(
+                    'ALTER TABLE delivered_files ALTER COLUMN path TYPE varchar(4096) COLLATE "und-x-icu"'
+                )
+            )
+    app_id, repository_id = register(settings, "http://127.0.0.1:9", ["whsec_x"], "file:///r")
+    with session_scope(settings.database_url) as session:
+        for path in paths:
+            session.add(
+                DeliveredFile(
+                    app_id=app_id, repository_id=repository_id, path=path, blob_id="a" * 40,
+                    sha256="",
+                )
+            )  # fmt: skip
+    with session_scope(settings.database_url) as session:
+        read = [path for path, _ in sorted_ledger(session, app_id, repository_id)]
+    assert read == sorted(paths, key=str.encode)
+
+
 def test_taking_the_apps_word_makes_the_next_delivery_send_exactly_the_difference(
-    settings: Settings,
+    any_db_settings: Settings,
 ) -> None:
     """The issue's design: the ledger says what the app holds, the watch has no delivered
     commit; the ordinary full comparison then yields the difference and nothing else."""
+    settings = any_db_settings
     tree = {f"f{n:03d}.txt": git_blob_id(f"{n}\n".encode()) for n in range(50)}
     app_id, repository_id = register(settings, "http://127.0.0.1:9", ["whsec_x"], "file:///r")
     with session_scope(settings.database_url) as session:
