@@ -1,7 +1,7 @@
 """Benchmark of verifiable mirrors (`python -m bench.mirrors [--files 100000]`).
 
 Runs the Temporal dev server, a worker, the example receiver and `python -m treecast.api`
-as its own process. One app watches a synthetic repository of `--files` files (built with
+as its own process (tests/api_stack.py). One app watches a synthetic repository of `--files` files (built with
 `git fast-import`) and holds all of it: its ledger is filled as a finished delivery leaves
 it (sending 100,000 webhooks first would measure something else). Then:
 
@@ -20,32 +20,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psutil
 from sqlalchemy import insert
 
-import worker
 from bench.git_snapshot import build_remote, git
 from examples.receiver import FILE_EVENTS, Receiver
 from models.tables import DeliveredFile, Snapshot, Watch, WatchStatus
-from tests.api_helpers import ADMIN_TOKEN, bearer
-from tests.api_stack import ROOT, wait_until_up
-from tests.conftest import free_port
-from tests.temporal_env import new_task_queue, start_local
+from tests.api_helpers import bearer
+from tests.api_stack import api_stack
 from treecast.config import Settings, load_settings
-from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.delivery.manifest import manifest_files
-from treecast.devserver import end_process
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
 from treecast.process_exit import run_and_exit
 from treecast.service import registry
@@ -80,24 +71,6 @@ class Sampler:
     @property
     def growth_mib(self) -> float:
         return (self.peak - self.before) / 2**20
-
-
-def settings_for(root: Path, temporal: str, port: int) -> dict[str, str]:
-    return {
-        "TEMPORAL_ADDRESS": temporal,
-        "TREECAST_DATA_DIR": str(root / "data"),
-        "TREECAST_SECRET_KEY": generate_key(),
-        "TREECAST_ALLOW_PRIVATE_URLS": "1",
-        "TREECAST_ALLOW_FILE_URLS": "1",
-        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
-        "TREECAST_TASK_QUEUE": new_task_queue(),
-        "TREECAST_ADMIN_TOKEN": ADMIN_TOKEN,
-        "TREECAST_API_LISTEN": f"127.0.0.1:{port}",
-        "TREECAST_POLL_INTERVAL_SECONDS": "3600",
-        "TREECAST_FULL_SYNC_SECONDS": "0",
-        "TREECAST_API_RATE_PER_SECOND": "100000",
-        "TREECAST_API_RATE_BURST": "100000",
-    }
 
 
 def holding_everything(
@@ -175,78 +148,63 @@ async def run(files: int, root: Path) -> dict[str, float]:
     started = time.perf_counter()
     build_remote(remote, files)
     print(f"== {files:,} files (built with fast-import in {time.perf_counter() - started:.1f} s)")
-    server = await start_local()
-    port = free_port()
-    values = settings_for(root, server.client.service_client.config.target_host, port)
-    settings = load_settings(values)
-    secret = generate_webhook_secret()
     figures: dict[str, float] = {}
-    with Receiver([secret], root / "mirror") as receiver:
-        token, repository_id = holding_everything(settings, f"file://{remote}", receiver, secret)
-        environment = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("TREECAST_")},
-            **values,
-        }
-        log = (root / "api.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "treecast.api"], cwd=ROOT, env=environment, stdout=log,
-            stderr=log,
-        )  # fmt: skip
-        executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
-        try:
-            async with (
-                worker.build_worker(server.client, settings, executor),
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http,
-            ):
-                await wait_until_up(http, process)
-                url = f"/api/repositories/{repository_id}/manifest"
-                rss = psutil.Process(process.pid).memory_info().rss / 2**20
-                print(f"API process ready: {rss:.0f} MiB resident")
-                for attempt in ("first", "second"):
-                    took, growth, body = await manifest_once(http, process.pid, url, token)
-                    header = json.loads(body.split(b"\n", 1)[0])
-                    print(
-                        f"manifest ({attempt}): {header['files']:,} files, {len(body) / 2**20:.1f} MiB "
-                        f"in {took:.2f} s; API memory +{growth:.1f} MiB"
-                    )
-                    figures[f"manifest_{attempt}_s"] = took
-                    figures[f"manifest_{attempt}_growth_mib"] = growth
-                held = held_lines(body)
-                ndjson = {**bearer(token), "content-type": "application/x-ndjson"}
-                reconcile = f"/api/repositories/{repository_id}/reconcile"
-                started = time.perf_counter()
-                verify = await http.post(
-                    reconcile, params={"dry_run": "true"}, content=held, headers=ndjson
-                )
-                took = time.perf_counter() - started
-                assert verify.status_code == 200, verify.text
-                assert verify.json()["differ"] == DIFFERENCES, verify.text
-                print(f"verify: {files:,} held paths, {DIFFERENCES} differ, in {took:.2f} s")
-                figures["verify_s"] = took
-                mark = len(receiver.requests)
-                started = time.perf_counter()
-                repair = await http.post(reconcile, content=held, headers=ndjson)
-                accepted = time.perf_counter() - started
-                assert repair.status_code == 202, repair.text
-                status_url = repair.json()["status_url"]
-                while True:
-                    outcome = (await http.get(status_url, headers=bearer(token))).json()
-                    if outcome.get("final"):
-                        break
-                    await asyncio.sleep(0.05)
-                done = time.perf_counter() - started
-                sent = [r for r in receiver.requests[mark:] if r.event in FILE_EVENTS]
-                assert outcome["ok"] and len(sent) == DIFFERENCES, (outcome, len(sent))
-                print(
-                    f"repair: answered 202 in {accepted:.2f} s; the {DIFFERENCES} files "
-                    f"delivered and the sync final in {done:.2f} s"
-                )
-                figures["repair_accepted_s"], figures["repair_done_s"] = accepted, done
-        finally:
-            end_process(process, 15)
-            log.close()
-            executor.shutdown(wait=False, cancel_futures=True)
-            await server.shutdown()
+    async with api_stack(root) as stack:
+        settings = load_settings(
+            {
+                "TREECAST_DATA_DIR": str(root / "data"),
+                "TREECAST_SECRET_KEY": stack.secret_key,
+                "TREECAST_ALLOW_FILE_URLS": "1",
+                "TREECAST_ALLOW_PRIVATE_URLS": "1",
+            }
+        )
+        receiver, http = stack.receiver, stack.http
+        token, repository_id = holding_everything(
+            settings, f"file://{remote}", receiver, stack.secret
+        )
+        url = f"/api/repositories/{repository_id}/manifest"
+        rss = psutil.Process(stack.api_pid).memory_info().rss / 2**20
+        print(f"API process ready: {rss:.0f} MiB resident")
+        for attempt in ("first", "second"):
+            took, growth, body = await manifest_once(http, stack.api_pid, url, token)
+            header = json.loads(body.split(b"\n", 1)[0])
+            print(
+                f"manifest ({attempt}): {header['files']:,} files, "
+                f"{len(body) / 2**20:.1f} MiB in {took:.2f} s; API memory +{growth:.1f} MiB"
+            )
+            figures[f"manifest_{attempt}_s"] = took
+            figures[f"manifest_{attempt}_growth_mib"] = growth
+        held = held_lines(body)
+        ndjson = {**bearer(token), "content-type": "application/x-ndjson"}
+        reconcile = f"/api/repositories/{repository_id}/reconcile"
+        started = time.perf_counter()
+        verify = await http.post(
+            reconcile, params={"dry_run": "true"}, content=held, headers=ndjson, timeout=600
+        )
+        took = time.perf_counter() - started
+        assert verify.status_code == 200, verify.text
+        assert verify.json()["differ"] == DIFFERENCES, verify.text
+        print(f"verify: {files:,} held paths, {DIFFERENCES} differ, in {took:.2f} s")
+        figures["verify_s"] = took
+        mark = len(receiver.requests)
+        started = time.perf_counter()
+        repair = await http.post(reconcile, content=held, headers=ndjson, timeout=600)
+        accepted = time.perf_counter() - started
+        assert repair.status_code == 202, repair.text
+        status_url = repair.json()["status_url"]
+        while True:
+            outcome = (await http.get(status_url, headers=bearer(token))).json()
+            if outcome.get("final"):
+                break
+            await asyncio.sleep(0.05)
+        done = time.perf_counter() - started
+        sent = [r for r in receiver.requests[mark:] if r.event in FILE_EVENTS]
+        assert outcome["ok"] and len(sent) == DIFFERENCES, (outcome, len(sent))
+        print(
+            f"repair: answered 202 in {accepted:.2f} s; the {DIFFERENCES} files "
+            f"delivered and the sync final in {done:.2f} s"
+        )
+        figures["repair_accepted_s"], figures["repair_done_s"] = accepted, done
     return figures
 
 
