@@ -16,7 +16,7 @@ from sqlmodel import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from models.sync import BreakerStatus
-from models.tables import DeliveredFile, Snapshot, Watch, WatchStatus
+from models.tables import DeliveredFile, Snapshot, Watch, WatchAccess, WatchStatus
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.gitrepos import WorkRepo
 from treecast.config import Settings
@@ -203,6 +203,17 @@ async def test_no_manifest_before_a_commit_was_fully_delivered_nor_of_another_ap
         session.add(watch)
     answer = await client.get(url, headers=bearer(world.token))
     assert answer.status_code == 409 and "?commit=" in answer.json()["error"]
+    for column, value, said in (
+        ("lfs", True, "not supported yet"),
+        ("access", WatchAccess.REFUSED, "does not hold"),
+    ):
+        with session_scope(world.settings.database_url) as session:
+            watch = session.get(Watch, (world.app_id, world.repository_id))
+            assert watch is not None
+            setattr(watch, column, value)
+            session.add(watch)
+        answer = await client.get(url, params={"commit": world.commit}, headers=bearer(world.token))
+        assert answer.status_code == 409 and said in answer.json()["error"], answer.text
 
 
 # -- reconcile: verify and digest -----------------------------------------------------------

@@ -15,13 +15,16 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from models.git import GitErrorType
 from models.sync import BreakerStatus, sync_workflow_id
 from models.tables import Watch, WatchAccess, WatchStatus
 from treecast.db import session_scope
 from treecast.delivery.digest import SHA1, TreeDigest, digest_of, object_format_of
+from treecast.delivery.loading import watch_options
 from treecast.delivery.manifest import BuiltManifest, UnorderedTree, build_manifest
 from treecast.delivery.reconcile import (
     Comparison,
@@ -127,7 +130,7 @@ class Mirrors:
                     f"the app's own access to {repository_id} does not hold "
                     f"({watch.access}): fix its credentials, then sync"
                 )
-            if watch.lfs or (watch.submodules or "off") != "off":
+            if not watch_options(watch).plain:
                 raise Conflict(
                     f"the watch of {repository_id} has submodules or lfs on: its manifest is "
                     "not supported yet (reconcile works; see docs/webhooks.md)"
@@ -144,7 +147,7 @@ class Mirrors:
         except UnorderedTree as error:
             raise Conflict(str(error)) from None
         except GitError as error:
-            if error.type == "RefNotFound":
+            if error.type == GitErrorType.REF_NOT_FOUND:
                 raise NotFound(f"commit {chosen[:12]} is no longer on the remote") from None
             raise Unreachable(f"git could not read {repository_id}: {error.message}") from None
         if target is None:
@@ -168,7 +171,7 @@ class Mirrors:
         headers["x-treecast-tree-digest"] = built.tree_digest
         return SignedManifest(built, headers)
 
-    def _commit(self, session: object, watch: Watch, asked: str | None) -> str:
+    def _commit(self, session: Session, watch: Watch, asked: str | None) -> str:
         """The commit of a manifest: the one asked for, when Treecast synced it for the
         repository, or the one the app last fully acknowledged."""
         if asked is None:
@@ -182,7 +185,7 @@ class Mirrors:
         commit = asked.strip().lower()
         if not _COMMIT.match(commit):
             raise UserError(f"commit {shown(asked)} is not a full commit id (40 or 64 hex digits)")
-        synced = store.synced_commit(session, watch.repository_id, commit)  # type: ignore[arg-type]
+        synced = store.synced_commit(session, watch.repository_id, commit)
         if commit != watch.delivered_commit and not synced:
             raise NotFound(
                 f"commit {commit[:12]} was not synced for {watch.repository_id} (the newest "
@@ -266,8 +269,8 @@ class Mirrors:
                 )
         return _reconciled(repository_id, watch.delivered_commit, ours, files, found), _fixes(found)
 
-    def _reconcilable(self, session: object, app_id: str, repository_id: str) -> Watch:
-        watch, _ = registry.app_watch(session, app_id, repository_id)  # type: ignore[arg-type]
+    def _reconcilable(self, session: Session, app_id: str, repository_id: str) -> Watch:
+        watch, _ = registry.app_watch(session, app_id, repository_id)
         if watch.lfs:
             raise Conflict(
                 f"the watch of {repository_id} has lfs on: its files are LFS objects, which "
@@ -276,10 +279,10 @@ class Mirrors:
         return watch
 
     @staticmethod
-    def _object_format(session: object, watch: Watch) -> str:
+    def _object_format(session: Session, watch: Watch) -> str:
         commit = watch.delivered_commit
         if commit is None:
-            newest = snapshots.latest(session, watch.repository_id)  # type: ignore[arg-type]
+            newest = snapshots.latest(session, watch.repository_id)
             commit = newest.commit if newest is not None else None
         return object_format_of(commit) if commit else SHA1
 
