@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from treecast.cli import credentials as cli_credentials
 from treecast.cli import format as cli_format
+from treecast.cli import mirrors as cli_mirrors
 from treecast.config import ConfigError, Settings, load_settings
 from treecast.db import SchemaBehind, SchemaStatus, connect_failure
 from treecast.process_exit import run_and_exit
@@ -280,6 +281,7 @@ def build_parser() -> ArgumentParser:
         "--dry-run", action="store_true", help="print what would be imported; write nothing"
     )
     _add_json(imp)
+    cli_mirrors.add_parsers(commands, _add_json)
     return parser
 
 
@@ -784,6 +786,13 @@ async def cmd_import_docora(service: TreecastService, args: argparse.Namespace) 
     return Result(asdict(report), "\n".join(lines))
 
 
+async def cmd_mirrors(service: TreecastService, args: argparse.Namespace) -> Result:
+    done = await cli_mirrors.run(service, args)
+    for line in done.lines if done.lines is not None and not args.json else ():
+        print(line)
+    return Result(done.data, done.text)
+
+
 COMMANDS: dict[
     str, Callable[[TreecastService, argparse.Namespace], Coroutine[Any, Any, Result]]
 ] = {
@@ -799,6 +808,7 @@ COMMANDS: dict[
     "resume": cmd_pause_resume,
     "redeliver": cmd_redeliver,
     "import-docora": cmd_import_docora,
+    **dict.fromkeys(cli_mirrors.COMMANDS, cmd_mirrors),
 }
 
 
