@@ -114,6 +114,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.polling
 	$(BIN)/python -m bench.first_wave --repos 1000 --floor
 	$(BIN)/python -m bench.repository_contents
+	$(BIN)/python -m bench.mirrors
 
 clean:
 	rm -rf $(VENV) .treecast .pytest_cache .mypy_cache .ruff_cache

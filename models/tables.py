@@ -91,6 +91,12 @@ class App(SQLModel, table=True):
         default=False,
         sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
     )
+    # Opted in to `sync_completed`: after every commit the app was brought to, one event
+    # with that commit's tree digest (docs/webhooks.md, "Verifying a mirror").
+    sync_completed: bool = Field(
+        default=False,
+        sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
+    )
     # How webhooks are signed: None or "standard-webhooks" (the default), or "docora"
     # (Docora's X-Docora-* headers, HMAC keyed with `client_auth_key`, Docora's bodies).
     signing_scheme: str | None = Field(default=None, max_length=32)

@@ -34,6 +34,8 @@ ANSWERS: dict[type[BaseModel], tuple[type[Any], set[str]]] = {
     schemas.ReadyOut: (results.Readiness, {"status"}),
     schemas.PushOut: (results.PushResult, set()),
     schemas.SyncOut: (SyncOutcome, {"sync_id", "delivery"}),
+    schemas.ReconcileOut: (results.Reconciled, {"status_url"}),
+    schemas.SyncCompletedOut: (results.AppDetail, set()),
 }
 # Answers a route builds from a plain value (a token, a list of ids), not from a result.
 PLAIN = {

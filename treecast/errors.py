@@ -45,6 +45,7 @@ FIELDS = frozenset(
         "ssh_private_key",
         "submodules",
         "token",
+        "tree_digest",  # an app's tree digest, to reconcile against
         "url",
     }
 )

@@ -20,7 +20,7 @@ from treecast.service.admin import BulkAction, PageSession, bulk_workflow_id
 from treecast.service.apps import AppOrder
 from treecast.service.core import TreecastService
 from treecast.service.errors import NotConfigured, Unauthorized, Unreachable, UserError
-from treecast.service.results import LiveState
+from treecast.service.results import LiveState, Reconciled
 
 COOKIE = "treecast_admin"
 LOGIN_COOKIE = "treecast_admin_login"  # the login form's own CSRF token (double submit)
@@ -135,20 +135,27 @@ def render(
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """An `application/x-www-form-urlencoded` body (the limits middleware caps its size)."""
+async def _form(request: Request, whole: tuple[str, ...] = ()) -> dict[str, str]:
+    """An `application/x-www-form-urlencoded` body (the limits middleware caps its size);
+    each field cut at MAX_FORM_FIELD characters but those in `whole` (a pasted list)."""
     raw = (await request.body()).decode("utf-8", errors="replace")
     fields = parse_qs(raw, keep_blank_values=True, max_num_fields=50)
-    return {key: values[0][:MAX_FORM_FIELD] for key, values in fields.items() if values}
+    return {
+        key: values[0] if key in whole else values[0][:MAX_FORM_FIELD]
+        for key, values in fields.items()
+        if values
+    }
 
 
-async def _action(request: Request) -> tuple[PageSession, dict[str, str]] | Response:
-    """The session and form of a POST, or the refusal: 403 without a session or when the
-    form lacks this session's CSRF token."""
+async def _action(
+    request: Request, whole: tuple[str, ...] = ()
+) -> tuple[PageSession, dict[str, str]] | Response:
+    """The session and form of a POST (`whole`: its fields kept uncut), or the refusal:
+    403 without a session or when the form lacks this session's CSRF token."""
     session = await _session(request)
     if session is None:
         return _refused("You are not logged in to the admin page (or your session expired).")
-    form = await _form(request)
+    form = await _form(request, whole)
     if not session.csrf_ok(form.get("csrf")):
         return _refused("The form is missing its security token or it is stale; reload the page.")
     return session, form
@@ -562,6 +569,82 @@ for _path, _what in (
     ("base-url", "base-url"),
 ):
     router.add_api_route(f"/apps/{{app_id}}/{_path}", _app_route(_what), methods=["POST"])
+
+
+# -- verifying an app's mirror ---------------------------------------------------------------
+
+
+def _mirror_page(app_id: str, repository_id: str) -> str:
+    return f"/admin/apps/{quote(app_id)}/mirror/{quote(repository_id)}"
+
+
+@router.get("/apps/{app_id}/mirror/{repository_id}")
+async def mirror_page(request: Request, app_id: str, repository_id: str) -> Response:
+    """Verify or repair what an app holds of a repository (docs/admin.md)."""
+    session = await _session(request)
+    if session is None:
+        return _to_login(request)
+    try:
+        detail = await _service(request).apps.get(app_id)
+    except UserError as error:
+        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
+    watch = next((w for w in detail.watches if w.repository_id == repository_id), None)
+    if watch is None:
+        message = f"app {app_id} does not watch repository {repository_id}"
+        return _html(render(request, session, "missing.html", message=message), 404)
+    body = render(
+        request,
+        session,
+        "mirror.html",
+        app=detail,
+        watch=watch,
+        action=_mirror_page(app_id, repository_id),
+        title=f"Verify the mirror of {watch.url} at {detail.name}",
+    )
+    return _html(body)
+
+
+@router.post("/apps/{app_id}/mirror/{repository_id}")
+async def mirror_action(request: Request, app_id: str, repository_id: str) -> Response:
+    """Verify (send nothing) or Repair (send exactly the difference) what was pasted: the
+    app's files as JSON Lines, in any order, or only its tree digest."""
+    checked = await _action(request, whole=("held",))
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    held = form.get("held", "").strip()
+    mirrors = _service(request).mirrors
+    try:
+        if not held:
+            raise UserError("paste what the app holds (JSON Lines) or its tree digest first")
+        if "\n" not in held and "{" not in held:
+            done = await mirrors.reconcile(app_id, repository_id, digest=held.lower())
+        else:
+            done = await mirrors.reconcile(
+                app_id,
+                repository_id,
+                held=[line.encode() for line in held.splitlines()],
+                repair=form.get("action") == "repair",
+                sort=True,
+            )
+        session.flash(_reconciled(done))
+    except LIVE_FAILED as error:
+        _refusal(session, error)
+    return _back(_mirror_page(app_id, repository_id))
+
+
+def _reconciled(done: Reconciled) -> str:
+    """The flash message of a verify or repair."""
+    if done.in_sync:
+        return "In sync: the app holds exactly what it acknowledged."
+    if done.held is None:
+        return "Not in sync: the digest differs. Paste the app's files to see which."
+    detail = f"{done.summary} ({done.missing} missing, {done.changed} changed, {done.extra} extra)"
+    if not done.repair:
+        return f"{detail}; nothing was sent."
+    if done.sync_requested:
+        return f"{detail}: sending exactly the difference now."
+    return f"{detail}: the difference is sent at the next sync ({done.sync_error})."
 
 
 # -- repositories -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI, Response
 
 import treecast
-from treecast.api import errors, hooks, routes_admin, routes_apps
+from treecast.api import errors, hooks, routes_admin, routes_apps, routes_mirrors
 from treecast.api.auth import Service
 from treecast.api.docs_page import mount_docs
 from treecast.api.limits import Limits
@@ -82,6 +82,7 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
     app.add_middleware(Limits, settings=settings)
     app.include_router(routes_admin.router)
     app.include_router(routes_apps.router)
+    app.include_router(routes_mirrors.router)
     app.include_router(hooks.router)
     mount_admin_pages(app)
     mount_docs(app)

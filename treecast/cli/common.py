@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,13 +29,15 @@ class Result:
     """What one command prints: `data` as the `--json` document, `text` for a person.
 
     `problem` is an error printed after a result that still stands (status without
-    Temporal); `exit_code` is the process's status.
+    Temporal); `exit_code` is the process's status. `lines`, for a person, are printed
+    before `text` as they come (a manifest's files, never held all at once).
     """
 
     data: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     exit_code: int = 0
     problem: str | None = None
+    lines: Iterator[str] | None = None
 
 
 # A command: what its parser's `handler` default names; it gets the parsed arguments.

@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
-from treecast.cli import apps, db, docora, repos, syncs, watches
+from treecast.cli import apps, db, docora, mirrors, repos, syncs, watches
 from treecast.cli.common import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -63,6 +63,7 @@ def build_parser() -> ArgumentParser:
     watches.register(commands)
     syncs.register(commands)
     docora.register(commands)
+    mirrors.register(commands)
     return parser
 
 
@@ -104,8 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(failure), EXIT_UNREACHABLE, as_json)
     if as_json:
         print(json.dumps(result.data, indent=2, default=str))
-    elif result.text:
-        print(result.text)
+    else:
+        for line in result.lines or ():
+            print(line)
+        if result.text:
+            print(result.text)
     if result.problem:  # a result printed in spite of an error (status without Temporal)
         return _fail(result.problem, result.exit_code, as_json)
     return result.exit_code

@@ -35,6 +35,7 @@ FLAGS = {
     "ssh_private_key": "--ssh-key-file",
     "submodules": "--submodules",
     "token": "--token-env VAR",
+    "tree_digest": "--digest",
     "url": "GIT_URL",
 }
 

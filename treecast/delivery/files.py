@@ -38,6 +38,7 @@ from models.delivery import (
 from treecast import metrics
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.delivery.completion import announce_completion
 from treecast.delivery.contents import ContentReader, Sources
 from treecast.delivery.loading import load_changes, record_changes
 from treecast.delivery.requests import Ahead, Request, RequestBuilder
@@ -179,8 +180,20 @@ class FileDelivery:
             self.result.error = str(changed)
             return self.result
         with session_scope(settings.database_url) as session:
-            finish_delivery(session, app_id, repository_id, self.input.commit, computed.held)
+            finished = finish_delivery(
+                session, app_id, repository_id, self.input.commit, computed.held, target.generation
+            )
             prune_delivery_log(session, app_id, settings.delivery_log_keep)
+        if not finished:
+            # Reset meanwhile (redeliver, reconcile): its own sync delivers again.
+            self.result.status = DeliveryStatus.REMOVED
+            self.result.error_type = DeliveryErrorType.WATCH_MISSING
+            self.result.error = str(WatchChanged(app_id, repository_id))
+            return self.result
+        if target.sync_completed and not announce_completion(settings, target, self.input.commit):
+            self.result.status = DeliveryStatus.DISABLED
+            self.result.error_type = DeliveryErrorType.GONE
+            return self.result
         self.result.status = DeliveryStatus.SYNCED
         return self.result
 

@@ -39,6 +39,7 @@ class AppTarget:
     retry_count: int = 0  # the watch's, for Docora's sync_failed body
     # The app's own access to the repository holds: files go only to such an app.
     access_granted: bool = True
+    sync_completed: bool = False  # the app wants each finished commit's tree digest
 
 
 def load_target(
@@ -77,6 +78,7 @@ def load_target(
         treecast_events=bool(app.treecast_events),
         retry_count=watch.retry_count,
         access_granted=watch.access in WatchAccess.DELIVERABLE,
+        sync_completed=bool(app.sync_completed),
     )
 
 

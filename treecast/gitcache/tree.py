@@ -362,6 +362,15 @@ def _ls_tree(
         yield parsed
 
 
+def tree_entries(
+    settings: Settings, repo_path: Path, commit: str
+) -> Iterator[tuple[str, str, int, bytes]]:
+    """(mode, object id, size, raw path) of every file, link and submodule of `commit` in
+    git's order (ascending bytes of the full path), streamed within the settings' tree
+    limits; sizes are 0 in a partial cache."""
+    return _ls_tree(settings, repo_path, commit, limits_of(settings))
+
+
 @dataclass
 class TreeListing:
     """The deliverable files of one commit (after `.treecastignore`) and the tree's counts."""

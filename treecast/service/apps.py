@@ -113,6 +113,7 @@ class Apps(Part):
                 app.signing_scheme or SigningScheme.STANDARD,
                 bool(app.treecast_events),
                 bool(app.batch),
+                bool(app.sync_completed),
             )
 
         return await self.runtime.db(read)
@@ -127,10 +128,12 @@ class Apps(Part):
         client_auth_key: str | None = None,
         treecast_events: bool | None = None,
         batch: bool | None = None,
+        sync_completed: bool | None = None,
     ) -> AppDetail:
         """Rename an app, move its base URL (checked as at registration), change how its
         webhooks are signed, turn batch delivery (several file events per `/batch`
-        request, from its next delivery run) on or off. None leaves a value as it is."""
+        request) or the `sync_completed` event (each delivered commit's tree digest) on or
+        off, both from its next delivery run. None leaves a value as it is."""
         changes: dict[str, Any] = {}
         if name is not None:
             changes["name"] = checks.name(name)
@@ -138,6 +141,8 @@ class Apps(Part):
             changes["base_url"] = checks.base_url(self.settings, base_url)
         if batch is not None:
             changes["batch"] = batch
+        if sync_completed is not None:
+            changes["sync_completed"] = sync_completed
         signing = scheme is not None or client_auth_key is not None or treecast_events is not None
         cipher = self.runtime.cipher()
 

@@ -1,8 +1,8 @@
 """`TreecastService`: what every front door (the CLI, the HTTP API, the admin page) calls.
 
 A thin facade over one module per concept, one method per act whichever door calls it:
-`apps`, `repositories`, `watches`, `syncs`, `deliveries`, `admin`. Callers pass plain
-values and get the dataclasses of `treecast.service.results` back, or a `UserError` /
+`apps`, `repositories`, `watches`, `syncs`, `deliveries`, `mirrors`, `admin`. Callers pass
+plain values and get the dataclasses of `treecast.service.results` back, or a `UserError` /
 `Unreachable` with a one-line message. Every method that touches the database or
 Temporal is `async` and never blocks the event loop (`treecast.service.runtime`).
 Nothing above this layer touches tables or the Temporal client.
@@ -20,6 +20,7 @@ from treecast.config import Settings
 from treecast.service.admin import Admin
 from treecast.service.apps import Apps
 from treecast.service.deliveries import Deliveries
+from treecast.service.mirrors import Mirrors
 from treecast.service.repositories import Repositories
 from treecast.service.runtime import Runtime
 from treecast.service.syncs import Syncs
@@ -39,6 +40,7 @@ class TreecastService:
         self.repositories = Repositories(self.runtime, self.syncs)
         self.watches = Watches(self.runtime, self.syncs)
         self.deliveries = Deliveries(self.runtime, self.syncs)
+        self.mirrors = Mirrors(self.runtime, self.syncs)
         self.admin = Admin(self.runtime, self.syncs)
 
     async def client(self) -> Client:

@@ -11,6 +11,7 @@ the result (the `*_of` builders below), and add it to the `*Out` model that show
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -30,6 +31,7 @@ from treecast.urls import owner_and_name
 from treecast.webhooks.signing import SigningScheme
 
 if TYPE_CHECKING:
+    from treecast.delivery.manifest import BuiltManifest
     from treecast.service.errors import Unreachable
 
 T = TypeVar("T")
@@ -187,6 +189,7 @@ class AppDetail:
     scheme: str = SigningScheme.STANDARD
     treecast_events: bool = False  # a docora app that also gets sync_recovered
     batch: bool = False
+    sync_completed: bool = False  # after each commit delivered, its tree digest
 
 
 def app_of(row: AppRow, watches: int) -> App:
@@ -461,6 +464,72 @@ class PushResult:
     duplicate: bool = False
     ignored: str | None = None  # why nothing was synced (an event that moves no ref)
     ping: bool = False
+
+
+# -- verifiable mirrors -----------------------------------------------------------------------
+
+
+@dataclass
+class Manifest:
+    """What an app should hold at a commit, ready to stream: its header line's fields,
+    the headers signing the body as the app's webhooks are (none for the command line,
+    which is not the app), and the body, spooled. Read it once: `pieces()` (the body) or
+    `entries()` (the file lines parsed); either drops the spooled file when done, and so
+    does `close()`."""
+
+    header: dict[str, Any]
+    headers: dict[str, str]
+    body: BuiltManifest = field(repr=False)
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body: the header line, then a line per file (also when the reader stops early)."""
+        try:
+            yield from self.body.pieces()
+        finally:
+            self.body.close()
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """The file lines, parsed."""
+        try:
+            yield from self.body.entries()
+        finally:
+            self.body.close()
+
+    def close(self) -> None:
+        self.body.close()
+
+
+@dataclass
+class Reconciled:
+    """What a reconcile found, and whether the difference is on its way."""
+
+    repository_id: str
+    commit: str | None  # the commit the app last fully acknowledged (None: none yet)
+    tree_digest: str  # of what Treecast recorded the app holds, before any repair
+    files: int  # in that record
+    in_sync: bool
+    held: int | None = None  # files the app listed (None: it sent its digest only)
+    missing: int = 0
+    changed: int = 0
+    extra: int = 0
+    repair: bool = False  # the difference is being sent
+    sync_requested: bool = False
+    sync_id: str | None = None
+    sync_error: str | None = None
+
+    @property
+    def differ(self) -> int:
+        """Files that differ (0 with a digest only: it says whether, not how many)."""
+        return self.missing + self.changed + self.extra
+
+    @property
+    def summary(self) -> str:
+        """One line for a person: "in sync", "not in sync" or "N files differ"."""
+        if self.in_sync:
+            return "in sync"
+        if self.held is None:
+            return "not in sync"
+        return f"{self.differ} file{'s' if self.differ != 1 else ''} differ"
 
 
 # -- operators --------------------------------------------------------------------------------

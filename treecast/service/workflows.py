@@ -19,6 +19,7 @@ from typing import Any
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -327,17 +328,24 @@ async def sync_request(client: Client, repository_id: str, request_id: str) -> S
     return outcome
 
 
-async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle[Any, Any] | None:
+async def _described(
+    client: Client, repository_id: str
+) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription] | None:
+    """The repository workflow's handle and description (None: there is none)."""
     handle = client.get_workflow_handle(sync_workflow_id(repository_id))
     try:
-        description = await handle.describe()
+        return handle, await handle.describe()
     except RPCError as err:
         if _no_such_workflow(err):
             return None
         raise
-    if description.status != WorkflowExecutionStatus.RUNNING:
+
+
+async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle[Any, Any] | None:
+    found = await _described(client, repository_id)
+    if found is None or found[1].status != WorkflowExecutionStatus.RUNNING:
         return None
-    return handle
+    return found[0]
 
 
 async def get_status(client: Client, repository_id: str, shards: int = 1) -> SyncStatus | None:
@@ -355,6 +363,18 @@ async def get_status(client: Client, repository_id: str, shards: int = 1) -> Syn
             client, check_workflow_id(shard_of(repository_id, shards), shards)
         )
     return status
+
+
+async def breaker_state(client: Client, repository_id: str) -> str | None:
+    """The breaker state the repository's workflow last published (None: no workflow).
+
+    Read from its search attribute, which the server answers: a query would need a
+    worker's answer in time, and a busy worker is no reason to refuse.
+    """
+    found = await _described(client, repository_id)
+    if found is None:
+        return None
+    return found[1].typed_search_attributes.get(search_attributes.BREAKER_STATE)
 
 
 _SWEEPS: dict[str, tuple[float, datetime | None]] = {}  # workflow id -> (read at, swept_at)

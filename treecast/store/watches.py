@@ -109,17 +109,22 @@ def finish_delivery(
     repository_id: str,
     commit: str | None,
     held: Mapping[str, str] | None = None,
-) -> None:
+    generation: str | None = None,
+) -> bool:
     """Every change of `commit` was acknowledged: the watch is synced there.
 
     A new ledger generation: the next deliberate re-send gets fresh webhook ids. With
     paths `held` back (path → reason) the ledger does not equal the commit's tree, so no
     commit is recorded as delivered: the next sync compares the whole tree and retries
-    them; their reasons are the watch's `held_back`.
+    them; their reasons are the watch's `held_back`. With the `generation` the run
+    started at, a ledger reset since (redeliver, reconcile) wins: nothing is recorded
+    and False is returned.
     """
     watch = session.get(Watch, (app_id, repository_id))
     if watch is None:
-        return
+        return False
+    if generation is not None and watch.ledger_generation != generation:
+        return False
     watch.status = WatchStatus.SYNCED
     watch.delivered_commit = None if held else commit
     watch.held_back = held_lines(held) if held else None
@@ -129,6 +134,7 @@ def finish_delivery(
     watch.last_error = None
     watch.last_error_type = None
     session.add(watch)
+    return True
 
 
 def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
