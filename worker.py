@@ -170,8 +170,8 @@ async def run(settings: Settings, *, dev: bool) -> None:
     cipher(settings)  # fail now (a missing or wrong key), not at the first activity
     server = None
     if dev:
+        from models.search_attributes import dev_server_args
         from treecast.devserver import DevServer
-        from workflows.search_attributes import dev_server_args
 
         server = DevServer(settings, search_attribute_args=dev_server_args())
         server.start()

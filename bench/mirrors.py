@@ -32,6 +32,7 @@ from sqlalchemy import insert
 from bench.git_snapshot import build_remote, git
 from examples.receiver import FILE_EVENTS, Receiver
 from models.tables import DeliveredFile, Snapshot, Watch, WatchStatus
+from tests import registering
 from tests.api_helpers import bearer
 from tests.api_stack import api_stack
 from treecast.config import Settings, load_settings
@@ -39,9 +40,7 @@ from treecast.db import session_scope
 from treecast.delivery.manifest import manifest_files
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
 from treecast.process_exit import run_and_exit
-from treecast.service import registry
 from treecast.service.core import TreecastService
-from treecast.store import keys
 
 DIFFERENCES = 10  # 4 lost, 3 changed, 3 of the app's own
 
@@ -78,14 +77,10 @@ def holding_everything(
 ) -> tuple[str, str]:
     """An app watching the repository and holding all of it: (token, repository id)."""
     service = TreecastService(settings)
-    service.prepare_database()
-    onboarded = service.onboard_app("bench", receiver.url, secret)
-    with session_scope(settings.database_url) as session:
-        repository, _ = registry.add_repository(
-            session, settings, keys.cipher(settings), url, "", None, None
-        )
-        registry.watch(session, onboarded.app_id, repository.id, [])
-        repository_id = repository.id
+    registering.blocking(service.admin.prepare_database())
+    onboarded = registering.blocking(service.apps.add("bench", receiver.url, secret))
+    repository_id = registering.add_repository(settings, url)
+    registering.watch(settings, onboarded.app_id, repository_id)
     commit = git(Path(url.removeprefix("file://")), "rev-parse", "refs/heads/main")
     cache = RepositoryCache(settings, repository_id)
     access = RemoteAccess(repository_id, url, "", None)

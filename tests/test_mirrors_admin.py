@@ -14,7 +14,6 @@ from tests.api_helpers import api_client
 from tests.test_admin_pages import csrf_of, log_in
 from tests.test_mirrors_api import FILES, delivered, drifted, make_world
 from treecast.delivery.digest import git_blob_id, tree_digest
-from treecast.service import mirrors as service_mirrors
 from treecast.service import workflows
 
 
@@ -33,8 +32,8 @@ async def test_verify_and_repair_from_the_admin_page(
     async def request_sync(_c: object, _s: object, repository_id: str, *_: Any) -> None:
         syncs.append(repository_id)
 
-    monkeypatch.setattr(world.service, "client", client)
-    monkeypatch.setattr(service_mirrors, "breaker_state", breaker_state)
+    monkeypatch.setattr(world.service.runtime, "client", client)
+    monkeypatch.setattr(workflows, "breaker_state", breaker_state)
     monkeypatch.setattr(workflows, "request_sync", request_sync)
     page = f"/admin/apps/{world.app_id}/mirror/{world.repository_id}"
     async with api_client(world.settings, world.service) as http:

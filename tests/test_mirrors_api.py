@@ -17,16 +17,16 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from models.sync import BreakerStatus
 from models.tables import DeliveredFile, Snapshot, Watch, WatchAccess, WatchStatus
+from tests import registering
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.gitrepos import WorkRepo
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
 from treecast.delivery.digest import git_blob_id, tree_digest
-from treecast.service import mirrors as service_mirrors
-from treecast.service import registry, workflows
+from treecast.service import workflows
 from treecast.service.core import TreecastService
-from treecast.store import keys
+from treecast.service.results import AppCreated
 
 FILES = {
     "README.md": b"# hello\n",
@@ -77,6 +77,11 @@ def delivered(files: dict[str, bytes]) -> dict[str, bytes]:
     return {p: c for p, c in files.items() if not p.endswith(".tmp")}
 
 
+def onboard(service: TreecastService, name: str, url: str, secret: str | None) -> AppCreated:
+    """An app registered as the admin API registers one (its token shown once)."""
+    return registering.blocking(service.apps.add(name, url, secret))
+
+
 def make_world(tmp_path: Path, given: Settings | None = None, **extra: str) -> World:
     settings = given or api_settings(tmp_path, **extra)
     service = TreecastService(settings)
@@ -87,29 +92,27 @@ def make_world(tmp_path: Path, given: Settings | None = None, **extra: str) -> W
         repo.write(path, content)
     commit = repo.commit("second")
     secret = generate_webhook_secret()
-    onboarded = service.onboard_app("mirror", "https://example.com/hooks", secret)
-    cipher = keys.cipher(settings)
+    onboarded = onboard(service, "mirror", "https://example.com/hooks", secret)
+    repository_id = registering.add_repository(settings, repo.url)
+    registering.watch(settings, onboarded.app_id, repository_id)
     with session_scope(settings.database_url) as session:
-        repository, _ = registry.add_repository(session, settings, cipher, repo.url, "", None, None)
-        registry.watch(session, onboarded.app_id, repository.id, [])
         for synced in (first, commit):
-            session.add(Snapshot(repository_id=repository.id, commit=synced))
+            session.add(Snapshot(repository_id=repository_id, commit=synced))
         # As a finished delivery leaves it: the ledger equals the commit's tree.
         for path, content in delivered(FILES).items():
             session.add(
                 DeliveredFile(
                     app_id=onboarded.app_id,
-                    repository_id=repository.id,
+                    repository_id=repository_id,
                     path=path,
                     blob_id=git_blob_id(content),
                     sha256="",
                 )
             )
-        watch = session.get(Watch, (onboarded.app_id, repository.id))
+        watch = session.get(Watch, (onboarded.app_id, repository_id))
         assert watch is not None
         watch.delivered_commit, watch.status = commit, WatchStatus.SYNCED
         session.add(watch)
-        repository_id = repository.id
     return World(
         settings, service, repo, onboarded.app_id, onboarded.token, secret, repository_id,
         commit, first,
@@ -193,7 +196,7 @@ async def test_the_manifest_follows_the_watch_globs(
 async def test_no_manifest_before_a_commit_was_fully_delivered_nor_of_another_app(
     world: World, client: httpx.AsyncClient
 ) -> None:
-    other = world.service.onboard_app("other", "https://example.com/other", None)
+    other = onboard(world.service, "other", "https://example.com/other", None)
     url = f"/api/repositories/{world.repository_id}/manifest"
     assert (await client.get(url, headers=bearer(other.token))).status_code == 404
     with session_scope(world.settings.database_url) as session:
@@ -301,7 +304,7 @@ async def test_limits_other_apps_and_content_types(tmp_path: Path) -> None:
         assert too_many.status_code == 400 and "more than 2 files" in too_many.json()["error"]
         huge = await client.post(url, content=b"\n" * 4096, headers=ndjson)
         assert huge.status_code == 413
-        other = world.service.onboard_app("other", "https://example.com/other", None)
+        other = onboard(world.service, "other", "https://example.com/other", None)
         theirs = await client.post(url, content=b"", headers={**ndjson, **bearer(other.token)})
         assert theirs.status_code == 404
         plain = await client.post(url, content=b"x", headers={**bearer(world.token)})
@@ -325,8 +328,8 @@ def temporal(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     async def request_sync(_c: object, _s: object, repository_id: str, *rest: object) -> None:
         seen["syncs"].append(repository_id)
 
-    monkeypatch.setattr(world.service, "client", client)
-    monkeypatch.setattr(service_mirrors, "breaker_state", breaker_state)
+    monkeypatch.setattr(world.service.runtime, "client", client)
+    monkeypatch.setattr(workflows, "breaker_state", breaker_state)
     monkeypatch.setattr(workflows, "request_sync", request_sync)
     return seen
 

@@ -16,7 +16,6 @@ log = logging.getLogger("treecast.api")
 def mount_admin_pages(app: FastAPI) -> None:
     """Add the /admin pages, or a 503 naming the missing package."""
     try:
-        from treecast.api.admin_mirrors import router as mirrors_router
         from treecast.api.admin_pages import router
     except ImportError as error:
         missing = error.name or "jinja2"
@@ -30,4 +29,3 @@ def mount_admin_pages(app: FastAPI) -> None:
 
         return
     app.include_router(router)
-    app.include_router(mirrors_router)

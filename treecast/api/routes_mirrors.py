@@ -1,22 +1,22 @@
 """Verifiable mirrors over HTTP (an app's own routes): its signed manifest, reconciling what
 it holds, and its `sync_completed` opt-in. docs/api.md and docs/webhooks.md ("Verifying a
-mirror") describe them; `treecast.service.mirrors` does the work."""
+mirror") describe them; `TreecastService.mirrors` does the work."""
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from pydantic import ValidationError
 
 from treecast.api.auth import AppId, Service
 from treecast.api.errors import ERROR_RESPONSES
-from treecast.api.schemas import Strict
+from treecast.api.schemas import DigestIn, ReconcileOut, SyncCompletedIn, SyncCompletedOut
 from treecast.service.errors import UserError
-from treecast.service.mirrors import MANIFEST_TYPE, Mirrors, Reconciled
+from treecast.service.mirrors import MANIFEST_TYPE
+from treecast.service.results import Reconciled
 
 router = APIRouter(prefix="/api", tags=["apps"], responses=ERROR_RESPONSES)
 
@@ -24,7 +24,6 @@ HELD_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lin
 DIGEST_BODY_BYTES = 4096  # {"tree_digest": "<64 hex>"} with room to spare
 SPOOL_BYTES = 1 << 20  # a held list is kept in memory up to this, then on disk
 
-Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 CommitParam = Annotated[
     str | None,
     Query(
@@ -34,38 +33,6 @@ CommitParam = Annotated[
         "last fully acknowledged)",
     ),
 ]
-
-
-class DigestIn(Strict):
-    tree_digest: Digest = Field(description="the tree digest of the app's copy")
-
-
-class ReconcileOut(BaseModel):
-    repository_id: str
-    status: str = Field(description='"in sync", "not in sync" or "N files differ"')
-    in_sync: bool
-    commit: str | None = Field(description="the commit the app last fully acknowledged")
-    tree_digest: str = Field(description="the digest of what Treecast recorded the app holds")
-    files: int = Field(description="files in that record")
-    held: int | None = Field(description="files the app listed (null: it sent its digest)")
-    missing: int = Field(description="delivered, but the app lacks them (sent again)")
-    changed: int = Field(description="the app has other content (sent again)")
-    extra: int = Field(description="the app has them, Treecast never delivered them (deleted)")
-    differ: int
-    repair: bool = Field(description="the difference is being sent")
-    sync_requested: bool
-    sync_id: str | None = None
-    status_url: str | None = None
-    sync_error: str | None = None
-
-
-class SyncCompletedIn(Strict):
-    enabled: bool
-
-
-class SyncCompletedOut(BaseModel):
-    sync_completed: bool
-
 
 MANIFEST_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -103,7 +70,7 @@ async def manifest(
     """Every file the app should hold at the commit it last fully acknowledged (or
     `commit`), with its git blob id, size and mode, and the tree digest: streamed as JSON
     Lines and signed with the app's signing scheme, as its webhooks are."""
-    signed = await asyncio.to_thread(Mirrors(service).manifest, app_id, repository_id, commit)
+    signed = await service.mirrors.manifest(app_id, repository_id, commit, by_app=True)
     headers = {k: v for k, v in signed.headers.items() if k != "content-type"}
     return StreamingResponse(signed.pieces(), media_type=MANIFEST_TYPE, headers=headers)
 
@@ -130,16 +97,18 @@ async def reconcile(
     files and a difference (and no `dry_run`), exactly the difference is sent as ordinary
     webhooks: 202 with the sync to follow."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    mirrors = Mirrors(service)
+    mirrors = service.mirrors
     # 404 before a body is read for a repository the app does not watch.
-    await asyncio.to_thread(mirrors.check_watch, app_id, repository_id)
+    await mirrors.check_watch(app_id, repository_id)
     if kind == "application/json":
         digest = _digest(await _small_body(request))
-        done = await mirrors.reconcile(app_id, repository_id, digest=digest)
+        done = await mirrors.reconcile(app_id, repository_id, digest=digest, by_app=True)
     elif kind in HELD_TYPES:
         spool = await _spooled(request, service.settings.api_reconcile_max_bytes)
         try:
-            done = await mirrors.reconcile(app_id, repository_id, held=spool, repair=not dry_run)
+            done = await mirrors.reconcile(
+                app_id, repository_id, held=spool, repair=not dry_run, by_app=True
+            )
         finally:
             spool.close()
     else:
@@ -154,11 +123,13 @@ async def reconcile(
 
 
 @router.put("/app/sync-completed", response_model=SyncCompletedOut)
-def sync_completed(body: SyncCompletedIn, app_id: AppId, service: Service) -> SyncCompletedOut:
+async def sync_completed(
+    body: SyncCompletedIn, app_id: AppId, service: Service
+) -> SyncCompletedOut:
     """Receive (or stop receiving) `sync_completed` after every commit the app is brought
     to, with that commit's tree digest (docs/webhooks.md)."""
-    Mirrors(service).set_sync_completed(app_id, body.enabled)
-    return SyncCompletedOut(sync_completed=body.enabled)
+    detail = await service.apps.update(app_id, sync_completed=body.enabled)
+    return SyncCompletedOut.model_validate(detail, from_attributes=True)
 
 
 async def _small_body(request: Request) -> bytes:
@@ -205,22 +176,7 @@ async def _spooled(request: Request, limit: int) -> IO[bytes]:
 
 
 def _out(done: Reconciled, request: Request) -> ReconcileOut:
-    url = str(request.url_for("get_sync", sync_id=done.sync_id)) if done.sync_id else None
-    return ReconcileOut(
-        repository_id=done.repository_id,
-        status=done.summary,
-        in_sync=done.in_sync,
-        commit=done.commit,
-        tree_digest=done.tree_digest,
-        files=done.files,
-        held=done.held,
-        missing=done.missing,
-        changed=done.changed,
-        extra=done.extra,
-        differ=done.differ,
-        repair=done.repair,
-        sync_requested=done.sync_requested,
-        sync_id=done.sync_id,
-        status_url=url,
-        sync_error=done.sync_error,
-    )
+    out = ReconcileOut.model_validate(done, from_attributes=True)
+    if done.sync_id:
+        out.status_url = str(request.url_for("get_sync", sync_id=done.sync_id))
+    return out

@@ -10,14 +10,13 @@ LFS objects' SHA-256, not git blob ids).
 from __future__ import annotations
 
 from models.delivery import DeliveryErrorType
-from models.tables import Watch
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.digest import SHA1, digest_of, object_format_of
-from treecast.delivery.target import open_sender, refusal
+from treecast.delivery.target import AppTarget, open_sender, refusal
+from treecast.store import watches
 from treecast.store.attempts import record_attempt
 from treecast.store.mirrors import sorted_ledger
-from treecast.store.targets import AppTarget
 from treecast.webhooks import payloads
 from treecast.webhooks.payloads import Event
 from treecast.webhooks.signing import webhook_id
@@ -29,7 +28,7 @@ def completion_body(settings: Settings, target: AppTarget, commit: str | None) -
     digest: str | None = None
     files: int | None = None
     with session_scope(settings.database_url) as session:
-        watch = session.get(Watch, (app_id, repository_id))
+        watch = watches.get(session, app_id, repository_id)
         if watch is not None and not watch.lfs:
             digest, files = digest_of(sorted_ledger(session, app_id, repository_id))
     return payloads.sync_completed_body(

@@ -42,12 +42,18 @@ from treecast.delivery.completion import announce_completion
 from treecast.delivery.contents import ContentReader, Sources
 from treecast.delivery.loading import load_changes, record_changes
 from treecast.delivery.requests import Ahead, Request, RequestBuilder
-from treecast.delivery.target import open_sender, refusal, secrets_of, skip_reason
+from treecast.delivery.target import (
+    AppTarget,
+    load_target,
+    open_sender,
+    refusal,
+    secrets_of,
+    skip_reason,
+)
 from treecast.gitcache.repository import RepositoryCache
+from treecast.remote_access import app_access
 from treecast.store.attempts import note_skipped_paths, prune_delivery_log, record_attempt
 from treecast.store.ledger import LedgerWriter, WatchChanged
-from treecast.store.repositories import app_access
-from treecast.store.targets import AppTarget, load_target
 from treecast.store.watches import finish_delivery, note_watch_failure, start_delivery
 from treecast.webhooks.payloads import Event
 from treecast.webhooks.signing import redaction_terms

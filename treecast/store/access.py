@@ -7,26 +7,21 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session, col, select
 
-from models.git import GitErrorType
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
 from treecast.config import Settings
-from treecast.gitcache.errors import GitError
 from treecast.redact import redact
-from treecast.store.repositories import StoredCredentials
+from treecast.store.credentials import StoredCredentials
 
 MAX_ERROR_CHARS = 2000
 # A check this close to due is done now: the next full sync comes a jitter later at most.
 DUE_FRACTION = 0.9
 
 
-def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]]:
-    """The repository and its watches (RepositoryNotFound when it is not registered)."""
+def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]] | None:
+    """The repository and its watches (None when it is not registered)."""
     repository = session.get(Repository, repository_id)
     if repository is None:
-        raise GitError(
-            GitErrorType.REPOSITORY_NOT_FOUND,
-            f"repository {repository_id} is not registered (removed meanwhile?)",
-        )
+        return None
     watches = session.exec(
         select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
     ).all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, update
@@ -264,3 +265,20 @@ def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
                 .where(DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id)
             ).one()
         )
+
+
+def add_imported(
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    path: str,
+    sha256: str,
+    delivered_at: datetime,
+) -> None:
+    """A ledger row imported from elsewhere: the content's SHA-256, no blob id yet."""
+    row = {"app_id": app_id, "repository_id": repository_id, "path": path, "sha256": sha256}
+    session.add(
+        DeliveredFile.model_validate(
+            {**row, "blob_id": IMPORTED_BLOB_ID, "delivered_at": delivered_at}
+        )
+    )

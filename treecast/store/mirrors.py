@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from models.tables import App, DeliveredFile, Snapshot, Watch, utcnow
+from models.tables import DeliveredFile, Watch, utcnow
 from treecast.store.ledger import start_over
 
 # Rows per statement: well under SQLite's and PostgreSQL's parameter limits.
@@ -83,22 +83,3 @@ def take_apps_word(
     if watch is not None:
         start_over(watch)
         session.add(watch)
-
-
-def set_sync_completed(session: Session, app_id: str, on: bool) -> bool:
-    """Turn the app's `sync_completed` event on or off; False when there is no such app."""
-    app = session.get(App, app_id)
-    if app is None:
-        return False
-    app.sync_completed = on
-    app.updated_at = utcnow()
-    session.add(app)
-    return True
-
-
-def synced_commit(session: Session, repository_id: str, commit: str) -> bool:
-    """True when one of the repository's kept snapshots is at `commit`."""
-    query = sa_select(col(Snapshot.id)).where(
-        col(Snapshot.repository_id) == repository_id, col(Snapshot.commit) == commit
-    )
-    return session.execute(query.limit(1)).first() is not None
