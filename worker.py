@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -33,6 +34,7 @@ from treecast import logs, metrics
 from treecast.config import ConfigError, Settings, load_settings
 from treecast.db import SchemaBehind, connect_failure, prepare
 from treecast.process_exit import run_and_exit
+from treecast.workflow_runner import runner_for
 
 log = logging.getLogger("treecast.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)  # at most one heartbeat a second per activity
@@ -121,10 +123,15 @@ def executor_threads(settings: Settings) -> int:
     return settings.activity_concurrency + LOCAL_ACTIVITY_SLOTS
 
 
-def worker_options(settings: Settings, executor: ThreadPoolExecutor) -> dict[str, Any]:
-    """A Treecast worker's options beyond its task queue, workflows and activities
-    (`bench.temporal_floor` runs Temporal alone with the same)."""
+def worker_options(
+    settings: Settings, executor: ThreadPoolExecutor, data_converter: DataConverter
+) -> dict[str, Any]:
+    """A Treecast worker's options beyond its task queue, workflows and activities, for a
+    client converting with `data_converter` (`bench.temporal_floor` runs Temporal alone
+    with the same)."""
     return {
+        # The sandbox, without a trip into it per payload for a context nothing uses.
+        "workflow_runner": runner_for(data_converter),
         "activity_executor": executor,
         # A remote-check sweep holds one of these slots for its whole run (an async
         # activity on the event loop: it takes no thread of the executor).
@@ -155,7 +162,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         task_queue=settings.task_queue,
         workflows=workflows(),
         activities=build_activities(settings),
-        **worker_options(settings, executor),
+        **worker_options(settings, executor, client.data_converter),
     )
 
 
