@@ -5,32 +5,60 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
 
 from models.git import GitErrorType
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
 from treecast.config import Settings
 from treecast.gitcache.errors import GitError
 from treecast.redact import redact
+from treecast.store import stamps
 from treecast.store.repositories import StoredCredentials
 
 MAX_ERROR_CHARS = 2000
+
+_REPOSITORIES = Repository.metadata.tables["repositories"]
+# Another app's credentials fetched: the remote checks read them again (`updated_at`)
+# and learn it at once (`changed_at`, `store.stamps`).
+_FETCHED_WITH = (
+    update(_REPOSITORIES)
+    .where(
+        (_REPOSITORIES.c.id == bindparam("repository_id"))
+        & _REPOSITORIES.c.fetched_with.is_distinct_from(bindparam("fetched"))
+    )
+    .values(
+        fetched_with=bindparam("fetched"),
+        updated_at=bindparam("now"),
+        changed_at=bindparam("now"),
+    )
+)
 # A check this close to due is done now: the next full sync comes a jitter later at most.
 DUE_FRACTION = 0.9
 
 
+_WATCHES = Watch.metadata.tables["watches"]
+_REPOSITORY = select(_REPOSITORIES).where(_REPOSITORIES.c.id == bindparam("repository_id"))
+_WATCHES_OF = (
+    select(_WATCHES)
+    .where(_WATCHES.c.repository_id == bindparam("repository_id"))
+    .order_by(_WATCHES.c.app_id)
+)
+
+
 def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]]:
-    """The repository and its watches (RepositoryNotFound when it is not registered)."""
-    repository = session.get(Repository, repository_id)
+    """The repository and its watches, detached copies to read (RepositoryNotFound when
+    it is not registered)."""
+    connection, ids = session.connection(), {"repository_id": repository_id}
+    repository = connection.execute(_REPOSITORY, ids).first()
     if repository is None:
         raise GitError(
             GitErrorType.REPOSITORY_NOT_FOUND,
             f"repository {repository_id} is not registered (removed meanwhile?)",
         )
-    watches = session.exec(
-        select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
-    ).all()
-    return repository, list(watches)
+    # model_construct: the rows' values without the ORM's loading (every sync reads them).
+    watches = [Watch.model_construct(**w._mapping) for w in connection.execute(_WATCHES_OF, ids)]
+    return Repository.model_construct(**repository._mapping), watches
 
 
 def recheck_seconds(settings: Settings, repository: Repository) -> float:
@@ -118,14 +146,12 @@ def record_verdicts(
         if watch is not None and expires is not None:
             watch.github_token_expires_at = expires
             session.add(watch)
-    repository = session.get(Repository, repository_id)
-    if repository is not None and repository.fetched_with != fetched_with:
-        repository.fetched_with = fetched_with
-        repository.updated_at = now  # the remote checks read its credentials again
-        moved = True
-    if repository is not None and moved:
-        repository.changed_at = now  # and learn it at once (`store.stamps`)
-        session.add(repository)
+    # Without loading the row: most syncs fetch with the same credentials as the last.
+    switched = session.connection().execute(
+        _FETCHED_WITH, {"repository_id": repository_id, "fetched": fetched_with, "now": now}
+    )
+    if moved and not switched.rowcount:
+        stamps.stamp(session, repository_id)  # and learn it at once
     return sorted(lost)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, update
+from sqlmodel import Session, select
 
 from models.delivery import DeliveryErrorType
 from models.tables import Watch, WatchAccess, WatchStatus, new_generation, utcnow
@@ -14,6 +16,39 @@ from treecast.redact import redact
 
 MAX_ERROR_CHARS = 2000
 
+# The statements every sync runs, built once: Core on the session's connection, without
+# the ORM's per-row objects (a handful of rows, many times a second in a first wave;
+# docs/performance.md, First wave).
+_TABLE = Watch.metadata.tables["watches"]
+_WATCHES = _TABLE.c
+# (Named apart from the columns: an UPDATE reserves the column names for its values.)
+_ONE_WATCH = (_WATCHES.app_id == bindparam("app")) & (
+    _WATCHES.repository_id == bindparam("repository")
+)
+_WATCHERS = (
+    select(_WATCHES.app_id, _WATCHES.access, _WATCHES.status, _WATCHES.delivered_commit)
+    .where(_WATCHES.repository_id == bindparam("repository"))
+    .order_by(_WATCHES.app_id)
+)
+_CONTENTS = select(
+    _WATCHES.path_globs, _WATCHES.delivered_commit, _WATCHES.submodules, _WATCHES.lfs
+).where(_ONE_WATCH)
+_START = update(_TABLE).where(_ONE_WATCH).values(status=WatchStatus.SYNCING)
+_FINISH = (
+    update(_TABLE)
+    .where(_ONE_WATCH)
+    .values(
+        status=WatchStatus.SYNCED,
+        delivered_commit=bindparam("commit"),
+        held_back=bindparam("held"),
+        last_synced_at=bindparam("now"),
+        ledger_generation=bindparam("generation"),
+        retry_count=0,
+        last_error=None,
+        last_error_type=None,
+    )
+)
+
 
 def watchers(
     session: Session, repository_id: str, commit: str | None
@@ -21,13 +56,8 @@ def watchers(
     """Apps watching a repository whose own access holds (sorted), and those of them not
     yet synced at `commit`. An app whose access was refused or is not proven yet gets
     nothing: no files and no breaker notices (docs/security.md, "Tenants")."""
-    rows = [
-        w
-        for w in session.exec(
-            select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
-        ).all()
-        if w.access in WatchAccess.DELIVERABLE
-    ]
+    found = session.connection().execute(_WATCHERS, {"repository": repository_id})
+    rows = [w for w in found if w.access in WatchAccess.DELIVERABLE]
     behind = [
         w.app_id
         for w in rows
@@ -74,12 +104,26 @@ def record_failure(
     session.add(watch)
 
 
+@dataclass(frozen=True)
+class WatchedContents:
+    """What of a repository one app receives, and the commit it last received whole."""
+
+    path_globs: str  # the stored JSON list (`parse_globs`)
+    delivered_commit: str | None
+    submodules: str | None  # a stored `SubmoduleMode` value
+    lfs: bool | None
+
+
+def watched_contents(session: Session, app_id: str, repository_id: str) -> WatchedContents | None:
+    """The watch's contents columns (None when the app does not watch the repository)."""
+    ids = {"app": app_id, "repository": repository_id}
+    row = session.connection().execute(_CONTENTS, ids).first()
+    return WatchedContents(*row) if row is not None else None
+
+
 def start_delivery(session: Session, app_id: str, repository_id: str) -> None:
     """A delivery run began."""
-    watch = session.get(Watch, (app_id, repository_id))
-    if watch is not None:
-        watch.status = WatchStatus.SYNCING
-        session.add(watch)
+    session.connection().execute(_START, {"app": app_id, "repository": repository_id})
 
 
 MAX_HELD_LINES = 50
@@ -99,18 +143,17 @@ def finish_delivery(
     commit is recorded as delivered: the next sync compares the whole tree and retries
     them; their reasons are the watch's `held_back`.
     """
-    watch = session.get(Watch, (app_id, repository_id))
-    if watch is None:
-        return
-    watch.status = WatchStatus.SYNCED
-    watch.delivered_commit = None if held else commit
-    watch.held_back = held_lines(held) if held else None
-    watch.last_synced_at = utcnow()
-    watch.ledger_generation = new_generation()
-    watch.retry_count = 0
-    watch.last_error = None
-    watch.last_error_type = None
-    session.add(watch)
+    session.connection().execute(
+        _FINISH,
+        {
+            "app": app_id,
+            "repository": repository_id,
+            "commit": None if held else commit,
+            "held": held_lines(held) if held else None,
+            "now": utcnow(),
+            "generation": new_generation(),
+        },
+    )
 
 
 def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
@@ -140,8 +183,7 @@ def held_lines(held: Mapping[str, str]) -> str:
     return json.dumps(lines)
 
 
-def every_watch_has_paths(session: Session, repository_id: str) -> bool:
-    """True when the repository has watches and each narrows it with `paths` (globs):
-    then its cache fetches by what is watched (a partial clone)."""
-    rows = session.exec(select(Watch.path_globs).where(Watch.repository_id == repository_id)).all()
-    return bool(rows) and all(parse_globs(raw) for raw in rows)
+def every_watch_has_paths(path_globs: list[str]) -> bool:
+    """True when a repository has watches and each narrows it with `paths` (the watches'
+    stored globs): then its cache fetches by what is watched (a partial clone)."""
+    return bool(path_globs) and all(parse_globs(raw) for raw in path_globs)
