@@ -9,12 +9,12 @@ fetched is decided per app, by its own access (`treecast.store.access`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, or_
-from sqlmodel import Session, col, select
+from sqlalchemy import ColumnElement, bindparam, exists, or_, update
+from sqlmodel import Session, SQLModel, col, select
 
 from models.git import GitErrorType
 from models.tables import Repository, Watch, WatchAccess
@@ -124,6 +124,26 @@ def watch_access(
     )
 
 
+_REPOSITORIES, _WATCHES = (SQLModel.metadata.tables[name] for name in ("repositories", "watches"))
+_ONE_WATCH = (_WATCHES.c.app_id == bindparam("app")) & (
+    _WATCHES.c.repository_id == bindparam("repo")
+)
+# What one app's delivery reaches the repository with, in one statement built once (each
+# delivery reads it; docs/performance.md, First wave).
+_APP_ACCESS = (
+    select(
+        _REPOSITORIES.c.url,
+        _REPOSITORIES.c.ref,
+        *(_WATCHES.c[f.name] for f in fields(StoredCredentials)),
+    )
+    .select_from(_WATCHES.join(_REPOSITORIES, _REPOSITORIES.c.id == _WATCHES.c.repository_id))
+    .where(_ONE_WATCH)
+)
+_TOKEN_EXPIRY = (
+    update(_WATCHES).where(_ONE_WATCH).values(github_token_expires_at=bindparam("expires"))
+)
+
+
 def app_access(
     settings: Settings, session: Session, repository_id: str, app_id: str
 ) -> RemoteAccess:
@@ -131,15 +151,27 @@ def app_access(
     credentials (none without them), never another app's, so what a delivery fetches
     beyond the commit (a submodule, an LFS object) the app's own access reaches.
     RepositoryNotFound when the repository or the watch is gone."""
-    row = session.get(Repository, repository_id)
-    watch = session.get(Watch, (app_id, repository_id))
-    if row is None or watch is None:
+    ids = {"app": app_id, "repo": repository_id}
+    row = session.connection().execute(_APP_ACCESS, ids).first()
+    if row is None:
         raise GitError(
             GitErrorType.REPOSITORY_NOT_FOUND,
             f"repository {repository_id} or its watch by {app_id} is gone (removed meanwhile?)",
         )
-    access = watch_access(settings, session, watch, row.url, row.ref or "")
-    return replace(access, tenant=app_id)
+    stored = StoredCredentials.of(row)
+    credentials = decrypt(settings, stored)
+    if _naive(stored.github_token_expires_at) != _naive(row.github_token_expires_at):
+        # A GitHub App token was minted: its expiry is recorded on the watch.
+        session.connection().execute(
+            _TOKEN_EXPIRY, {**ids, "expires": stored.github_token_expires_at}
+        )
+    return RemoteAccess(
+        repository_id=repository_id,
+        url=row.url,
+        ref=row.ref or "",
+        credentials=credentials,
+        tenant=app_id,
+    )
 
 
 def fetch_order(repository: Repository, watches: list[Watch]) -> list[Watch]:

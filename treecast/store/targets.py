@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session
+from sqlalchemy import bindparam, select
+from sqlmodel import Session, SQLModel
 
-from models.tables import App, Repository, Watch, WatchAccess
+from models.tables import WatchAccess
 from treecast.config import Settings
 from treecast.store import keys
 from treecast.urls import owner_and_name
@@ -36,41 +37,71 @@ class AppTarget:
     access_granted: bool = True
 
 
+_APPS, _REPOSITORIES, _WATCHES = (
+    SQLModel.metadata.tables[name] for name in ("apps", "repositories", "watches")
+)
+# The app, repository and watch columns a target needs, in one statement built once
+# (each delivery and notice reads it; docs/performance.md, First wave).
+_TARGET = (
+    select(
+        _APPS.c.id,
+        _APPS.c.base_url,
+        _APPS.c.secrets_encrypted,
+        _APPS.c.batch,
+        _APPS.c.signing_scheme,
+        _APPS.c.client_auth_key_encrypted,
+        _APPS.c.treecast_events,
+        _REPOSITORIES.c.url,
+        _REPOSITORIES.c.ref,
+        _WATCHES.c.status,
+        _WATCHES.c.ledger_generation,
+        _WATCHES.c.retry_count,
+        _WATCHES.c.access,
+    )
+    .select_from(
+        _WATCHES.join(_APPS, _APPS.c.id == _WATCHES.c.app_id).join(
+            _REPOSITORIES, _REPOSITORIES.c.id == _WATCHES.c.repository_id
+        )
+    )
+    .where(
+        (_WATCHES.c.app_id == bindparam("app")) & (_WATCHES.c.repository_id == bindparam("repo"))
+    )
+)
+
+
 def load_target(
     settings: Settings, session: Session, app_id: str, repository_id: str
 ) -> AppTarget | None:
     """The app, repository and watch rows as an `AppTarget`, or None when any is gone."""
-    app = session.get(App, app_id)
-    repo = session.get(Repository, repository_id)
-    watch = session.get(Watch, (app_id, repository_id))
-    if app is None or repo is None or watch is None:
+    row = session.connection().execute(_TARGET, {"app": app_id, "repo": repository_id}).first()
+    if row is None:
         return None
     cipher = keys.cipher(settings)
-    owner, name = owner_and_name(repo.url)
-    docora = app.signing_scheme == SigningScheme.DOCORA
+    owner, name = owner_and_name(row.url)
+    docora = row.signing_scheme == SigningScheme.DOCORA
     return AppTarget(
-        app_id=app.id,
-        base_url=app.base_url,
-        secrets=cipher.decrypt_list(app.secrets_encrypted),
+        app_id=row.id,
+        base_url=row.base_url,
+        secrets=cipher.decrypt_list(row.secrets_encrypted),
         repository=RepositoryRef(
-            repository_id=repo.id,
-            url=repo.url,
+            repository_id=repository_id,
+            url=row.url,
             owner=owner,
             name=name,
-            ref=repo.ref or None,
+            ref=row.ref or None,
             docora=docora,
         ),
-        watch_status=watch.status,
-        generation=watch.ledger_generation,
+        watch_status=row.status,
+        generation=row.ledger_generation,
         # Batches are a Treecast-only format: a docora app gets them only when it asked.
-        batch=bool(app.batch) and (not docora or bool(app.treecast_events)),
+        batch=bool(row.batch) and (not docora or bool(row.treecast_events)),
         scheme=SigningScheme.DOCORA if docora else None,
         client_auth_key=(
-            cipher.decrypt(app.client_auth_key_encrypted)
-            if docora and app.client_auth_key_encrypted
+            cipher.decrypt(row.client_auth_key_encrypted)
+            if docora and row.client_auth_key_encrypted
             else None
         ),
-        treecast_events=bool(app.treecast_events),
-        retry_count=watch.retry_count,
-        access_granted=watch.access in WatchAccess.DELIVERABLE,
+        treecast_events=bool(row.treecast_events),
+        retry_count=row.retry_count,
+        access_granted=row.access in WatchAccess.DELIVERABLE,
     )
