@@ -27,9 +27,11 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 install: $(STAMP)
 
+# The rooms' contracts (docs/contracts.md, pyproject.toml's [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy .
@@ -112,6 +114,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.polling
 	$(BIN)/python -m bench.first_wave --repos 1000 --floor
 	$(BIN)/python -m bench.repository_contents
+	$(BIN)/python -m bench.mirrors
 
 clean:
 	rm -rf $(VENV) .treecast .pytest_cache .mypy_cache .ruff_cache

@@ -179,8 +179,8 @@ async def run(settings: Settings, *, dev: bool) -> None:
     cipher(settings)  # fail now (a missing or wrong key), not at the first activity
     server = None
     if dev:
+        from models.search_attributes import dev_server_args
         from treecast.devserver import DevServer
-        from workflows.search_attributes import dev_server_args
 
         server = DevServer(settings, search_attribute_args=dev_server_args())
         server.start()
@@ -229,8 +229,8 @@ def run_processes(settings: Settings, count: int, *, dev: bool) -> int:
     environ = dict(os.environ)
     server = None
     if dev:
+        from models.search_attributes import dev_server_args
         from treecast.devserver import DevServer
-        from workflows.search_attributes import dev_server_args
 
         server = DevServer(settings, search_attribute_args=dev_server_args())
         server.start()

@@ -10,6 +10,7 @@ from typing import Any
 from temporalio import activity
 
 from models.bulk import BulkAction, BulkFailureInput, BulkStepInput, BulkStepResult
+from treecast import sync_loops
 from treecast.config import Settings
 from treecast.store import bulk
 
@@ -29,17 +30,15 @@ class BulkActivities:
         """Retry: the watch pending again, breaker closed, sync now. Resync: the app's ledger
         forgotten, sync now. The database part happens once; asking Temporal again on a
         retry is harmless (one more "sync now" for a loop that coalesces them)."""
-        from treecast.service import workflows
-
         target = await asyncio.to_thread(bulk.apply_step, self.settings, input)
         if isinstance(target, str):
             return BulkStepResult(error=target)
         client = activity.client()
         rid, interval = target.repository_id, target.poll_interval_seconds
         if input.action == BulkAction.RETRY:
-            await workflows.reset(client, self.settings, rid, interval)
+            await sync_loops.reset(client, self.settings, rid, interval)
         else:
-            await workflows.start_sync(client, self.settings, rid, interval, sync_now=True)
+            await sync_loops.start_sync(client, self.settings, rid, interval, sync_now=True)
         await asyncio.to_thread(bulk.finish_step, self.settings, input.job_id, input.position)
         return BulkStepResult()
 

@@ -119,19 +119,13 @@ async def requests_per_second(url: str, headers: dict[str, str], seconds: float)
 def add_watches(data_dir: Path, app_id: str, count: int) -> None:
     """`count` repositories watched by the app, written to the API's database directly
     (their sync loops are not started: the list's live query finds no workflow)."""
-    from treecast.config import load_settings, resolve_secret_key
-    from treecast.crypto import Cipher
-    from treecast.db import session_scope
-    from treecast.service import registry
+    from tests import registering
+    from treecast.config import load_settings
 
     settings = load_settings({**os.environ, "TREECAST_DATA_DIR": str(data_dir)})
-    cipher = Cipher(resolve_secret_key(settings))
-    with session_scope(settings.database_url) as session:
-        for index in range(count):
-            repository, _ = registry.add_repository(
-                session, settings, cipher, f"https://github.com/bench/r{index:03d}", "", 3600, None
-            )
-            registry.watch(session, app_id, repository.id, [])
+    for index in range(count):
+        url = f"https://github.com/bench/r{index:03d}"
+        registering.watch(settings, app_id, registering.add_repository(settings, url, 3600))
 
 
 async def listing(stack: ApiStack, root: Path, watches: int, seconds: float) -> dict[str, float]:

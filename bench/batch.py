@@ -120,11 +120,10 @@ def receiver_child(port: int, secret: str, mirror: Path, delay_ms: float) -> Non
 
 
 def _set_batch(settings: Any, app_id: str, on: bool) -> None:
-    from treecast.db import session_scope
-    from treecast.service import registry
+    from tests.registering import blocking
+    from treecast.service.core import TreecastService
 
-    with session_scope(settings.database_url) as session:
-        registry.set_app_batch(session, app_id, on)
+    blocking(TreecastService(settings).apps.update(app_id, batch=on))
 
 
 def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any:
@@ -144,7 +143,7 @@ def first_sync(root: Path, files: int, delay_ms: float, batch: bool) -> dict[str
     """One app's first sync of `files` small files to a receiver `delay_ms` away."""
     from tests.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
 
     root.mkdir(parents=True)
     started = time.perf_counter()
@@ -206,7 +205,7 @@ def memory_batch_child(root: Path) -> dict[str, Any]:
     import activities.delivery  # noqa: F401
     from tests.receiver_fixture import register
     from treecast.db import engine_for
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
 
     engine_for(settings.database_url)
     app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])

@@ -113,7 +113,7 @@ def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
     from tests.gitrepos import WorkRepo
     from tests.receiver_fixture import add_watch, register
     from treecast.crypto import generate_webhook_secret
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
     from treecast.webhooks import payloads
     from treecast.webhooks.signing import signed_headers
 
@@ -209,7 +209,7 @@ def memory_child(root: Path) -> dict[str, Any]:
     # Warm up everything an idle worker has loaded (modules, database, git cache).
     import activities.delivery  # noqa: F401
     from treecast.db import engine_for
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
 
     engine_for(settings.database_url)
     from tests.receiver_fixture import register

@@ -6,7 +6,7 @@ Runs the Temporal dev server (headless), `worker.py` as its own process with the
 settings `python worker.py` reads from the environment, and the example receiver on
 127.0.0.1. Makes `--repos` small bare repositories in a temp dir (one made with the
 git CLI, copied, each copy given its own commit), registers one app and makes it
-watch all of them through the service layer (`TreecastService.watch_repository`, what
+watch all of them through the service layer (`TreecastService.watches.watch`, what
 `POST /api/repositories` calls), and measures from the start of registration until
 the receiver has every repository's files. Prints progress every `--every` seconds
 and, at the end, where the time went: registration, first syncs, deliveries, and the
@@ -288,9 +288,9 @@ async def register(
     async def one_after_another() -> None:
         while queue:
             url = queue.pop()
-            result = await service.watch_repository(app_id, url, "", None, None)
+            result = await service.watches.watch(app_id, url=url)
             if not result.sync_requested:
-                raise RuntimeError(f"no sync was requested for {url}: {result.sync_error}")
+                raise RuntimeError(f"no sync was requested for {url}: {result.unreachable}")
             wave.registered_at[result.repository_id] = time.monotonic() - started
 
     await asyncio.gather(*(one_after_another() for _ in range(concurrency)))
@@ -305,9 +305,9 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
 
     env = bench_env(tmp / "data", free_port())
     worker_log = tmp / "worker.log"
+    from models.search_attributes import dev_server_args
     from treecast.config import load_settings
     from treecast.service.core import TreecastService
-    from workflows.search_attributes import dev_server_args
 
     # This process stands for the API: its own settings add the poll interval the
     # repositories are registered with (the worker never reads it).
@@ -336,7 +336,7 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
         receiver = TimedReceiver([secret], tmp / "mirror", files=args.files)
         with receiver:
             service = TreecastService(settings)
-            app_id = service.add_app("first-wave", receiver.url, secret).app_id
+            app_id = (await service.apps.add("first-wave", receiver.url, secret)).app_id
             await service.client()
             await wait_until_polling(worker, worker_log, args.worker_processes)
             urls = [f"file://{path}" for path in repositories]

@@ -15,7 +15,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    import workflows.search_attributes as search_attributes
+    import models.search_attributes as search_attributes
     from workflows.policies import TO_APPS
 
 TIMEOUT = timedelta(seconds=60)

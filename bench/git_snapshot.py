@@ -143,7 +143,7 @@ def run_size(count: int, rounds: int, workdir: Path) -> dict[str, float]:
     from treecast.delivery.loading import load_changes
     from treecast.gitcache.objects import BlobReader
     from treecast.gitcache.repository import RepositoryCache
-    from treecast.store.repositories import load_access
+    from treecast.remote_access import load_access
 
     root = workdir / f"n{count}"
     root.mkdir()

@@ -145,7 +145,7 @@ def lfs_memory_child(root: Path) -> dict[str, Any]:
     from models.tables import Watch
     from tests.receiver_fixture import register
     from treecast.db import engine_for, session_scope
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
 
     engine_for(settings.database_url)
     app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])

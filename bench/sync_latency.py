@@ -29,17 +29,17 @@ from pathlib import Path
 from sqlmodel import func, select
 
 from examples.receiver import Receiver
+from models.search_attributes import dev_server_args
 from models.tables import Snapshot
+from tests import registering
 from tests.conftest import free_port
 from tests.gitrepos import WorkRepo
-from treecast.config import Settings, load_settings, resolve_secret_key
-from treecast.crypto import Cipher, generate_key, generate_webhook_secret
+from treecast.config import Settings, load_settings
+from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
 from treecast.devserver import DevServer, end_process
-from treecast.service import registry
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
-from workflows.search_attributes import dev_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,11 +65,8 @@ async def latency(
 ) -> list[float]:
     """Seconds from the sync request to the changed file's webhook, per run."""
     client = await connect(settings)
-    cipher = Cipher(resolve_secret_key(settings))
-    with session_scope(settings.database_url) as session:
-        repository, _ = registry.add_repository(session, settings, cipher, repo.url, "", 3600, None)
-        registry.watch(session, app_id, repository.id, [])
-    repo_id = repository.id
+    repo_id = registering.add_repository(settings, repo.url, 3600)
+    registering.watch(settings, app_id, repo_id)
     outcome = await temporal_ops.sync_and_wait(
         client, settings, repo_id, 3600, on_progress=None, timeout=120
     )
@@ -104,17 +101,12 @@ async def idle_cpu(
 ) -> float:
     """CPU share of one core used by the worker while `repos` repositories sit idle."""
     client = await connect(settings)
-    cipher = Cipher(resolve_secret_key(settings))
     links = Path(tempfile.mkdtemp(prefix="treecast-bench-links-"))
     ids: list[str] = []
-    with session_scope(settings.database_url) as session:
-        for index in range(repos):
-            link = links / f"r{index:05d}.git"
-            link.symlink_to(repo.remote)
-            repository, _ = registry.add_repository(
-                session, settings, cipher, f"file://{link}", "", 3600, None
-            )
-            ids.append(repository.id)
+    for index in range(repos):
+        link = links / f"r{index:05d}.git"
+        link.symlink_to(repo.remote)
+        ids.append(registering.add_repository(settings, f"file://{link}", 3600))
     started = time.monotonic()
     for index in range(0, len(ids), 50):
         await asyncio.gather(
@@ -187,11 +179,7 @@ async def main_async(args: argparse.Namespace) -> None:
     secret = generate_webhook_secret()
     try:
         with Receiver([secret], tmp / "mirror") as receiver:
-            cipher = Cipher(resolve_secret_key(settings))
-            with session_scope(settings.database_url) as session:
-                app_id = registry.add_app(
-                    session, settings, cipher, "bench", receiver.url, secret
-                ).app.id
+            app_id = registering.add_app(settings, receiver.url, secret, "bench")
             repo = WorkRepo(tmp / "git")
             for index in range(20):
                 repo.write(f"docs/file{index}.md", f"file {index}\n")

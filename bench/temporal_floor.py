@@ -80,8 +80,8 @@ async def run_floor(repos: int, tmp: Path, *, concurrency: int = 50, every: floa
     from temporalio.client import Client
 
     from bench.floor_workflows import FloorSync
+    from models.search_attributes import dev_server_args
     from treecast.config import load_settings
-    from workflows.search_attributes import dev_server_args
 
     tmp.mkdir(parents=True, exist_ok=True)
     env = bench_env(tmp / "data", free_port())

@@ -33,11 +33,11 @@ from urllib.parse import quote
 
 import worker
 from examples.receiver import Receiver
+from models.search_attributes import dev_server_args
 from treecast.config import ConfigError, Settings, load_settings, resolve_secret_key
 from treecast.crypto import generate_webhook_secret
 from treecast.devserver import DevServer
 from treecast.temporal_client import connect
-from workflows.search_attributes import dev_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
 

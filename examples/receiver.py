@@ -15,9 +15,14 @@ It shows what a receiver must do (see docs/webhooks.md):
 * refuse a missing, malformed or oversized `Content-Length` in one line
   (411/400/413), and bound the time one request may take to arrive, so a client
   that trickles bytes cannot hold a thread forever;
-* log `sync_failed` / `sync_recovered` notices.
+* log `sync_failed` / `sync_recovered` notices;
+* on `sync_completed` (apps that opted in), compute the mirror's tree digest and compare it
+  with the one delivered; on a mismatch, ask Treecast to reconcile (`--api-url` and
+  `--api-token`): it sends the files that differ, and nothing else (docs/webhooks.md,
+  "Verifying a mirror").
 
-Run it:  python -m examples.receiver --port 8080 --secret whsec_... --mirror ./mirror
+Run it:  python -m examples.receiver --port 8080 --secret whsec_... --mirror ./mirror \
+             [--api-url http://127.0.0.1:8000 --api-token tc_...]
 
 Tests import `Receiver`, start it on 127.0.0.1 port 0 in a thread, and use its
 hooks (`fail_next`, `drop_next`, `delay_next`) to make deliveries fail on purpose.
@@ -40,8 +45,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -50,7 +57,7 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 FILE_EVENTS = ("create", "update", "delete")
-NOTICE_EVENTS = ("sync_failed", "sync_recovered")
+NOTICE_EVENTS = ("sync_failed", "sync_recovered", "sync_completed")
 BATCH_EVENT = "batch"  # several file events in one request (apps that opted in)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 READ_TIMEOUT_SECONDS = 30.0  # one recv (headers or body) may wait this long
@@ -173,6 +180,33 @@ def safe_target(root: Path, path: str) -> Path:
     return target
 
 
+# -- verifying the mirror (docs/webhooks.md, "Verifying a mirror") ---------------------------
+
+
+def git_blob_id(path: Path, object_format: str = "sha1") -> str:
+    """git's id for the file's bytes (`git hash-object`), read in pieces."""
+    digest = hashlib.new(object_format, b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as handle:
+        while piece := handle.read(1 << 16):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def mirror_files(root: Path, object_format: str = "sha1") -> Iterator[tuple[str, str]]:
+    """(path, blob id) of every file under `root`, sorted by the UTF-8 bytes of the path."""
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    for path in paths:  # str order is code point order, which is UTF-8 byte order
+        yield path, git_blob_id(root / path, object_format)
+
+
+def tree_digest(files: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 over `path` NUL `blob id` LF of each file, in sorted order."""
+    digest = hashlib.sha256()
+    for path, blob_id in files:
+        digest.update(path.encode() + b"\0" + blob_id.encode() + b"\n")
+    return digest.hexdigest()
+
+
 def content_length(values: list[str] | None) -> tuple[int, int | None, str]:
     """(length, error status, reason) from a request's Content-Length header(s).
 
@@ -206,7 +240,18 @@ class Receiver:
         quiet: bool = True,
         read_timeout: float = READ_TIMEOUT_SECONDS,
         request_deadline: float = REQUEST_DEADLINE_SECONDS,
+        api_url: str | None = None,
+        api_token: str | None = None,
     ) -> None:
+        # Where to ask for a reconcile when the mirror's digest does not match (optional).
+        self.api_url = api_url.rstrip("/") if api_url else None
+        self.api_token = api_token
+        # (commit, digest delivered, digest of the mirror) of every check, and the answers
+        # of the reconciles asked for.
+        self.digest_checks: list[tuple[str | None, str | None, str]] = []
+        self.reconciles: list[dict[str, Any]] = []
+        self._last_completed: dict[str, Any] | None = None
+        self._checking = threading.Lock()
         self.read_timeout = read_timeout
         self.request_deadline = request_deadline
         self._verifiers = [Webhook(s) for s in secrets]
@@ -348,6 +393,55 @@ class Receiver:
             if r.event in FILE_EVENTS and (not answered_ok or 200 <= r.status < 300)
         ]
 
+    # -- verifying the mirror ----------------------------------------------------------
+
+    def check_mirror(self) -> bool:
+        """Compare the mirror's digest with the last `sync_completed`; on a mismatch ask for
+        a reconcile (with `api_url` and `api_token`). True when they match."""
+        with self._checking:
+            done = self._last_completed
+            if done is None or not done.get("tree_digest"):
+                return True  # nothing to compare with (an lfs watch has no digest)
+            object_format = str(done.get("object_format") or "sha1")
+            with self._lock:  # no file is written meanwhile
+                mine = tree_digest(mirror_files(self.mirror, object_format))
+            self.digest_checks.append((done.get("commit_sha"), done["tree_digest"], mine))
+            if mine == done["tree_digest"]:
+                return True
+            repository_id = str(done.get("repository", {}).get("repository_id", ""))
+            print(f"mirror of {repository_id} differs from {done.get('commit_sha')}", flush=True)
+            if self.api_url and self.api_token and repository_id:
+                self.reconciles.append(self.reconcile(repository_id, object_format))
+            return False
+
+    def held_lines(self, object_format: str = "sha1") -> Iterator[bytes]:
+        """What the mirror holds as reconcile lines (JSON Lines, sorted by path)."""
+        for path, blob_id in mirror_files(self.mirror, object_format):
+            line = {"path": path, "blob_id": blob_id}
+            yield json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+    def reconcile(self, repository_id: str, object_format: str = "sha1") -> dict[str, Any]:
+        """POST what the mirror holds to Treecast's reconcile; its answer (or the error)."""
+        with self._lock:
+            body = b"".join(self.held_lines(object_format))
+        request = urllib.request.Request(
+            f"{self.api_url}/api/repositories/{repository_id}/reconcile",
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.api_token}",
+                "Content-Type": "application/x-ndjson",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                result: dict[str, Any] = json.loads(answer.read())
+                return result
+        except urllib.error.HTTPError as error:
+            return {"error": error.read().decode(errors="replace"), "status": error.code}
+        except OSError as error:
+            return {"error": str(error)}
+
     # -- request handling --------------------------------------------------------------
 
     def _take_fault(self, record: Received) -> _Fault | None:
@@ -436,6 +530,12 @@ class Receiver:
             self._apply(name, item)
 
     def _apply(self, event: str, payload: dict[str, Any]) -> None:
+        if event == "sync_completed":
+            self.notices.append(payload)
+            self._last_completed = payload
+            # After the answer: Treecast waits for it, and a reconcile sends files here.
+            threading.Thread(target=self.check_mirror, daemon=True).start()
+            return
         if event in NOTICE_EVENTS:
             self.notices.append(payload)
             repo = payload.get("repository", {})
@@ -600,6 +700,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mirror", default="./mirror", help="folder the repository is mirrored to")
     parser.add_argument("--verbose", action="store_true", help="print every file and request")
+    parser.add_argument("--api-url", help="Treecast's API, to reconcile a mirror that differs")
+    parser.add_argument(
+        "--api-token", help="the app's tc_ token (default: $TREECAST_RECEIVER_API_TOKEN)"
+    )
     args = parser.parse_args(argv)
     secrets = args.secret or [
         s for s in os.environ.get("TREECAST_RECEIVER_SECRET", "").split() if s
@@ -608,7 +712,13 @@ def main(argv: list[str] | None = None) -> int:
         print("receiver: pass --secret whsec_... (the app's webhook secret)", file=sys.stderr)
         return 2
     receiver = Receiver(
-        secrets, args.mirror, host=args.host, port=args.port, quiet=not args.verbose
+        secrets,
+        args.mirror,
+        host=args.host,
+        port=args.port,
+        quiet=not args.verbose,
+        api_url=args.api_url,
+        api_token=args.api_token or os.environ.get("TREECAST_RECEIVER_API_TOKEN"),
     )
     print(
         f"receiver: listening on http://{args.host}:{receiver.port}, mirroring into {args.mirror}"

@@ -23,9 +23,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import worker
-from treecast.config import Settings, load_settings, resolve_secret_key
-from treecast.crypto import Cipher, generate_key
-from treecast.service import registry
+from tests import registering
+from treecast.config import Settings, load_settings
+from treecast.crypto import generate_key
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
 
@@ -87,23 +87,17 @@ def rendered_text(url: str) -> str:
 
 async def open_a_breaker(settings: Settings, tmp: Path) -> str:
     """Register a repository whose remote does not exist and sync until its breaker opens."""
-    cipher = Cipher(resolve_secret_key(settings))
     missing = tmp / "missing-remote.git"
-    from treecast.db import session_scope
-
-    with session_scope(settings.database_url) as session:
-        repository, _ = registry.add_repository(
-            session, settings, cipher, f"file://{missing}", "", 3600, None
-        )
+    repository_id = registering.add_repository(settings, f"file://{missing}", 3600)
     client = await connect(settings)
     for _ in range(settings.breaker_threshold):
         await temporal_ops.sync_and_wait(
-            client, settings, repository.id, 3600, on_progress=None, timeout=60
+            client, settings, repository_id, 3600, on_progress=None, timeout=60
         )
-    status = await temporal_ops.get_status(client, repository.id)
+    status = await temporal_ops.get_status(client, repository_id)
     if status is None or status.breaker_state != "open":
         raise RuntimeError("the breaker did not open")
-    return repository.id
+    return repository_id
 
 
 async def main_async(out: Path) -> None:

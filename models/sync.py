@@ -53,7 +53,9 @@ _FINAL = frozenset(
 # SyncRepository's signals that other rooms send by name, so that no activity and not
 # its own child imports the workflow (the SDK takes a start signal by name only, too).
 # The workflow declares them under these names.
+SYNC_WORKFLOW = "SyncRepository"  # its workflow type, for a start by name
 SYNC_NOW_SIGNAL = "sync_now"
+RESET_SIGNAL = "reset"
 REMOTE_MOVED_SIGNAL = "remote_moved"
 DELIVERIES_FINISHED_SIGNAL = "deliveries_finished"
 

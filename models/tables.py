@@ -6,6 +6,8 @@ activities load rows themselves.
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 from datetime import UTC, datetime
 
@@ -13,6 +15,8 @@ from sqlalchemy import Boolean, Column, Index, Text, false
 from sqlmodel import Field, SQLModel
 
 from models.sync import ACCESS_REFUSED
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -87,6 +91,12 @@ class App(SQLModel, table=True):
         default=False,
         sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
     )
+    # Opted in to `sync_completed`: after every commit the app was brought to, one event
+    # with that commit's tree digest (docs/webhooks.md, "Verifying a mirror").
+    sync_completed: bool = Field(
+        default=False,
+        sa_column=Column(Boolean, nullable=False, default=False, server_default=false()),
+    )
     # How webhooks are signed: None or "standard-webhooks" (the default), or "docora"
     # (Docora's X-Docora-* headers, HMAC keyed with `client_auth_key`, Docora's bodies).
     signing_scheme: str | None = Field(default=None, max_length=32)
@@ -117,7 +127,7 @@ class Repository(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     # Whose credentials the last fetch used (an app id; None: none were needed). Shown
-    # by `status`; the next fetch tries them first (treecast/store/repositories.py).
+    # by `status`; the next fetch tries them first (treecast/store/credentials.py).
     fetched_with: str | None = Field(default=None, max_length=28)
     # Before credentials belonged to watches they were stored here. Kept readable only so
     # an upgrade can move them to every watch (treecast/upgrade_credentials.py), which
@@ -198,6 +208,20 @@ class Watch(SQLModel, table=True):
     # JSON list of "path: reason" lines: what the last delivery held back (a submodule
     # that could not be fetched, an LFS object missing or refused); retried next sync.
     held_back: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+def parse_globs(raw: str | None) -> list[str]:
+    """A watch's `path_globs` column (JSON list of patterns) as a list; bad JSON means none."""
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        log.warning("ignoring malformed path_globs %r", raw[:200])
+        return []
+    if not isinstance(value, list):
+        return []
+    return [str(item) for item in value if isinstance(item, str) and item.strip()]
 
 
 class DeliveredFile(SQLModel, table=True):

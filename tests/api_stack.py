@@ -40,6 +40,7 @@ class ApiStack:
     repo: WorkRepo
     api_url: str
     secret_key: str = ""
+    api_pid: int = 0  # the API process (bench/mirrors.py samples its memory)
 
 
 async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
@@ -108,6 +109,7 @@ async def api_stack(
                     WorkRepo(root / "git"),
                     str(http.base_url).rstrip("/"),
                     values["TREECAST_SECRET_KEY"],
+                    process.pid,
                 )
     finally:
         end_process(process, 15)

@@ -29,17 +29,17 @@ from temporalio.client import Client
 
 import worker
 from examples.receiver import Received, Receiver
+from models.search_attributes import dev_server_args
 from models.tables import DeliveredFile, DeliveryAttempt, Watch
+from tests import registering
 from tests.conftest import free_port
 from tests.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key
 from treecast.db import session_scope
 from treecast.devserver import DevServer, end_process
-from treecast.service import registry
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
-from workflows.search_attributes import dev_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,21 +97,15 @@ class FaultStack:
     def add_app(self, receiver: Receiver | str, secret: str, name: str = "app") -> str:
         """Register an app posting to `receiver` (or a base URL); returns its id."""
         url = receiver if isinstance(receiver, str) else receiver.url
-        with session_scope(self.settings.database_url) as session:
-            return registry.add_app(session, self.settings, self.cipher, name, url, secret).app.id
+        return registering.add_app(self.settings, url, secret, name)
 
     def add_repository(self, url: str, interval: int | None = None) -> str:
         """Register a repository; returns its id."""
-        with session_scope(self.settings.database_url) as session:
-            repository, _ = registry.add_repository(
-                session, self.settings, self.cipher, url, "", interval, None
-            )
-            return repository.id
+        return registering.add_repository(self.settings, url, interval)
 
     def watch(self, app_id: str, repository_id: str) -> None:
         """Make an app watch a repository."""
-        with session_scope(self.settings.database_url) as session:
-            registry.watch(session, app_id, repository_id, [])
+        registering.watch(self.settings, app_id, repository_id)
 
     async def start_sync(self, repository_id: str, interval: int | None = None) -> None:
         """Start (or poke) the repository's sync loop, as `starter.py sync` does."""

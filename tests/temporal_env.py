@@ -44,10 +44,10 @@ from models.delivery import (
     WatchersResult,
 )
 from models.git import NON_RETRYABLE_GIT_ERRORS, SnapshotInput, SnapshotResult
+from models.search_attributes import ALL_KEYS
 from tests.conftest import require_marker
 from treecast.devserver import DYNAMIC_CONFIG
 from worker import workflows as all_workflows
-from workflows.search_attributes import ALL_KEYS
 
 BIN = Path(sys.executable).parent
 TEST_SERVER = BIN / "temporal-test-server"

@@ -28,8 +28,8 @@ from tests.temporal_env import start_time_skipping
 from treecast.api import admin_pages
 from treecast.api.admin_pages import COOKIE
 from treecast.db import session_scope
-from treecast.service.admin_sessions import AdminSessions
 from treecast.store import keys
+from treecast.store.admin_sessions import AdminSessions
 from workflows.bulk_watches import BulkWatches
 
 # Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
@@ -228,6 +228,25 @@ async def test_onboarding_shows_the_token_and_secret_once(tmp_path: Path) -> Non
         assert "was not added" in (await client.get("/admin/apps")).text
 
 
+async def test_a_refused_field_is_named_by_its_label_beside_it(tmp_path: Path) -> None:
+    async with api_client(api_settings(tmp_path)) as client:
+        await log_in(client)
+        csrf = await csrf_of(client, "/admin/apps")
+        await client.post("/admin/apps", data={"csrf": csrf, "name": "x", "base_url": "ftp://x"})
+        page = (await client.get("/admin/apps")).text
+        # One line on top, and the reason beside the base URL's input, in the page's words.
+        assert "The app was not added." in page
+        beside = page.split('name="base_url"', 1)[1].split("<label", 1)[0]
+        assert 'id="base_url-error"' in beside and "Base URL: " in beside
+        assert "--url" not in page and "base_url:" not in page
+        # Shown once: the next page has neither.
+        again = (await client.get("/admin/apps")).text
+        assert "was not added" not in again and "base_url-error" not in again
+        await client.post("/admin/apps", data={"csrf": csrf, "name": " ", "base_url": "x"})
+        beside = (await client.get("/admin/apps")).text.split('name="name"', 1)[1]
+        assert beside.split("<label", 1)[0].count("Name must not be empty") == 1
+
+
 async def test_app_actions_rotate_and_change_the_base_url(tmp_path: Path) -> None:
     async with api_client(api_settings(tmp_path)) as client:
         app = await onboard(client)
@@ -333,11 +352,11 @@ async def test_the_delivery_log_filters_by_app_repository_event_and_outcome(
 def test_a_session_expires_after_its_lifetime_and_expired_ones_are_swept(tmp_path: Path) -> None:
     settings = api_settings(tmp_path)
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
-    sessions = AdminSessions(
-        settings.database_url, 60, lambda: keys.cipher(settings), clock=lambda: now[0]
-    )
-    session = sessions.create()
-    found = sessions.get(session.id)
+    sessions = AdminSessions(60, lambda: keys.cipher(settings), clock=lambda: now[0])
+    with session_scope(settings.database_url) as db:
+        session = sessions.create(db)
+    with session_scope(settings.database_url) as db:
+        found = sessions.get(db, session.id)
     assert found is not None and found.csrf == session.csrf and found.csrf_ok(session.csrf)
     assert not found.csrf_ok("") and not found.csrf_ok(None)
     # The table holds neither the cookie's session id nor the forms' token.
@@ -345,8 +364,9 @@ def test_a_session_expires_after_its_lifetime_and_expired_ones_are_swept(tmp_pat
         [row] = db.exec(select(AdminSession)).all()
         assert session.id not in str(row.model_dump()) and session.csrf not in str(row.model_dump())
     now[0] += timedelta(seconds=61)
-    assert sessions.get(session.id) is None
-    sessions.create()  # a login sweeps the expired rows
+    with session_scope(settings.database_url) as db:
+        assert sessions.get(db, session.id) is None
+        sessions.create(db)  # a login sweeps the expired rows
     with session_scope(settings.database_url) as db:
         assert len(db.exec(select(AdminSession)).all()) == 1
 

@@ -28,7 +28,7 @@ async def test_a_missing_worker_never_hangs_a_page(
         update={"task_queue": new_task_queue(), "api_status_timeout_seconds": 1.0}
     )
     service = TreecastService(settings)
-    service._client = dev_env.client  # the dev server's client instead of connecting
+    service.runtime.use_client(dev_env.client)  # the dev server's client instead of connecting
     async with api_client(settings, service) as client:
         app = await onboard(client)
         watched = await client.post(

@@ -14,8 +14,8 @@ import starter
 from tests.conftest import free_port
 from treecast.config import load_settings
 from treecast.crypto import generate_key
-from treecast.db import session_scope
-from treecast.service import registry
+from treecast.service.core import TreecastService
+from treecast.service.core import run as served
 
 
 @pytest.fixture
@@ -43,8 +43,8 @@ def test_app_add_prints_the_api_token_once(
     assert lines[0].startswith("app app_") and lines[1].startswith("secret (shown once")
     token = lines[2].split(": ", 1)[1]
     assert lines[2].startswith("API token (shown once") and token.startswith("tc_")
-    with session_scope(load_settings().database_url) as session:
-        assert registry.app_for_token(session, token) == lines[0].split()[1]
+    service = TreecastService(load_settings())
+    assert served(service.apps.authenticate(token)) == lines[0].split()[1]
     code, out, _ = run(capsys, "--json", "app", "add", "--name", "b", "--url", "https://e.com")
     assert json.loads(out)["token"].startswith("tc_")
     code, out, _ = run(capsys, "--json", "app", "list")
@@ -72,12 +72,12 @@ def test_repo_add_prints_the_push_secret_and_it_rotates(
 def test_repo_add_text_names_the_push_url(
     cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from treecast.service.core import TreecastService
+    from treecast.service.syncs import Syncs
 
     async def no_temporal(*_args: Any, **_kwargs: Any) -> None:
         return None
 
-    monkeypatch.setattr(TreecastService, "start_sync", no_temporal)
+    monkeypatch.setattr(Syncs, "start", no_temporal)
     code, out, _ = run(capsys, "repo", "add", "https://github.com/acme/handbook")
     assert code == 0, out
     assert "push hook (optional; shown once): URL http://127.0.0.1:8000/hooks/github" in out

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from tests.api_helpers import (
     api_client,
@@ -25,8 +26,10 @@ from tests.api_helpers import (
     github_push,
     onboard,
 )
-from treecast.service import pushes, replay_guard
+from treecast.db import session_scope
+from treecast.service import pushes
 from treecast.service.core import TreecastService
+from treecast.store import push_deliveries
 
 # Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.
 pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
@@ -59,7 +62,7 @@ async def _hooked(tmp_path: Path, **extra: str) -> AsyncIterator[Hooked]:
     async def start_sync(repository_id: str, **_kwargs: Any) -> None:
         hooked.synced.append(repository_id)
 
-    service.start_sync = start_sync  # type: ignore[method-assign]
+    service.syncs.start = start_sync  # type: ignore[method-assign]
     async with api_client(settings, service) as http:
         hooked.http = http
         hooked.token = (await onboard(http))["token"]
@@ -182,7 +185,7 @@ async def test_the_same_delivery_to_two_api_processes_starts_one_sync(tmp_path: 
     real ones): the delivery id is claimed in the database, not in one process."""
     async with asynccontextmanager(_hooked)(tmp_path) as one:
         other_service = TreecastService(one.service.settings)
-        other_service.start_sync = one.service.start_sync  # type: ignore[method-assign]
+        other_service.syncs.start = one.service.syncs.start  # type: ignore[method-assign]
         async with api_client(one.service.settings, other_service) as other:
             repo = await one.watch()
             body = github_push(REPO)
@@ -289,13 +292,23 @@ def test_candidate_urls_are_bounded_and_normalised() -> None:
 def test_the_replay_guard_is_shared_and_forgets_after_its_retention(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/guard.db"
     now = datetime.now(UTC)
-    assert replay_guard.claim(url, "github", "d-1", now)
-    assert not replay_guard.claim(url, "github", "d-1", now)  # any process: the same table
-    assert replay_guard.claim(url, "gitlab", "d-1", now)  # another host's id space
-    replay_guard.release(url, "github", "d-1")  # its sync could not start: a retry may
-    assert replay_guard.claim(url, "github", "d-1", now)
-    later = now + replay_guard.RETENTION + timedelta(seconds=1)
-    assert replay_guard.claim(url, "github", "d-1", later)  # the old row was swept
+
+    def claim(host: str, delivery: str, at: datetime) -> bool:
+        try:
+            with session_scope(url) as session:
+                push_deliveries.claim(session, host, delivery, at)
+        except IntegrityError:
+            return False
+        return True
+
+    assert claim("github", "d-1", now)
+    assert not claim("github", "d-1", now)  # any process: the same table
+    assert claim("gitlab", "d-1", now)  # another host's id space
+    with session_scope(url) as session:  # its sync could not start: a retry may
+        push_deliveries.release(session, "github", "d-1")
+    assert claim("github", "d-1", now)
+    later = now + push_deliveries.RETENTION + timedelta(seconds=1)
+    assert claim("github", "d-1", later)  # the old row was swept
 
 
 def test_gitlab_delivery_ids_prefer_the_idempotency_key() -> None:

@@ -489,7 +489,7 @@ async def test_internal_errors_do_not_leak(settings_api: Settings) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("password=hunter2 in /srv/secret/path")
 
-    service.apps_page = broken  # type: ignore[method-assign]
+    service.apps.list = broken  # type: ignore[method-assign]
     async with api_client(settings_api, service, raise_errors=False) as http:
         answer = await http.get("/admin/api/apps", headers=admin())
     assert answer.status_code == 500
@@ -503,7 +503,7 @@ async def test_ready_answers_while_a_client_floods_another_route(settings_api: S
     async def no_temporal() -> Any:
         raise Unreachable("Temporal is down (test)")
 
-    service.client = no_temporal  # type: ignore[method-assign]
+    service.runtime.client = no_temporal  # type: ignore[method-assign]
     async with api_client(settings_api, service) as http:
         app = await onboard(http)
         for index in range(100):

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from tests.api_helpers import ADMIN_TOKEN, api_settings
 from treecast.api.app import create_app
-from treecast.service.core import TreecastService
+from treecast.service.core import TreecastService, run
 from treecast.service.errors import Unreachable
 
 CHECKS = [
@@ -39,12 +39,14 @@ def _app() -> Any:
     async def no_temporal() -> Any:
         raise Unreachable("Temporal is not reachable (schema test)")
 
-    service.client = no_temporal  # type: ignore[method-assign]
-    TOKENS["app"] = service.onboard_app("schema", "https://example.com/hooks", None).token
+    service.runtime.client = no_temporal  # type: ignore[method-assign]
+    TOKENS["app"] = run(service.apps.add("schema", "https://example.com/hooks")).token
     return create_app(settings, service)
 
 
 APP = _app()
+# What an app holds goes to reconcile as JSON Lines: text, as far as generating bodies goes.
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

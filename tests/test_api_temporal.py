@@ -46,7 +46,7 @@ class Live:
 
 def _service(settings: Settings, env: WorkflowEnvironment) -> TreecastService:
     service = TreecastService(settings)
-    service._client = env.client  # the test server's client instead of connecting
+    service.runtime.use_client(env.client)  # the test server's client instead of connecting
     return service
 
 

@@ -22,17 +22,17 @@ from activities.delivery import DeliveryActivities
 from examples.receiver import Received, Receiver
 from models.delivery import DeliverInput
 from models.tables import DeliveredFile, DeliveryAttempt
+from tests import registering
 from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from tests.test_delivery import BINARY, Run
 from treecast.config import Settings
 from treecast.db import session_scope
-from treecast.service import registry
+from treecast.service.core import TreecastService
 from treecast.webhooks import payloads, signing
 
 
 def batch_on(run: Run, on: bool = True) -> None:
-    with session_scope(run.settings.database_url) as session:
-        registry.set_app_batch(session, run.app_id, on)
+    registering.blocking(TreecastService(run.settings).apps.update(run.app_id, batch=on))
 
 
 def batches(rcv: Receiver) -> list[Received]:
@@ -332,7 +332,7 @@ def test_apps_without_batch_get_byte_identical_single_requests(
     monkeypatch.setattr(payloads, "iso_utc", lambda moment=None: stamp)
     monkeypatch.setattr(time, "time", lambda: float(now))
     bodies = capture_bodies(run.receiver)
-    from treecast.store.targets import load_target
+    from treecast.delivery.target import load_target
 
     def target_now() -> Any:
         with session_scope(run.settings.database_url) as session:

@@ -12,6 +12,7 @@ import pytest
 
 from examples.receiver import Received, Receiver
 from models.tables import WatchStatus
+from tests import registering
 from tests.faults_helpers import (
     WorkerProcess,
     fault_stack,
@@ -21,8 +22,6 @@ from tests.faults_helpers import (
 )
 from tests.gitrepos import WorkRepo
 from treecast.crypto import generate_webhook_secret
-from treecast.db import session_scope
-from treecast.service import registry
 
 pytestmark = pytest.mark.e2e
 
@@ -43,9 +42,7 @@ async def test_worker_killed_mid_batch_resends_exactly_that_batch(tmp_path: Path
     secret = generate_webhook_secret()
     async with fault_stack(tmp_path / "data", TREECAST_BATCH_MAX_FILES=str(PER_BATCH)) as stack:
         with Receiver([secret], tmp_path / "mirror") as receiver:
-            app_id = stack.add_app(receiver, secret)
-            with session_scope(stack.settings.database_url) as session:
-                registry.set_app_batch(session, app_id, True)
+            app_id = registering.add_app(stack.settings, receiver.url, secret, batch=True)
             repository_id = stack.add_repository(repo.url)
             stack.watch(app_id, repository_id)
             on_the_wire = threading.Event()

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import col, delete, select
 
 from models.changes import ChangeKind, FileChange
-from models.tables import App, DeliveredFile, Repository, Watch
+from models.tables import App, DeliveredFile, Repository, Watch, parse_globs
 from tests.gitrepos import WorkRepo, git
 from treecast.config import Settings
 from treecast.db import session_scope
@@ -22,9 +22,8 @@ from treecast.gitcache.cache import cache_lock, cache_path
 from treecast.gitcache.objects import BlobReader
 from treecast.gitcache.remote import sync_ref
 from treecast.gitcache.repository import RepositoryCache
-from treecast.gitcache.tree import parse_globs
+from treecast.remote_access import load_access
 from treecast.store.ledger import LedgerEntry, load_ledger
-from treecast.store.repositories import load_access
 
 REPO = "repo_c"
 

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 import starter
+from models.search_attributes import operator_create_command
 from tests.conftest import free_port
 from treecast.config import load_settings
 from treecast.crypto import generate_key
 from treecast.devserver import DevServer, temporal_cli
 from treecast.service import workflows as temporal_ops
-from workflows.search_attributes import operator_create_command
 
 pytestmark = pytest.mark.e2e
 
@@ -234,7 +234,9 @@ def test_an_rpc_error_escaping_a_command_is_one_line(
     def refused(*_: Any) -> Any:
         raise RPCError("not allowed\nsecond line", RPCStatusCode.PERMISSION_DENIED, b"")
 
-    monkeypatch.setitem(starter.COMMANDS, "unwatch", refused)
+    from treecast.cli import watches
+
+    monkeypatch.setattr(watches, "unwatch_repository", refused)
     code, out, message = run(capsys, "unwatch", "app_" + "0" * 24, "repo_" + "0" * 24)
     assert (code, out) == (3, None)
     assert message == "Temporal refused a request: PERMISSION_DENIED: not allowed"

@@ -479,7 +479,7 @@ def test_the_search_attribute_job_registers_exactly_the_four_attributes() -> Non
 
 
 def test_the_four_attributes_are_the_ones_the_workflows_upsert() -> None:
-    from workflows.search_attributes import ALL_KEYS
+    from models.search_attributes import ALL_KEYS
 
     upserted = {
         key.name: key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_").title()

@@ -28,14 +28,16 @@ from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from tests.githttp import GitHttpServer, git_http_server
 from tests.gitrepos import WorkRepo, git
+from tests.registering import offline
 from treecast.config import Settings
 from treecast.credentials import github_app
 from treecast.credentials.github_app import GitHubApp, installation_token
 from treecast.gitcache.errors import GitError
 from treecast.service.access import AccessRefused
-from treecast.service.core import RepositoryAdded, TreecastService
+from treecast.service.core import TreecastService, run
 from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import UserError
+from treecast.service.results import Watched
 
 APP_ID = "424242"
 INSTALLATION = "7001"
@@ -155,11 +157,11 @@ def origin(tmp_path: Path) -> WorkRepo:
     return work
 
 
-def register(service: TreecastService, url: str, spec: CredentialSpec) -> RepositoryAdded:
-    """The repository, watched by a new app with `spec` (checked against the host)."""
-    app = service.add_app("reader", "https://example.com/hooks", None)
-    info, _ = service.add_repository(url, "", None, None, spec, app_id=app.app_id)
-    return info
+def register(service: TreecastService, url: str, spec: CredentialSpec) -> Watched:
+    """The repository, watched by a new app with `spec` (checked against the host); no
+    sync is asked for (`offline`)."""
+    app = run(service.apps.add("reader", "https://example.com/hooks"))
+    return run(service.watches.watch(app.app_id, url=url, credentials=spec))
 
 
 def snapshot(settings: Settings, repository_id: str) -> SnapshotResult:
@@ -212,7 +214,7 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
     settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
-        service = TreecastService(settings)
+        service = offline(settings)
         info = register(
             service,
             server.url("handbook/remote.git"),
@@ -232,7 +234,7 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
         # The next sync reuses the cached token: nothing minted.
         snapshot(settings, info.repository_id)
         assert len(github.minted) == 1
-    shown = service.repository(info.repository_id).credentials
+    shown = run(service.repositories.get(info.repository_id)).credentials
     assert (shown.kind, shown.github_app_id, shown.github_installation_id) == (
         "github-app",
         APP_ID,
@@ -255,7 +257,7 @@ def test_a_revoked_installation_is_refused_at_watch_time(
 ) -> None:
     settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="never") as server:
-        service = TreecastService(settings)
+        service = offline(settings)
         with pytest.raises(AccessRefused) as caught:
             register(
                 service,
@@ -270,7 +272,7 @@ def test_a_revoked_installation_is_refused_at_watch_time(
     assert GitErrorType.AUTHENTICATION_FAILED in message and "nothing was saved" in message
     assert f"installation {REVOKED}" in message and "404" in message and "removed" in message
     assert github.refused == [REVOKED] and server.auth_headers == []  # git never ran
-    assert service.list_repositories() == []
+    assert run(service.repositories.list()) == []
 
 
 def test_a_wrong_app_key_is_refused_by_github(
@@ -301,9 +303,9 @@ def test_an_unreachable_api_is_retried(app_key: rsa.RSAPrivateKey) -> None:
 
 @pytest.mark.usefixtures("hosts_accept_everyone")  # github.example is not reached
 def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey) -> None:
-    service = TreecastService(settings)
+    service = offline(settings)
     url = "https://github.example/acme/handbook"
-    with pytest.raises(UserError, match="needs --github-app-id"):
+    with pytest.raises(UserError, match="needs github_app_id"):
         register(service, url, CredentialSpec(github_app_id=APP_ID))
     with pytest.raises(UserError, match="not a PEM private key"):
         register(
@@ -325,7 +327,7 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
                 github_app_private_key=pem(app_key),
             ),
         )
-    assert service.list_repositories() == []
+    assert run(service.repositories.list()) == []
     # Rotation: a new installation id keeps the stored key.
     info = register(
         service,
@@ -336,12 +338,16 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
             github_app_private_key=pem(app_key),
         ),
     )
-    rotated = service.set_credentials(
-        info.repository_id, CredentialSpec(github_installation_id="9")
+    rotated = run(
+        service.watches.set_credentials(
+            info.repository_id, CredentialSpec(github_installation_id="9")
+        )
     )
     assert rotated.credentials.github_installation_id == "9"
     assert rotated.credentials.github_app_id == APP_ID
-    token = service.set_credentials(info.repository_id, CredentialSpec(token="glpat-abc"))
+    token = run(
+        service.watches.set_credentials(info.repository_id, CredentialSpec(token="glpat-abc"))
+    )
     assert token.credentials.kind == "token" and token.credentials.github_app_id is None
 
 
@@ -351,7 +357,7 @@ def test_a_token_revoked_before_it_expires_is_minted_anew_and_says_why(
     settings = settings.model_copy(update={"github_api_url": github.url})
     with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
         github.git_server = server
-        service = TreecastService(settings)
+        service = offline(settings)
         info = register(
             service,
             server.url("handbook/remote.git"),

@@ -19,13 +19,13 @@ from models.git import GitErrorType
 from models.sync import SyncStatus
 from models.tables import Watch
 from tests.gitrepos import WorkRepo, git
+from tests.registering import offline
 from tests.sshserver import keygen, require_sshd, ssh_server
 from tests.temporal_env import new_task_queue
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.ssh import HostKey
 from treecast.service import workflows
-from treecast.service.core import TreecastService
 from treecast.service.credentials import CredentialSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sshd]  # two sshds of its own
@@ -60,26 +60,21 @@ async def test_the_deploy_key_never_enters_workflow_history(
         with ssh_server() as server, ssh_server() as impostor:
             server.authorize(public)
             impostor.authorize(public)
-            service = TreecastService(settings)
-            app = service.add_app("reader", "https://example.com/hooks", None).app_id
-            good, _ = service.add_repository(
-                server.url(origin.remote),
-                "",
-                3600,
-                None,
-                CredentialSpec(ssh_private_key=private, known_hosts=server.known_hosts()),
-                app_id=app,
-            )
-            pinned = HostKey.parse(server.host_public_key)
+            service = offline(settings)  # the test starts the syncs itself
+            app = (await service.apps.add("reader", "https://example.com/hooks")).app_id
+            good, bad = [
+                await service.watches.watch(
+                    app,
+                    url=host.url(origin.remote),
+                    interval=3600,
+                    credentials=CredentialSpec(
+                        ssh_private_key=private, known_hosts=host.known_hosts()
+                    ),
+                )
+                for host in (server, impostor)
+            ]
             # Watched while its key was the pinned one; then the server's key changed.
-            bad, _ = service.add_repository(
-                impostor.url(origin.remote),
-                "",
-                3600,
-                None,
-                CredentialSpec(ssh_private_key=private, known_hosts=impostor.known_hosts()),
-                app_id=app,
-            )
+            pinned = HostKey.parse(server.host_public_key)
             with session_scope(settings.database_url) as session:
                 watch = session.get(Watch, (app, bad.repository_id))
                 assert watch is not None

@@ -12,7 +12,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import App, Watch, new_app_id
 from tests.githttp import silent_server
 from tests.gitrepos import WorkRepo, git
+from tests.registering import offline
 from tests.sshserver import SshServer, keygen, ssh_server
 from treecast.cli.format import status_table
 from treecast.config import Settings
@@ -34,13 +35,14 @@ from treecast.credentials.ssh_keys import load_deploy_key, parse_known_hosts
 from treecast.db import session_scope
 from treecast.gitcache import ssh as gitssh
 from treecast.gitcache.ssh import HostKey
-from treecast.service import registry
+from treecast.remote_access import ensure_commit
 from treecast.service.access import AccessRefused
-from treecast.service.core import RepositoryAdded, TreecastService
+from treecast.service.core import TreecastService, run
 from treecast.service.credentials import CredentialSpec, plan
 from treecast.service.errors import UserError
+from treecast.service.repositories import register as register_repository
+from treecast.service.results import Watched
 from treecast.store import keys
-from treecast.store.repositories import ensure_commit
 
 
 @pytest.fixture
@@ -88,19 +90,19 @@ def failure(settings: Settings, repository_id: str) -> ApplicationError:
     return info.value
 
 
-def register(service: TreecastService, url: str, spec: CredentialSpec) -> RepositoryAdded:
-    """The repository, watched by a new app with `spec` (checked against the host)."""
-    app = service.add_app("reader", "https://example.com/hooks", None)
-    info, _ = service.add_repository(url, "", None, None, spec, app_id=app.app_id)
-    return info
+def register(service: TreecastService, url: str, spec: CredentialSpec) -> Watched:
+    """The repository, watched by a new app with `spec` (checked against the host); no
+    sync is asked for (`offline`)."""
+    app = run(service.apps.add("reader", "https://example.com/hooks"))
+    return run(service.watches.watch(app.app_id, url=url, credentials=spec))
 
 
 def await_status(service: TreecastService, repository_id: str) -> dict[str, Any]:
     """What `status` knows of the repository from the database (no Temporal here)."""
     import asyncio
 
-    report = asyncio.run(service.status(repository_id))
-    return {"apps": report.repositories[0].apps}
+    report = asyncio.run(service.repositories.status(repository_id))
+    return {"apps": [asdict(w) for w in report.repositories[0].apps]}
 
 
 def leftovers() -> set[str]:
@@ -112,7 +114,7 @@ def leftovers() -> set[str]:
 def test_a_deploy_key_syncs_a_private_repository(
     settings: Settings, server: SshServer, origin: WorkRepo, deploy_key: tuple[Path, str]
 ) -> None:
-    service = TreecastService(settings)
+    service = offline(settings)
     info = register(
         service,
         server.url(origin.remote),
@@ -129,7 +131,7 @@ def test_a_deploy_key_syncs_a_private_repository(
     assert ensure_commit(elsewhere, info.repository_id, result.commit).has_commit(result.commit)
 
     # What people see: the kind, the key's fingerprint and the pinned host key; no secret.
-    listed = service.list_repositories()[0].credentials
+    listed = run(service.repositories.list())[0].credentials
     fingerprint = load_deploy_key(deploy_key[1]).fingerprint
     host = HostKey.parse(server.host_public_key)
     assert (listed.kind, listed.ssh_key_fingerprint) == ("ssh-key", fingerprint)
@@ -155,7 +157,7 @@ def test_a_wrong_key_is_refused_at_watch_time_and_fails_a_sync_without_retrying(
     settings: Settings, server: SshServer, origin: WorkRepo, tmp_path: Path
 ) -> None:
     stranger, _ = keygen(tmp_path / "stranger")  # never authorised
-    service = TreecastService(settings)
+    service = offline(settings)
     url = server.url(origin.remote)
     with pytest.raises(AccessRefused) as refused:
         register(
@@ -163,7 +165,7 @@ def test_a_wrong_key_is_refused_at_watch_time_and_fails_a_sync_without_retrying(
         )
     assert "Permission denied (publickey" in str(refused.value)
     assert "nothing was saved" in str(refused.value)
-    assert service.list_repositories() == []
+    assert run(service.repositories.list()) == []
     # A key that worked once and was then taken off the host fails the sync.
     private, public = keygen(tmp_path / "once")
     server.authorize(public)
@@ -184,7 +186,7 @@ def test_a_replaced_host_key_is_refused_naming_both_fingerprints(
     pinned = HostKey.parse(server.host_public_key)
     with ssh_server() as impostor:  # same address, another host key
         impostor.authorize(Path(str(deploy_key[0]) + ".pub").read_text())
-        service = TreecastService(settings)
+        service = offline(settings)
         seen_line = impostor.host_public_key
         seen = HostKey.parse(seen_line).fingerprint
         url = impostor.url(origin.remote)
@@ -204,8 +206,12 @@ def test_a_replaced_host_key_is_refused_naming_both_fingerprints(
         assert "not the one pinned" in error.message
 
         # Rotating the host keys from the service changes only them (the deploy key stays).
-        service.set_credentials(info.repository_id, CredentialSpec(known_hosts=seen_line))
-        after = service.repository(info.repository_id).credentials
+        run(
+            service.watches.set_credentials(
+                info.repository_id, CredentialSpec(known_hosts=seen_line)
+            )
+        )
+        after = run(service.repositories.get(info.repository_id)).credentials
     assert after.kind == "ssh-key" and after.host_key_fingerprints == [seen]
     assert after.ssh_key_fingerprint == load_deploy_key(deploy_key[1]).fingerprint
 
@@ -229,7 +235,7 @@ def _check_key_never_appears(
     deploy_key: tuple[Path, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    service = TreecastService(settings)
+    service = offline(settings)
     info = register(
         service,
         server.url(origin.remote),
@@ -285,10 +291,10 @@ def test_the_key_files_go_even_when_git_times_out(
         before = leftovers()
         # At watch time (the check times out: nothing is saved) and in a sync.
         with pytest.raises(AccessRefused, match="did not answer"):
-            register(TreecastService(quick), url, url_spec)
+            register(offline(quick), url, url_spec)
         assert leftovers() == before
         with session_scope(settings.database_url) as session:
-            repository, _ = registry.add_repository(
+            repository, _ = register_repository(
                 session, settings, keys.cipher(settings), url, "", None
             )
             watch = Watch(app_id=new_app_id(), repository_id=repository.id)
@@ -307,7 +313,7 @@ def test_the_key_files_go_even_when_git_times_out(
 def test_a_generated_key_is_printed_for_the_git_host_and_then_syncs(
     settings: Settings, server: SshServer, origin: WorkRepo
 ) -> None:
-    service = TreecastService(settings)
+    service = offline(settings)
     info = register(
         service,
         server.url(origin.remote),
@@ -327,7 +333,7 @@ def test_a_generated_key_is_printed_for_the_git_host_and_then_syncs(
 def test_a_deploy_key_needs_pinned_host_keys_and_one_kind_of_credential(
     settings: Settings, server: SshServer, origin: WorkRepo, deploy_key: tuple[Path, str]
 ) -> None:
-    service = TreecastService(settings)
+    service = offline(settings)
     url = server.url(origin.remote)
     with pytest.raises(UserError, match="host keys pinned"):
         register(service, url, CredentialSpec(ssh_private_key=deploy_key[1]))
@@ -344,8 +350,10 @@ def test_a_deploy_key_needs_pinned_host_keys_and_one_kind_of_credential(
             ),
         )
     with pytest.raises(UserError, match="belong to an app's watch"):
-        service.add_repository(url, "", None, None, CredentialSpec(ssh_private_key=deploy_key[1]))
-    assert service.list_repositories() == []
+        run(
+            service.repositories.add(url, credentials=CredentialSpec(ssh_private_key=deploy_key[1]))
+        )
+    assert run(service.repositories.list()) == []
 
 
 def test_known_hosts_forms() -> None:
@@ -409,7 +417,7 @@ def test_scanned_host_keys_are_stored_only_once_confirmed(
     assert code == 2 and out["stored"] is False
     assert [k["fingerprint"] for k in out["host_keys"]] == [expected]
     assert "nothing stored" in err and f"--accept-host-keys {expected}" in err
-    assert TreecastService(cli_env).list_repositories() == []
+    assert run(TreecastService(cli_env).repositories.list()) == []
 
     wrong = "SHA256:" + "A" * 43
     code, _, err = run_cli(
@@ -417,14 +425,14 @@ def test_scanned_host_keys_are_stored_only_once_confirmed(
         "--scan-host-keys", "--accept-host-keys", wrong,
     )  # fmt: skip
     assert code == 2 and "did not offer" in err and expected in err
-    assert TreecastService(cli_env).list_repositories() == []
+    assert run(TreecastService(cli_env).repositories.list()) == []
 
     code, _, err = run_cli(
         capsys, "repo", "add", url, "--app", app["app_id"], "--ssh-key-file", key_file,
         "--scan-host-keys", "--accept-host-keys", expected,
     )  # fmt: skip
     assert code == 3 and "is registered" in err  # no Temporal here: registered, not synced
-    [repo] = TreecastService(cli_env).list_repositories()
+    [repo] = run(TreecastService(cli_env).repositories.list())
     assert repo.credentials.host_key_fingerprints == [expected]
     assert snapshot(cli_env, repo.repository_id).file_count == 2
 
@@ -439,12 +447,15 @@ def test_scanned_host_keys_are_stored_only_once_confirmed(
         capsys, "repo", "set-credentials", repo.repository_id, "--app", app["app_id"], "--clear"
     )
     assert code == 3  # saved; the sync request has no Temporal to go to
-    assert TreecastService(cli_env).repository(repo.repository_id).credentials.kind == "none"
+    assert (
+        run(TreecastService(cli_env).repositories.get(repo.repository_id)).credentials.kind
+        == "none"
+    )
 
 
 def test_a_person_at_a_terminal_confirms_scanned_keys(capsys: pytest.CaptureFixture[str]) -> None:
     from treecast.cli.credentials import confirm_scanned
-    from treecast.service.credentials import HostKeyInfo
+    from treecast.service.results import HostKeyInfo
 
     keys = [HostKeyInfo("ssh-ed25519", "SHA256:abc")]
     assert confirm_scanned(keys, interactive=False) is None  # no terminal: never stored

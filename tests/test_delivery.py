@@ -35,7 +35,7 @@ from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.objects import BlobReader
-from treecast.service import registry
+from treecast.store import watches as watch_rows
 from treecast.store.ledger import count_ledger, forget_ledger
 from treecast.webhooks.sender import WebhookSender
 
@@ -702,7 +702,7 @@ def test_a_watch_removed_or_reset_mid_delivery_stops_it_and_keeps_the_ledger_for
         if record.path == "f05.txt":
             if change == "unwatch":
                 with session_scope(run.settings.database_url) as session:
-                    registry.unwatch(session, run.app_id, run.repository_id)
+                    watch_rows.unwatch(session, run.app_id, run.repository_id)
             else:
                 forget_ledger(run.settings, run.app_id, run.repository_id)
         return False  # answered 200 all the same

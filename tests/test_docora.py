@@ -33,11 +33,12 @@ from models.events import SyncEvent
 from models.tables import App, DeliveredFile, Repository, Watch
 from tests.docora_receiver import DocoraReceiver, expected_signature
 from tests.gitrepos import WorkRepo
+from tests.registering import offline
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import create_schema, engine_for, session_scope
 from treecast.service import docora_tokens
-from treecast.service.core import TreecastService
+from treecast.service.core import run
 from treecast.service.docora_import import docora_encrypt
 from treecast.service.errors import Unauthorized, UserError
 from treecast.webhooks import payloads
@@ -307,13 +308,13 @@ def test_import_then_first_sync_sends_only_what_changed(
     repo.write("c.md", "charlie, new\n")
     repo.write("img/logo.bin", bytes(range(256)) * 4)
     commit = repo.commit("after Docora")
-    service = TreecastService(pg_settings)
+    service = offline(pg_settings)
 
-    dry = service.import_docora(docora.url, KEY_HEX, dry_run=True)
+    dry = run(service.admin.import_docora(docora.url, KEY_HEX, dry_run=True))
     assert dry.dry_run and dry.apps == [docora.app_id] and dry.ledger_rows == 3
     assert rows(pg_settings)["apps"] == []  # nothing written
 
-    report = service.import_docora(docora.url, KEY_HEX)
+    report = run(service.admin.import_docora(docora.url, KEY_HEX))
     assert (report.apps, report.repositories) == ([docora.app_id], [docora.repository_id])
     assert report.watches == [f"{docora.app_id} {docora.repository_id}"]
     assert report.ledger_rows == 3 and report.skipped == []
@@ -369,11 +370,11 @@ def test_import_then_first_sync_sends_only_what_changed(
 
 def test_second_import_changes_nothing(pg_settings: Settings, docora: Docora) -> None:
     docora.deliver("a.md", "alpha\n")
-    service = TreecastService(pg_settings)
-    first = service.import_docora(docora.url, KEY_HEX)
+    service = offline(pg_settings)
+    first = run(service.admin.import_docora(docora.url, KEY_HEX))
     assert first.changed
     before = rows(pg_settings)
-    second = service.import_docora(docora.url, KEY_HEX)
+    second = run(service.admin.import_docora(docora.url, KEY_HEX))
     assert not second.changed
     assert second.already_present == 4  # app, repository, watch, one delivered file
     assert rows(pg_settings) == before
@@ -381,12 +382,12 @@ def test_second_import_changes_nothing(pg_settings: Settings, docora: Docora) ->
 
 def test_wrong_key_is_refused_before_writing(pg_settings: Settings, docora: Docora) -> None:
     docora.deliver("a.md", "alpha\n")
-    service = TreecastService(pg_settings)
+    service = offline(pg_settings)
     with pytest.raises(UserError, match="does not decrypt Docora's secrets") as refused:
-        service.import_docora(docora.url, secrets.token_hex(32))
+        run(service.admin.import_docora(docora.url, secrets.token_hex(32)))
     assert "\n" not in str(refused.value)
     with pytest.raises(UserError, match="64 hex characters"):
-        service.import_docora(docora.url, "not-a-key")
+        run(service.admin.import_docora(docora.url, "not-a-key"))
     assert rows(pg_settings) == {
         "apps": [],
         "repositories": [],
@@ -397,32 +398,32 @@ def test_wrong_key_is_refused_before_writing(pg_settings: Settings, docora: Doco
 
 
 def test_imported_token_authenticates(pg_settings: Settings, docora: Docora) -> None:
-    service = TreecastService(pg_settings)
-    service.import_docora(docora.url, KEY_HEX)
+    service = offline(pg_settings)
+    run(service.admin.import_docora(docora.url, KEY_HEX))
     docora_tokens.forget_refusals()
     wrong = "docora_" + secrets.token_hex(32)
     with pytest.raises(Unauthorized):
-        service.authenticate_app(wrong)
-    assert service.authenticate_app(docora.token) == docora.app_id
+        run(service.apps.authenticate(wrong))
+    assert run(service.apps.authenticate(docora.token)) == docora.app_id
     with session_scope(pg_settings.database_url) as session:
         app = session.get(App, docora.app_id)
         assert app is not None
         assert app.docora_token_sha256 == docora_tokens.token_sha256(docora.token)
     # From now on an indexed lookup: the bcrypt hash is no longer consulted.
-    assert service.authenticate_app(docora.token) == docora.app_id
+    assert run(service.apps.authenticate(docora.token)) == docora.app_id
     with pytest.raises(Unauthorized):
-        service.authenticate_app(wrong)
+        run(service.apps.authenticate(wrong))
     # A Treecast token can be issued alongside; both work.
-    token = service.rotate_app_token(docora.app_id)
-    assert service.authenticate_app(token) == docora.app_id
-    assert service.authenticate_app(docora.token) == docora.app_id
+    token = run(service.apps.rotate_token(docora.app_id))
+    assert run(service.apps.authenticate(token)) == docora.app_id
+    assert run(service.apps.authenticate(docora.token)) == docora.app_id
 
 
 def test_docora_app_gets_docora_sync_failed_and_no_sync_recovered(
     pg_settings: Settings, docora: Docora, receiver: DocoraReceiver
 ) -> None:
-    service = TreecastService(pg_settings)
-    service.import_docora(docora.url, KEY_HEX)
+    service = offline(pg_settings)
+    run(service.admin.import_docora(docora.url, KEY_HEX))
     breaker = BreakerInfo(
         status="open",
         consecutive_failures=5,
@@ -450,7 +451,7 @@ def test_docora_app_gets_docora_sync_failed_and_no_sync_recovered(
     assert body["retry_count"] == 5
     assert body["circuit_breaker"]["cooldown_until"] == "2026-01-02T03:34:05.000Z"
     # Asked for, it is sent (Docora has no such endpoint: this spec-only receiver says 404).
-    service.set_app_scheme(docora.app_id, None, treecast_events=True)
+    run(service.apps.update(docora.app_id, treecast_events=True))
     with pytest.raises(ApplicationError, match="404"):
         env.run(notices.send_notice, replace(recovered, transition_id="t3"))
     assert receiver.problems == ["/hooks/sync_recovered: unknown endpoint /hooks/sync_recovered"]
@@ -561,7 +562,7 @@ def test_docora_app_chunks_binaries_only(
     repo.write("big.bin", blob)
     repo.write("big.md", text_file)
     commit = repo.commit("large files")
-    TreecastService(small).import_docora(docora.url, KEY_HEX)
+    run(offline(small).admin.import_docora(docora.url, KEY_HEX))
     result = deliver(small, docora.app_id, docora.repository_id, commit)
     assert result.created == 2 and receiver.problems == []
     sent = [r.payload["file"] for r in receiver.received]

@@ -25,7 +25,7 @@ async def test_imported_docora_token_authenticates_on_the_api(
         "https://example.com/h",
     )
     service = TreecastService(settings)
-    report = service.import_docora(docora.url, KEY_HEX)
+    report = await service.admin.import_docora(docora.url, KEY_HEX, dry_run=False)
     assert report.apps == [docora.app_id]
     docora_tokens.forget_refusals()
     async with api_client(settings, service) as http:

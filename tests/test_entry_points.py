@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from tests import registering
 from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue
 from treecast.config import load_settings
-from treecast.crypto import Cipher, generate_key
-from treecast.db import session_scope
-from treecast.service.registry import add_repository
+from treecast.crypto import generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 12  # unfixed, ~1 run in 6 aborted: 12 runs caught it 9 times in 10 (~1.3 s each)
@@ -135,13 +134,10 @@ async def test_starter_exit_status_and_json_survive_commands_that_used_temporal(
     # Registered without starting its workflow: with no worker a status query would
     # wait; this way `status` connects, asks Temporal, and finds no running sync.
     settings = load_settings(environ)
-    with session_scope(settings.database_url) as session:
-        repository, _ = add_repository(
-            session, settings, Cipher(settings.secret_key or ""), repo_url, "", None, None
-        )
+    repository_id = registering.add_repository(settings, repo_url)
     for _ in range(RUNS):
         done = starter("status")
         assert "Fatal Python error" not in done.stderr
         assert done.returncode == 0, done.stderr
         [row] = json.loads(done.stdout)["repositories"]
-        assert row["repository_id"] == repository.id and row["sync"] is None
+        assert row["repository_id"] == repository_id and row["sync"] is None

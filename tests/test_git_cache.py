@@ -33,7 +33,7 @@ from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import BlobNotFound, BlobReader, blob_sizes
 from treecast.gitcache.remote import MEMO_FILE, MEMO_SECONDS, sync_ref
 from treecast.gitcache.repository import RepositoryCache
-from treecast.store.repositories import ensure_commit
+from treecast.remote_access import ensure_commit
 
 TOKEN = "ghp_" + "S3cr3tT0ken" * 3
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from models.tables import parse_globs
 from tests.gitrepos import WorkRepo, git
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_lock
@@ -19,7 +20,6 @@ from treecast.gitcache.tree import (
     file_blobs,
     ignore_filter,
     list_tree,
-    parse_globs,
     touches_ignore_file,
 )
 

@@ -14,14 +14,13 @@ from temporalio.testing import WorkflowEnvironment
 
 import worker
 from examples.receiver import Receiver
+from tests import registering
 from tests.conftest import free_port
 from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue
 from treecast import metrics
 from treecast.config import Settings, resolve_secret_key
-from treecast.crypto import Cipher, generate_webhook_secret
-from treecast.db import session_scope
-from treecast.service import registry
+from treecast.crypto import generate_webhook_secret
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
 
@@ -71,20 +70,16 @@ async def test_metrics_endpoint_counts_syncs_and_webhooks(
     repo.write("a.md", "alpha\n")
     repo.write("b.bin", b"\x00\x01")
     commit = repo.commit()
-    cipher = Cipher(resolve_secret_key(settings))
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:
         with Receiver([secret], tmp_path / "mirror") as receiver:
-            with session_scope(settings.database_url) as session:
-                app = registry.add_app(session, settings, cipher, "m", receiver.url, secret).app
-                repository, _ = registry.add_repository(
-                    session, settings, cipher, repo.url, "", 3600, None
-                )
-                registry.watch(session, app.id, repository.id, [])
+            app_id = registering.add_app(settings, receiver.url, secret, "m")
+            repository_id = registering.add_repository(settings, repo.url, 3600)
+            registering.watch(settings, app_id, repository_id)
             client = await connect(settings, runtime=worker.make_runtime(settings))
             async with worker.build_worker(client, settings, executor):
                 outcome = await temporal_ops.sync_and_wait(
-                    client, settings, repository.id, 3600, on_progress=None, timeout=60
+                    client, settings, repository_id, 3600, on_progress=None, timeout=60
                 )
                 assert outcome.ok, outcome.summary
                 assert receiver.files() == repo.files_at(commit)

@@ -39,7 +39,7 @@ from treecast.db import (
     session_scope,
 )
 from treecast.migrations import baseline
-from treecast.service.core import TreecastService
+from treecast.service.core import TreecastService, run
 from treecast.upgrade_credentials import COLUMNS as CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,6 +294,6 @@ def test_dev_mode_or_auto_migrate_upgrade_at_the_api_start(tmp_path: Path, setti
     env = _behind(tmp_path)
     values = {k: v for k, v in env.items() if k.startswith(("TREECAST_", "TEMPORAL_"))}
     service = TreecastService(load_settings({**values, setting: "1"}))
-    assert service.prepare_database().up_to_date
+    assert run(service.admin.prepare_database()).up_to_date
     with pytest.raises(SchemaBehind):  # and without either, it refuses
-        TreecastService(load_settings(_behind(tmp_path / "other"))).prepare_database()
+        run(TreecastService(load_settings(_behind(tmp_path / "other"))).admin.prepare_database())

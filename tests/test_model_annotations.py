@@ -30,7 +30,7 @@ def test_dataclass_fields_are_types_not_strings(name: str) -> None:
     classes = [
         value
         for value in vars(module).values()
-        if dataclasses.is_dataclass(value) and value.__module__ == name
+        if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == name
     ]
     postponed = {
         f"{cls.__name__}.{field}"

@@ -27,16 +27,20 @@ from temporalio.testing import ActivityEnvironment
 from activities.git import GitActivities
 from models.checks import CheckReason, RemoteMoved
 from models.git import SnapshotInput, SnapshotStats
+from tests import registering
 from tests.gitrepos import WorkRepo
 from tests.schemas import database_at
 from treecast import remote_checks
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
 from treecast.db import create_schema, make_engine, session_scope
-from treecast.service import access, registry
+from treecast.service import access, checks
+from treecast.service import watches as service_watches
 from treecast.service.credentials import CredentialSpec, plan
 from treecast.store import access as access_store
+from treecast.store import repositories as repository_rows
 from treecast.store import stamps
+from treecast.store import watches as watch_rows
 from treecast.store.snapshots import latest, record_snapshot
 from treecast.store.watches import finish_delivery
 
@@ -48,25 +52,24 @@ def _cipher(settings: Settings) -> Cipher:
 
 
 def add_app(settings: Settings) -> str:
-    with session_scope(settings.database_url) as session:
-        added = registry.add_app(
-            session, settings, _cipher(settings), "app", "http://127.0.0.1:9", None
-        )
-        return added.app.id
+    return registering.add_app(settings, "http://127.0.0.1:9")
 
 
 def register(settings: Settings, url: str, interval: int) -> str:
     """`repo add URL --interval N` as the service layer does it (a new interval too)."""
-    with session_scope(settings.database_url) as session:
-        repository, _ = registry.add_repository(
-            session, settings, _cipher(settings), url, "", interval, None
-        )
-        return repository.id
+    return registering.add_repository(settings, url, interval)
 
 
 def watch(settings: Settings, app_id: str, repository_id: str) -> None:
+    registering.watch(settings, app_id, repository_id)
+
+
+def pause(settings: Settings, repository_id: str, paused: bool) -> None:
+    """What `pause` records once the workflow took the signal."""
     with session_scope(settings.database_url) as session:
-        registry.watch(session, app_id, repository_id, [])
+        row = repository_rows.get(session, repository_id)
+        assert row is not None
+        repository_rows.set_paused(session, row, paused)
 
 
 def synced_commit(settings: Settings, repository_id: str) -> str | None:
@@ -209,13 +212,15 @@ def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: S
         access.CLEARED,
     )  # fmt: skip
     for change in (
-        lambda session: registry.watch(session, app_id, repository_id, []),
+        lambda session: watch_rows.watch(session, app_id, repository_id, []),
         # An app's credentials changed, or whose fetched: the sweep reads them again.
-        lambda session: registry.watch_with(session, app_id, repository_id, None, dropped),
+        lambda session: service_watches._save(session, app_id, repository_id, None, dropped),
         lambda session: access_store.record_verdicts(session, repository_id, [], [], app_id, {}),
-        lambda session: registry.set_paused(session, repository_id, True),
+        lambda session: repository_rows.set_paused(
+            session, checks.repository(session, repository_id), True
+        ),
         lambda session: record_snapshot(session, repository_id, "c" * 40, SnapshotStats(), None),
-        lambda session: registry.unwatch(session, app_id, repository_id),
+        lambda session: watch_rows.unwatch(session, app_id, repository_id),
     ):
         time.sleep(0.01)
         before = datetime.now(UTC)
@@ -289,15 +294,13 @@ async def test_a_new_interval_a_pause_and_a_resume_reach_the_sweep_at_once(
         assert sweep.of(repository_id)[0].at - changed <= 2.5
 
         await until(lambda: not sweep.syncing, 10)
-        with session_scope(settings.database_url) as session:
-            registry.set_paused(session, repository_id, True)
+        pause(settings, repository_id, True)
         await asyncio.sleep(1.5)
         repo.write("c.txt", "c")
         third = repo.commit("third")
         await asyncio.sleep(3)  # three intervals: a paused repository is not woken
         assert len(sweep.of(repository_id)) == 1
-        with session_scope(settings.database_url) as session:
-            registry.set_paused(session, repository_id, False)
+        pause(settings, repository_id, False)
         resumed = time.monotonic()
         await until(lambda: len(sweep.of(repository_id)) == 2, 10)
         wake = sweep.of(repository_id)[1]

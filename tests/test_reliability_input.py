@@ -37,7 +37,7 @@ from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.loading import load_changes
 from treecast.gitcache.repository import RepositoryCache
-from treecast.store.repositories import load_access
+from treecast.remote_access import load_access
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -512,7 +512,7 @@ def deliver_in_child(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     settings = Settings(**{**spec["settings"], "data_dir": Path(spec["settings"]["data_dir"])})
     from treecast.db import engine_for
-    from treecast.store.repositories import ensure_commit
+    from treecast.remote_access import ensure_commit
 
     engine_for(settings.database_url)
     ensure_commit(settings, spec["repository_id"], spec["commit"])

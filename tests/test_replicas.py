@@ -28,6 +28,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from models.bulk import bulk_workflow_id
 from models.sync import sync_workflow_id
 from models.tables import BulkStep, Watch
+from tests import registering
 from tests.api_helpers import ADMIN_TOKEN, github_headers, github_push
 from tests.api_stack import ROOT, wait_until_up
 from tests.conftest import free_port
@@ -40,7 +41,6 @@ from treecast.config import load_settings
 from treecast.crypto import generate_key
 from treecast.db import engine_for, session_scope
 from treecast.devserver import end_process
-from treecast.service.core import TreecastService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -109,7 +109,6 @@ async def test_two_api_processes_share_sessions_pushes_and_bulk_jobs(
     env = {**os.environ, **values}
     settings = load_settings(values)
     engine_for(settings.database_url)
-    service = TreecastService(settings)
     logs = tmp_path / "logs"
     logs.mkdir()
     try:
@@ -124,29 +123,29 @@ async def test_two_api_processes_share_sessions_pushes_and_bulk_jobs(
             assert (await b.get("/admin")).status_code == 303
 
             # -- the same signed push to A and to B at once starts one sync ------------------
-            pushed, _ = service.add_repository(PUSHED, "", None, None)
-            assert pushed.push_secret
+            pushed, push_secret = registering.registered(settings, PUSHED)
+            assert push_secret
             body = github_push(PUSHED)
-            headers = github_headers(body, pushed.push_secret, "a-delivery-id")
+            headers = github_headers(body, push_secret, "a-delivery-id")
             answers = await asyncio.gather(
                 a.post("/hooks/github", content=body, headers=headers),
                 b.post("/hooks/github", content=body, headers=headers),
             )
             assert [r.status_code for r in answers] == [202, 202], [r.text for r in answers]
             outcomes = sorted((r.json()["duplicate"], r.json()["repository_ids"]) for r in answers)
-            assert outcomes == [(False, [pushed.repository_id]), (True, [])]
-            workflow = sync_workflow_id(pushed.repository_id)
+            assert outcomes == [(False, [pushed]), (True, [])]
+            workflow = sync_workflow_id(pushed)
             assert await signals(temporal.client, workflow, "sync_now") == 1
             # Its sync would fetch from the internet: not in this test.
             await temporal.client.get_workflow_handle(workflow).terminate()
 
             # -- a bulk retry started on A survives A's and a worker's death ----------------
-            bulk, _ = service.add_repository(
-                f"file://{tmp_path}/no-such-repository", "", None, None
-            )
+            bulk = registering.add_repository(settings, f"file://{tmp_path}/no-such-repository")
             for index in range(APPS):
-                app = service.add_app(f"app {index}", "http://127.0.0.1:9/hooks", None)
-                service.watch(app.app_id, bulk.repository_id, [])
+                app_id = registering.add_app(
+                    settings, "http://127.0.0.1:9/hooks", name=f"app {index}"
+                )
+                registering.watch(settings, app_id, bulk)
             with session_scope(settings.database_url) as session:
                 for watch in session.exec(select(Watch)).all():
                     watch.status, watch.last_error_type = "failed", "WebhookHttpError"
@@ -201,7 +200,7 @@ async def test_two_api_processes_share_sessions_pushes_and_bulk_jobs(
                 assert sorted(s.position for s in steps) == list(range(APPS))
                 assert all(s.finished_at is not None and s.error is None for s in steps)
                 assert {w.status for w in session.exec(select(Watch)).all()} == {"pending"}
-            resets = await signals(temporal.client, sync_workflow_id(bulk.repository_id), "reset")
+            resets = await signals(temporal.client, sync_workflow_id(bulk), "reset")
             assert APPS <= resets <= APPS + 1, resets
             print(f"first worker killed after {reached} of {APPS} steps (mid-way: {mid_way})")
             _json_lines(logs / "b.log")

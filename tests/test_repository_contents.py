@@ -23,10 +23,11 @@ from tests.githttp import git_http_server
 from tests.gitrepos import WorkRepo
 from tests.lfsserver import LfsStore
 from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
+from tests.registering import offline
 from tests.sshserver import keygen, ssh_server
 from treecast.config import Settings
 from treecast.db import session_scope
-from treecast.service.core import TreecastService
+from treecast.service.core import run as served
 from treecast.service.credentials import CredentialSpec
 
 pytestmark = needs_git_lfs
@@ -202,15 +203,16 @@ def test_lfs_over_ssh_asks_git_lfs_authenticate_with_the_deploy_key(
         dispatch.chmod(0o755)
         with server.authorized_keys.open("a") as keys:
             keys.write(f'command="{dispatch}" {public.strip()}\n')
-        service = TreecastService(settings)
-        app_id = service.add_app("assets", receiver.url, receiver_secret).app_id
-        added, _ = service.add_repository(  # the deploy key is the app's own (its watch's)
-            server.url(repo.remote),
-            "",
-            None,
-            None,
-            CredentialSpec(ssh_private_key=private, known_hosts=server.known_hosts()),
-            app_id=app_id,
+        service = offline(settings)
+        app_id = served(service.apps.add("assets", receiver.url, receiver_secret)).app_id
+        added = served(  # the deploy key is the app's own (its watch's)
+            service.watches.watch(
+                app_id,
+                url=server.url(repo.remote),
+                credentials=CredentialSpec(
+                    ssh_private_key=private, known_hosts=server.known_hosts()
+                ),
+            )
         )
         with session_scope(settings.database_url) as session:
             watch = session.get(Watch, (app_id, added.repository_id))

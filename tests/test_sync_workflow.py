@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from models.checks import CheckReason, RemoteMoved
 from models.events import SyncEvent
 from models.git import GitErrorType
+from models.search_attributes import dev_server_args, operator_create_command
 from models.sync import (
     BreakerStatus,
     RequestState,
@@ -39,7 +40,6 @@ from tests.temporal_env import (
 )
 from treecast.config import Settings
 from treecast.service import workflows as temporal_ops
-from workflows.search_attributes import dev_server_args, operator_create_command
 from workflows.sync_repository import REUSE_RECENT, SyncRepository
 
 pytestmark = pytest.mark.timeout(60)

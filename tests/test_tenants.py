@@ -238,11 +238,11 @@ async def test_over_ssh_each_app_needs_its_own_deploy_key(
 
 async def _status(settings: Settings, repository_id: str) -> dict[str, Any]:
     """`status REPO --json`'s row, as the CLI builds it."""
-    import starter
+    from treecast.cli.syncs import status_row
     from treecast.service.core import TreecastService
 
     service = TreecastService(settings)
-    report = await service.status(repository_id)
+    report = await service.repositories.status(repository_id)
     [row] = report.repositories
-    data: dict[str, Any] = starter.status_row(row)
+    data: dict[str, Any] = status_row(row)
     return data

@@ -24,7 +24,7 @@ from tests.gitrepos import WorkRepo
 from treecast.api.app import create_app
 from treecast.config import Settings
 from treecast.db import session_scope
-from treecast.service.core import sync_id_of
+from treecast.service.syncs import sync_id_of
 from treecast.store import keys
 
 A_PATHS = ["a-only/**"]

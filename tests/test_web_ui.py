@@ -16,13 +16,11 @@ from examples.ui_screenshot import (
     rendered_text,
     screenshot,
 )
+from tests import registering
 from tests.conftest import free_port
 from tests.gitrepos import WorkRepo
 from tests.temporal_env import new_task_queue, start_local
-from treecast.config import Settings, resolve_secret_key
-from treecast.crypto import Cipher
-from treecast.db import session_scope
-from treecast.service import registry
+from treecast.config import Settings
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
 
@@ -38,15 +36,13 @@ async def sync_a_healthy_repository(settings: Settings, tmp_path: Path) -> str:
     repo = WorkRepo(tmp_path / "healthy")
     repo.write("a.md", "fine\n")
     repo.commit()
-    cipher = Cipher(resolve_secret_key(settings))
-    with session_scope(settings.database_url) as session:
-        repository, _ = registry.add_repository(session, settings, cipher, repo.url, "", 3600, None)
+    repository_id = registering.add_repository(settings, repo.url, 3600)
     client = await connect(settings)
     outcome = await temporal_ops.sync_and_wait(
-        client, settings, repository.id, 3600, on_progress=None, timeout=60
+        client, settings, repository_id, 3600, on_progress=None, timeout=60
     )
     assert outcome.ok, outcome.summary
-    return repository.id
+    return repository_id
 
 
 async def test_ui_workflow_list_filtered_by_breaker_state(

@@ -23,8 +23,9 @@ from treecast.gitcache.refcheck import check_patterns
 from treecast.gitcache.remote import SyncOutcome, ls_remote
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
 from treecast.redact import redact
+from treecast.remote_access import decrypt, unregistered
 from treecast.store import access as access_store
-from treecast.store.repositories import StoredCredentials, decrypt, fetch_order, identity
+from treecast.store.credentials import StoredCredentials, fetch_order, identity
 from treecast.store.watches import every_watch_has_paths
 
 # An access check while a person waits (watch time) gives up after this long.
@@ -117,7 +118,10 @@ class AccessRun:
         """Read the repository and its watches in `session` (the snapshot's reads)."""
         self.settings = settings
         self.repository_id = repository_id
-        repository, watches = access_store.watchers_of(session, repository_id)
+        found = access_store.watchers_of(session, repository_id)
+        if found is None:
+            raise unregistered(repository_id)
+        repository, watches = found
         self.url, self.ref = repository.url, repository.ref or ""
         order = [w.app_id for w in fetch_order(repository, watches)]
         now = utcnow()

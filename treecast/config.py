@@ -287,6 +287,12 @@ class Settings(BaseSettings):
         1_048_576, ge=_KIB, le=_GIB, description="largest API request body")
     api_max_hook_bytes: ByteCount = Field(
         5_242_880, ge=_KIB, le=_GIB, description="largest push-hook request body")
+    api_reconcile_max_files: Count = Field(
+        1_000_000, ge=1, le=100_000_000,
+        description="files an app may list in one reconcile (what it holds)")
+    api_reconcile_max_bytes: ByteCount = Field(
+        268_435_456, ge=_KIB, le=16 * _GIB,
+        description="largest reconcile body (spooled to disk beyond 1 MiB)")
     api_rate_per_second: Rate = Field(
         10, ge=0.01, le=1_000_000,
         description="requests per second per token and per client address")

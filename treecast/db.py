@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,8 +42,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            _use_wal(cursor)
             # WAL makes NORMAL safe against corruption; a crash can only lose the last
             # ledger rows, which means a resend under the same webhook-id.
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -50,6 +52,22 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _use_wal(cursor: Any, *, seconds: float = 30.0) -> None:
+    """Switch the database to WAL (it stays so). SQLite does not wait on its busy timeout
+    while another connection is switching a new database at the same moment, so that
+    "database is locked" is retried here, within the same 30 s."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class SchemaBehind(RuntimeError):

@@ -40,8 +40,9 @@ from treecast.gitcache.refcheck import ASK_GIT, AskGit, has_moved, remote_names,
 from treecast.gitcache.repository import RemoteAccess
 from treecast.gitcache.smarthttp import RefClient
 from treecast.redact import redact
+from treecast.remote_access import load_access
 from treecast.store import stamps
-from treecast.store.repositories import has_credentials, load_access
+from treecast.store.credentials import has_credentials
 from treecast.webhooks.transport import shared_ssl_context
 
 log = logging.getLogger(__name__)

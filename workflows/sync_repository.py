@@ -29,9 +29,9 @@ from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadySt
 # `from workflows import x` would bypass it. The child does not import this module: it
 # signals `deliveries_finished` by its name in models.sync, so there is no import loop.
 with workflow.unsafe.imports_passed_through():
+    import models.search_attributes as search_attributes
     import workflows.breaker as breaker
     import workflows.requests as requests
-    import workflows.search_attributes as search_attributes
     from activities.git import GitActivities
     from activities.watches import WatchActivities
     from models.checks import CheckReason, RemoteMoved
@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ACCESS_REFUSED,
         DELIVERIES_FINISHED_SIGNAL,
         REMOTE_MOVED_SIGNAL,
+        RESET_SIGNAL,
         SYNC_NOW_SIGNAL,
         BreakerStatus,
         DeliverFilesInput,
@@ -195,7 +196,7 @@ class SyncRepository:
         state.remote_wakes += 1
         state.last_wake = f"{wake.reason} at {_iso(wake.checked_at or workflow.now())}"
 
-    @workflow.signal
+    @workflow.signal(name=RESET_SIGNAL)
     def reset(self, request: SyncRequest | None = None) -> None:
         """Close the breaker and sync right away."""
         self._state.breaker = breaker.reset(self._state.breaker)

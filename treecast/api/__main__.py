@@ -17,7 +17,7 @@ def serve(settings: Settings, listen: str | None = None) -> int:
 
         from treecast import logs
         from treecast.api.app import create_app
-        from treecast.service.core import TreecastService
+        from treecast.service.core import TreecastService, run
         from treecast.service.errors import SchemaBehind
     except ImportError as error:
         print(
@@ -36,7 +36,7 @@ def serve(settings: Settings, listen: str | None = None) -> int:
     log = logging.getLogger("treecast.api")
     service = TreecastService(settings)
     try:
-        service.prepare_database()
+        run(service.admin.prepare_database())
     except SchemaBehind as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

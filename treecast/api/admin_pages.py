@@ -5,8 +5,6 @@ flash message. See docs/admin.md."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,11 +16,11 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from models.bulk import BulkAction, bulk_workflow_id
-from treecast.service.admin_sessions import PageSession
+from treecast.service.admin import BulkAction, PageSession, bulk_workflow_id
+from treecast.service.apps import AppOrder
 from treecast.service.core import TreecastService
 from treecast.service.errors import NotConfigured, Unauthorized, Unreachable, UserError
-from treecast.service.views import LiveState
+from treecast.service.results import LiveState, Reconciled
 
 COOKIE = "treecast_admin"
 LOGIN_COOKIE = "treecast_admin_login"  # the login form's own CSRF token (double submit)
@@ -51,7 +49,7 @@ class _SavesSession(APIRoute):
             response = await handle(request)
             session: PageSession | None = getattr(request.state, "admin_session", None)
             if session is not None and session.changed:
-                await asyncio.to_thread(_service(request).admin_sessions.save, session)
+                await _service(request).admin.save_session(session)
             return response
 
         return handle_and_save
@@ -83,9 +81,7 @@ async def _session(request: Request) -> PageSession | None:
     """The request's admin session (from the database), or None."""
     if not _service(request).settings.admin_token:
         return None
-    session = await asyncio.to_thread(
-        _service(request).admin_sessions.get, request.cookies.get(COOKIE)
-    )
+    session = await _service(request).admin.session(request.cookies.get(COOKIE))
     request.state.admin_session = session
     return session
 
@@ -114,13 +110,22 @@ def _refused(message: str, status: int = 403) -> HTMLResponse:
     return _html(body, status)
 
 
-def render(request: Request, session: PageSession | None, name: str, **context: Any) -> str:
-    """A page, with the session's flashes and what it shows once taken."""
+def render(
+    request: Request,
+    session: PageSession | None,
+    name: str,
+    fields: tuple[str, ...] = (),
+    **context: Any,
+) -> str:
+    """A page, with the session's flashes and what it shows once taken: a flash about one
+    of the page's form `fields` beside that field (`field_errors`), the others on top."""
     settings = _service(request).settings
+    flashes = session.take_flashes() if session else []
     return templates.get_template(name).render(
         session=session,
         csrf=session.csrf if session else "",
-        flashes=session.take_flashes() if session else [],
+        flashes=[(kind, text) for kind, text, field in flashes if field not in fields],
+        field_errors={field: text for _, text, field in flashes if field and field in fields},
         reveal=session.take_reveal() if session else None,
         path=request.url.path,
         ui_url=settings.temporal_ui_url,
@@ -130,20 +135,27 @@ def render(request: Request, session: PageSession | None, name: str, **context: 
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """An `application/x-www-form-urlencoded` body (the limits middleware caps its size)."""
+async def _form(request: Request, whole: tuple[str, ...] = ()) -> dict[str, str]:
+    """An `application/x-www-form-urlencoded` body (the limits middleware caps its size);
+    each field cut at MAX_FORM_FIELD characters but those in `whole` (a pasted list)."""
     raw = (await request.body()).decode("utf-8", errors="replace")
     fields = parse_qs(raw, keep_blank_values=True, max_num_fields=50)
-    return {key: values[0][:MAX_FORM_FIELD] for key, values in fields.items() if values}
+    return {
+        key: values[0] if key in whole else values[0][:MAX_FORM_FIELD]
+        for key, values in fields.items()
+        if values
+    }
 
 
-async def _action(request: Request) -> tuple[PageSession, dict[str, str]] | Response:
-    """The session and form of a POST, or the refusal: 403 without a session or when the
-    form lacks this session's CSRF token."""
+async def _action(
+    request: Request, whole: tuple[str, ...] = ()
+) -> tuple[PageSession, dict[str, str]] | Response:
+    """The session and form of a POST (`whole`: its fields kept uncut), or the refusal:
+    403 without a session or when the form lacks this session's CSRF token."""
     session = await _session(request)
     if session is None:
         return _refused("You are not logged in to the admin page (or your session expired).")
-    form = await _form(request)
+    form = await _form(request, whole)
     if not session.csrf_ok(form.get("csrf")):
         return _refused("The form is missing its security token or it is stale; reload the page.")
     return session, form
@@ -154,10 +166,35 @@ def _scheme(form: dict[str, str]) -> str | None:
     return form.get("scheme", "").strip() or None
 
 
+# How this page names the inputs of its forms, beside which a service error shows.
+LABELS = {
+    "name": "Name",
+    "base_url": "Base URL",
+    "secret": "Webhook secret",
+    "scheme": "Signing scheme",
+    "client_auth_key": "Client auth key",
+}
+APP_FORM = ("name", "base_url", "secret", "scheme", "client_auth_key")
+
+
 def _problem(error: Exception) -> str:
     if isinstance(error, Unreachable):
         return f"Temporal could not be asked: {error}"
+    if isinstance(error, UserError):
+        return error.worded(LABELS)
     return str(error)
+
+
+def _refusal(session: PageSession, error: Exception, what: str = "") -> None:
+    """Flash an error: beside its form field when it names one (with `what` on top), or
+    on top."""
+    field = error.field if isinstance(error, UserError) and error.field in LABELS else None
+    if field is None:
+        session.flash(f"{what}: {_problem(error)}" if what else _problem(error), "error")
+        return
+    if what:
+        session.flash(f"{what}.", "error")
+    session.flash(_problem(error), "error", field)
 
 
 LIVE_FAILED = (UserError, Unreachable, NotConfigured)
@@ -227,7 +264,8 @@ async def login(request: Request) -> Response:
     if not expected or not _same(expected, given):
         return _refused("The login form is stale; reload the login page and try again.")
     try:
-        service.check_admin(form.get("token"))
+        # A fresh session id at each login (the one the browser held ends).
+        session = await service.admin.log_in(form.get("token"), request.cookies.get(COOKIE))
     except Unauthorized:
         login_csrf = _new_login_token()
         body = render(
@@ -241,9 +279,6 @@ async def login(request: Request) -> Response:
         refused = _html(body, 401)
         _set_login_cookie(request, refused, login_csrf)
         return refused
-    sessions = service.admin_sessions
-    await asyncio.to_thread(sessions.end, request.cookies.get(COOKIE))  # a fresh id each login
-    session = await asyncio.to_thread(sessions.create)
     response = _back(next_page)
     response.set_cookie(
         COOKIE,
@@ -263,7 +298,7 @@ async def logout(request: Request) -> Response:
     checked = await _action(request)
     if isinstance(checked, Response):
         return checked
-    await asyncio.to_thread(_service(request).admin_sessions.end, checked[0].id)
+    await _service(request).admin.log_out(checked[0].id)
     checked[0].changed = False
     response = _back("/admin/login")
     response.delete_cookie(COOKIE, path="/admin")
@@ -311,8 +346,8 @@ async def overview(request: Request) -> Response:
     if session is None:
         return _to_login(request)
     service = _service(request)
-    report = await service.admin_overview()
-    counts = report.counts
+    report = await service.admin.overview()
+    counts = report
     failed_watches = counts.watches_by_status.get("failed", 0)
     attention: list[tuple[str, str, str]] = []  # (text, link, link text)
     if report.unknown:
@@ -385,17 +420,23 @@ async def apps(request: Request, q: str = "", page: int = 1) -> Response:
         return _to_login(request)
     page = max(1, min(page, 1_000_000))
     try:
-        rows, total = await asyncio.to_thread(
-            _service(request).search_apps, q[:200], (page - 1) * APPS_PER_PAGE, APPS_PER_PAGE
+        found = await _service(request).apps.list(
+            search=q[:200],
+            order=AppOrder.NAME,
+            offset=(page - 1) * APPS_PER_PAGE,
+            limit=APPS_PER_PAGE,
+            with_total=True,
         )
+        rows, total = found.items, found.total or 0
     except UserError as error:
-        session.flash(str(error), "error")
+        _refusal(session, error)
         rows, total = [], 0
     pages = max(1, math.ceil(total / APPS_PER_PAGE))
     body = render(
         request,
         session,
         "apps.html",
+        fields=APP_FORM,
         rows=rows,
         total=total,
         q=q,
@@ -413,18 +454,15 @@ async def onboard(request: Request) -> Response:
         return checked
     session, form = checked
     try:
-        app = await asyncio.to_thread(
-            functools.partial(
-                _service(request).onboard_app,
-                form.get("name", "").strip(),
-                form.get("base_url", "").strip(),
-                form.get("secret", "").strip() or None,
-                scheme=_scheme(form),
-                client_auth_key=form.get("client_auth_key") or None,
-            )
+        app = await _service(request).apps.add(
+            form.get("name", "").strip(),
+            form.get("base_url", "").strip(),
+            form.get("secret", "").strip() or None,
+            scheme=_scheme(form),
+            client_auth_key=form.get("client_auth_key") or None,
         )
     except UserError as error:
-        session.flash(f"The app was not added: {error}", "error")
+        _refusal(session, error, "The app was not added")
         return _back("/admin/apps")
     session.flash(f"App {app.name} added.")
     session.show_once(
@@ -441,14 +479,15 @@ async def app_page(request: Request, app_id: str) -> Response:
         return _to_login(request)
     service = _service(request)
     try:
-        detail = await asyncio.to_thread(service.app_detail, app_id)
-        page, _ = await asyncio.to_thread(service.delivery_log, app_id=app_id, limit=20)
+        detail = await service.apps.get(app_id)
+        page = await service.deliveries.log(app_id=app_id, limit=20)
     except UserError as error:
-        return _html(render(request, session, "missing.html", message=str(error)), 404)
+        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
     body = render(
         request,
         session,
         "app.html",
+        fields=("base_url", "scheme", "client_auth_key"),
         app=detail,
         deliveries=page.items,
         title=f"App {detail.name}",
@@ -462,9 +501,9 @@ async def app_delete_page(request: Request, app_id: str) -> Response:
     if session is None:
         return _to_login(request)
     try:
-        detail = await asyncio.to_thread(_service(request).app_detail, app_id)
+        detail = await _service(request).apps.get(app_id, with_watches=False)
     except UserError as error:
-        return _html(render(request, session, "missing.html", message=str(error)), 404)
+        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
     body = render(request, session, "app_delete.html", app=detail, title=f"Delete {detail.name}")
     return _html(body)
 
@@ -481,72 +520,131 @@ async def _app_action(request: Request, app_id: str, what: str) -> Response:
             if form.get("confirm") != "yes":
                 session.flash("Deleting needs the confirmation page's button.", "error")
                 return _back(here + "/delete")
-            name = (await asyncio.to_thread(service.app_detail, app_id)).name
-            repositories = await asyncio.to_thread(service.remove_app, app_id)
+            name = (await service.apps.get(app_id, with_watches=False)).name
+            repositories = await service.apps.remove(app_id)
             session.flash(
                 f"App {name} deleted, with its {len(repositories)} watches, ledgers and log."
             )
             return _back("/admin/apps")
         if what == "rotate-secret":
-            secret = await asyncio.to_thread(service.rotate_app_secret, app_id, None, False)
+            secret = await service.apps.rotate_secret(app_id)
             session.flash(
                 "A new secret signs beside the old one; finish the rotation once the app "
                 "verifies with it."
             )
             session.show_once("Copy it now: it is shown only once.", [("New secret", secret or "")])
         elif what == "finish-rotation":
-            await asyncio.to_thread(service.rotate_app_secret, app_id, None, True)
+            await service.apps.rotate_secret(app_id, finish=True)
             session.flash("Rotation finished: only the newest secret signs now.")
         elif what == "rotate-token":
-            token = await asyncio.to_thread(service.rotate_app_token, app_id)
+            token = await service.apps.rotate_token(app_id)
             session.flash("A new API token; the old one stopped working.")
             session.show_once("Copy it now: it is shown only once.", [("API token", token)])
         elif what == "scheme":
-            scheme = await asyncio.to_thread(
-                service.set_app_scheme,
-                app_id,
-                _scheme(form),
-                form.get("client_auth_key") or None,
+            detail = await service.apps.update(
+                app_id, scheme=_scheme(form), client_auth_key=form.get("client_auth_key") or None
             )
-            session.flash(f"Webhooks are now signed with {scheme}.")
+            session.flash(f"Webhooks are now signed with {detail.scheme}.")
         elif what == "base-url":
-            await asyncio.to_thread(
-                service.update_app, app_id, None, form.get("base_url", "").strip()
-            )
+            await service.apps.update(app_id, base_url=form.get("base_url", "").strip())
             session.flash("Base URL changed.")
     except UserError as error:
-        session.flash(str(error), "error")
+        _refusal(session, error)
     return _back(here)
 
 
-@router.post("/apps/{app_id}/delete")
-async def app_delete(request: Request, app_id: str) -> Response:
-    return await _app_action(request, app_id, "delete")
+def _app_route(what: str) -> Callable[[Request, str], Coroutine[Any, Any, Response]]:
+    async def route(request: Request, app_id: str) -> Response:
+        return await _app_action(request, app_id, what)
+
+    return route
 
 
-@router.post("/apps/{app_id}/secret/rotate")
-async def app_rotate_secret(request: Request, app_id: str) -> Response:
-    return await _app_action(request, app_id, "rotate-secret")
+for _path, _what in (
+    ("delete", "delete"),
+    ("secret/rotate", "rotate-secret"),
+    ("secret/finish", "finish-rotation"),
+    ("token/rotate", "rotate-token"),
+    ("scheme", "scheme"),
+    ("base-url", "base-url"),
+):
+    router.add_api_route(f"/apps/{{app_id}}/{_path}", _app_route(_what), methods=["POST"])
 
 
-@router.post("/apps/{app_id}/secret/finish")
-async def app_finish_rotation(request: Request, app_id: str) -> Response:
-    return await _app_action(request, app_id, "finish-rotation")
+# -- verifying an app's mirror ---------------------------------------------------------------
 
 
-@router.post("/apps/{app_id}/token/rotate")
-async def app_rotate_token(request: Request, app_id: str) -> Response:
-    return await _app_action(request, app_id, "rotate-token")
+def _mirror_page(app_id: str, repository_id: str) -> str:
+    return f"/admin/apps/{quote(app_id)}/mirror/{quote(repository_id)}"
 
 
-@router.post("/apps/{app_id}/scheme")
-async def app_scheme(request: Request, app_id: str) -> Response:
-    return await _app_action(request, app_id, "scheme")
+@router.get("/apps/{app_id}/mirror/{repository_id}")
+async def mirror_page(request: Request, app_id: str, repository_id: str) -> Response:
+    """Verify or repair what an app holds of a repository (docs/admin.md)."""
+    session = await _session(request)
+    if session is None:
+        return _to_login(request)
+    try:
+        detail = await _service(request).apps.get(app_id)
+    except UserError as error:
+        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
+    watch = next((w for w in detail.watches if w.repository_id == repository_id), None)
+    if watch is None:
+        message = f"app {app_id} does not watch repository {repository_id}"
+        return _html(render(request, session, "missing.html", message=message), 404)
+    body = render(
+        request,
+        session,
+        "mirror.html",
+        app=detail,
+        watch=watch,
+        action=_mirror_page(app_id, repository_id),
+        title=f"Verify the mirror of {watch.url} at {detail.name}",
+    )
+    return _html(body)
 
 
-@router.post("/apps/{app_id}/base-url")
-async def app_base_url(request: Request, app_id: str) -> Response:
-    return await _app_action(request, app_id, "base-url")
+@router.post("/apps/{app_id}/mirror/{repository_id}")
+async def mirror_action(request: Request, app_id: str, repository_id: str) -> Response:
+    """Verify (send nothing) or Repair (send exactly the difference) what was pasted: the
+    app's files as JSON Lines, in any order, or only its tree digest."""
+    checked = await _action(request, whole=("held",))
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    held = form.get("held", "").strip()
+    mirrors = _service(request).mirrors
+    try:
+        if not held:
+            raise UserError("paste what the app holds (JSON Lines) or its tree digest first")
+        if "\n" not in held and "{" not in held:
+            done = await mirrors.reconcile(app_id, repository_id, digest=held.lower())
+        else:
+            done = await mirrors.reconcile(
+                app_id,
+                repository_id,
+                held=[line.encode() for line in held.splitlines()],
+                repair=form.get("action") == "repair",
+                sort=True,
+            )
+        session.flash(_reconciled(done))
+    except LIVE_FAILED as error:
+        _refusal(session, error)
+    return _back(_mirror_page(app_id, repository_id))
+
+
+def _reconciled(done: Reconciled) -> str:
+    """The flash message of a verify or repair."""
+    if done.in_sync:
+        return "In sync: the app holds exactly what it acknowledged."
+    if done.held is None:
+        return "Not in sync: the digest differs. Paste the app's files to see which."
+    detail = f"{done.summary} ({done.missing} missing, {done.changed} changed, {done.extra} extra)"
+    if not done.repair:
+        return f"{detail}; nothing was sent."
+    if done.sync_requested:
+        return f"{detail}: sending exactly the difference now."
+    return f"{detail}: the difference is sent at the next sync ({done.sync_error})."
 
 
 # -- repositories -----------------------------------------------------------------------------
@@ -557,14 +655,13 @@ async def repositories(request: Request) -> Response:
     session = await _session(request)
     if session is None:
         return _to_login(request)
-    rows, live = await _service(request).admin_repositories()
+    rows = await _service(request).repositories.list(live=True)
     body = render(
         request,
         session,
         "repositories.html",
         rows=rows,
-        live=live,
-        note=_live_note(list(live.values())),
+        note=_live_note([row.live for row in rows if row.live]),
         link=lambda rid: ui_link(request, rid),
         title="Repositories",
     )
@@ -577,16 +674,16 @@ async def repository_page(request: Request, repository_id: str) -> Response:
     if session is None:
         return _to_login(request)
     try:
-        row, live = await _service(request).admin_repository(repository_id)
+        row = await _service(request).repositories.get(repository_id, with_apps=True, live=True)
     except UserError as error:
-        return _html(render(request, session, "missing.html", message=str(error)), 404)
+        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
     body = render(
         request,
         session,
         "repository.html",
         repo=row,
-        live=live,
-        note=_live_note([live]),
+        live=row.live,
+        note=_live_note([row.live] if row.live else []),
         workflow_url=ui_link(request, repository_id),
         title=f"Repository {row.url}",
     )
@@ -601,40 +698,33 @@ async def _repository_action(request: Request, repository_id: str, what: str) ->
     service = _service(request)
     try:
         if what == "sync":
-            await service.start_sync(repository_id)
+            await service.syncs.start(repository_id)
             session.flash("Sync requested.")
         elif what == "reset":
-            await service.reset(repository_id)
+            await service.syncs.reset(repository_id)
             session.flash("Breaker closed; syncing now.")
         else:
-            running = await service.set_paused(repository_id, what == "pause")
+            running = await service.syncs.pause(repository_id, what == "pause")
             if running:
                 session.flash("Paused." if what == "pause" else "Resumed.")
             else:
                 session.flash("Its sync loop is not running; sync it first.", "error")
     except LIVE_FAILED as error:
-        session.flash(_problem(error), "error")
+        _refusal(session, error)
     return _back(f"/admin/repositories/{quote(repository_id)}")
 
 
-@router.post("/repositories/{repository_id}/sync")
-async def repository_sync(request: Request, repository_id: str) -> Response:
-    return await _repository_action(request, repository_id, "sync")
+def _repository_route(what: str) -> Callable[[Request, str], Coroutine[Any, Any, Response]]:
+    async def route(request: Request, repository_id: str) -> Response:
+        return await _repository_action(request, repository_id, what)
+
+    return route
 
 
-@router.post("/repositories/{repository_id}/reset")
-async def repository_reset(request: Request, repository_id: str) -> Response:
-    return await _repository_action(request, repository_id, "reset")
-
-
-@router.post("/repositories/{repository_id}/pause")
-async def repository_pause(request: Request, repository_id: str) -> Response:
-    return await _repository_action(request, repository_id, "pause")
-
-
-@router.post("/repositories/{repository_id}/resume")
-async def repository_resume(request: Request, repository_id: str) -> Response:
-    return await _repository_action(request, repository_id, "resume")
+for _what in ("sync", "reset", "pause", "resume"):
+    router.add_api_route(
+        f"/repositories/{{repository_id}}/{_what}", _repository_route(_what), methods=["POST"]
+    )
 
 
 # -- failed watches ---------------------------------------------------------------------------
@@ -647,11 +737,11 @@ async def failed(request: Request, app: str = "") -> Response:
         return _to_login(request)
     service = _service(request)
     try:
-        rows, note = await service.failed_watches(app or None)
+        rows, note = await service.admin.failed_watches(app or None)
     except UserError as error:
-        session.flash(str(error), "error")
+        _refusal(session, error)
         rows, note = [], None
-    jobs = await asyncio.to_thread(service.bulk_jobs)
+    jobs = await service.admin.bulk_jobs()
     body = render(
         request,
         session,
@@ -687,17 +777,17 @@ async def _watch_action(request: Request, what: str) -> Response:
     back = _safe_next(form.get("back", "/admin/failed"))
     try:
         if what == "retry":
-            asked = await service.retry_watch(app_id, repository_id)
+            asked = await service.watches.retry(app_id, repository_id)
             done = "Retrying: the watch is pending and its repository syncs now."
         else:
-            asked = await service.resync_watch(app_id, repository_id)
+            asked = (await service.deliveries.redeliver(app_id, repository_id)).sync_requested
             done = "Resyncing: the app's ledger is forgotten and every file is sent again."
         if asked:
             session.flash(done)
         else:
             session.flash("Saved, but Temporal could not be asked; the next poll does it.", "error")
     except LIVE_FAILED as error:
-        session.flash(_problem(error), "error")
+        _refusal(session, error)
     return _back(back)
 
 
@@ -719,9 +809,9 @@ async def _bulk(request: Request, what: BulkAction) -> Response:
     app_id = form.get("app_id", "").strip() or None
     back = "/admin/failed" + (f"?{urlencode({'app': app_id})}" if app_id else "")
     try:
-        job = await _service(request).start_bulk(what, app_id)
+        job = await _service(request).admin.start_bulk(what, app_id)
     except LIVE_FAILED as error:
-        session.flash(_problem(error), "error")
+        _refusal(session, error)
         return _back(back if isinstance(error, Unreachable) else "/admin/failed")
     session.flash(f"Started: {job.label} ({job.total} watches). Progress is below.")
     return _back(back)
@@ -744,8 +834,7 @@ async def deliveries(
         return _to_login(request)
     filters = {"app": app, "repository": repository, "event": event, "outcome": outcome}
     try:
-        page, events = await asyncio.to_thread(
-            _service(request).delivery_log,
+        page = await _service(request).deliveries.log(
             app_id=app.strip() or None,
             repository_id=repository.strip() or None,
             event=event or None,
@@ -754,8 +843,9 @@ async def deliveries(
             limit=DELIVERIES_PER_PAGE,
         )
         rows, next_cursor = page.items, page.next_cursor
+        events = await _service(request).deliveries.events()
     except UserError as error:
-        session.flash(str(error), "error")
+        _refusal(session, error)
         rows, next_cursor, events = [], None, []
     older = None
     if next_cursor:
@@ -784,9 +874,10 @@ async def deliveries_redeliver(request: Request) -> Response:
     session, form = checked
     back = _safe_next(form.get("back", "/admin/deliveries"))
     try:
-        asked = await _service(request).resync_watch(
+        done = await _service(request).deliveries.redeliver(
             form.get("app_id", ""), form.get("repository_id", "")
         )
+        asked = done.sync_requested
         if asked:
             session.flash(
                 "Redelivering: the app's ledger is forgotten and every file is sent again."
@@ -796,5 +887,5 @@ async def deliveries_redeliver(request: Request) -> Response:
                 "Ledger forgotten, but Temporal could not be asked; the next poll resends."
             )
     except LIVE_FAILED as error:
-        session.flash(_problem(error), "error")
+        _refusal(session, error)
     return _back(back)

@@ -14,17 +14,16 @@ from pathlib import Path
 from fastapi import FastAPI, Response
 
 import treecast
-from treecast.api import errors, hooks, routes_admin, routes_apps
+from treecast.api import errors, hooks, routes_admin, routes_apps, routes_mirrors
 from treecast.api.auth import Service
 from treecast.api.docs_page import mount_docs
 from treecast.api.limits import Limits
 from treecast.api.pages import mount_admin_pages
 from treecast.api.schemas import HealthOut, ReadyOut, VersionOut
 from treecast.config import Settings
-from treecast.db import engine_for
 from treecast.service.core import TreecastService
 from treecast.service.errors import Unreachable
-from treecast.service.views import Readiness
+from treecast.service.results import Readiness
 
 log = logging.getLogger("treecast.api")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -57,7 +56,7 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
         # Warm up only: a database or Temporal that is down is reported by /ready. (A
         # schema that is behind was refused before the server started: __main__.py.)
         try:
-            await asyncio.to_thread(engine_for, settings.database_url)
+            await made.admin.open_database()
         except Exception as error:  # /ready says so; the server still starts
             log.warning("the database is not usable yet (%s)", type(error).__name__)
         try:
@@ -83,6 +82,7 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
     app.add_middleware(Limits, settings=settings)
     app.include_router(routes_admin.router)
     app.include_router(routes_apps.router)
+    app.include_router(routes_mirrors.router)
     app.include_router(hooks.router)
     mount_admin_pages(app)
     mount_docs(app)
@@ -92,7 +92,7 @@ def create_app(settings: Settings, service: TreecastService | None = None) -> Fa
     def health(service: Service) -> HealthOut:
         """Liveness: 200 while the process answers (whether it can serve: /ready), with the
         push hooks' outcomes counted by this process."""
-        return HealthOut(status="ok", pushes=dict(service.push_counts))
+        return HealthOut(status="ok", pushes=dict(service.syncs.push_counts))
 
     @app.get(
         "/ready",
@@ -133,7 +133,7 @@ class _ReadinessCache:
         loop = asyncio.get_running_loop()
         async with self._lock:
             if self._report is None or loop.time() - self._at > 1.0:
-                self._report = await service.readiness()
+                self._report = await service.admin.readiness()
                 self._at = loop.time()
             report: Readiness = self._report
             return report

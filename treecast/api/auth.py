@@ -32,15 +32,15 @@ def require_admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_scheme)],
 ) -> None:
     """Operators only (503 when TREECAST_ADMIN_TOKEN is unset, 401 for a wrong token)."""
-    service.check_admin(credentials.credentials if credentials else None)
+    service.admin.check_token(credentials.credentials if credentials else None)
 
 
-def require_app(
+async def require_app(
     service: Service,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_app_scheme)],
 ) -> str:
     """The calling app's id (401 for a missing or unknown token)."""
-    return service.authenticate_app(credentials.credentials if credentials else None)
+    return await service.apps.authenticate(credentials.credentials if credentials else None)
 
 
 AppId = Annotated[str, Depends(require_app)]

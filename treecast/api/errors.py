@@ -8,7 +8,6 @@ traceback and answered 500 without a word of internals.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,36 +31,18 @@ from treecast.service.errors import (
 
 log = logging.getLogger("treecast.api")
 
-# The service speaks the CLI's words; the API's callers know its JSON fields.
-_WORDS = {
-    "--name": "app_name",
-    "--url": "base_url",
-    "--secret": "secret",
-    "--finish": "finish",
-    "--ref": "ref",
-    "--path": "paths",
-    "GIT_URL": "url",
-    "--ssh-key-file": "ssh_private_key",
-    "--generate-ssh-key": "generate_ssh_key",
-    # The API pins host keys from known_hosts only (a scan needs a person to confirm it).
-    "--known-hosts FILE or --scan-host-keys "
-    "(then --accept-host-keys SHA256:... once confirmed)": "known_hosts",
-    "--known-hosts FILE": "known_hosts",
-    "--known-hosts": "known_hosts",
-    "--github-app-id": "github_app_id",
-    "--github-installation-id": "github_installation_id",
-    "--github-app-key-file": "github_app_private_key",
-    "--clear": "clear",
-    "--token-env VAR": "token",
+# The inputs a service error names, as this API's JSON fields call them (the others
+# are named as the service names them).
+FIELDS = {
+    "name": "app_name",
+    "host_keys": "known_hosts",  # the API pins host keys from known_hosts only
+    "app": "the app's own: app_id, or the app's token; docs/credentials.md",
 }
-_WORD = re.compile("|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True)))
-_CLI_HINT = re.compile(r";? ?see `starter\.py [^`]*`")
 
 
-def api_words(message: str) -> str:
-    """A service message with CLI option names replaced by the API's field names."""
-    message = _CLI_HINT.sub("", message)
-    return _WORD.sub(lambda m: _WORDS[m.group(0)], message)
+def said(error: UserError) -> str:
+    """A service error in the API's words."""
+    return error.worded(FIELDS)
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -119,13 +100,13 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, Unauthorized):
         return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
     if isinstance(exc, UserError):
-        return error(_status_of(exc), api_words(str(exc)))
+        return error(_status_of(exc), said(exc))
     if isinstance(exc, RequestValidationError):
         return error(400, _validation_message(exc))
     if isinstance(exc, HTTPException):
         return error(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
     if isinstance(exc, NotConfigured | Unreachable):
-        return error(503, api_words(str(exc)))
+        return error(503, str(exc))
     if isinstance(exc, SchemaBehind):
         log.error("%s", exc)
         return error(503, "the database schema is not this release's; the server log says why")
@@ -139,7 +120,7 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
         return error(503, "the database is unavailable; try again later")
     failure = temporal_failure(exc, "a request", None)
     if failure is not None:
-        return error(503, api_words(str(failure)))
+        return error(503, str(failure))
     # Starlette re-raises after this answer, so the server logs the traceback once.
     return error(500, "internal error; the server log has the details")
 

@@ -24,7 +24,7 @@ async def _receive(
 ) -> PushOut:
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    result = await service.receive_push(host, headers, body)
+    result = await service.syncs.receive_push(host, headers, body)
     response.status_code = 200 if result.ping else 202
     return PushOut.model_validate(result, from_attributes=True)
 

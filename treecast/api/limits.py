@@ -116,15 +116,23 @@ class Limits:
                 [(b"retry-after", str(math.ceil(wait)).encode())],
             )
             return
+        path = str(scope.get("path", ""))
+        streamed = path.startswith("/api/repositories/") and path.endswith("/reconcile")
         limit = (
             self.settings.api_max_hook_bytes
-            if str(scope.get("path", "")).startswith("/hooks/")
+            if path.startswith("/hooks/")
+            else self.settings.api_reconcile_max_bytes
+            if streamed
             else self.settings.api_max_body_bytes
         )
         too_large = f"the request body is larger than {limit} bytes"
         declared = _content_length(scope)
         if declared is not None and (declared < 0 or declared > limit):
             await _answer(send, 413, too_large, [(b"connection", b"close")])
+            return
+        if streamed:
+            # What an app holds may run to megabytes: the route spools it, counting.
+            await self.app(scope, receive, send)
             return
         # Read the body here, counting, so nothing past the limit is ever buffered.
         chunks: list[bytes] = []

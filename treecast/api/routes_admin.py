@@ -13,7 +13,6 @@ from treecast.api.schemas import (
     AppDeletedOut,
     AppDetailOut,
     AppOut,
-    CredentialsOut,
     CredentialsSetOut,
     Data,
     ListOut,
@@ -22,7 +21,7 @@ from treecast.api.schemas import (
     PushSecretOut,
     TokenRotateOut,
 )
-from treecast.service.views import AppDetail
+from treecast.service.apps import AppOrder
 
 router = APIRouter(
     prefix="/admin/api", tags=["admin"], dependencies=[Admin], responses=ERROR_RESPONSES
@@ -32,14 +31,10 @@ Cursor = Annotated[str | None, Query(max_length=100, description="next_cursor of
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-def _detail(detail: AppDetail) -> AppDetailOut:
-    return AppDetailOut.model_validate(detail, from_attributes=True)
-
-
 @router.post("/apps/onboard", status_code=201, response_model=Data[OnboardOut])
-def onboard(body: OnboardIn, service: Service) -> Data[OnboardOut]:
+async def onboard(body: OnboardIn, service: Service) -> Data[OnboardOut]:
     """Register an app; its API token and webhook secret are in this answer only."""
-    app = service.onboard_app(
+    app = await service.apps.add(
         body.app_name,
         body.base_url,
         body.secret,
@@ -50,17 +45,13 @@ def onboard(body: OnboardIn, service: Service) -> Data[OnboardOut]:
         client_auth_key=body.client_auth_key,
         treecast_events=body.treecast_events,
     )
-    return Data(
-        data=OnboardOut(
-            app_id=app.app_id, token=app.token, secret=app.secret, created_at=app.created_at
-        )
-    )
+    return Data(data=OnboardOut.model_validate(app, from_attributes=True))
 
 
 @router.get("/apps", response_model=ListOut[AppOut])
-def list_apps(service: Service, cursor: Cursor = None, limit: Limit = 50) -> ListOut[AppOut]:
+async def list_apps(service: Service, cursor: Cursor = None, limit: Limit = 50) -> ListOut[AppOut]:
     """Every app, by id, a page at a time."""
-    page = service.apps_page(cursor, limit)
+    page = await service.apps.list(order=AppOrder.ID, cursor=cursor, limit=limit)
     return ListOut(
         data=[AppOut.model_validate(a, from_attributes=True) for a in page.items],
         next_cursor=page.next_cursor,
@@ -68,36 +59,37 @@ def list_apps(service: Service, cursor: Cursor = None, limit: Limit = 50) -> Lis
 
 
 @router.get("/apps/{app_id}", response_model=Data[AppDetailOut])
-def app_detail(app_id: str, service: Service) -> Data[AppDetailOut]:
+async def app_detail(app_id: str, service: Service) -> Data[AppDetailOut]:
     """An app with its watches and their delivery state."""
-    return Data(data=_detail(service.app_detail(app_id)))
+    detail = await service.apps.get(app_id)
+    return Data(data=AppDetailOut.model_validate(detail, from_attributes=True))
 
 
 @router.delete("/apps/{app_id}", response_model=Data[AppDeletedOut])
-def delete_app(app_id: str, service: Service) -> Data[AppDeletedOut]:
+async def delete_app(app_id: str, service: Service) -> Data[AppDeletedOut]:
     """Delete an app, its watches, ledgers and log; deliveries to it stop."""
-    repositories = service.remove_app(app_id)
+    repositories = await service.apps.remove(app_id)
     return Data(data=AppDeletedOut(deleted=True, repositories=repositories))
 
 
 @router.post("/apps/{app_id}/token/rotate", response_model=Data[TokenRotateOut])
-def rotate_app_token(app_id: str, service: Service) -> Data[TokenRotateOut]:
+async def rotate_app_token(app_id: str, service: Service) -> Data[TokenRotateOut]:
     """A new API token for the app (shown once): for a lost token, or an app made before
     the API existed."""
-    return Data(data=TokenRotateOut(token=service.rotate_app_token(app_id)))
+    return Data(data=TokenRotateOut(token=await service.apps.rotate_token(app_id)))
 
 
 @router.post("/repositories/{repository_id}/push-secret/rotate", response_model=Data[PushSecretOut])
-def rotate_push_secret(
+async def rotate_push_secret(
     repository_id: str, request: Request, service: Service
 ) -> Data[PushSecretOut]:
     """A new push-hook secret (shown once); paste it into the git host's hook."""
-    secret = service.rotate_push_secret(repository_id)
+    secret = await service.repositories.rotate_push_secret(repository_id)
     return Data(
         data=PushSecretOut(
             repository_id=repository_id,
             push_secret=secret,
-            push_url=service.push_url(base=str(request.base_url)),
+            push_url=service.repositories.push_url(base=str(request.base_url)),
         )
     )
 
@@ -114,14 +106,7 @@ async def set_credentials(
     of one app's watch of a repository (`app_id`), or of every watch of it; each is
     checked against the git host first (422, nothing changed, when one is refused). The
     breaker is reset and a sync requested."""
-    done, requested = await service.rotate_credentials(
+    done = await service.watches.set_credentials(
         repository_id, body.spec(body.token, body.clear), app_id=body.app_id
     )
-    return Data(
-        data=CredentialsSetOut(
-            repository_id=repository_id,
-            credentials=CredentialsOut.model_validate(done.credentials, from_attributes=True),
-            sync_requested=requested,
-            app_ids=done.app_ids,
-        )
-    )
+    return Data(data=CredentialsSetOut.model_validate(done, from_attributes=True))

@@ -12,7 +12,6 @@ from treecast.api.auth import AppId, Service
 from treecast.api.errors import ERROR_RESPONSES
 from treecast.api.schemas import (
     CredentialsIn,
-    CredentialsOut,
     CredentialsSetOut,
     DeliveryOut,
     GitTokenIn,
@@ -30,10 +29,17 @@ from treecast.api.schemas import (
     TokenRotateOut,
     WatchOut,
 )
+from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import UserError
 from treecast.service.pushes import GitHost
 
 router = APIRouter(prefix="/api", tags=["apps"], responses=ERROR_RESPONSES)
+
+# Why a repository given a generated deploy key does not sync yet.
+GENERATED_KEY_WAITS = (
+    "not synced yet: add credentials.ssh_public_key to the git host as a read-only deploy "
+    "key, then POST /api/repositories/{}/sync"
+)
 
 Cursor = Annotated[str | None, Query(max_length=100, description="next_cursor of the last page")]
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -75,22 +81,24 @@ async def watch(
     a generated key is saved as pending until a sync finds it on the host. `credentials`
     shows their public parts (a generated key's public key to paste into the git host),
     never a secret."""
-    spec = body.spec()
-    result = await service.watch_repository(
+    result = await service.watches.watch(
         app_id,
-        body.url,
-        body.ref,
-        body.token,
-        body.paths,
-        None if spec.empty() else spec,
+        url=body.url,
+        ref=body.ref,
+        paths=body.paths,
+        credentials=body.spec(body.token),
         submodules=body.submodules,
         lfs=body.lfs,
     )
     if not result.watch_created:
         response.status_code = 200
     out = RepositoryOut.model_validate(result, from_attributes=True)
+    if result.pending:  # no sync fails while the generated key is not on the host
+        out.sync_error = GENERATED_KEY_WAITS.format(result.repository_id)
+    elif result.unreachable is not None:
+        out.sync_error = f"the watch is saved; {result.unreachable}"
     if result.push_secret:
-        out.push_url = service.push_url(_host_of(result.url), str(request.base_url))
+        out.push_url = service.repositories.push_url(_host_of(result.url), str(request.base_url))
     return out
 
 
@@ -104,7 +112,7 @@ async def list_watches(
 ) -> ListOut[WatchOut]:
     """The app's watches with their delivery state and, unless live=false, each sync
     loop's live state (`live.known` false when Temporal did not answer in time)."""
-    page = await service.watches(app_id, cursor, limit, live=live)
+    page = await service.watches.list(app_id, cursor, limit, live=live)
     return ListOut(
         data=[WatchOut.model_validate(w, from_attributes=True) for w in page.items],
         next_cursor=page.next_cursor,
@@ -114,14 +122,14 @@ async def list_watches(
 @router.get("/repositories/{repository_id}", response_model=WatchOut)
 async def get_watch(repository_id: str, app_id: AppId, service: Service) -> WatchOut:
     """One watch with its delivery state and its sync loop's live state."""
-    state = await service.watch_state(app_id, repository_id)
+    state = await service.watches.get(app_id, repository_id)
     return WatchOut.model_validate(state, from_attributes=True)
 
 
 @router.delete("/repositories/{repository_id}", status_code=204, response_class=Response)
-def unwatch(repository_id: str, app_id: AppId, service: Service) -> Response:
+async def unwatch(repository_id: str, app_id: AppId, service: Service) -> Response:
     """Stop watching and forget what the app received (watching again resends everything)."""
-    service.unwatch_repository(app_id, repository_id)
+    await service.watches.unwatch(app_id, repository_id, by_app=True)
     return Response(status_code=204)
 
 
@@ -132,8 +140,10 @@ async def rotate_git_token(
     """Replace this app's own git access token, once the git host accepts it (422
     otherwise): the breaker is reset and a sync requested; what the app received is
     kept, so only real differences are sent."""
-    requested = await service.rotate_git_token(app_id, repository_id, body.token)
-    return GitTokenOut(repository_id=repository_id, sync_requested=requested)
+    done = await service.watches.set_credentials(
+        repository_id, CredentialSpec(token=body.token), app_id=app_id, by_app=True
+    )
+    return GitTokenOut(repository_id=repository_id, sync_requested=done.sync_requested)
 
 
 @router.put(
@@ -148,14 +158,12 @@ async def set_credentials(
     repository (or `clear` them), once the git host accepts them (422 otherwise, nothing
     changed): the breaker is reset and a sync requested. Another app's credentials for
     the same repository never change. Secrets are never answered."""
-    done, requested = await service.rotate_credentials(
-        repository_id, body.spec(body.token, body.clear), owner=app_id
+    done = await service.watches.set_credentials(
+        repository_id, body.spec(body.token, body.clear), app_id=app_id, by_app=True
     )
-    return CredentialsSetOut(
-        repository_id=repository_id,
-        credentials=CredentialsOut.model_validate(done.credentials, from_attributes=True),
-        sync_requested=requested,
-    )
+    out = CredentialsSetOut.model_validate(done, from_attributes=True)
+    out.app_ids = None  # an app changes its own watch only
+    return out
 
 
 @router.post("/repositories/{repository_id}/sync", status_code=202, response_model=SyncAcceptedOut)
@@ -167,7 +175,7 @@ async def sync(
     idempotency_key: IdempotencyKey = None,
 ) -> SyncAcceptedOut:
     """Sync now; answers at once with the id to follow at GET /api/syncs/{sync_id}."""
-    accepted = await service.request_sync(app_id, repository_id, idempotency_key)
+    accepted = await service.syncs.request(app_id, repository_id, idempotency_key)
     return SyncAcceptedOut(
         sync_id=accepted.sync_id,
         repository_id=repository_id,
@@ -178,7 +186,7 @@ async def sync(
 @router.get("/syncs/{sync_id}", response_model=SyncOut)
 async def get_sync(sync_id: str, app_id: AppId, service: Service) -> SyncOut:
     """What became of a sync request: pending, syncing, delivering, then final."""
-    outcome = await service.sync_outcome(app_id, sync_id)
+    outcome = await service.syncs.outcome(app_id, sync_id)
     mine: dict[str, Any] | None = next(
         (asdict(a) for a in outcome.apps if a.app_id == app_id), None
     )
@@ -202,14 +210,12 @@ async def get_sync(sync_id: str, app_id: AppId, service: Service) -> SyncOut:
 )
 async def redeliver(repository_id: str, app_id: AppId, service: Service) -> RedeliverOut:
     """Forget what the app received from this repository and send everything again."""
-    forgotten, requested = await service.redeliver(app_id, repository_id)
-    return RedeliverOut(
-        repository_id=repository_id, ledger_rows_removed=forgotten, sync_requested=requested
-    )
+    done = await service.deliveries.redeliver(app_id, repository_id, by_app=True)
+    return RedeliverOut.model_validate(done, from_attributes=True)
 
 
 @router.get("/deliveries", response_model=ListOut[DeliveryOut])
-def deliveries(
+async def deliveries(
     app_id: AppId,
     service: Service,
     repository_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -217,7 +223,9 @@ def deliveries(
     limit: Limit = 50,
 ) -> ListOut[DeliveryOut]:
     """The app's webhook attempts, newest first (the newest TREECAST_DELIVERY_LOG_KEEP)."""
-    page = service.deliveries(app_id, repository_id, cursor, limit)
+    page = await service.deliveries.log(
+        app_id=app_id, repository_id=repository_id, cursor=cursor, limit=limit, by_app=True
+    )
     return ListOut(
         data=[DeliveryOut.model_validate(d, from_attributes=True) for d in page.items],
         next_cursor=page.next_cursor,
@@ -225,32 +233,32 @@ def deliveries(
 
 
 @router.get("/app", response_model=SelfOut)
-def get_self(app_id: AppId, service: Service) -> SelfOut:
+async def get_self(app_id: AppId, service: Service) -> SelfOut:
     """The calling app (never its secrets)."""
-    return SelfOut.model_validate(
-        service.app_detail(app_id, with_watches=False), from_attributes=True
-    )
+    detail = await service.apps.get(app_id, with_watches=False)
+    return SelfOut.model_validate(detail, from_attributes=True)
 
 
 @router.patch("/app", response_model=SelfOut)
-def patch_self(body: SelfPatchIn, app_id: AppId, service: Service) -> SelfOut:
+async def patch_self(body: SelfPatchIn, app_id: AppId, service: Service) -> SelfOut:
     """Rename the app or move its base URL (checked as at onboarding)."""
     if body.name is None and body.base_url is None:
         raise UserError("give name or base_url to change")
-    detail = service.update_app(app_id, body.name, body.base_url)
+    detail = await service.apps.update(app_id, name=body.name, base_url=body.base_url)
     return SelfOut.model_validate(detail, from_attributes=True)
 
 
 @router.post("/app/secret/rotate", response_model=SecretRotateOut)
-def rotate_secret(body: SecretRotateIn, app_id: AppId, service: Service) -> SecretRotateOut:
+async def rotate_secret(body: SecretRotateIn, app_id: AppId, service: Service) -> SecretRotateOut:
     """Add a webhook secret (requests carry both signatures), or with finish keep only the
     newest."""
-    secret = service.rotate_app_secret(app_id, body.secret, body.finish)
+    secret = await service.apps.rotate_secret(app_id, body.secret, finish=body.finish)
     return SecretRotateOut(secret=secret, finished=secret is None)
 
 
 @router.post("/app/token/rotate", response_model=TokenRotateOut)
-def rotate_token(app_id: AppId, service: Service) -> TokenRotateOut:
+async def rotate_token(app_id: AppId, service: Service) -> TokenRotateOut:
     """A new API token (shown once); the one used for this call stops working now."""
     # The caller may hold an imported docora_ token: it stops working too.
-    return TokenRotateOut(token=service.rotate_app_token(app_id, drop_docora_token=True))
+    token = await service.apps.rotate_token(app_id, drop_docora_token=True)
+    return TokenRotateOut(token=token)

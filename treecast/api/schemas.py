@@ -115,7 +115,7 @@ class AppWatchOut(BaseModel):
     last_error: str | None
     retry_count: int
     last_synced_at: str | None
-    path_globs: list[str]
+    path_globs: list[str] = Field(validation_alias=AliasChoices("path_globs", "paths"))
     credentials: CredentialsOut | None = None
     access: str = Field("granted", description=ACCESS)
     access_checked_at: str | None = None
@@ -362,6 +362,45 @@ class SecretRotateOut(BaseModel):
 
 class TokenRotateOut(BaseModel):
     token: str = Field(description="the new API token, shown once; the old one no longer works")
+
+
+# --- an app's mirror ----------------------------------------------------------
+
+
+class DigestIn(Strict):
+    tree_digest: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="the tree digest of the app's copy"
+    )
+
+
+class ReconcileOut(BaseModel):
+    repository_id: str
+    status: str = Field(
+        description='"in sync", "not in sync" or "N files differ"',
+        validation_alias=AliasChoices("status", "summary"),
+    )
+    in_sync: bool
+    commit: str | None = Field(description="the commit the app last fully acknowledged")
+    tree_digest: str = Field(description="the digest of what Treecast recorded the app holds")
+    files: int = Field(description="files in that record")
+    held: int | None = Field(description="files the app listed (null: it sent its digest)")
+    missing: int = Field(description="delivered, but the app lacks them (sent again)")
+    changed: int = Field(description="the app has other content (sent again)")
+    extra: int = Field(description="the app has them, Treecast never delivered them (deleted)")
+    differ: int
+    repair: bool = Field(description="the difference is being sent")
+    sync_requested: bool
+    sync_id: str | None = None
+    status_url: str | None = None
+    sync_error: str | None = None
+
+
+class SyncCompletedIn(Strict):
+    enabled: bool
+
+
+class SyncCompletedOut(BaseModel):
+    sync_completed: bool
 
 
 # --- anyone -----------------------------------------------------------------

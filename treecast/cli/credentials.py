@@ -15,15 +15,22 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from treecast.service.credentials import CredentialSpec, HostKeyInfo
+from treecast.service.credentials import CredentialSpec
 from treecast.service.errors import UserError, shown
+from treecast.service.results import HostKeyInfo
 
 MAX_FILE_BYTES = 256 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, rotating: bool) -> None:
     """The credential options of `repo add` and `watch` (and, with `rotating`, of
-    set-credentials, which adds `--token-env` and `--clear`)."""
+    set-credentials, whose `--token-env` is a new token, and `--clear`)."""
+    if not rotating:
+        parser.add_argument(
+            "--token-env",
+            metavar="VAR",
+            help="name of an environment variable holding an access token",
+        )
     group = parser.add_argument_group("credentials (docs/credentials.md)")
     if rotating:
         group.add_argument(

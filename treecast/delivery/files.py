@@ -38,15 +38,22 @@ from models.delivery import (
 from treecast import metrics
 from treecast.config import Settings
 from treecast.db import session_scope
+from treecast.delivery.completion import announce_completion
 from treecast.delivery.contents import ContentReader, Sources
 from treecast.delivery.loading import load_changes, record_changes
 from treecast.delivery.requests import Ahead, Request, RequestBuilder
-from treecast.delivery.target import open_sender, refusal, secrets_of, skip_reason
+from treecast.delivery.target import (
+    AppTarget,
+    load_target,
+    open_sender,
+    refusal,
+    secrets_of,
+    skip_reason,
+)
 from treecast.gitcache.repository import RepositoryCache
+from treecast.remote_access import app_access
 from treecast.store.attempts import note_skipped_paths, prune_delivery_log, record_attempt
 from treecast.store.ledger import LedgerWriter, WatchChanged
-from treecast.store.repositories import app_access
-from treecast.store.targets import AppTarget, load_target
 from treecast.store.watches import finish_delivery, note_watch_failure, start_delivery
 from treecast.webhooks.payloads import Event
 from treecast.webhooks.signing import redaction_terms
@@ -173,8 +180,20 @@ class FileDelivery:
             self.result.error = str(changed)
             return self.result
         with session_scope(settings.database_url) as session:
-            finish_delivery(session, app_id, repository_id, self.input.commit, computed.held)
+            finished = finish_delivery(
+                session, app_id, repository_id, self.input.commit, computed.held, target.generation
+            )
             prune_delivery_log(session, app_id, settings.delivery_log_keep)
+        if not finished:
+            # Reset meanwhile (redeliver, reconcile): its own sync delivers again.
+            self.result.status = DeliveryStatus.REMOVED
+            self.result.error_type = DeliveryErrorType.WATCH_MISSING
+            self.result.error = str(WatchChanged(app_id, repository_id))
+            return self.result
+        if target.sync_completed and not announce_completion(settings, target, self.input.commit):
+            self.result.status = DeliveryStatus.DISABLED
+            self.result.error_type = DeliveryErrorType.GONE
+            return self.result
         self.result.status = DeliveryStatus.SYNCED
         return self.result
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 from sqlmodel import Session
 
 from models.contents import SubmoduleMode
+from models.tables import parse_globs
 from treecast.delivery.changes import (
     NOTHING,
     Candidates,
@@ -40,7 +41,6 @@ from treecast.gitcache.tree import (
     FileFilter,
     diff_trees,
     ignore_blob_name,
-    parse_globs,
     touches_ignore_file,
 )
 from treecast.store.ledger import load_ledger, record_imported_blobs

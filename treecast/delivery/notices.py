@@ -7,10 +7,10 @@ from models.delivery import DeliveryErrorType, NoticeInput, NoticeResult
 from models.events import SyncEvent
 from treecast.config import Settings
 from treecast.db import session_scope
-from treecast.delivery.target import open_sender, refusal, secrets_of, skip_reason
+from treecast.delivery import target as targets
+from treecast.delivery.target import AppTarget
 from treecast.redact import redact
 from treecast.store.attempts import prune_delivery_log, record_attempt
-from treecast.store.targets import AppTarget, load_target
 from treecast.webhooks import payloads
 from treecast.webhooks.signing import SigningScheme, redaction_terms, webhook_id
 
@@ -24,7 +24,7 @@ _SKIPPED = {
 def notice_body(target: AppTarget, input: NoticeInput) -> bytes | None:
     """The notice's body in the app's format (None: this app does not get this event)."""
     docora = target.scheme == SigningScheme.DOCORA
-    terms = redaction_terms(secrets_of(target))
+    terms = redaction_terms(targets.secrets_of(target))
     timestamp = input.occurred_at or payloads.iso_utc()
     if input.event == SyncEvent.SYNC_FAILED and docora:
         return payloads.docora_sync_failed_body(
@@ -61,8 +61,8 @@ def send_notice(settings: Settings, input: NoticeInput) -> NoticeResult:
     failure raises a `WebhookError` (after recording it).
     """
     with session_scope(settings.database_url) as session:
-        target = load_target(settings, session, input.app_id, input.repository_id)
-    skipped = skip_reason(target)
+        target = targets.load_target(settings, session, input.app_id, input.repository_id)
+    skipped = targets.skip_reason(target)
     if skipped is not None:
         return NoticeResult(
             input.app_id, delivered=False, error_type=skipped, error=_SKIPPED[skipped]
@@ -75,7 +75,7 @@ def send_notice(settings: Settings, input: NoticeInput) -> NoticeResult:
     msg_id = webhook_id(
         "notice", input.app_id, input.repository_id, input.event, input.transition_id
     )
-    with open_sender(settings, target, timeout=settings.notice_timeout_seconds) as sender:
+    with targets.open_sender(settings, target, timeout=settings.notice_timeout_seconds) as sender:
         outcome = sender.post(input.event, msg_id, body, input.event)
     with session_scope(settings.database_url) as session:
         record_attempt(
@@ -97,4 +97,4 @@ def send_notice(settings: Settings, input: NoticeInput) -> NoticeResult:
             error_type=outcome.error_type,
             error=outcome.error,
         )
-    raise refusal(target, outcome)
+    raise targets.refusal(target, outcome)

@@ -21,7 +21,7 @@ from models.changes import ChangeKind, FileChange
 from models.delivery import ChunkResume
 from treecast.config import Settings
 from treecast.delivery.contents import ContentReader
-from treecast.store.targets import AppTarget
+from treecast.delivery.target import AppTarget
 from treecast.webhooks import payloads
 from treecast.webhooks.payloads import ChunkPlan, ContentProbe, Event
 from treecast.webhooks.sender import WebhookSender

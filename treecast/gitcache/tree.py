@@ -9,7 +9,6 @@ narrow it further for that app.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -105,20 +104,6 @@ class FileFilter:
         if self.ignored(path):
             return False
         return self.globs is None or self.globs.match_file(path)
-
-
-def parse_globs(raw: str | None) -> list[str]:
-    """A watch's `path_globs` column (JSON list of patterns) as a list; bad JSON means none."""
-    if not raw:
-        return []
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        log.warning("ignoring malformed path_globs %r", raw[:200])
-        return []
-    if not isinstance(value, list):
-        return []
-    return [str(item) for item in value if isinstance(item, str) and item.strip()]
 
 
 class _Memo:
@@ -375,6 +360,15 @@ def _ls_tree(
             continue
         guard.entry(raw_path, size)
         yield parsed
+
+
+def tree_entries(
+    settings: Settings, repo_path: Path, commit: str
+) -> Iterator[tuple[str, str, int, bytes]]:
+    """(mode, object id, size, raw path) of every file, link and submodule of `commit` in
+    git's order (ascending bytes of the full path), streamed within the settings' tree
+    limits; sizes are 0 in a partial cache."""
+    return _ls_tree(settings, repo_path, commit, limits_of(settings))
 
 
 @dataclass

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from models.tables import Watch, WatchAccess, utcnow
 from treecast.access import ACCESS_CHECK_SECONDS, AccessCheck, Verdict, probe, refusal
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
 from treecast.crypto import Cipher
 from treecast.gitcache.errors import GitError
+from treecast.remote_access import decrypt
 from treecast.service import credentials as creds
 from treecast.service.credentials import CredentialSpec, Planned
 from treecast.service.errors import RefusedUrl
-from treecast.store.repositories import StoredCredentials, decrypt
+from treecast.store.credentials import StoredCredentials
 
 
 class AccessRefused(RefusedUrl):
@@ -93,15 +93,6 @@ def _refused(url: str, verdict: AccessCheck, has_credentials: bool) -> str:
             "docs/credentials.md); nothing was saved"
         )
     return f"the git host refused this app's credentials for {url} ({reason}); nothing was saved"
-
-
-def store(watch: Watch, checked: Checked) -> None:
-    """Put checked credentials on a watch: granted now, or pending (a generated key,
-    dropped credentials) until a sync finds the host accepts what it holds."""
-    checked.planned.stored.write_to(watch)
-    watch.access_checked_at = utcnow()
-    watch.access_error = checked.pending
-    watch.access = WatchAccess.GRANTED if checked.check is not None else WatchAccess.PENDING
 
 
 def one_key_for_all(spec: CredentialSpec, comment: str) -> tuple[CredentialSpec, bool]:

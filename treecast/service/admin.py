@@ -1,292 +1,301 @@
-"""The database reads and writes of the admin page (overview counts, app search, failed
-watches, the delivery log with filters, retrying a watch). `TreecastService` calls these;
-nothing above the service layer does."""
+"""What operators do besides apps, repositories and watches: the admin token and page
+sessions, the overview, the watches that need them and bulk jobs over them, the database
+schema, whether this process is ready, and importing a Docora installation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+import logging
+import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import func, or_
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from models.tables import App, DeliveryAttempt, Repository, Watch
-from treecast.service import registry
-from treecast.service.errors import UserError, shown
-from treecast.store import watches as store_watches
-from treecast.store.snapshots import latest
-from treecast.webhooks.signing import SigningScheme
+from models.bulk import BulkAction as BulkAction
+from models.bulk import BulkInput
+from models.bulk import bulk_workflow_id as bulk_workflow_id
+from models.tables import WatchStatus
+from treecast.db import (
+    SchemaBehind,
+    SchemaStatus,
+    engine_for,
+    ensure_schema,
+    make_engine,
+    prepare,
+    schema_status,
+)
+from treecast.service import checks, docora_import, tokens, workflows
+from treecast.service.errors import NotConfigured, Unauthorized, UserError
+from treecast.service.results import (
+    AdminOverview,
+    DocoraImportReport,
+    JobProgress,
+    Readiness,
+    Watch,
+    watch_of,
+)
+from treecast.service.runtime import Runtime
+from treecast.service.syncs import Part, Syncs
+from treecast.store import apps as app_rows
+from treecast.store import attempts, bulk
+from treecast.store import repositories as repository_rows
+from treecast.store import watches as watch_rows
+from treecast.store.admin_sessions import AdminSessions
+from treecast.store.admin_sessions import PageSession as PageSession
 
-# Outcomes the delivery log filters on.
-OUTCOMES = ("delivered", "failed")
-MAX_SEARCH = 200
+log = logging.getLogger("treecast.api")
 
-
-@dataclass
-class Counts:
-    """What the overview counts straight from the database."""
-
-    apps: int
-    repositories: int
-    watches_by_status: dict[str, int]
-    deliveries_last_hour: int
-    failed_deliveries_last_hour: int
-
-
-@dataclass
-class FailedWatch:
-    """A watch that needs an operator: its delivery failed, or its repository's breaker
-    is open (`cause` says which)."""
-
-    app_id: str
-    app_name: str
-    repository_id: str
-    url: str
-    status: str
-    error_type: str | None
-    error: str | None
-    retry_count: int
-    last_synced_at: str | None
-    cause: str = "delivery"
+# How long /ready waits for the database and for Temporal.
+READY_TIMEOUT = 2.0
 
 
-@dataclass
-class AdminDelivery:
-    """One row of the admin's delivery log (any app)."""
+class Admin(Part):
+    """Operators' acts."""
 
-    id: int
-    app_id: str
-    repository_id: str
-    event: str
-    path: str | None
-    http_status: int | None
-    error: str | None
-    duration_ms: float
-    attempted_at: str
+    def __init__(self, runtime: Runtime, syncs: Syncs) -> None:
+        super().__init__(runtime, syncs)
+        self._sessions = AdminSessions(self.settings.admin_session_seconds, runtime.cipher)
 
-    @property
-    def ok(self) -> bool:
-        """The app acknowledged it (a 2xx answer)."""
-        return self.error is None and self.http_status is not None and self.http_status < 300
+    # -- who may ----------------------------------------------------------------------------
 
+    def check_token(self, token: str | None) -> None:
+        """Accept the operator's bearer token (constant-time), or raise."""
+        expected = self.settings.admin_token
+        if not expected:
+            raise NotConfigured(
+                "the admin API is off: set TREECAST_ADMIN_TOKEN on the API server to use it"
+            )
+        if not token or not tokens.same_secret(token, expected):
+            raise Unauthorized("missing or invalid admin token")
 
-@dataclass
-class RepositoryRow:
-    """A repository for the admin lists: the database's view (live state added later)."""
+    async def log_in(self, token: str | None, previous: str | None = None) -> PageSession:
+        """A new admin page session for the operator's token (`Unauthorized` otherwise);
+        the session with id `previous`, if any, ends (a fresh id each login)."""
+        self.check_token(token)
 
-    repository_id: str
-    url: str
-    ref: str
-    poll_interval_seconds: int
-    watches: int
-    last_snapshot_commit: str | None
-    last_snapshot_at: str | None
-    watch_rows: list[dict[str, Any]] = field(default_factory=list)
-    credentials: str = "none"  # CredentialInfo.summary(): the kind and its public parts
+        def log_in(session: Session) -> PageSession:
+            self._sessions.end(session, previous)
+            return self._sessions.create(session)
 
+        return await self.runtime.db(log_in)
 
-def iso(value: datetime | None) -> str | None:
-    """A stored time as ISO-8601 UTC (SQLite hands back naive datetimes)."""
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    async def session(self, session_id: str | None) -> PageSession | None:
+        """The live admin page session with this id, or None."""
+        return await self.runtime.db(lambda db: self._sessions.get(db, session_id))
 
+    async def save_session(self, session: PageSession) -> None:
+        """Store a session's flashes and what it shows once."""
+        await self.runtime.db(lambda db: self._sessions.save(db, session))
 
-def counts(session: Session) -> Counts:
-    """The overview's numbers."""
-    since = datetime.now(UTC) - timedelta(hours=1)
-    by_status = dict(session.exec(select(Watch.status, func.count()).group_by(Watch.status)).all())
-    recent = select(func.count()).select_from(DeliveryAttempt)
-    recent = recent.where(col(DeliveryAttempt.attempted_at) >= since)
-    failed = recent.where(
-        or_(col(DeliveryAttempt.error).is_not(None), col(DeliveryAttempt.http_status) >= 300)
-    )
-    return Counts(
-        apps=int(session.exec(select(func.count()).select_from(App)).one()),
-        repositories=int(session.exec(select(func.count()).select_from(Repository)).one()),
-        watches_by_status={str(k): int(v) for k, v in by_status.items()},
-        deliveries_last_hour=int(session.exec(recent).one()),
-        failed_deliveries_last_hour=int(session.exec(failed).one()),
-    )
+    async def log_out(self, session_id: str | None) -> None:
+        """End a session for every API process."""
+        await self.runtime.db(lambda db: self._sessions.end(db, session_id))
 
+    # -- what needs an operator -------------------------------------------------------------
 
-def search_apps(
-    session: Session, query: str, offset: int, limit: int
-) -> tuple[list[dict[str, Any]], int]:
-    """Apps whose name, id or base URL contains `query`, by name; and how many match."""
-    query = (query or "").strip()
-    if len(query) > MAX_SEARCH:
-        raise UserError(f"the search is longer than {MAX_SEARCH} characters")
-    where: Any = True
-    if query:
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where = or_(
-            col(App.name).ilike(pattern, escape="\\"),
-            col(App.id).ilike(pattern, escape="\\"),
-            col(App.base_url).ilike(pattern, escape="\\"),
+    async def overview(self) -> AdminOverview:
+        """The overview's counts, and each repository's live breaker state."""
+
+        def read(session: Session) -> tuple[AdminOverview, list[str]]:
+            deliveries, failed = attempts.counts_since(
+                session, datetime.now(UTC) - timedelta(hours=1)
+            )
+            counts = AdminOverview(
+                apps=app_rows.count(session),
+                repositories=repository_rows.count(session),
+                watches_by_status=watch_rows.counts_by_status(session),
+                deliveries_last_hour=deliveries,
+                failed_deliveries_last_hour=failed,
+            )
+            return counts, repository_rows.ids(session)
+
+        overview, ids = await self.runtime.db(read)
+        overview.live = await self.syncs.live(ids)
+        if overview.open_breakers:
+            held = set(overview.open_breakers)
+            overview.watches_behind_open_breakers = await self.runtime.db(
+                lambda session: len(watch_rows.listing(session, repository_ids=held))
+            )
+        return overview
+
+    async def failed_watches(self, app_id: str | None = None) -> tuple[list[Watch], str | None]:
+        """Watches whose delivery failed, then those whose repository's breaker is open
+        (`cause` "breaker"); and why the breakers are unknown, when Temporal did not tell."""
+
+        def failed(session: Session) -> tuple[list[Watch], list[str]]:
+            if app_id:
+                checks.app(session, app_id)
+            rows = _watches(session, status=WatchStatus.FAILED, app_id=app_id)
+            return rows, repository_rows.ids(session)
+
+        rows, ids = await self.runtime.db(failed)
+        live = await self.syncs.live(ids)
+        unknown = [state.error for state in live.values() if not state.known and state.error]
+        open_ids = {rid for rid, state in live.items() if state.breaker_open}
+        if open_ids:
+            broken = await self.runtime.db(
+                lambda session: _watches(session, app_id=app_id, repository_ids=open_ids)
+            )
+            seen = {(r.app_id, r.repository_id) for r in rows}
+            for row in broken:
+                if (row.app_id, row.repository_id) not in seen:
+                    row.cause, row.last_error_type = "breaker", "GitFailing"
+                    row.last_error = live[row.repository_id].message
+                    rows.append(row)
+        return rows, (unknown[0] if unknown else None)
+
+    async def start_bulk(self, action: BulkAction, app_id: str | None) -> JobProgress:
+        """Retry (the failed watches, and those whose repository's breaker is open) or
+        resync (every watch of one app) as a `BulkWatches` workflow; `bulk_jobs` reads its
+        progress. `Unreachable` when Temporal could not start it (nothing is changed)."""
+        if action == BulkAction.RESYNC and not app_id:
+            raise UserError("resync all needs an app: it resends every file of its watches")
+
+        def chosen(session: Session) -> list[tuple[str, str]]:
+            if app_id:
+                checks.app(session, app_id)
+            status = WatchStatus.FAILED if action == BulkAction.RETRY else None
+            rows = watch_rows.listing(session, status=status, app_id=app_id)
+            return [(w.app_id, w.repository_id) for w, _, _ in rows]
+
+        items = await self.runtime.db(chosen)
+        if action == BulkAction.RETRY:
+            # A watch whose repository's breaker is open is not `failed`: retry those too.
+            rows, _ = await self.failed_watches(app_id)
+            items += [
+                (r.app_id, r.repository_id)
+                for r in rows
+                if (r.app_id, r.repository_id) not in items
+            ]
+        scope = f"app {app_id}" if app_id else "every app"
+        label = (
+            f"Retry the failed watches of {scope}"
+            if action == BulkAction.RETRY
+            else f"Resync the watches of {scope}"
         )
-    total = int(session.exec(select(func.count()).select_from(App).where(where)).one())
-    apps = session.exec(
-        select(App).where(where).order_by(col(App.name), col(App.id)).offset(offset).limit(limit)
-    ).all()
-    ids = [a.id for a in apps]
-    watch_counts = dict(
-        session.exec(
-            select(Watch.app_id, func.count())
-            .where(col(Watch.app_id).in_(ids))
-            .group_by(Watch.app_id)
-        ).all()
-    )
-    rows = [
-        {
-            "app_id": a.id,
-            "name": a.name,
-            "base_url": a.base_url,
-            "watches": int(watch_counts.get(a.id, 0)),
-            "created_at": iso(a.created_at) or "",
-            "batch": bool(a.batch),
-            "scheme": a.signing_scheme or SigningScheme.STANDARD,
-        }
-        for a in apps
-    ]
-    return rows, total
+        job = BulkInput(uuid.uuid4().hex[:16], action, label, len(items))
+        await self.runtime.db(
+            lambda session: bulk.create_job(session, job.job_id, action, label, items)
+        )
+        try:
+            await self.runtime.temporal(
+                lambda client: workflows.start_bulk(client, self.settings, job),
+                f"the start of the job {label!r}",
+            )
+        except BaseException:
+            await self.runtime.db(lambda session: bulk.drop_job(session, job.job_id))
+            raise
+        log.info("started %s (%d watches)", label, job.total, extra={"job_id": job.job_id})
+        return JobProgress(job.job_id, label, job.total, 0, 0, datetime.now(UTC))
 
+    async def bulk_jobs(self, limit: int = 20) -> list[JobProgress]:
+        """The newest bulk jobs with their progress (from the database: any API process
+        shows any job, also once its workflow is done)."""
+        return await self.runtime.db(lambda session: bulk.recent_jobs(session, limit))
 
-def repositories(session: Session) -> list[RepositoryRow]:
-    """Every repository with its watch count and latest snapshot, oldest first."""
-    rows = []
-    for info in registry.list_repositories(session):
-        rid = info["repository_id"]
-        snapshot = latest(session, rid)
-        rows.append(
-            RepositoryRow(
-                repository_id=rid,
-                url=info["url"],
-                ref=info["ref"],
-                poll_interval_seconds=info["poll_interval_seconds"],
-                watches=info["watches"],
-                last_snapshot_commit=snapshot.commit if snapshot else None,
-                last_snapshot_at=iso(snapshot.taken_at) if snapshot else None,
+    # -- the database and this process ------------------------------------------------------
+
+    async def open_database(self) -> None:
+        """Make the process's database engine (a warm-up: /ready says whether it answers)."""
+        await self.runtime.off_loop(engine_for, self.settings.database_url)
+
+    async def schema_status(self) -> SchemaStatus:
+        """The database's revision against this release's (`treecast db current`)."""
+
+        def read() -> SchemaStatus:
+            engine = make_engine(self.settings.database_url)
+            try:
+                return schema_status(engine)
+            finally:
+                engine.dispose()
+
+        return await self.runtime.off_loop(read)
+
+    async def prepare_database(self) -> SchemaStatus:
+        """At the API's start: the schema up to date, upgraded by itself only with
+        TREECAST_AUTO_MIGRATE or in dev mode; otherwise `SchemaBehind` says what to run."""
+        upgrade = self.settings.auto_migrate or self.settings.dev
+        return await self.runtime.off_loop(
+            lambda: prepare(self.settings.database_url, upgrade=upgrade)
+        )
+
+    async def upgrade_schema(self) -> tuple[SchemaStatus, SchemaStatus]:
+        """Migrate the database to this release's revision (`treecast db upgrade`); the
+        status before and after. A database made before migrations is stamped first."""
+
+        def upgrade() -> tuple[SchemaStatus, SchemaStatus]:
+            engine = make_engine(self.settings.database_url)
+            try:
+                before = schema_status(engine)
+                return before, ensure_schema(engine, upgrade=True)
+            finally:
+                engine.dispose()
+
+        return await self.runtime.off_loop(upgrade)
+
+    async def readiness(self) -> Readiness:
+        """Whether this process can serve: the database answers and its schema is this
+        release's, Temporal answers (each within a few seconds)."""
+
+        def database() -> tuple[str, str]:
+            try:
+                status = schema_status(engine_for(self.settings.database_url))
+            except SchemaBehind as error:
+                return "ok", f"behind: {error}"
+            except Exception as error:
+                return f"unavailable ({type(error).__name__})", "unknown"
+            return "ok", "ok" if status.up_to_date else f"behind: {status.problem()}"
+
+        async def database_in_time() -> tuple[str, str]:
+            try:
+                return await asyncio.wait_for(self.runtime.off_loop(database), READY_TIMEOUT)
+            except TimeoutError:
+                return f"unavailable (no answer within {READY_TIMEOUT:g} s)", "unknown"
+
+        async def temporal() -> str:
+            try:
+                client = await asyncio.wait_for(self.runtime.client(), READY_TIMEOUT)
+                healthy = await client.service_client.check_health(
+                    timeout=timedelta(seconds=READY_TIMEOUT)
+                )
+            except (Exception, TimeoutError) as error:
+                return f"unavailable ({type(error).__name__})"
+            return "ok" if healthy else "unavailable (not serving)"
+
+        (db_state, schema), temporal_state = await asyncio.gather(database_in_time(), temporal())
+        return Readiness(
+            db_state == schema == temporal_state == "ok", db_state, temporal_state, schema
+        )
+
+    async def import_docora(
+        self, database_url: str, encryption_key: str, *, dry_run: bool = False
+    ) -> DocoraImportReport:
+        """Import a Docora database's apps, tokens, repositories, watches and ledgers (one
+        transaction; idempotent; `dry_run` only reports), then start the imported
+        repositories' syncs (`unreachable`: why they could not be). See
+        docs/migrating-from-docora.md."""
+        docora = await self.runtime.off_loop(docora_import.read, database_url, encryption_key)
+        cipher = self.runtime.cipher()
+        report = await self.runtime.db(
+            lambda session: docora_import.write(
+                session, self.settings, cipher, docora, dry_run=dry_run
             )
         )
-    return rows
+        if not dry_run:
+            for repository_id in report.repositories:
+                report.unreachable = await self.syncs.after_saving(repository_id)
+                if report.unreachable is not None:
+                    break
+        return report
 
 
-def repository(session: Session, repository_id: str) -> RepositoryRow:
-    """One repository with its watches (a `NotFound` for an unknown id)."""
-    repo = registry.get_repository(session, repository_id)
-    snapshot = latest(session, repository_id)
-    watches = registry.watches_of(session, repository_id)
-    return RepositoryRow(
-        repository_id=repo.id,
-        url=repo.url,
-        ref=repo.ref,
-        poll_interval_seconds=repo.poll_interval_seconds,
-        watches=len(watches),
-        last_snapshot_commit=snapshot.commit if snapshot else None,
-        last_snapshot_at=iso(snapshot.taken_at) if snapshot else None,
-        watch_rows=watches,
-        credentials=_fetched_with(session, repo),
-    )
-
-
-def _fetched_with(session: Session, repo: Repository) -> str:
-    """The credentials the repository's fetches use, and whose they are."""
-    fetcher, info = registry.fetch_credentials(session, repo)
-    return f"{info.summary()} ({fetcher}'s)" if fetcher else info.summary()
-
-
-def watches(
+def _watches(
     session: Session,
     *,
     status: str | None = None,
     app_id: str | None = None,
     repository_ids: set[str] | None = None,
-) -> list[FailedWatch]:
-    """Watches (of one app, with one status, or of some repositories), by app then repository."""
-    query = (
-        select(Watch, App, Repository)
-        .join(App, col(App.id) == Watch.app_id)
-        .join(Repository, col(Repository.id) == Watch.repository_id)
-    )
-    if status is not None:
-        query = query.where(col(Watch.status) == status)
-    if app_id:
-        query = query.where(col(Watch.app_id) == app_id)
-    if repository_ids is not None:
-        query = query.where(col(Watch.repository_id).in_(sorted(repository_ids)))
-    rows = session.exec(query.order_by(col(App.name), col(Watch.app_id), col(Repository.url)))
-    return [
-        FailedWatch(
-            app_id=w.app_id,
-            app_name=a.name,
-            repository_id=r.id,
-            url=r.url,
-            status=w.status,
-            error_type=w.last_error_type,
-            error=w.last_error,
-            retry_count=w.retry_count,
-            last_synced_at=iso(w.last_synced_at),
-        )
-        for w, a, r in rows.all()
-    ]
-
-
-def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
-    """A watch to retry: pending again, its failure forgotten (its ledger kept); an app
-    whose access was refused is checked again at the next sync. A `UserError` when there
-    is no such watch."""
-    registry.get_watch(session, app_id, repository_id)
-    store_watches.reset_watch(session, app_id, repository_id)
-
-
-def delivery_log(
-    session: Session,
-    *,
-    app_id: str | None,
-    repository_id: str | None,
-    event: str | None,
-    outcome: str | None,
-    before: int | None,
-    limit: int,
-) -> list[AdminDelivery]:
-    """Delivery attempts, newest first, filtered; `before` is the cursor (an attempt id)."""
-    if outcome and outcome not in OUTCOMES:
-        raise UserError(f"outcome {shown(outcome)} is not one of {', '.join(OUTCOMES)}")
-    query = select(DeliveryAttempt)
-    if app_id:
-        query = query.where(col(DeliveryAttempt.app_id) == app_id)
-    if repository_id:
-        query = query.where(col(DeliveryAttempt.repository_id) == repository_id)
-    if event:
-        query = query.where(col(DeliveryAttempt.event) == event)
-    failed = or_(col(DeliveryAttempt.error).is_not(None), col(DeliveryAttempt.http_status) >= 300)
-    if outcome == "failed":
-        query = query.where(failed)
-    elif outcome == "delivered":
-        query = query.where(
-            col(DeliveryAttempt.error).is_(None), col(DeliveryAttempt.http_status) < 300
-        )
-    if before is not None:
-        query = query.where(col(DeliveryAttempt.id) < before)
-    rows = session.exec(query.order_by(col(DeliveryAttempt.id).desc()).limit(limit)).all()
-    return [
-        AdminDelivery(
-            id=int(row.id or 0),
-            app_id=row.app_id,
-            repository_id=row.repository_id,
-            event=row.event,
-            path=row.path,
-            http_status=row.http_status,
-            error=row.error,
-            duration_ms=row.duration_ms,
-            attempted_at=iso(row.attempted_at) or "",
-        )
-        for row in rows
-    ]
-
-
-def delivery_events(session: Session) -> list[str]:
-    """The events the delivery log holds, for its filter."""
-    return sorted(str(e) for e in session.exec(select(DeliveryAttempt.event).distinct()).all())
+) -> list[Watch]:
+    """`watch_rows.listing` as `Watch` results."""
+    rows = watch_rows.listing(session, status=status, app_id=app_id, repository_ids=repository_ids)
+    return [watch_of(w, r, app_name=a.name) for w, a, r in rows]

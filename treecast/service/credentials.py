@@ -10,10 +10,8 @@ people see (`CredentialInfo`) never holds one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from models.tables import Watch
 from treecast.config import Settings
 from treecast.credentials.github_app import APP_ID, INSTALLATION_ID, load_app_key
 from treecast.credentials.ssh_keys import (
@@ -26,12 +24,9 @@ from treecast.credentials.ssh_keys import (
 from treecast.crypto import Cipher
 from treecast.gitcache.ssh import HostKey, parse_host_keys
 from treecast.service.errors import UserError, shown
-from treecast.store.repositories import StoredCredentials
+from treecast.service.results import GITHUB_APP, SSH_KEY, TOKEN, HostKeyInfo
+from treecast.store.credentials import StoredCredentials
 
-NONE = "none"
-TOKEN = "token"
-SSH_KEY = "ssh-key"
-GITHUB_APP = "github-app"
 MAX_TOKEN = 4096
 
 
@@ -87,118 +82,52 @@ class CredentialSpec:
         return not (self.kinds() or self.changes_host_keys() or self.clear)
 
 
-@dataclass
-class CredentialInfo:
-    """Which credential a watch uses, as people may see it (never a secret)."""
-
-    kind: str = NONE
-    ssh_key_fingerprint: str | None = None
-    ssh_public_key: str | None = None
-    host_key_fingerprints: list[str] = field(default_factory=list)
-    github_app_id: str | None = None
-    github_installation_id: str | None = None
-    token_expires_at: str | None = None  # the last minted GitHub App token's expiry
-
-    def summary(self) -> str:
-        """One line for `status`."""
-        if self.kind == SSH_KEY:
-            pinned = ", ".join(self.host_key_fingerprints) or "none"
-            return f"ssh-key {self.ssh_key_fingerprint} (host keys {pinned})"
-        if self.kind == GITHUB_APP:
-            expiry = (
-                f"token expires {self.token_expires_at}"
-                if self.token_expires_at
-                else "no token minted yet"
+def _offered(settings: Settings, url: str) -> tuple[HostKey, ...]:
+    try:
+        return tuple(
+            scan_host_keys(
+                url,
+                allow_private=settings.allow_private_urls,
+                allow_file=settings.allow_file_urls,
+                allow_insecure=settings.allow_insecure_transport,
             )
-            return (
-                f"github-app {self.github_app_id} installation "
-                f"{self.github_installation_id} ({expiry})"
-            )
-        return self.kind
-
-
-@dataclass
-class HostKeyInfo:
-    """One host key a server offered (or that is pinned): type and SHA256 fingerprint."""
-
-    key_type: str
-    fingerprint: str
-
-
-def credential_kind(stored: StoredCredentials) -> str:
-    """Which kind of credential these are (`none`, `token`, `ssh-key`, `github-app`)."""
-    if stored.ssh_key_encrypted:
-        return SSH_KEY
-    if stored.github_app_key_encrypted:
-        return GITHUB_APP
-    if stored.token_encrypted:
-        return TOKEN
-    return NONE
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-
-
-def credential_info(holder: Watch | StoredCredentials) -> CredentialInfo:
-    """What people may see of a watch's credentials (never a secret)."""
-    stored = holder if isinstance(holder, StoredCredentials) else StoredCredentials.of(holder)
-    kind = credential_kind(stored)
-    info = CredentialInfo(kind=kind)
-    if stored.ssh_host_keys:
-        info.host_key_fingerprints = [k.fingerprint for k in parse_host_keys(stored.ssh_host_keys)]
-    if kind == SSH_KEY:
-        info.ssh_key_fingerprint = stored.ssh_key_fingerprint
-        info.ssh_public_key = stored.ssh_public_key
-    if kind == GITHUB_APP:
-        info.github_app_id = stored.github_app_id
-        info.github_installation_id = stored.github_installation_id
-        info.token_expires_at = _iso(stored.github_token_expires_at)
-    return info
+        )
+    except ValueError as error:
+        raise UserError("{scan_host_keys}: {reason}", "scan_host_keys", reason=error) from None
 
 
 def scan(settings: Settings, url: str) -> list[HostKeyInfo]:
     """The host keys the ssh server of `url` offers now (nothing is stored)."""
-    try:
-        found = scan_host_keys(
-            url,
-            allow_private=settings.allow_private_urls,
-            allow_file=settings.allow_file_urls,
-            allow_insecure=settings.allow_insecure_transport,
-        )
-    except ValueError as error:
-        raise UserError(f"--scan-host-keys: {error}") from None
-    return [HostKeyInfo(k.key_type, k.fingerprint) for k in found]
+    return [HostKeyInfo(k.key_type, k.fingerprint) for k in _offered(settings, url)]
 
 
 def _confirmed(settings: Settings, url: str, accepted: list[str]) -> tuple[HostKey, ...]:
-    try:
-        offered = scan_host_keys(
-            url,
-            allow_private=settings.allow_private_urls,
-            allow_file=settings.allow_file_urls,
-            allow_insecure=settings.allow_insecure_transport,
-        )
-    except ValueError as error:
-        raise UserError(f"--scan-host-keys: {error}") from None
+    offered = _offered(settings, url)
     listed = ", ".join(f"{k.key_type} {k.fingerprint}" for k in offered)
     if not accepted:
         raise UserError(
-            f"--scan-host-keys: the server offers {listed}; confirm them with its operator "
-            "and pass the ones to pin with --accept-host-keys SHA256:..."
+            "{scan_host_keys}: the server offers {listed}; confirm them with its operator "
+            "and pass the ones to pin with {accept_host_keys} SHA256:...",
+            "accept_host_keys",
+            listed=listed,
         )
     wanted = {f.strip() for f in accepted if f.strip()}
     bad = sorted(f for f in wanted if not f.startswith("SHA256:"))
     if bad:
-        raise UserError(f"--accept-host-keys: {shown(bad[0])} is not a SHA256:... fingerprint")
+        raise UserError(
+            "{accept_host_keys}: {bad} is not a SHA256:... fingerprint",
+            "accept_host_keys",
+            bad=shown(bad[0]),
+        )
     kept = tuple(k for k in offered if k.fingerprint in wanted)
     missing = sorted(wanted - {k.fingerprint for k in kept})
     if missing:
         raise UserError(
-            f"--accept-host-keys: the server did not offer {', '.join(missing)} "
-            f"(it offers {listed}); nothing was stored"
+            "{accept_host_keys}: the server did not offer {missing} (it offers {listed}); "
+            "nothing was stored",
+            "accept_host_keys",
+            missing=", ".join(missing),
+            listed=listed,
         )
     return kept
 
@@ -206,9 +135,11 @@ def _confirmed(settings: Settings, url: str, accepted: list[str]) -> tuple[HostK
 def _host_keys(settings: Settings, url: str, spec: CredentialSpec) -> tuple[HostKey, ...] | None:
     """The host keys `spec` asks to pin (None: it leaves them as they are)."""
     if spec.known_hosts is not None and spec.scan_host_keys:
-        raise UserError("give --known-hosts or --scan-host-keys, not both")
+        raise UserError("give {known_hosts} or {scan_host_keys}, not both", "known_hosts")
     if spec.accept_host_keys and not spec.scan_host_keys:
-        raise UserError("--accept-host-keys confirms what --scan-host-keys found; add it")
+        raise UserError(
+            "{accept_host_keys} confirms what {scan_host_keys} found; add it", "scan_host_keys"
+        )
     if not spec.changes_host_keys():
         return None
     try:
@@ -219,7 +150,7 @@ def _host_keys(settings: Settings, url: str, spec: CredentialSpec) -> tuple[Host
         try:
             return parse_known_hosts(spec.known_hosts, host, port)
         except ValueError as error:
-            raise UserError(f"--known-hosts: {error}") from None
+            raise UserError("{known_hosts}: {reason}", "known_hosts", reason=error) from None
     return _confirmed(settings, url, spec.accept_host_keys)
 
 
@@ -227,11 +158,11 @@ def check_spec(spec: CredentialSpec, url: str) -> None:
     """Refuse a spec that mixes kinds or does not fit the URL (before anything changes)."""
     kinds = spec.kinds()
     if spec.clear and (kinds or spec.changes_host_keys()):
-        raise UserError("--clear drops every credential; give it alone")
+        raise UserError("{clear} drops every credential; give it alone", "clear")
     if len(kinds) > 1:
         raise UserError(f"a watch uses one kind of credential; got {' and '.join(kinds)} together")
     if spec.ssh_private_key is not None and spec.generate_ssh_key:
-        raise UserError("give --ssh-key-file or --generate-ssh-key, not both")
+        raise UserError("give {ssh_private_key} or {generate_ssh_key}, not both", "ssh_private_key")
     scheme = urlsplit(url).scheme
     if (SSH_KEY in kinds or spec.changes_host_keys()) and scheme != "ssh":
         raise UserError("deploy keys and host keys are for ssh:// (or git@host:path) URLs")
@@ -266,7 +197,7 @@ def plan(
     kinds = spec.kinds()
     token = spec.token.strip() if spec.token is not None else None
     if token is not None and (not token or len(token) > MAX_TOKEN or "\n" in token):
-        raise UserError("the access token is empty, too long or spans several lines")
+        raise UserError("the access token is empty, too long or spans several lines", "token")
     deploy = None
     if spec.generate_ssh_key:
         deploy = generate_deploy_key(comment)
@@ -274,7 +205,9 @@ def plan(
         try:
             deploy = load_deploy_key(spec.ssh_private_key, comment)
         except ValueError as error:
-            raise UserError(f"--ssh-key-file: {error}") from None
+            raise UserError(
+                "{ssh_private_key}: {reason}", "ssh_private_key", reason=error
+            ) from None
     app_id = installation = app_key = None
     if GITHUB_APP in kinds:
         bound = now.github_app_key_encrypted is not None
@@ -286,27 +219,33 @@ def plan(
             try:
                 app_key = cipher.encrypt(load_app_key(spec.github_app_private_key))
             except ValueError as error:
-                raise UserError(f"--github-app-key-file: {error}") from None
+                raise UserError(
+                    "{github_app_private_key}: {reason}", "github_app_private_key", reason=error
+                ) from None
         else:
             app_key = now.github_app_key_encrypted
         if not (app_id and installation and app_key):
             raise UserError(
-                "a GitHub App needs --github-app-id, --github-installation-id and "
-                "--github-app-key-file"
+                "a GitHub App needs {github_app_id}, {github_installation_id} and "
+                "{github_app_private_key}",
+                "github_app_id",
             )
         if not APP_ID.match(app_id):
-            raise UserError(f"--github-app-id: {shown(app_id)} is not an app id")
+            raise UserError(
+                "{github_app_id}: {value} is not an app id", "github_app_id", value=shown(app_id)
+            )
         if not INSTALLATION_ID.match(installation):
             raise UserError(
-                f"--github-installation-id: {shown(installation)} is not an installation id"
+                "{github_installation_id}: {value} is not an installation id",
+                "github_installation_id",
+                value=shown(installation),
             )
     host_keys = _host_keys(settings, url, spec)
     will_have_key = deploy is not None or (now.ssh_key_encrypted and not kinds)
     pinned = host_keys if host_keys is not None else parse_host_keys(now.ssh_host_keys or "")
     if will_have_key and not pinned:
         raise UserError(
-            "a deploy key needs the server's host keys pinned: add --known-hosts FILE "
-            "or --scan-host-keys (then --accept-host-keys SHA256:... once confirmed)"
+            "a deploy key needs the server's host keys pinned: add {host_keys}", "host_keys"
         )
     # Checked: now the new values.
     if spec.clear or kinds:

@@ -23,7 +23,7 @@ refused with one line and the database untouched.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,16 +32,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, NoSuchTableError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from models.tables import App, DeliveredFile, Repository, Watch, WatchStatus
+from models.tables import App, Repository, Watch, WatchStatus
+from treecast import store
 from treecast.config import Settings
 from treecast.crypto import Cipher, generate_webhook_secret
-from treecast.db import session_scope
 from treecast.paths import unsafe_path_reason
 from treecast.service.errors import UserError
-from treecast.store import keys
-from treecast.store.ledger import IMPORTED_BLOB_ID
+from treecast.service.results import DocoraImportReport
+from treecast.store import apps as app_rows
+from treecast.store import keys, ledger
+from treecast.store import repositories as repository_rows
+from treecast.store import watches as watch_rows
 from treecast.urls import normalise_git_url, validate_base_url
 from treecast.webhooks.signing import SigningScheme
 
@@ -88,44 +91,12 @@ def docora_encrypt(key: bytes, plain: str, iv: bytes) -> str:
     return f"{iv.hex()}:{sealed[-16:].hex()}:{sealed[:-16].hex()}"
 
 
-@dataclass
-class DocoraImportReport:
-    """What an import did (or, with `dry_run`, would do), and what it could not import."""
-
-    dry_run: bool
-    apps: list[str] = field(default_factory=list)
-    repositories: list[str] = field(default_factory=list)
-    watches: list[str] = field(default_factory=list)  # "app_id repository_id"
-    ledger_rows: int = 0
-    already_present: int = 0  # rows Treecast already had, left alone
-    skipped: list[str] = field(default_factory=list)  # "what: why"
-
-    @property
-    def changed(self) -> bool:
-        """Whether anything was (or would be) written."""
-        return bool(self.apps or self.repositories or self.watches or self.ledger_rows)
-
-    def lines(self) -> list[str]:
-        """The report for people, one line each."""
-        verb = "would import" if self.dry_run else "imported"
-        out = [
-            f"{verb} {len(self.apps)} apps, {len(self.repositories)} repositories, "
-            f"{len(self.watches)} watches, {self.ledger_rows} delivered files"
-            f" ({self.already_present} rows already in Treecast, left as they are)"
-        ]
-        out += [f"  app {a}" for a in self.apps]
-        out += [f"  repository {r}" for r in self.repositories]
-        out += [f"  watch {w}" for w in self.watches]
-        out += [f"cannot import {s}" for s in self.skipped]
-        return out
-
-
 def _engine_url(database_url: str) -> str:
     """Docora's DATABASE_URL with the psycopg driver SQLAlchemy needs."""
     try:
         url = make_url(database_url)
     except Exception:
-        raise UserError("--database-url is not a database URL") from None
+        raise UserError("{database_url} is not a database URL", "database_url") from None
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)
@@ -194,32 +165,38 @@ def _when(value: Any) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def import_docora(
-    settings: Settings,
-    cipher: Cipher,
-    database_url: str,
-    encryption_key: str,
-    *,
-    dry_run: bool = False,
-) -> DocoraImportReport:
-    """Import Docora's state (see the module docstring); nothing is written with `dry_run`."""
+@dataclass
+class Docora:
+    """A Docora database as read, with its key (checked against its secrets)."""
+
+    key: bytes
+    rows: dict[str, list[dict[str, Any]]]
+
+
+def read(database_url: str, encryption_key: str) -> Docora:
+    """Read a Docora database and check its ENCRYPTION_KEY decrypts its secrets."""
     key = docora_key(encryption_key)
     rows = read_docora(database_url)
     _check_key(key, rows)
+    return Docora(key, rows)
+
+
+def write(
+    session: Session, settings: Settings, cipher: Cipher, docora: Docora, *, dry_run: bool
+) -> DocoraImportReport:
+    """Import Docora's state in the caller's transaction (see the module docstring);
+    nothing is written with `dry_run`."""
+    key, rows = docora.key, docora.rows
     report = DocoraImportReport(dry_run=dry_run)
-    skipped = report.skipped
-    with session_scope(settings.database_url) as session:
-        apps = _plan_apps(settings, session, cipher, key, rows["apps"], report)
-        tokens = _watch_tokens(key, rows["links"], apps, skipped)
-        repos = _plan_repositories(settings, session, rows["repositories"], report)
-        watches = _plan_watches(session, cipher, rows["links"], apps, repos, tokens, report)
-        _plan_ledgers(session, rows["delivered"], watches, report)
-        if dry_run:
-            session.rollback()
-            session.expunge_all()
-            return report
-        if report.changed:
-            keys.remember(session, cipher)
+    apps = _plan_apps(settings, session, cipher, key, rows["apps"], report)
+    tokens = _watch_tokens(key, rows["links"], apps, report.skipped)
+    repos = _plan_repositories(settings, session, rows["repositories"], report)
+    watches = _plan_watches(session, cipher, rows["links"], apps, repos, tokens, report)
+    _plan_ledgers(session, rows["delivered"], watches, report)
+    if dry_run:
+        store.discard(session)
+    elif report.changed:
+        keys.remember(session, cipher)
     return report
 
 
@@ -239,7 +216,7 @@ def _plan_apps(
         if not APP_ID.match(app_id or ""):
             report.skipped.append(f"{what}: its id is not app_ + 24 hex characters")
             continue
-        if session.get(App, app_id) is not None:
+        if app_rows.get(session, app_id) is not None:
             report.already_present += 1
             usable.add(app_id)
             continue
@@ -259,7 +236,8 @@ def _plan_apps(
         if token_hash is not None and not token_hash.startswith(("$2a$", "$2b$", "$2y$")):
             report.skipped.append(f"{what} bearer token: not a bcrypt hash (issue a new token)")
             token_hash = None
-        session.add(
+        app_rows.add(
+            session,
             App(
                 id=app_id,
                 name=(row["app_name"] or app_id)[:200],
@@ -273,11 +251,10 @@ def _plan_apps(
                 signing_scheme=SigningScheme.DOCORA,
                 client_auth_key_encrypted=cipher.encrypt(client_auth_key),
                 docora_token_hash=token_hash,
-            )
+            ),
         )
         report.apps.append(app_id)
         usable.add(app_id)
-    session.flush()
     return usable
 
 
@@ -309,7 +286,7 @@ def _plan_repositories(
         if not REPO_ID.match(repository_id or ""):
             report.skipped.append(f"{what}: its id is not repo_ + 24 hex characters")
             continue
-        if session.get(Repository, repository_id) is not None:
+        if repository_rows.get(session, repository_id) is not None:
             report.already_present += 1
             usable.add(repository_id)
             continue
@@ -322,23 +299,21 @@ def _plan_repositories(
             report.skipped.append(f"{what}: file:// URLs need TREECAST_ALLOW_FILE_URLS=1")
             continue
         # Docora always synced `main`; Treecast follows the remote's default branch (ref "").
-        twin = session.exec(
-            select(Repository).where(col(Repository.url) == url, Repository.ref == "")
-        ).first()
+        twin = repository_rows.find(session, url, "")
         if twin is not None:
             report.skipped.append(f"{what}: {url} is already registered in Treecast as {twin.id}")
             continue
-        session.add(
+        repository_rows.add(
+            session,
             Repository(
                 id=repository_id,
                 url=url,
                 ref="",
                 created_at=_when(row["created_at"]) or datetime.now().astimezone(),
-            )
+            ),
         )
         report.repositories.append(repository_id)
         usable.add(repository_id)
-    session.flush()
     return usable
 
 
@@ -359,12 +334,13 @@ def _plan_watches(
         if pair[0] not in apps or pair[1] not in repos:
             report.skipped.append(f"{what}: its app or repository was not imported")
             continue
-        if session.get(Watch, pair) is not None:
+        if watch_rows.get(session, *pair) is not None:
             report.already_present += 1
             continue
         status = STATUSES.get(link["status"] or "", WatchStatus.PENDING)
         token = tokens.get(pair)
-        session.add(
+        watch_rows.add(
+            session,
             Watch(
                 app_id=pair[0],
                 repository_id=pair[1],
@@ -375,11 +351,10 @@ def _plan_watches(
                 last_error_type="DocoraError" if link["last_error"] else None,
                 last_synced_at=_when(link["last_scanned_at"]),
                 created_at=_when(link["created_at"]) or datetime.now().astimezone(),
-            )
+            ),
         )
         report.watches.append(f"{pair[0]} {pair[1]}")
         new.add(pair)
-    session.flush()
     return new
 
 
@@ -394,7 +369,7 @@ def _plan_ledgers(
     for row in rows:
         pair = (row["app_id"], row["repository_id"])
         if pair not in watches:
-            if session.get(Watch, pair) is not None:
+            if watch_rows.get(session, *pair) is not None:
                 report.already_present += 1
             else:
                 kept_out += 1
@@ -406,19 +381,11 @@ def _plan_ledgers(
                 "unsafe path or not a SHA-256 (it will be sent again)"
             )
             continue
-        session.add(
-            DeliveredFile(
-                app_id=pair[0],
-                repository_id=pair[1],
-                path=path,
-                blob_id=IMPORTED_BLOB_ID,
-                sha256=sha,
-                delivered_at=_when(row["delivered_at"]) or datetime.now().astimezone(),
-            )
+        ledger.add_imported(
+            session, *pair, path, sha, _when(row["delivered_at"]) or datetime.now().astimezone()
         )
         report.ledger_rows += 1
     if kept_out:
         report.skipped.append(
             f"{kept_out} delivered files: their watch was not imported (see above)"
         )
-    session.flush()

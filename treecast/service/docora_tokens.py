@@ -20,9 +20,9 @@ import re
 import threading
 from collections import OrderedDict
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from models.tables import App
+from treecast.store import apps as app_rows
 
 log = logging.getLogger("treecast.api")
 
@@ -60,24 +60,19 @@ def app_for_docora_token(session: Session, token: str) -> str | None:
     if not _TOKEN.match(token):
         return None
     digest = token_sha256(token)
-    known = session.exec(select(App.id).where(col(App.docora_token_sha256) == digest)).first()
+    known = app_rows.by_docora_digest(session, digest)
     if known is not None:
         return known
-    candidates = session.exec(
-        select(App.id, App.docora_token_hash)
-        .where(col(App.docora_token_hash).is_not(None), col(App.docora_token_sha256).is_(None))
-        .order_by(col(App.id))
-    ).all()
+    candidates = app_rows.unverified_docora_hashes(session)
     with _lock:
         checked = _refused.get(digest, frozenset())
     for app_id, stored in candidates:
         if app_id in checked or stored is None:
             continue
         if _bcrypt_matches(token, stored):
-            app = session.get(App, app_id)
+            app = app_rows.get(session, app_id)
             if app is not None:
-                app.docora_token_sha256 = digest
-                session.add(app)
+                app_rows.update(session, app, touch=False, docora_token_sha256=digest)
             with _lock:
                 _refused.pop(digest, None)
             return app_id

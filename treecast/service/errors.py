@@ -1,8 +1,9 @@
 """Errors every front door shows the same way: one line, no secrets, a status to exit or answer with.
 
-`UserError`: bad input or an unknown id (CLI exit 2, HTTP 4xx; its subclasses pick the
-status: `NotFound` 404, `Conflict` 409, `RefusedUrl` 422). `Unreachable`: Temporal
-could not be reached or could not do what was asked (CLI exit 3, HTTP 503).
+`UserError`: bad input or an unknown id (treecast/errors.py; CLI exit 2, HTTP 4xx; its
+subclasses pick the status: `NotFound` 404, `Conflict` 409, `RefusedUrl` 422), naming
+the input it is about for each door to word. `Unreachable`: Temporal could not be
+reached or could not do what was asked (CLI exit 3, HTTP 503).
 """
 
 from __future__ import annotations
@@ -14,30 +15,16 @@ from treecast.config import Settings
 
 # The database's schema is not this release's (HTTP 503, CLI exit 2).
 from treecast.db import SchemaBehind as SchemaBehind
+from treecast.db import connect_failure as connect_failure
 
-
-class UserError(Exception):
-    """Bad input or an unknown id: shown to the person as one line, exit status 2."""
-
-
-class NotFound(UserError):
-    """An id that is unknown, or that the caller may not see (HTTP 404)."""
-
-
-class Conflict(UserError):
-    """The request clashes with what exists (HTTP 409)."""
-
-
-class RefusedUrl(UserError):
-    """A URL refused by the checks in treecast.urls (HTTP 422)."""
-
-
-class Unauthorized(Exception):
-    """A missing, malformed or unknown credential (HTTP 401); never says which part was wrong."""
-
-
-class NotConfigured(Exception):
-    """A feature needs a setting that is not set (HTTP 503); the message names it."""
+# The errors of input and ids, raised by the data layer too; the front doors import them here.
+from treecast.errors import Conflict as Conflict
+from treecast.errors import NotConfigured as NotConfigured
+from treecast.errors import NotFound as NotFound
+from treecast.errors import RefusedUrl as RefusedUrl
+from treecast.errors import Unauthorized as Unauthorized
+from treecast.errors import UserError as UserError
+from treecast.errors import shown as shown
 
 
 class Unreachable(Exception):
@@ -51,11 +38,6 @@ class Unreachable(Exception):
         super().__init__(message)
         self.once = once  # when what was saved can be synced ("The watch ... syncs {once}")
         self.requested = requested  # the sync was requested; only the answer is missing
-
-
-def shown(value: str, limit: int = 60) -> str:
-    """`value` quoted for an error message, cut short: a huge argument must not make a huge line."""
-    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 def call_failure(error: BaseException, what: str, settings: Settings | None) -> Unreachable | None:
@@ -103,7 +85,7 @@ def temporal_failure(
 def _no_search_attributes(said: str, settings: Settings | None) -> str:
     """What to do when the namespace lacks Treecast's search attributes (`said`: the server's
     words), with the command registering them."""
-    from workflows.search_attributes import operator_create_command
+    from models.search_attributes import operator_create_command
 
     command = ["temporal", *operator_create_command()]
     where = ""

@@ -19,6 +19,7 @@ from typing import Any
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -26,23 +27,26 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from models import search_attributes
 from models.bulk import BulkInput, bulk_workflow_id
 from models.checks import CheckProgress, check_workflow_id, shard_of
 from models.delivery import DeliveryProgress
 from models.sync import (
+    SYNC_NOW_SIGNAL,
     RequestState,
     SyncOutcome,
-    SyncRepositoryInput,
     SyncRequest,
     SyncStatus,
     deliver_workflow_id,
     sync_workflow_id,
 )
 from treecast.config import Settings
-from workflows import search_attributes
+from treecast.sync_loops import reset as reset
+from treecast.sync_loops import start_options, sync_input
+from treecast.sync_loops import start_sync as start_sync
 from workflows.deliver_files import DeliverFiles
 from workflows.sync_repository import SyncRepository
 
@@ -120,22 +124,6 @@ async def _query(
     raise await _no_worker(handle, repository_id, f"{label} query") from None
 
 
-def sync_input(
-    settings: Settings, repository_id: str, poll_interval_seconds: int | None = None
-) -> SyncRepositoryInput:
-    """The workflow input for a repository, from Settings (breaker and timeouts)."""
-    return SyncRepositoryInput(
-        repository_id=repository_id,
-        poll_interval_seconds=poll_interval_seconds or settings.poll_interval_seconds,
-        breaker_threshold=settings.breaker_threshold,
-        breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
-        notice_timeout_seconds=settings.notice_timeout_seconds,
-        # a fetch runs a few git commands, each bounded by the git timeout
-        snapshot_timeout_seconds=max(60.0, settings.git_timeout_seconds * 4),
-        full_sync_interval_seconds=settings.full_sync_seconds or None,
-    )
-
-
 async def ensure_remote_checks(client: Client, settings: Settings) -> list[str]:
     """Start each shard's `CheckRemotes` unless it runs (every worker calls this on start).
 
@@ -162,53 +150,6 @@ async def ensure_remote_checks(client: Client, settings: Settings) -> list[str]:
         )
         started.append(workflow_id)
     return started
-
-
-def _start_options(settings: Settings, repository_id: str) -> dict[str, Any]:
-    """What every start of a repository's loop passes (one id per repository)."""
-    return {
-        "id": sync_workflow_id(repository_id),
-        "task_queue": settings.task_queue,
-        "search_attributes": TypedSearchAttributes(
-            [SearchAttributePair(search_attributes.REPOSITORY_ID, repository_id)]
-        ),
-        "static_summary": f"Sync loop of repository {repository_id}",
-    }
-
-
-async def start_sync(
-    client: Client,
-    settings: Settings,
-    repository_id: str,
-    poll_interval_seconds: int | None,
-    *,
-    sync_now: bool,
-    reuse_recent: bool = False,
-) -> None:
-    """Make sure the repository's sync loop runs; with `sync_now`, also sync right away
-    (`reuse_recent`: a sync within the poll interval will do, see `SyncRequest`).
-
-    A new workflow syncs on its first run either way; `sync_now=False` just leaves a
-    running one on its schedule. Signal-with-start (or USE_EXISTING): starting twice
-    never runs two loops.
-    """
-    workflow_input = sync_input(settings, repository_id, poll_interval_seconds)
-    options = _start_options(settings, repository_id)
-    if sync_now:
-        await client.start_workflow(
-            SyncRepository.run,
-            workflow_input,
-            start_signal="sync_now",  # the SDK takes the start signal by name only
-            start_signal_args=[SyncRequest(reuse_recent=reuse_recent)],
-            **options,
-        )
-        return
-    await client.start_workflow(
-        SyncRepository.run,
-        workflow_input,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        **options,
-    )
 
 
 async def sync_and_wait(
@@ -254,7 +195,7 @@ async def sync_and_wait(
                 return outcome
         raise TimeoutError(
             f"sync of {repository_id} not finished after {timeout:g} s; "
-            "it goes on in the background: see `starter.py status`"
+            "it goes on in the background"
         )
     finally:
         result.cancel()
@@ -275,7 +216,7 @@ async def _start_sync_update(
         SyncRepository.run,
         sync_input(settings, repository_id, poll_interval_seconds),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        **_start_options(settings, repository_id),
+        **start_options(settings, repository_id),
     )
     try:
         return await client.start_update_with_start_workflow(
@@ -319,9 +260,9 @@ async def request_sync(
         await client.start_workflow(
             SyncRepository.run,
             sync_input(settings, repository_id, poll_interval_seconds),
-            start_signal="sync_now",
+            start_signal=SYNC_NOW_SIGNAL,
             start_signal_args=[SyncRequest(request_id=request_id)],
-            **_start_options(settings, repository_id),
+            **start_options(settings, repository_id),
         )
 
 
@@ -387,17 +328,24 @@ async def sync_request(client: Client, repository_id: str, request_id: str) -> S
     return outcome
 
 
-async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle[Any, Any] | None:
+async def _described(
+    client: Client, repository_id: str
+) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription] | None:
+    """The repository workflow's handle and description (None: there is none)."""
     handle = client.get_workflow_handle(sync_workflow_id(repository_id))
     try:
-        description = await handle.describe()
+        return handle, await handle.describe()
     except RPCError as err:
         if _no_such_workflow(err):
             return None
         raise
-    if description.status != WorkflowExecutionStatus.RUNNING:
+
+
+async def _running_handle(client: Client, repository_id: str) -> WorkflowHandle[Any, Any] | None:
+    found = await _described(client, repository_id)
+    if found is None or found[1].status != WorkflowExecutionStatus.RUNNING:
         return None
-    return handle
+    return found[0]
 
 
 async def get_status(client: Client, repository_id: str, shards: int = 1) -> SyncStatus | None:
@@ -415,6 +363,18 @@ async def get_status(client: Client, repository_id: str, shards: int = 1) -> Syn
             client, check_workflow_id(shard_of(repository_id, shards), shards)
         )
     return status
+
+
+async def breaker_state(client: Client, repository_id: str) -> str | None:
+    """The breaker state the repository's workflow last published (None: no workflow).
+
+    Read from its search attribute, which the server answers: a query would need a
+    worker's answer in time, and a busy worker is no reason to refuse.
+    """
+    found = await _described(client, repository_id)
+    if found is None:
+        return None
+    return found[1].typed_search_attributes.get(search_attributes.BREAKER_STATE)
 
 
 _SWEEPS: dict[str, tuple[float, datetime | None]] = {}  # workflow id -> (read at, swept_at)
@@ -444,22 +404,6 @@ async def sweep_checked_at(client: Client, workflow_id: str) -> datetime | None:
         swept_at = None  # no sweep (checks off, or not started yet)
     _SWEEPS[workflow_id] = (now, swept_at)
     return swept_at
-
-
-async def reset(
-    client: Client,
-    settings: Settings,
-    repository_id: str,
-    poll_interval_seconds: int | None = None,
-) -> None:
-    """Close the repository's breaker and sync right away (starting its loop if needed)."""
-    await client.start_workflow(
-        SyncRepository.run,
-        sync_input(settings, repository_id, poll_interval_seconds),
-        start_signal="reset",  # the SDK takes the start signal by name only
-        start_signal_args=[SyncRequest()],
-        **_start_options(settings, repository_id),
-    )
 
 
 async def _signal_running(client: Client, repository_id: str, signal: Callable[..., Any]) -> bool:

@@ -8,13 +8,11 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
-from models.git import GitErrorType
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
 from treecast.config import Settings
-from treecast.gitcache.errors import GitError
 from treecast.redact import redact
 from treecast.store import stamps
-from treecast.store.repositories import StoredCredentials
+from treecast.store.credentials import StoredCredentials
 
 MAX_ERROR_CHARS = 2000
 
@@ -46,16 +44,13 @@ _WATCHES_OF = (
 )
 
 
-def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]]:
-    """The repository and its watches, detached copies to read (RepositoryNotFound when
-    it is not registered)."""
+def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]] | None:
+    """The repository and its watches, detached copies to read (None when it is not
+    registered)."""
     connection, ids = session.connection(), {"repository_id": repository_id}
     repository = connection.execute(_REPOSITORY, ids).first()
     if repository is None:
-        raise GitError(
-            GitErrorType.REPOSITORY_NOT_FOUND,
-            f"repository {repository_id} is not registered (removed meanwhile?)",
-        )
+        return None
     # model_construct: the rows' values without the ORM's loading (every sync reads them).
     watches = [Watch.model_construct(**w._mapping) for w in connection.execute(_WATCHES_OF, ids)]
     return Repository.model_construct(**repository._mapping), watches

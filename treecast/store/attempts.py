@@ -1,15 +1,33 @@
-"""The delivery log: one row per webhook attempt, bounded per app."""
+"""The delivery log: one row per webhook attempt, bounded per app; read newest first,
+filtered."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import ColumnElement, bindparam, delete, func, or_
 from sqlalchemy import select as sa_select
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
 from models.tables import DeliveryAttempt, Snapshot
 from treecast.store.watches import MAX_ERROR_CHARS, disable_watch
-from treecast.webhooks.transport import PostOutcome
+
+
+class Outcome(Protocol):
+    """What a webhook attempt came to (the webhook transport's `PostOutcome`)."""
+
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def excerpt(self) -> str | None: ...
+    @property
+    def duration_ms(self) -> float: ...
 
 
 def record_attempt(
@@ -20,7 +38,7 @@ def record_attempt(
     event: str,
     path: str | None,
     webhook_id: str,
-    outcome: PostOutcome,
+    outcome: Outcome,
 ) -> None:
     """Log one webhook attempt; a 410 Gone also disables the watch (same transaction)."""
     session.add(
@@ -101,3 +119,53 @@ def note_skipped_paths(
             ),
         )
     )
+
+
+DELIVERED, FAILED = "delivered", "failed"  # the outcomes the log filters on
+
+
+def _failed() -> ColumnElement[bool]:
+    return or_(col(DeliveryAttempt.error).is_not(None), col(DeliveryAttempt.http_status) >= 300)
+
+
+def page(
+    session: Session,
+    *,
+    app_id: str | None = None,
+    repository_id: str | None = None,
+    event: str | None = None,
+    outcome: str | None = None,
+    before: int | None = None,
+    limit: int,
+) -> list[DeliveryAttempt]:
+    """Attempts newest first, filtered (`outcome`: `DELIVERED` or `FAILED`), older than the
+    attempt id `before`."""
+    query = select(DeliveryAttempt)
+    if app_id:
+        query = query.where(col(DeliveryAttempt.app_id) == app_id)
+    if repository_id:
+        query = query.where(col(DeliveryAttempt.repository_id) == repository_id)
+    if event:
+        query = query.where(col(DeliveryAttempt.event) == event)
+    if outcome == FAILED:
+        query = query.where(_failed())
+    elif outcome == DELIVERED:
+        query = query.where(
+            col(DeliveryAttempt.error).is_(None), col(DeliveryAttempt.http_status) < 300
+        )
+    if before is not None:
+        query = query.where(col(DeliveryAttempt.id) < before)
+    return list(session.exec(query.order_by(col(DeliveryAttempt.id).desc()).limit(limit)).all())
+
+
+def events(session: Session) -> list[str]:
+    """The events the log holds."""
+    return sorted(str(e) for e in session.exec(select(DeliveryAttempt.event).distinct()).all())
+
+
+def counts_since(session: Session, since: datetime) -> tuple[int, int]:
+    """How many attempts since `since`, and how many of them failed."""
+    recent = select(func.count()).select_from(DeliveryAttempt)
+    recent = recent.where(col(DeliveryAttempt.attempted_at) >= since)
+    failed = recent.where(_failed())
+    return int(session.exec(recent).one()), int(session.exec(failed).one())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, update
@@ -243,16 +244,22 @@ def forget_ledger_rows(session: Session, app_id: str, repository_id: str) -> int
     )
     watch = session.get(Watch, (app_id, repository_id))
     if watch is not None:
-        watch.status = WatchStatus.PENDING
-        watch.delivered_commit = None
-        watch.retry_count = 0
-        watch.last_error = None
-        watch.last_error_type = None
-        # A new generation: the re-sent files get fresh webhook ids, so receivers
-        # that deduplicate by id do not drop the deliberate re-delivery.
-        watch.ledger_generation = new_generation()
+        start_over(watch)
         session.add(watch)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def start_over(watch: Watch) -> None:
+    """After its ledger was reset: the watch is pending, with no delivered commit (the next
+    delivery compares the whole tree) and a new generation, so the files sent again get
+    fresh webhook ids (receivers that deduplicate by id do not drop the deliberate
+    re-delivery) and a run under way stops at its next write."""
+    watch.status = WatchStatus.PENDING
+    watch.delivered_commit = None
+    watch.retry_count = 0
+    watch.last_error = None
+    watch.last_error_type = None
+    watch.ledger_generation = new_generation()
 
 
 def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
@@ -265,3 +272,20 @@ def count_ledger(settings: Settings, app_id: str, repository_id: str) -> int:
                 .where(DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id)
             ).one()
         )
+
+
+def add_imported(
+    session: Session,
+    app_id: str,
+    repository_id: str,
+    path: str,
+    sha256: str,
+    delivered_at: datetime,
+) -> None:
+    """A ledger row imported from elsewhere: the content's SHA-256, no blob id yet."""
+    row = {"app_id": app_id, "repository_id": repository_id, "path": path, "sha256": sha256}
+    session.add(
+        DeliveredFile.model_validate(
+            {**row, "blob_id": IMPORTED_BLOB_ID, "delivered_at": delivered_at}
+        )
+    )

@@ -48,6 +48,14 @@ def latest(session: Session, repository_id: str) -> Snapshot | None:
     return Snapshot.model_construct(**row._mapping) if row is not None else None
 
 
+def was_synced(session: Session, repository_id: str, commit: str) -> bool:
+    """True when one of the repository's kept snapshots is at `commit`."""
+    query = select(Snapshot.id).where(
+        Snapshot.repository_id == repository_id, Snapshot.commit == commit
+    )
+    return session.exec(query.limit(1)).first() is not None
+
+
 def record_snapshot(
     session: Session,
     repository_id: str,

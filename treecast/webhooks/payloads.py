@@ -25,6 +25,7 @@ class Event:
     DELETE = "delete"
     SYNC_FAILED = "sync_failed"
     SYNC_RECOVERED = "sync_recovered"
+    SYNC_COMPLETED = "sync_completed"  # a commit fully delivered (apps that opted in)
     BATCH = "batch"  # several file events in one request (apps that opted in)
 
 
@@ -258,6 +259,30 @@ def sync_recovered_body(
                 "opened_at": breaker.opened_at,
                 "failed_syncs": breaker.failed_syncs,
             },
+            "timestamp": timestamp,
+        }
+    )
+
+
+def sync_completed_body(
+    *,
+    repo: RepositoryRef,
+    commit_sha: str | None,
+    object_format: str,
+    tree_digest: str | None,
+    files: int | None,
+    timestamp: str,
+) -> bytes:
+    """A `sync_completed` body: every file of `commit_sha` the app receives is acknowledged,
+    and `tree_digest` is what its copy should hash to (None: not computable for the watch)."""
+    return to_json(
+        {
+            "event": Event.SYNC_COMPLETED,
+            "repository": repository_object(repo),
+            "commit_sha": commit_sha,
+            "object_format": object_format,
+            "tree_digest": tree_digest,
+            "files": files,
             "timestamp": timestamp,
         }
     )

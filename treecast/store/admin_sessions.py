@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, update
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from models.tables import AdminSession, utcnow
 from treecast.crypto import Cipher
-from treecast.db import session_scope
 
 Reveal = tuple[str, list[tuple[str, str]]]  # a title and (label, value) pairs
+Flash = tuple[str, str, str | None]  # kind ("ok", "error"), text, the form field it is about
 MAX_FLASHES = 5
 # Writing "last seen" on every page view would make every view a write.
 SEEN_EVERY = timedelta(seconds=60)
@@ -43,13 +43,14 @@ class PageSession:
     id: str
     csrf: str  # the token this session's forms carry
     expires_at: datetime
-    flashes: list[tuple[str, str]] = field(default_factory=list)  # (kind, text)
+    flashes: list[Flash] = field(default_factory=list)
     reveal: Reveal | None = None
     changed: bool = False
 
-    def flash(self, text: str, kind: str = "ok") -> None:
-        """A message for the next page this session sees."""
-        self.flashes = [*self.flashes, (kind, text)][-MAX_FLASHES:]
+    def flash(self, text: str, kind: str = "ok", field: str | None = None) -> None:
+        """A message for the next page this session sees (beside `field`'s input, when
+        that page has the form)."""
+        self.flashes = [*self.flashes, (kind, text, field)][-MAX_FLASHES:]
         self.changed = True
 
     def show_once(self, title: str, pairs: list[tuple[str, str]]) -> None:
@@ -57,7 +58,7 @@ class PageSession:
         self.reveal = (title, pairs)
         self.changed = True
 
-    def take_flashes(self) -> list[tuple[str, str]]:
+    def take_flashes(self) -> list[Flash]:
         taken, self.flashes = self.flashes, []
         self.changed = self.changed or bool(taken)
         return taken
@@ -77,17 +78,15 @@ class AdminSessions:
 
     def __init__(
         self,
-        database_url: str,
         lifetime_seconds: float,
         cipher: Callable[[], Cipher],
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.database_url = database_url
         self.lifetime = timedelta(seconds=lifetime_seconds)
         self._cipher = cipher
         self._clock = clock
 
-    def create(self) -> PageSession:
+    def create(self, db: Session) -> PageSession:
         """A new login (and the expired ones forgotten)."""
         now = self._clock()
         session_id, csrf_secret = secrets.token_urlsafe(32), secrets.token_hex(32)
@@ -98,53 +97,47 @@ class AdminSessions:
             last_seen_at=now,
             created_at=now,
         )
-        with session_scope(self.database_url) as db:
-            db.execute(delete(AdminSession).where(col(AdminSession.expires_at) <= now))
-            db.add(row)
+        db.execute(delete(AdminSession).where(col(AdminSession.expires_at) <= now))
+        db.add(row)
         return PageSession(session_id, _csrf(csrf_secret, session_id), row.expires_at)
 
-    def get(self, session_id: str | None) -> PageSession | None:
+    def get(self, db: Session, session_id: str | None) -> PageSession | None:
         """The live session with this id, or None (unknown, logged out or expired)."""
         if not session_id or len(session_id) > 200:
             return None
         now = self._clock()
-        with session_scope(self.database_url) as db:
-            row = db.get(AdminSession, _hash(session_id))
-            if row is None or _aware(row.expires_at) <= now:
-                return None
-            if now - _aware(row.last_seen_at) >= SEEN_EVERY:
-                row.last_seen_at = now
-                db.add(row)
-            reveal: Reveal | None = None
-            if row.reveal_encrypted:
-                title, pairs = json.loads(self._cipher().decrypt(row.reveal_encrypted))
-                reveal = (title, [(label, value) for label, value in pairs])
-            return PageSession(
-                session_id,
-                _csrf(row.csrf_secret, session_id),
-                _aware(row.expires_at),
-                [(kind, text) for kind, text in json.loads(row.flashes)],
-                reveal,
-            )
+        row = db.get(AdminSession, _hash(session_id))
+        if row is None or _aware(row.expires_at) <= now:
+            return None
+        if now - _aware(row.last_seen_at) >= SEEN_EVERY:
+            row.last_seen_at = now
+            db.add(row)
+        reveal: Reveal | None = None
+        if row.reveal_encrypted:
+            title, pairs = json.loads(self._cipher().decrypt(row.reveal_encrypted))
+            reveal = (title, [(label, value) for label, value in pairs])
+        return PageSession(
+            session_id,
+            _csrf(row.csrf_secret, session_id),
+            _aware(row.expires_at),
+            [(f[0], f[1], f[2] if len(f) > 2 else None) for f in json.loads(row.flashes)],
+            reveal,
+        )
 
-    def save(self, session: PageSession) -> None:
+    def save(self, db: Session, session: PageSession) -> None:
         """Store its flashes and what it shows once (a session ended meanwhile stays ended)."""
         encrypted = self._cipher().encrypt(json.dumps(session.reveal)) if session.reveal else None
-        with session_scope(self.database_url) as db:
-            db.execute(
-                update(AdminSession)
-                .where(col(AdminSession.id_hash) == _hash(session.id))
-                .values(flashes=json.dumps(session.flashes), reveal_encrypted=encrypted)
-            )
+        db.execute(
+            update(AdminSession)
+            .where(col(AdminSession.id_hash) == _hash(session.id))
+            .values(flashes=json.dumps(session.flashes), reveal_encrypted=encrypted)
+        )
         session.changed = False
 
-    def end(self, session_id: str | None) -> None:
+    def end(self, db: Session, session_id: str | None) -> None:
         """Log out: the session ends for every API process."""
         if session_id:
-            with session_scope(self.database_url) as db:
-                db.execute(
-                    delete(AdminSession).where(col(AdminSession.id_hash) == _hash(session_id))
-                )
+            db.execute(delete(AdminSession).where(col(AdminSession.id_hash) == _hash(session_id)))
 
 
 def _csrf(secret: str, session_id: str) -> str:
