@@ -13,6 +13,7 @@ from treecast.config import Settings
 from treecast.redact import redact
 from treecast.store import stamps
 from treecast.store.credentials import StoredCredentials
+from treecast.store.detached import detached
 
 MAX_ERROR_CHARS = 2000
 
@@ -51,9 +52,8 @@ def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[
     repository = connection.execute(_REPOSITORY, ids).first()
     if repository is None:
         return None
-    # model_construct: the rows' values without the ORM's loading (every sync reads them).
-    watches = [Watch.model_construct(**w._mapping) for w in connection.execute(_WATCHES_OF, ids)]
-    return Repository.model_construct(**repository._mapping), watches
+    watches = [detached(Watch, w) for w in connection.execute(_WATCHES_OF, ids)]
+    return detached(Repository, repository), watches
 
 
 def recheck_seconds(settings: Settings, repository: Repository) -> float:

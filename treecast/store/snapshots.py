@@ -9,6 +9,7 @@ from sqlmodel import Session, delete, select, update
 from models.git import SnapshotStats
 from models.tables import Snapshot, Watch, utcnow
 from treecast.store import stamps
+from treecast.store.detached import detached
 
 # Snapshot rows (and pinned commits) kept per repository.
 KEEP_SNAPSHOTS = 20
@@ -44,8 +45,7 @@ _NEWEST = (
 def latest(session: Session, repository_id: str) -> Snapshot | None:
     """The newest snapshot of a repository (a detached copy, to read)."""
     row = session.connection().execute(_NEWEST, {"repository_id": repository_id}).first()
-    # model_construct: the row's values without the ORM's loading (a tenth of the CPU).
-    return Snapshot.model_construct(**row._mapping) if row is not None else None
+    return detached(Snapshot, row) if row is not None else None
 
 
 def was_synced(session: Session, repository_id: str, commit: str) -> bool:
