@@ -3,9 +3,12 @@ and what the git host said (docs/security.md, "Tenants")."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlmodel import Session
 
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
@@ -121,26 +124,31 @@ def record_verdicts(
     now = utcnow()
     lost: list[str] = []
     moved = False  # an app's access changed: who is behind changes for the remote checks
+    # The watches as they are now, read as Core and written back column by column (no
+    # ORM loading and flush: every sync records its verdicts).
+    rows = {
+        row.app_id: row
+        for row in session.connection().execute(_WATCHES_OF, {"repository_id": repository_id})
+    }
     for app_id, checked in granted:
-        watch = session.get(Watch, (app_id, repository_id))
+        watch = _transient(rows.get(app_id))
         if watch is not None and _same(watch, checked):
             moved = moved or watch.access != WatchAccess.GRANTED
-            grant(watch, now)
-            session.add(watch)
+            with _saved(session, watch):
+                grant(watch, now)
     for app_id, checked, message in refused:
-        watch = session.get(Watch, (app_id, repository_id))
+        watch = _transient(rows.get(app_id))
         if watch is not None and _same(watch, checked):
             before = watch.access
-            if refuse(watch, now, message):
-                lost.append(app_id)
+            with _saved(session, watch):
+                if refuse(watch, now, message):
+                    lost.append(app_id)
             moved = moved or watch.access != before
-        if watch is not None:
-            session.add(watch)
     for app_id, expires in expiries.items():
-        watch = session.get(Watch, (app_id, repository_id))
+        watch = _transient(rows.get(app_id))
         if watch is not None and expires is not None:
-            watch.github_token_expires_at = expires
-            session.add(watch)
+            with _saved(session, watch):
+                watch.github_token_expires_at = expires
     # Without loading the row: most syncs fetch with the same credentials as the last.
     switched = session.connection().execute(
         _FETCHED_WITH, {"repository_id": repository_id, "fetched": fetched_with, "now": now}
@@ -148,6 +156,31 @@ def record_verdicts(
     if moved and not switched.rowcount:
         stamps.stamp(session, repository_id)  # and learn it at once
     return sorted(lost)
+
+
+_ONE_WATCH = (_WATCHES.c.app_id == bindparam("app")) & (
+    _WATCHES.c.repository_id == bindparam("repository")
+)
+
+
+def _transient(row: Row[Any] | None) -> Watch | None:
+    """A watch row as a `Watch` in no session, to change and write back with `_saved`."""
+    return Watch(**row._mapping) if row is not None else None
+
+
+@contextmanager
+def _saved(session: Session, watch: Watch) -> Iterator[None]:
+    """Write the columns of a transient watch that the block changed (one UPDATE)."""
+    before = {column.name: getattr(watch, column.name) for column in _WATCHES.c}
+    yield
+    changed = {
+        name: getattr(watch, name)
+        for name, value in before.items()
+        if getattr(watch, name) != value
+    }
+    if changed:
+        ids = {"app": watch.app_id, "repository": watch.repository_id}
+        session.connection().execute(update(_WATCHES).where(_ONE_WATCH).values(**changed), ids)
 
 
 def _same(watch: Watch, checked: StoredCredentials) -> bool:
