@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultPayloadConverter,
+    PayloadCodec,
+    SerializationContext,
+)
 from temporalio.worker import Replayer, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import _runner as sandbox_runner
@@ -54,6 +59,20 @@ async def _replay_all(runner: WorkflowRunner) -> None:
             history, raise_on_replay_failure=False
         )
         assert result.replay_failure is None, (path.name, result.replay_failure)
+
+
+class _ContextAware(DefaultPayloadConverter):
+    """A payload converter that uses the serialization context (a new one per context)."""
+
+    def with_context(self, context: SerializationContext) -> _ContextAware:
+        return type(self)()
+
+
+def test_the_sdk_sandbox_is_kept_where_a_converter_uses_the_context() -> None:
+    aware = DataConverter(payload_converter_class=_ContextAware)
+    runner = runner_for(aware)
+    assert isinstance(runner, SandboxedWorkflowRunner)
+    assert not isinstance(runner, ContextFreeSandbox)
 
 
 def test_the_sdk_sandbox_is_kept_where_a_codec_or_storage_needs_the_context() -> None:

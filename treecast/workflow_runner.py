@@ -4,9 +4,10 @@ The SDK (temporalio 1.35) resolves a serialization context for each payload sequ
 every activation and completion, three visitor passes each way, by asking the workflow
 instance; the sandboxed instance answers by compiling and running a code string inside
 the sandbox (`_Instance.get_serialization_context`). The context only matters to a
-payload codec or external storage: with neither, every answer leads to the same
-conversion. `runner_for` then gives a sandbox whose instances answer "no context" at
-once; with a codec or external storage it is the SDK's own sandbox, untouched.
+payload codec, external storage, or a payload or failure converter that takes it: with
+none of them, every answer leads to the same conversion. `runner_for` then gives a
+sandbox whose instances answer "no context" at once; otherwise it is the SDK's own
+sandbox, untouched.
 docs/performance.md ("The sandbox's serialization context") has the measurements and
 the report for upstream.
 """
@@ -23,10 +24,18 @@ from temporalio.converter import SerializationContext, StorageDriverStoreContext
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+# Any context: a converter that uses one answers `with_context` with a new converter.
+_PROBE = temporalio.converter.WorkflowSerializationContext(namespace="-", workflow_id="-")
+
 
 def runner_for(data_converter: temporalio.converter.DataConverter) -> WorkflowRunner:
     """The sandbox for a worker whose client converts with `data_converter`."""
-    if data_converter.payload_codec is None and data_converter.external_storage is None:
+    if (
+        data_converter.payload_codec is None
+        and data_converter.external_storage is None
+        # Nor a payload or failure converter that takes the context.
+        and data_converter.with_context(_PROBE) is data_converter
+    ):
         return ContextFreeSandbox()
     return SandboxedWorkflowRunner()
 
