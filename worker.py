@@ -1,7 +1,8 @@
 """Treecast's worker: runs every workflow and activity on the task queue.
 
-python worker.py          connect to TEMPORAL_ADDRESS
-python worker.py --dev    first start the Temporal dev server (Web UI on :8233)
+python worker.py                  connect to TEMPORAL_ADDRESS
+python worker.py --dev            first start the Temporal dev server (Web UI on :8233)
+python worker.py --processes 4    four worker processes sharing the task queue
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -33,6 +36,7 @@ from treecast import logs, metrics
 from treecast.config import ConfigError, Settings, load_settings
 from treecast.db import SchemaBehind, connect_failure, prepare
 from treecast.process_exit import run_and_exit
+from treecast.workflow_runner import runner_for
 
 log = logging.getLogger("treecast.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)  # at most one heartbeat a second per activity
@@ -121,10 +125,15 @@ def executor_threads(settings: Settings) -> int:
     return settings.activity_concurrency + LOCAL_ACTIVITY_SLOTS
 
 
-def worker_options(settings: Settings, executor: ThreadPoolExecutor) -> dict[str, Any]:
-    """A Treecast worker's options beyond its task queue, workflows and activities
-    (`bench.temporal_floor` runs Temporal alone with the same)."""
+def worker_options(
+    settings: Settings, executor: ThreadPoolExecutor, data_converter: DataConverter
+) -> dict[str, Any]:
+    """A Treecast worker's options beyond its task queue, workflows and activities, for a
+    client converting with `data_converter` (`bench.temporal_floor` runs Temporal alone
+    with the same)."""
     return {
+        # The sandbox, without a trip into it per payload for a context nothing uses.
+        "workflow_runner": runner_for(data_converter),
         "activity_executor": executor,
         # A remote-check sweep holds one of these slots for its whole run (an async
         # activity on the event loop: it takes no thread of the executor).
@@ -155,7 +164,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         task_queue=settings.task_queue,
         workflows=workflows(),
         activities=build_activities(settings),
-        **worker_options(settings, executor),
+        **worker_options(settings, executor, client.data_converter),
     )
 
 
@@ -209,6 +218,35 @@ async def run(settings: Settings, *, dev: bool) -> None:
             server.stop()
 
 
+def run_processes(settings: Settings, count: int, *, dev: bool) -> int:
+    """`count` worker processes under one supervisor (`treecast.supervisor`); the database
+    is prepared and the dev server started once, here."""
+    from treecast.store.keys import cipher
+    from treecast.supervisor import child_environments, supervise
+
+    prepare(settings.database_url, upgrade=settings.auto_migrate or settings.dev)
+    cipher(settings)  # fail now, once, rather than in every child
+    environ = dict(os.environ)
+    server = None
+    if dev:
+        from models.search_attributes import dev_server_args
+        from treecast.devserver import DevServer
+
+        server = DevServer(settings, search_attribute_args=dev_server_args())
+        server.start()
+        environ["TREECAST_DEV"] = "1"  # the children read the key dev mode generated
+        print(f"Temporal Web UI: {server.ui_url}", flush=True)
+    try:
+        return supervise(
+            [sys.executable, str(Path(__file__).resolve())],
+            child_environments(environ, count, settings.metrics_port),
+            grace_seconds=settings.worker_grace_seconds + 10,
+        )
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
@@ -217,13 +255,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dev", action="store_true", help="start the Temporal dev server first and stop it on exit"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes sharing the task queue and this host's git cache "
+        "(one Python process uses one core at most; docs/scaling.md)",
+    )
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
     settings: Settings | None = None
     try:
         settings = load_settings()
         logs.configure(settings.log_format)
         if args.dev:
             settings = settings.model_copy(update={"dev": True})
+        if args.processes > 1:
+            return run_processes(settings, args.processes, dev=args.dev)
         asyncio.run(run(settings, dev=args.dev))
     except (ConfigError, SchemaBehind) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -20,7 +20,6 @@ from treecast.gitcache.repository import RepositoryCache
 from treecast.gitcache.tree import TreeStats
 from treecast.redact import redact
 from treecast.store.snapshots import latest, record_snapshot
-from treecast.store.watches import every_watch_has_paths
 
 
 class GitActivities:
@@ -55,11 +54,12 @@ class GitActivities:
         settings = self.settings
         repository = RepositoryCache(settings, repository_id, heartbeat=activity.heartbeat)
         with repository.locked() as cache:
-            access = AccessRun(settings, repository_id)
+            # Two transactions: the reads before git runs, the writes after it (none is
+            # held open while git fetches).
             with session_scope(settings.database_url) as session:
+                access = AccessRun(settings, repository_id, session)
                 previous = latest(session, repository_id)
-                partial = every_watch_has_paths(session, repository_id)
-            outcome = access.fetch(cache, secrets, partial=partial)
+            outcome = access.fetch(cache, secrets, partial=access.partial)
             stats = TreeStats()
             if outcome.commit is not None:
                 before = SnapshotStats.of(previous) if previous is not None else None
@@ -69,14 +69,14 @@ class GitActivities:
                 if not outcome.fetched and (previous is None or previous.commit != outcome.commit):
                     # Back to a commit the cache had anyway: pin it again (a fetch pins itself).
                     cache.keep(outcome.commit)
-            with session_scope(settings.database_url) as session:
-                keep = record_snapshot(session, repository_id, outcome.commit, stats, previous)
-            if keep is not None:
-                cache.prune(keep)
             # Before the commit is handed to delivery: an app that lost its access is
             # marked now and is not among those delivered to.
             access.check_due()
-            refused = access.save()
+            with session_scope(settings.database_url) as session:
+                keep = record_snapshot(session, repository_id, outcome.commit, stats, previous)
+                refused = access.save(session)
+            if keep is not None:
+                cache.prune(keep)
         activity.logger.info(
             "synced %s at %s (%s): %d files, %d bytes%s",
             repository_id,

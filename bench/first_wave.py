@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -101,6 +102,24 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     first = 13 if children else 11
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(pid: int) -> list[int]:
+    """A worker and, under `worker.py --processes N`, its worker processes."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(child) for child in children)]
+
+
+def workers_cpu(pid: int, *, children: bool = False) -> float:
+    """`cpu_seconds` summed over a worker's processes (their git commands, with `children`)."""
+    total = 0.0
+    for each in worker_pids(pid):
+        with contextlib.suppress(OSError):  # it ended between the listing and the read
+            total += cpu_seconds(each, children=children)
+    return total
 
 
 def own_cpu_seconds() -> float:
@@ -303,8 +322,9 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
         env["TREECAST_METRICS_PORT"] = str(free_port())
     with worker_log.open("wb") as log:
         # Tied like the dev server: an interrupted benchmark leaves no worker behind.
+        processes = ["--processes", str(args.worker_processes)] if args.worker_processes > 1 else []
         worker, _ = popen_tied(
-            [sys.executable, str(ROOT / "worker.py")],
+            [sys.executable, str(ROOT / "worker.py"), *processes],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -318,7 +338,7 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
             service = TreecastService(settings)
             app_id = (await service.apps.add("first-wave", receiver.url, secret)).app_id
             await service.client()
-            await wait_until_polling(worker, worker_log)
+            await wait_until_polling(worker, worker_log, args.worker_processes)
             urls = [f"file://{path}" for path in repositories]
             print(
                 f"registering {args.repos} repositories, {args.concurrency} at a time "
@@ -328,8 +348,8 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
             since = datetime.now(UTC).replace(tzinfo=None)
             started = time.monotonic()
             cpu_before = {
-                "worker": cpu_seconds(worker.pid),
-                "git": cpu_seconds(worker.pid, children=True),
+                "worker": workers_cpu(worker.pid),
+                "git": workers_cpu(worker.pid, children=True),
                 "dev server": cpu_seconds(server.pid),
                 "bench": own_cpu_seconds(),
             }
@@ -345,12 +365,12 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
             await registering
             wave.total_seconds = max(wave.delivered_at.values())
             wave.cpu = {
-                "worker": cpu_seconds(worker.pid) - cpu_before["worker"],
-                "git": cpu_seconds(worker.pid, children=True) - cpu_before["git"],
+                "worker": workers_cpu(worker.pid) - cpu_before["worker"],
+                "git": workers_cpu(worker.pid, children=True) - cpu_before["git"],
                 "dev server": cpu_seconds(server.pid) - cpu_before["dev server"],
                 "bench": own_cpu_seconds() - cpu_before["bench"],
             }
-            wave.worker_peak_rss_mb = peak_rss_mb(worker.pid)
+            wave.worker_peak_rss_mb = sum(peak_rss_mb(p) for p in worker_pids(worker.pid))
             if args.metrics:
                 wave.metrics = await asyncio.to_thread(
                     scrape_metrics, int(env["TREECAST_METRICS_PORT"])
@@ -367,10 +387,10 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
     return wave
 
 
-async def wait_until_polling(worker: subprocess.Popen[bytes], log: Path) -> None:
-    """Until the worker logged that it polls its task queue."""
+async def wait_until_polling(worker: subprocess.Popen[bytes], log: Path, count: int = 1) -> None:
+    """Until the worker (each of its `count` processes) logged that it polls its task queue."""
     deadline = time.monotonic() + 60
-    while b"worker polling task queue" not in log.read_bytes():
+    while log.read_bytes().count(b"worker polling task queue") < count:
         if worker.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the worker did not start; see {log}")
         await asyncio.sleep(0.1)
@@ -388,7 +408,7 @@ async def follow(
 ) -> None:
     """Print progress every `args.every` seconds until every repository delivered."""
     assert server.pid is not None
-    last = (0.0, 0, cpu_seconds(worker.pid), cpu_seconds(server.pid))
+    last = (0.0, 0, workers_cpu(worker.pid), cpu_seconds(server.pid))
     deadline = started + args.timeout
     while True:
         await asyncio.sleep(0.2)
@@ -398,7 +418,7 @@ async def follow(
         if finished or now - started - last[0] >= args.every:
             elapsed = now - started
             synced = await asyncio.to_thread(first_snapshots, database_url, since)
-            worker_cpu, server_cpu = cpu_seconds(worker.pid), cpu_seconds(server.pid)
+            worker_cpu, server_cpu = workers_cpu(worker.pid), cpu_seconds(server.pid)
             window = elapsed - last[0]
             print(
                 f"  {elapsed:6.0f}s  registered {len(wave.registered_at):>6}  "
@@ -494,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         action="store_true",
         help="turn on the worker's Prometheus metrics and print its task latencies",
+    )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the worker as `worker.py --processes N` (CPU summed over its processes)",
     )
     parser.add_argument(
         "--floor",

@@ -67,7 +67,7 @@ async def serve(address: str) -> None:
             task_queue=TASK_QUEUE,
             workflows=[FloorSync, FloorDeliver],
             activities=[floor_snapshot, floor_watchers, floor_deliver],
-            **worker_options(settings, executor),
+            **worker_options(settings, executor, client.data_converter),
         )
         async with worker:
             print("floor worker polling", flush=True)

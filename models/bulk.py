@@ -1,7 +1,5 @@
 """Inputs and results of `BulkWatches`, the admin page's bulk retry or resync: ids only."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from enum import StrEnum
 

@@ -1,7 +1,5 @@
 """One file change for one app, as computed against that app's ledger."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from enum import StrEnum
 

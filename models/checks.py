@@ -7,8 +7,6 @@ the check failed (the sync's own retries and the breaker decide), or an app is
 behind. Ids, commits and counts only.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum

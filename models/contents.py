@@ -1,8 +1,7 @@
 """What a watch asks for beyond the plain tree: submodules and Git LFS objects."""
 
-from __future__ import annotations
-
 from enum import StrEnum
+from typing import Self
 
 
 class SubmoduleMode(StrEnum):
@@ -13,7 +12,7 @@ class SubmoduleMode(StrEnum):
     RECURSIVE = "recursive"  # submodules of submodules too, up to a depth limit
 
     @classmethod
-    def parse(cls, value: str | None) -> SubmoduleMode:
+    def parse(cls, value: str | None) -> Self:
         """The mode a stored or given value names (None: off); ValueError otherwise."""
         if value is None or value == "":
             return cls.OFF

@@ -1,7 +1,5 @@
 """Inputs and results of the delivery and notice activities (ids and commits only)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -83,7 +81,7 @@ class DeliveryProgress:
         return self.created + self.updated + self.deleted
 
     @staticmethod
-    def from_details(details: Sequence[object]) -> DeliveryProgress | None:
+    def from_details(details: Sequence[object]) -> "DeliveryProgress | None":
         """The latest progress in heartbeat or error details (decoded as plain JSON), if any.
 
         Also reads the flat shape written before `chunk` was its own object (the

@@ -4,8 +4,6 @@ File events are `models.changes.ChangeKind` (create, update, delete); breaker
 notices are `SyncEvent`.
 """
 
-from __future__ import annotations
-
 from enum import StrEnum
 
 from models.changes import ChangeKind

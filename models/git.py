@@ -1,7 +1,5 @@
 """Inputs, results and error types of the git activities (no file content here)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Self

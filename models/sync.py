@@ -5,8 +5,6 @@ Every time is an aware UTC `datetime` (workflow time), stored as an absolute
 deadline so it survives continue-as-new.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -152,6 +150,17 @@ class SyncOutcome:
 
 
 @dataclass
+class DeliveryPass:
+    """One pass of `DeliverFiles`: every behind app, one after another, at one commit."""
+
+    repository_id: str
+    commit: str | None
+    request_ids: list[str] = field(default_factory=list)
+    apps: list[AppDelivery] = field(default_factory=list)
+    finished_at: datetime | None = None
+
+
+@dataclass
 class SyncState:
     """Everything `SyncRepository` carries across continue-as-new."""
 
@@ -262,17 +271,6 @@ class NewCommit:
 
     commit: str | None
     request_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DeliveryPass:
-    """One pass of `DeliverFiles`: every behind app, one after another, at one commit."""
-
-    repository_id: str
-    commit: str | None
-    request_ids: list[str] = field(default_factory=list)
-    apps: list[AppDelivery] = field(default_factory=list)
-    finished_at: datetime | None = None
 
 
 @dataclass

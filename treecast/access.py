@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlmodel import Session
+
 from models.git import GitErrorType
 from models.tables import utcnow
 from treecast.config import Settings
 from treecast.credentials.github_app import forget_refused
-from treecast.db import session_scope
 from treecast.gitcache.command import AnyCredentials, Credentials
 from treecast.gitcache.errors import GitError
 from treecast.gitcache.refcheck import check_patterns
@@ -25,6 +26,7 @@ from treecast.redact import redact
 from treecast.remote_access import decrypt, unregistered
 from treecast.store import access as access_store
 from treecast.store.credentials import StoredCredentials, fetch_order, identity
+from treecast.store.watches import every_watch_has_paths
 
 # An access check while a person waits (watch time) gives up after this long.
 ACCESS_CHECK_SECONDS = 20.0
@@ -112,27 +114,29 @@ class AccessRun:
     credentials fetched: a repository that fails for everyone is its breaker's business.
     """
 
-    def __init__(self, settings: Settings, repository_id: str) -> None:
+    def __init__(self, settings: Settings, repository_id: str, session: Session) -> None:
+        """Read the repository and its watches in `session` (the snapshot's reads)."""
         self.settings = settings
         self.repository_id = repository_id
-        with session_scope(settings.database_url) as session:
-            found = access_store.watchers_of(session, repository_id)
-            if found is None:
-                raise unregistered(repository_id)
-            repository, watches = found
-            self.url, self.ref = repository.url, repository.ref or ""
-            order = [w.app_id for w in fetch_order(repository, watches)]
-            now = utcnow()
-            every = access_store.recheck_seconds(settings, repository)
-            self._holders = {
-                w.app_id: _Holder(
-                    w.app_id,
-                    StoredCredentials.of(w),
-                    identity(settings, StoredCredentials.of(w)),
-                    access_store.is_due(w, now, every),
-                )
-                for w in watches
-            }
+        found = access_store.watchers_of(session, repository_id)
+        if found is None:
+            raise unregistered(repository_id)
+        repository, watches = found
+        self.url, self.ref = repository.url, repository.ref or ""
+        order = [w.app_id for w in fetch_order(repository, watches)]
+        now = utcnow()
+        every = access_store.recheck_seconds(settings, repository)
+        self._holders = {
+            w.app_id: _Holder(
+                w.app_id,
+                StoredCredentials.of(w),
+                identity(settings, StoredCredentials.of(w)),
+                access_store.is_due(w, now, every),
+            )
+            for w in watches
+        }
+        # Every watch narrows the repository with `paths`: fetch by what is watched.
+        self.partial = every_watch_has_paths([w.path_globs for w in watches])
         self._order = [self._holders[a] for a in order]
         self._verdicts: dict[tuple[str, ...], AccessCheck] = {}
         self._credentials: dict[tuple[str, ...], AnyCredentials | None] = {}
@@ -201,9 +205,9 @@ class AccessRun:
                 continue
             self._verdicts[holder.identity] = probe(self.settings, self.url, self.ref, credentials)
 
-    def save(self) -> list[str]:
-        """Record each app's verdict and whose credentials fetched; the apps that just
-        lost their access (each gets one `sync_failed`)."""
+    def save(self, session: Session) -> list[str]:
+        """Record each app's verdict and whose credentials fetched, in `session`; the apps
+        that just lost their access (each gets one `sync_failed`)."""
         granted: list[tuple[str, StoredCredentials]] = []
         refused: list[tuple[str, StoredCredentials, str]] = []
         for holder in self._holders.values():
@@ -225,7 +229,6 @@ class AccessRun:
             for h in self._holders.values()
             if h.stored.github_app_key_encrypted
         }
-        with session_scope(self.settings.database_url) as session:
-            return access_store.record_verdicts(
-                session, self.repository_id, granted, refused, self.fetched_with, expiries
-            )
+        return access_store.record_verdicts(
+            session, self.repository_id, granted, refused, self.fetched_with, expiries
+        )

@@ -6,7 +6,6 @@ app's delivery (docs/security.md, "Tenants"). Whose credentials a fetch uses is
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
 from sqlmodel import Session, select
@@ -20,6 +19,7 @@ from treecast.gitcache.command import AnyCredentials, Credentials
 from treecast.gitcache.errors import GitError
 from treecast.gitcache.repository import RemoteAccess, RepositoryCache
 from treecast.gitcache.ssh import SshCredentials, parse_host_keys
+from treecast.store import credentials as credentials_store
 from treecast.store import keys
 from treecast.store.credentials import StoredCredentials, fetch_order
 
@@ -68,15 +68,23 @@ def app_access(
     credentials (none without them), never another app's, so what a delivery fetches
     beyond the commit (a submodule, an LFS object) the app's own access reaches.
     RepositoryNotFound when the repository or the watch is gone."""
-    row = session.get(Repository, repository_id)
-    watch = session.get(Watch, (app_id, repository_id))
-    if row is None or watch is None:
+    found = credentials_store.of_watch(session, app_id, repository_id)
+    if found is None:
         raise GitError(
             GitErrorType.REPOSITORY_NOT_FOUND,
             f"repository {repository_id} or its watch by {app_id} is gone (removed meanwhile?)",
         )
-    access = watch_access(settings, session, watch, row.url, row.ref or "")
-    return replace(access, tenant=app_id)
+    url, ref, stored = found
+    expires = stored.github_token_expires_at
+    credentials = decrypt(settings, stored)
+    if _naive(stored.github_token_expires_at) != _naive(expires):
+        # A GitHub App token was minted: its expiry is recorded on the watch.
+        credentials_store.note_token_expiry(
+            session, app_id, repository_id, stored.github_token_expires_at
+        )
+    return RemoteAccess(
+        repository_id=repository_id, url=url, ref=ref, credentials=credentials, tenant=app_id
+    )
 
 
 def unregistered(repository_id: str) -> GitError:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from sqlmodel import Session
 
 from models.contents import SubmoduleMode
-from models.tables import Watch, parse_globs
+from models.tables import parse_globs
 from treecast.delivery.changes import (
     NOTHING,
     Candidates,
@@ -44,6 +44,7 @@ from treecast.gitcache.tree import (
     touches_ignore_file,
 )
 from treecast.store.ledger import load_ledger, record_imported_blobs
+from treecast.store.watches import watched_contents
 
 
 def candidates_at(
@@ -126,13 +127,13 @@ def contents_at(
     )
 
 
-def watch_options(watch: Watch) -> WatchOptions:
-    """The watch's submodule and LFS choices (an unknown stored mode reads as off)."""
+def watch_options(submodules: str | None, lfs: bool | None) -> WatchOptions:
+    """A watch's stored submodule and LFS choices (an unknown stored mode reads as off)."""
     try:
-        mode = SubmoduleMode.parse(watch.submodules)
+        mode = SubmoduleMode.parse(submodules)
     except ValueError:
         mode = SubmoduleMode.OFF
-    return WatchOptions(submodules=mode, lfs=bool(watch.lfs))
+    return WatchOptions(submodules=mode, lfs=bool(lfs))
 
 
 class ContentHasher:
@@ -171,13 +172,12 @@ def load_changes(
     an empty repository, every ledger path a delete). Raises LookupError when the app does
     not watch the repository."""
     repository_id = cache.repository_id
-    watch = session.get(Watch, (app_id, repository_id))
+    watch = watched_contents(session, app_id, repository_id)
     if watch is None:
         raise LookupError(f"app {app_id} does not watch repository {repository_id}")
     globs = parse_globs(watch.path_globs)
-    contents = contents_at(
-        cache, access, commit, watch.delivered_commit, globs, watch_options(watch)
-    )
+    options = watch_options(watch.submodules, watch.lfs)
+    contents = contents_at(cache, access, commit, watch.delivered_commit, globs, options)
     candidates = contents.candidates
     ledger = load_ledger(session, app_id, repository_id, candidates.ledger_paths())
     with ContentHasher(cache, contents.sources) as hasher:

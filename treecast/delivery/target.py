@@ -11,7 +11,7 @@ from models.delivery import DeliveryErrorType
 from models.tables import WatchAccess, WatchStatus
 from treecast.config import Settings
 from treecast.store import keys
-from treecast.store.watches import watch_rows
+from treecast.store.watches import target_columns
 from treecast.urls import owner_and_name
 from treecast.webhooks.payloads import RepositoryRef
 from treecast.webhooks.sender import WebhookError, WebhookSender
@@ -45,40 +45,39 @@ class AppTarget:
 def load_target(
     settings: Settings, session: Session, app_id: str, repository_id: str
 ) -> AppTarget | None:
-    """The app, repository and watch rows as an `AppTarget`, or None when any is gone."""
-    rows = watch_rows(session, app_id, repository_id)
-    if rows is None:
+    """The app, repository and watch as an `AppTarget`, or None when any is gone."""
+    row = target_columns(session, app_id, repository_id)
+    if row is None:
         return None
-    app, repo, watch = rows
     cipher = keys.cipher(settings)
-    owner, name = owner_and_name(repo.url)
-    docora = app.signing_scheme == SigningScheme.DOCORA
+    owner, name = owner_and_name(row.url)
+    docora = row.signing_scheme == SigningScheme.DOCORA
     return AppTarget(
-        app_id=app.id,
-        base_url=app.base_url,
-        secrets=cipher.decrypt_list(app.secrets_encrypted),
+        app_id=row.app_id,
+        base_url=row.base_url,
+        secrets=cipher.decrypt_list(row.secrets_encrypted),
         repository=RepositoryRef(
-            repository_id=repo.id,
-            url=repo.url,
+            repository_id=repository_id,
+            url=row.url,
             owner=owner,
             name=name,
-            ref=repo.ref or None,
+            ref=row.ref or None,
             docora=docora,
         ),
-        watch_status=watch.status,
-        generation=watch.ledger_generation,
+        watch_status=row.status,
+        generation=row.ledger_generation,
         # Batches are a Treecast-only format: a docora app gets them only when it asked.
-        batch=bool(app.batch) and (not docora or bool(app.treecast_events)),
+        batch=bool(row.batch) and (not docora or bool(row.treecast_events)),
         scheme=SigningScheme.DOCORA if docora else None,
         client_auth_key=(
-            cipher.decrypt(app.client_auth_key_encrypted)
-            if docora and app.client_auth_key_encrypted
+            cipher.decrypt(row.client_auth_key_encrypted)
+            if docora and row.client_auth_key_encrypted
             else None
         ),
-        treecast_events=bool(app.treecast_events),
-        retry_count=watch.retry_count,
-        access_granted=watch.access in WatchAccess.DELIVERABLE,
-        sync_completed=bool(app.sync_completed),
+        treecast_events=bool(row.treecast_events),
+        retry_count=row.retry_count,
+        access_granted=row.access in WatchAccess.DELIVERABLE,
+        sync_completed=bool(row.sync_completed),
     )
 
 

@@ -111,15 +111,26 @@ def _config_sections(pairs: tuple[tuple[str, str], ...]) -> str:
     )
 
 
+# What `git init --bare` writes that a cache needs (no hooks, description or info/):
+# written directly, a `git` process less for every new cache (docs/performance.md).
+_CORE_CONFIG = (
+    ("core.repositoryformatversion", "0"),
+    ("core.filemode", "true"),
+    ("core.bare", "true"),
+)
+_SKELETON = ("objects/info", "objects/pack", "refs/heads", "refs/tags")
+
+
 def _init_cache(settings: Settings, path: Path) -> None:
     """Create an empty bare cache atomically (build beside it, then rename)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        run_git(["init", "--bare", "-q", str(tmp)], settings=settings)
-        # Appended to the config `git init` wrote (a section may repeat): one `git config`
-        # process per key was 5 of the ~17 processes of a first sync (docs/performance.md).
-        with (tmp / "config").open("a", encoding="utf-8") as config:
-            config.write(_config_sections(_CACHE_CONFIG))
+        for folder in _SKELETON:
+            (tmp / folder).mkdir(parents=True)
+        (tmp / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+        (tmp / "config").write_text(
+            _config_sections((*_CORE_CONFIG, *_CACHE_CONFIG)), encoding="utf-8"
+        )
         tmp.rename(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

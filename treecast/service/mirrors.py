@@ -84,7 +84,7 @@ class Mirrors(Part):
                     f"the app's own access to {repository_id} does not hold "
                     f"({watch.access}): fix its credentials, then sync"
                 )
-            if not watch_options(watch).plain:
+            if not watch_options(watch.submodules, watch.lfs).plain:
                 raise Conflict(
                     f"the watch of {repository_id} has submodules or lfs on: its manifest is "
                     "not supported yet (reconcile works; see docs/webhooks.md)"

@@ -3,29 +3,60 @@ and what the git host said (docs/security.md, "Tenants")."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import Row, bindparam, select, update
+from sqlmodel import Session
 
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
 from treecast.config import Settings
 from treecast.redact import redact
+from treecast.store import stamps
 from treecast.store.credentials import StoredCredentials
+from treecast.store.detached import detached
 
 MAX_ERROR_CHARS = 2000
+
+_REPOSITORIES = Repository.metadata.tables["repositories"]
+# Another app's credentials fetched: the remote checks read them again (`updated_at`)
+# and learn it at once (`changed_at`, `store.stamps`).
+_FETCHED_WITH = (
+    update(_REPOSITORIES)
+    .where(
+        (_REPOSITORIES.c.id == bindparam("repository_id"))
+        & _REPOSITORIES.c.fetched_with.is_distinct_from(bindparam("fetched"))
+    )
+    .values(
+        fetched_with=bindparam("fetched"),
+        updated_at=bindparam("now"),
+        changed_at=bindparam("now"),
+    )
+)
 # A check this close to due is done now: the next full sync comes a jitter later at most.
 DUE_FRACTION = 0.9
 
 
+_WATCHES = Watch.metadata.tables["watches"]
+_REPOSITORY = select(_REPOSITORIES).where(_REPOSITORIES.c.id == bindparam("repository_id"))
+_WATCHES_OF = (
+    select(_WATCHES)
+    .where(_WATCHES.c.repository_id == bindparam("repository_id"))
+    .order_by(_WATCHES.c.app_id)
+)
+
+
 def watchers_of(session: Session, repository_id: str) -> tuple[Repository, list[Watch]] | None:
-    """The repository and its watches (None when it is not registered)."""
-    repository = session.get(Repository, repository_id)
+    """The repository and its watches, detached copies to read (None when it is not
+    registered)."""
+    connection, ids = session.connection(), {"repository_id": repository_id}
+    repository = connection.execute(_REPOSITORY, ids).first()
     if repository is None:
         return None
-    watches = session.exec(
-        select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
-    ).all()
-    return repository, list(watches)
+    watches = [detached(Watch, w) for w in connection.execute(_WATCHES_OF, ids)]
+    return detached(Repository, repository), watches
 
 
 def recheck_seconds(settings: Settings, repository: Repository) -> float:
@@ -93,35 +124,63 @@ def record_verdicts(
     now = utcnow()
     lost: list[str] = []
     moved = False  # an app's access changed: who is behind changes for the remote checks
+    # The watches as they are now, read as Core and written back column by column (no
+    # ORM loading and flush: every sync records its verdicts).
+    rows = {
+        row.app_id: row
+        for row in session.connection().execute(_WATCHES_OF, {"repository_id": repository_id})
+    }
     for app_id, checked in granted:
-        watch = session.get(Watch, (app_id, repository_id))
+        watch = _transient(rows.get(app_id))
         if watch is not None and _same(watch, checked):
             moved = moved or watch.access != WatchAccess.GRANTED
-            grant(watch, now)
-            session.add(watch)
+            with _saved(session, watch):
+                grant(watch, now)
     for app_id, checked, message in refused:
-        watch = session.get(Watch, (app_id, repository_id))
+        watch = _transient(rows.get(app_id))
         if watch is not None and _same(watch, checked):
             before = watch.access
-            if refuse(watch, now, message):
-                lost.append(app_id)
+            with _saved(session, watch):
+                if refuse(watch, now, message):
+                    lost.append(app_id)
             moved = moved or watch.access != before
-        if watch is not None:
-            session.add(watch)
     for app_id, expires in expiries.items():
-        watch = session.get(Watch, (app_id, repository_id))
+        watch = _transient(rows.get(app_id))
         if watch is not None and expires is not None:
-            watch.github_token_expires_at = expires
-            session.add(watch)
-    repository = session.get(Repository, repository_id)
-    if repository is not None and repository.fetched_with != fetched_with:
-        repository.fetched_with = fetched_with
-        repository.updated_at = now  # the remote checks read its credentials again
-        moved = True
-    if repository is not None and moved:
-        repository.changed_at = now  # and learn it at once (`store.stamps`)
-        session.add(repository)
+            with _saved(session, watch):
+                watch.github_token_expires_at = expires
+    # Without loading the row: most syncs fetch with the same credentials as the last.
+    switched = session.connection().execute(
+        _FETCHED_WITH, {"repository_id": repository_id, "fetched": fetched_with, "now": now}
+    )
+    if moved and not switched.rowcount:
+        stamps.stamp(session, repository_id)  # and learn it at once
     return sorted(lost)
+
+
+_ONE_WATCH = (_WATCHES.c.app_id == bindparam("app")) & (
+    _WATCHES.c.repository_id == bindparam("repository")
+)
+
+
+def _transient(row: Row[Any] | None) -> Watch | None:
+    """A watch row as a `Watch` in no session, to change and write back with `_saved`."""
+    return Watch(**row._mapping) if row is not None else None
+
+
+@contextmanager
+def _saved(session: Session, watch: Watch) -> Iterator[None]:
+    """Write the columns of a transient watch that the block changed (one UPDATE)."""
+    before = {column.name: getattr(watch, column.name) for column in _WATCHES.c}
+    yield
+    changed = {
+        name: getattr(watch, name)
+        for name, value in before.items()
+        if getattr(watch, name) != value
+    }
+    if changed:
+        ids = {"app": watch.app_id, "repository": watch.repository_id}
+        session.connection().execute(update(_WATCHES).where(_ONE_WATCH).values(**changed), ids)
 
 
 def _same(watch: Watch, checked: StoredCredentials) -> bool:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, delete, func, or_
+from sqlalchemy import ColumnElement, bindparam, delete, func, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from models.delivery import DeliveryErrorType
@@ -57,26 +58,40 @@ def record_attempt(
         disable_watch(session, app_id, repository_id, outcome.error or "")
 
 
+_ATTEMPTS = DeliveryAttempt.metadata.tables["delivery_attempts"]
+# Built once (every finished delivery prunes): Core on the session's connection.
+_CUTOFF = (
+    sa_select(_ATTEMPTS.c.id)
+    .where(_ATTEMPTS.c.app_id == bindparam("app"))
+    .order_by(_ATTEMPTS.c.id.desc())
+    .offset(bindparam("keep"))
+    .limit(1)
+)
+_PRUNE = delete(_ATTEMPTS).where(
+    (_ATTEMPTS.c.app_id == bindparam("app")) & (_ATTEMPTS.c.id <= bindparam("cutoff"))
+)
+
+
 def prune_delivery_log(session: Session, app_id: str, keep: int) -> int:
     """Delete all but the newest `keep` attempts of an app; returns rows deleted."""
-    cutoff = session.exec(
-        select(DeliveryAttempt.id)
-        .where(DeliveryAttempt.app_id == app_id)
-        .order_by(col(DeliveryAttempt.id).desc())
-        .offset(keep)
-        .limit(1)
-    ).first()
+    connection = session.connection()
+    cutoff = connection.execute(_CUTOFF, {"app": app_id, "keep": keep}).scalar()
     if cutoff is None:
         return 0
-    result = session.execute(
-        delete(DeliveryAttempt).where(
-            col(DeliveryAttempt.app_id) == app_id, col(DeliveryAttempt.id) <= cutoff
-        )
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    result = connection.execute(_PRUNE, {"app": app_id, "cutoff": cutoff})
+    return int(result.rowcount or 0)
 
 
 SKIPPED_EVENT = "skipped"  # a delivery-log row saying which paths were never sent
+_SNAPSHOTS = Snapshot.metadata.tables["snapshots"]
+_UNSAFE_PATHS = (
+    sa_select(_SNAPSHOTS.c.skipped_unsafe_paths)
+    .where(
+        (_SNAPSHOTS.c.repository_id == bindparam("repo"))
+        & (_SNAPSHOTS.c.commit == bindparam("commit"))
+    )
+    .limit(1)
+)
 
 
 def note_skipped_paths(
@@ -84,10 +99,12 @@ def note_skipped_paths(
 ) -> None:
     """Say in the app's delivery log that the commit holds paths Treecast never delivers
     (`..`, `.git`, absolute...), as counted by its snapshot; nothing when it holds none."""
-    row = session.exec(
-        select(Snapshot).where(Snapshot.repository_id == repository_id, Snapshot.commit == commit)
-    ).first()
-    if row is None or not row.skipped_unsafe_paths:
+    unsafe = (
+        session.connection()
+        .execute(_UNSAFE_PATHS, {"repo": repository_id, "commit": commit})
+        .scalar()
+    )
+    if not unsafe:
         return
     session.add(
         DeliveryAttempt(
@@ -97,7 +114,7 @@ def note_skipped_paths(
             path=None,
             webhook_id="-",
             error=(
-                f"{row.skipped_unsafe_paths} unsafe paths in {(commit or '')[:12]} are never "
+                f"{unsafe} unsafe paths in {(commit or '')[:12]} are never "
                 "delivered (`..`, `.git`, absolute or Windows-special names); see `status`"
             ),
         )

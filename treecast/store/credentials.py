@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, or_
-from sqlmodel import col
+from sqlalchemy import ColumnElement, bindparam, exists, or_, select, update
+from sqlmodel import Session, col
 
 from models.tables import Repository, Watch, WatchAccess
 from treecast.config import Settings
@@ -96,3 +96,41 @@ def fetch_order(repository: Repository, watches: list[Watch]) -> list[Watch]:
             w.app_id,
         ),
     )
+
+
+_REPOSITORIES, _WATCHES = (Watch.metadata.tables[name] for name in ("repositories", "watches"))
+_ONE_WATCH = (_WATCHES.c.app_id == bindparam("app")) & (
+    _WATCHES.c.repository_id == bindparam("repository")
+)
+# What one app's delivery reaches the repository with, in one statement built once (each
+# delivery reads it; docs/performance.md, First wave).
+_APP_ACCESS = (
+    select(
+        _REPOSITORIES.c.url,
+        _REPOSITORIES.c.ref,
+        *(_WATCHES.c[f.name] for f in fields(StoredCredentials)),
+    )
+    .select_from(_WATCHES.join(_REPOSITORIES, _REPOSITORIES.c.id == _WATCHES.c.repository_id))
+    .where(_ONE_WATCH)
+)
+_TOKEN_EXPIRY = (
+    update(_WATCHES).where(_ONE_WATCH).values(github_token_expires_at=bindparam("expires"))
+)
+
+
+def of_watch(
+    session: Session, app_id: str, repository_id: str
+) -> tuple[str, str, StoredCredentials] | None:
+    """The repository's URL and ref and the app's stored credentials for it (None when
+    the repository or the watch is gone)."""
+    ids = {"app": app_id, "repository": repository_id}
+    row = session.connection().execute(_APP_ACCESS, ids).first()
+    return (row.url, row.ref or "", StoredCredentials.of(row)) if row is not None else None
+
+
+def note_token_expiry(
+    session: Session, app_id: str, repository_id: str, expires: datetime | None
+) -> None:
+    """Record on the watch when its GitHub App token (minted for it) expires."""
+    ids = {"app": app_id, "repository": repository_id}
+    session.connection().execute(_TOKEN_EXPIRY, {**ids, "expires": expires})

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import bindparam, delete, func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from models.tables import DeliveredFile, DeliveryAttempt, Watch, WatchStatus, new_generation, utcnow
@@ -40,22 +41,28 @@ class LedgerEntry:
     sha256: str
 
 
+_FILES = DeliveredFile.metadata.tables["delivered_files"]
+# Built once (every delivery reads the ledger): Core on the session's connection.
+_LEDGER = sa_select(_FILES.c.path, _FILES.c.blob_id, _FILES.c.sha256).where(
+    (_FILES.c.app_id == bindparam("app")) & (_FILES.c.repository_id == bindparam("repo"))
+)
+_LEDGER_OF = _LEDGER.where(_FILES.c.path.in_(bindparam("paths", expanding=True)))
+
+
 def load_ledger(
     session: Session, app_id: str, repository_id: str, paths: Iterable[str] | None = None
 ) -> dict[str, LedgerEntry]:
     """The app's ledger for a repository (only `paths`, when given)."""
-    base = select(DeliveredFile.path, DeliveredFile.blob_id, DeliveredFile.sha256).where(
-        DeliveredFile.app_id == app_id, DeliveredFile.repository_id == repository_id
-    )
+    connection, ids = session.connection(), {"app": app_id, "repo": repository_id}
     ledger: dict[str, LedgerEntry] = {}
     if paths is None:
-        for path, blob_id, sha256 in session.exec(base):
+        for path, blob_id, sha256 in connection.execute(_LEDGER, ids):
             ledger[path] = LedgerEntry(blob_id, sha256)
         return ledger
     wanted = sorted(set(paths))
     for start in range(0, len(wanted), _LOOKUP_BATCH):
         batch = wanted[start : start + _LOOKUP_BATCH]
-        for path, blob_id, sha256 in session.exec(base.where(col(DeliveredFile.path).in_(batch))):
+        for path, blob_id, sha256 in connection.execute(_LEDGER_OF, {**ids, "paths": batch}):
             ledger[path] = LedgerEntry(blob_id, sha256)
     return ledger
 

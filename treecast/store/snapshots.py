@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, delete, select, update
+from sqlalchemy import bindparam, insert
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, delete, select, update
 
 from models.git import SnapshotStats
 from models.tables import Snapshot, Watch, utcnow
 from treecast.store import stamps
+from treecast.store.detached import detached
 
 # Snapshot rows (and pinned commits) kept per repository.
 KEEP_SNAPSHOTS = 20
@@ -15,16 +18,34 @@ KEEP_SNAPSHOTS = 20
 # git process; a few extra pinned commits cost nothing).
 PRUNE_EVERY = 10
 
+# What every sync writes, built once and run as Core on the session's connection (no
+# ORM objects; docs/performance.md, First wave).
+_TABLE = Snapshot.metadata.tables["snapshots"]
+_INSERT = insert(_TABLE).returning(_TABLE.c.id)
+_REFRESH = update(_TABLE).where(_TABLE.c.id == bindparam("snapshot_id"))
+# All but the newest KEEP_SNAPSHOTS rows of a repository, in one statement.
+_DROP_STALE = delete(_TABLE).where(
+    _TABLE.c.id.in_(
+        sa_select(_TABLE.c.id)
+        .where(_TABLE.c.repository_id == bindparam("repository_id"))
+        .order_by(_TABLE.c.taken_at.desc(), _TABLE.c.id.desc())
+        .offset(KEEP_SNAPSHOTS)
+    )
+)
+
+
+_NEWEST = (
+    sa_select(_TABLE)
+    .where(_TABLE.c.repository_id == bindparam("repository_id"))
+    .order_by(_TABLE.c.taken_at.desc(), _TABLE.c.id.desc())
+    .limit(1)
+)
+
 
 def latest(session: Session, repository_id: str) -> Snapshot | None:
-    """The newest snapshot of a repository."""
-    query = (
-        select(Snapshot)
-        .where(Snapshot.repository_id == repository_id)
-        .order_by(col(Snapshot.taken_at).desc(), col(Snapshot.id).desc())
-        .limit(1)
-    )
-    return session.exec(query).first()
+    """The newest snapshot of a repository (a detached copy, to read)."""
+    row = session.connection().execute(_NEWEST, {"repository_id": repository_id}).first()
+    return detached(Snapshot, row) if row is not None else None
 
 
 def was_synced(session: Session, repository_id: str, commit: str) -> bool:
@@ -46,23 +67,15 @@ def record_snapshot(
     newest `KEEP_SNAPSHOTS`. Every `PRUNE_EVERY` new rows, returns the commits worth
     keeping in the cache (the caller then drops other pins and lets git tidy up)."""
     stamps.stamp(session, repository_id)  # the remote checks compare with it from now
+    connection = session.connection()
     if newest is not None and newest.commit == commit:
-        session.exec(
-            update(Snapshot).where(col(Snapshot.id) == newest.id).values(taken_at=utcnow())
-        )
+        connection.execute(_REFRESH, {"snapshot_id": newest.id, "taken_at": utcnow()})
         return None
-    row = Snapshot(repository_id=repository_id, commit=commit, **stats.counts())
-    session.add(row)
-    session.flush()
-    newest_first = (
-        select(Snapshot.id)
-        .where(Snapshot.repository_id == repository_id)
-        .order_by(col(Snapshot.taken_at).desc(), col(Snapshot.id).desc())
-    )
-    stale = list(session.exec(newest_first.offset(KEEP_SNAPSHOTS)).all())
-    if stale:
-        session.exec(delete(Snapshot).where(col(Snapshot.id).in_(stale)))
-    if (row.id or 0) % PRUNE_EVERY:
+    row_id = connection.execute(
+        _INSERT, {"repository_id": repository_id, "commit": commit, **stats.counts()}
+    ).scalar_one()
+    connection.execute(_DROP_STALE, {"repository_id": repository_id})
+    if row_id % PRUNE_EVERY:
         return None
     kept = session.exec(
         select(Snapshot.commit).where(Snapshot.repository_id == repository_id)

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, col
 
 from models.tables import Repository, utcnow
 
+_TABLE = Repository.metadata.tables["repositories"]
+# Every recorded sync runs it: built once, run as Core on the session's connection.
+_STAMP = update(_TABLE).where(_TABLE.c.id == bindparam("repository_id"))
+
 
 def stamp(session: Session, repository_id: str) -> None:
     """Stamp the repository changed, in the caller's transaction."""
-    session.exec(
-        update(Repository).where(col(Repository.id) == repository_id).values(changed_at=utcnow())
-    )
+    session.connection().execute(_STAMP, {"repository_id": repository_id, "changed_at": utcnow()})
 
 
 def stamped_since(session: Session, since: datetime) -> list[tuple[str, datetime]]:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func
+from sqlalchemy import bindparam, delete, func, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -32,6 +32,43 @@ from treecast.store.credentials import StoredCredentials
 
 MAX_ERROR_CHARS = 2000
 
+# The statements every sync runs, built once: Core on the session's connection, without
+# the ORM's per-row objects (a handful of rows, many times a second in a first wave;
+# docs/performance.md, First wave).
+_TABLE = Watch.metadata.tables["watches"]
+_WATCHES = _TABLE.c
+_APPS = App.metadata.tables["apps"]
+_REPOSITORIES = Repository.metadata.tables["repositories"]
+# (Named apart from the columns: an UPDATE reserves the column names for its values.)
+_ONE_WATCH = (_WATCHES.app_id == bindparam("app")) & (
+    _WATCHES.repository_id == bindparam("repository")
+)
+_WATCHERS = (
+    sa_select(_WATCHES.app_id, _WATCHES.access, _WATCHES.status, _WATCHES.delivered_commit)
+    .where(_WATCHES.repository_id == bindparam("repository"))
+    .order_by(_WATCHES.app_id)
+)
+_CONTENTS = sa_select(
+    _WATCHES.path_globs, _WATCHES.delivered_commit, _WATCHES.submodules, _WATCHES.lfs
+).where(_ONE_WATCH)
+_START = update(_TABLE).where(_ONE_WATCH).values(status=WatchStatus.SYNCING)
+_FINISH = (
+    update(_TABLE)
+    .where(_ONE_WATCH)
+    .values(
+        status=WatchStatus.SYNCED,
+        delivered_commit=bindparam("commit"),
+        held_back=bindparam("held"),
+        last_synced_at=bindparam("now"),
+        ledger_generation=bindparam("generation"),
+        retry_count=0,
+        last_error=None,
+        last_error_type=None,
+    )
+)
+# The same, unless a ledger reset (redeliver, reconcile) came after the run started.
+_FINISH_AT = _FINISH.where(_WATCHES.ledger_generation == bindparam("started_at"))
+
 
 def watchers(
     session: Session, repository_id: str, commit: str | None
@@ -39,13 +76,8 @@ def watchers(
     """Apps watching a repository whose own access holds (sorted), and those of them not
     yet synced at `commit`. An app whose access was refused or is not proven yet gets
     nothing: no files and no breaker notices (docs/security.md, "Tenants")."""
-    rows = [
-        w
-        for w in session.exec(
-            select(Watch).where(Watch.repository_id == repository_id).order_by(col(Watch.app_id))
-        ).all()
-        if w.access in WatchAccess.DELIVERABLE
-    ]
+    found = session.connection().execute(_WATCHERS, {"repository": repository_id})
+    rows = [w for w in found if w.access in WatchAccess.DELIVERABLE]
     behind = [
         w.app_id
         for w in rows
@@ -92,12 +124,25 @@ def record_failure(
     session.add(watch)
 
 
+class WatchedContents(NamedTuple):
+    """What of a repository one app receives, and the commit it last received whole."""
+
+    path_globs: str  # the stored JSON list (`parse_globs`)
+    delivered_commit: str | None
+    submodules: str | None  # a stored `SubmoduleMode` value
+    lfs: bool | None
+
+
+def watched_contents(session: Session, app_id: str, repository_id: str) -> WatchedContents | None:
+    """The watch's contents columns (None when the app does not watch the repository)."""
+    ids = {"app": app_id, "repository": repository_id}
+    row = session.connection().execute(_CONTENTS, ids).first()
+    return WatchedContents._make(row) if row is not None else None
+
+
 def start_delivery(session: Session, app_id: str, repository_id: str) -> None:
     """A delivery run began."""
-    watch = session.get(Watch, (app_id, repository_id))
-    if watch is not None:
-        watch.status = WatchStatus.SYNCING
-        session.add(watch)
+    session.connection().execute(_START, {"app": app_id, "repository": repository_id})
 
 
 MAX_HELD_LINES = 50
@@ -120,21 +165,19 @@ def finish_delivery(
     started at, a ledger reset since (redeliver, reconcile) wins: nothing is recorded
     and False is returned.
     """
-    watch = session.get(Watch, (app_id, repository_id))
-    if watch is None:
-        return False
-    if generation is not None and watch.ledger_generation != generation:
-        return False
-    watch.status = WatchStatus.SYNCED
-    watch.delivered_commit = None if held else commit
-    watch.held_back = held_lines(held) if held else None
-    watch.last_synced_at = utcnow()
-    watch.ledger_generation = new_generation()
-    watch.retry_count = 0
-    watch.last_error = None
-    watch.last_error_type = None
-    session.add(watch)
-    return True
+    values = {
+        "app": app_id,
+        "repository": repository_id,
+        "commit": None if held else commit,
+        "held": held_lines(held) if held else None,
+        "now": utcnow(),
+        "generation": new_generation(),
+    }
+    if generation is None:
+        done = session.connection().execute(_FINISH, values)
+    else:
+        done = session.connection().execute(_FINISH_AT, {**values, "started_at": generation})
+    return bool(done.rowcount)
 
 
 def reset_watch(session: Session, app_id: str, repository_id: str) -> None:
@@ -165,23 +208,65 @@ def held_lines(held: Mapping[str, str]) -> str:
     return json.dumps(lines)
 
 
-def every_watch_has_paths(session: Session, repository_id: str) -> bool:
-    """True when the repository has watches and each narrows it with `paths` (globs):
-    then its cache fetches by what is watched (a partial clone)."""
-    rows = session.exec(select(Watch.path_globs).where(Watch.repository_id == repository_id)).all()
-    return bool(rows) and all(parse_globs(raw) for raw in rows)
+def every_watch_has_paths(path_globs: list[str]) -> bool:
+    """True when a repository has watches and each narrows it with `paths` (the watches'
+    stored globs): then its cache fetches by what is watched (a partial clone)."""
+    return bool(path_globs) and all(parse_globs(raw) for raw in path_globs)
 
 
-def watch_rows(
-    session: Session, app_id: str, repository_id: str
-) -> tuple[App, Repository, Watch] | None:
-    """The app, the repository and the app's watch of it, or None when any is gone."""
-    app = session.get(App, app_id)
-    repository = session.get(Repository, repository_id)
-    watch = session.get(Watch, (app_id, repository_id))
-    if app is None or repository is None or watch is None:
-        return None
-    return app, repository, watch
+class TargetColumns(NamedTuple):
+    """The app, repository and watch columns that say where and how to reach one app for
+    one repository (`treecast.delivery.target.AppTarget`)."""
+
+    app_id: str
+    base_url: str
+    secrets_encrypted: str
+    batch: bool | None
+    signing_scheme: str | None
+    client_auth_key_encrypted: str | None
+    treecast_events: bool | None
+    sync_completed: bool | None
+    url: str
+    ref: str | None
+    status: str
+    ledger_generation: str
+    retry_count: int
+    access: str | None
+
+
+# One joined read built once (each delivery and notice reads it).
+_TARGET = (
+    sa_select(
+        _APPS.c.id,
+        _APPS.c.base_url,
+        _APPS.c.secrets_encrypted,
+        _APPS.c.batch,
+        _APPS.c.signing_scheme,
+        _APPS.c.client_auth_key_encrypted,
+        _APPS.c.treecast_events,
+        _APPS.c.sync_completed,
+        _REPOSITORIES.c.url,
+        _REPOSITORIES.c.ref,
+        _WATCHES.status,
+        _WATCHES.ledger_generation,
+        _WATCHES.retry_count,
+        _WATCHES.access,
+    )
+    .select_from(
+        _TABLE.join(_APPS, _APPS.c.id == _WATCHES.app_id).join(
+            _REPOSITORIES, _REPOSITORIES.c.id == _WATCHES.repository_id
+        )
+    )
+    .where(_ONE_WATCH)
+)
+
+
+def target_columns(session: Session, app_id: str, repository_id: str) -> TargetColumns | None:
+    """`TargetColumns` of the app's watch of a repository, or None when the app, the
+    repository or the watch is gone."""
+    ids = {"app": app_id, "repository": repository_id}
+    row = session.connection().execute(_TARGET, ids).first()
+    return TargetColumns._make(row) if row is not None else None
 
 
 # -- watching ---------------------------------------------------------------------------------
