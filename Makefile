@@ -102,8 +102,8 @@ demo: $(STAMP)
 
 # The property-based tests of hostile input, run much longer than in `make test`.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_globs.py tests/test_paths.py \
-	  tests/test_urls_hostile.py tests/test_receiver.py tests/test_fuzz_parsers.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/base/test_globs.py tests/base/test_paths.py \
+	  tests/hostile/test_urls_hostile.py tests/e2e/test_receiver.py tests/hostile/test_fuzz_parsers.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.git_snapshot

@@ -1,7 +1,7 @@
 """Benchmark of the HTTP API (`python -m bench.api [--runs 50] [--watches 100] [--seconds 5]`).
 
 Runs the Temporal dev server, a worker, the example receiver and `python -m treecast.api`
-as its own uvicorn process on 127.0.0.1 (tests/api_stack.py):
+as its own uvicorn process on 127.0.0.1 (tests/support/api_stack.py):
 
 1. push latency: commit a one-file change, then time from POSTing GitHub's signed push
    event to /hooks/github to that file's webhook arriving at the receiver; p50 and p95.
@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 
-from tests.api_helpers import admin, bearer, github_headers, github_push
-from tests.api_stack import ROOT, ApiStack, api_stack, wait_until_up
 from tests.conftest import free_port
+from tests.support.api_helpers import admin, bearer, github_headers, github_push
+from tests.support.api_stack import ROOT, ApiStack, api_stack, wait_until_up
 from treecast.devserver import end_process
 from treecast.process_exit import run_and_exit
 
@@ -119,7 +119,7 @@ async def requests_per_second(url: str, headers: dict[str, str], seconds: float)
 def add_watches(data_dir: Path, app_id: str, count: int) -> None:
     """`count` repositories watched by the app, written to the API's database directly
     (their sync loops are not started: the list's live query finds no workflow)."""
-    from tests import registering
+    from tests.support import registering
     from treecast.config import load_settings
 
     settings = load_settings({**os.environ, "TREECAST_DATA_DIR": str(data_dir)})

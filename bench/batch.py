@@ -120,7 +120,7 @@ def receiver_child(port: int, secret: str, mirror: Path, delay_ms: float) -> Non
 
 
 def _set_batch(settings: Any, app_id: str, on: bool) -> None:
-    from tests.registering import blocking
+    from tests.support.registering import blocking
     from treecast.service.core import TreecastService
 
     blocking(TreecastService(settings).apps.update(app_id, batch=on))
@@ -141,7 +141,7 @@ def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any
 
 def first_sync(root: Path, files: int, delay_ms: float, batch: bool) -> dict[str, Any]:
     """One app's first sync of `files` small files to a receiver `delay_ms` away."""
-    from tests.receiver_fixture import register
+    from tests.support.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
     from treecast.remote_access import ensure_commit
 
@@ -203,7 +203,7 @@ def memory_batch_child(root: Path) -> dict[str, Any]:
     spec = json.loads((root / "spec.json").read_text())
     settings = _settings(root / "data")
     import activities.delivery  # noqa: F401
-    from tests.receiver_fixture import register
+    from tests.support.receiver_fixture import register
     from treecast.db import engine_for
     from treecast.remote_access import ensure_commit
 

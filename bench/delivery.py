@@ -110,8 +110,8 @@ def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any
 
 def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
     """Files/s of deliver_changes and of a bare httpx loop, to the same receiver program."""
-    from tests.gitrepos import WorkRepo
-    from tests.receiver_fixture import add_watch, register
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.receiver_fixture import add_watch, register
     from treecast.crypto import generate_webhook_secret
     from treecast.remote_access import ensure_commit
     from treecast.webhooks import payloads
@@ -212,7 +212,7 @@ def memory_child(root: Path) -> dict[str, Any]:
     from treecast.remote_access import ensure_commit
 
     engine_for(settings.database_url)
-    from tests.receiver_fixture import register
+    from tests.support.receiver_fixture import register
 
     app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])
     ensure_commit(settings, repository_id, spec["commit"])
@@ -231,7 +231,7 @@ def memory_child(root: Path) -> dict[str, Any]:
 
 def memory(root: Path, size_mb: int) -> dict[str, Any]:
     """Peak memory of a worker process delivering one `size_mb` MB binary file."""
-    from tests.gitrepos import WorkRepo
+    from tests.support.gitrepos import WorkRepo
     from treecast.crypto import generate_webhook_secret
 
     repo = WorkRepo(root / "repo")

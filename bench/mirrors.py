@@ -1,7 +1,7 @@
 """Benchmark of verifiable mirrors (`python -m bench.mirrors [--files 100000]`).
 
 Runs the Temporal dev server, a worker, the example receiver and `python -m treecast.api`
-as its own process (tests/api_stack.py). One app watches a synthetic repository of `--files` files (built with
+as its own process (tests/support/api_stack.py). One app watches a synthetic repository of `--files` files (built with
 `git fast-import`) and holds all of it: its ledger is filled as a finished delivery leaves
 it (sending 100,000 webhooks first would measure something else). Then:
 
@@ -32,9 +32,9 @@ from sqlalchemy import insert
 from bench.git_snapshot import build_remote, git
 from examples.receiver import FILE_EVENTS, Receiver
 from models.tables import DeliveredFile, Snapshot, Watch, WatchStatus
-from tests import registering
-from tests.api_helpers import bearer
-from tests.api_stack import api_stack
+from tests.support import registering
+from tests.support.api_helpers import bearer
+from tests.support.api_stack import api_stack
 from treecast.config import Settings, load_settings
 from treecast.db import session_scope
 from treecast.delivery.manifest import manifest_files

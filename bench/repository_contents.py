@@ -49,7 +49,7 @@ def _snapshot(settings: Any, repository_id: str) -> Any:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    from tests.gitrepos import git
+    from tests.support.gitrepos import git
 
     return git(cwd, *args)
 
@@ -59,9 +59,9 @@ def _git(cwd: Path, *args: str) -> str:
 
 def partial(root: Path, src_mb: int, rounds: int) -> dict[str, Any]:
     """Full clone, sparse clone and Treecast's docs/** first sync, side by side."""
-    from tests.githttp import git_http_server
-    from tests.gitrepos import WorkRepo
-    from tests.receiver_fixture import register
+    from tests.support.githttp import git_http_server
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
 
     repo = WorkRepo(root / "srv" / "monorepo")
@@ -143,7 +143,7 @@ def lfs_memory_child(root: Path) -> dict[str, Any]:
     settings = _settings(root / "data")
     import activities.delivery  # noqa: F401
     from models.tables import Watch
-    from tests.receiver_fixture import register
+    from tests.support.receiver_fixture import register
     from treecast.db import engine_for, session_scope
     from treecast.remote_access import ensure_commit
 
@@ -169,9 +169,9 @@ def lfs_memory_child(root: Path) -> dict[str, Any]:
 
 def lfs_memory(root: Path, size_mb: int) -> dict[str, Any]:
     """Peak memory of a worker process delivering one `size_mb` MB LFS object."""
-    from tests.githttp import git_http_server
-    from tests.gitrepos import WorkRepo
-    from tests.lfsserver import LfsStore
+    from tests.support.githttp import git_http_server
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.lfsserver import LfsStore
     from treecast.crypto import generate_webhook_secret
 
     store = LfsStore(root / "objects")
@@ -226,8 +226,8 @@ def lfs_memory(root: Path, size_mb: int) -> dict[str, Any]:
 def submodule_bump(root: Path, files: int) -> dict[str, Any]:
     """Requests and time of the first delivery and of bumps changing 1 and 10 files."""
     from models.tables import Watch
-    from tests.gitrepos import WorkRepo
-    from tests.receiver_fixture import register
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
     from treecast.db import session_scope
 

@@ -31,9 +31,9 @@ from sqlmodel import func, select
 from examples.receiver import Receiver
 from models.search_attributes import dev_server_args
 from models.tables import Snapshot
-from tests import registering
 from tests.conftest import free_port
-from tests.gitrepos import WorkRepo
+from tests.support import registering
+from tests.support.gitrepos import WorkRepo
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope

@@ -5,12 +5,12 @@ by the first test that asks and stopped at the end:
 
 - `dev_env`: the Temporal dev server (in memory, Treecast's search attributes registered).
   Give each test its own task queue (`new_task_queue()`) and workflow ids (`unique()`,
-  tests/temporal_env.py); whatever a test leaves running is terminated after it.
+  tests/support/temporal_env.py); whatever a test leaves running is terminated after it.
 - `time_env`: the time-skipping test server. Tests take turns on its one clock; one that
   leaves a workflow waiting for a worker makes the next test get a fresh server (see
   `SharedTimeSkipping`); `own_time_env` is a server of the test's own.
 - `postgres_url`: a PostgreSQL server (`any_db_settings` runs a test on SQLite and on it).
-- `sshd`: an OpenSSH server on 127.0.0.1 (tests/sshserver.py).
+- `sshd`: an OpenSSH server on 127.0.0.1 (tests/support/sshserver.py).
 
 Markers: a test that uses one of these fixtures is marked `temporal`, `postgres` or `sshd`
 (and `servers`); `e2e` (the dev server end to end) counts as `temporal`. A test that starts
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.testing import WorkflowEnvironment
 
-    from tests.sshserver import SshServer
+    from tests.support.sshserver import SshServer
 
 # --- which tests need servers ----------------------------------------------------------
 
@@ -138,8 +138,8 @@ def settings(tmp_path: Path) -> Settings:
 def hosts_accept_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests about something else, on hosts that do not exist (github.com/acme/...):
     every git host accepts every app's credentials, and none, when an app watches a
-    repository. The real check against real hosts is tests/test_tenants.py's and
-    tests/test_access.py's."""
+    repository. The real check against real hosts is tests/tenants/test_tenants.py's and
+    tests/tenants/test_access.py's."""
     from treecast.access import AccessCheck, Verdict
     from treecast.service import access
 
@@ -317,7 +317,7 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
     if request.param == "sqlite":
         return settings
     url = request.getfixturevalue("postgres_url")
-    from tests.schemas import database_at_head
+    from tests.support.schemas import database_at_head
     from treecast.db import make_engine
 
     engine = make_engine(url)  # not engine_for's: it refuses a schema a test left behind
@@ -352,7 +352,7 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """The process's Temporal dev server (tests take `dev_env`)."""
-    from tests.temporal_env import start_local
+    from tests.support.temporal_env import start_local
 
     env = await start_local()
     try:
@@ -395,7 +395,7 @@ class SharedTimeSkipping:
 
     async def get(self) -> WorkflowEnvironment:
         if self._env is None:
-            from tests.temporal_env import start_time_skipping
+            from tests.support.temporal_env import start_time_skipping
 
             self._env = await start_time_skipping()
         return self._env
@@ -442,7 +442,7 @@ async def time_env(time_server: SharedTimeSkipping) -> AsyncIterator[WorkflowEnv
 async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server of the test's own, for a test that would hold the shared
     clock (say why where it is used)."""
-    from tests.temporal_env import start_time_skipping
+    from tests.support.temporal_env import start_time_skipping
 
     env = await start_time_skipping()
     try:
@@ -457,7 +457,7 @@ async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[SshServer]:
     """An sshd on 127.0.0.1 for the process's tests (skipped where sshd is not installed)."""
-    from tests.sshserver import ssh_server
+    from tests.support.sshserver import ssh_server
 
     with ssh_server() as server:
         yield server

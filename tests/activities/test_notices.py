@@ -15,7 +15,7 @@ from examples.receiver import Receiver
 from models.delivery import BreakerInfo, DeliveryErrorType, NoticeInput, NoticeResult
 from models.events import SyncEvent
 from models.tables import DeliveryAttempt, Watch, WatchStatus
-from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 

@@ -17,10 +17,10 @@ import treecast.gitcache.command as git_command
 from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import Repository, Snapshot, Watch
-from tests.githttp import git_http_server, silent_server
-from tests.gitrepos import WorkRepo, git
-from tests.receiver_fixture import add_watch
-from tests.test_reliability_input import Remote, many_files
+from tests.hostile.test_reliability_input import Remote, many_files
+from tests.support.githttp import git_http_server, silent_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.receiver_fixture import add_watch
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_webhook_secret
 from treecast.db import session_scope

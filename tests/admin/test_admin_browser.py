@@ -29,8 +29,8 @@ pytest.importorskip("playwright.async_api")
 
 from playwright.async_api import Page, async_playwright
 
-from tests.api_helpers import ADMIN_TOKEN, bearer
-from tests.api_stack import ROOT, api_stack
+from tests.support.api_helpers import ADMIN_TOKEN, bearer
+from tests.support.api_stack import ROOT, api_stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

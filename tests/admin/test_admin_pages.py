@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import ADMIN_TOKEN, admin, api_client, api_settings, onboard
+from tests.support.api_helpers import ADMIN_TOKEN, admin, api_client, api_settings, onboard
 
 pytest.importorskip("jinja2")
 
@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 from activities.bulk import BulkActivities
 from models.bulk import bulk_workflow_id
 from models.tables import AdminSession, DeliveryAttempt, Watch
-from tests.temporal_env import start_time_skipping
+from tests.support.temporal_env import start_time_skipping
 from treecast.api import admin_pages
 from treecast.api.admin_pages import COOKIE
 from treecast.db import session_scope

@@ -12,9 +12,9 @@ from temporalio.testing import WorkflowEnvironment
 
 pytest.importorskip("jinja2")
 
-from tests.api_helpers import api_client, api_settings, bearer, onboard
-from tests.temporal_env import new_task_queue
-from tests.test_admin_pages import csrf_of, log_in
+from tests.admin.test_admin_pages import csrf_of, log_in
+from tests.support.api_helpers import api_client, api_settings, bearer, onboard
+from tests.support.temporal_env import new_task_queue
 from treecast.service.core import TreecastService
 
 # Their hosts (github.com/acme/..., git.example) are not reached: see the fixture.

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from models.tables import WatchStatus
-from tests.api_helpers import api_client
-from tests.test_admin_pages import csrf_of, log_in
-from tests.test_mirrors_api import FILES, delivered, drifted, make_world
+from tests.admin.test_admin_pages import csrf_of, log_in
+from tests.api.test_mirrors_api import FILES, delivered, drifted, make_world
+from tests.support.api_helpers import api_client
 from treecast.delivery.digest import git_blob_id, tree_digest
 from treecast.service import workflows
 

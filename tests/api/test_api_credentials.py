@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api_helpers import admin, api_client, api_settings, bearer, onboard
+from tests.support.api_helpers import admin, api_client, api_settings, bearer, onboard
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
 

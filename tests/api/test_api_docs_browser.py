@@ -17,10 +17,10 @@ pytest.importorskip("playwright.async_api")
 
 from playwright.async_api import Route, async_playwright
 
-from tests.api_helpers import ADMIN_TOKEN
+from tests.admin.test_admin_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import free_port
-from tests.test_admin_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.test_replicas import process
+from tests.reliability.test_replicas import process
+from tests.support.api_helpers import ADMIN_TOKEN
 from treecast.crypto import generate_key
 
 pytestmark = [

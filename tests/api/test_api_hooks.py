@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from tests.api_helpers import (
+from tests.support.api_helpers import (
     api_client,
     api_settings,
     bearer,
@@ -181,7 +181,7 @@ async def test_duplicates_pings_and_other_events(hooked: Hooked) -> None:
 
 
 async def test_the_same_delivery_to_two_api_processes_starts_one_sync(tmp_path: Path) -> None:
-    """Two apps on one database stand for two API processes (tests/test_replicas.py runs
+    """Two apps on one database stand for two API processes (tests/reliability/test_replicas.py runs
     real ones): the delivery id is claimed in the database, not in one process."""
     async with asynccontextmanager(_hooked)(tmp_path) as one:
         other_service = TreecastService(one.service.settings)

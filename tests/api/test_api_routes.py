@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from models.tables import DeliveryAttempt
-from tests.api_helpers import admin, api_client, api_settings, bearer, onboard
+from tests.support.api_helpers import admin, api_client, api_settings, bearer, onboard
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.service.core import TreecastService
@@ -58,7 +58,7 @@ async def test_health_is_alive_ready_names_what_failed_and_version_and_docs_answ
     spec = await client.get("/openapi.json")
     assert spec.status_code == 200 and "/api/repositories" in spec.json()["paths"]
     docs = await client.get("/docs")
-    # Served by the API itself, never a CDN (tests/test_api_docs_browser.py renders it).
+    # Served by the API itself, never a CDN (tests/api/test_api_docs_browser.py renders it).
     assert docs.status_code == 200 and "https://" not in docs.text
     assert (await client.get("/docs/assets/swagger-ui-bundle.js")).status_code == 200
     missing = await client.get("/no/such/route")

@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from tests.api_helpers import ADMIN_TOKEN, api_settings
+from tests.support.api_helpers import ADMIN_TOKEN, api_settings
 from treecast.api.app import create_app
 from treecast.service.core import TreecastService, run
 from treecast.service.errors import Unreachable

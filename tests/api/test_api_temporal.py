@@ -1,5 +1,5 @@
 """The HTTP API against a real Temporal dev server and the real workflows, with the fake
-activities of tests.temporal_env: syncs through Update-with-Start, idempotency keys,
+activities of tests.support.temporal_env: syncs through Update-with-Start, idempotency keys,
 live status, token rotation, redelivery and push hooks that start syncs."""
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.api_helpers import api_client, api_settings, bearer, github_headers, github_push, onboard
-from tests.temporal_env import FakeTreecast, new_task_queue, treecast_worker
+from tests.support.api_helpers import (
+    api_client,
+    api_settings,
+    bearer,
+    github_headers,
+    github_push,
+    onboard,
+)
+from tests.support.temporal_env import FakeTreecast, new_task_queue, treecast_worker
 from treecast.config import Settings
 from treecast.service.core import TreecastService
 

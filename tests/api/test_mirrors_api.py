@@ -17,9 +17,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from models.sync import BreakerStatus
 from models.tables import DeliveredFile, Snapshot, Watch, WatchAccess, WatchStatus
-from tests import registering
-from tests.api_helpers import api_client, api_settings, bearer
-from tests.gitrepos import WorkRepo
+from tests.support import registering
+from tests.support.api_helpers import api_client, api_settings, bearer
+from tests.support.gitrepos import WorkRepo
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope

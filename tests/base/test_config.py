@@ -114,7 +114,7 @@ def test_processes_starting_at_once_on_a_fresh_data_dir_share_one_generated_key(
     # before its key was in it.
     env = {**os.environ, "TREECAST_DATA_DIR": str(tmp_path / "data"), "TREECAST_DEV": "1"}
     env.pop("TREECAST_SECRET_KEY", None)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", _RESOLVE_KEY],
@@ -162,7 +162,7 @@ def test_cipher_round_trips_and_refuses_a_wrong_key() -> None:
         Cipher(generate_key()).decrypt(token)
 
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 DOC_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| `([^`]*)` \| (.*) \|$", re.MULTILINE)
 
 

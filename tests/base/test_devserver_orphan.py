@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_worker_cli import start_dev_worker
+from tests.cli.test_worker_cli import start_dev_worker
 from treecast.devserver import port_open
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 STARTER = """
 import sys, time

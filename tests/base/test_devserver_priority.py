@@ -14,7 +14,7 @@ from temporalio.common import Priority
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from tests.conftest import free_port
-from tests.temporal_env import new_task_queue
+from tests.support.temporal_env import new_task_queue
 from treecast.config import load_settings
 from treecast.devserver import DevServer
 from workflows.policies import TO_APPS

@@ -1,7 +1,7 @@
 """treecast.globs: pathspec's GitIgnoreSpec semantics without its catastrophic backtracking.
 
 The reference is `pathspec.GitIgnoreSpec` with its pure-Python backend (what
-Treecast used). Longer fuzzing: HYPOTHESIS_PROFILE=fuzz pytest tests/test_globs.py
+Treecast used). Longer fuzzing: HYPOTHESIS_PROFILE=fuzz pytest tests/base/test_globs.py
 """
 
 from __future__ import annotations

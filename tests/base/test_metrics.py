@@ -14,10 +14,10 @@ from temporalio.testing import WorkflowEnvironment
 
 import worker
 from examples.receiver import Receiver
-from tests import registering
 from tests.conftest import free_port
-from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue
+from tests.support import registering
+from tests.support.gitrepos import WorkRepo
+from tests.support.temporal_env import new_task_queue
 from treecast import metrics
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import generate_webhook_secret

@@ -10,7 +10,7 @@ from pathlib import Path
 from examples.receiver import Receiver
 from treecast.crypto import generate_webhook_secret
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 RUNS_GIT = """
 from pathlib import Path

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import first_wave
-from tests.gitrepos import git
+from tests.support.gitrepos import git
 
 
 def test_the_made_repositories_are_valid_and_distinct(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import starter
-from tests.test_cli import cli_env, run  # noqa: F401
+from tests.cli.test_cli import cli_env, run  # noqa: F401
 
 
 def batch_of(data: Path, app_id: str) -> int:

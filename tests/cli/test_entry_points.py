@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests import registering
-from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue
+from tests.support import registering
+from tests.support.gitrepos import WorkRepo
+from tests.support.temporal_env import new_task_queue
 from treecast.config import load_settings
 from treecast.crypto import generate_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = 12  # unfixed, ~1 run in 6 aborted: 12 runs caught it 9 times in 10 (~1.3 s each)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import starter
+from tests.api.test_mirrors_api import FILES, World, delivered, drifted, make_world
 from tests.conftest import free_port
-from tests.test_mirrors_api import FILES, World, delivered, drifted, make_world
 from treecast.config import load_settings
 from treecast.crypto import generate_key
 from treecast.delivery.digest import git_blob_id, tree_digest

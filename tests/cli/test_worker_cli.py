@@ -15,7 +15,7 @@ from tests.conftest import free_port
 from treecast.crypto import generate_key
 from treecast.devserver import port_open, temporal_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 

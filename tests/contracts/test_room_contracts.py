@@ -3,7 +3,7 @@ the same: one "may use" contract per room (what its own code may import), and la
 in which every arrow of the table points down. `lint-imports` (in `make test`) checks
 the code against the contracts; this checks the contracts against the table.
 
-`python -m tests.test_room_contracts` prints the contracts the table asks for.
+`python -m tests.contracts.test_room_contracts` prints the contracts the table asks for.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY_SCRIPTS = {"starter", "worker"}  # modules, not packages: lint-imports cannot root them
 BASE = "the base"
 
@@ -80,7 +80,7 @@ def test_each_room_has_its_may_use_column_as_a_contract() -> None:
     for contract in expected_contracts(rooms()):
         assert by_name.get(contract["name"]) == contract, (
             f"pyproject.toml's contract {contract['name']!r} differs from docs/contracts.md; "
-            "print the expected ones with `python -m tests.test_room_contracts`"
+            "print the expected ones with `python -m tests.contracts.test_room_contracts`"
         )
     generated = {c["name"] for c in expected_contracts(rooms())}
     stale = {

@@ -26,9 +26,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
-from tests.githttp import GitHttpServer, git_http_server
-from tests.gitrepos import WorkRepo, git
-from tests.registering import offline
+from tests.support.githttp import GitHttpServer, git_http_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.registering import offline
 from treecast.config import Settings
 from treecast.credentials import github_app
 from treecast.credentials.github_app import GitHubApp, installation_token

@@ -18,10 +18,10 @@ import worker
 from models.git import GitErrorType
 from models.sync import SyncStatus
 from models.tables import Watch
-from tests.gitrepos import WorkRepo, git
-from tests.registering import offline
-from tests.sshserver import keygen, require_sshd, ssh_server
-from tests.temporal_env import new_task_queue
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.registering import offline
+from tests.support.sshserver import keygen, require_sshd, ssh_server
+from tests.support.temporal_env import new_task_queue
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.ssh import HostKey

@@ -1,4 +1,4 @@
-"""Deploy keys against a real OpenSSH server on 127.0.0.1 (tests/sshserver.py): a sync with
+"""Deploy keys against a real OpenSSH server on 127.0.0.1 (tests/support/sshserver.py): a sync with
 the right key, a wrong key, a replaced host key, and where the key must never show up."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import starter
 from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import App, Watch, new_app_id
-from tests.githttp import silent_server
-from tests.gitrepos import WorkRepo, git
-from tests.registering import offline
-from tests.sshserver import SshServer, keygen, ssh_server
+from tests.support.githttp import silent_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.registering import offline
+from tests.support.sshserver import SshServer, keygen, ssh_server
 from treecast.cli.format import status_table
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import load_deploy_key, parse_known_hosts

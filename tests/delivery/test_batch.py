@@ -22,9 +22,9 @@ from activities.delivery import DeliveryActivities
 from examples.receiver import Received, Receiver
 from models.delivery import DeliverInput
 from models.tables import DeliveredFile, DeliveryAttempt
-from tests import registering
-from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
-from tests.test_delivery import BINARY, Run
+from tests.delivery.test_delivery import BINARY, Run
+from tests.support import registering
+from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.service.core import TreecastService
@@ -288,7 +288,7 @@ def test_a_crash_while_recording_a_batch_leaves_none_of_it_in_the_ledger(
 
 def test_the_ledger_batch_is_one_transaction(settings: Settings, tmp_path: Path) -> None:
     """A path of a batch that cannot be recorded (watch reset meanwhile) records none."""
-    from tests.receiver_fixture import register
+    from tests.support.receiver_fixture import register
     from treecast.store.ledger import LedgerWriter, WatchChanged
 
     app_id, repository_id = register(settings, "http://127.0.0.1:9", ["whsec_" + "A" * 32], "x")
@@ -402,7 +402,7 @@ def test_a_database_from_before_batches_gets_the_column(any_db_settings: Setting
     from sqlalchemy import text
 
     from models.tables import App
-    from tests.receiver_fixture import register
+    from tests.support.receiver_fixture import register
     from treecast.db import add_missing_columns, engine_for
 
     settings = any_db_settings

@@ -13,7 +13,7 @@ from sqlmodel import col, delete, select
 
 from models.changes import ChangeKind, FileChange
 from models.tables import App, DeliveredFile, Repository, Watch, parse_globs
-from tests.gitrepos import WorkRepo, git
+from tests.support.gitrepos import WorkRepo, git
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.changes import Candidates, compute_changes, listed

@@ -29,8 +29,8 @@ from models.delivery import (
     WatchersInput,
 )
 from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchAccess, WatchStatus
-from tests.gitrepos import WorkRepo
-from tests.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
+from tests.support.gitrepos import WorkRepo
+from tests.support.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope

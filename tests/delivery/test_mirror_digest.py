@@ -1,6 +1,6 @@
 """The tree digest of docs/webhooks.md, implemented twice: by Treecast (over git's own
 listing of a commit, as a manifest and `sync_completed` carry it) and by a receiver written
-from the spec alone (tests/spec_digest.py, which imports nothing of Treecast). They must
+from the spec alone (tests/support/spec_digest.py, which imports nothing of Treecast). They must
 agree on random trees."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import spec_digest
-from tests.gitrepos import WorkRepo
+from tests.support import spec_digest
+from tests.support.gitrepos import WorkRepo
 from treecast.config import load_settings
 from treecast.crypto import generate_key
 from treecast.delivery.digest import (

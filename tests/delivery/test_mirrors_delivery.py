@@ -11,8 +11,8 @@ import pytest
 import treecast.delivery.files as files
 from examples.receiver import Receiver
 from models.tables import App
-from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
-from tests.test_delivery import Run
+from tests.delivery.test_delivery import Run
+from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.digest import git_blob_id, tree_digest

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from models.changes import ChangeKind
 from models.tables import DeliveredFile, Watch, WatchStatus
-from tests.receiver_fixture import register
+from tests.support.receiver_fixture import register
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.changes import Candidates, compute_changes

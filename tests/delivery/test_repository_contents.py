@@ -18,13 +18,13 @@ from activities.delivery import DeliveryActivities
 from examples.receiver import Receiver
 from models.delivery import AppDelivery, DeliverInput
 from models.tables import Watch
-from tests.contents_world import ICON, PNG, World, content_world, needs_git_lfs
-from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo
-from tests.lfsserver import LfsStore
-from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
-from tests.registering import offline
-from tests.sshserver import keygen, ssh_server
+from tests.support.contents_world import ICON, PNG, World, content_world, needs_git_lfs
+from tests.support.githttp import git_http_server
+from tests.support.gitrepos import WorkRepo
+from tests.support.lfsserver import LfsStore
+from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
+from tests.support.registering import offline
+from tests.support.sshserver import keygen, ssh_server
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.service.core import run as served

@@ -32,7 +32,7 @@ import starter
 from treecast.config import SETTINGS, load_settings
 from treecast.crypto import generate_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = ROOT / "docker-compose.yml"
 DOCKERFILE_PATH = ROOT / "Dockerfile"
 ENV_EXAMPLE_PATH = ROOT / ".env.example"

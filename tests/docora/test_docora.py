@@ -2,7 +2,7 @@
 
 Docora's schema is written from its spec (section 1.2), its secrets encrypted as Docora
 does (AES-256-GCM, 16-byte IV, `iv:tag:ciphertext` hex) and its tokens bcrypt-hashed;
-deliveries go through the activity to `tests/docora_receiver.py`, which checks Docora's
+deliveries go through the activity to `tests/support/docora_receiver.py`, which checks Docora's
 signature, headers, key order and content hashes from the spec alone.
 """
 
@@ -31,9 +31,9 @@ from activities.notices import NoticeActivities
 from models.delivery import AppDelivery, BreakerInfo, DeliverInput, NoticeInput
 from models.events import SyncEvent
 from models.tables import App, DeliveredFile, Repository, Watch
-from tests.docora_receiver import DocoraReceiver, expected_signature
-from tests.gitrepos import WorkRepo
-from tests.registering import offline
+from tests.support.docora_receiver import DocoraReceiver, expected_signature
+from tests.support.gitrepos import WorkRepo
+from tests.support.registering import offline
 from treecast.config import Settings
 from treecast.crypto import Cipher
 from treecast.db import create_schema, engine_for, session_scope

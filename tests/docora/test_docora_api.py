@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 
 from models.tables import App
-from tests.api_helpers import admin, api_client, api_settings, bearer
-from tests.test_docora import CLIENT_AUTH_KEY, KEY_HEX, Docora, fresh_database
+from tests.docora.test_docora import CLIENT_AUTH_KEY, KEY_HEX, Docora, fresh_database
+from tests.support.api_helpers import admin, api_client, api_settings, bearer
 from treecast.db import session_scope
 from treecast.service import docora_tokens
 from treecast.service.core import TreecastService

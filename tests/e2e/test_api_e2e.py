@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.api_helpers import admin, bearer, github_headers, github_push
-from tests.api_stack import api_stack
+from tests.support.api_helpers import admin, bearer, github_headers, github_push
+from tests.support.api_stack import api_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import free_port
 from treecast.devserver import port_open
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 

@@ -22,8 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 import starter
 import worker
 from examples.receiver import Receiver
-from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue
+from tests.support.gitrepos import WorkRepo
+from tests.support.temporal_env import new_task_queue
 from treecast.config import load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.devserver import temporal_cli

@@ -23,11 +23,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from examples.receiver import FILE_EVENTS, Received, Receiver
-from tests.api_helpers import ADMIN_TOKEN, admin, bearer
-from tests.api_stack import api_stack, wait_until_up
 from tests.conftest import free_port
-from tests.faults_helpers import WorkerProcess, fault_stack, until, write_files
-from tests.gitrepos import WorkRepo
+from tests.support.api_helpers import ADMIN_TOKEN, admin, bearer
+from tests.support.api_stack import api_stack, wait_until_up
+from tests.support.faults_helpers import WorkerProcess, fault_stack, until, write_files
+from tests.support.gitrepos import WorkRepo
 from treecast.crypto import generate_webhook_secret
 from treecast.devserver import end_process
 
@@ -37,7 +37,7 @@ FILES = 2000
 GONE = ["dir00/f00000.txt", "dir07/f00507.txt", "dir19/f01999.txt"]
 CORRUPT = ["dir03/f00003.txt", "dir11/f01011.txt"]
 EXTRA = "dir05/notes-of-my-own.txt"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def drift(mirror: Path) -> None:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from examples.receiver import Receiver
 from tests.conftest import free_port
-from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
+from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.webhooks.signing import signed_headers
 
 
@@ -141,7 +141,7 @@ def test_command_line_mirrors_and_logs_notices(
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.receiver", "--port", str(port), "--secret",
          receiver_secret, "--mirror", str(mirror)],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=inherited,
@@ -228,7 +228,7 @@ def test_a_path_that_is_not_a_string_is_refused(receiver: Receiver, receiver_sec
 
 def test_the_receiver_and_treecast_agree_on_unsafe_paths() -> None:
     from examples import receiver as example
-    from tests.test_paths import SAFE, UNSAFE
+    from tests.base.test_paths import SAFE, UNSAFE
     from treecast.paths import unsafe_path_reason
 
     for path in [*SAFE, *UNSAFE]:

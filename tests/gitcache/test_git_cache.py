@@ -15,9 +15,9 @@ import pytest
 from models.git import GitErrorType
 from models.tables import Repository
 from tests.conftest import free_port
-from tests.githttp import git_http_server, silent_server
-from tests.gitrepos import WorkRepo, git
-from tests.receiver_fixture import add_watch
+from tests.support.githttp import git_http_server, silent_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.receiver_fixture import add_watch
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope

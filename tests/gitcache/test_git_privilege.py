@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gitrepos import WorkRepo
+from tests.support.gitrepos import WorkRepo
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_lock
 from treecast.gitcache.command import run_git

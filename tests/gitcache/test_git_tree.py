@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.tables import parse_globs
-from tests.gitrepos import WorkRepo, git
+from tests.support.gitrepos import WorkRepo, git
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_lock
 from treecast.gitcache.objects import blob_sizes

@@ -16,9 +16,9 @@ from activities.git import GitActivities
 from examples.receiver import Receiver
 from models.delivery import AppDelivery, DeliverInput
 from models.git import SnapshotInput, SnapshotResult
-from tests.githttp import GitHttpServer, git_http_server
-from tests.gitrepos import WorkRepo, git
-from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
+from tests.support.githttp import GitHttpServer, git_http_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_path
 from treecast.gitcache.partial import missing_objects

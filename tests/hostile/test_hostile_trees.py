@@ -19,8 +19,8 @@ from examples.receiver import Receiver
 from models.delivery import DeliverInput
 from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType, SnapshotInput
 from models.tables import DeliveryAttempt, Repository
-from tests.gitrepos import git
-from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.gitrepos import git
+from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.cache import cache_lock
@@ -28,7 +28,7 @@ from treecast.gitcache.errors import GitError
 from treecast.gitcache.remote import sync_ref
 from treecast.gitcache.tree import TreeLimits, list_tree
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tree_bomb(root: Path, levels: int = 6, fanout: int = 10) -> str:
@@ -244,7 +244,7 @@ async def test_status_json_names_the_limit_a_tree_bomb_hit(
 
     import starter
     import worker
-    from tests.temporal_env import new_task_queue, start_local
+    from tests.support.temporal_env import new_task_queue, start_local
     from treecast.config import load_settings
     from treecast.crypto import generate_key
 

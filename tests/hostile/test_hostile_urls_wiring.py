@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from models.git import GitErrorType
-from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo
-from tests.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.cli.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.support.githttp import git_http_server
+from tests.support.gitrepos import WorkRepo
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_lock
 from treecast.gitcache.command import Credentials

@@ -30,16 +30,16 @@ from models.changes import ChangeKind
 from models.delivery import AppDelivery, DeliverInput
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import Watch
-from tests.gitrepos import GIT_ENV
-from tests.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
-from tests.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.cli.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.support.gitrepos import GIT_ENV
+from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.loading import load_changes
 from treecast.gitcache.repository import RepositoryCache
 from treecast.remote_access import load_access
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # -- the command line: huge and empty values -------------------------------------------
 
@@ -561,7 +561,7 @@ def test_a_200_mb_file_is_snapshotted_and_delivered_in_bounded_memory(
     }
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
-    code = f"from tests.test_reliability_input import deliver_in_child; deliver_in_child({str(spec_file)!r})"
+    code = f"from tests.hostile.test_reliability_input import deliver_in_child; deliver_in_child({str(spec_file)!r})"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout

@@ -18,9 +18,9 @@ from examples.receiver import Receiver
 from models.contents import SubmoduleMode
 from models.delivery import AppDelivery, DeliverInput
 from models.tables import Watch
-from tests.contents_world import World, content_world, needs_git_lfs
-from tests.gitrepos import WorkRepo, git
-from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.contents_world import World, content_world, needs_git_lfs
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.contents import WatchOptions

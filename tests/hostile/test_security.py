@@ -40,10 +40,10 @@ from activities.delivery import DeliveryActivities
 from examples.receiver import Receiver
 from models.delivery import DeliverInput, DeliveryErrorType
 from models.tables import DeliveryAttempt, Repository, Watch
-from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo
-from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
-from tests.temporal_env import new_task_queue
+from tests.support.githttp import git_http_server
+from tests.support.gitrepos import WorkRepo
+from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope

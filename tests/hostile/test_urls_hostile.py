@@ -355,7 +355,7 @@ def test_git_hosts_in_non_canonical_ipv4_form_are_refused(url: str) -> None:
 
 def test_a_host_that_does_not_resolve_in_time_is_kept_unresolved() -> None:
     # Accepted like a webhook host that does not resolve yet; every fetch vets it again
-    # and runs no git until it resolves (tests/test_hostile_urls_wiring.py).
+    # and runs no git until it resolves (tests/hostile/test_hostile_urls_wiring.py).
     def slow(host: str, port: int) -> list[str]:
         raise ValueError(f"the host {host!r} did not resolve within 0.1 s")
 

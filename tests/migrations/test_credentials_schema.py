@@ -1,5 +1,5 @@
 """A database made before the credential columns existed gains them at start-up (their
-move to watches is tests/test_upgrade_credentials.py's)."""
+move to watches is tests/migrations/test_upgrade_credentials.py's)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 import starter
 from models.tables import App, Watch
 from tests.conftest import free_port
-from tests.test_docora import fresh_database
+from tests.docora.test_docora import fresh_database
 from treecast import migrations
 from treecast.config import load_settings
 from treecast.crypto import generate_key
@@ -42,7 +42,7 @@ from treecast.migrations import baseline
 from treecast.service.core import TreecastService, run
 from treecast.upgrade_credentials import COLUMNS as CREDENTIALS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = 3
 
 

@@ -21,9 +21,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.git import GitActivities
 from models.git import SnapshotInput, SnapshotResult
 from models.tables import Repository, Watch, WatchAccess
-from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo
-from tests.schemas import database_at
+from tests.support.githttp import git_http_server
+from tests.support.gitrepos import WorkRepo
+from tests.support.schemas import database_at
 from treecast import migrations
 from treecast.config import Settings
 from treecast.credentials.ssh_keys import generate_deploy_key
@@ -41,7 +41,7 @@ def old_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database URL nothing has created a schema in yet."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'before.db'}"
-    from tests.test_docora import fresh_database
+    from tests.docora.test_docora import fresh_database
 
     return fresh_database(request.getfixturevalue("postgres_url"), "upgrade")
 

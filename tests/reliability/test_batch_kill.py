@@ -12,15 +12,15 @@ import pytest
 
 from examples.receiver import Received, Receiver
 from models.tables import WatchStatus
-from tests import registering
-from tests.faults_helpers import (
+from tests.support import registering
+from tests.support.faults_helpers import (
     WorkerProcess,
     fault_stack,
     until,
     until_delivered,
     write_files,
 )
-from tests.gitrepos import WorkRepo
+from tests.support.gitrepos import WorkRepo
 from treecast.crypto import generate_webhook_secret
 
 pytestmark = pytest.mark.e2e

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.api_helpers import api_client, api_settings
-from tests.faults_helpers import StoppablePostgres
-from tests.temporal_env import start_local
+from tests.support.api_helpers import api_client, api_settings
+from tests.support.faults_helpers import StoppablePostgres
+from tests.support.temporal_env import start_local
 
 pytestmark = [pytest.mark.postgres, pytest.mark.temporal, pytest.mark.timeout(180)]
 

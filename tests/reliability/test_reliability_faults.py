@@ -25,7 +25,7 @@ from examples.receiver import Received, Receiver
 from models.sync import sync_workflow_id
 from models.tables import App, WatchStatus
 from tests.conftest import free_port
-from tests.faults_helpers import (
+from tests.support.faults_helpers import (
     FaultStack,
     StoppablePostgres,
     WorkerProcess,
@@ -39,7 +39,7 @@ from tests.faults_helpers import (
     until_delivered,
     write_files,
 )
-from tests.gitrepos import WorkRepo, git
+from tests.support.gitrepos import WorkRepo, git
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
 from treecast.service import workflows as temporal_ops

@@ -28,14 +28,14 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from models.bulk import bulk_workflow_id
 from models.sync import sync_workflow_id
 from models.tables import BulkStep, Watch
-from tests import registering
-from tests.api_helpers import ADMIN_TOKEN, github_headers, github_push
-from tests.api_stack import ROOT, wait_until_up
+from tests.admin.test_admin_pages import csrf_of, log_in
+from tests.api.test_api_temporal import until
 from tests.conftest import free_port
-from tests.temporal_env import new_task_queue, start_local
-from tests.test_admin_pages import csrf_of, log_in
-from tests.test_api_temporal import until
-from tests.test_docora import fresh_database
+from tests.docora.test_docora import fresh_database
+from tests.support import registering
+from tests.support.api_helpers import ADMIN_TOKEN, github_headers, github_push
+from tests.support.api_stack import ROOT, wait_until_up
+from tests.support.temporal_env import new_task_queue, start_local
 from treecast.api.admin_pages import COOKIE
 from treecast.config import load_settings
 from treecast.crypto import generate_key

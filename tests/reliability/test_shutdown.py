@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from examples.receiver import Received, Receiver
-from tests.api_helpers import ADMIN_TOKEN
 from tests.conftest import free_port
-from tests.faults_helpers import (
+from tests.reliability.test_replicas import process
+from tests.support.api_helpers import ADMIN_TOKEN
+from tests.support.faults_helpers import (
     WorkerProcess,
     applied,
     duplicates,
@@ -26,8 +27,7 @@ from tests.faults_helpers import (
     until,
     until_delivered,
 )
-from tests.gitrepos import WorkRepo
-from tests.test_replicas import process
+from tests.support.gitrepos import WorkRepo
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.logs import ID_FIELDS
 

@@ -27,9 +27,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.git import GitActivities
 from models.checks import CheckReason, RemoteMoved
 from models.git import SnapshotInput, SnapshotStats
-from tests import registering
-from tests.gitrepos import WorkRepo
-from tests.schemas import database_at
+from tests.support import registering
+from tests.support.gitrepos import WorkRepo
+from tests.support.schemas import database_at
 from treecast import remote_checks
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher

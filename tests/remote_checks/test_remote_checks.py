@@ -26,10 +26,10 @@ from examples.receiver import Receiver
 from models.checks import CheckReason, CheckRemotesInput, shard_of
 from models.sync import sync_workflow_id
 from models.tables import App, Repository, Snapshot, Watch, WatchStatus
-from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo, git
-from tests.idle_rows import add_idle_repositories
-from tests.temporal_env import new_task_queue, save_history
+from tests.support.githttp import git_http_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.idle_rows import add_idle_repositories
+from tests.support.temporal_env import new_task_queue, save_history
 from treecast import remote_checks
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret

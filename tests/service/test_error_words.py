@@ -13,7 +13,7 @@ from treecast.api import errors as api_errors
 from treecast.cli import words
 from treecast.errors import FIELDS, NotFound, UserError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_each_door_words_a_field_its_own_way() -> None:

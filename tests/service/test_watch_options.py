@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 import starter
-from tests.api_helpers import api_client, api_settings, bearer, onboard
-from tests.test_cli import cli_env, run  # noqa: F401
+from tests.cli.test_cli import cli_env, run  # noqa: F401
+from tests.support.api_helpers import api_client, api_settings, bearer, onboard
 from treecast.config import Settings
 
 REPO = "https://github.com/acme/handbook"
-# These hosts do not exist: the access check at watch time is tests/test_tenants.py's.
+# These hosts do not exist: the access check at watch time is tests/tenants/test_tenants.py's.
 pytestmark = [pytest.mark.usefixtures("hosts_accept_everyone")]
 
 
@@ -78,7 +78,7 @@ def test_the_cli_watch_takes_the_options_and_status_shows_them(
 
 async def test_the_admin_page_shows_the_options_and_what_was_held_back(tmp_path: Path) -> None:
     from models.tables import Watch
-    from tests.test_admin_pages import log_in
+    from tests.admin.test_admin_pages import log_in
     from treecast.db import session_scope
 
     settings = api_settings(tmp_path)

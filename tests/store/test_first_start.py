@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 6
 
 
@@ -60,7 +60,7 @@ def test_schema_creation_at_once_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_schema_creation_at_once_on_postgres(postgres_url: str) -> None:
-    from tests.test_docora import fresh_database
+    from tests.docora.test_docora import fresh_database
 
     for round_ in range(5):
         assert start_together(fresh_database(postgres_url, "first")) == [], f"round {round_}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.cli.test_cli import cli_env, dump_db, run  # noqa: F401
 from treecast.crypto import generate_key
 
 

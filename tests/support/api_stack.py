@@ -19,15 +19,15 @@ from temporalio.testing import WorkflowEnvironment
 
 import worker
 from examples.receiver import Receiver
-from tests.api_helpers import ADMIN_TOKEN
 from tests.conftest import free_port
-from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue, start_local
+from tests.support.api_helpers import ADMIN_TOKEN
+from tests.support.gitrepos import WorkRepo
+from tests.support.temporal_env import new_task_queue, start_local
 from treecast.config import load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.devserver import end_process
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.githttp import GitHttpServer, git_http_server
-from tests.gitrepos import GIT_ENV
-from tests.lfsserver import LfsStore
+from tests.support.githttp import GitHttpServer, git_http_server
+from tests.support.gitrepos import GIT_ENV
+from tests.support.lfsserver import LfsStore
 
 GIT_LFS = shutil.which("git-lfs")
 needs_git_lfs = pytest.mark.skipif(

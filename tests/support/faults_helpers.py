@@ -1,4 +1,4 @@
-"""Shared pieces of the fault tests (tests/test_reliability_faults.py).
+"""Shared pieces of the fault tests (tests/reliability/test_reliability_faults.py).
 
 A `FaultStack` is one isolated Treecast: its own data dir and SQLite database (or
 a PostgreSQL URL), a Temporal dev server on a free port whose SQLite file lives
@@ -31,9 +31,9 @@ import worker
 from examples.receiver import Received, Receiver
 from models.search_attributes import dev_server_args
 from models.tables import DeliveredFile, DeliveryAttempt, Watch
-from tests import registering
 from tests.conftest import free_port
-from tests.temporal_env import new_task_queue
+from tests.support import registering
+from tests.support.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key
 from treecast.db import session_scope
@@ -41,7 +41,7 @@ from treecast.devserver import DevServer, end_process
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fault_env(data_dir: Path, **overrides: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.lfsserver import LfsStore
+from tests.support.lfsserver import LfsStore
 
 HTTP_BACKEND = (
     Path(

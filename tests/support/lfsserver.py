@@ -1,5 +1,5 @@
 """A Git LFS server for tests: the Batch API (`basic` transfer) and its object URLs,
-served beside `git http-backend` by `tests.githttp.GitHttpServer(lfs=...)`.
+served beside `git http-backend` by `tests.support.githttp.GitHttpServer(lfs=...)`.
 
 Small, but spoken to by the real `git-lfs` client (Debian's) in the tests, which pushes
 objects to it and pulls them from it: what Treecast fetches is what git-lfs would.

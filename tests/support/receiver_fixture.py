@@ -2,7 +2,7 @@
 
 Use from a test module:
 
-    from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+    from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 
 `receiver` is an `examples.receiver.Receiver` on 127.0.0.1 (port 0) mirroring into
 a temp folder; `register(settings, base_url, secrets, repo_url)` adds the rows a

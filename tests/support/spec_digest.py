@@ -1,5 +1,5 @@
 """A receiver's tree digest written from docs/webhooks.md ("Verifying a mirror") alone: it
-imports nothing of Treecast (tests/test_mirror_digest.py checks that), so a test that it
+imports nothing of Treecast (tests/delivery/test_mirror_digest.py checks that), so a test that it
 agrees with Treecast's own checks the definition, not one implementation against itself.
 """
 

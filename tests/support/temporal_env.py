@@ -269,7 +269,7 @@ async def eventually(
     raise AssertionError("condition never held")
 
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parents[1] / "histories"
 
 
 async def save_history(handle: WorkflowHandle, name: str) -> None:

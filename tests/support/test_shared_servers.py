@@ -10,14 +10,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from models.sync import sync_workflow_id
 from tests.conftest import SharedTimeSkipping, require_marker, terminate_running
-from tests.temporal_env import (
+from tests.support.temporal_env import (
     FakeTreecast,
     eventually,
     new_task_queue,
     treecast_worker,
     unique,
 )
-from tests.test_deliver_workflow import loop_input
+from tests.workflows.test_deliver_workflow import loop_input
 from workflows.sync_repository import SyncRepository
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,9 +23,9 @@ from examples.receiver import Receiver
 from models.delivery import AppDelivery, DeliverInput, WatchersInput, WatchersResult
 from models.git import SnapshotInput, SnapshotResult
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
-from tests.githttp import GitHttpServer, git_http_server
-from tests.gitrepos import WorkRepo, git
-from tests.receiver_fixture import add_watch
+from tests.support.githttp import GitHttpServer, git_http_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.receiver_fixture import add_watch
 from treecast.access import Verdict, probe
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
@@ -147,7 +147,7 @@ def test_a_probe_tells_a_refusal_from_no_answer(settings: Settings, host: GitHtt
     assert refused.verdict == Verdict.REFUSED and refused.error_type == "AuthenticationFailed"
     assert "wrong" not in (refused.message or "")
     assert probe(settings, url, "", None).verdict == Verdict.REFUSED
-    from tests.githttp import silent_server
+    from tests.support.githttp import silent_server
 
     with silent_server() as port:
         quiet = probe(settings, f"http://127.0.0.1:{port}/r.git", "", None, timeout=1.0)

@@ -20,11 +20,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from examples.receiver import Receiver
-from tests.api_helpers import admin, bearer
-from tests.api_stack import ApiStack, api_stack
-from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo
-from tests.sshserver import SshServer, keygen
+from tests.support.api_helpers import admin, bearer
+from tests.support.api_stack import ApiStack, api_stack
+from tests.support.githttp import git_http_server
+from tests.support.gitrepos import WorkRepo
+from tests.support.sshserver import SshServer, keygen
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_webhook_secret
 

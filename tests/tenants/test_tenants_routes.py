@@ -18,9 +18,9 @@ from fastapi.routing import APIRoute
 from sqlmodel import select
 
 from models.tables import DeliveryAttempt, Watch
-from tests.api_helpers import api_client, api_settings, bearer, onboard
-from tests.githttp import GitHttpServer, git_http_server
-from tests.gitrepos import WorkRepo
+from tests.support.api_helpers import api_client, api_settings, bearer, onboard
+from tests.support.githttp import GitHttpServer, git_http_server
+from tests.support.gitrepos import WorkRepo
 from treecast.api.app import create_app
 from treecast.config import Settings
 from treecast.db import session_scope

@@ -18,7 +18,7 @@ import pytest
 
 from examples.receiver import Receiver
 from models.delivery import DeliveryErrorType
-from tests.receiver_fixture import receiver, receiver_secret  # noqa: F401
+from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings
 from treecast.webhooks.signing import signed_headers
 from treecast.webhooks.transport import (

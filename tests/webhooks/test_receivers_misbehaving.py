@@ -26,8 +26,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.delivery import DeliveryActivities
 from models.delivery import DeliverInput, DeliveryErrorType
 from models.tables import DeliveryAttempt, Watch
-from tests.gitrepos import WorkRepo
-from tests.receiver_fixture import register
+from tests.support.gitrepos import WorkRepo
+from tests.support.receiver_fixture import register
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope

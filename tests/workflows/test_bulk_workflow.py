@@ -26,8 +26,8 @@ from models.bulk import (
     bulk_workflow_id,
 )
 from models.tables import DeliveredFile, Watch, WatchStatus
-from tests.receiver_fixture import register
-from tests.temporal_env import new_task_queue, save_history, start_time_skipping
+from tests.support.receiver_fixture import register
+from tests.support.temporal_env import new_task_queue, save_history, start_time_skipping
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.store import bulk

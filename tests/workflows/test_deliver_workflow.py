@@ -32,9 +32,9 @@ from models.sync import (
     deliver_workflow_id,
     sync_workflow_id,
 )
-from tests.gitrepos import WorkRepo
-from tests.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
-from tests.temporal_env import (
+from tests.support.gitrepos import WorkRepo
+from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.temporal_env import (
     FakeTreecast,
     eventually,
     new_task_queue,

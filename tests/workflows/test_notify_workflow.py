@@ -10,7 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 from models.events import SyncEvent
 from models.git import GitErrorType
 from models.sync import BreakerStatus, NotifyBreakerInput, notify_workflow_id
-from tests.temporal_env import (
+from tests.support.temporal_env import (
     FakeTreecast,
     new_task_queue,
     save_history,

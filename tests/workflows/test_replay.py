@@ -5,9 +5,9 @@ makes the workflows non-deterministic (reordered commands, a new activity in the
 middle of old code, a changed timer) fails here instead of in production. To
 record them again after a deliberate, versioned change:
 
-    TREECAST_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_sync_workflow.py \
-        tests/test_deliver_workflow.py tests/test_notify_workflow.py \
-        tests/test_bulk_workflow.py -k '...'
+    TREECAST_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_sync_workflow.py \
+        tests/workflows/test_deliver_workflow.py tests/workflows/test_notify_workflow.py \
+        tests/workflows/test_bulk_workflow.py -k '...'
 
 Pick the tests with -k: deliver_failures, deliver_newer_commit and deliver_orphaned
 were recorded before apps took turns and are the only cover of that unpatched path;
@@ -23,7 +23,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from tests.temporal_env import HISTORIES
+from tests.support.temporal_env import HISTORIES
 from worker import workflows as all_workflows
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from tests.temporal_env import HISTORIES
+from tests.support.temporal_env import HISTORIES
 from worker import workflows as all_workflows
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,6 +1,6 @@
 """SyncRepository on the time-skipping test server: polling, breaker, signals, sync --wait.
 
-Activities are the fakes of `tests.temporal_env.FakeTreecast`; time moves with
+Activities are the fakes of `tests.support.temporal_env.FakeTreecast`; time moves with
 `env.sleep`, so a 30-minute cooldown takes no real time.
 """
 
@@ -30,7 +30,7 @@ from models.sync import (
     SyncStatus,
     sync_workflow_id,
 )
-from tests.temporal_env import (
+from tests.support.temporal_env import (
     FakeTreecast,
     eventually,
     new_task_queue,

@@ -16,10 +16,10 @@ from examples.ui_screenshot import (
     rendered_text,
     screenshot,
 )
-from tests import registering
 from tests.conftest import free_port
-from tests.gitrepos import WorkRepo
-from tests.temporal_env import new_task_queue, start_local
+from tests.support import registering
+from tests.support.gitrepos import WorkRepo
+from tests.support.temporal_env import new_task_queue, start_local
 from treecast.config import Settings
 from treecast.service import workflows as temporal_ops
 from treecast.temporal_client import connect
