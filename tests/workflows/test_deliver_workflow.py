@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
@@ -52,12 +55,49 @@ from workflows.sync_repository import SyncRepository
 pytestmark = pytest.mark.timeout(60)
 
 
-def loop_input(repository_id: str) -> SyncRepositoryInput:
-    return SyncRepositoryInput(
-        repository_id=repository_id,
-        poll_interval_seconds=600,
-        breaker_threshold=3,
-        breaker_cooldown_seconds=1800,
+async def start_sync(client: Client, queue: str, repository_id: str) -> WorkflowHandle:
+    """A repository's SyncRepository, polling every ten minutes."""
+    return await client.start_workflow(
+        SyncRepository.run,
+        SyncRepositoryInput(
+            repository_id=repository_id,
+            poll_interval_seconds=600,
+            breaker_threshold=3,
+            breaker_cooldown_seconds=1800,
+        ),
+        id=sync_workflow_id(repository_id),
+        task_queue=queue,
+    )
+
+
+@asynccontextmanager
+async def mid_delivery(
+    env: WorkflowEnvironment, name: str
+) -> AsyncIterator[tuple[str, FakeTreecast, WorkflowHandle]]:
+    """A repository's SyncRepository whose DeliverFiles child has delivered to the first of
+    three apps (half a second each), its worker running: the repository, fake and parent."""
+    repo = unique(name)
+    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.5)
+    queue = new_task_queue()
+    async with treecast_worker(env.client, queue, fake.activities()):
+        parent = await start_sync(env.client, queue, repo)
+        await eventually(env, lambda: len(fake.deliveries) >= 1, step=0.05)
+        yield repo, fake, parent
+
+
+async def start_deliver(
+    client: Client,
+    queue: str,
+    repository_id: str,
+    commit: str = "c1",
+    app_ids: list[str] | None = None,
+) -> WorkflowHandle:
+    """A DeliverFiles for `commit`, to every watching app or to `app_ids`."""
+    return await client.start_workflow(
+        DeliverFiles.run,
+        DeliverFilesInput(repository_id=repository_id, commit=commit, app_ids=app_ids),
+        id=deliver_workflow_id(repository_id),
+        task_queue=queue,
     )
 
 
@@ -74,12 +114,7 @@ async def test_one_failing_app_is_recorded_and_the_others_still_get_their_files(
     )
     queue = new_task_queue()
     async with treecast_worker(time_env.client, queue, fake.activities()):
-        handle = await time_env.client.start_workflow(
-            DeliverFiles.run,
-            DeliverFilesInput(repository_id=repo, commit="c1"),
-            id=deliver_workflow_id(repo),
-            task_queue=queue,
-        )
+        handle = await start_deliver(time_env.client, queue, repo)
         result = await handle.result()
     assert len(result.passes) == 1
     apps = result.passes[0].apps
@@ -104,12 +139,7 @@ async def test_a_non_retryable_failure_is_not_tried_again(time_env: WorkflowEnvi
     fake = FakeTreecast(apps=["app-a", "app-b"], failing_apps={"app-a": GitErrorType.REF_NOT_FOUND})
     queue = new_task_queue()
     async with treecast_worker(time_env.client, queue, fake.activities()):
-        result = await time_env.client.execute_workflow(
-            DeliverFiles.run,
-            DeliverFilesInput(repository_id=repo, commit="c1"),
-            id=deliver_workflow_id(repo),
-            task_queue=queue,
-        )
+        result = await (await start_deliver(time_env.client, queue, repo)).result()
     assert fake.deliver_attempts == {"app-a": 1, "app-b": 1}
     assert [(a.app_id, a.status) for a in result.passes[0].apps] == [
         ("app-a", "failed"),
@@ -121,17 +151,7 @@ async def test_a_non_retryable_failure_is_not_tried_again(time_env: WorkflowEnvi
 async def test_newer_commit_during_a_pass_ends_with_every_app_at_the_newest(
     time_env: WorkflowEnvironment,
 ) -> None:
-    repo = unique("repo-n")
-    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.5)
-    queue = new_task_queue()
-    async with treecast_worker(time_env.client, queue, fake.activities()):
-        parent = await time_env.client.start_workflow(
-            SyncRepository.run,
-            loop_input(repo),
-            id=sync_workflow_id(repo),
-            task_queue=queue,
-        )
-        await eventually(time_env, lambda: len(fake.deliveries) >= 1, step=0.05)
+    async with mid_delivery(time_env, "repo-n") as (repo, fake, parent):
         fake.commit = "c2"
         await parent.signal(SyncRepository.sync_now, SyncRequest(request_id="r2"))
         child = time_env.client.get_workflow_handle_for(DeliverFiles.run, deliver_workflow_id(repo))
@@ -179,17 +199,7 @@ async def test_the_child_finishes_its_deliveries_after_the_parent_is_terminated(
     # server's clock locked for good (it waits for the parent to take the news), which
     # would stop the shared clock for every test after this one.
     time_env = own_time_env
-    repo = unique("repo-t")
-    fake = FakeTreecast(apps=["app-a", "app-b", "app-c"], delivery_seconds=0.5)
-    queue = new_task_queue()
-    async with treecast_worker(time_env.client, queue, fake.activities()):
-        parent = await time_env.client.start_workflow(
-            SyncRepository.run,
-            loop_input(repo),
-            id=sync_workflow_id(repo),
-            task_queue=queue,
-        )
-        await eventually(time_env, lambda: len(fake.deliveries) >= 1, step=0.05)
+    async with mid_delivery(time_env, "repo-t") as (repo, fake, parent):
         await parent.terminate(reason="test: parent dies mid-delivery")
         assert len(fake.deliveries) < 3  # the child was still working
         child = time_env.client.get_workflow_handle_for(DeliverFiles.run, deliver_workflow_id(repo))
@@ -208,12 +218,7 @@ async def test_a_retry_after_from_the_first_try_is_honoured_after_the_other_apps
     fake = FakeTreecast(apps=["app-a", "app-b"], retry_after={"app-a": 120})
     queue = new_task_queue()
     async with treecast_worker(time_env.client, queue, fake.activities()):
-        handle = await time_env.client.start_workflow(
-            DeliverFiles.run,
-            DeliverFilesInput(repository_id=repo, commit="c1"),
-            id=deliver_workflow_id(repo),
-            task_queue=queue,
-        )
+        handle = await start_deliver(time_env.client, queue, repo)
         result = await handle.result()
     assert [(a.app_id, a.status) for a in result.passes[0].apps] == [
         ("app-a", "synced"),
@@ -237,12 +242,7 @@ async def test_a_newer_commit_cuts_a_failing_apps_retries_short(
     queue = new_task_queue()
     async with treecast_worker(time_env.client, queue, fake.activities()):
         with time_env.auto_time_skipping_disabled():
-            handle = await time_env.client.start_workflow(
-                DeliverFiles.run,
-                DeliverFilesInput(repository_id=repo, commit="c1"),
-                id=deliver_workflow_id(repo),
-                task_queue=queue,
-            )
+            handle = await start_deliver(time_env.client, queue, repo)
             while not (
                 fake.app_commits.get("app-b") == "c1" and fake.deliver_attempts.get("app-a", 0) >= 2
             ):
@@ -286,11 +286,8 @@ async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
     receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
     with ThreadPoolExecutor(max_workers=worker.executor_threads(settings)) as executor:
         async with worker.build_worker(time_env.client, settings, executor):
-            handle = await time_env.client.start_workflow(
-                DeliverFiles.run,
-                DeliverFilesInput(repository_id=repository_id, commit=commit, app_ids=[app_id]),
-                id=deliver_workflow_id(repository_id),
-                task_queue=settings.task_queue,
+            handle = await start_deliver(
+                time_env.client, settings.task_queue, repository_id, commit=commit, app_ids=[app_id]
             )
             result = await handle.result()
     [outcome] = result.passes[0].apps
@@ -334,12 +331,9 @@ async def test_a_timed_out_try_counts_its_files_and_the_next_resumes_where_it_st
         workflow_runner=UnsandboxedWorkflowRunner(),
         graceful_shutdown_timeout=timedelta(0),
     ):
-        result = await time_env.client.execute_workflow(
-            DeliverFiles.run,
-            DeliverFilesInput(repository_id=repo, commit="c1", app_ids=["app-a"]),
-            id=deliver_workflow_id(repo),
-            task_queue=queue,
-        )
+        result = await (
+            await start_deliver(time_env.client, queue, repo, app_ids=["app-a"])
+        ).result()
     [outcome] = result.passes[0].apps
     assert outcome.status == "synced"
     assert (outcome.created, outcome.updated, outcome.deleted) == (2, 1 + 2, 0)
@@ -355,12 +349,7 @@ async def test_deliveries_are_scheduled_before_queued_snapshots(
     fake = FakeTreecast(apps=["app-a", "app-b"])
     queue = new_task_queue()
     async with treecast_worker(time_env.client, queue, fake.activities()):
-        handle = await time_env.client.start_workflow(
-            DeliverFiles.run,
-            DeliverFilesInput(repository_id=repo, commit="c1"),
-            id=deliver_workflow_id(repo),
-            task_queue=queue,
-        )
+        handle = await start_deliver(time_env.client, queue, repo)
         await handle.result()
     scheduled = [
         event.activity_task_scheduled_event_attributes
