@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +43,13 @@ from treecast.service.results import Watched
 APP_ID = "424242"
 INSTALLATION = "7001"
 REVOKED = "7666"
+
+
+def app_credentials(key: rsa.RSAPrivateKey, installation: str = INSTALLATION) -> CredentialSpec:
+    """What a watch bound to the GitHub App `APP_ID` is registered with."""
+    return CredentialSpec(
+        github_app_id=APP_ID, github_installation_id=installation, github_app_private_key=pem(key)
+    )
 
 
 def _unb64(part: str) -> bytes:
@@ -172,6 +180,24 @@ def snapshot(settings: Settings, repository_id: str) -> SnapshotResult:
     return result
 
 
+@contextmanager
+def bound_repository(
+    settings: Settings, github: FakeGitHub, origin: WorkRepo, key: rsa.RSAPrivateKey
+) -> Iterator[tuple[Settings, GitHttpServer, TreecastService, Watched]]:
+    """`origin` behind a git server that takes only the tokens `github` mints, watched with
+    the app's credentials: the settings (pointing at `github`), server, service and watch."""
+    settings = settings.model_copy(update={"github_api_url": github.url})
+    with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
+        github.git_server = server
+        service = offline(settings)
+        yield (
+            settings,
+            server,
+            service,
+            register(service, server.url("handbook/remote.git"), app_credentials(key)),
+        )
+
+
 def test_the_jwt_verifies_and_carries_the_claims(
     github: FakeGitHub, app_key: rsa.RSAPrivateKey
 ) -> None:
@@ -211,19 +237,7 @@ def test_a_repository_bound_to_an_app_syncs_with_minted_tokens(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = settings.model_copy(update={"github_api_url": github.url})
-    with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
-        github.git_server = server
-        service = offline(settings)
-        info = register(
-            service,
-            server.url("handbook/remote.git"),
-            CredentialSpec(
-                github_app_id=APP_ID,
-                github_installation_id=INSTALLATION,
-                github_app_private_key=pem(app_key),
-            ),
-        )
+    with bound_repository(settings, github, origin, app_key) as (settings, server, service, info):
         assert info.credentials.kind == "github-app" and info.credentials.token_expires_at is None
         result = snapshot(settings, info.repository_id)
         assert result.commit == git(origin.work, "rev-parse", "HEAD")
@@ -262,11 +276,7 @@ def test_a_revoked_installation_is_refused_at_watch_time(
             register(
                 service,
                 server.url("handbook/remote.git"),
-                CredentialSpec(
-                    github_app_id=APP_ID,
-                    github_installation_id=REVOKED,
-                    github_app_private_key=pem(app_key),
-                ),
+                app_credentials(app_key, REVOKED),
             )
     message = str(caught.value)
     assert GitErrorType.AUTHENTICATION_FAILED in message and "nothing was saved" in message
@@ -321,22 +331,14 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
         register(
             service,
             "ssh://git@github.example/acme/handbook",
-            CredentialSpec(
-                github_app_id=APP_ID,
-                github_installation_id=INSTALLATION,
-                github_app_private_key=pem(app_key),
-            ),
+            app_credentials(app_key),
         )
     assert run(service.repositories.list()) == []
     # Rotation: a new installation id keeps the stored key.
     info = register(
         service,
         url,
-        CredentialSpec(
-            github_app_id=APP_ID,
-            github_installation_id=INSTALLATION,
-            github_app_private_key=pem(app_key),
-        ),
+        app_credentials(app_key),
     )
     rotated = run(
         service.watches.set_credentials(
@@ -354,19 +356,7 @@ def test_app_bindings_are_checked(settings: Settings, app_key: rsa.RSAPrivateKey
 def test_a_token_revoked_before_it_expires_is_minted_anew_and_says_why(
     settings: Settings, github: FakeGitHub, app_key: rsa.RSAPrivateKey, origin: WorkRepo
 ) -> None:
-    settings = settings.model_copy(update={"github_api_url": github.url})
-    with git_http_server(origin.remote.parent.parent, token="not-yet-minted") as server:
-        github.git_server = server
-        service = offline(settings)
-        info = register(
-            service,
-            server.url("handbook/remote.git"),
-            CredentialSpec(
-                github_app_id=APP_ID,
-                github_installation_id=INSTALLATION,
-                github_app_private_key=pem(app_key),
-            ),
-        )
+    with bound_repository(settings, github, origin, app_key) as (settings, server, _, info):
         snapshot(settings, info.repository_id)
         # The app is uninstalled: its token stops working at once, and minting answers 404.
         github.revoked.add(INSTALLATION)
