@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
-from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from playwright.async_api import Page, async_playwright
 
 from tests.support.api_helpers import ADMIN_TOKEN, bearer
 from tests.support.api_stack import ROOT, api_stack
+from tests.support.waiting import until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,14 +54,7 @@ pytestmark = [
 ]
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 60.0, every: float = 0.5
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(every)
+eventually = partial(until, timeout=60.0, step=0.5)
 
 
 async def _contains(page: Page, url: str, text: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from tests.support.api_helpers import (
     onboard,
 )
 from tests.support.temporal_env import FakeTreecast, new_task_queue, treecast_worker
+from tests.support.waiting import until
 from treecast.config import Settings
 from treecast.service.core import TreecastService
 
@@ -66,19 +67,6 @@ async def live(tmp_path: Path, dev_env: WorkflowEnvironment) -> AsyncIterator[Li
         api_client(settings, _service(settings, dev_env)) as http,
     ):
         yield Live(http, fake, await onboard(http))
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_watch_syncs_and_status_is_live(live: Live) -> None:

@@ -6,8 +6,6 @@ arrives. With a bad signature: 401, and nothing is synced."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.support.api_helpers import admin, bearer, github_headers, github_push
 from tests.support.api_stack import api_stack
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.e2e
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_push_event_delivers_the_file_and_a_bad_signature_does_nothing(
@@ -49,7 +40,7 @@ async def test_push_event_delivers_the_file_and_a_bad_signature_does_nothing(
         body = watched.json()
         assert body["sync_requested"] is True
         push_secret, rid = body["push_secret"], body["repository_id"]
-        await eventually(lambda: receiver.files() == repo.files_at(first))
+        await until(lambda: receiver.files() == repo.files_at(first))
 
         # A push: the hook makes it arrive now, not at the next poll (an hour away).
         repo.write("docs/new.md", "pushed\n")
@@ -60,7 +51,7 @@ async def test_push_event_delivers_the_file_and_a_bad_signature_does_nothing(
         )
         assert hooked.status_code == 202, hooked.text
         assert hooked.json()["repository_ids"] == [rid]
-        await eventually(lambda: receiver.files() == repo.files_at(second))
+        await until(lambda: receiver.files() == repo.files_at(second))
         assert receiver.files()["docs/new.md"] == b"pushed\n"
 
         # The same with a bad signature: refused, and nothing moves.

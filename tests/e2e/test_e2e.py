@@ -24,6 +24,7 @@ import worker
 from examples.receiver import Receiver
 from tests.support.gitrepos import WorkRepo
 from tests.support.temporal_env import new_task_queue
+from tests.support.waiting import until
 from treecast.config import load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.devserver import temporal_cli
@@ -116,14 +117,6 @@ def list_by_query(address: str, query: str) -> list[str]:
     return sorted(row["execution"]["workflowId"] for row in rows)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
-
-
 async def test_sync_deliver_break_and_recover(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -188,7 +181,7 @@ async def test_sync_deliver_break_and_recover(
     for _ in range(2):
         failed = await run("sync", repo_id, "--wait", "--timeout", "60")
         assert failed.code == 1
-    await eventually(lambda: len(receiver.notices) >= 1)
+    await until(lambda: len(receiver.notices) >= 1)
     while_open = await run("sync", repo_id, "--wait", "--timeout", "30")
     assert while_open.code == 1
     assert "open" in json.dumps(while_open.out).lower()
@@ -202,7 +195,7 @@ async def test_sync_deliver_break_and_recover(
     # What a person filters on in the Web UI, through the Temporal CLI (on this test's task
     # queue: the dev server is shared with other tests).
     mine = f'TaskQueue = "{stack.task_queue}"'
-    await eventually(
+    await until(
         lambda: (
             list_by_query(stack.address, f'{mine} AND TreecastBreakerState = "open"')
             == [f"sync-repository/{repo_id}"]
@@ -217,10 +210,8 @@ async def test_sync_deliver_break_and_recover(
     repo.write("after.txt", "recovered\n")
     third = repo.commit("third")
     assert (await run("reset", repo_id)).code == 0
-    await eventually(
-        lambda: [n["event"] for n in receiver.notices] == ["sync_failed", "sync_recovered"]
-    )
-    await eventually(lambda: receiver.files() == repo.files_at(third))
+    await until(lambda: [n["event"] for n in receiver.notices] == ["sync_failed", "sync_recovered"])
+    await until(lambda: receiver.files() == repo.files_at(third))
     recovered = receiver.notices[1]
     assert recovered["commit_sha"] == third
     assert recovered["circuit_breaker"]["status"] == "closed"
@@ -265,7 +256,7 @@ async def test_sync_wait_shows_files_delivered_of_total(stack: Stack) -> None:
     repo_id = (await run("repo", "add", repo.url, "--interval", "3600")).out["repository_id"]
     assert (await run("watch", app_id, repo_id)).code == 0
     # The sync `watch` started is over before ours begins, so ours does the delivery.
-    await eventually(lambda: receiver.files() == repo.files_at(seeded))
+    await until(lambda: receiver.files() == repo.files_at(seeded))
     for index in range(40):
         repo.write(f"f{index:02d}.txt", f"{index}\n")
     commit = repo.commit("forty files")

@@ -20,8 +20,7 @@ import logging
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +43,7 @@ from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
 from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
 from tests.support.temporal_env import new_task_queue
+from tests.support.waiting import until
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
@@ -102,14 +102,6 @@ def _invoke(argv: list[str]) -> tuple[int, Any, str]:
 def find_leaks(text: str, needles: dict[str, str]) -> list[str]:
     """The names of the needles found in `text`."""
     return [name for name, needle in needles.items() if needle in text]
-
-
-async def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 def _database_text(settings: Settings, postgres_url: str | None) -> str:
@@ -229,7 +221,7 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
                     session.add(row)
                 code, out, err = await run("sync", repository_id, "--wait", "--timeout", "60")
                 assert code == 1
-                await _wait_for(lambda: len(rcv.notices) >= 1)
+                await until(lambda: len(rcv.notices) >= 1)
                 await run("status", repository_id)
 
                 client = dev_env.client

@@ -3,8 +3,6 @@ under a running API; /health (liveness) answers 200 all along."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,15 +12,9 @@ import pytest
 from tests.support.api_helpers import api_client, api_settings
 from tests.support.faults_helpers import StoppablePostgres
 from tests.support.temporal_env import start_local
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.temporal, pytest.mark.timeout(180)]
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "never"
-        await asyncio.sleep(0.2)
 
 
 async def test_ready_goes_not_ready_when_the_database_stops_and_back_when_it_returns(

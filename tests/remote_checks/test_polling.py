@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ from models.git import SnapshotInput, SnapshotStats
 from tests.support import registering
 from tests.support.gitrepos import WorkRepo
 from tests.support.schemas import database_at
+from tests.support.waiting import until
 from treecast import remote_checks
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher
@@ -156,14 +157,6 @@ async def sweeping(
         for pending in (task, *sweep.syncing):
             with contextlib.suppress(asyncio.CancelledError):
                 await pending
-
-
-async def until(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 def synced_repository(

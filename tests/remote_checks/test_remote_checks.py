@@ -30,6 +30,7 @@ from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo, git
 from tests.support.idle_rows import add_idle_repositories
 from tests.support.temporal_env import new_task_queue, save_history
+from tests.support.waiting import until
 from treecast import remote_checks
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
@@ -236,14 +237,6 @@ async def stack(
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
-
-
 async def _history_length(stack: Stack, repository_id: str) -> int:
     history = await stack.client.get_workflow_handle(
         sync_workflow_id(repository_id)
@@ -270,7 +263,7 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     assert code == 0, err
     repository_id = added["repository_id"]
     assert (await run("watch", app["app_id"], repository_id))[0] == 0
-    await eventually(lambda: receiver.files() == repo.files_at(first))
+    await until(lambda: receiver.files() == repo.files_at(first))
     status = await _sync_status(stack, repository_id)
     assert status["full_sync_interval_seconds"] == 3600
     assert "remote checked every 1 s" in status["message"]
@@ -292,7 +285,7 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     # A push is found by the next check and delivered without any sync request.
     repo.write("b.txt", "two")
     second = repo.commit("second")
-    await eventually(lambda: receiver.files() == repo.files_at(second), timeout=20)
+    await until(lambda: receiver.files() == repo.files_at(second), timeout=20)
     status = await _sync_status(stack, repository_id)
     assert status["remote_wakes"] >= 1 and status["last_wake"].startswith("moved at ")
 
@@ -300,7 +293,7 @@ async def test_checks_deliver_a_push_and_cost_no_history_while_idle(stack: Stack
     # and after the threshold (2) the breaker opens with one sync_failed, as without checks.
     hidden = repo.remote.with_name("gone.git")
     repo.remote.rename(hidden)
-    await eventually(lambda: [n["event"] for n in receiver.notices] == ["sync_failed"], 60)
+    await until(lambda: [n["event"] for n in receiver.notices] == ["sync_failed"], 60)
     status = await _sync_status(stack, repository_id)
     assert status["breaker_state"] == "open"
     assert status["last_error_type"] == "RepositoryNotFound"
@@ -326,7 +319,7 @@ async def test_repo_add_then_watch_fetches_once_and_a_push_arrives_within_an_int
     assert code == 0, err
     repository_id = added["repository_id"]
     assert (await run("watch", app["app_id"], repository_id))[0] == 0
-    await eventually(lambda: receiver.files() == repo.files_at(first))
+    await until(lambda: receiver.files() == repo.files_at(first))
     await asyncio.sleep(2 * interval)
     status = await _sync_status(stack, repository_id)
     assert status["syncs"] == 1, status  # the first commit, fetched once for both
@@ -336,7 +329,7 @@ async def test_repo_add_then_watch_fetches_once_and_a_push_arrives_within_an_int
     repo.write("b.txt", "two")
     second = repo.commit("second")
     pushed = time.monotonic()
-    await eventually(lambda: receiver.files() == repo.files_at(second), timeout=40)
+    await until(lambda: receiver.files() == repo.files_at(second), timeout=40)
     assert time.monotonic() - pushed <= interval + 2.0, time.monotonic() - pushed
     await asyncio.sleep(3 * interval)
     status = await _sync_status(stack, repository_id)

@@ -32,7 +32,7 @@ from examples.receiver import Received, Receiver
 from models.search_attributes import dev_server_args
 from models.tables import DeliveredFile, DeliveryAttempt, Watch
 from tests.conftest import free_port
-from tests.support import registering
+from tests.support import registering, waiting
 from tests.support.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_key
@@ -211,10 +211,7 @@ class WorkerProcess:
 async def until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
     """Wait until `check()` holds; returns the seconds it took (fails after `timeout`)."""
     started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not reached within {timeout:g} s")
-        await asyncio.sleep(step)
+    await waiting.until(check, timeout, step, what)
     return time.monotonic() - started
 
 

@@ -45,9 +45,11 @@ from models.delivery import (
 )
 from models.git import NON_RETRYABLE_GIT_ERRORS, SnapshotInput, SnapshotResult
 from models.search_attributes import ALL_KEYS
+from models.sync import SyncRepositoryInput, sync_workflow_id
 from tests.conftest import require_marker
 from treecast.devserver import DYNAMIC_CONFIG
 from worker import workflows as all_workflows
+from workflows.sync_repository import SyncRepository
 
 BIN = Path(sys.executable).parent
 TEST_SERVER = BIN / "temporal-test-server"
@@ -115,6 +117,21 @@ async def treecast_worker(
         **kwargs,
     ) as worker:
         yield worker
+
+
+async def start_sync(client: Client, queue: str, repository_id: str) -> WorkflowHandle:
+    """A repository's SyncRepository, polling every ten minutes."""
+    return await client.start_workflow(
+        SyncRepository.run,
+        SyncRepositoryInput(
+            repository_id=repository_id,
+            poll_interval_seconds=600,
+            breaker_threshold=3,
+            breaker_cooldown_seconds=1800,
+        ),
+        id=sync_workflow_id(repository_id),
+        task_queue=queue,
+    )
 
 
 @dataclass

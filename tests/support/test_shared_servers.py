@@ -8,17 +8,15 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from models.sync import sync_workflow_id
 from tests.conftest import SharedTimeSkipping, require_marker, terminate_running
 from tests.support.temporal_env import (
     FakeTreecast,
     eventually,
     new_task_queue,
+    start_sync,
     treecast_worker,
     unique,
 )
-from tests.workflows.test_deliver_workflow import loop_input
-from workflows.sync_repository import SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,12 +46,7 @@ async def test_a_workflow_left_waiting_gets_the_next_test_a_fresh_clock() -> Non
         fake = FakeTreecast()
         queue = new_task_queue()
         async with treecast_worker(env.client, queue, fake.activities()):
-            await env.client.start_workflow(
-                SyncRepository.run,
-                loop_input(unique("repo-left")),
-                id=unique("left"),
-                task_queue=queue,
-            )
+            await start_sync(env.client, queue, unique("repo-left"))
             await eventually(env, lambda: fake.snapshots == 1, step=0.5)
         # The loop's next poll wakes it with no worker: the clock stops there.
         with pytest.warns(UserWarning, match="holds the time-skipping clock"):
@@ -69,13 +62,8 @@ async def test_a_workflow_left_waiting_gets_the_next_test_a_fresh_clock() -> Non
 async def test_what_a_test_leaves_on_the_dev_server_is_terminated(
     dev_server: WorkflowEnvironment,
 ) -> None:
-    repository_id = unique("repo-left")
-    handle = await dev_server.client.start_workflow(
-        SyncRepository.run,
-        loop_input(repository_id),
-        id=sync_workflow_id(repository_id),
-        task_queue=new_task_queue(),  # no worker: it would wait forever
-    )
+    # no worker on its task queue: it would wait forever
+    handle = await start_sync(dev_server.client, new_task_queue(), unique("repo-left"))
     # As a test's leftovers are by its end: listed (visibility lags a start by a moment).
     query = f'WorkflowId = "{handle.id}"'
     for _ in range(100):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from tests.support.api_stack import ApiStack, api_stack
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
 from tests.support.sshserver import SshServer, keygen
+from tests.support.waiting import until
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_webhook_secret
 
@@ -33,17 +34,7 @@ pytestmark = pytest.mark.e2e
 POLL = 2  # seconds: every poll is a full sync here, so access is re-checked at each
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
+eventually = partial(until, timeout=45.0)  # a few polls: access is checked at each
 
 
 @dataclass

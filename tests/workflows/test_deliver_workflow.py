@@ -30,10 +30,8 @@ from models.sync import (
     DeliverFilesInput,
     NewCommit,
     RequestState,
-    SyncRepositoryInput,
     SyncRequest,
     deliver_workflow_id,
-    sync_workflow_id,
 )
 from tests.support.gitrepos import WorkRepo
 from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
@@ -43,6 +41,7 @@ from tests.support.temporal_env import (
     new_task_queue,
     overlapping,
     save_history,
+    start_sync,
     treecast_worker,
     unique,
 )
@@ -53,21 +52,6 @@ from workflows.policies import TO_APPS
 from workflows.sync_repository import SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def start_sync(client: Client, queue: str, repository_id: str) -> WorkflowHandle:
-    """A repository's SyncRepository, polling every ten minutes."""
-    return await client.start_workflow(
-        SyncRepository.run,
-        SyncRepositoryInput(
-            repository_id=repository_id,
-            poll_interval_seconds=600,
-            breaker_threshold=3,
-            breaker_cooldown_seconds=1800,
-        ),
-        id=sync_workflow_id(repository_id),
-        task_queue=queue,
-    )
 
 
 @asynccontextmanager
