@@ -116,21 +116,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings with their own data dir, SQLite database and key; private URLs, file://
-    remotes and tokens over the tests' plain-http git servers allowed."""
-    env = {
-        "TREECAST_DATA_DIR": str(tmp_path / "data"),
+def treecast_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The TREECAST_* variables of a test's Treecast: its own data dir (SQLite in it) and
+    key; private URLs, file:// remotes and tokens over the tests' plain-http git servers
+    allowed; `overrides` added."""
+    return {
+        "TREECAST_DATA_DIR": str(data_dir),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
         "TREECAST_ALLOW_FILE_URLS": "1",
         "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
-        "TREECAST_TASK_QUEUE": f"treecast-test-{tmp_path.name}",
+        **overrides,
+    }
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings of `treecast_env` in the test's tmp_path, its own task queue."""
+    env = treecast_env(
+        tmp_path / "data",
+        TREECAST_TASK_QUEUE=f"treecast-test-{tmp_path.name}",
         # Time-skipping tests drive the poll loop itself: no remote checks (their own
         # tests, test_remote_checks.py, turn them on).
-        "TREECAST_FULL_SYNC_SECONDS": "0",
-    }
+        TREECAST_FULL_SYNC_SECONDS="0",
+    )
     return load_settings(env)
 
 

@@ -22,11 +22,13 @@ from temporalio.testing import WorkflowEnvironment
 import starter
 import worker
 from examples.receiver import Receiver
+from tests.conftest import treecast_env
+from tests.support.cli import invoke
 from tests.support.gitrepos import WorkRepo
 from tests.support.temporal_env import new_task_queue
 from tests.support.waiting import until
 from treecast.config import load_settings
-from treecast.crypto import generate_key, generate_webhook_secret
+from treecast.crypto import generate_webhook_secret
 from treecast.devserver import temporal_cli
 from treecast.service.workflows import ensure_remote_checks
 
@@ -51,11 +53,7 @@ class Stack:
 
 
 def _invoke(argv: list[str]) -> Result:
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = starter.main(["--json", *argv])
-    text = out.getvalue()
-    return Result(code, json.loads(text) if text.strip() else None, err.getvalue())
+    return Result(*invoke(argv))
 
 
 @pytest.fixture
@@ -63,17 +61,13 @@ async def stack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
 ) -> AsyncIterator[Stack]:
     address = dev_env.client.service_client.config.target_host
-    for name, value in {
-        "TEMPORAL_ADDRESS": address,
-        "TREECAST_DATA_DIR": str(tmp_path / "data"),
-        "TREECAST_SECRET_KEY": generate_key(),
-        "TREECAST_ALLOW_PRIVATE_URLS": "1",
-        "TREECAST_ALLOW_FILE_URLS": "1",
-        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
-        "TREECAST_TASK_QUEUE": new_task_queue(),
-        "TREECAST_BREAKER_THRESHOLD": "2",
-        "TREECAST_GIT_TIMEOUT_SECONDS": "20",
-    }.items():
+    for name, value in treecast_env(
+        tmp_path / "data",
+        TEMPORAL_ADDRESS=address,
+        TREECAST_TASK_QUEUE=new_task_queue(),
+        TREECAST_BREAKER_THRESHOLD="2",
+        TREECAST_GIT_TIMEOUT_SECONDS="20",
+    ).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
     settings = load_settings()

@@ -22,9 +22,8 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,12 @@ from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-import starter
 import worker
 from activities.delivery import DeliveryActivities
 from examples.receiver import Receiver
 from models.delivery import DeliverInput, DeliveryErrorType
 from models.tables import DeliveryAttempt, Repository, Watch
+from tests.support.cli import invoke
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
 from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
@@ -89,14 +88,6 @@ def leaky_git_remote() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _invoke(argv: list[str]) -> tuple[int, Any, str]:
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = starter.main(["--json", *argv])
-    text = out.getvalue()
-    return code, json.loads(text) if text.strip() else None, err.getvalue()
 
 
 def find_leaks(text: str, needles: dict[str, str]) -> list[str]:
@@ -180,7 +171,7 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
     outputs: list[str] = []
 
     async def run(*argv: str) -> tuple[int, Any, str]:
-        code, out, err = await asyncio.to_thread(_invoke, list(argv))
+        code, out, err = await asyncio.to_thread(invoke, list(argv))
         shown = dict(out or {})
         if argv[:2] == ("app", "add"):
             # The one place a secret is printed, by design: once, to whoever registers the app.

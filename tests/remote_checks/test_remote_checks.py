@@ -4,14 +4,11 @@ has work, so an idle repository costs no history between its full syncs."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +17,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-import starter
 import worker
 from examples.receiver import Receiver
 from models.checks import CheckReason, CheckRemotesInput, shard_of
 from models.sync import sync_workflow_id
 from models.tables import App, Repository, Snapshot, Watch, WatchStatus
+from tests.conftest import treecast_env
+from tests.support.cli import invoke
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo, git
 from tests.support.idle_rows import add_idle_repositories
@@ -33,7 +31,7 @@ from tests.support.temporal_env import new_task_queue, save_history
 from tests.support.waiting import until
 from treecast import remote_checks
 from treecast.config import Settings, load_settings
-from treecast.crypto import generate_key, generate_webhook_secret
+from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.command import Credentials
 from treecast.gitcache.errors import GitError
@@ -192,28 +190,17 @@ class Stack:
     run: Callable[..., Any]
 
 
-def _invoke(argv: list[str]) -> tuple[int, Any, str]:
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = starter.main(["--json", *argv])
-    text = out.getvalue()
-    return code, json.loads(text) if text.strip() else None, err.getvalue()
-
-
 @pytest.fixture
 async def stack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
 ) -> AsyncIterator[Stack]:
-    for name, value in {
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "TREECAST_DATA_DIR": str(tmp_path / "data"),
-        "TREECAST_SECRET_KEY": generate_key(),
-        "TREECAST_ALLOW_PRIVATE_URLS": "1",
-        "TREECAST_ALLOW_FILE_URLS": "1",
-        "TREECAST_TASK_QUEUE": new_task_queue(),
-        "TREECAST_BREAKER_THRESHOLD": "2",
-        "TREECAST_FULL_SYNC_SECONDS": "3600",
-    }.items():
+    for name, value in treecast_env(
+        tmp_path / "data",
+        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        TREECAST_TASK_QUEUE=new_task_queue(),
+        TREECAST_BREAKER_THRESHOLD="2",
+        TREECAST_FULL_SYNC_SECONDS="3600",
+    ).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
     monkeypatch.setattr(remote_checks, "HEARTBEAT_SECONDS", 0.5)  # status sees passes soon
@@ -228,7 +215,7 @@ async def stack(
                 ]
 
                 async def run(*argv: str) -> tuple[int, Any, str]:
-                    return await asyncio.to_thread(_invoke, list(argv))
+                    return await asyncio.to_thread(invoke, list(argv))
 
                 yield Stack(
                     WorkRepo(tmp_path / "git"), receiver, secret, settings, dev_env.client, run

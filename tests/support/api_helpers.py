@@ -19,10 +19,9 @@ pytest.importorskip("asgi_lifespan")
 
 from asgi_lifespan import LifespanManager
 
-from tests.conftest import free_port
+from tests.conftest import free_port, treecast_env
 from treecast.api.app import create_app
 from treecast.config import Settings, load_settings
-from treecast.crypto import generate_key
 from treecast.service.core import TreecastService
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
@@ -30,19 +29,15 @@ ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 
 def api_settings(tmp_path: Path, **extra: str) -> Settings:
     """Settings of a test API: its own SQLite, an admin token, Temporal where nothing listens."""
-    env = {
-        "TREECAST_DATA_DIR": str(tmp_path / "data"),
-        "TREECAST_SECRET_KEY": generate_key(),
-        "TREECAST_ALLOW_PRIVATE_URLS": "1",
-        "TREECAST_ALLOW_FILE_URLS": "1",
-        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
-        "TREECAST_ADMIN_TOKEN": ADMIN_TOKEN,
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "TREECAST_TASK_QUEUE": f"treecast-test-{tmp_path.name}",
-        "TREECAST_API_RATE_PER_SECOND": "100000",
-        "TREECAST_API_RATE_BURST": "100000",
+    env = treecast_env(
+        tmp_path / "data",
+        TREECAST_ADMIN_TOKEN=ADMIN_TOKEN,
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        TREECAST_TASK_QUEUE=f"treecast-test-{tmp_path.name}",
+        TREECAST_API_RATE_PER_SECOND="100000",
+        TREECAST_API_RATE_BURST="100000",
         **extra,
-    }
+    )
     return load_settings(env)
 
 

@@ -31,11 +31,11 @@ import worker
 from examples.receiver import Received, Receiver
 from models.search_attributes import dev_server_args
 from models.tables import DeliveredFile, DeliveryAttempt, Watch
-from tests.conftest import free_port
+from tests.conftest import free_port, treecast_env
 from tests.support import registering, waiting
 from tests.support.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings, resolve_secret_key
-from treecast.crypto import Cipher, generate_key
+from treecast.crypto import Cipher
 from treecast.db import session_scope
 from treecast.devserver import DevServer, end_process
 from treecast.service import workflows as temporal_ops
@@ -46,13 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def fault_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     """Treecast settings for a fault test: a fresh port, task queue and key; fast breaker."""
-    env = {
+    env = treecast_env(data_dir) | {
         "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "TREECAST_DATA_DIR": str(data_dir),
-        "TREECAST_SECRET_KEY": generate_key(),
-        "TREECAST_ALLOW_PRIVATE_URLS": "1",
-        "TREECAST_ALLOW_FILE_URLS": "1",
-        "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
         "TREECAST_TASK_QUEUE": new_task_queue(),
         "TREECAST_BREAKER_THRESHOLD": "2",
         "TREECAST_BREAKER_COOLDOWN_SECONDS": "3",
