@@ -130,6 +130,15 @@ def treecast_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     }
 
 
+def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """Set `env` for this test (and its child processes), SQLite in its data dir rather
+    than any TREECAST_DATABASE_URL of the caller; returns its settings."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
+    return load_settings()
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings of `treecast_env` in the test's tmp_path, its own task queue."""

@@ -198,10 +198,13 @@ def bound_repository(
         )
 
 
-def test_the_jwt_verifies_and_carries_the_claims(
-    github: FakeGitHub, app_key: rsa.RSAPrivateKey
-) -> None:
-    app = GitHubApp(github.url, APP_ID, INSTALLATION, github_app.load_app_key(pem(app_key)))
+@pytest.fixture
+def app(github: FakeGitHub, app_key: rsa.RSAPrivateKey) -> GitHubApp:
+    """The app `APP_ID`'s installation `INSTALLATION`, minting from `github`."""
+    return GitHubApp(github.url, APP_ID, INSTALLATION, github_app.load_app_key(pem(app_key)))
+
+
+def test_the_jwt_verifies_and_carries_the_claims(github: FakeGitHub, app: GitHubApp) -> None:
     now = time.time()
     token = installation_token(app, now=lambda: now)
     assert token.token.startswith("ghs_") and "ghs_" not in repr(token)
@@ -212,9 +215,8 @@ def test_the_jwt_verifies_and_carries_the_claims(
 
 
 def test_a_token_is_reused_until_near_expiry_then_minted_again(
-    github: FakeGitHub, app_key: rsa.RSAPrivateKey
+    github: FakeGitHub, app: GitHubApp
 ) -> None:
-    app = GitHubApp(github.url, APP_ID, INSTALLATION, github_app.load_app_key(pem(app_key)))
     start = time.time()
     first = installation_token(app, now=lambda: start)
     assert installation_token(app, now=lambda: start + 60) is first

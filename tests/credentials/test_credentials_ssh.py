@@ -97,6 +97,14 @@ def register(service: TreecastService, url: str, spec: CredentialSpec) -> Watche
     return run(service.watches.watch(app.app_id, url=url, credentials=spec))
 
 
+def register_deploy_key(
+    service: TreecastService, server: SshServer, origin: WorkRepo, deploy_key: tuple[Path, str]
+) -> Watched:
+    """`origin` on the ssh server, watched with the deploy key and the server's host key."""
+    spec = CredentialSpec(ssh_private_key=deploy_key[1], known_hosts=server.known_hosts())
+    return register(service, server.url(origin.remote), spec)
+
+
 def await_status(service: TreecastService, repository_id: str) -> dict[str, Any]:
     """What `status` knows of the repository from the database (no Temporal here)."""
     import asyncio
@@ -115,11 +123,7 @@ def test_a_deploy_key_syncs_a_private_repository(
     settings: Settings, server: SshServer, origin: WorkRepo, deploy_key: tuple[Path, str]
 ) -> None:
     service = offline(settings)
-    info = register(
-        service,
-        server.url(origin.remote),
-        CredentialSpec(ssh_private_key=deploy_key[1], known_hosts=server.known_hosts()),
-    )
+    info = register_deploy_key(service, server, origin, deploy_key)
     before = leftovers()
     result = snapshot(settings, info.repository_id)
     assert result.commit == git(origin.work, "rev-parse", "HEAD")
@@ -236,11 +240,7 @@ def _check_key_never_appears(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     service = offline(settings)
-    info = register(
-        service,
-        server.url(origin.remote),
-        CredentialSpec(ssh_private_key=deploy_key[1], known_hosts=server.known_hosts()),
-    )
+    info = register_deploy_key(service, server, origin, deploy_key)
     fragments = key_fragments(deploy_key[1])
     seen_ssh: list[str] = []
     stop = threading.Event()

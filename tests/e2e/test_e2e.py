@@ -22,12 +22,11 @@ from temporalio.testing import WorkflowEnvironment
 import starter
 import worker
 from examples.receiver import Receiver
-from tests.conftest import treecast_env
+from tests.conftest import treecast_env, use_env
 from tests.support.cli import invoke
 from tests.support.gitrepos import WorkRepo
 from tests.support.temporal_env import new_task_queue
 from tests.support.waiting import until
-from treecast.config import load_settings
 from treecast.crypto import generate_webhook_secret
 from treecast.devserver import temporal_cli
 from treecast.service.workflows import ensure_remote_checks
@@ -61,16 +60,16 @@ async def stack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
 ) -> AsyncIterator[Stack]:
     address = dev_env.client.service_client.config.target_host
-    for name, value in treecast_env(
-        tmp_path / "data",
-        TEMPORAL_ADDRESS=address,
-        TREECAST_TASK_QUEUE=new_task_queue(),
-        TREECAST_BREAKER_THRESHOLD="2",
-        TREECAST_GIT_TIMEOUT_SECONDS="20",
-    ).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
-    settings = load_settings()
+    settings = use_env(
+        monkeypatch,
+        treecast_env(
+            tmp_path / "data",
+            TEMPORAL_ADDRESS=address,
+            TREECAST_TASK_QUEUE=new_task_queue(),
+            TREECAST_BREAKER_THRESHOLD="2",
+            TREECAST_GIT_TIMEOUT_SECONDS="20",
+        ),
+    )
     secret = generate_webhook_secret()
     repo = WorkRepo(tmp_path / "git")
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))

@@ -22,7 +22,7 @@ from examples.receiver import Receiver
 from models.checks import CheckReason, CheckRemotesInput, shard_of
 from models.sync import sync_workflow_id
 from models.tables import App, Repository, Snapshot, Watch, WatchStatus
-from tests.conftest import treecast_env
+from tests.conftest import treecast_env, use_env
 from tests.support.cli import invoke
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo, git
@@ -30,7 +30,7 @@ from tests.support.idle_rows import add_idle_repositories
 from tests.support.temporal_env import new_task_queue, save_history
 from tests.support.waiting import until
 from treecast import remote_checks
-from treecast.config import Settings, load_settings
+from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
 from treecast.gitcache.command import Credentials
@@ -194,17 +194,17 @@ class Stack:
 async def stack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
 ) -> AsyncIterator[Stack]:
-    for name, value in treecast_env(
-        tmp_path / "data",
-        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-        TREECAST_TASK_QUEUE=new_task_queue(),
-        TREECAST_BREAKER_THRESHOLD="2",
-        TREECAST_FULL_SYNC_SECONDS="3600",
-    ).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
+    settings = use_env(
+        monkeypatch,
+        treecast_env(
+            tmp_path / "data",
+            TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+            TREECAST_TASK_QUEUE=new_task_queue(),
+            TREECAST_BREAKER_THRESHOLD="2",
+            TREECAST_FULL_SYNC_SECONDS="3600",
+        ),
+    )
     monkeypatch.setattr(remote_checks, "HEARTBEAT_SECONDS", 0.5)  # status sees passes soon
-    settings = load_settings()
     secret = generate_webhook_secret()
     executor = ThreadPoolExecutor(max_workers=worker.executor_threads(settings))
     try:

@@ -40,6 +40,16 @@ def receiver(tmp_path: Path, receiver_secret: str) -> Iterator[Receiver]:
         instance.stop()
 
 
+def app_row(cipher: Cipher, app_id: str, base_url: str, secrets: list[str]) -> App:
+    """An app row named test-app, its secrets encrypted with `cipher`."""
+    return App(
+        id=app_id,
+        name="test-app",
+        base_url=base_url,
+        secrets_encrypted=cipher.encrypt_list(secrets),
+    )
+
+
 def register(
     settings: Settings,
     base_url: str,
@@ -53,14 +63,7 @@ def register(
     cipher = Cipher(resolve_secret_key(settings))
     app_id, repository_id = new_app_id(), new_repository_id()
     with session_scope(settings.database_url) as session:
-        session.add(
-            App(
-                id=app_id,
-                name="test-app",
-                base_url=base_url,
-                secrets_encrypted=cipher.encrypt_list(secrets),
-            )
-        )
+        session.add(app_row(cipher, app_id, base_url, secrets))
         session.add(Repository(id=repository_id, url=repo_url, ref=ref))
         session.flush()
         session.add(
@@ -86,14 +89,7 @@ def add_watch(
     cipher = Cipher(resolve_secret_key(settings))
     app_id = new_app_id()
     with session_scope(settings.database_url) as session:
-        session.add(
-            App(
-                id=app_id,
-                name="test-app",
-                base_url=base_url,
-                secrets_encrypted=cipher.encrypt_list(secrets),
-            )
-        )
+        session.add(app_row(cipher, app_id, base_url, secrets))
         session.flush()
         session.add(
             Watch(
