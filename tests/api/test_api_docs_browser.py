@@ -25,6 +25,7 @@ from treecast.crypto import generate_key
 
 pytestmark = [
     pytest.mark.timeout(120),
+    pytest.mark.browser,  # headless Chromium: not in `make unit`
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(),
         reason="Chromium is not installed (make browser installs Debian's chromium)",

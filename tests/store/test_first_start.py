@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 6
 
@@ -66,6 +68,7 @@ def test_schema_creation_at_once_on_postgres(postgres_url: str) -> None:
         assert start_together(fresh_database(postgres_url, "first")) == [], f"round {round_}"
 
 
+@pytest.mark.slow  # eighteen interpreter starts, six at a time
 def test_six_app_lists_at_once_in_a_fresh_data_dir(tmp_path: Path) -> None:
     """The acceptance's own check, six real `starter.py app list` at once, a few times
     (each round costs six interpreter starts; the rounds above run the race many times)."""
