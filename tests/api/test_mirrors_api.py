@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from models.sync import BreakerStatus
@@ -20,6 +19,7 @@ from models.tables import DeliveredFile, Snapshot, Watch, WatchAccess, WatchStat
 from tests.support import registering
 from tests.support.api_helpers import api_client, api_settings, bearer
 from tests.support.gitrepos import WorkRepo
+from tests.support.receiver_fixture import ledger_rows, watch_row
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
@@ -58,18 +58,10 @@ class World:
         return b"\n".join(lines) + b"\n"
 
     def ledger(self) -> dict[str, str]:
-        with session_scope(self.settings.database_url) as session:
-            rows = session.exec(
-                select(DeliveredFile).where(DeliveredFile.app_id == self.app_id)
-            ).all()
-            return {row.path: row.blob_id for row in rows}
+        return {row.path: row.blob_id for row in ledger_rows(self.settings, self.app_id)}
 
     def watch(self) -> Watch:
-        with session_scope(self.settings.database_url) as session:
-            watch = session.get(Watch, (self.app_id, self.repository_id))
-            assert watch is not None
-            session.expunge(watch)
-            return watch
+        return watch_row(self.settings, self.app_id, self.repository_id)
 
 
 def delivered(files: dict[str, bytes]) -> dict[str, bytes]:

@@ -7,14 +7,14 @@ Treecast used). Longer fuzzing: HYPOTHESIS_PROFILE=fuzz pytest tests/base/test_g
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import pathspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.fuzzing import bounded
 from treecast import globs
 from treecast.globs import (
     MAX_PATTERN_LENGTH,
@@ -22,15 +22,6 @@ from treecast.globs import (
     MAX_REGEX_CHARS,
     GlobSpec,
     skip_with_warning,
-)
-
-# Hypothesis budget: a few seconds by default, HYPOTHESIS_PROFILE=fuzz for a long run.
-# (Per-test settings, so importing this module changes no global profile.)
-FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
-bounded = settings(
-    max_examples=20_000 if FUZZ else 300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
 )
 
 

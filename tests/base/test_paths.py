@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.fuzzing import bounded
 from treecast.paths import HFS_IGNORABLE, is_safe_path, unsafe_path_reason
-
-# Hypothesis budget: a few seconds by default, HYPOTHESIS_PROFILE=fuzz for a long run.
-# (Per-test settings, so importing this module changes no global profile.)
-FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
-bounded = settings(
-    max_examples=20_000 if FUZZ else 300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 UNSAFE = [
     "",

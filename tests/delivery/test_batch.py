@@ -193,10 +193,7 @@ def test_a_failed_batch_is_resent_whole_with_the_same_id_and_none_of_it_is_in_th
     brun: Run,
 ) -> None:
     run = brun
-    for name in "abcdefgh":
-        run.repo.write(f"{name}.txt", name)
-    commit = run.repo.commit()
-    run.register()
+    commit = run.letters("abcdefgh")
     batch_on(run)
     # The second batch (d, e, f) is refused.
     run.receiver.fail_next(500, where=lambda r: r.event == "batch" and nth_batch(run.receiver) == 2)
@@ -232,10 +229,7 @@ def test_a_failed_batch_is_resent_whole_with_the_same_id_and_none_of_it_is_in_th
 
 def test_a_lost_acknowledgement_resends_the_batch_as_a_duplicate(brun: Run) -> None:
     run = brun
-    for name in "abcd":
-        run.repo.write(f"{name}.txt", name)
-    commit = run.repo.commit()
-    run.register()
+    commit = run.letters("abcd")
     batch_on(run)
     run.receiver.delay_next(
         1.0, where=lambda r: r.event == "batch" and nth_batch(run.receiver) == 2
@@ -260,10 +254,7 @@ def test_a_crash_while_recording_a_batch_leaves_none_of_it_in_the_ledger(
     from treecast.store.ledger import LedgerWriter
 
     run = brun
-    for name in "abcdef":
-        run.repo.write(f"{name}.txt", name)
-    commit = run.repo.commit()
-    run.register()
+    commit = run.letters("abcdef")
     batch_on(run)
     real = LedgerWriter._commit
     calls = {"n": 0}

@@ -28,9 +28,16 @@ from models.delivery import (
     RecordFailureInput,
     WatchersInput,
 )
-from models.tables import App, DeliveredFile, DeliveryAttempt, Watch, WatchAccess, WatchStatus
+from models.tables import App, DeliveryAttempt, Watch, WatchAccess, WatchStatus
 from tests.support.gitrepos import WorkRepo
-from tests.support.receiver_fixture import receiver, receiver_secret, register, set_secrets  # noqa: F401
+from tests.support.receiver_fixture import (  # noqa: F401
+    ledger_rows,
+    receiver,
+    receiver_secret,
+    register,
+    set_secrets,
+    watch_row,
+)
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
@@ -69,6 +76,15 @@ class Run:
             self.settings, self.base_url, self.secrets, self.repo.url
         )
 
+    def letters(self, names: str) -> str:
+        """A file NAME.txt holding its name for each letter of `names`, committed, and the
+        app registered; returns the commit."""
+        for name in names:
+            self.repo.write(f"{name}.txt", name)
+        commit = self.repo.commit()
+        self.register()
+        return commit
+
     def deliver(
         self, commit: str | None, *, resume_from: Any = None, resume: ChunkResume | None = None
     ) -> AppDelivery:
@@ -83,17 +99,10 @@ class Run:
         return result
 
     def watch(self) -> Watch:
-        with session_scope(self.settings.database_url) as session:
-            watch = session.get(Watch, (self.app_id, self.repository_id))
-            assert watch is not None
-            return watch
+        return watch_row(self.settings, self.app_id, self.repository_id)
 
     def ledger(self) -> dict[str, str]:
-        with session_scope(self.settings.database_url) as session:
-            rows = session.exec(
-                select(DeliveredFile).where(DeliveredFile.app_id == self.app_id)
-            ).all()
-            return {row.path: row.sha256 for row in rows}
+        return {row.path: row.sha256 for row in ledger_rows(self.settings, self.app_id)}
 
     def attempts(self) -> list[DeliveryAttempt]:
         with session_scope(self.settings.database_url) as session:
@@ -387,10 +396,7 @@ def test_rotation_signs_with_both_secrets(run: Run, tmp_path: Path) -> None:
 
 
 def test_resume_after_failure_never_resends_acknowledged_files(run: Run) -> None:
-    for name in "abcde":
-        run.repo.write(f"{name}.txt", name)
-    commit = run.repo.commit()
-    run.register()
+    commit = run.letters("abcde")
     run.receiver.fail_next(500, where=lambda r: r.path == "c.txt")
     with pytest.raises(ApplicationError) as failure:
         run.deliver(commit)
@@ -438,10 +444,7 @@ def test_the_next_file_is_read_while_the_answer_before_it_is_awaited(
 ) -> None:
     # Pipelined reads, and their memory bound: file N+1 is read from git once request N
     # is written and before its answer is read, never earlier (one request built ahead).
-    for name in "abcde":
-        run.repo.write(f"{name}.txt", name)
-    commit = run.repo.commit()
-    run.register()
+    commit = run.letters("abcde")
     posts = {"started": 0, "finished": 0}
     reads: list[tuple[int, int]] = []
     post, read = WebhookSender.post, BlobReader.read
@@ -466,10 +469,7 @@ def test_the_next_file_is_read_while_the_answer_before_it_is_awaited(
 def test_a_git_failure_while_building_the_next_request_comes_after_the_one_in_flight(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in "abc":
-        run.repo.write(f"{name}.txt", name)
-    commit = run.repo.commit()
-    run.register()
+    commit = run.letters("abc")
     read = BlobReader.read
     calls: list[str] = []
 

@@ -22,7 +22,7 @@ from tests.support.contents_world import ICON, PNG, World, content_world, needs_
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
 from tests.support.lfsserver import LfsStore
-from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register, watch_row  # noqa: F401
 from tests.support.registering import offline
 from tests.support.sshserver import keygen, ssh_server
 from treecast.config import Settings
@@ -59,10 +59,7 @@ class Delivery:
         return result
 
     def watch(self) -> Watch:
-        with session_scope(self.settings.database_url) as session:
-            watch = session.get(Watch, (self.app_id, self.repository_id))
-            assert watch is not None
-            return watch
+        return watch_row(self.settings, self.app_id, self.repository_id)
 
     def requests(self) -> list[tuple[str, str | None]]:
         return [(r.event, r.path) for r in self.receiver.file_requests() if not r.duplicate]

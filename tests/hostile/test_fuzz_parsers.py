@@ -7,19 +7,18 @@ A few seconds each in `make test`; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) runs th
 from __future__ import annotations
 
 import json
-import os
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
+from tests.support.fuzzing import budget
 from treecast.gitcache.tree import parse_ls_tree_record
 from treecast.webhooks import payloads
 from treecast.webhooks.payloads import RepositoryRef
 from treecast.webhooks.signing import signed_headers
 
-FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
-BUDGET = settings(max_examples=20_000 if FUZZ else 200, deadline=None)
+BUDGET = budget(200)
 OID = st.text("0123456789abcdef", min_size=40, max_size=40)
 RAW_PATH = st.binary(min_size=1, max_size=300).filter(lambda b: b"\0" not in b)
 REPO = RepositoryRef("repo_x", "https://example.com/o/r", "o", "r", None)

@@ -4,7 +4,6 @@ git URL vetting, and DNS under a deadline. No network: resolvers are stand-ins."
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import threading
 import time
@@ -13,9 +12,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.fuzzing import bounded
 from treecast import urls
 from treecast.urls import (
     IPV4_SPECIAL,
@@ -26,15 +26,6 @@ from treecast.urls import (
     resolve_addresses,
     validate_base_url,
     vet_git_url,
-)
-
-# Hypothesis budget: a few seconds by default, HYPOTHESIS_PROFILE=fuzz for a long run.
-# (Per-test settings, so importing this module changes no global profile.)
-FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
-bounded = settings(
-    max_examples=20_000 if FUZZ else 300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
 )
 
 # -- a. addresses -------------------------------------------------------------------------

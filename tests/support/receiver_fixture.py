@@ -16,9 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from examples.receiver import Receiver
-from models.tables import App, Repository, Watch, new_app_id, new_repository_id
+from models.tables import (
+    App,
+    DeliveredFile,
+    Repository,
+    Watch,
+    new_app_id,
+    new_repository_id,
+)
 from treecast.config import Settings, resolve_secret_key
 from treecast.crypto import Cipher, generate_webhook_secret
 from treecast.db import session_scope
@@ -109,3 +117,18 @@ def set_secrets(settings: Settings, app_id: str, secrets: list[str]) -> None:
         assert app is not None
         app.secrets_encrypted = cipher.encrypt_list(secrets)
         session.add(app)
+
+
+def watch_row(settings: Settings, app_id: str, repository_id: str) -> Watch:
+    """The app's watch of the repository, as stored now."""
+    with session_scope(settings.database_url) as session:
+        watch = session.get(Watch, (app_id, repository_id))
+        assert watch is not None
+        session.expunge(watch)
+        return watch
+
+
+def ledger_rows(settings: Settings, app_id: str) -> list[DeliveredFile]:
+    """What the app's ledger holds now."""
+    with session_scope(settings.database_url) as session:
+        return list(session.exec(select(DeliveredFile).where(DeliveredFile.app_id == app_id)))
