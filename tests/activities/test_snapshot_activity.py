@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from activities.git import GitActivities
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import Repository, Snapshot, Watch
 from tests.hostile.test_reliability_input import Remote, many_files
+from tests.support.concurrency import at_once
 from tests.support.githttp import git_http_server, silent_server
 from tests.support.gitrepos import WorkRepo, git
 from tests.support.receiver_fixture import add_watch
@@ -224,19 +224,7 @@ def test_a_long_listing_heartbeats_while_its_output_flows(
 
 def test_concurrent_snapshots_of_one_repository(settings: Settings, repo: WorkRepo) -> None:
     register(settings, repo.url)
-    results: list[object] = []
-
-    def run() -> None:
-        try:
-            results.append(snapshot(settings).commit)
-        except Exception as exc:  # pragma: no cover - shown by the assert
-            results.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(lambda: snapshot(settings).commit, 3)
     assert results == [git(repo.work, "rev-parse", "HEAD")] * 3
 
 

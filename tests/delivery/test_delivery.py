@@ -76,6 +76,14 @@ class Run:
             self.settings, self.base_url, self.secrets, self.repo.url
         )
 
+    def move_to(self, base_url: str) -> None:
+        """The app's base URL becomes `base_url`."""
+        with session_scope(self.settings.database_url) as session:
+            app = session.get(App, self.app_id)
+            assert app is not None
+            app.base_url = base_url
+            session.add(app)
+
     def letters(self, names: str) -> str:
         """A file NAME.txt holding its name for each letter of `names`, committed, and the
         app registered; returns the commit."""
@@ -367,11 +375,7 @@ def test_rotation_signs_with_both_secrets(run: Run, tmp_path: Path) -> None:
     # A receiver that already switched to the new secret verifies too.
     with Receiver([new], tmp_path / "mirror-new") as switched:
         run.receiver.stop()
-        with session_scope(run.settings.database_url) as session:
-            app = session.get(App, run.app_id)
-            assert app is not None
-            app.base_url = switched.url
-            session.add(app)
+        run.move_to(switched.url)
         run.repo.write("b.txt", "b")
         second = run.repo.commit()
         run.deliver(second)
@@ -380,11 +384,7 @@ def test_rotation_signs_with_both_secrets(run: Run, tmp_path: Path) -> None:
     # The retired secret alone no longer verifies: a receiver with it rejects.
     set_secrets(run.settings, run.app_id, [new])
     with Receiver([old], tmp_path / "mirror-old") as stale:
-        with session_scope(run.settings.database_url) as session:
-            app = session.get(App, run.app_id)
-            assert app is not None
-            app.base_url = stale.url
-            session.add(app)
+        run.move_to(stale.url)
         run.repo.write("c.txt", "c")
         third = run.repo.commit()
         with pytest.raises(ApplicationError, match="401"):

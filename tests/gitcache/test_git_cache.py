@@ -15,6 +15,7 @@ import pytest
 from models.git import GitErrorType
 from models.tables import Repository
 from tests.conftest import free_port
+from tests.support.concurrency import at_once
 from tests.support.githttp import git_http_server, silent_server
 from tests.support.gitrepos import WorkRepo, git
 from tests.support.receiver_fixture import add_watch
@@ -258,32 +259,24 @@ def test_refused_connection_is_a_retryable_network_error(settings: Settings) -> 
 
 
 def test_concurrent_syncs_are_serialised(settings: Settings, repo: WorkRepo) -> None:
-    results: list[object] = []
     inside = 0
     most_inside = 0
     guard = threading.Lock()
     original = sync_ref
 
-    def one() -> None:
+    def one() -> str:
         nonlocal inside, most_inside
-        try:
-            with cache_lock(settings, "repo_t") as path:
-                with guard:
-                    inside += 1
-                    most_inside = max(most_inside, inside)
-                out = original(settings, path, repo.url, "")
-                time.sleep(0.05)
-                with guard:
-                    inside -= 1
-            results.append(out.commit)
-        except Exception as exc:  # pragma: no cover - reported by the assert below
-            results.append(exc)
+        with cache_lock(settings, "repo_t") as path:
+            with guard:
+                inside += 1
+                most_inside = max(most_inside, inside)
+            out = original(settings, path, repo.url, "")
+            time.sleep(0.05)
+            with guard:
+                inside -= 1
+        return out.commit
 
-    threads = [threading.Thread(target=one) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(one, 4)
     head = git(repo.work, "rev-parse", "HEAD")
     assert results == [head] * 4
     assert most_inside == 1
