@@ -264,7 +264,7 @@ def test_concurrent_syncs_are_serialised(settings: Settings, repo: WorkRepo) -> 
     guard = threading.Lock()
     original = sync_ref
 
-    def one() -> str:
+    def one() -> str | None:
         nonlocal inside, most_inside
         with cache_lock(settings, "repo_t") as path:
             with guard:
