@@ -40,6 +40,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# Fixtures for every test: the example receiver (`receiver`, `receiver_secret`) and the
+# command line's settings (`cli_env`).
+from tests.support.cli import cli_env  # noqa: F401
+from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key
 

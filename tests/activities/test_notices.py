@@ -15,7 +15,7 @@ from examples.receiver import Receiver
 from models.delivery import BreakerInfo, DeliveryErrorType, NoticeInput, NoticeResult
 from models.events import SyncEvent
 from models.tables import DeliveryAttempt, Watch, WatchStatus
-from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import register
 from treecast.config import Settings
 from treecast.db import session_scope
 
@@ -32,7 +32,7 @@ CLOSED = BreakerInfo(
 
 
 @pytest.fixture
-def ids(settings: Settings, receiver: Receiver, receiver_secret: str) -> tuple[str, str]:  # noqa: F811
+def ids(settings: Settings, receiver: Receiver, receiver_secret: str) -> tuple[str, str]:
     return register(settings, receiver.url, [receiver_secret], "https://git.example.com/acme/docs")
 
 
@@ -56,9 +56,7 @@ def send(settings: Settings, notice: NoticeInput) -> NoticeResult:
 
 
 def test_sync_failed_is_signed_and_redacted(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    ids: tuple[str, str],
+    settings: Settings, receiver: Receiver, ids: tuple[str, str]
 ) -> None:
     result = send(settings, failed(*ids))
     assert result.delivered
@@ -87,9 +85,7 @@ def test_sync_failed_is_signed_and_redacted(
 
 
 def test_one_notice_per_transition(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    ids: tuple[str, str],
+    settings: Settings, receiver: Receiver, ids: tuple[str, str]
 ) -> None:
     send(settings, failed(*ids))
     send(settings, failed(*ids))  # a retry of the same transition
@@ -101,11 +97,7 @@ def test_one_notice_per_transition(
     assert len(receiver.notices) == 2
 
 
-def test_sync_recovered(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    ids: tuple[str, str],
-) -> None:
+def test_sync_recovered(settings: Settings, receiver: Receiver, ids: tuple[str, str]) -> None:
     notice = NoticeInput(
         app_id=ids[0],
         repository_id=ids[1],
@@ -128,9 +120,7 @@ def test_sync_recovered(
 
 
 def test_failures_raise_for_the_retry_policy(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    ids: tuple[str, str],
+    settings: Settings, receiver: Receiver, ids: tuple[str, str]
 ) -> None:
     receiver.fail_next(503, headers={"retry-after": "3"})
     with pytest.raises(ApplicationError) as failure:
@@ -146,9 +136,7 @@ def test_failures_raise_for_the_retry_policy(
 
 
 def test_gone_disables_and_missing_is_quiet(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    ids: tuple[str, str],
+    settings: Settings, receiver: Receiver, ids: tuple[str, str]
 ) -> None:
     receiver.fail_next(410)
     result = send(settings, failed(*ids))
@@ -164,9 +152,7 @@ def test_gone_disables_and_missing_is_quiet(
 
 
 def test_blocked_target_is_not_retried(
-    settings: Settings,
-    tmp_path: Path,
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver_secret: str
 ) -> None:
     strict = settings.model_copy(update={"allow_private_urls": False})
     app_id, repo_id = register(

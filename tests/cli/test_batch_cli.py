@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import starter
-from tests.cli.test_cli import cli_env, run  # noqa: F401
+from tests.support.cli import run
 
 
 def batch_of(data: Path, app_id: str) -> int:
@@ -18,7 +18,7 @@ def batch_of(data: Path, app_id: str) -> int:
 
 
 def test_batch_on_at_add_and_switched_later(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, added, _ = run(capsys, "app", "add", "--name", "a", "--url", "https://example.com/h")
@@ -45,7 +45,7 @@ def test_batch_on_at_add_and_switched_later(
 
 
 def test_set_batch_refuses_unknown_apps_and_states(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, _, err = run(capsys, "app", "set-batch", "app_" + "0" * 24, "on")

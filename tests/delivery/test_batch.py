@@ -24,7 +24,6 @@ from models.delivery import DeliverInput
 from models.tables import DeliveredFile, DeliveryAttempt
 from tests.delivery.test_delivery import BINARY, Run
 from tests.support import registering
-from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.service.core import TreecastService
@@ -63,7 +62,7 @@ def capture_bodies(rcv: Receiver) -> list[tuple[str, dict[str, str], bytes]]:
 
 
 @pytest.fixture
-def brun(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:  # noqa: F811
+def brun(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:
     small = settings.model_copy(update={"batch_max_files": 3})
     return Run(small, tmp_path, receiver, [receiver_secret])
 
@@ -384,7 +383,7 @@ def test_apps_without_batch_get_byte_identical_single_requests(
 
 
 @pytest.fixture
-def run_single(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:  # noqa: F811
+def run_single(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:
     return Run(settings, tmp_path, receiver, [receiver_secret])
 
 

@@ -30,14 +30,7 @@ from models.delivery import (
 )
 from models.tables import App, DeliveryAttempt, Watch, WatchAccess, WatchStatus
 from tests.support.gitrepos import WorkRepo
-from tests.support.receiver_fixture import (  # noqa: F401
-    ledger_rows,
-    receiver,
-    receiver_secret,
-    register,
-    set_secrets,
-    watch_row,
-)
+from tests.support.receiver_fixture import ledger_rows, register, set_secrets, watch_row
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
@@ -122,7 +115,7 @@ class Run:
 
 
 @pytest.fixture
-def run(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:  # noqa: F811
+def run(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:
     return Run(settings, tmp_path, receiver, [receiver_secret])
 
 
@@ -138,10 +131,7 @@ def ok_files(rcv: Receiver) -> list[Received]:
 
 
 def test_first_delivery_then_changes_in_order(
-    any_db_settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    any_db_settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     run = Run(any_db_settings, tmp_path, receiver, [receiver_secret])
     run.repo.write("README.md", "# Héllo\n\tworld \u2028\n")
@@ -234,12 +224,7 @@ def test_empty_repository_deletes_everything(run: Run) -> None:
 
 
 @pytest.fixture
-def chunky_run(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
-) -> Run:
+def chunky_run(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:
     """A `Run` whose chunk threshold (4 KiB) and size (1 KiB) make BINARY 14 chunks."""
     small = settings.model_copy(update={"chunk_threshold_bytes": 4096, "chunk_size_bytes": 1024})
     return Run(small, tmp_path, receiver, [receiver_secret])
@@ -270,14 +255,21 @@ def test_large_files_go_in_chunks_and_are_reassembled(chunky_run: Run) -> None:
     assert len({r.webhook_id for r in run.receiver.requests}) == len(run.receiver.requests)
 
 
-def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(chunky_run: Run) -> None:
-    run = chunky_run
+def cut_at_chunk_5(run: Run) -> tuple[str, pytest.ExceptionInfo[ApplicationError]]:
+    """big.bin committed and delivered in chunks to a receiver that refuses chunk 5 once:
+    the commit, and the try's failure."""
     run.repo.write("big.bin", BINARY)
     commit = run.repo.commit()
     run.register()
     run.receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
     with pytest.raises(ApplicationError) as failure:
         run.deliver(commit)
+    return commit, failure
+
+
+def test_a_failed_chunk_resumes_after_the_last_acknowledged_one(chunky_run: Run) -> None:
+    run = chunky_run
+    commit, failure = cut_at_chunk_5(run)
     assert run.ledger() == {}  # the ledger waits for the last chunk
     failed_id = run.receiver.requests[-1].webhook_id
     last = run.beats[-1]
@@ -340,12 +332,7 @@ def test_a_new_try_resumes_at_the_position_in_its_input(
 
 def test_a_receiver_that_lost_its_chunks_gets_the_file_again(chunky_run: Run) -> None:
     run = chunky_run
-    run.repo.write("big.bin", BINARY)
-    commit = run.repo.commit()
-    run.register()
-    run.receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
-    with pytest.raises(ApplicationError):
-        run.deliver(commit)
+    commit, _ = cut_at_chunk_5(run)
     # The app restarts and forgets its partial transfers (a fresh run.receiver, same mirror).
     run.receiver.stop()
     fresh = Receiver(run.secrets, run.receiver.mirror, port=run.receiver.port).start()

@@ -12,7 +12,6 @@ import treecast.delivery.files as files
 from examples.receiver import Receiver
 from models.tables import App
 from tests.delivery.test_delivery import Run
-from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.digest import git_blob_id, tree_digest
@@ -21,7 +20,7 @@ from treecast.store.ledger import forget_ledger
 
 
 @pytest.fixture
-def run(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:  # noqa: F811
+def run(settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str) -> Run:
     return Run(settings, tmp_path, receiver, [receiver_secret])
 
 

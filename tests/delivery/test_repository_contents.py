@@ -22,7 +22,7 @@ from tests.support.contents_world import ICON, PNG, World, content_world, needs_
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
 from tests.support.lfsserver import LfsStore
-from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register, watch_row  # noqa: F401
+from tests.support.receiver_fixture import register, watch_row
 from tests.support.registering import offline
 from tests.support.sshserver import keygen, ssh_server
 from treecast.config import Settings
@@ -72,7 +72,7 @@ def world(tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def run(settings: Settings, world: World, receiver: Receiver, receiver_secret: str) -> Delivery:  # noqa: F811
+def run(settings: Settings, world: World, receiver: Receiver, receiver_secret: str) -> Delivery:
     return Delivery(settings, world, receiver, receiver_secret)
 
 
@@ -169,10 +169,7 @@ def test_a_missing_lfs_object_is_held_back_and_the_rest_delivered(
 
 @pytest.mark.sshd
 def test_lfs_over_ssh_asks_git_lfs_authenticate_with_the_deploy_key(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     data = os.urandom(5000)
     oid = hashlib.sha256(data).hexdigest()

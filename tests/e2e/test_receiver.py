@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from examples.receiver import Receiver
 from tests.conftest import free_port
-from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.webhooks.signing import signed_headers
 
 
@@ -48,8 +47,7 @@ def create(path: str, data: bytes, **extra: Any) -> dict[str, Any]:
 
 
 def test_bad_signature_and_stale_timestamp_get_401(
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    receiver: Receiver, receiver_secret: str
 ) -> None:
     from treecast.crypto import generate_webhook_secret
 
@@ -67,7 +65,7 @@ def test_bad_signature_and_stale_timestamp_get_401(
     assert post(receiver.url, receiver_secret, "nope", {}).status_code == 404
 
 
-def test_dedup_by_webhook_id(receiver: Receiver, receiver_secret: str) -> None:  # noqa: F811
+def test_dedup_by_webhook_id(receiver: Receiver, receiver_secret: str) -> None:
     assert post(
         receiver.url, receiver_secret, "create", create("a", b"1"), msg_id="msg_1"
     ).is_success
@@ -81,9 +79,7 @@ def test_dedup_by_webhook_id(receiver: Receiver, receiver_secret: str) -> None: 
 
 @pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a/../../b", "a//b", "./a", "a\0b"])
 def test_paths_escaping_the_mirror_are_refused(
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
-    path: str,
+    receiver: Receiver, receiver_secret: str, path: str
 ) -> None:
     answer = post(receiver.url, receiver_secret, "create", create(path, b"x"))
     assert answer.status_code == 400
@@ -91,14 +87,14 @@ def test_paths_escaping_the_mirror_are_refused(
     assert not (receiver.mirror.parent / "escape").exists()
 
 
-def test_sha_mismatch_is_refused(receiver: Receiver, receiver_secret: str) -> None:  # noqa: F811
+def test_sha_mismatch_is_refused(receiver: Receiver, receiver_secret: str) -> None:
     payload = create("a", b"x")
     payload["file"]["sha"] = "0" * 64
     assert post(receiver.url, receiver_secret, "create", payload).status_code == 422
     assert receiver.files() == {}
 
 
-def test_chunks_reassemble_in_order_only(receiver: Receiver, receiver_secret: str) -> None:  # noqa: F811
+def test_chunks_reassemble_in_order_only(receiver: Receiver, receiver_secret: str) -> None:
     data = os.urandom(3000)
     whole = hashlib.sha256(data).hexdigest()
     pieces = [data[i : i + 999] for i in range(0, len(data), 999)]  # 999 = 333 base64 quanta
@@ -132,7 +128,7 @@ def ignore_sigint() -> None:
 )
 def test_command_line_mirrors_and_logs_notices(
     tmp_path: Path,
-    receiver_secret: str,  # noqa: F811
+    receiver_secret: str,
     stop_signal: signal.Signals,
     inherited: Callable[[], None] | None,
 ) -> None:
@@ -188,9 +184,7 @@ def test_command_line_mirrors_and_logs_notices(
     ],
 )
 def test_paths_a_file_system_reads_as_dotgit_are_refused(
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
-    path: str,
+    receiver: Receiver, receiver_secret: str, path: str
 ) -> None:
     # Before: the receiver wrote .git/hooks/post-checkout, .git/config and .GIT/config.
     answer = post(receiver.url, receiver_secret, "create", create(path, b"#!/bin/sh\necho owned\n"))
@@ -212,15 +206,13 @@ def test_paths_a_file_system_reads_as_dotgit_are_refused(
     ],
 )
 def test_unusual_but_safe_names_are_mirrored(
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
-    path: str,
+    receiver: Receiver, receiver_secret: str, path: str
 ) -> None:
     assert post(receiver.url, receiver_secret, "create", create(path, b"x")).is_success
     assert receiver.files() == {path: b"x"}
 
 
-def test_a_path_that_is_not_a_string_is_refused(receiver: Receiver, receiver_secret: str) -> None:  # noqa: F811
+def test_a_path_that_is_not_a_string_is_refused(receiver: Receiver, receiver_secret: str) -> None:
     payload = create("a", b"x")
     payload["file"]["path"] = 7
     assert post(receiver.url, receiver_secret, "create", payload).status_code == 400
@@ -285,7 +277,7 @@ def head(length_lines: str) -> bytes:
     ],
 )
 def test_bad_content_length_is_one_line_and_frees_the_thread(
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
     capfd: pytest.CaptureFixture[str],
     length_lines: str,
     status: int,
@@ -301,8 +293,7 @@ def test_bad_content_length_is_one_line_and_frees_the_thread(
 
 
 def test_a_client_that_trickles_is_cut_at_the_deadline(
-    tmp_path: Path,
-    receiver_secret: str,  # noqa: F811
+    tmp_path: Path, receiver_secret: str
 ) -> None:
     slow = Receiver([receiver_secret], tmp_path / "m", read_timeout=0.5, request_deadline=1.0)
     with slow, socket.create_connection(("127.0.0.1", slow.port), timeout=5) as conn:
@@ -325,10 +316,7 @@ def test_a_client_that_trickles_is_cut_at_the_deadline(
         assert time.monotonic() - start < 2.5
 
 
-def test_an_idle_connection_is_closed(
-    tmp_path: Path,
-    receiver_secret: str,  # noqa: F811
-) -> None:
+def test_an_idle_connection_is_closed(tmp_path: Path, receiver_secret: str) -> None:
     idle = Receiver([receiver_secret], tmp_path / "m", read_timeout=0.3, request_deadline=5)
     with idle, socket.create_connection(("127.0.0.1", idle.port), timeout=3) as conn:
         start = time.monotonic()

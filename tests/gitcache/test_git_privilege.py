@@ -18,8 +18,7 @@ from treecast.gitcache.remote import sync_ref
 @pytest.fixture
 def repo(tmp_path: Path) -> WorkRepo:
     work = WorkRepo(tmp_path / "repo")
-    work.write("a.txt", "a\n")
-    work.commit()
+    work.commit_files({"a.txt": "a\n"})
     return work
 
 

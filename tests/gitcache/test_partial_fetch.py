@@ -18,7 +18,7 @@ from models.delivery import AppDelivery, DeliverInput
 from models.git import SnapshotInput, SnapshotResult
 from tests.support.githttp import GitHttpServer, git_http_server
 from tests.support.gitrepos import WorkRepo, git
-from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import add_watch, register
 from treecast.config import Settings
 from treecast.gitcache.cache import cache_path
 from treecast.gitcache.partial import missing_objects
@@ -54,7 +54,7 @@ App = tuple[Receiver, str]
 
 
 @pytest.fixture
-def app(receiver: Receiver, receiver_secret: str) -> App:  # noqa: F811
+def app(receiver: Receiver, receiver_secret: str) -> App:
     """The example receiver and the secret an app registered for it signs with."""
     return receiver, receiver_secret
 

@@ -20,7 +20,7 @@ from models.delivery import DeliverInput
 from models.git import NON_RETRYABLE_GIT_ERRORS, GitErrorType, SnapshotInput
 from models.tables import DeliveryAttempt, Repository
 from tests.support.gitrepos import git
-from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import register
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.gitcache.cache import cache_lock
@@ -174,10 +174,7 @@ def test_unsafe_paths_git_lets_through_are_skipped_counted_and_never_sent(
 
 
 def test_skipped_paths_are_reported_in_the_delivery_log_and_never_sent(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     remote = tmp_path / "odd2.git"
     git(tmp_path, "init", "--bare", "-q", str(remote))

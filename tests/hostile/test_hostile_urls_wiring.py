@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from models.git import GitErrorType
-from tests.cli.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.support.cli import dump_db, run
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
 from treecast.config import Settings
@@ -37,7 +37,7 @@ from treecast.webhooks.transport import make_client, post_webhook
     ],
 )
 def test_registration_refuses_hostile_urls_in_one_line_and_changes_nothing(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
     argv: list[str],
     words: str,
@@ -51,7 +51,7 @@ def test_registration_refuses_hostile_urls_in_one_line_and_changes_nothing(
 
 
 def test_a_token_over_plain_http_is_refused(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -30,9 +30,9 @@ from models.changes import ChangeKind
 from models.delivery import AppDelivery, DeliverInput
 from models.git import GitErrorType, SnapshotInput, SnapshotResult
 from models.tables import Watch
-from tests.cli.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.support.cli import dump_db, run
 from tests.support.gitrepos import GIT_ENV
-from tests.support.receiver_fixture import add_watch, receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import add_watch, register
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.loading import load_changes
@@ -114,7 +114,7 @@ REPO = "repo_" + "0" * 24
     ids=lambda v: v[:40] + "…" if isinstance(v, str) else " ".join(a[:20] for a in v)[:70],
 )
 def test_huge_empty_and_wrong_values_are_one_short_line_and_change_nothing(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     argv: list[str],
@@ -131,7 +131,7 @@ def test_huge_empty_and_wrong_values_are_one_short_line_and_change_nothing(
 
 
 def test_huge_values_for_a_known_app_and_repository(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -175,7 +175,7 @@ def test_huge_values_for_a_known_app_and_repository(
 
 @pytest.mark.parametrize("kind", ["plain-directory", "missing", "regular-file", "empty-git-dir"])
 def test_a_path_that_is_not_a_git_repository_fails_its_sync_clearly(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     kind: str,
@@ -402,8 +402,8 @@ def hostile_tree() -> list[Entry]:
 def test_hostile_names_links_submodules_and_lfs_pointers_end_to_end(
     any_db_settings: Settings,
     tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    receiver: Receiver,
+    receiver_secret: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     remote = Remote(tmp_path / "remote.git")
@@ -451,8 +451,8 @@ def test_hostile_names_links_submodules_and_lfs_pointers_end_to_end(
 def test_a_treecastignore_that_excludes_everything(
     settings: Settings,
     tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    receiver: Receiver,
+    receiver_secret: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     remote = Remote(tmp_path / "remote.git")
@@ -537,10 +537,7 @@ def deliver_in_child(spec_file: str) -> None:
 
 @pytest.mark.slow  # half a minute of CPU: in `make test`, not `make unit`
 def test_a_200_mb_file_is_snapshotted_and_delivered_in_bounded_memory(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     block = hashlib.sha256(b"seed").digest() * 512 + bytes(range(256)) * 32  # 24 KiB, has NULs
     remote = Remote(tmp_path / "remote.git")
@@ -600,10 +597,7 @@ def many_files(count: int) -> Iterator[Entry]:
 
 @pytest.mark.slow
 def test_100000_files_snapshot_changes_and_a_delivered_subset(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     count = 100_000
     remote = Remote(tmp_path / "remote.git")

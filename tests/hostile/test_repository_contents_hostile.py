@@ -20,7 +20,7 @@ from models.delivery import AppDelivery, DeliverInput
 from models.tables import Watch
 from tests.support.contents_world import World, content_world, needs_git_lfs
 from tests.support.gitrepos import WorkRepo, git
-from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import register
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.delivery.contents import WatchOptions
@@ -125,10 +125,7 @@ def test_hostile_submodule_urls_are_refused_by_the_url_policy(
 
 
 def test_hostile_submodules_are_held_back_and_the_rest_delivered(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     repo, commit, pwned = hostile_parent(tmp_path, metadata=False)
     app_id, repository_id = register(settings, receiver.url, [receiver_secret], repo.url)
@@ -192,10 +189,7 @@ def test_credentials_reach_only_the_parents_host(settings: Settings) -> None:
 
 
 def test_a_huge_pointer_is_held_back_without_a_request(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     repo = WorkRepo(tmp_path / "parent")
     repo.write(".gitattributes", "*.bin filter=lfs\n")
@@ -228,10 +222,7 @@ def test_an_lfsconfig_pointing_at_a_private_address_is_refused(
 
 @needs_git_lfs
 def test_an_object_that_does_not_match_its_pointer_is_never_delivered(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     with content_world(tmp_path / "world") as world:
         for stored in world.store.root.iterdir():
@@ -293,10 +284,7 @@ def test_an_href_to_a_private_address_is_refused_before_connecting(
 
 @needs_git_lfs
 def test_a_kept_object_is_delivered_only_when_the_repositorys_server_offers_it(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     with content_world(tmp_path / "world") as world:
         app_id, repository_id = register(

@@ -40,7 +40,7 @@ from models.tables import DeliveryAttempt, Repository, Watch
 from tests.support.cli import invoke
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
-from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import register
 from tests.support.temporal_env import new_task_queue
 from tests.support.waiting import until
 from treecast.config import Settings, load_settings
@@ -264,8 +264,8 @@ async def test_no_secret_in_logs_database_histories_notices_or_errors(
 def test_dns_that_answers_a_private_address_is_refused_at_connect_time(
     settings: Settings,
     tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    receiver: Receiver,
+    receiver_secret: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Registered while its name looked public; now its DNS answers loopback. No DNS server
@@ -295,10 +295,7 @@ def test_dns_that_answers_a_private_address_is_refused_at_connect_time(
 
 
 def test_a_redirect_to_a_private_address_is_not_followed_by_a_delivery(
-    settings: Settings,
-    tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     # The receiver answers every request with a redirect to another local server (the
     # "internal" target), which must never see a request.

@@ -49,8 +49,7 @@ def old_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def origin(tmp_path: Path) -> WorkRepo:
     work = WorkRepo(tmp_path / "origin")
-    work.write("README.md", "private\n")
-    work.commit()
+    work.commit_files({"README.md": "private\n"})
     return work
 
 

@@ -16,11 +16,10 @@ from tests.support import registering
 from tests.support.faults_helpers import (
     WorkerProcess,
     fault_stack,
+    files_repo,
     until,
     until_delivered,
-    write_files,
 )
-from tests.support.gitrepos import WorkRepo
 from treecast.crypto import generate_webhook_secret
 
 pytestmark = pytest.mark.e2e
@@ -35,9 +34,7 @@ def batch_paths(record: Received) -> list[str]:
 
 
 async def test_worker_killed_mid_batch_resends_exactly_that_batch(tmp_path: Path) -> None:
-    repo = WorkRepo(tmp_path / "git")
-    write_files(repo.work, FILES)
-    commit = repo.commit("400 files")
+    repo, commit = files_repo(tmp_path / "git", FILES)
     expected = repo.files_at(commit)
     secret = generate_webhook_secret()
     async with fault_stack(tmp_path / "data", TREECAST_BATCH_MAX_FILES=str(PER_BATCH)) as stack:

@@ -32,12 +32,12 @@ from tests.support.faults_helpers import (
     applied,
     duplicates,
     fault_stack,
+    files_repo,
     in_process_worker,
     slow_down,
     until,
     until_applied,
     until_delivered,
-    write_files,
 )
 from tests.support.gitrepos import WorkRepo, git
 from treecast.crypto import generate_webhook_secret
@@ -61,9 +61,7 @@ async def test_worker_killed_mid_delivery_resumes_with_at_most_one_duplicate_per
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
-    repo = WorkRepo(tmp_path / "git")
-    write_files(repo.work, 2000)
-    commit = repo.commit("2,000 files")
+    repo, commit = files_repo(tmp_path / "git", 2000)
     expected = repo.files_at(commit)
     secret = generate_webhook_secret()
     async with fault_stack(tmp_path / "data") as stack:
@@ -196,9 +194,7 @@ async def test_worker_killed_mid_chunked_file_resumes_at_the_last_reported_chunk
 
 
 async def test_temporal_server_restarted_mid_sync_carries_on(tmp_path: Path) -> None:
-    repo = WorkRepo(tmp_path / "git")
-    write_files(repo.work, 600)
-    repo.commit("600 files")
+    repo, _ = files_repo(tmp_path / "git", 600)
     secret = generate_webhook_secret()
     async with fault_stack(tmp_path / "data") as stack:
         assert stack.client is not None
@@ -271,9 +267,7 @@ async def test_a_flaky_receiver_gets_everything_in_order_and_the_log_shows_the_r
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
-    repo = WorkRepo(tmp_path / "git")
-    write_files(repo.work, 40)
-    first = repo.commit("40 files")
+    repo, first = files_repo(tmp_path / "git", 40)
     secret = generate_webhook_secret()
     async with fault_stack(tmp_path / "data", TREECAST_FILE_TIMEOUT_SECONDS="1") as stack:
         with (
@@ -330,9 +324,7 @@ async def test_a_flaky_receiver_gets_everything_in_order_and_the_log_shows_the_r
 
 
 async def test_one_dead_app_of_three_does_not_hold_back_the_others(tmp_path: Path) -> None:
-    repo = WorkRepo(tmp_path / "git")
-    write_files(repo.work, 20)
-    first = repo.commit("20 files")
+    repo, first = files_repo(tmp_path / "git", 20)
     secret = generate_webhook_secret()
     dead_port = free_port()
     async with fault_stack(tmp_path / "data", TREECAST_POLL_INTERVAL_SECONDS="2") as stack:
@@ -409,9 +401,7 @@ async def _all_delivered(
 async def test_a_moving_git_remote_trips_and_heals_the_breaker_and_the_mirror_follows(
     tmp_path: Path,
 ) -> None:
-    repo = WorkRepo(tmp_path / "git")
-    write_files(repo.work, 10)
-    first = repo.commit("10 files")
+    repo, first = files_repo(tmp_path / "git", 10)
     secret = generate_webhook_secret()
     async with fault_stack(tmp_path / "data") as stack:
         assert stack.client is not None
@@ -490,9 +480,7 @@ async def test_a_lost_database_delays_delivery_but_never_marks_unacknowledged_fi
 ) -> None:
     postgres = StoppablePostgres()
     await asyncio.to_thread(postgres.create)
-    repo = WorkRepo(tmp_path / "git")
-    write_files(repo.work, 400)
-    commit = repo.commit("400 files")
+    repo, commit = files_repo(tmp_path / "git", 400)
     expected = repo.files_at(commit)
     secret = generate_webhook_secret()
     violations: list[str] = []

@@ -63,8 +63,7 @@ def test_remote_names_of_branches_tags_and_the_default_branch(
     tmp_path: Path, settings: Settings
 ) -> None:
     repo = WorkRepo(tmp_path / "r")
-    repo.write("a.txt", "a")
-    first = repo.commit("first")
+    first = repo.commit_files({"a.txt": "a"}, "first")
     git(repo.work, "tag", "-a", "v1", "-m", "v1")
     git(repo.work, "push", "-q", "origin", "v1")
     tag_object = git(repo.remote, "rev-parse", "refs/tags/v1")
@@ -114,8 +113,7 @@ def test_a_check_wakes_the_workflow_only_when_a_sync_has_work(
     tmp_path: Path, settings: Settings
 ) -> None:
     repo = WorkRepo(tmp_path / "r")
-    repo.write("a.txt", "a")
-    head = repo.commit("first")
+    head = repo.commit_files({"a.txt": "a"}, "first")
     access = RemoteAccess("r1", repo.url, "", None)
     assert check_one(settings, _target(known_commit=head), access) is None  # idle
     moved = check_one(settings, _target(known_commit="b" * 40), access)
@@ -356,8 +354,7 @@ async def test_a_sweep_run_ends_and_continues_as_new(stack: Stack) -> None:
 
 async def test_smart_http_ls_refs_answers_as_git_does(tmp_path: Path, settings: Settings) -> None:
     repo = WorkRepo(tmp_path / "r")
-    repo.write("a.txt", "a")
-    head = repo.commit("first")
+    head = repo.commit_files({"a.txt": "a"}, "first")
     git(repo.work, "tag", "-a", "v1", "-m", "v1")
     git(repo.work, "push", "-q", "origin", "v1")
     client = RefClient(allow_private=True, ssl_context=shared_ssl_context())
@@ -456,8 +453,7 @@ async def test_the_sweep_checks_each_repository_once_per_interval(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = WorkRepo(tmp_path / "r")
-    repo.write("a.txt", "a")
-    head = repo.commit("first")
+    head = repo.commit_files({"a.txt": "a"}, "first")
     monkeypatch.setattr(remote_checks, "RELOAD_SECONDS", 0.3)  # re-reads must not add checks
     links = [tmp_path / f"r{n}.git" for n in range(5)]
     for link in links:

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 import starter
-from tests.cli.test_cli import cli_env, run  # noqa: F401
 from tests.support.api_helpers import api_client, api_settings, bearer, onboard
+from tests.support.cli import run
 from treecast.config import Settings
 
 REPO = "https://github.com/acme/handbook"
@@ -54,7 +54,7 @@ async def test_the_api_takes_shows_and_changes_the_options(client: httpx.AsyncCl
 
 
 def test_the_cli_watch_takes_the_options_and_status_shows_them(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import cli_env, dump_db, run  # noqa: F401
+from tests.support.cli import dump_db, run
 from treecast.crypto import generate_key
 
 
 def test_a_wrong_key_is_one_line_and_writes_nothing(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -31,7 +31,7 @@ def test_a_wrong_key_is_one_line_and_writes_nothing(
 
 
 def test_names_from_input_are_refused_or_printed_escaped(
-    cli_env: Path,  # noqa: F811
+    cli_env: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # A name that would retitle and clear the terminal, and forge a second line.

@@ -33,6 +33,7 @@ from models.search_attributes import dev_server_args
 from models.tables import DeliveredFile, DeliveryAttempt, Watch
 from tests.conftest import free_port, treecast_env
 from tests.support import registering, waiting
+from tests.support.gitrepos import WorkRepo
 from tests.support.temporal_env import new_task_queue
 from treecast.config import Settings, load_settings, resolve_secret_key
 from treecast.crypto import Cipher
@@ -231,6 +232,14 @@ def write_files(root: Path, count: int, prefix: str = "f") -> None:
         target = root / f"dir{number % 20:02d}" / f"{prefix}{number:05d}.txt"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(f"file {number}\n" * 3)
+
+
+def files_repo(root: Path, count: int) -> tuple[WorkRepo, str]:
+    """A WorkRepo at `root` with `count` small files (`write_files`) in one pushed
+    commit: the repository and the commit."""
+    repo = WorkRepo(root)
+    write_files(repo.work, count)
+    return repo, repo.commit(f"{count:,} files")
 
 
 async def until_delivered(

@@ -52,6 +52,12 @@ class WorkRepo:
         """Delete a file from the work tree."""
         (self.work / path).unlink()
 
+    def commit_files(self, files: dict[str, str], message: str = "change") -> str:
+        """Write `files` (path: text), commit and push them; returns the commit id."""
+        for path, content in files.items():
+            self.write(path, content)
+        return self.commit(message)
+
     def commit(self, message: str = "change", *, push: bool = True, force: bool = False) -> str:
         """Commit everything, push to the remote, return the commit id."""
         git(self.work, "add", "-A")

@@ -18,7 +18,6 @@ import pytest
 
 from examples.receiver import Receiver
 from models.delivery import DeliveryErrorType
-from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings
 from treecast.webhooks.signing import signed_headers
 from treecast.webhooks.transport import (
@@ -61,9 +60,7 @@ def test_private_targets_are_refused(settings: Settings, host: str) -> None:
 
 
 def test_rebinding_name_is_checked_at_connect_time(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, receiver: Receiver, receiver_secret: str
 ) -> None:
     # A public-looking name whose DNS answer is loopback at connect time.
     strict = settings.model_copy(update={"allow_private_urls": False})
@@ -118,9 +115,7 @@ def test_public_name_is_dialled_by_its_vetted_address() -> None:
 
 
 def test_allowed_private_target_is_reached_with_keep_alive(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, receiver: Receiver, receiver_secret: str
 ) -> None:
     with make_client(settings, timeout=2.0) as client:
         for _ in range(3):
@@ -131,9 +126,7 @@ def test_allowed_private_target_is_reached_with_keep_alive(
 
 
 def test_redirects_are_not_followed(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, receiver: Receiver, receiver_secret: str
 ) -> None:
     receiver.fail_next(302, headers={"location": "http://169.254.169.254/latest"})
     with make_client(settings, timeout=2.0) as client:
@@ -144,9 +137,7 @@ def test_redirects_are_not_followed(
 
 
 def test_failures_are_classified(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, receiver: Receiver, receiver_secret: str
 ) -> None:
     url = receiver.url + "/create"
     with make_client(settings, timeout=0.5) as client:
@@ -308,9 +299,7 @@ def test_a_failed_held_write_still_reads_the_answer() -> None:
 
 
 def test_time_spent_building_the_next_request_is_not_the_apps(
-    settings: Settings,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    settings: Settings, receiver: Receiver, receiver_secret: str
 ) -> None:
     # The delivery builds the next request while an answer is awaited (`while_waiting`);
     # a slow build must not make the app's answer count as late.

@@ -34,7 +34,7 @@ from models.sync import (
     deliver_workflow_id,
 )
 from tests.support.gitrepos import WorkRepo
-from tests.support.receiver_fixture import receiver, receiver_secret, register  # noqa: F401
+from tests.support.receiver_fixture import register
 from tests.support.temporal_env import (
     FakeTreecast,
     eventually,
@@ -249,8 +249,8 @@ async def test_a_refused_chunk_is_resent_from_there_by_the_next_try(
     time_env: WorkflowEnvironment,
     settings: Settings,
     tmp_path: Path,
-    receiver: Receiver,  # noqa: F811
-    receiver_secret: str,  # noqa: F811
+    receiver: Receiver,
+    receiver_secret: str,
 ) -> None:
     # The real activities against the example receiver, small chunks: the app refuses
     # chunk 5 of big.bin once. Every try is its own activity (apps take turns), so the
