@@ -376,11 +376,8 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """The process's Temporal dev server (tests take `dev_env`)."""
     from tests.support.temporal_env import start_local
 
-    env = await start_local()
-    try:
+    async with await start_local() as env:  # shut down on leaving
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture

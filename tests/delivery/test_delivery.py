@@ -255,9 +255,11 @@ def test_large_files_go_in_chunks_and_are_reassembled(chunky_run: Run) -> None:
     assert len({r.webhook_id for r in run.receiver.requests}) == len(run.receiver.requests)
 
 
-def cut_at_chunk_5(run: Run) -> tuple[str, pytest.ExceptionInfo[ApplicationError]]:
-    """big.bin committed and delivered in chunks to a receiver that refuses chunk 5 once:
-    the commit, and the try's failure."""
+def cut_at_chunk_5(run: Run, *before: str) -> tuple[str, pytest.ExceptionInfo[ApplicationError]]:
+    """Files `before` (holding their names), then big.bin, committed and delivered in chunks
+    to a receiver that refuses chunk 5 once: the commit, and the try's failure."""
+    for path in before:
+        run.repo.write(path, path[0])
     run.repo.write("big.bin", BINARY)
     commit = run.repo.commit()
     run.register()
@@ -295,13 +297,7 @@ def test_a_new_try_resumes_at_the_position_in_its_input(
     # position comes in DeliverInput.resume. A try that fails before reaching the
     # chunked file (here with an unexpected exception) passes the unused position on.
     run = chunky_run
-    run.repo.write("a.txt", "a")
-    run.repo.write("big.bin", BINARY)
-    commit = run.repo.commit()
-    run.register()
-    run.receiver.fail_next(500, where=lambda r: r.chunk_index == 5)
-    with pytest.raises(ApplicationError) as failure:
-        run.deliver(commit)
+    commit, failure = cut_at_chunk_5(run, "a.txt")
     progress = DeliveryProgress.from_details(failure.value.details)
     assert progress is not None
     resume = progress.chunk

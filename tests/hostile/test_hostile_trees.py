@@ -147,24 +147,30 @@ def test_objects_git_fsck_refuses_never_reach_the_cache(settings: Settings, tmp_
     assert "hasDotgit" in refused.value.message and time.monotonic() - started < 30
 
 
-def test_unsafe_paths_git_lets_through_are_skipped_counted_and_never_sent(
-    settings: Settings, tmp_path: Path
-) -> None:
-    # git's fsck refuses `..` and `.git` itself; these pass it but must not reach a
-    # receiver on Windows or one that joins paths naively.
-    remote = tmp_path / "odd.git"
-    git(tmp_path, "init", "--bare", "-q", str(remote))
+def odd_commit(remote: Path, names: list[str]) -> str:
+    """A bare repository at `remote` whose main is one commit of a tree `names`, each the
+    same blob, made with git's plumbing (which checks no name); returns the commit."""
+    git(remote.parent, "init", "--bare", "-q", str(remote))
     blob = subprocess.run(
         ["git", "hash-object", "-w", "--stdin"], cwd=remote, input="x\n", text=True,
         capture_output=True, check=True,
     ).stdout.strip()  # fmt: skip
-    names = ["..\\evil.txt", "C:evil.txt", "ok.txt", "with space.txt"]
     root = subprocess.run(
         ["git", "mktree"], cwd=remote, text=True, capture_output=True, check=True,
         input="".join(f"100644 blob {blob}\t{name}\n" for name in names),
     ).stdout.strip()  # fmt: skip
     commit = git(remote, "commit-tree", root, "-m", "odd")
     git(remote, "update-ref", "refs/heads/main", commit)
+    return commit
+
+
+def test_unsafe_paths_git_lets_through_are_skipped_counted_and_never_sent(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # git's fsck refuses `..` and `.git` itself; these pass it but must not reach a
+    # receiver on Windows or one that joins paths naively.
+    remote = tmp_path / "odd.git"
+    commit = odd_commit(remote, ["..\\evil.txt", "C:evil.txt", "ok.txt", "with space.txt"])
     with cache_lock(settings, "repo_odd") as path:
         assert sync_ref(settings, path, f"file://{remote}", "main").commit == commit
         listing = list_tree(settings, path, commit)
@@ -177,17 +183,7 @@ def test_skipped_paths_are_reported_in_the_delivery_log_and_never_sent(
     settings: Settings, tmp_path: Path, receiver: Receiver, receiver_secret: str
 ) -> None:
     remote = tmp_path / "odd2.git"
-    git(tmp_path, "init", "--bare", "-q", str(remote))
-    blob = subprocess.run(
-        ["git", "hash-object", "-w", "--stdin"], cwd=remote, input="x\n", text=True,
-        capture_output=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    root = subprocess.run(
-        ["git", "mktree"], cwd=remote, text=True, capture_output=True, check=True,
-        input=f"100644 blob {blob}\t..\\\\evil.txt\n100644 blob {blob}\tok.txt\n",
-    ).stdout.strip()  # fmt: skip
-    commit = git(remote, "commit-tree", root, "-m", "odd")
-    git(remote, "update-ref", "refs/heads/main", commit)
+    commit = odd_commit(remote, ["..\\\\evil.txt", "ok.txt"])
     app_id, repository_id = register(
         settings, receiver.url, [receiver_secret], f"file://{remote}", ref="main"
     )

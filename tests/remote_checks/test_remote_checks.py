@@ -143,22 +143,15 @@ def test_targets_come_from_watched_repositories_with_their_newest_snapshot(
         session.add(Snapshot(repository_id="r-idle", commit="1" * 40, taken_at=old))
         session.add(Snapshot(repository_id="r-idle", commit="2" * 40))  # the newest
         session.add(Snapshot(repository_id="r-behind", commit="3" * 40, taken_at=old))
-        session.add(
-            Watch(
-                app_id="app1",
-                repository_id="r-idle",
-                delivered_commit="2" * 40,
-                status=WatchStatus.SYNCED,
+        for rid, delivered in (("r-idle", "2"), ("r-behind", "1")):
+            session.add(
+                Watch(
+                    app_id="app1",
+                    repository_id=rid,
+                    delivered_commit=delivered * 40,
+                    status=WatchStatus.SYNCED,
+                )
             )
-        )
-        session.add(
-            Watch(
-                app_id="app1",
-                repository_id="r-behind",
-                delivered_commit="1" * 40,
-                status=WatchStatus.SYNCED,
-            )
-        )
         session.add(Watch(app_id="app1", repository_id="r-new"))
         session.add(Snapshot(repository_id="r-delivering", commit="4" * 40, taken_at=old))
         session.add(Watch(app_id="app1", repository_id="r-delivering", status=WatchStatus.SYNCING))
