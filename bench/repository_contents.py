@@ -27,14 +27,13 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.delivery import ROOT, ReceiverProcess, _deliver, _settings, _vm_hwm_kib
+from bench.delivery import ReceiverProcess, _deliver, _settings, measured_child, run_child
 
 
 def _snapshot(settings: Any, repository_id: str) -> Any:
@@ -139,32 +138,17 @@ def _first_sync(settings: Any, app_id: str, repository_id: str, commit: str) -> 
 
 def lfs_memory_child(root: Path) -> dict[str, Any]:
     """(In a subprocess) deliver the prepared LFS file; report idle and peak VmHWM."""
-    spec = json.loads((root / "spec.json").read_text())
-    settings = _settings(root / "data")
-    import activities.delivery  # noqa: F401
     from models.tables import Watch
-    from tests.support.receiver_fixture import register
-    from treecast.db import engine_for, session_scope
-    from treecast.remote_access import ensure_commit
+    from treecast.db import session_scope
 
-    engine_for(settings.database_url)
-    app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])
-    with session_scope(settings.database_url) as session:
-        watch = session.get(Watch, (app_id, repository_id))
-        assert watch is not None
-        watch.lfs = True
-        session.add(watch)
-    ensure_commit(settings, repository_id, spec["commit"])
-    idle = _vm_hwm_kib()
-    started = time.perf_counter()
-    result = _deliver(settings, app_id, repository_id, spec["commit"])
-    seconds = time.perf_counter() - started
-    return {
-        "status": result.status,
-        "idle_kib": idle,
-        "peak_kib": _vm_hwm_kib(),
-        "seconds": round(seconds, 2),
-    }
+    def lfs_on(settings: Any, app_id: str, repository_id: str) -> None:
+        with session_scope(settings.database_url) as session:
+            watch = session.get(Watch, (app_id, repository_id))
+            assert watch is not None
+            watch.lfs = True
+            session.add(watch)
+
+    return measured_child(root, prepare=lfs_on)[1]
 
 
 def lfs_memory(root: Path, size_mb: int) -> dict[str, Any]:
@@ -202,17 +186,10 @@ def lfs_memory(root: Path, size_mb: int) -> dict[str, Any]:
                 "repo_url": server.url("assets/remote.git"),
                 "commit": commit,
             }
-            (root / "spec.json").write_text(json.dumps(spec))
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.repository_contents", "--lfs-child", str(root)],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+            argv = ("-m", "bench.repository_contents", "--lfs-child", str(root))
+            figures = run_child(root, spec, *argv)
         finally:
             receiver.stop()
-    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     mirrored = hashlib.sha256((root / "mirror" / "video.bin").read_bytes()).hexdigest()
     assert mirrored == oid, "the mirrored file is not the LFS object"
     figures["file_mb"] = size_mb
