@@ -9,8 +9,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpcore
 import httpx
@@ -92,14 +93,7 @@ class _RecordingBackend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self.dialled: list[tuple[str, int]] = []
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
+    def connect_tcp(self, host: str, port: int, *_: Any, **__: Any) -> httpcore.NetworkStream:
         self.dialled.append((host, port))
         raise httpcore.ConnectError("offline")
 
