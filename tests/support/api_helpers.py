@@ -36,9 +36,8 @@ def api_settings(tmp_path: Path, **extra: str) -> Settings:
         TREECAST_TASK_QUEUE=f"treecast-test-{tmp_path.name}",
         TREECAST_API_RATE_PER_SECOND="100000",
         TREECAST_API_RATE_BURST="100000",
-        **extra,
     )
-    return load_settings(env)
+    return load_settings(env | extra)  # `extra` may override any of them
 
 
 @asynccontextmanager
