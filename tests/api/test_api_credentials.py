@@ -37,6 +37,13 @@ def host_line() -> tuple[str, str]:
     return f"git.example {key_type} {blob}\n", host.fingerprint
 
 
+async def put_credentials(
+    http: httpx.AsyncClient, repository: str, token: str, body: dict[str, Any]
+) -> httpx.Response:
+    """PUT `body` to the credentials of `repository` (its API path) with an app's token."""
+    return await http.put(f"{repository}/credentials", json=body, headers=bearer(token))
+
+
 async def add(http: httpx.AsyncClient, token: str, **body: Any) -> httpx.Response:
     return await http.post(
         "/api/repositories", json={"url": SSH_REPO, **body}, headers=bearer(token)
@@ -68,9 +75,7 @@ async def test_a_deploy_key_shows_its_kind_and_fingerprint_never_the_key(
         assert body not in response.text and "PRIVATE KEY" not in response.text
 
 
-async def test_generate_ssh_key_answers_the_public_key_to_paste(
-    client: httpx.AsyncClient,
-) -> None:
+async def test_generate_ssh_key_answers_the_public_key_to_paste(client: httpx.AsyncClient) -> None:
     app = await onboard(client)
     known, _ = host_line()
     answer = await add(client, app["token"], generate_ssh_key=True, known_hosts=known)
@@ -126,10 +131,8 @@ async def test_rotation_by_put_and_404_for_another_apps_repository(
     assert cleared.json()["data"]["credentials"]["kind"] == "none"
     one = await client.get(f"/api/repositories/{rid}", headers=bearer(app["token"]))
     assert one.json()["credentials"]["kind"] == "none"
-    refused = await client.put(
-        f"/admin/api/repositories/{rid}/credentials",
-        json={"clear": True},
-        headers=bearer(app["token"]),
+    refused = await put_credentials(
+        client, f"/admin/api/repositories/{rid}", app["token"], {"clear": True}
     )
     assert refused.status_code == 401
 
@@ -214,28 +217,20 @@ async def test_a_token_through_put_and_what_put_refuses(client: httpx.AsyncClien
     )
     rid = created.json()["repository_id"]
     assert created.json()["credentials"]["kind"] == "none"
-    put = await client.put(
-        f"/api/repositories/{rid}/credentials",
-        json={"token": "glpat-secret-token-value"},
-        headers=bearer(app["token"]),
+    put = await put_credentials(
+        client, f"/api/repositories/{rid}", app["token"], {"token": "glpat-secret-token-value"}
     )
     assert put.status_code == 200, put.text
     assert put.json()["credentials"]["kind"] == "token"
     assert "glpat-secret-token-value" not in put.text
-    empty = await client.put(
-        f"/api/repositories/{rid}/credentials", json={}, headers=bearer(app["token"])
-    )
+    empty = await put_credentials(client, f"/api/repositories/{rid}", app["token"], {})
     assert empty.status_code == 400 and "nothing to change" in empty.json()["error"]
-    both = await client.put(
-        f"/api/repositories/{rid}/credentials",
-        json={"clear": True, "token": "x"},
-        headers=bearer(app["token"]),
+    both = await put_credentials(
+        client, f"/api/repositories/{rid}", app["token"], {"clear": True, "token": "x"}
     )
     assert both.status_code == 400 and "clear" in both.json()["error"]
-    unknown = await client.put(
-        f"/api/repositories/{rid}/credentials",
-        json={"scan_host_keys": True},
-        headers=bearer(app["token"]),
+    unknown = await put_credentials(
+        client, f"/api/repositories/{rid}", app["token"], {"scan_host_keys": True}
     )
     assert unknown.status_code == 400
 
