@@ -38,15 +38,27 @@ templates = Environment(
 )
 
 
+class _Refused(Exception):
+    """A form refused before its action ran (`_action`); `response` says why."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("refused")
+        self.response = response
+
+
 class _SavesSession(APIRoute):
-    """Saves the request's session (its flashes, what it shows once) before the answer
-    leaves: the next page may be served by another API process."""
+    """Answers a refused form with its refusal, and saves the request's session (its
+    flashes, what it shows once) before the answer leaves: the next page may be served by
+    another API process."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
         async def handle_and_save(request: Request) -> Response:
-            response = await handle(request)
+            try:
+                response = await handle(request)
+            except _Refused as refused:
+                response = refused.response
             session: PageSession | None = getattr(request.state, "admin_session", None)
             if session is not None and session.changed:
                 await _service(request).admin.save_session(session)
@@ -149,15 +161,19 @@ async def _form(request: Request, whole: tuple[str, ...] = ()) -> dict[str, str]
 
 async def _action(
     request: Request, whole: tuple[str, ...] = ()
-) -> tuple[PageSession, dict[str, str]] | Response:
-    """The session and form of a POST (`whole`: its fields kept uncut), or the refusal:
-    403 without a session or when the form lacks this session's CSRF token."""
+) -> tuple[PageSession, dict[str, str]]:
+    """The session and form of a POST (`whole`: its fields kept uncut); refused (403)
+    without a session or when the form lacks this session's CSRF token."""
     session = await _session(request)
     if session is None:
-        return _refused("You are not logged in to the admin page (or your session expired).")
+        raise _Refused(
+            _refused("You are not logged in to the admin page (or your session expired).")
+        )
     form = await _form(request, whole)
     if not session.csrf_ok(form.get("csrf")):
-        return _refused("The form is missing its security token or it is stale; reload the page.")
+        raise _Refused(
+            _refused("The form is missing its security token or it is stale; reload the page.")
+        )
     return session, form
 
 
@@ -295,11 +311,9 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    await _service(request).admin.log_out(checked[0].id)
-    checked[0].changed = False
+    session, _ = await _action(request)
+    await _service(request).admin.log_out(session.id)
+    session.changed = False
     response = _back("/admin/login")
     response.delete_cookie(COOKIE, path="/admin")
     return response
@@ -449,10 +463,7 @@ async def apps(request: Request, q: str = "", page: int = 1) -> Response:
 
 @router.post("/apps")
 async def onboard(request: Request) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     try:
         app = await _service(request).apps.add(
             form.get("name", "").strip(),
@@ -509,10 +520,7 @@ async def app_delete_page(request: Request, app_id: str) -> Response:
 
 
 async def _app_action(request: Request, app_id: str, what: str) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     service = _service(request)
     here = f"/admin/apps/{quote(app_id)}"
     try:
@@ -608,10 +616,7 @@ async def mirror_page(request: Request, app_id: str, repository_id: str) -> Resp
 async def mirror_action(request: Request, app_id: str, repository_id: str) -> Response:
     """Verify (send nothing) or Repair (send exactly the difference) what was pasted: the
     app's files as JSON Lines, in any order, or only its tree digest."""
-    checked = await _action(request, whole=("held",))
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request, whole=("held",))
     held = form.get("held", "").strip()
     mirrors = _service(request).mirrors
     try:
@@ -691,10 +696,7 @@ async def repository_page(request: Request, repository_id: str) -> Response:
 
 
 async def _repository_action(request: Request, repository_id: str, what: str) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, _ = checked
+    session, _ = await _action(request)
     service = _service(request)
     try:
         if what == "sync":
@@ -768,10 +770,7 @@ async def failed_resync(request: Request) -> Response:
 
 
 async def _watch_action(request: Request, what: str) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     service = _service(request)
     app_id, repository_id = form.get("app_id", ""), form.get("repository_id", "")
     back = _safe_next(form.get("back", "/admin/failed"))
@@ -802,10 +801,7 @@ async def failed_resync_all(request: Request) -> Response:
 
 
 async def _bulk(request: Request, what: BulkAction) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     app_id = form.get("app_id", "").strip() or None
     back = "/admin/failed" + (f"?{urlencode({'app': app_id})}" if app_id else "")
     try:
@@ -868,10 +864,7 @@ async def deliveries(
 
 @router.post("/deliveries/redeliver")
 async def deliveries_redeliver(request: Request) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     back = _safe_next(form.get("back", "/admin/deliveries"))
     try:
         done = await _service(request).deliveries.redeliver(
