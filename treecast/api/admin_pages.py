@@ -39,7 +39,8 @@ templates = Environment(
 
 
 class _Refused(Exception):
-    """A form refused before its action ran (`_action`); `response` says why."""
+    """A request turned away before its page or action ran (`_viewer`: to the login page;
+    `_action`: a refused form); `response` is the answer."""
 
     def __init__(self, response: Response) -> None:
         super().__init__("refused")
@@ -47,7 +48,7 @@ class _Refused(Exception):
 
 
 class _SavesSession(APIRoute):
-    """Answers a refused form with its refusal, and saves the request's session (its
+    """Answers a request turned away with its refusal, and saves the request's session (its
     flashes, what it shows once) before the answer leaves: the next page may be served by
     another API process."""
 
@@ -104,6 +105,14 @@ def _secure(request: Request) -> bool:
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+async def _viewer(request: Request) -> PageSession:
+    """The session of a page's viewer; one without is sent to the login page."""
+    session = await _session(request)
+    if session is None:
+        raise _Refused(_to_login(request))
+    return session
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -356,9 +365,7 @@ def _safe_next(target: str) -> str:
 @router.get("")
 @router.get("/")
 async def overview(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     service = _service(request)
     report = await service.admin.overview()
     counts = report
@@ -429,9 +436,7 @@ async def overview(request: Request) -> Response:
 
 @router.get("/apps")
 async def apps(request: Request, q: str = "", page: int = 1) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     page = max(1, min(page, 1_000_000))
     try:
         found = await _service(request).apps.list(
@@ -485,9 +490,7 @@ async def onboard(request: Request) -> Response:
 
 @router.get("/apps/{app_id}")
 async def app_page(request: Request, app_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     service = _service(request)
     try:
         detail = await service.apps.get(app_id)
@@ -508,9 +511,7 @@ async def app_page(request: Request, app_id: str) -> Response:
 
 @router.get("/apps/{app_id}/delete")
 async def app_delete_page(request: Request, app_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     try:
         detail = await _service(request).apps.get(app_id, with_watches=False)
     except UserError as error:
@@ -589,9 +590,7 @@ def _mirror_page(app_id: str, repository_id: str) -> str:
 @router.get("/apps/{app_id}/mirror/{repository_id}")
 async def mirror_page(request: Request, app_id: str, repository_id: str) -> Response:
     """Verify or repair what an app holds of a repository (docs/admin.md)."""
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     try:
         detail = await _service(request).apps.get(app_id)
     except UserError as error:
@@ -657,9 +656,7 @@ def _reconciled(done: Reconciled) -> str:
 
 @router.get("/repositories")
 async def repositories(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     rows = await _service(request).repositories.list(live=True)
     body = render(
         request,
@@ -675,9 +672,7 @@ async def repositories(request: Request) -> Response:
 
 @router.get("/repositories/{repository_id}")
 async def repository_page(request: Request, repository_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     try:
         row = await _service(request).repositories.get(repository_id, with_apps=True, live=True)
     except UserError as error:
@@ -734,9 +729,7 @@ for _what in ("sync", "reset", "pause", "resume"):
 
 @router.get("/failed")
 async def failed(request: Request, app: str = "") -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     service = _service(request)
     try:
         rows, note = await service.admin.failed_watches(app or None)
@@ -825,9 +818,7 @@ async def deliveries(
     outcome: str = "",
     before: str = "",
 ) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     filters = {"app": app, "repository": repository, "event": event, "outcome": outcome}
     try:
         page = await _service(request).deliveries.log(
