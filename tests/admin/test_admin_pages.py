@@ -13,7 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.api_helpers import ADMIN_TOKEN, admin, api_client, api_settings, onboard
+from tests.support.api_helpers import (
+    ADMIN_TOKEN,
+    admin,
+    api_client,
+    api_settings,
+    onboard,
+    post_onboard,
+)
 
 pytest.importorskip("jinja2")
 
@@ -174,10 +181,8 @@ async def test_a_form_without_the_csrf_token_is_refused_and_changes_nothing(
 async def test_names_urls_and_errors_render_as_text(tmp_path: Path) -> None:
     hostile = "<script>alert(1)</script>"
     async with api_client(api_settings(tmp_path)) as client:
-        made = await client.post(
-            "/admin/api/apps/onboard",
-            json={"app_name": hostile, "base_url": "https://example.com/<b>hooks"},
-            headers=admin(),
+        made = await post_onboard(
+            client, {"app_name": hostile, "base_url": "https://example.com/<b>hooks"}
         )
         assert made.status_code == 201, made.text
         app_id = made.json()["data"]["app_id"]

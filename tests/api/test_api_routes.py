@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from models.tables import DeliveryAttempt
-from tests.support.api_helpers import admin, api_client, api_settings, bearer, onboard
+from tests.support.api_helpers import admin, api_client, api_settings, bearer, onboard, post_onboard
 from treecast.config import Settings
 from treecast.db import session_scope
 from treecast.service.core import TreecastService
@@ -84,16 +84,15 @@ async def test_admin_token_is_required_and_checked(client: httpx.AsyncClient) ->
 
 
 async def test_onboard_list_detail_delete(client: httpx.AsyncClient) -> None:
-    answer = await client.post(
-        "/admin/api/apps/onboard",
-        json={
+    answer = await post_onboard(
+        client,
+        {
             "app_name": "Docs ✓",
             "base_url": "https://example.com/hooks",
             "email": "ops@example.com",
             "website": "https://example.com",
             "description": "the docs site",
         },
-        headers=admin(),
     )
     assert answer.status_code == 201, answer.text
     data = answer.json()["data"]
@@ -151,7 +150,7 @@ async def test_onboard_list_detail_delete(client: httpx.AsyncClient) -> None:
 async def test_onboard_refuses_bad_input(
     client: httpx.AsyncClient, body: Any, status: int, words: str
 ) -> None:
-    answer = await client.post("/admin/api/apps/onboard", json=body, headers=admin())
+    answer = await post_onboard(client, body)
     assert answer.status_code == status, answer.text
     assert set(answer.json()) == {"error"}
     assert words in answer.json()["error"]
@@ -161,11 +160,7 @@ async def test_onboard_refuses_bad_input(
 async def test_private_base_urls_are_refused_unless_allowed(tmp_path: Path) -> None:
     settings = api_settings(tmp_path, TREECAST_ALLOW_PRIVATE_URLS="0")
     async with api_client(settings) as http:
-        answer = await http.post(
-            "/admin/api/apps/onboard",
-            json={"app_name": "a", "base_url": "http://127.0.0.1:9/hooks"},
-            headers=admin(),
-        )
+        answer = await post_onboard(http, {"app_name": "a", "base_url": "http://127.0.0.1:9/hooks"})
     assert answer.status_code == 422 and "private" in answer.json()["error"]
 
 

@@ -9,7 +9,7 @@ import httpx
 
 from models.tables import App
 from tests.docora.test_docora import CLIENT_AUTH_KEY, KEY_HEX, Docora, fresh_database
-from tests.support.api_helpers import admin, api_client, api_settings, bearer
+from tests.support.api_helpers import admin, api_client, api_settings, bearer, post_onboard
 from treecast.db import session_scope
 from treecast.service import docora_tokens
 from treecast.service.core import TreecastService
@@ -45,34 +45,30 @@ async def test_imported_docora_token_authenticates_on_the_api(
 async def test_onboard_a_docora_app(tmp_path: Path) -> None:
     settings = api_settings(tmp_path)
     async with api_client(settings) as http:
-        answer = await http.post(
-            "/admin/api/apps/onboard",
-            json={
+        answer = await post_onboard(
+            http,
+            {
                 "app_name": "docs",
                 "base_url": "https://example.com/hooks",
                 "scheme": "docora",
                 "client_auth_key": CLIENT_AUTH_KEY,
             },
-            headers=admin(),
         )
         assert answer.status_code == 201, answer.text
         app_id = answer.json()["data"]["app_id"]
-        missing = await http.post(
-            "/admin/api/apps/onboard",
-            json={"app_name": "docs", "base_url": "https://example.com/h", "scheme": "docora"},
-            headers=admin(),
+        missing = await post_onboard(
+            http, {"app_name": "docs", "base_url": "https://example.com/h", "scheme": "docora"}
         )
         assert missing.status_code == 400, missing.text
         assert "client_auth_key" in missing.json()["error"]
-        short: httpx.Response = await http.post(
-            "/admin/api/apps/onboard",
-            json={
+        short: httpx.Response = await post_onboard(
+            http,
+            {
                 "app_name": "docs",
                 "base_url": "https://example.com/h",
                 "scheme": "docora",
                 "client_auth_key": "short",
             },
-            headers=admin(),
         )
         assert short.status_code in (400, 422), short.text
         detail = await http.get(f"/admin/api/apps/{app_id}", headers=admin())

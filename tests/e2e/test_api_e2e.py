@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support.api_helpers import admin, bearer, github_headers, github_push
+from tests.support.api_helpers import bearer, github_headers, github_push, post_onboard
 from tests.support.api_stack import api_stack
 from tests.support.waiting import until
 
@@ -23,10 +23,8 @@ async def test_push_event_delivers_the_file_and_a_bad_signature_does_nothing(
 ) -> None:
     async with api_stack(tmp_path, dev_env) as stack:
         http, repo, receiver = stack.http, stack.repo, stack.receiver
-        onboarded = await http.post(
-            "/admin/api/apps/onboard",
-            json={"app_name": "mirror", "base_url": receiver.url, "secret": stack.secret},
-            headers=admin(),
+        onboarded = await post_onboard(
+            http, {"app_name": "mirror", "base_url": receiver.url, "secret": stack.secret}
         )
         assert onboarded.status_code == 201, onboarded.text
         token = onboarded.json()["data"]["token"]

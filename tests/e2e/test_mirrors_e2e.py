@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from examples.receiver import FILE_EVENTS, Received, Receiver
 from tests.conftest import free_port
-from tests.support.api_helpers import ADMIN_TOKEN, admin, bearer
+from tests.support.api_helpers import ADMIN_TOKEN, bearer, post_onboard
 from tests.support.api_stack import api_stack, wait_until_up
 from tests.support.faults_helpers import WorkerProcess, fault_stack, until, write_files
 from tests.support.gitrepos import WorkRepo
@@ -61,10 +61,8 @@ def file_events(requests: list[Received]) -> list[Received]:
 
 async def watch_and_sync(http: httpx.AsyncClient, receiver: Receiver, secret: str, url: str) -> str:
     """Onboard the receiver's app, opt in to sync_completed, watch `url`; the app token."""
-    answer = await http.post(
-        "/admin/api/apps/onboard",
-        json={"app_name": "mirror", "base_url": receiver.url, "secret": secret},
-        headers=admin(),
+    answer = await post_onboard(
+        http, {"app_name": "mirror", "base_url": receiver.url, "secret": secret}
     )
     assert answer.status_code == 201, answer.text
     token = str(answer.json()["data"]["token"])

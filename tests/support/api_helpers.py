@@ -62,13 +62,17 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def post_onboard(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+    """POST `body` to the admin API's onboarding route, with the admin token."""
+    return await client.post("/admin/api/apps/onboard", json=body, headers=admin())
+
+
 async def onboard(
-    client: httpx.AsyncClient, base_url: str = "https://example.com/hooks"
+    client: httpx.AsyncClient, base_url: str = "https://example.com/hooks", **fields: Any
 ) -> dict[str, Any]:
-    """Onboard an app through the admin API; its `data` (app_id, token, secret)."""
-    answer = await client.post(
-        "/admin/api/apps/onboard", json={"app_name": "docs", "base_url": base_url}, headers=admin()
-    )
+    """Onboard an app (named docs, unless `fields` say otherwise) through the admin API;
+    its `data` (app_id, token, secret)."""
+    answer = await post_onboard(client, {"app_name": "docs", "base_url": base_url, **fields})
     assert answer.status_code == 201, answer.text
     data: dict[str, Any] = answer.json()["data"]
     return data

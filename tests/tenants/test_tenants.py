@@ -20,7 +20,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from examples.receiver import Receiver
-from tests.support.api_helpers import admin, bearer
+from tests.support.api_helpers import admin, bearer, post_onboard
 from tests.support.api_stack import ApiStack, api_stack
 from tests.support.githttp import git_http_server
 from tests.support.gitrepos import WorkRepo
@@ -54,10 +54,8 @@ class Tenant:
 
 
 async def onboard(stack: ApiStack, receiver: Receiver, secret: str, name: str) -> Tenant:
-    answer = await stack.http.post(
-        "/admin/api/apps/onboard",
-        json={"app_name": name, "base_url": receiver.url, "secret": secret},
-        headers=admin(),
+    answer = await post_onboard(
+        stack.http, {"app_name": name, "base_url": receiver.url, "secret": secret}
     )
     assert answer.status_code == 201, answer.text
     data = answer.json()["data"]
