@@ -81,7 +81,8 @@ test: lint typecheck browser sshd lfs
 	$(PYTEST) -q $(PYTEST_PARALLEL)
 
 # The tests that need no server (no Temporal, PostgreSQL, sshd or browser), in under a
-# minute: what tests/conftest.py does not mark `servers`, but for the few marked `slow`.
+# minute: what tests/conftest.py does not mark `servers`, but for the few marked `slow`
+# (heavy, Treecast's own processes, real-time waits: `make test` runs them).
 unit: $(STAMP)
 	$(PYTEST) -q -m "not servers and not slow" $(PYTEST_PARALLEL)
 

@@ -18,7 +18,8 @@ a server of its own (its own dev server, a worker with --dev, a browser) carries
 marker itself, e.g. `pytestmark = pytest.mark.temporal`; the helpers that start servers
 (`start_local`, `start_time_skipping`, `running_postgres`, `ssh_server`) fail a test that
 is not marked for them. `make unit` runs the tests marked neither `servers` nor `slow`
-(the few heavy ones that need no server).
+(the few that need no server but are heavy, start Treecast's own processes or wait in
+real time).
 """
 
 from __future__ import annotations

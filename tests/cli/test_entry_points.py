@@ -69,6 +69,7 @@ def test_run_and_exit_keeps_what_sys_exit_would_do(body: str, code: int, stderr:
         assert done.stderr.startswith("Traceback")
 
 
+@pytest.mark.slow  # Treecast's own processes (a second or more each)
 def test_starter_help_and_usage_errors_keep_their_exit_status() -> None:
     helped = subprocess.run(
         [sys.executable, "starter.py", "--help"], cwd=ROOT, capture_output=True, text=True
@@ -83,6 +84,7 @@ def test_starter_help_and_usage_errors_keep_their_exit_status() -> None:
     assert wrong.returncode == 2 and "invalid choice" in json.loads(wrong.stderr)["error"]
 
 
+@pytest.mark.slow  # Treecast's own processes (a second or more each)
 def test_the_treecast_command_is_starter_py(tmp_path: Path) -> None:
     # `make install` installs the project into the venv; its console script runs
     # starter.cli from any directory, and says what `python starter.py` says.

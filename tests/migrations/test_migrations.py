@@ -268,6 +268,7 @@ def _behind(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # Treecast's own processes (a second or more each)
 @pytest.mark.parametrize("command", [["worker.py"], ["-m", "treecast.api"]])
 def test_the_worker_and_the_api_refuse_a_schema_that_is_behind(
     tmp_path: Path, command: list[str]
@@ -281,6 +282,10 @@ def test_the_worker_and_the_api_refuse_a_schema_that_is_behind(
     assert "run `treecast db upgrade` (or start with TREECAST_AUTO_MIGRATE=1)" in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
 
+
+@pytest.mark.slow  # the worker as its own process
+def test_told_to_the_worker_upgrades_a_schema_that_is_behind_at_start(tmp_path: Path) -> None:
+    env = _behind(tmp_path)
     # Told to, the worker upgrades it at start (then finds no Temporal, and stops).
     env["TREECAST_AUTO_MIGRATE"] = "1"
     subprocess.run(

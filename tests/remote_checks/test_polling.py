@@ -231,6 +231,7 @@ def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: S
 # --- the sweep ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real time: it waits out sweep intervals
 async def test_a_repository_registered_and_watched_is_checked_within_one_interval(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -251,6 +252,7 @@ async def test_a_repository_registered_and_watched_is_checked_within_one_interva
         assert wake.at - pushed <= interval + 1.0, wake.at - pushed
 
 
+@pytest.mark.slow  # real time: it waits out sweep intervals
 async def test_after_a_sync_the_next_checks_do_not_wake_it(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -271,6 +273,7 @@ async def test_after_a_sync_the_next_checks_do_not_wake_it(
             assert len(wakes) == n + 1, [(w.moved.detail[:12], w.synced) for w in wakes]
 
 
+@pytest.mark.slow  # real time: it waits out sweep intervals
 async def test_a_new_interval_a_pause_and_a_resume_reach_the_sweep_at_once(
     settings: Settings, tmp_path: Path
 ) -> None:
