@@ -56,6 +56,12 @@ def add_app(settings: Settings) -> str:
     return registering.add_app(settings, "http://127.0.0.1:9")
 
 
+@pytest.fixture
+def app_id(settings: Settings) -> str:
+    """An app (`add_app`) in the test's database."""
+    return add_app(settings)
+
+
 def register(settings: Settings, url: str, interval: int) -> str:
     """`repo add URL --interval N` as the service layer does it (a new interval too)."""
     return registering.add_repository(settings, url, interval)
@@ -233,10 +239,9 @@ def test_each_change_a_sweep_must_learn_stamps_the_repository(any_db_settings: S
 
 @pytest.mark.slow  # real time: it waits out sweep intervals
 async def test_a_repository_registered_and_watched_is_checked_within_one_interval(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, app_id: str
 ) -> None:
     interval = 3
-    app_id = add_app(settings)
     async with sweeping(settings, app_id, 30) as sweep:
         await asyncio.sleep(1.5)  # the sweep has read its repositories: not this one
         repo, repository_id = synced_repository(settings, tmp_path, app_id, interval)
@@ -254,10 +259,9 @@ async def test_a_repository_registered_and_watched_is_checked_within_one_interva
 
 @pytest.mark.slow  # real time: it waits out sweep intervals
 async def test_after_a_sync_the_next_checks_do_not_wake_it(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, app_id: str
 ) -> None:
     interval = 1
-    app_id = add_app(settings)
     repo, repository_id = synced_repository(settings, tmp_path, app_id, interval)
     await sync(settings, repository_id, app_id)
     # Each woken sync takes 2.5 intervals: checks meanwhile see the remote ahead of the
@@ -275,9 +279,8 @@ async def test_after_a_sync_the_next_checks_do_not_wake_it(
 
 @pytest.mark.slow  # real time: it waits out sweep intervals
 async def test_a_new_interval_a_pause_and_a_resume_reach_the_sweep_at_once(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, app_id: str
 ) -> None:
-    app_id = add_app(settings)
     repo, repository_id = synced_repository(settings, tmp_path, app_id, 600)
     await sync(settings, repository_id, app_id)
     async with sweeping(settings, app_id, 40) as sweep:
