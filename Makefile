@@ -81,7 +81,8 @@ test: lint typecheck browser sshd lfs
 	$(PYTEST) -q $(PYTEST_PARALLEL)
 
 # The tests that need no server (no Temporal, PostgreSQL, sshd or browser), in under a
-# minute: what tests/conftest.py does not mark `servers`, but for the few marked `slow`.
+# minute: what tests/conftest.py does not mark `servers`, but for the few marked `slow`
+# (heavy, Treecast's own processes, real-time waits: `make test` runs them).
 unit: $(STAMP)
 	$(PYTEST) -q -m "not servers and not slow" $(PYTEST_PARALLEL)
 
@@ -102,8 +103,8 @@ demo: $(STAMP)
 
 # The property-based tests of hostile input, run much longer than in `make test`.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_globs.py tests/test_paths.py \
-	  tests/test_urls_hostile.py tests/test_receiver.py tests/test_fuzz_parsers.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/base/test_globs.py tests/base/test_paths.py \
+	  tests/hostile/test_urls_hostile.py tests/e2e/test_receiver.py tests/hostile/test_fuzz_parsers.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.git_snapshot

@@ -1,7 +1,7 @@
 """Benchmark of the HTTP API (`python -m bench.api [--runs 50] [--watches 100] [--seconds 5]`).
 
 Runs the Temporal dev server, a worker, the example receiver and `python -m treecast.api`
-as its own uvicorn process on 127.0.0.1 (tests/api_stack.py):
+as its own uvicorn process on 127.0.0.1 (tests/support/api_stack.py):
 
 1. push latency: commit a one-file change, then time from POSTing GitHub's signed push
    event to /hooks/github to that file's webhook arriving at the receiver; p50 and p95.
@@ -27,9 +27,10 @@ from typing import Any
 
 import httpx
 
-from tests.api_helpers import admin, bearer, github_headers, github_push
-from tests.api_stack import ROOT, ApiStack, api_stack, wait_until_up
 from tests.conftest import free_port
+from tests.support.api_helpers import admin, bearer, github_headers, github_push
+from tests.support.api_stack import ROOT, ApiStack, api_stack, wait_until_up
+from tests.support.waiting import until
 from treecast.devserver import end_process
 from treecast.process_exit import run_and_exit
 
@@ -55,14 +56,6 @@ def bare_factory() -> Any:
     return app
 
 
-async def wait_for(check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark step timed out")
-        await asyncio.sleep(0.001)
-
-
 async def push_latency(stack: ApiStack, token: str, runs: int) -> list[float]:
     """Seconds from the push hook to the changed file's webhook, per run."""
     repo, receiver = stack.repo, stack.receiver
@@ -72,7 +65,7 @@ async def push_latency(stack: ApiStack, token: str, runs: int) -> list[float]:
         "/api/repositories", json={"url": repo.url}, headers=bearer(token)
     )
     push_secret = watched.json()["push_secret"]
-    await wait_for(lambda: any(r.path == "changing.txt" for r in receiver.requests), 60)
+    await until(lambda: any(r.path == "changing.txt" for r in receiver.requests), 60, step=0.001)
     samples: list[float] = []
     for run in range(runs):
         repo.write("changing.txt", f"run {run}\n")
@@ -92,7 +85,7 @@ async def push_latency(stack: ApiStack, token: str, runs: int) -> list[float]:
                 r.path == "changing.txt" and r.status == 200 for r in stack.receiver.requests[seen:]
             )
 
-        await wait_for(arrived, 60)
+        await until(arrived, 60, step=0.001)
         samples.append(time.perf_counter() - started)
         await asyncio.sleep(0.2)  # let the delivery's bookkeeping finish before the next push
     return samples
@@ -119,7 +112,7 @@ async def requests_per_second(url: str, headers: dict[str, str], seconds: float)
 def add_watches(data_dir: Path, app_id: str, count: int) -> None:
     """`count` repositories watched by the app, written to the API's database directly
     (their sync loops are not started: the list's live query finds no workflow)."""
-    from tests import registering
+    from tests.support import registering
     from treecast.config import load_settings
 
     settings = load_settings({**os.environ, "TREECAST_DATA_DIR": str(data_dir)})

@@ -33,9 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.delivery import ROOT, _free_port, _settings, _vm_hwm_kib
+from bench.delivery import ReceiverProcess, _settings, measured_child, run_child
 
 SMALL_TEXT = "lorem ipsum " * 40
 OVERRIDES: dict[str, int] = {}  # settings fields set from the command line
@@ -73,34 +71,18 @@ def build_remote(remote: Path, count: int, make: Any = None) -> str:
     return git("rev-parse", "refs/heads/main")
 
 
-class DelayedReceiver:
+class DelayedReceiver(ReceiverProcess):
     """The example receiver in its own process, answering every request `delay_ms` late."""
 
+    PROBE_TIMEOUT = 5.0
+
     def __init__(self, secret: str, mirror: Path, delay_ms: float) -> None:
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.batch", "--receiver-child", str(self.port), secret,
-             str(mirror), str(delay_ms)],
-            cwd=ROOT, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.post(f"{self.url}/create", content=b"{}", timeout=5)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.delay_ms = delay_ms
+        super().__init__(secret, mirror)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        from treecast.devserver import end_process
-
-        end_process(self.proc, 10)
+    def command(self, secret: str, mirror: Path) -> list[str]:
+        return ["-m", "bench.batch", "--receiver-child", str(self.port), secret, str(mirror),
+                str(self.delay_ms)]  # fmt: skip
 
 
 def receiver_child(port: int, secret: str, mirror: Path, delay_ms: float) -> None:
@@ -120,7 +102,7 @@ def receiver_child(port: int, secret: str, mirror: Path, delay_ms: float) -> Non
 
 
 def _set_batch(settings: Any, app_id: str, on: bool) -> None:
-    from tests.registering import blocking
+    from tests.support.registering import blocking
     from treecast.service.core import TreecastService
 
     blocking(TreecastService(settings).apps.update(app_id, batch=on))
@@ -141,7 +123,7 @@ def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any
 
 def first_sync(root: Path, files: int, delay_ms: float, batch: bool) -> dict[str, Any]:
     """One app's first sync of `files` small files to a receiver `delay_ms` away."""
-    from tests.receiver_fixture import register
+    from tests.support.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
     from treecast.remote_access import ensure_commit
 
@@ -200,28 +182,12 @@ def internet(
 
 def memory_batch_child(root: Path) -> dict[str, Any]:
     """(In a subprocess) deliver the prepared repository with batches on; idle and peak VmHWM."""
-    spec = json.loads((root / "spec.json").read_text())
-    settings = _settings(root / "data")
-    import activities.delivery  # noqa: F401
-    from tests.receiver_fixture import register
-    from treecast.db import engine_for
-    from treecast.remote_access import ensure_commit
-
-    engine_for(settings.database_url)
-    app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])
-    _set_batch(settings, app_id, True)
-    ensure_commit(settings, repository_id, spec["commit"])
-    idle = _vm_hwm_kib()
-    started = time.perf_counter()
-    result = _deliver(settings, app_id, repository_id, spec["commit"])
-    seconds = time.perf_counter() - started
-    return {
-        "status": result.status,
-        "created": result.created,
-        "idle_kib": idle,
-        "peak_kib": _vm_hwm_kib(),
-        "seconds": round(seconds, 2),
-    }
+    result, figures = measured_child(
+        root,
+        prepare=lambda settings, app_id, _: _set_batch(settings, app_id, True),
+        deliver=_deliver,
+    )
+    return figures | {"created": result.created}
 
 
 def memory_batch(root: Path) -> dict[str, Any]:
@@ -238,8 +204,6 @@ def memory_batch(root: Path) -> dict[str, Any]:
     root.mkdir(parents=True)
     commit = build_remote(root / "remote.git", count, make)
     secret = generate_webhook_secret()
-    from bench.delivery import ReceiverProcess
-
     receiver = ReceiverProcess(secret, root / "mirror")
     try:
         spec = {
@@ -248,14 +212,9 @@ def memory_batch(root: Path) -> dict[str, Any]:
             "repo_url": (root / "remote.git").as_uri(),
             "commit": commit,
         }
-        (root / "spec.json").write_text(json.dumps(spec))
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.batch", "--memory-child", str(root)],
-            cwd=ROOT, check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+        figures = run_child(root, spec, "-m", "bench.batch", "--memory-child", str(root))
     finally:
         receiver.stop()
-    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert figures["created"] == count, figures
     figures["files"] = count
     figures["batch_max_bytes"] = max_bytes

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,23 +55,27 @@ def _free_port() -> int:
 class ReceiverProcess:
     """The example receiver in its own process (so it does not share our GIL)."""
 
+    PROBE_TIMEOUT = 1.0  # seconds an answer to the readiness probe may take
+
     def __init__(self, secret: str, mirror: Path) -> None:
         self.port = _free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.receiver", "--port", str(self.port),
-             "--secret", secret, "--mirror", str(mirror)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            [sys.executable, *self.command(secret, mirror)], cwd=ROOT, stdout=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
-                httpx.post(f"{self.url}/create", content=b"{}", timeout=1)
+                httpx.post(f"{self.url}/create", content=b"{}", timeout=self.PROBE_TIMEOUT)
                 return
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def command(self, secret: str, mirror: Path) -> list[str]:
+        """The receiver's command line after the interpreter."""
+        return ["-m", "examples.receiver", "--port", str(self.port), "--secret", secret,
+                "--mirror", str(mirror)]  # fmt: skip
 
     @property
     def url(self) -> str:
@@ -110,8 +115,8 @@ def _deliver(settings: Any, app_id: str, repository_id: str, commit: str) -> Any
 
 def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
     """Files/s of deliver_changes and of a bare httpx loop, to the same receiver program."""
-    from tests.gitrepos import WorkRepo
-    from tests.receiver_fixture import add_watch, register
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.receiver_fixture import add_watch, register
     from treecast.crypto import generate_webhook_secret
     from treecast.remote_access import ensure_commit
     from treecast.webhooks import payloads
@@ -202,36 +207,53 @@ def throughput(root: Path, files: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def memory_child(root: Path) -> dict[str, Any]:
-    """(In a subprocess) deliver the prepared big file; report idle and peak VmHWM."""
+def measured_child(
+    root: Path,
+    prepare: Callable[[Any, str, str], object] = lambda *_: None,
+    deliver: Callable[[Any, str, str, str], Any] = _deliver,
+) -> tuple[Any, dict[str, Any]]:
+    """(In a subprocess) register the app and repository of root/spec.json, `prepare` their
+    watch, warm up, and `deliver` the spec's commit: its result, and the figures (idle and
+    peak VmHWM, seconds)."""
     spec = json.loads((root / "spec.json").read_text())
     settings = _settings(root / "data")
     # Warm up everything an idle worker has loaded (modules, database, git cache).
     import activities.delivery  # noqa: F401
+    from tests.support.receiver_fixture import register
     from treecast.db import engine_for
     from treecast.remote_access import ensure_commit
 
     engine_for(settings.database_url)
-    from tests.receiver_fixture import register
-
     app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])
+    prepare(settings, app_id, repository_id)
     ensure_commit(settings, repository_id, spec["commit"])
     idle = _vm_hwm_kib()
     started = time.perf_counter()
-    result = _deliver(settings, app_id, repository_id, spec["commit"])
+    result = deliver(settings, app_id, repository_id, spec["commit"])
     seconds = time.perf_counter() - started
     peak = _vm_hwm_kib()
-    return {
-        "status": result.status,
-        "idle_kib": idle,
-        "peak_kib": peak,
-        "seconds": round(seconds, 2),
-    }
+    figures = {"status": result.status, "idle_kib": idle, "peak_kib": peak}
+    return result, figures | {"seconds": round(seconds, 2)}
+
+
+def run_child(root: Path, spec: dict[str, str], *argv: str) -> dict[str, Any]:
+    """Write root/spec.json, run `python ARGV` and return the figures it printed last."""
+    (root / "spec.json").write_text(json.dumps(spec))
+    out = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
+def memory_child(root: Path) -> dict[str, Any]:
+    """(In a subprocess) deliver the prepared big file; report idle and peak VmHWM."""
+    return measured_child(root)[1]
 
 
 def memory(root: Path, size_mb: int) -> dict[str, Any]:
     """Peak memory of a worker process delivering one `size_mb` MB binary file."""
-    from tests.gitrepos import WorkRepo
+    from tests.support.gitrepos import WorkRepo
     from treecast.crypto import generate_webhook_secret
 
     repo = WorkRepo(root / "repo")
@@ -244,17 +266,9 @@ def memory(root: Path, size_mb: int) -> dict[str, Any]:
     receiver = ReceiverProcess(secret, root / "mirror")
     try:
         spec = {"url": receiver.url, "secret": secret, "repo_url": repo.url, "commit": commit}
-        (root / "spec.json").write_text(json.dumps(spec))
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.delivery", "--memory-child", str(root)],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+        figures = run_child(root, spec, "-m", "bench.delivery", "--memory-child", str(root))
     finally:
         receiver.stop()
-    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     mirrored = (root / "mirror" / "huge.bin").read_bytes()
     assert hashlib.sha256(mirrored).digest() == hashlib.sha256(target.read_bytes()).digest()
     figures["file_mb"] = size_mb

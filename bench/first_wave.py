@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from examples.receiver import Receiver
 from tests.conftest import free_port
-from tests.gitrepos import git
+from tests.support.gitrepos import git
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.devserver import DevServer, end_process, popen_tied
 

@@ -40,8 +40,8 @@ async def history(interval: int, seconds: float) -> dict[str, Any]:
     from examples.receiver import Receiver
     from models.checks import check_workflow_id
     from models.sync import sync_workflow_id
-    from tests.faults_helpers import fault_stack, in_process_worker, until_delivered
-    from tests.gitrepos import WorkRepo
+    from tests.support.faults_helpers import fault_stack, in_process_worker, until_delivered
+    from tests.support.gitrepos import WorkRepo
     from treecast.crypto import generate_webhook_secret
     from treecast.service import workflows as temporal_ops
 
@@ -120,7 +120,7 @@ async def history(interval: int, seconds: float) -> dict[str, Any]:
 SERVER = """
 import sys, time
 from pathlib import Path
-from tests.githttp import git_http_server
+from tests.support.githttp import git_http_server
 with git_http_server(Path(sys.argv[1]), None, keep_alive=True, reuse_listings=1.0) as server:
     print(server.port, flush=True)
     while True:
@@ -137,8 +137,8 @@ async def sweep_cpu(
     repos: int, seconds: float, interval: float, with_git: bool = True
 ) -> dict[str, Any]:
     from models.tables import Watch
-    from tests.gitrepos import WorkRepo
-    from tests.idle_rows import add_idle_repositories
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.idle_rows import add_idle_repositories
     from treecast import remote_checks
     from treecast.config import load_settings
     from treecast.crypto import generate_key

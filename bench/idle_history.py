@@ -33,8 +33,8 @@ from bench.sync_latency import cpu_seconds
 async def record(interval: int, seconds: float, out: Path | None) -> dict[str, Any]:
     from examples.receiver import Receiver
     from models.sync import sync_workflow_id
-    from tests.faults_helpers import fault_stack, in_process_worker, until_delivered
-    from tests.gitrepos import WorkRepo
+    from tests.support.faults_helpers import fault_stack, in_process_worker, until_delivered
+    from tests.support.gitrepos import WorkRepo
     from treecast.crypto import generate_webhook_secret
 
     with tempfile.TemporaryDirectory(prefix="treecast-idle-") as tmp:

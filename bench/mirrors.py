@@ -1,7 +1,7 @@
 """Benchmark of verifiable mirrors (`python -m bench.mirrors [--files 100000]`).
 
 Runs the Temporal dev server, a worker, the example receiver and `python -m treecast.api`
-as its own process (tests/api_stack.py). One app watches a synthetic repository of `--files` files (built with
+as its own process (tests/support/api_stack.py). One app watches a synthetic repository of `--files` files (built with
 `git fast-import`) and holds all of it: its ledger is filled as a finished delivery leaves
 it (sending 100,000 webhooks first would measure something else). Then:
 
@@ -23,6 +23,9 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,9 +35,9 @@ from sqlalchemy import insert
 from bench.git_snapshot import build_remote, git
 from examples.receiver import FILE_EVENTS, Receiver
 from models.tables import DeliveredFile, Snapshot, Watch, WatchStatus
-from tests import registering
-from tests.api_helpers import bearer
-from tests.api_stack import api_stack
+from tests.support import registering
+from tests.support.api_helpers import bearer
+from tests.support.api_stack import api_stack
 from treecast.config import Settings, load_settings
 from treecast.db import session_scope
 from treecast.delivery.manifest import manifest_files
@@ -45,31 +48,37 @@ from treecast.service.core import TreecastService
 DIFFERENCES = 10  # 4 lost, 3 changed, 3 of the app's own
 
 
-class Sampler:
-    """The peak resident memory of a process, sampled every 5 ms in a thread."""
+@dataclass
+class Memory:
+    """A process's resident memory before sampling, and the peak seen while sampled."""
 
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
-        self.before = self._process.memory_info().rss
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    before: int
+    peak: int
 
     @property
     def growth_mib(self) -> float:
         return (self.peak - self.before) / 2**20
+
+
+@contextmanager
+def sampled(pid: int) -> Iterator[Memory]:
+    """The process's resident memory, sampled every 5 ms in a thread while inside."""
+    process = psutil.Process(pid)
+    before = process.memory_info().rss
+    memory = Memory(before, before)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.005):
+            memory.peak = max(memory.peak, process.memory_info().rss)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield memory
+    finally:
+        stop.set()
+        thread.join()
 
 
 def holding_everything(
@@ -130,7 +139,7 @@ async def manifest_once(
     """(seconds, API memory growth in MiB, the body) of one manifest read piece by piece."""
     pieces: list[bytes] = []
     started = time.perf_counter()
-    with Sampler(pid) as sampler:
+    with sampled(pid) as sampler:
         async with http.stream("GET", url, headers=bearer(token)) as answer:
             assert answer.status_code == 200, await answer.aread()
             async for piece in answer.aiter_bytes():

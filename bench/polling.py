@@ -4,7 +4,7 @@
 
 The Temporal dev server (headless), `worker.py` as its own process (remote checks on, as
 by default), the example receiver and a smart-HTTP git server (`git http-backend`,
-tests/githttp.py), all on 127.0.0.1. Two repositories in the same run, one served over
+tests/support/githttp.py), all on 127.0.0.1. Two repositories in the same run, one served over
 smart HTTP and one over file://, each set up the way a new user does it (`starter.py repo
 add URL --interval N`, then `starter.py watch`), then pushed to `--pushes` times more at
 random moments (a random wait of 0 to one interval after the previous change arrived,
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from examples.receiver import Receiver
-from tests.faults_helpers import WorkerProcess, fault_stack
-from tests.githttp import git_http_server
-from tests.gitrepos import WorkRepo
+from tests.support.faults_helpers import WorkerProcess, fault_stack
+from tests.support.githttp import git_http_server
+from tests.support.gitrepos import WorkRepo
 from treecast.crypto import generate_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,14 +27,13 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.delivery import ROOT, ReceiverProcess, _deliver, _settings, _vm_hwm_kib
+from bench.delivery import ReceiverProcess, _deliver, _settings, measured_child, run_child
 
 
 def _snapshot(settings: Any, repository_id: str) -> Any:
@@ -49,7 +48,7 @@ def _snapshot(settings: Any, repository_id: str) -> Any:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    from tests.gitrepos import git
+    from tests.support.gitrepos import git
 
     return git(cwd, *args)
 
@@ -59,9 +58,9 @@ def _git(cwd: Path, *args: str) -> str:
 
 def partial(root: Path, src_mb: int, rounds: int) -> dict[str, Any]:
     """Full clone, sparse clone and Treecast's docs/** first sync, side by side."""
-    from tests.githttp import git_http_server
-    from tests.gitrepos import WorkRepo
-    from tests.receiver_fixture import register
+    from tests.support.githttp import git_http_server
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
 
     repo = WorkRepo(root / "srv" / "monorepo")
@@ -139,39 +138,24 @@ def _first_sync(settings: Any, app_id: str, repository_id: str, commit: str) -> 
 
 def lfs_memory_child(root: Path) -> dict[str, Any]:
     """(In a subprocess) deliver the prepared LFS file; report idle and peak VmHWM."""
-    spec = json.loads((root / "spec.json").read_text())
-    settings = _settings(root / "data")
-    import activities.delivery  # noqa: F401
     from models.tables import Watch
-    from tests.receiver_fixture import register
-    from treecast.db import engine_for, session_scope
-    from treecast.remote_access import ensure_commit
+    from treecast.db import session_scope
 
-    engine_for(settings.database_url)
-    app_id, repository_id = register(settings, spec["url"], [spec["secret"]], spec["repo_url"])
-    with session_scope(settings.database_url) as session:
-        watch = session.get(Watch, (app_id, repository_id))
-        assert watch is not None
-        watch.lfs = True
-        session.add(watch)
-    ensure_commit(settings, repository_id, spec["commit"])
-    idle = _vm_hwm_kib()
-    started = time.perf_counter()
-    result = _deliver(settings, app_id, repository_id, spec["commit"])
-    seconds = time.perf_counter() - started
-    return {
-        "status": result.status,
-        "idle_kib": idle,
-        "peak_kib": _vm_hwm_kib(),
-        "seconds": round(seconds, 2),
-    }
+    def lfs_on(settings: Any, app_id: str, repository_id: str) -> None:
+        with session_scope(settings.database_url) as session:
+            watch = session.get(Watch, (app_id, repository_id))
+            assert watch is not None
+            watch.lfs = True
+            session.add(watch)
+
+    return measured_child(root, prepare=lfs_on)[1]
 
 
 def lfs_memory(root: Path, size_mb: int) -> dict[str, Any]:
     """Peak memory of a worker process delivering one `size_mb` MB LFS object."""
-    from tests.githttp import git_http_server
-    from tests.gitrepos import WorkRepo
-    from tests.lfsserver import LfsStore
+    from tests.support.githttp import git_http_server
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.lfsserver import LfsStore
     from treecast.crypto import generate_webhook_secret
 
     store = LfsStore(root / "objects")
@@ -202,17 +186,10 @@ def lfs_memory(root: Path, size_mb: int) -> dict[str, Any]:
                 "repo_url": server.url("assets/remote.git"),
                 "commit": commit,
             }
-            (root / "spec.json").write_text(json.dumps(spec))
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.repository_contents", "--lfs-child", str(root)],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+            argv = ("-m", "bench.repository_contents", "--lfs-child", str(root))
+            figures = run_child(root, spec, *argv)
         finally:
             receiver.stop()
-    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     mirrored = hashlib.sha256((root / "mirror" / "video.bin").read_bytes()).hexdigest()
     assert mirrored == oid, "the mirrored file is not the LFS object"
     figures["file_mb"] = size_mb
@@ -226,8 +203,8 @@ def lfs_memory(root: Path, size_mb: int) -> dict[str, Any]:
 def submodule_bump(root: Path, files: int) -> dict[str, Any]:
     """Requests and time of the first delivery and of bumps changing 1 and 10 files."""
     from models.tables import Watch
-    from tests.gitrepos import WorkRepo
-    from tests.receiver_fixture import register
+    from tests.support.gitrepos import WorkRepo
+    from tests.support.receiver_fixture import register
     from treecast.crypto import generate_webhook_secret
     from treecast.db import session_scope
 

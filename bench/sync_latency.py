@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from sqlmodel import func, select
@@ -31,9 +30,10 @@ from sqlmodel import func, select
 from examples.receiver import Receiver
 from models.search_attributes import dev_server_args
 from models.tables import Snapshot
-from tests import registering
 from tests.conftest import free_port
-from tests.gitrepos import WorkRepo
+from tests.support import registering
+from tests.support.gitrepos import WorkRepo
+from tests.support.waiting import until
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key, generate_webhook_secret
 from treecast.db import session_scope
@@ -49,15 +49,6 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
-
-
-async def wait_for(check: Callable[[], bool], timeout: float) -> None:
-    """Poll `check()` every millisecond until true."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark step timed out")
-        await asyncio.sleep(0.001)
 
 
 async def latency(
@@ -85,14 +76,14 @@ async def latency(
 
         started = time.perf_counter()
         await temporal_ops.start_sync(client, settings, repo_id, 3600, sync_now=True)
-        await wait_for(arrived, 60)
+        await until(arrived, 60, step=0.001)
         samples.append(time.perf_counter() - started)
         target = receiver.mirror / "changing.txt"
 
         def applied(target: Path = target, expected: bytes = expected) -> bool:
             return target.exists() and target.read_bytes() == expected
 
-        await wait_for(applied, 10)
+        await until(applied, 10, step=0.001)
     return samples
 
 

@@ -5,7 +5,7 @@
 Starts a dev server with its Web UI and a worker, registers a repository whose
 remote is missing so its breaker opens, then has Chromium (Debian's `chromium`
 package) load the UI's workflow list filtered by `TreecastBreakerState = "open"`
-and save a screenshot. `tests/test_web_ui.py` runs the same steps and checks the
+and save a screenshot. `tests/workflows/test_web_ui.py` runs the same steps and checks the
 rendered page names the workflow.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import worker
-from tests import registering
+from tests.support import registering
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key
 from treecast.service import workflows as temporal_ops
@@ -103,7 +103,7 @@ async def open_a_breaker(settings: Settings, tmp: Path) -> str:
 async def main_async(out: Path) -> None:
     """Start a dev server with UI and a worker, open a breaker, take the screenshot."""
     from tests.conftest import free_port
-    from tests.temporal_env import start_local
+    from tests.support.temporal_env import start_local
 
     # The failing fetches are the point; the SDK would print each with a traceback.
     logging.getLogger("temporalio").setLevel(logging.ERROR)

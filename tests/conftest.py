@@ -5,12 +5,12 @@ by the first test that asks and stopped at the end:
 
 - `dev_env`: the Temporal dev server (in memory, Treecast's search attributes registered).
   Give each test its own task queue (`new_task_queue()`) and workflow ids (`unique()`,
-  tests/temporal_env.py); whatever a test leaves running is terminated after it.
+  tests/support/temporal_env.py); whatever a test leaves running is terminated after it.
 - `time_env`: the time-skipping test server. Tests take turns on its one clock; one that
   leaves a workflow waiting for a worker makes the next test get a fresh server (see
   `SharedTimeSkipping`); `own_time_env` is a server of the test's own.
 - `postgres_url`: a PostgreSQL server (`any_db_settings` runs a test on SQLite and on it).
-- `sshd`: an OpenSSH server on 127.0.0.1 (tests/sshserver.py).
+- `sshd`: an OpenSSH server on 127.0.0.1 (tests/support/sshserver.py).
 
 Markers: a test that uses one of these fixtures is marked `temporal`, `postgres` or `sshd`
 (and `servers`); `e2e` (the dev server end to end) counts as `temporal`. A test that starts
@@ -18,7 +18,8 @@ a server of its own (its own dev server, a worker with --dev, a browser) carries
 marker itself, e.g. `pytestmark = pytest.mark.temporal`; the helpers that start servers
 (`start_local`, `start_time_skipping`, `running_postgres`, `ssh_server`) fail a test that
 is not marked for them. `make unit` runs the tests marked neither `servers` nor `slow`
-(the few heavy ones that need no server).
+(the few that need no server but are heavy, start Treecast's own processes or wait in
+real time).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# Fixtures for every test: the example receiver (`receiver`, `receiver_secret`) and the
+# command line's settings (`cli_env`).
+from tests.support.cli import cli_env  # noqa: F401
+from tests.support.receiver_fixture import receiver, receiver_secret  # noqa: F401
 from treecast.config import Settings, load_settings
 from treecast.crypto import generate_key
 
@@ -47,7 +52,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.testing import WorkflowEnvironment
 
-    from tests.sshserver import SshServer
+    from tests.support.sshserver import SshServer
 
 # --- which tests need servers ----------------------------------------------------------
 
@@ -116,21 +121,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings with their own data dir, SQLite database and key; private URLs, file://
-    remotes and tokens over the tests' plain-http git servers allowed."""
-    env = {
-        "TREECAST_DATA_DIR": str(tmp_path / "data"),
+def treecast_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The TREECAST_* variables of a test's Treecast: its own data dir (SQLite in it) and
+    key; private URLs, file:// remotes and tokens over the tests' plain-http git servers
+    allowed; `overrides` added."""
+    return {
+        "TREECAST_DATA_DIR": str(data_dir),
         "TREECAST_SECRET_KEY": generate_key(),
         "TREECAST_ALLOW_PRIVATE_URLS": "1",
         "TREECAST_ALLOW_FILE_URLS": "1",
         "TREECAST_ALLOW_INSECURE_TRANSPORT": "1",
-        "TREECAST_TASK_QUEUE": f"treecast-test-{tmp_path.name}",
+        **overrides,
+    }
+
+
+def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """Set `env` for this test (and its child processes), SQLite in its data dir rather
+    than any TREECAST_DATABASE_URL of the caller; returns its settings."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TREECAST_DATABASE_URL", raising=False)
+    return load_settings()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings of `treecast_env` in the test's tmp_path, its own task queue."""
+    env = treecast_env(
+        tmp_path / "data",
+        TREECAST_TASK_QUEUE=f"treecast-test-{tmp_path.name}",
         # Time-skipping tests drive the poll loop itself: no remote checks (their own
         # tests, test_remote_checks.py, turn them on).
-        "TREECAST_FULL_SYNC_SECONDS": "0",
-    }
+        TREECAST_FULL_SYNC_SECONDS="0",
+    )
     return load_settings(env)
 
 
@@ -138,8 +161,8 @@ def settings(tmp_path: Path) -> Settings:
 def hosts_accept_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests about something else, on hosts that do not exist (github.com/acme/...):
     every git host accepts every app's credentials, and none, when an app watches a
-    repository. The real check against real hosts is tests/test_tenants.py's and
-    tests/test_access.py's."""
+    repository. The real check against real hosts is tests/tenants/test_tenants.py's and
+    tests/tenants/test_access.py's."""
     from treecast.access import AccessCheck, Verdict
     from treecast.service import access
 
@@ -317,7 +340,7 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
     if request.param == "sqlite":
         return settings
     url = request.getfixturevalue("postgres_url")
-    from tests.schemas import database_at_head
+    from tests.support.schemas import database_at_head
     from treecast.db import make_engine
 
     engine = make_engine(url)  # not engine_for's: it refuses a schema a test left behind
@@ -352,13 +375,10 @@ def any_db_settings(request: pytest.FixtureRequest, settings: Settings) -> Setti
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """The process's Temporal dev server (tests take `dev_env`)."""
-    from tests.temporal_env import start_local
+    from tests.support.temporal_env import start_local
 
-    env = await start_local()
-    try:
+    async with await start_local() as env:  # shut down on leaving
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture
@@ -395,7 +415,7 @@ class SharedTimeSkipping:
 
     async def get(self) -> WorkflowEnvironment:
         if self._env is None:
-            from tests.temporal_env import start_time_skipping
+            from tests.support.temporal_env import start_time_skipping
 
             self._env = await start_time_skipping()
         return self._env
@@ -442,7 +462,7 @@ async def time_env(time_server: SharedTimeSkipping) -> AsyncIterator[WorkflowEnv
 async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server of the test's own, for a test that would hold the shared
     clock (say why where it is used)."""
-    from tests.temporal_env import start_time_skipping
+    from tests.support.temporal_env import start_time_skipping
 
     env = await start_time_skipping()
     try:
@@ -457,7 +477,7 @@ async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[SshServer]:
     """An sshd on 127.0.0.1 for the process's tests (skipped where sshd is not installed)."""
-    from tests.sshserver import ssh_server
+    from tests.support.sshserver import ssh_server
 
     with ssh_server() as server:
         yield server

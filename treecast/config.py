@@ -14,8 +14,8 @@ To add a setting, add one field to `Settings`:
 Its type says how a bad value is named in the error (`Count` reads "an integer between
 1 and 1000"; see the kinds below); an optional one is `X | None = Field(None, ...)` with
 `json_schema_extra={"unset": "(what happens then)"}`, a secret one `repr=False`. Then
-add the row tests/test_config.py prints for docs/configuration.md, and the lines
-tests/test_compose.py asks for in .env.example and docker-compose.yml. `SETTINGS` is the
+add the row tests/base/test_config.py prints for docs/configuration.md, and the lines
+tests/deploy/test_compose.py asks for in .env.example and docker-compose.yml. `SETTINGS` is the
 same table derived from the class, for those tests and the docs.
 """
 

@@ -1,7 +1,7 @@
 """What became of each sync request (`sync --wait`, the API's sync): pure bookkeeping.
 
 No Temporal here, like `breaker.py`: `SyncRepository` calls these as its sync moves on,
-and tests/test_requests.py checks the rules without a server. A request is
+and tests/workflows/test_requests.py checks the rules without a server. A request is
 answered truthfully when it meets a delivery already under way: the passes of its
 commit that finished after it was asked count towards it, so `watch` followed by
 `sync --wait` reports the files that were just delivered, not "unchanged".

@@ -38,15 +38,28 @@ templates = Environment(
 )
 
 
+class _Refused(Exception):
+    """A request turned away before its page or action ran (`_viewer`: to the login page;
+    `_action`: a refused form); `response` is the answer."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("refused")
+        self.response = response
+
+
 class _SavesSession(APIRoute):
-    """Saves the request's session (its flashes, what it shows once) before the answer
-    leaves: the next page may be served by another API process."""
+    """Answers a request turned away with its refusal, and saves the request's session (its
+    flashes, what it shows once) before the answer leaves: the next page may be served by
+    another API process."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
         async def handle_and_save(request: Request) -> Response:
-            response = await handle(request)
+            try:
+                response = await handle(request)
+            except _Refused as refused:
+                response = refused.response
             session: PageSession | None = getattr(request.state, "admin_session", None)
             if session is not None and session.changed:
                 await _service(request).admin.save_session(session)
@@ -92,6 +105,14 @@ def _secure(request: Request) -> bool:
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+async def _viewer(request: Request) -> PageSession:
+    """The session of a page's viewer; one without is sent to the login page."""
+    session = await _session(request)
+    if session is None:
+        raise _Refused(_to_login(request))
+    return session
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -149,15 +170,19 @@ async def _form(request: Request, whole: tuple[str, ...] = ()) -> dict[str, str]
 
 async def _action(
     request: Request, whole: tuple[str, ...] = ()
-) -> tuple[PageSession, dict[str, str]] | Response:
-    """The session and form of a POST (`whole`: its fields kept uncut), or the refusal:
-    403 without a session or when the form lacks this session's CSRF token."""
+) -> tuple[PageSession, dict[str, str]]:
+    """The session and form of a POST (`whole`: its fields kept uncut); refused (403)
+    without a session or when the form lacks this session's CSRF token."""
     session = await _session(request)
     if session is None:
-        return _refused("You are not logged in to the admin page (or your session expired).")
+        raise _Refused(
+            _refused("You are not logged in to the admin page (or your session expired).")
+        )
     form = await _form(request, whole)
     if not session.csrf_ok(form.get("csrf")):
-        return _refused("The form is missing its security token or it is stale; reload the page.")
+        raise _Refused(
+            _refused("The form is missing its security token or it is stale; reload the page.")
+        )
     return session, form
 
 
@@ -295,11 +320,9 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    await _service(request).admin.log_out(checked[0].id)
-    checked[0].changed = False
+    session, _ = await _action(request)
+    await _service(request).admin.log_out(session.id)
+    session.changed = False
     response = _back("/admin/login")
     response.delete_cookie(COOKIE, path="/admin")
     return response
@@ -342,9 +365,7 @@ def _safe_next(target: str) -> str:
 @router.get("")
 @router.get("/")
 async def overview(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     service = _service(request)
     report = await service.admin.overview()
     counts = report
@@ -415,9 +436,7 @@ async def overview(request: Request) -> Response:
 
 @router.get("/apps")
 async def apps(request: Request, q: str = "", page: int = 1) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     page = max(1, min(page, 1_000_000))
     try:
         found = await _service(request).apps.list(
@@ -449,10 +468,7 @@ async def apps(request: Request, q: str = "", page: int = 1) -> Response:
 
 @router.post("/apps")
 async def onboard(request: Request) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     try:
         app = await _service(request).apps.add(
             form.get("name", "").strip(),
@@ -474,9 +490,7 @@ async def onboard(request: Request) -> Response:
 
 @router.get("/apps/{app_id}")
 async def app_page(request: Request, app_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     service = _service(request)
     try:
         detail = await service.apps.get(app_id)
@@ -497,9 +511,7 @@ async def app_page(request: Request, app_id: str) -> Response:
 
 @router.get("/apps/{app_id}/delete")
 async def app_delete_page(request: Request, app_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     try:
         detail = await _service(request).apps.get(app_id, with_watches=False)
     except UserError as error:
@@ -509,10 +521,7 @@ async def app_delete_page(request: Request, app_id: str) -> Response:
 
 
 async def _app_action(request: Request, app_id: str, what: str) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     service = _service(request)
     here = f"/admin/apps/{quote(app_id)}"
     try:
@@ -581,9 +590,7 @@ def _mirror_page(app_id: str, repository_id: str) -> str:
 @router.get("/apps/{app_id}/mirror/{repository_id}")
 async def mirror_page(request: Request, app_id: str, repository_id: str) -> Response:
     """Verify or repair what an app holds of a repository (docs/admin.md)."""
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     try:
         detail = await _service(request).apps.get(app_id)
     except UserError as error:
@@ -608,10 +615,7 @@ async def mirror_page(request: Request, app_id: str, repository_id: str) -> Resp
 async def mirror_action(request: Request, app_id: str, repository_id: str) -> Response:
     """Verify (send nothing) or Repair (send exactly the difference) what was pasted: the
     app's files as JSON Lines, in any order, or only its tree digest."""
-    checked = await _action(request, whole=("held",))
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request, whole=("held",))
     held = form.get("held", "").strip()
     mirrors = _service(request).mirrors
     try:
@@ -652,9 +656,7 @@ def _reconciled(done: Reconciled) -> str:
 
 @router.get("/repositories")
 async def repositories(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     rows = await _service(request).repositories.list(live=True)
     body = render(
         request,
@@ -670,9 +672,7 @@ async def repositories(request: Request) -> Response:
 
 @router.get("/repositories/{repository_id}")
 async def repository_page(request: Request, repository_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     try:
         row = await _service(request).repositories.get(repository_id, with_apps=True, live=True)
     except UserError as error:
@@ -691,10 +691,7 @@ async def repository_page(request: Request, repository_id: str) -> Response:
 
 
 async def _repository_action(request: Request, repository_id: str, what: str) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, _ = checked
+    session, _ = await _action(request)
     service = _service(request)
     try:
         if what == "sync":
@@ -732,9 +729,7 @@ for _what in ("sync", "reset", "pause", "resume"):
 
 @router.get("/failed")
 async def failed(request: Request, app: str = "") -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     service = _service(request)
     try:
         rows, note = await service.admin.failed_watches(app or None)
@@ -768,10 +763,7 @@ async def failed_resync(request: Request) -> Response:
 
 
 async def _watch_action(request: Request, what: str) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     service = _service(request)
     app_id, repository_id = form.get("app_id", ""), form.get("repository_id", "")
     back = _safe_next(form.get("back", "/admin/failed"))
@@ -802,10 +794,7 @@ async def failed_resync_all(request: Request) -> Response:
 
 
 async def _bulk(request: Request, what: BulkAction) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     app_id = form.get("app_id", "").strip() or None
     back = "/admin/failed" + (f"?{urlencode({'app': app_id})}" if app_id else "")
     try:
@@ -829,9 +818,7 @@ async def deliveries(
     outcome: str = "",
     before: str = "",
 ) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_login(request)
+    session = await _viewer(request)
     filters = {"app": app, "repository": repository, "event": event, "outcome": outcome}
     try:
         page = await _service(request).deliveries.log(
@@ -868,10 +855,7 @@ async def deliveries(
 
 @router.post("/deliveries/redeliver")
 async def deliveries_redeliver(request: Request) -> Response:
-    checked = await _action(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await _action(request)
     back = _safe_next(form.get("back", "/admin/deliveries"))
     try:
         done = await _service(request).deliveries.redeliver(

@@ -33,15 +33,9 @@ def register(commands: Commands[Any]) -> None:
     )
     _add_scheme_flags(add)
     common.add_json(add)
-    batch = common.command(
-        actions,
-        "set-batch",
-        set_batch,
-        "app_id",
-        help="turn batch delivery (BASE_URL/batch) on or off for an app",
+    common.switch(
+        actions, "set-batch", set_batch, "turn batch delivery (BASE_URL/batch) on or off for an app"
     )
-    batch.add_argument("state", choices=["on", "off"], metavar="on|off")
-    common.add_json(batch)
     update = common.command(
         actions, "update", update_app, "app_id", help="change how an app's webhooks are signed"
     )
@@ -76,11 +70,10 @@ def _add_scheme_flags(parser: argparse.ArgumentParser) -> None:
         metavar="VAR",
         help="the environment variable holding the docora scheme's client_auth_key",
     )
-    parser.add_argument(
+    common.add_choice(
+        parser,
         "--treecast-events",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a docora app also receives Treecast-only events (sync_recovered)",
+        "a docora app also receives Treecast-only events (sync_recovered)",
     )
 
 

@@ -75,6 +75,18 @@ def command(
     return parser
 
 
+def switch(commands: Commands[Any], name: str, handler: Handler, help: str) -> None:
+    """A command turning something on or off for an app: `NAME APP_ID on|off [--json]`."""
+    parser = command(commands, name, handler, "app_id", help=help)
+    parser.add_argument("state", choices=["on", "off"], metavar="on|off")
+    add_json(parser)
+
+
+def add_choice(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """`--FLAG` / `--no-FLAG`, left unset (None) when neither is given."""
+    parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
 def group(commands: Commands[Any], name: str, help: str, actions: str) -> Commands[Any]:
     """A command group (`app`, `repo`, `db`): its parser, and the one its actions go in;
     given no action it says which there are."""

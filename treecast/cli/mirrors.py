@@ -44,15 +44,12 @@ def register(commands: Commands[Any]) -> None:
     held.add_argument("--digest", metavar="HEX", help="only the app's tree digest: in sync?")
     reconcile.add_argument("--dry-run", action="store_true", help="compare only: send nothing")
     common.add_json(reconcile)
-    completed = common.command(
+    common.switch(
         commands,
         "sync-completed",
         set_sync_completed,
-        "app_id",
-        help="turn the sync_completed event (each commit's tree digest) on or off for an app",
+        "turn the sync_completed event (each commit's tree digest) on or off for an app",
     )
-    completed.add_argument("state", choices=["on", "off"], metavar="on|off")
-    common.add_json(completed)
 
 
 async def show_manifest(service: TreecastService, args: argparse.Namespace) -> Result:

@@ -33,11 +33,8 @@ def register(commands: Commands[Any]) -> None:
         choices=("off", "shallow", "recursive"),
         help="deliver submodules' files too (default off; docs/repository-contents.md)",
     )
-    watch.add_argument(
-        "--lfs",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="deliver Git LFS objects instead of their pointer files (default off)",
+    common.add_choice(
+        watch, "--lfs", "deliver Git LFS objects instead of their pointer files (default off)"
     )
     cli_credentials.add_arguments(watch, rotating=False)
     common.add_json(watch)

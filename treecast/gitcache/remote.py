@@ -277,19 +277,34 @@ def _loose_ref(path: Path, name: str) -> str | None:
     return value if is_object_id(value) else None
 
 
-def _sync_by_name(
-    settings: Settings,
-    path: Path,
-    url: str,
-    memo: RefMemo,
-    credentials: AnyCredentials | None,
-    checker: ObjectChecker | None,
-    filtered: bool = False,
-) -> SyncOutcome | None:
+@dataclass(frozen=True)
+class _Sync:
+    """One `sync_ref`: the cache at `path`, the remote and ref, how to reach and check it."""
+
+    settings: Settings
+    path: Path
+    url: str
+    ref: str
+    credentials: AnyCredentials | None
+    checker: ObjectChecker | None
+    filtered: bool
+
+    def fetch(self, refspec: str, into: str) -> None:
+        fetch(
+            self.settings, self.path, self.url, refspec, into, self.credentials,
+            filtered=self.filtered,
+        )  # fmt: skip
+
+    def peeled(self, oid: str) -> str | None:
+        return peeled_commit(self.path, oid, self.checker)
+
+
+def _sync_by_name(sync: _Sync, memo: RefMemo) -> SyncOutcome | None:
     """One `git fetch` of the remembered ref; None when asking the remote again may help
     (the ref is gone or changed its kind: `_sync_once` resolves it afresh)."""
+    settings, path = sync.settings, sync.path
     try:
-        fetch(settings, path, url, memo.source, HEAD_REF, credentials, filtered=filtered)
+        sync.fetch(memo.source, HEAD_REF)
     except GitError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER):
             raise
@@ -301,7 +316,7 @@ def _sync_by_name(
     elif oid == memo.commit or memo.source == "HEAD" or memo.source.startswith("refs/heads/"):
         commit = oid  # a branch names a commit (git refuses anything else there)
     else:
-        commit = peeled_commit(path, oid, checker)  # a tag may name a tag object
+        commit = sync.peeled(oid)  # a tag may name a tag object
     if not commit:
         return None
     moved = commit != memo.commit
@@ -312,22 +327,15 @@ def _sync_by_name(
     return SyncOutcome(path=path, ref=memo.name, commit=commit, fetched=moved)
 
 
-def _sync_once(
-    settings: Settings,
-    path: Path,
-    url: str,
-    ref: str,
-    credentials: AnyCredentials | None,
-    checker: ObjectChecker | None,
-    filtered: bool = False,
-) -> SyncOutcome:
+def _sync_once(sync: _Sync) -> SyncOutcome:
+    path, ref = sync.path, sync.ref
     memo = RefMemo.load(path, ref)
     if memo is not None:
-        outcome = _sync_by_name(settings, path, url, memo, credentials, checker, filtered)
+        outcome = _sync_by_name(sync, memo)
         if outcome is not None:
             return outcome
         RefMemo.forget(path)
-    outcome, remote = _resolve_and_fetch(settings, path, url, ref, credentials, checker, filtered)
+    outcome, remote = _resolve_and_fetch(sync)
     if outcome.commit is not None and remote.full_name is not None:
         RefMemo(
             ref=ref,
@@ -341,39 +349,29 @@ def _sync_once(
     return outcome
 
 
-def _resolve_and_fetch(
-    settings: Settings,
-    path: Path,
-    url: str,
-    ref: str,
-    credentials: AnyCredentials | None,
-    checker: ObjectChecker | None,
-    filtered: bool = False,
-) -> tuple[SyncOutcome, RemoteRef]:
+def _resolve_and_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
     """Ask the remote what the ref is, then fetch that commit by id."""
-    remote = resolve_remote_ref(settings, url, ref, credentials)
+    settings, path, ref = sync.settings, sync.path, sync.ref
+    remote = resolve_remote_ref(settings, sync.url, ref, sync.credentials)
     if remote.oid is None:
         return SyncOutcome(path=path, ref=remote.name, commit=None, fetched=False), remote
-    commit = peeled_commit(path, remote.oid, checker)
+    commit = sync.peeled(remote.oid)
     if commit is not None:
         return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=False), remote
     try:
         # By id: we get exactly what ls-remote saw, and the fetch itself pins it.
-        fetch(
-            settings, path, url, remote.oid, KEEP_PREFIX + remote.oid, credentials,
-            filtered=filtered,
-        )  # fmt: skip
+        sync.fetch(remote.oid, KEEP_PREFIX + remote.oid)
     except GitError as exc:
         if exc.type not in (GitErrorType.REF_NOT_FOUND, GitErrorType.OTHER) or not remote.full_name:
             raise
         # A server that refuses fetching by id (or a ref that moved meanwhile): by name.
-        fetch(settings, path, url, remote.full_name, HEAD_REF, credentials, filtered=filtered)
+        sync.fetch(remote.full_name, HEAD_REF)
         commit = rev_parse_commit(settings, path, HEAD_REF)
         keep_commit(settings, path, commit)
         return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
     branch = remote.full_name == "HEAD" or (remote.full_name or "").startswith("refs/heads/")
     # A branch names a commit; a tag or a given id may name a tag object: peel it.
-    commit = remote.oid if branch else peeled_commit(path, remote.oid, checker)
+    commit = remote.oid if branch else sync.peeled(remote.oid)
     if commit is None:
         raise GitError(GitErrorType.REF_NOT_FOUND, f"{ref or 'HEAD'} does not name a commit")
     if commit != remote.oid:
@@ -398,31 +396,23 @@ def sync_ref(
     without blobs (`partial`): the few every read needs are fetched with the commit.
     """
     prepare_cache(settings, path)
-    outcome = _sync_ref(settings, path, url, ref, credentials, checker, filtered)
+    outcome = _sync_ref(_Sync(settings, path, url, ref, credentials, checker, filtered))
     if outcome.commit is not None and is_partial(path):
         partial.fetch_support_blobs(settings, path, url, credentials, outcome.commit)
     return outcome
 
 
-def _sync_ref(
-    settings: Settings,
-    path: Path,
-    url: str,
-    ref: str,
-    credentials: AnyCredentials | None,
-    checker: ObjectChecker | None,
-    filtered: bool,
-) -> SyncOutcome:
+def _sync_ref(sync: _Sync) -> SyncOutcome:
     try:
-        return _sync_once(settings, path, url, ref, credentials, checker, filtered)
+        return _sync_once(sync)
     except CacheCorrupt as exc:
-        log.warning("git cache %s looks damaged (%s); rebuilding", path.name, exc)
-        if checker is not None:
-            checker.close()
-        rebuild_cache(settings, path)
+        log.warning("git cache %s looks damaged (%s); rebuilding", sync.path.name, exc)
+        if sync.checker is not None:
+            sync.checker.close()
+        rebuild_cache(sync.settings, sync.path)
         try:
-            return _sync_once(settings, path, url, ref, credentials, checker, filtered)
+            return _sync_once(sync)
         except CacheCorrupt as again:
             raise GitError(
-                GitErrorType.OTHER, f"git cache {path.name} is unusable: {again}"
+                GitErrorType.OTHER, f"git cache {sync.path.name} is unusable: {again}"
             ) from None

@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         engine.dispose()
     path = getattr(script, "path", None)
-    print(f"wrote {path}: review it, then `ruff format` it and run tests/test_migrations.py")
+    print(
+        f"wrote {path}: review it, then `ruff format` it and run tests/migrations/test_migrations.py"
+    )
     return 0
 
 

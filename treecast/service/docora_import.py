@@ -23,8 +23,10 @@ refused with one line and the database untouched.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -200,6 +202,29 @@ def write(
     return report
 
 
+def _new_rows(
+    rows: list[dict[str, Any]],
+    kind: str,
+    pattern: re.Pattern[str],
+    found: Callable[[str], object | None],
+    report: DocoraImportReport,
+    usable: set[str],
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The rows of `kind` ("app", "repository") Treecast lacks: (id, how to name it, row).
+    A row whose id is not Treecast's form is skipped; one Treecast has is counted, usable."""
+    prefix = {"app": "app_", "repository": "repo_"}[kind]
+    for row in rows:
+        row_id = row[f"{kind}_id"]
+        what = f"{kind} {row_id}"
+        if not pattern.match(row_id or ""):
+            report.skipped.append(f"{what}: its id is not {prefix} + 24 hex characters")
+        elif found(row_id) is not None:
+            report.already_present += 1
+            usable.add(row_id)
+        else:
+            yield row_id, what, row
+
+
 def _plan_apps(
     settings: Settings,
     session: Session,
@@ -210,16 +235,8 @@ def _plan_apps(
 ) -> set[str]:
     """Add the apps Treecast lacks; the ids of every app whose watches may be imported."""
     usable: set[str] = set()
-    for row in rows:
-        app_id = row["app_id"]
-        what = f"app {app_id}"
-        if not APP_ID.match(app_id or ""):
-            report.skipped.append(f"{what}: its id is not app_ + 24 hex characters")
-            continue
-        if app_rows.get(session, app_id) is not None:
-            report.already_present += 1
-            usable.add(app_id)
-            continue
+    found = partial(app_rows.get, session)
+    for app_id, what, row in _new_rows(rows, "app", APP_ID, found, report, usable):
         try:
             base_url = validate_base_url(
                 row["base_url"], allow_private=settings.allow_private_urls, resolve=False
@@ -280,16 +297,8 @@ def _plan_repositories(
     report: DocoraImportReport,
 ) -> set[str]:
     usable: set[str] = set()
-    for row in rows:
-        repository_id = row["repository_id"]
-        what = f"repository {repository_id}"
-        if not REPO_ID.match(repository_id or ""):
-            report.skipped.append(f"{what}: its id is not repo_ + 24 hex characters")
-            continue
-        if repository_rows.get(session, repository_id) is not None:
-            report.already_present += 1
-            usable.add(repository_id)
-            continue
+    found = partial(repository_rows.get, session)
+    for repository_id, what, row in _new_rows(rows, "repository", REPO_ID, found, report, usable):
         try:
             url = normalise_git_url(row["github_url"])
         except ValueError as error:

@@ -1,7 +1,7 @@
 """What the service layer answers: one dataclass per concept, the same for every door.
 
 The CLI prints these (as text, or picks their fields for `--json`), the HTTP API's
-response models are checked against them (tests/test_api_results.py: every field an
+response models are checked against them (tests/api/test_api_results.py: every field an
 `*Out` model answers is a field here, or one the route adds), and the admin templates
 render them. Nothing in them is a secret except the fields documented as shown once.
 Times are ISO-8601 UTC text. Adding a field: add it here, fill it where the row becomes

@@ -1,6 +1,7 @@
 """Signing a body too big to hold: the same headers `signing.headers_for_scheme` makes for
 a webhook, computed over the body's pieces as they are read (a manifest of 100,000
-files). Pure; equal to the one-piece signature byte for byte (tests/test_manifest.py)."""
+files). Pure; equal to the one-piece signature byte for byte (tests/api/test_mirrors_api.py
+verifies a streamed manifest with `standardwebhooks`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """The schema of the releases before migrations (treecast/migrations/baseline.py).
 
-Revision ID: 0001_baseline
-Revises:
 Create Date: 2026-12-20
 """
 
@@ -13,8 +11,6 @@ from treecast.migrations import baseline
 
 revision = baseline.REVISION
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,7 +1,5 @@
 """State every API process shares: admin sessions, the push replay guard, bulk jobs.
 
-Revision ID: 0002_shared_state
-Revises: 0001_baseline
 Create Date: 2026-12-20
 """
 
@@ -12,8 +10,6 @@ from alembic import op
 
 revision = "0002_shared_state"
 down_revision = "0001_baseline"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,6 @@
 """The remote checks' change stamps: when a repository last changed in a way a sweep
 must learn (`repositories.changed_at`, indexed), and whether it is paused.
 
-Revision ID: 0003_change_stamps
-Revises: 0002_shared_state
 Create Date: 2026-12-07
 """
 
@@ -13,8 +11,6 @@ from alembic import op
 
 revision = "0003_change_stamps"
 down_revision = "0002_shared_state"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,6 @@
 """What a watch receives beyond the repository's own blobs: its `submodules` mode and `lfs`
 choice (NULL: off, as before), and what its last delivery held back.
 
-Revision ID: 0004_watch_contents
-Revises: 0003_change_stamps
 Create Date: 2026-12-07
 """
 
@@ -13,8 +11,6 @@ from alembic import op
 
 revision = "0004_watch_contents"
 down_revision = "0003_change_stamps"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

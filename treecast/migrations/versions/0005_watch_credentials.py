@@ -2,8 +2,6 @@
 and whose credentials the repository's last fetch used. The credentials a repository
 held move to every app watching it (`treecast.upgrade_credentials`).
 
-Revision ID: 0005_watch_credentials
-Revises: 0004_watch_contents
 Create Date: 2026-12-21
 """
 
@@ -19,8 +17,6 @@ from treecast.upgrade_credentials import (
 
 revision = "0005_watch_credentials"
 down_revision = "0004_watch_contents"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,6 @@
 """Verifiable mirrors (issue 25): whether an app receives `sync_completed`, the event with
 each commit's tree digest (off, as before, for every app that exists).
 
-Revision ID: 0006_sync_completed
-Revises: 0005_watch_credentials
 Create Date: 2026-12-28
 """
 
@@ -13,8 +11,6 @@ from alembic import op
 
 revision = "0006_sync_completed"
 down_revision = "0005_watch_credentials"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,0 +1,129 @@
+"""Fetching by what is watched: when every watch has `paths`, the cache is a partial clone
+and only the blobs the watches receive cross the wire (smart HTTP with
+`uploadpack.allowFilter` on 127.0.0.1, the snapshot and delivery activities)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.delivery import DeliveryActivities
+from activities.git import GitActivities
+from examples.receiver import Receiver
+from models.delivery import AppDelivery, DeliverInput
+from models.git import SnapshotInput, SnapshotResult
+from tests.support.githttp import GitHttpServer, git_http_server
+from tests.support.gitrepos import WorkRepo, git
+from tests.support.receiver_fixture import add_watch, register
+from treecast.config import Settings
+from treecast.gitcache.cache import cache_path
+from treecast.gitcache.partial import missing_objects
+from treecast.gitcache.tree import is_partial
+
+SRC_FILES = 8
+SRC_BYTES = 256 * 1024  # each, random: a full clone carries 2 MiB
+
+
+class Monorepo:
+    """A repository with a large `src/` and a small `docs/`, served over smart HTTP."""
+
+    def __init__(self, root: Path, server: GitHttpServer, *, allow_filter: bool = True) -> None:
+        self.repo = WorkRepo(root / "monorepo")
+        git(self.repo.remote, "config", "uploadpack.allowFilter", str(allow_filter).lower())
+        for index in range(SRC_FILES):
+            self.repo.write(f"src/blob{index}.bin", os.urandom(SRC_BYTES))
+        self.repo.write("docs/index.md", "# Docs\n")
+        self.repo.write("docs/guide.md", "guide\n")
+        self.repo.write(".treecastignore", "*.tmp\n")
+        self.commit = self.repo.commit("monorepo")
+        self.server = server
+        self.url = server.url("monorepo/remote.git")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Any:
+    with git_http_server(tmp_path, None) as server:
+        yield server
+
+
+App = tuple[Receiver, str]
+
+
+@pytest.fixture
+def app(receiver: Receiver, receiver_secret: str) -> App:
+    """The example receiver and the secret an app registered for it signs with."""
+    return receiver, receiver_secret
+
+
+def snapshot(settings: Settings, repository_id: str) -> SnapshotResult:
+    result = ActivityEnvironment().run(
+        GitActivities(settings).snapshot_repository, SnapshotInput(repository_id)
+    )
+    assert isinstance(result, SnapshotResult)
+    return result
+
+
+def deliver(settings: Settings, app_id: str, repository_id: str, commit: str) -> AppDelivery:
+    result = ActivityEnvironment().run(
+        DeliveryActivities(settings).deliver_changes, DeliverInput(app_id, repository_id, commit)
+    )
+    assert isinstance(result, AppDelivery) and result.status == "synced", result
+    return result
+
+
+def test_a_docs_watch_fetches_the_docs_blobs_only(
+    settings: Settings, tmp_path: Path, served: GitHttpServer, app: App
+) -> None:
+    rcv, secret = app
+    mono = Monorepo(tmp_path, served)
+    app_id, repository_id = register(settings, rcv.url, [secret], mono.url, path_globs=["docs/**"])
+    result = snapshot(settings, repository_id)
+    assert result.commit == mono.commit and result.file_count == SRC_FILES + 3
+    deliver(settings, app_id, repository_id, mono.commit)
+    assert rcv.files() == {"docs/index.md": b"# Docs\n", "docs/guide.md": b"guide\n"}
+    cache = cache_path(settings, repository_id)
+    assert is_partial(cache)
+    assert len(missing_objects(settings, cache, mono.commit)) == SRC_FILES
+    assert served.bytes_sent < 0.05 * SRC_FILES * SRC_BYTES, served.bytes_sent
+
+    # A docs change: only its blob comes.
+    mono.repo.write("docs/guide.md", "guide, second edition\n")
+    second = mono.repo.commit("docs")
+    before = served.bytes_sent
+    snapshot(settings, repository_id)
+    deliver(settings, app_id, repository_id, second)
+    assert rcv.files()["docs/guide.md"] == b"guide, second edition\n"
+    assert served.bytes_sent - before < 20_000
+
+    # A watch of everything: what it lacks is fetched for it (and later fetches are whole).
+    other = add_watch(settings, rcv.url, [secret], repository_id)
+    snapshot(settings, repository_id)
+    deliver(settings, other, repository_id, second)
+    assert len([p for p in rcv.files() if p.startswith("src/")]) == SRC_FILES
+    assert missing_objects(settings, cache, second) == set()
+
+    # A force-push to an unrelated history syncs as before.
+    git(mono.repo.work, "checkout", "-q", "--orphan", "rewritten")
+    git(mono.repo.work, "rm", "-rq", "--cached", "src")
+    (mono.repo.work / "src").rename(tmp_path / "src-away")
+    rewritten = mono.repo.commit("rewritten", force=True)
+    assert snapshot(settings, repository_id).commit == rewritten
+    deliver(settings, app_id, repository_id, rewritten)
+    deliver(settings, other, repository_id, rewritten)
+    assert not [p for p in rcv.files() if p.startswith("src/")]
+
+
+def test_a_server_without_filter_support_is_fetched_whole(
+    settings: Settings, tmp_path: Path, served: GitHttpServer, app: App
+) -> None:
+    rcv, secret = app
+    mono = Monorepo(tmp_path, served, allow_filter=False)
+    app_id, repository_id = register(settings, rcv.url, [secret], mono.url, path_globs=["docs/**"])
+    snapshot(settings, repository_id)
+    deliver(settings, app_id, repository_id, mono.commit)
+    assert rcv.files() == {"docs/index.md": b"# Docs\n", "docs/guide.md": b"guide\n"}
+    assert served.bytes_sent > SRC_FILES * SRC_BYTES  # everything came, as before
