@@ -24,7 +24,7 @@ from temporalio.worker import Replayer, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import _runner as sandbox_runner
 
-from tests.temporal_env import HISTORIES
+from tests.support.temporal_env import HISTORIES
 from treecast.workflow_runner import ContextFreeSandbox, runner_for
 from worker import workflows as all_workflows
 

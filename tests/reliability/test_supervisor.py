@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from examples.receiver import Receiver
-from tests.faults_helpers import ROOT, fault_stack, until, until_delivered
-from tests.gitrepos import WorkRepo
+from tests.support.faults_helpers import ROOT, fault_stack, until_delivered
+from tests.support.gitrepos import WorkRepo
+from tests.support.waiting import until
 from treecast import devserver, supervisor
 from treecast.crypto import generate_webhook_secret
 from treecast.supervisor import child_environments, supervise
@@ -101,7 +102,7 @@ async def test_two_worker_processes_share_the_queue_and_stop_together(tmp_path: 
                 await until(
                     lambda: log.read_text().count("worker polling task queue") == 2,
                     90,
-                    "both worker processes polled",
+                    what="both worker processes polled",
                 )
                 for repository_id, _commit in watched:
                     await stack.start_sync(repository_id)

@@ -41,7 +41,7 @@ def test_watchers_of_is_a_fresh_process_first_read(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["https://example.com/a.git", "main", "0"]
