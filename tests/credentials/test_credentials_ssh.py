@@ -113,22 +113,44 @@ def await_status(service: TreecastService, repository_id: str) -> dict[str, Any]
     return {"apps": [asdict(w) for w in report.repositories[0].apps]}
 
 
-def leftovers() -> set[str]:
-    """The per-command ssh directories that exist now (they must not outlive a command)."""
-    root = Path(gitssh._temp_root() or tempfile.gettempdir())
-    return {p.name for p in root.glob(gitssh.TEMP_PREFIX + "*")}
+@pytest.fixture
+def ssh_dirs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The per-command ssh directories this test makes (they must not outlive a command).
+    Recorded as they are made, not by listing the shared temp folder, where other test
+    processes' commands come and go."""
+    made: list[Path] = []
+    real = tempfile.mkdtemp
+
+    def recording(*args: Any, **kwargs: Any) -> str:
+        path = real(*args, **kwargs)
+        if Path(path).name.startswith(gitssh.TEMP_PREFIX):
+            made.append(Path(path))
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    return made
+
+
+def leftovers(made: list[Path]) -> list[Path]:
+    """Which of them are still there (none, once the commands are done); fails when the
+    commands made none, so the check cannot pass by looking at nothing."""
+    assert made, "no ssh command ran"
+    return [path for path in made if path.exists()]
 
 
 def test_a_deploy_key_syncs_a_private_repository(
-    settings: Settings, server: SshServer, origin: WorkRepo, deploy_key: tuple[Path, str]
+    settings: Settings,
+    server: SshServer,
+    origin: WorkRepo,
+    deploy_key: tuple[Path, str],
+    ssh_dirs: list[Path],
 ) -> None:
     service = offline(settings)
     info = register_deploy_key(service, server, origin, deploy_key)
-    before = leftovers()
     result = snapshot(settings, info.repository_id)
     assert result.commit == git(origin.work, "rev-parse", "HEAD")
     assert result.file_count == 2 and result.ref == "main"
-    assert leftovers() == before  # the key's files went with the command
+    assert leftovers(ssh_dirs) == []  # the key's files went with the command
     # Delivery on another worker fetches the commit with the same key.
     elsewhere = settings.model_copy(update={"data_dir": settings.data_dir / "other-worker"})
     assert result.commit is not None
@@ -222,14 +244,19 @@ def test_a_replaced_host_key_is_refused_naming_both_fingerprints(
 
 @pytest.mark.sshd  # a slow sshd of its own
 def test_the_key_never_appears_in_clear(
-    settings: Settings, origin: WorkRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    settings: Settings,
+    origin: WorkRepo,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    ssh_dirs: list[Path],
 ) -> None:
     """Not in the database, the cache directory, `ps` output or logs; its files are gone."""
     caplog.set_level(logging.DEBUG)
     with ssh_server(delay_seconds=0.5) as server:  # slow, so ps sees ssh running
         private, public = keygen(tmp_path / "deploy")
         server.authorize(public)
-        _check_key_never_appears(settings, server, origin, (tmp_path / "deploy", private), caplog)
+        deploy_key = (tmp_path / "deploy", private)
+        _check_key_never_appears(settings, server, origin, deploy_key, caplog, ssh_dirs)
 
 
 def _check_key_never_appears(
@@ -238,6 +265,7 @@ def _check_key_never_appears(
     origin: WorkRepo,
     deploy_key: tuple[Path, str],
     caplog: pytest.LogCaptureFixture,
+    ssh_dirs: list[Path],
 ) -> None:
     service = offline(settings)
     info = register_deploy_key(service, server, origin, deploy_key)
@@ -256,7 +284,6 @@ def _check_key_never_appears(
 
     sampler = threading.Thread(target=watch_ps, daemon=True)
     sampler.start()
-    before = leftovers()
     try:
         for attempt in range(5):  # until ps caught an ssh git started, at least once
             settings_n = settings.model_copy(update={"data_dir": settings.data_dir / f"w{attempt}"})
@@ -268,7 +295,7 @@ def _check_key_never_appears(
         sampler.join()
     assert seen_ssh, "ps never saw the ssh git runs"
     assert all("IdentitiesOnly=yes" in line and "-F /dev/null" in line for line in seen_ssh)
-    assert leftovers() == before
+    assert leftovers(ssh_dirs) == []
 
     db = settings.data_dir / "treecast.db"
     stored = b"".join(p.read_bytes() for p in db.parent.glob("treecast.db*"))
@@ -282,17 +309,16 @@ def _check_key_never_appears(
 
 
 def test_the_key_files_go_even_when_git_times_out(
-    settings: Settings, deploy_key: tuple[Path, str]
+    settings: Settings, deploy_key: tuple[Path, str], ssh_dirs: list[Path]
 ) -> None:
     quick = settings.model_copy(update={"git_timeout_seconds": 1.0})
     url_spec = CredentialSpec(ssh_private_key=deploy_key[1], known_hosts="ssh-ed25519 " + "A" * 68)
     with silent_server() as port:
         url = f"ssh://git@127.0.0.1:{port}/x.git"
-        before = leftovers()
         # At watch time (the check times out: nothing is saved) and in a sync.
         with pytest.raises(AccessRefused, match="did not answer"):
             register(offline(quick), url, url_spec)
-        assert leftovers() == before
+        assert leftovers(ssh_dirs) == []
         with session_scope(settings.database_url) as session:
             repository, _ = register_repository(
                 session, settings, keys.cipher(settings), url, "", None
@@ -307,7 +333,7 @@ def test_the_key_files_go_even_when_git_times_out(
             session.add(watch)
         error = failure(quick, repository.id)
     assert error.type == GitErrorType.TIMEOUT
-    assert leftovers() == before
+    assert leftovers(ssh_dirs) == []
 
 
 def test_a_generated_key_is_printed_for_the_git_host_and_then_syncs(
