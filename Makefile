@@ -80,11 +80,14 @@ PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 test: lint typecheck browser sshd lfs
 	$(PYTEST) -q $(PYTEST_PARALLEL)
 
-# The tests that need no server (no Temporal, PostgreSQL, sshd or browser), in under a
-# minute: what tests/conftest.py does not mark `servers`, but for the few marked `slow`
-# (heavy, Treecast's own processes, real-time waits: `make test` runs them).
+# The tests that need no server (no Temporal, PostgreSQL, sshd or browser): what
+# tests/conftest.py does not mark `servers`, but for the few marked `slow` (heavy,
+# Treecast's own processes, real-time waits: `make test` runs them). Two processes per
+# core: these tests wait on git and sockets a good part of the time (on 2 idle cores:
+# 87 s, against 117 s with one per core and 106 s with three).
+UNIT_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 unit: $(STAMP)
-	$(PYTEST) -q -m "not servers and not slow" $(PYTEST_PARALLEL)
+	$(PYTEST) -q -m "not servers and not slow" -n $(UNIT_WORKERS) --dist worksteal
 
 # Re-take docs/ui-breaker-open.png (the Web UI filtered by breaker state).
 screenshot: $(STAMP) browser
