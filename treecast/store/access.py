@@ -3,13 +3,11 @@ and what the git host said (docs/security.md, "Tenants")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Row, bindparam, select, update
-from sqlmodel import Session
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session, col
+from sqlmodel import select as select_models
 
 from models.tables import Repository, Watch, WatchAccess, WatchStatus, utcnow
 from treecast.config import Settings
@@ -124,31 +122,30 @@ def record_verdicts(
     now = utcnow()
     lost: list[str] = []
     moved = False  # an app's access changed: who is behind changes for the remote checks
-    # The watches as they are now, read as Core and written back column by column (no
-    # ORM loading and flush: every sync records its verdicts).
-    rows = {
-        row.app_id: row
-        for row in session.connection().execute(_WATCHES_OF, {"repository_id": repository_id})
+    # The watches as they are now, in one query; the session writes back the columns each
+    # verdict changed.
+    watches = {
+        watch.app_id: watch
+        for watch in session.exec(
+            select_models(Watch).where(col(Watch.repository_id) == repository_id)
+        )
     }
     for app_id, checked in granted:
-        watch = _transient(rows.get(app_id))
+        watch = watches.get(app_id)
         if watch is not None and _same(watch, checked):
             moved = moved or watch.access != WatchAccess.GRANTED
-            with _saved(session, watch):
-                grant(watch, now)
+            grant(watch, now)
     for app_id, checked, message in refused:
-        watch = _transient(rows.get(app_id))
+        watch = watches.get(app_id)
         if watch is not None and _same(watch, checked):
             before = watch.access
-            with _saved(session, watch):
-                if refuse(watch, now, message):
-                    lost.append(app_id)
+            if refuse(watch, now, message):
+                lost.append(app_id)
             moved = moved or watch.access != before
     for app_id, expires in expiries.items():
-        watch = _transient(rows.get(app_id))
+        watch = watches.get(app_id)
         if watch is not None and expires is not None:
-            with _saved(session, watch):
-                watch.github_token_expires_at = expires
+            watch.github_token_expires_at = expires
     # Without loading the row: most syncs fetch with the same credentials as the last.
     switched = session.connection().execute(
         _FETCHED_WITH, {"repository_id": repository_id, "fetched": fetched_with, "now": now}
@@ -156,31 +153,6 @@ def record_verdicts(
     if moved and not switched.rowcount:
         stamps.stamp(session, repository_id)  # and learn it at once
     return sorted(lost)
-
-
-_ONE_WATCH = (_WATCHES.c.app_id == bindparam("app")) & (
-    _WATCHES.c.repository_id == bindparam("repository")
-)
-
-
-def _transient(row: Row[Any] | None) -> Watch | None:
-    """A watch row as a `Watch` in no session, to change and write back with `_saved`."""
-    return Watch(**row._mapping) if row is not None else None
-
-
-@contextmanager
-def _saved(session: Session, watch: Watch) -> Iterator[None]:
-    """Write the columns of a transient watch that the block changed (one UPDATE)."""
-    before = {column.name: getattr(watch, column.name) for column in _WATCHES.c}
-    yield
-    changed = {
-        name: getattr(watch, name)
-        for name, value in before.items()
-        if getattr(watch, name) != value
-    }
-    if changed:
-        ids = {"app": watch.app_id, "repository": watch.repository_id}
-        session.connection().execute(update(_WATCHES).where(_ONE_WATCH).values(**changed), ids)
 
 
 def _same(watch: Watch, checked: StoredCredentials) -> bool:
