@@ -125,7 +125,8 @@ class AppWatchOut(BaseModel):
     held_back: list[str] = Field(default_factory=list)
 
 
-class AppDetailOut(BaseModel):
+# An app's own details; `AppDetailOut` adds what operators see.
+class SelfOut(BaseModel):
     app_id: str
     name: str
     base_url: str
@@ -135,6 +136,9 @@ class AppDetailOut(BaseModel):
     active_secrets: int
     created_at: str
     updated_at: str
+
+
+class AppDetailOut(SelfOut):
     watches: list[AppWatchOut] = []
     scheme: str = "standard-webhooks"
     treecast_events: bool = False
@@ -331,18 +335,6 @@ class DeliveryOut(BaseModel):
     error: str | None
     duration_ms: float
     attempted_at: str
-
-
-class SelfOut(BaseModel):
-    app_id: str
-    name: str
-    base_url: str
-    email: str | None
-    website: str | None
-    description: str | None
-    active_secrets: int
-    created_at: str
-    updated_at: str
 
 
 class SelfPatchIn(Strict):
