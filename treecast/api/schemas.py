@@ -67,6 +67,7 @@ class CredentialsOut(
     """Which credential a watch uses and its public parts (never a secret)."""
 
     kind: str = Field(description="none, token, ssh-key or github-app")
+    host_key_fingerprints: list[str] = Field([])  # the default stated in the OpenAPI document
 
 
 # --- admin ------------------------------------------------------------------
@@ -376,4 +377,4 @@ class VersionOut(BaseModel):
 
 
 class PushOut(Answer, result=results.PushResult):
-    pass
+    repository_ids: list[str]  # always answered: required on the wire
