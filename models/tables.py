@@ -112,8 +112,30 @@ class App(SQLModel, table=True):
     docora_token_sha256: str | None = Field(default=None, max_length=64, unique=True, index=True)
 
 
-class Repository(SQLModel, table=True):
-    """A git repository that at least one app may watch."""
+class CredentialColumns(SQLModel):
+    """One set of git credentials as stored: none (a public repository), an access token,
+    a deploy key with the host keys pinned for the server (`type base64` lines, public)
+    and its public half and SHA256 fingerprint (shown, to paste into the git host), or a
+    GitHub App installation (ids, the app's private key, and when the installation token
+    a worker last minted expires; the token itself is not stored). Secrets are Fernet
+    ciphertext. `treecast.store.credentials.StoredCredentials` reads and writes them."""
+
+    token_encrypted: str | None = Field(default=None, sa_type=Text)
+    ssh_key_encrypted: str | None = Field(default=None, sa_type=Text)
+    ssh_public_key: str | None = Field(default=None, sa_type=Text)
+    ssh_key_fingerprint: str | None = Field(default=None, max_length=100)
+    ssh_host_keys: str | None = Field(default=None, sa_type=Text)
+    github_app_id: str | None = Field(default=None, max_length=64)
+    github_installation_id: str | None = Field(default=None, max_length=20)
+    github_app_key_encrypted: str | None = Field(default=None, sa_type=Text)
+    github_token_expires_at: datetime | None = None
+
+
+class Repository(CredentialColumns, table=True):
+    """A git repository that at least one app may watch. Its credential columns are from
+    before credentials belonged to watches: kept readable only so an upgrade can move
+    them to every watch (treecast/upgrade_credentials.py), which clears them; nothing
+    else reads or writes them."""
 
     __tablename__ = "repositories"
 
@@ -129,20 +151,6 @@ class Repository(SQLModel, table=True):
     # Whose credentials the last fetch used (an app id; None: none were needed). Shown
     # by `status`; the next fetch tries them first (treecast/store/credentials.py).
     fetched_with: str | None = Field(default=None, max_length=28)
-    # Before credentials belonged to watches they were stored here. Kept readable only so
-    # an upgrade can move them to every watch (treecast/upgrade_credentials.py), which
-    # clears them; nothing else reads or writes them.
-    token_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    ssh_key_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    ssh_public_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    ssh_key_fingerprint: str | None = Field(default=None, max_length=100)
-    ssh_host_keys: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    github_app_id: str | None = Field(default=None, max_length=64)
-    github_installation_id: str | None = Field(default=None, max_length=20)
-    github_app_key_encrypted: str | None = Field(
-        default=None, sa_column=Column(Text, nullable=True)
-    )
-    github_token_expires_at: datetime | None = None
     # When something the remote checks read last changed: registered, a new interval,
     # watched or unwatched, paused or resumed, a sync recorded (`treecast.store.stamps`).
     # Each sweep re-reads the rows changed since its last read every second.
@@ -156,8 +164,9 @@ class Repository(SQLModel, table=True):
     __table_args__ = (Index("uq_repositories_url_ref", "url", "ref", unique=True),)
 
 
-class Watch(SQLModel, table=True):
-    """An app watching a repository, with the state of its deliveries."""
+class Watch(CredentialColumns, table=True):
+    """An app watching a repository, with the state of its deliveries, and the app's own
+    credentials for the repository (another app's watch never reads them for itself)."""
 
     __tablename__ = "watches"
 
@@ -178,23 +187,6 @@ class Watch(SQLModel, table=True):
     # dropped by a receiver that deduplicates by webhook-id.
     ledger_generation: str = Field(default_factory=new_generation, max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
-    # The app's own credentials for the repository: none (a public repository), an access
-    # token, a deploy key with the host keys pinned for the server (`type base64` lines,
-    # public) and its public half and SHA256 fingerprint (shown, to paste into the git
-    # host), or a GitHub App installation (ids, the app's private key, and when the
-    # installation token a worker last minted expires; the token itself is not stored).
-    # Secrets are Fernet ciphertext. Another app's watch never reads them for itself.
-    token_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    ssh_key_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    ssh_public_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    ssh_key_fingerprint: str | None = Field(default=None, max_length=100)
-    ssh_host_keys: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    github_app_id: str | None = Field(default=None, max_length=64)
-    github_installation_id: str | None = Field(default=None, max_length=20)
-    github_app_key_encrypted: str | None = Field(
-        default=None, sa_column=Column(Text, nullable=True)
-    )
-    github_token_expires_at: datetime | None = None
     # Whether those credentials reach the repository now (a WatchAccess value), when the
     # host last said so, and why it refused.
     access: str | None = Field(default=None, max_length=20)

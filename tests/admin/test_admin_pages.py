@@ -78,6 +78,15 @@ async def csrf_of(client: httpx.AsyncClient, path: str = "/admin") -> str:
     return found.group(1)
 
 
+async def post_onboarding(
+    client: httpx.AsyncClient, csrf: str, name: str, base_url: str, **more: str
+) -> httpx.Response:
+    """Submit the apps page's onboarding form."""
+    return await client.post(
+        "/admin/apps", data={"csrf": csrf, "name": name, "base_url": base_url, **more}
+    )
+
+
 def test_the_router_has_the_pages_and_actions_the_issue_names() -> None:
     gets, posts = admin_routes("GET"), admin_routes("POST")
     for page in ("/admin", "/admin/apps", f"/admin/apps/{APP_ID}", "/admin/repositories"):
@@ -203,10 +212,7 @@ async def test_onboarding_shows_the_token_and_secret_once(tmp_path: Path) -> Non
     async with api_client(settings) as client:
         await log_in(client)
         csrf = await csrf_of(client, "/admin/apps")
-        answer = await client.post(
-            "/admin/apps",
-            data={"csrf": csrf, "name": "handbook", "base_url": "https://example.com/hooks"},
-        )
+        answer = await post_onboarding(client, csrf, "handbook", "https://example.com/hooks")
         assert answer.status_code == 303
         # Until the next page shows them, they wait in the session's row, encrypted.
         with session_scope(settings.database_url) as db:
@@ -226,9 +232,7 @@ async def test_onboarding_shows_the_token_and_secret_once(tmp_path: Path) -> Non
         assert listed.status_code == 200
 
         # A bad base URL is a flash message, not an error page.
-        bad = await client.post(
-            "/admin/apps", data={"csrf": csrf, "name": "x", "base_url": "ftp://nope"}
-        )
+        bad = await post_onboarding(client, csrf, "x", "ftp://nope")
         assert bad.status_code == 303
         assert "was not added" in (await client.get("/admin/apps")).text
 
@@ -237,7 +241,7 @@ async def test_a_refused_field_is_named_by_its_label_beside_it(tmp_path: Path) -
     async with api_client(api_settings(tmp_path)) as client:
         await log_in(client)
         csrf = await csrf_of(client, "/admin/apps")
-        await client.post("/admin/apps", data={"csrf": csrf, "name": "x", "base_url": "ftp://x"})
+        await post_onboarding(client, csrf, "x", "ftp://x")
         page = (await client.get("/admin/apps")).text
         # One line on top, and the reason beside the base URL's input, in the page's words.
         assert "The app was not added." in page
@@ -247,7 +251,7 @@ async def test_a_refused_field_is_named_by_its_label_beside_it(tmp_path: Path) -
         # Shown once: the next page has neither.
         again = (await client.get("/admin/apps")).text
         assert "was not added" not in again and "base_url-error" not in again
-        await client.post("/admin/apps", data={"csrf": csrf, "name": " ", "base_url": "x"})
+        await post_onboarding(client, csrf, " ", "x")
         beside = (await client.get("/admin/apps")).text.split('name="name"', 1)[1]
         assert beside.split("<label", 1)[0].count("Name must not be empty") == 1
 
@@ -466,15 +470,13 @@ async def test_onboarding_with_the_docora_scheme_makes_a_docora_app(tmp_path: Pa
         assert 'name="scheme"' in form and 'name="client_auth_key" type="password"' in form
         assert '<label for="onboard-client-auth-key">' in form
         key = "k" * 24
-        answer = await client.post(
-            "/admin/apps",
-            data={
-                "csrf": csrf,
-                "name": "legacy",
-                "base_url": "https://example.com/hooks",
-                "scheme": "docora",
-                "client_auth_key": key,
-            },
+        answer = await post_onboarding(
+            client,
+            csrf,
+            "legacy",
+            "https://example.com/hooks",
+            scheme="docora",
+            client_auth_key=key,
         )
         assert answer.status_code == 303
         app_id = answer.headers["location"].rsplit("/", 1)[1]
@@ -484,15 +486,7 @@ async def test_onboarding_with_the_docora_scheme_makes_a_docora_app(tmp_path: Pa
         assert "Signing scheme</dt><dd>docora" in page and key not in page
 
         # docora without a key is refused with a flash; nothing is added.
-        refused = await client.post(
-            "/admin/apps",
-            data={
-                "csrf": csrf,
-                "name": "nokey",
-                "base_url": "https://e.example",
-                "scheme": "docora",
-            },
-        )
+        refused = await post_onboarding(client, csrf, "nokey", "https://e.example", scheme="docora")
         assert refused.status_code == 303
         listing = (await client.get("/admin/apps")).text
         assert "was not added" in listing and "client_auth_key" in listing

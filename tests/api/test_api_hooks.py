@@ -25,6 +25,7 @@ from tests.support.api_helpers import (
     github_headers,
     github_push,
     onboard,
+    post_github_push,
 )
 from treecast.db import session_scope
 from treecast.service import pushes
@@ -77,10 +78,7 @@ async def hooked(tmp_path: Path) -> AsyncIterator[Hooked]:
 
 async def test_a_signed_github_push_syncs_the_repository(hooked: Hooked) -> None:
     repo = await hooked.watch()
-    body = github_push(REPO)
-    answer = await hooked.http.post(
-        "/hooks/github", content=body, headers=github_headers(body, repo["push_secret"])
-    )
+    answer = await post_github_push(hooked.http, REPO, repo["push_secret"])
     assert answer.status_code == 202, answer.text
     assert answer.json()["repository_ids"] == [repo["repository_id"]]
     assert hooked.synced == [repo["repository_id"]]
@@ -122,10 +120,7 @@ async def test_a_body_changed_after_signing_is_refused(hooked: Hooked) -> None:
 async def test_a_push_signed_for_another_repository_is_refused(hooked: Hooked) -> None:
     mine = await hooked.watch()
     other = await hooked.watch("https://github.com/acme/other")
-    body = github_push(REPO)
-    answer = await hooked.http.post(
-        "/hooks/github", content=body, headers=github_headers(body, other["push_secret"])
-    )
+    answer = await post_github_push(hooked.http, REPO, other["push_secret"])
     assert answer.status_code == 401
     assert mine["repository_id"] not in hooked.synced
 
@@ -139,10 +134,7 @@ async def test_refs_pick_the_repositories(hooked: Hooked) -> None:
     assert main.get("push_secret") == secret == release.get("push_secret")
 
     async def push(ref: str, delivery: str) -> list[str]:
-        body = github_push(REPO, ref=ref)
-        answer = await hooked.http.post(
-            "/hooks/github", content=body, headers=github_headers(body, secret, delivery)
-        )
+        answer = await post_github_push(hooked.http, REPO, secret, delivery, ref=ref)
         assert answer.status_code == 202
         ids: list[str] = answer.json()["repository_ids"]
         return sorted(ids)
@@ -159,13 +151,9 @@ async def test_refs_pick_the_repositories(hooked: Hooked) -> None:
 async def test_duplicates_pings_and_other_events(hooked: Hooked) -> None:
     repo = await hooked.watch()
     secret = repo["push_secret"]
+    first = await post_github_push(hooked.http, REPO, secret, "same")
+    again = await post_github_push(hooked.http, REPO, secret, "same")
     body = github_push(REPO)
-    first = await hooked.http.post(
-        "/hooks/github", content=body, headers=github_headers(body, secret, "same")
-    )
-    again = await hooked.http.post(
-        "/hooks/github", content=body, headers=github_headers(body, secret, "same")
-    )
     assert first.status_code == again.status_code == 202
     assert again.json()["duplicate"] is True and again.json()["repository_ids"] == []
     assert hooked.synced == [repo["repository_id"]]
@@ -244,14 +232,10 @@ async def test_the_global_push_secret_verifies_any_repository(tmp_path: Path) ->
     shared = "global-push-secret-0123456789"
     async for hooked in _hooked(tmp_path, TREECAST_PUSH_SECRET=shared):
         repo = await hooked.watch()
-        body = github_push(REPO)
-        answer = await hooked.http.post(
-            "/hooks/github", content=body, headers=github_headers(body, shared)
-        )
+        answer = await post_github_push(hooked.http, REPO, shared)
         assert answer.json()["repository_ids"] == [repo["repository_id"]]
-        unknown = github_push("https://github.com/nobody/nothing")
-        answer = await hooked.http.post(
-            "/hooks/github", content=unknown, headers=github_headers(unknown, shared, "x")
+        answer = await post_github_push(
+            hooked.http, "https://github.com/nobody/nothing", shared, "x"
         )
         assert answer.status_code == 202 and answer.json()["repository_ids"] == []
 

@@ -15,14 +15,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support.api_helpers import (
-    api_client,
-    api_settings,
-    bearer,
-    github_headers,
-    github_push,
-    onboard,
-)
+from tests.support.api_helpers import api_client, api_settings, bearer, onboard, post_github_push
 from tests.support.temporal_env import FakeTreecast, new_task_queue, treecast_worker
 from tests.support.waiting import until
 from treecast.config import Settings
@@ -135,10 +128,7 @@ async def test_a_signed_push_starts_a_sync(live: Live) -> None:
     await until(lambda: live.fake.snapshots >= 1)
     await asyncio.sleep(0.5)
     before = live.fake.snapshots
-    body = github_push(REPO)
-    answer = await live.http.post(
-        "/hooks/github", content=body, headers=github_headers(body, repo["push_secret"])
-    )
+    answer = await post_github_push(live.http, REPO, repo["push_secret"])
     assert answer.status_code == 202 and answer.json()["repository_ids"] == [repo["repository_id"]]
     await until(lambda: live.fake.snapshots > before)
 

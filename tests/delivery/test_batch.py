@@ -255,20 +255,20 @@ def test_a_crash_while_recording_a_batch_leaves_none_of_it_in_the_ledger(
     run = brun
     commit = run.letters("abcdef")
     batch_on(run)
-    real = LedgerWriter._commit
+    real = LedgerWriter.acknowledged
     calls = {"n": 0}
 
-    def dying(self: LedgerWriter, *args: Any) -> None:
+    def dying(self: LedgerWriter, **kwargs: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 2:  # the second batch's 2xx came back; its transaction never commits
             raise RuntimeError("killed before the batch's transaction committed")
-        real(self, *args)
+        real(self, **kwargs)
 
-    monkeypatch.setattr(LedgerWriter, "_commit", dying)
+    monkeypatch.setattr(LedgerWriter, "acknowledged", dying)
     with pytest.raises(ApplicationError, match="killed"):
         run.deliver(commit)
     assert set(run.ledger()) == {"a.txt", "b.txt", "c.txt"}
-    monkeypatch.setattr(LedgerWriter, "_commit", real)
+    monkeypatch.setattr(LedgerWriter, "acknowledged", real)
     run.deliver(commit)
     sent = [r for r in run.receiver.requests if r.event == "batch"]
     assert [len(r.payload["events"]) for r in sent] == [3, 3, 3]
@@ -289,13 +289,15 @@ def test_the_ledger_batch_is_one_transaction(settings: Settings, tmp_path: Path)
         assert watch is not None
         generation = watch.ledger_generation
     writer = LedgerWriter(settings.database_url, app_id, repository_id, generation)
-    writer.acknowledged_batch(
+    writer.acknowledged(
+        event="batch", path=None,
         webhook_id="msg_1", http_status=200, duration_ms=1.0, excerpt=None,
         entries=[("a", ("b1", "s1"), False), ("b", ("b2", "s2"), False)],
     )  # fmt: skip
     stale = LedgerWriter(settings.database_url, app_id, repository_id, "another-generation")
     with pytest.raises(WatchChanged):
-        stale.acknowledged_batch(
+        stale.acknowledged(
+            event="batch", path=None,
             webhook_id="msg_2", http_status=200, duration_ms=1.0, excerpt=None,
             entries=[("a", None, True), ("c", ("b3", "s3"), False)],
         )  # fmt: skip

@@ -99,6 +99,14 @@ def ledger(settings: Settings, app_id: str) -> dict[str, str]:
         return {row.path: row.sha256 for row in rows}
 
 
+def deliver_the_first_commit(settings: Settings, repo: WorkRepo) -> None:
+    """One app, app_1, watching the whole repository, its first commit synced and
+    delivered to it."""
+    register(settings, repo, {"app_1": []})
+    first = sync(settings, repo)
+    deliver(settings, "app_1", first, changes(settings, "app_1", first))
+
+
 def kinds(todo: list[FileChange]) -> list[tuple[str, str]]:
     return [(c.kind, c.path) for c in todo]
 
@@ -189,9 +197,7 @@ def test_first_then_incremental_sync(any_db_settings: Settings, repo: WorkRepo) 
 
 
 def test_incremental_path_only_looks_at_the_diff(settings: Settings, repo: WorkRepo) -> None:
-    register(settings, repo, {"app_1": []})
-    first = sync(settings, repo)
-    deliver(settings, "app_1", first, changes(settings, "app_1", first))
+    deliver_the_first_commit(settings, repo)
     # Tamper with the ledger outside the diff: the diff path cannot see it (proving it is
     # used), while a full comparison would re-create the file.
     with session_scope(settings.database_url) as session:
@@ -203,9 +209,7 @@ def test_incremental_path_only_looks_at_the_diff(settings: Settings, repo: WorkR
 
 
 def test_diffed_paths_still_consult_the_ledger(settings: Settings, repo: WorkRepo) -> None:
-    register(settings, repo, {"app_1": []})
-    first = sync(settings, repo)
-    deliver(settings, "app_1", first, changes(settings, "app_1", first))
+    deliver_the_first_commit(settings, repo)
     # The app lost docs/a.md and src/main.py from its ledger (e.g. rows removed by a reset).
     with session_scope(settings.database_url) as session:
         for path in ("docs/a.md", "src/main.py"):
@@ -220,9 +224,7 @@ def test_diffed_paths_still_consult_the_ledger(settings: Settings, repo: WorkRep
 def test_ignore_file_change_falls_back_to_full_comparison(
     settings: Settings, repo: WorkRepo
 ) -> None:
-    register(settings, repo, {"app_1": []})
-    first = sync(settings, repo)
-    deliver(settings, "app_1", first, changes(settings, "app_1", first))
+    deliver_the_first_commit(settings, repo)
     repo.write(".treecastignore", "docs/\n")
     second = push(settings, repo)
     todo = changes(settings, "app_1", second)
@@ -262,9 +264,7 @@ def test_force_push_with_and_without_the_old_commit(settings: Settings, repo: Wo
 
 
 def test_empty_repository_deletes_everything(settings: Settings, repo: WorkRepo) -> None:
-    register(settings, repo, {"app_1": []})
-    first = sync(settings, repo)
-    deliver(settings, "app_1", first, changes(settings, "app_1", first))
+    deliver_the_first_commit(settings, repo)
     todo = changes(settings, "app_1", None)
     assert [c.kind for c in todo] == ["delete"] * 4
     assert [c.path for c in todo] == sorted(c.path for c in todo)

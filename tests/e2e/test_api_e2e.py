@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support.api_helpers import bearer, github_headers, github_push, post_onboard
+from tests.support.api_helpers import (
+    bearer,
+    github_headers,
+    github_push,
+    post_github_push,
+    post_onboard,
+)
 from tests.support.api_stack import api_stack
 from tests.support.waiting import until
 
@@ -43,10 +49,7 @@ async def test_push_event_delivers_the_file_and_a_bad_signature_does_nothing(
         # A push: the hook makes it arrive now, not at the next poll (an hour away).
         repo.write("docs/new.md", "pushed\n")
         second = repo.commit("second")
-        payload = github_push(repo.url)
-        hooked = await http.post(
-            "/hooks/github", content=payload, headers=github_headers(payload, push_secret, "d1")
-        )
+        hooked = await post_github_push(http, repo.url, push_secret, "d1")
         assert hooked.status_code == 202, hooked.text
         assert hooked.json()["repository_ids"] == [rid]
         await until(lambda: receiver.files() == repo.files_at(second))

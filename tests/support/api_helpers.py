@@ -108,3 +108,17 @@ def github_headers(
         "X-Hub-Signature-256": f"sha256={signature}",
         "Content-Type": "application/json",
     }
+
+
+async def post_github_push(
+    http: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    delivery: str = "d-1",
+    ref: str = "refs/heads/main",
+) -> httpx.Response:
+    """A GitHub push of the repository at `url` (`ref`), signed with `secret`, posted to
+    the push hook as GitHub would."""
+    body = github_push(url, ref=ref)
+    headers = github_headers(body, secret, delivery)
+    return await http.post("/hooks/github", content=body, headers=headers)

@@ -6,9 +6,9 @@ flash message. See docs/admin.md."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request
@@ -29,6 +29,7 @@ STATIC = HERE / "static"
 APPS_PER_PAGE = 25
 DELIVERIES_PER_PAGE = 50
 MAX_FORM_FIELD = 4096
+T = TypeVar("T")
 
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -200,6 +201,19 @@ LABELS = {
     "client_auth_key": "Client auth key",
 }
 APP_FORM = ("name", "base_url", "secret", "scheme", "client_auth_key")
+
+
+def _missing(request: Request, session: PageSession, message: str) -> _Refused:
+    """A page whose subject does not exist: the "missing" page, 404."""
+    return _Refused(_html(render(request, session, "missing.html", message=message), 404))
+
+
+async def _found(request: Request, session: PageSession, lookup: Awaitable[T]) -> T:
+    """What a page shows; a lookup that finds nothing answers the "missing" page."""
+    try:
+        return await lookup
+    except UserError as error:
+        raise _missing(request, session, _problem(error)) from None
 
 
 def _problem(error: Exception) -> str:
@@ -492,11 +506,8 @@ async def onboard(request: Request) -> Response:
 async def app_page(request: Request, app_id: str) -> Response:
     session = await _viewer(request)
     service = _service(request)
-    try:
-        detail = await service.apps.get(app_id)
-        page = await service.deliveries.log(app_id=app_id, limit=20)
-    except UserError as error:
-        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
+    detail = await _found(request, session, service.apps.get(app_id))
+    page = await _found(request, session, service.deliveries.log(app_id=app_id, limit=20))
     body = render(
         request,
         session,
@@ -512,10 +523,7 @@ async def app_page(request: Request, app_id: str) -> Response:
 @router.get("/apps/{app_id}/delete")
 async def app_delete_page(request: Request, app_id: str) -> Response:
     session = await _viewer(request)
-    try:
-        detail = await _service(request).apps.get(app_id, with_watches=False)
-    except UserError as error:
-        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
+    detail = await _found(request, session, _service(request).apps.get(app_id, with_watches=False))
     body = render(request, session, "app_delete.html", app=detail, title=f"Delete {detail.name}")
     return _html(body)
 
@@ -591,14 +599,10 @@ def _mirror_page(app_id: str, repository_id: str) -> str:
 async def mirror_page(request: Request, app_id: str, repository_id: str) -> Response:
     """Verify or repair what an app holds of a repository (docs/admin.md)."""
     session = await _viewer(request)
-    try:
-        detail = await _service(request).apps.get(app_id)
-    except UserError as error:
-        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
+    detail = await _found(request, session, _service(request).apps.get(app_id))
     watch = next((w for w in detail.watches if w.repository_id == repository_id), None)
     if watch is None:
-        message = f"app {app_id} does not watch repository {repository_id}"
-        return _html(render(request, session, "missing.html", message=message), 404)
+        raise _missing(request, session, f"app {app_id} does not watch repository {repository_id}")
     body = render(
         request,
         session,
@@ -673,10 +677,8 @@ async def repositories(request: Request) -> Response:
 @router.get("/repositories/{repository_id}")
 async def repository_page(request: Request, repository_id: str) -> Response:
     session = await _viewer(request)
-    try:
-        row = await _service(request).repositories.get(repository_id, with_apps=True, live=True)
-    except UserError as error:
-        return _html(render(request, session, "missing.html", message=_problem(error)), 404)
+    lookup = _service(request).repositories.get(repository_id, with_apps=True, live=True)
+    row = await _found(request, session, lookup)
     body = render(
         request,
         session,

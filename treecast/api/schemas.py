@@ -1,5 +1,6 @@
 """Request and response bodies: typed, bounded (string lengths, list sizes, no unknown
-fields), so validation refuses hostile input before any service call."""
+fields), so validation refuses hostile input before any service call. Most response
+models are made from the result they answer (`answers.Answer`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
+from treecast.api.answers import Answer
+from treecast.service import results
 from treecast.service.credentials import CredentialSpec
 
 T = TypeVar("T")
@@ -53,16 +56,18 @@ ACCESS = (
 )
 
 
-class CredentialsOut(BaseModel):
+class CredentialsOut(
+    Answer,
+    result=results.CredentialInfo,
+    describe={
+        "ssh_public_key": "paste it into the git host",
+        "token_expires_at": "the last minted app token's expiry",
+    },
+):
     """Which credential a watch uses and its public parts (never a secret)."""
 
     kind: str = Field(description="none, token, ssh-key or github-app")
-    ssh_key_fingerprint: str | None = None
-    ssh_public_key: str | None = Field(None, description="paste it into the git host")
-    host_key_fingerprints: list[str] = []
-    github_app_id: str | None = None
-    github_installation_id: str | None = None
-    token_expires_at: str | None = Field(None, description="the last minted app token's expiry")
+    host_key_fingerprints: list[str] = Field([])  # the default stated in the OpenAPI document
 
 
 # --- admin ------------------------------------------------------------------
@@ -95,49 +100,37 @@ class OnboardOut(BaseModel):
     created_at: str
 
 
-class AppOut(BaseModel):
-    app_id: str
-    name: str
-    base_url: str
-    watches: int
-    created_at: str
-    batch: bool = False
-    scheme: str = "standard-webhooks"
+class AppOut(Answer, result=results.App):
+    pass
 
 
-class AppWatchOut(BaseModel):
-    repository_id: str
-    url: str
-    ref: str
-    status: str
-    delivered_commit: str | None
-    last_error_type: str | None
-    last_error: str | None
-    retry_count: int
-    last_synced_at: str | None
+class AppWatchOut(
+    Answer,
+    result=results.Watch,
+    fields=(
+        "repository_id", "url", "ref", "status", "delivered_commit", "last_error_type",
+        "last_error", "retry_count", "last_synced_at", "path_globs", "credentials", "access",
+        "access_checked_at", "access_error", "submodules", "lfs", "held_back",
+    ),
+    describe={"access": ACCESS},
+):  # fmt: skip
     path_globs: list[str] = Field(validation_alias=AliasChoices("path_globs", "paths"))
     credentials: CredentialsOut | None = None
-    access: str = Field("granted", description=ACCESS)
-    access_checked_at: str | None = None
-    access_error: str | None = None
-    submodules: str = "off"
-    lfs: bool = False
-    held_back: list[str] = Field(default_factory=list)
 
 
-class AppDetailOut(BaseModel):
-    app_id: str
-    name: str
-    base_url: str
-    email: str | None
-    website: str | None
-    description: str | None
-    active_secrets: int
-    created_at: str
-    updated_at: str
-    watches: list[AppWatchOut] = []
-    scheme: str = "standard-webhooks"
-    treecast_events: bool = False
+class SelfOut(
+    Answer,
+    result=results.AppDetail,
+    fields=(
+        "app_id", "name", "base_url", "email", "website", "description", "active_secrets",
+        "created_at", "updated_at",
+    ),
+):  # fmt: skip
+    pass
+
+
+class AppDetailOut(Answer, result=results.AppDetail, exclude=("batch", "sync_completed")):
+    watches: list[AppWatchOut] = Field([])
 
 
 class AppDeletedOut(BaseModel):
@@ -224,66 +217,46 @@ class CredentialsSetOut(BaseModel):
     app_ids: list[str] | None = Field(default=None, description="the watches changed (operators)")
 
 
-class RepositoryOut(BaseModel):
-    repository_id: str
-    url: str
-    owner: str
-    name: str
-    ref: str
-    paths: list[str]
-    submodules: str = "off"
-    lfs: bool = False
-    created_at: str
-    repository_created: bool
-    watch_created: bool
+class RepositoryOut(
+    Answer,
+    result=results.Watched,
+    fields=(
+        "repository_id", "url", "owner", "name", "ref", "paths", "submodules", "lfs",
+        "created_at", "repository_created", "watch_created", "sync_requested", "sync_error",
+        "push_secret", "push_url", "credentials",
+    ),
+    describe={"push_secret": "only for a new repository; shown once"},
+):  # fmt: skip
     sync_requested: bool
     sync_error: str | None = None
-    push_secret: str | None = Field(None, description="only for a new repository; shown once")
     push_url: str | None = None
     credentials: CredentialsOut | None = None
 
 
-class LiveOut(BaseModel):
-    known: bool = Field(description="false: Temporal did not answer; see error")
-    running: bool = False
-    breaker_state: str | None = None
-    consecutive_failures: int | None = None
-    last_commit: str | None = None
-    last_sync_at: str | None = None
-    next_sync_at: str | None = None
-    checked_at: str | None = Field(
-        default=None, description="with remote checks: the remote was checked at or after this"
-    )
-    paused: bool | None = None
-    syncing: bool | None = None
-    message: str | None = None
-    error: str | None = None
+class LiveOut(
+    Answer,
+    result=results.LiveState,
+    describe={
+        "known": "false: Temporal did not answer; see error",
+        "checked_at": "with remote checks: the remote was checked at or after this",
+    },
+):
+    pass
 
 
-class WatchOut(BaseModel):
-    repository_id: str
-    url: str
-    owner: str
-    name: str
-    ref: str
-    paths: list[str]
-    status: str
-    delivered_commit: str | None
-    last_error_type: str | None
-    last_error: str | None
-    retry_count: int
-    last_synced_at: str | None
-    created_at: str
+class WatchOut(
+    Answer,
+    result=results.Watch,
+    fields=(
+        "repository_id", "url", "owner", "name", "ref", "paths", "status", "delivered_commit",
+        "last_error_type", "last_error", "retry_count", "last_synced_at", "created_at", "live",
+        "submodules", "lfs", "held_back", "credentials", "access", "access_checked_at",
+        "access_error",
+    ),
+    describe={"held_back": "what the last delivery held back, and why", "access": ACCESS},
+):  # fmt: skip
     live: LiveOut
-    submodules: str = "off"
-    lfs: bool = False
-    held_back: list[str] = Field(
-        default_factory=list, description="what the last delivery held back, and why"
-    )
     credentials: CredentialsOut | None = None
-    access: str = Field("granted", description=ACCESS)
-    access_checked_at: str | None = None
-    access_error: str | None = None
 
 
 class GitTokenIn(Strict):
@@ -321,28 +294,8 @@ class RedeliverOut(BaseModel):
     sync_requested: bool
 
 
-class DeliveryOut(BaseModel):
-    id: int
-    repository_id: str
-    event: str
-    path: str | None
-    webhook_id: str
-    http_status: int | None
-    error: str | None
-    duration_ms: float
-    attempted_at: str
-
-
-class SelfOut(BaseModel):
-    app_id: str
-    name: str
-    base_url: str
-    email: str | None
-    website: str | None
-    description: str | None
-    active_secrets: int
-    created_at: str
-    updated_at: str
+class DeliveryOut(Answer, result=results.Delivery, exclude=("app_id",)):
+    pass
 
 
 class SelfPatchIn(Strict):
@@ -423,9 +376,5 @@ class VersionOut(BaseModel):
     build: str
 
 
-class PushOut(BaseModel):
-    event: str
-    repository_ids: list[str]
-    duplicate: bool = False
-    ignored: str | None = None
-    ping: bool = False
+class PushOut(Answer, result=results.PushResult):
+    repository_ids: list[str]  # always answered: required on the wire

@@ -263,26 +263,19 @@ class FileDelivery:
             for kind, count in kinds.items():
                 files.with_additional_attributes({"event": kind}).add(count)
             entries = [(path, ledger, forget) for _kind, path, ledger, forget in request.entries]
-            if request.event == Event.BATCH:
-                self.ledger.acknowledged_batch(
-                    webhook_id=request.msg_id,
-                    http_status=outcome.status,
-                    duration_ms=outcome.duration_ms,
-                    excerpt=outcome.excerpt,
-                    entries=entries,
-                )
-            else:
-                path, ledger, forget = entries[0] if entries else (request.path or "", None, False)
-                self.ledger.acknowledged(
-                    event=request.event,
-                    path=path,
-                    webhook_id=request.msg_id,
-                    http_status=outcome.status,
-                    duration_ms=outcome.duration_ms,
-                    excerpt=outcome.excerpt,
-                    ledger=ledger,
-                    forget=forget,
-                )
+            path: str | None = None  # a batch's log row has none
+            if request.event != Event.BATCH:
+                entries = entries[:1] or [(request.path or "", None, False)]
+                path = entries[0][0]
+            self.ledger.acknowledged(
+                event=request.event,
+                path=path,
+                webhook_id=request.msg_id,
+                http_status=outcome.status,
+                duration_ms=outcome.duration_ms,
+                excerpt=outcome.excerpt,
+                entries=entries,
+            )
             if prune:
                 with session_scope(self.settings.database_url) as session:
                     prune_delivery_log(session, app_id, self.settings.delivery_log_keep)

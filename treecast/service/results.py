@@ -1,11 +1,13 @@
 """What the service layer answers: one dataclass per concept, the same for every door.
 
 The CLI prints these (as text, or picks their fields for `--json`), the HTTP API's
-response models are checked against them (tests/api/test_api_results.py: every field an
-`*Out` model answers is a field here, or one the route adds), and the admin templates
-render them. Nothing in them is a secret except the fields documented as shown once.
-Times are ISO-8601 UTC text. Adding a field: add it here, fill it where the row becomes
-the result (the `*_of` builders below), and add it to the `*Out` model that shows it.
+response models are made from them (treecast/api/answers.py) and checked against them
+(tests/api/test_api_results.py: every field an `*Out` model answers is a field here, or
+one the route adds), and the admin templates render them. Nothing in them is a secret
+except the fields documented as shown once. Times are ISO-8601 UTC text. Adding a field:
+add it here, fill it where the row becomes the result (the `*_of` builders below), and
+name it in the `fields=` of the `*Out` model that shows it (a model without `fields=`
+shows every field but its `exclude=`, the new one too).
 """
 
 from __future__ import annotations

@@ -19,10 +19,7 @@ from models.tables import DeliveredFile, DeliveryAttempt, Watch, WatchStatus, ne
 from treecast.config import Settings
 from treecast.db import engine_for, session_scope
 
-# The delivery-log event of a `/batch` request (its row's path is None).
-BATCH_EVENT = "batch"
-
-# One path of a batch: (path, (blob_id, sha256) to record, or None; forget the path).
+# One path of a request: (path, (blob_id, sha256) to record, or None; forget the path).
 BatchEntry = tuple[str, tuple[str, str] | None, bool]
 
 # The blob id of a ledger row imported from Docora, which knew only the content's SHA-256
@@ -149,35 +146,6 @@ class LedgerWriter:
         self,
         *,
         event: str,
-        path: str,
-        webhook_id: str,
-        http_status: int | None,
-        duration_ms: float,
-        excerpt: str | None,
-        ledger: tuple[str, str] | None,
-        forget: bool,
-    ) -> None:
-        """Log a 2xx attempt and upsert (`ledger`) or delete (`forget`) the path's row."""
-        self._commit(
-            event, path, webhook_id, http_status, duration_ms, excerpt, [(path, ledger, forget)]
-        )
-
-    def acknowledged_batch(
-        self,
-        *,
-        webhook_id: str,
-        http_status: int | None,
-        duration_ms: float,
-        excerpt: str | None,
-        entries: Sequence[BatchEntry],
-    ) -> None:
-        """Log one 2xx `batch` attempt (path None) and move every path of it, in one
-        transaction: a batch is in the ledger whole or not at all."""
-        self._commit(BATCH_EVENT, None, webhook_id, http_status, duration_ms, excerpt, entries)
-
-    def _commit(
-        self,
-        event: str,
         path: str | None,
         webhook_id: str,
         http_status: int | None,
@@ -185,6 +153,9 @@ class LedgerWriter:
         excerpt: str | None,
         entries: Sequence[BatchEntry],
     ) -> None:
+        """Log one 2xx attempt (a `batch` one with path None) and move the ledger row of
+        each entry (one for a file event), in one transaction: a batch is in the ledger
+        whole or not at all."""
         if self._raw is None:
             self._raw = self._engine.raw_connection()
         now = self._now()
