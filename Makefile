@@ -83,8 +83,9 @@ test: lint typecheck browser sshd lfs
 # The tests that need no server (no Temporal, PostgreSQL, sshd or browser): what
 # tests/conftest.py does not mark `servers`, but for the few marked `slow` (heavy,
 # Treecast's own processes, real-time waits: `make test` runs them). Two processes per
-# core: these tests wait on git and sockets a good part of the time (on 2 idle cores:
-# 87 s, against 117 s with one per core and 106 s with three).
+# core: these tests wait on git and sockets a good part of the time (on 2 idle cores, temp
+# folders on disk: 87 s, against 117 s with one per core and 106 s with three; with them in
+# memory, below, the tests wait less: worth measuring again on an idle machine).
 UNIT_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 # Their temp folders (TMPDIR: pytest's tmp_path, tempfile's) in memory when /dev/shm is a
 # tmpfs with 2 GB free that may run programs (tests run scripts they write there): the
