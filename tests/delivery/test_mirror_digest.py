@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,7 @@ def _digest_of_commit(root: Path, files: dict[str, bytes]) -> tuple[str, str, li
     repo = WorkRepo(root / "repo")
     for path, content in files.items():
         repo.write(path, content)
-    commit = repo.commit("random tree")
+    commit = repo.commit("random tree", push=False)  # Treecast fetches from the work tree
     treecast = load_settings(
         {
             "TREECAST_DATA_DIR": str(root / "data"),
@@ -104,7 +105,7 @@ def _digest_of_commit(root: Path, files: dict[str, bytes]) -> tuple[str, str, li
         }
     )
     cache = RepositoryCache(treecast, "repo_digest")
-    access = RemoteAccess("repo_digest", repo.url, "", None)
+    access = RemoteAccess("repo_digest", f"file://{repo.work}", "", None)
     with cache.reading():
         ours, count = commit_digest(cache, access, commit, [])
         order = [entry.path for entry in manifest_files(cache, access, commit, [])]
@@ -113,7 +114,7 @@ def _digest_of_commit(root: Path, files: dict[str, bytes]) -> tuple[str, str, li
     subprocess.run(
         ["git", "clone", "-q", str(repo.work), str(checkout)], check=True, capture_output=True
     )
-    subprocess.run(["rm", "-rf", str(checkout / ".git")], check=True)
+    shutil.rmtree(checkout / ".git")
     return ours, spec_digest.digest_of_folder(str(checkout)), order
 
 

@@ -4,13 +4,16 @@ images in Git LFS, served over smart HTTP with an LFS server on the same port.
 
 Made with the real tools: git pushes over HTTP, `git-lfs` (Debian's) pushes the objects,
 and `reference()` is what `git clone --recurse-submodules` + `git lfs pull` check out.
+Made once per test process (~1 s of git), then copied for each test and served anew.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +37,10 @@ ICON = b"\x89PNG\r\n\x1a\n" + b"icon" * 1000
 class World:
     """The served repositories and the work trees they are pushed from."""
 
-    def __init__(self, root: Path, server: GitHttpServer, store: LfsStore) -> None:
+    def __init__(
+        self, root: Path, server: GitHttpServer, store: LfsStore, *, made_at: str | None = None
+    ) -> None:
+        """`made_at`: the server URL a copied world was pushed to (its work trees' remotes)."""
         self.root = root
         self.server = server
         self.store = store
@@ -49,9 +55,10 @@ class World:
             "GIT_TERMINAL_PROMPT": "0",
         }
         self.env.pop("GIT_CONFIG_NOSYSTEM", None)
+        moved = f'[url "{server.url("")}"]\n\tinsteadOf = {made_at}\n' if made_at else ""
         (self.home / ".gitconfig").write_text(
             "[protocol]\n\tallow = always\n[lfs]\n\tlocksverify = false\n"
-            "[init]\n\tdefaultBranch = main\n"
+            "[init]\n\tdefaultBranch = main\n" + moved
         )
         if GIT_LFS is not None:
             self.git(self.home, "lfs", "install", "--skip-repo")
@@ -110,31 +117,51 @@ def tree_files(root: Path) -> dict[str, bytes]:
     return files
 
 
+_made: tuple[Path, str] | None = None  # this process's world and the URL it was served at
+
+
+def _made_world() -> tuple[Path, str]:
+    global _made
+    if _made is None:
+        folder = Path(tempfile.mkdtemp(prefix="treecast-world-"))
+        atexit.register(shutil.rmtree, folder, True)
+        store = LfsStore(folder / "world" / "lfs-objects")
+        with git_http_server(folder / "world" / "srv", None, lfs=store) as server:
+            _fill(World(folder / "world", server, store))
+            _made = folder / "world", server.url("")
+    return _made
+
+
 @contextmanager
 def content_world(tmp: Path) -> Iterator[World]:
-    """A running server with the handbook, its style guide and the guide's fonts."""
+    """A running server with the handbook, its style guide and the guide's fonts: a copy
+    of the process's world, which the test may change."""
+    made, made_at = _made_world()
+    shutil.copytree(made, tmp, symlinks=True)
     store = LfsStore(tmp / "lfs-objects")
     with git_http_server(tmp / "srv", None, lfs=store) as server:
-        world = World(tmp, server, store)
-        fonts = world.work("fonts")
-        world.write(fonts, "LICENSE.txt", "OFL\n")
-        world.write(fonts, "fonts.css", "@font-face {}\n")
-        world.commit(fonts, "fonts")
+        yield World(tmp, server, store, made_at=made_at)
 
-        style = world.work("style")
-        world.write(style, ".gitattributes", "*.png filter=lfs diff=lfs merge=lfs -text\n")
-        world.write(style, "style.css", "body { color: black }\n")
-        world.write(style, "img/icon.png", ICON)
-        world.git(style, "-c", "protocol.file.allow=always", "submodule", "add", "-q",
-                  "../fonts.git", "deps/fonts")  # fmt: skip
-        world.commit(style, "style")
 
-        handbook = world.work("handbook")
-        world.write(handbook, ".gitattributes", "images/** filter=lfs diff=lfs merge=lfs -text\n")
-        world.write(handbook, "docs/index.md", "# Handbook\n")
-        world.write(handbook, "images/logo.png", PNG)
-        world.write(handbook, "notes.txt", "plain\n")
-        os.symlink("docs/index.md", handbook / "index-link.md")
-        world.git(handbook, "submodule", "add", "-q", "../style.git", "vendor/style")
-        world.commit(handbook, "handbook")
-        yield world
+def _fill(world: World) -> None:
+    fonts = world.work("fonts")
+    world.write(fonts, "LICENSE.txt", "OFL\n")
+    world.write(fonts, "fonts.css", "@font-face {}\n")
+    world.commit(fonts, "fonts")
+
+    style = world.work("style")
+    world.write(style, ".gitattributes", "*.png filter=lfs diff=lfs merge=lfs -text\n")
+    world.write(style, "style.css", "body { color: black }\n")
+    world.write(style, "img/icon.png", ICON)
+    world.git(style, "-c", "protocol.file.allow=always", "submodule", "add", "-q",
+              "../fonts.git", "deps/fonts")  # fmt: skip
+    world.commit(style, "style")
+
+    handbook = world.work("handbook")
+    world.write(handbook, ".gitattributes", "images/** filter=lfs diff=lfs merge=lfs -text\n")
+    world.write(handbook, "docs/index.md", "# Handbook\n")
+    world.write(handbook, "images/logo.png", PNG)
+    world.write(handbook, "notes.txt", "plain\n")
+    os.symlink("docs/index.md", handbook / "index-link.md")
+    world.git(handbook, "submodule", "add", "-q", "../style.git", "vendor/style")
+    world.commit(handbook, "handbook")
