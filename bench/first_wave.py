@@ -232,6 +232,7 @@ class Wave:
     cpu: dict[str, float] = field(default_factory=dict)
     worker_peak_rss_mb: float = 0.0
     metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (sum, count)
+    anatomy: list[dict[str, float]] = field(default_factory=list)  # bench.wave_anatomy.steps_of
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -381,6 +382,12 @@ async def run_wave(args: argparse.Namespace, tmp: Path) -> Wave:
             wave.synced_at = {
                 rid: now - (offset - taken).total_seconds() for rid, taken in snapshots.items()
             }
+            if args.anatomy:
+                from bench.wave_anatomy import anatomy
+                from models.sync import deliver_workflow_id, sync_workflow_id
+
+                pairs = [(sync_workflow_id(r), deliver_workflow_id(r)) for r in wave.registered_at]
+                wave.anatomy = await anatomy(await service.client(), pairs)
     finally:
         end_process(worker, 30)
         server.stop()
@@ -480,6 +487,10 @@ def report(wave: Wave) -> list[str]:
     counters = {name: wave.metrics[name][0] for name in COUNTERS if name in wave.metrics}
     if counters:
         lines.append("  " + ", ".join(f"{name} {value:.0f}" for name, value in counters.items()))
+    if wave.anatomy:
+        from bench.wave_anatomy import report as anatomy_report
+
+        lines += anatomy_report(wave.anatomy)
     return lines
 
 
@@ -514,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         action="store_true",
         help="turn on the worker's Prometheus metrics and print its task latencies",
+    )
+    parser.add_argument(
+        "--anatomy",
+        action="store_true",
+        help="after the wave, read every repository's histories and print where its "
+        "delivery waited (bench.wave_anatomy)",
     )
     parser.add_argument(
         "--worker-processes",
@@ -558,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
             from bench.temporal_floor import report as floor_report
             from bench.temporal_floor import run_floor
 
-            floor = asyncio.run(run_floor(args.repos, tmp / "floor", every=args.every))
+            floor = asyncio.run(
+                run_floor(args.repos, tmp / "floor", every=args.every, anatomy=args.anatomy)
+            )
             for line in [*floor_report(floor), *floor_ratios(wave, floor)]:
                 print(line, flush=True)
     finally:

@@ -91,6 +91,7 @@ class FloorSync:
             FloorDeliver.run,
             repository_id,
             id=f"floor-deliver/{repository_id}",
+            priority=TO_APPS,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
         )
         # The next poll, an hour away: the child's report and its completion land here.

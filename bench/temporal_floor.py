@@ -39,6 +39,7 @@ class Floor:
     total_seconds: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     worker_peak_rss_mb: float = 0.0
+    anatomy: list[dict[str, float]] = field(default_factory=list)  # bench.wave_anatomy.steps_of
 
 
 async def serve(address: str) -> None:
@@ -74,9 +75,12 @@ async def serve(address: str) -> None:
             await asyncio.Event().wait()
 
 
-async def run_floor(repos: int, tmp: Path, *, concurrency: int = 50, every: float = 10.0) -> Floor:
+async def run_floor(
+    repos: int, tmp: Path, *, concurrency: int = 50, every: float = 10.0, anatomy: bool = False
+) -> Floor:
     """Start the dev server and the floor's worker, start `repos` FloorSync workflows,
-    and wait until every FloorDeliver child completed."""
+    and wait until every FloorDeliver child completed (`anatomy`: then read where each
+    delivery waited, as `first_wave --anatomy` does)."""
     from temporalio.client import Client
 
     from bench.floor_workflows import FloorSync
@@ -143,6 +147,12 @@ async def run_floor(repos: int, tmp: Path, *, concurrency: int = 50, every: floa
             "bench": own_cpu_seconds() - before["bench"],
         }
         floor.worker_peak_rss_mb = peak_rss_mb(worker.pid)
+        if anatomy:
+            from bench.wave_anatomy import anatomy as read_anatomy
+
+            names = [f"floor-repo-{number:05d}" for number in range(repos)]
+            pairs = [(f"floor-sync/{name}", f"floor-deliver/{name}") for name in names]
+            floor.anatomy = await read_anatomy(client, pairs, ("floor_snapshot", "floor_deliver"))
     finally:
         end_process(worker, 30)
         server.stop()
@@ -154,11 +164,14 @@ def report(floor: Floor) -> list[str]:
     per_repo = ", ".join(
         f"{name} {1000 * seconds / floor.repos:.0f} ms" for name, seconds in floor.cpu.items()
     )
+    from bench.wave_anatomy import report as anatomy_report
+
     return [
         f"Temporal alone, {floor.repos} repositories: every child completed "
         f"{floor.total_seconds:.1f}s after the first start "
         f"({floor.repos / floor.total_seconds:.1f} repositories/s)",
         f"  CPU per repository: {per_repo}; worker peak RSS {floor.worker_peak_rss_mb:.0f} MiB",
+        *(anatomy_report(floor.anatomy) if floor.anatomy else []),
     ]
 
 

@@ -58,7 +58,10 @@ DELIVER_HEARTBEAT = timedelta(seconds=10)
 # (a delivery, a breaker notice) goes before queued snapshots: when thousands of new
 # repositories arrive at once, each one's files follow its sync instead of waiting for
 # every other repository's snapshot. A server orders by priority within each of a
-# queue's partitions; one that ignores priorities runs them in order of arrival.
+# queue's partitions; one that ignores priorities runs them in order of arrival. The
+# children (DeliverFiles, NotifyBreaker) start at it too: their workflow tasks then go
+# before the first tasks of repositories registered meanwhile (a priority is no part of
+# replay's determinism check: histories recorded without it replay alike).
 TO_APPS = Priority(priority_key=2)
 
 # -- breaker notices -------------------------------------------------------------------

@@ -64,7 +64,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.deliver_files import DeliverFiles
     from workflows.notify_breaker import NotifyBreaker
-    from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, failure_of
+    from workflows.policies import DB_RETRY, DB_TIMEOUT, SNAPSHOT_RETRY, TO_APPS, failure_of
 
 HANDOVER_ATTEMPTS = 3  # start-or-signal rounds of the DeliverFiles handover
 # Versioning (docs/workflows.md): a sync that found apps whose access was refused starts
@@ -560,6 +560,7 @@ class SyncRepository:
                 NotifyBreaker.run,
                 notice,
                 id=child_id,
+                priority=TO_APPS,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 static_summary=(
                     f"{notice.event} for every app watching {notice.repository_id}"
@@ -587,6 +588,7 @@ class SyncRepository:
                         app_ids=list(behind),
                     ),
                     id=child_id,
+                    priority=TO_APPS,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     static_summary=f"deliver {repository_id} at {short} to {len(behind)} apps",
                 )

@@ -40,6 +40,7 @@ from tests.support.temporal_env import (
 )
 from treecast.config import Settings
 from treecast.service import workflows as temporal_ops
+from workflows.policies import TO_APPS
 from workflows.sync_repository import REUSE_RECENT, SyncRepository
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,6 +104,15 @@ async def test_an_app_refused_by_the_host_alone_gets_sync_failed_and_no_more_fil
     await save_history(handle, "sync_access_refused")
     notify = time_env.client.get_workflow_handle(notice.transition_id)
     await save_history(notify, "notify_access_refused")
+    # Both children start at the apps' priority: in a first wave their workflow tasks go
+    # before the first tasks of repositories registered meanwhile.
+    children = [
+        event.start_child_workflow_execution_initiated_event_attributes
+        async for event in handle.fetch_history_events()
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert {c.workflow_type.name for c in children} == {"DeliverFiles", "NotifyBreaker"}
+    assert {c.priority.priority_key for c in children} == {TO_APPS.priority_key}
 
 
 async def test_breaker_opens_notifies_once_and_recovers(time_env: WorkflowEnvironment) -> None:
