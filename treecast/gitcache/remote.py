@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from models.git import GitErrorType
@@ -37,7 +37,7 @@ from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import ObjectChecker, is_object_id
 from treecast.gitcache.pinning import pinned_remote
 from treecast.gitcache.ssh import SshCredentials, SshFiles, ssh_files
-from treecast.gitcache.tree import is_partial
+from treecast.gitcache.tree import TreeStats, is_partial
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,9 @@ class SyncOutcome:
     # True when the sync brought a commit its previous sync did not have, and pinned it
     # (False: nothing new, or a commit the cache already held, not pinned again here).
     fetched: bool
+    # The commit's counts when a partial cache's listing for its support blobs gave them
+    # (a new commit; see `partial.fetch_support_blobs`), else None.
+    stats: TreeStats | None = None
 
 
 MEMO_FILE = "treecast-ref.json"
@@ -449,7 +452,11 @@ def sync_ref(
     prepare_cache(settings, path)
     outcome = _sync_ref(_Sync(settings, path, url, ref, credentials, checker, filtered))
     if outcome.commit is not None and is_partial(path):
-        partial.fetch_support_blobs(settings, path, url, credentials, outcome.commit)
+        # A new commit is counted by the same listing (a snapshot counts every new one).
+        stats = partial.fetch_support_blobs(
+            settings, path, url, credentials, outcome.commit, count=outcome.fetched
+        )
+        outcome = replace(outcome, stats=stats)
     return outcome
 
 
