@@ -136,9 +136,9 @@ def test_a_new_commit_is_listed_once_for_its_support_blobs_and_its_counts(
     snapshot's counts too, unless a root `.treecastignore` changes them (listed again)."""
     import treecast.gitcache.partial as partial_module
     import treecast.gitcache.tree as tree_module
+    from treecast.gitcache.command import stream_records as real
 
     listings: list[str] = []
-    real = tree_module.stream_records
 
     def recorded(args: list[str], **kwargs: Any) -> Any:
         if args[0] == "ls-tree":
