@@ -64,7 +64,7 @@ class GitActivities:
             if outcome.commit is not None:
                 before = SnapshotStats.of(previous) if previous is not None else None
                 stats = cache.tree_stats(
-                    outcome.commit, previous.commit if previous else None, before
+                    outcome.commit, previous.commit if previous else None, before, outcome.stats
                 )
                 if not outcome.fetched and (previous is None or previous.commit != outcome.commit):
                     # Back to a commit the cache had anyway: pin it again (a fetch pins itself).

@@ -499,6 +499,30 @@ def test_a_branch_replaced_by_a_tag_is_resolved_again(settings: Settings, repo: 
     assert err.type == GitErrorType.REF_NOT_FOUND and err.non_retryable
 
 
+def test_a_first_sync_takes_the_commit_the_remote_named(
+    settings: Settings, repo: WorkRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into an empty cache the ref is fetched by name while the remote is asked what it is:
+    when the two differ (the ref moved in between), the answer's commit is the one synced."""
+    import treecast.gitcache.remote as git_remote
+
+    answered = git(repo.work, "rev-parse", "HEAD")
+    repo.write("docs/a.md", "moved\n")
+    moved = repo.commit("pushed between the answer and the fetch")
+    real = git_remote.resolve_remote_ref
+
+    def earlier(*args: object) -> git_remote.RemoteRef:
+        found = real(*args)  # type: ignore[arg-type]
+        assert found.oid == moved
+        return git_remote.RemoteRef(found.name, found.full_name, answered)
+
+    monkeypatch.setattr(git_remote, "resolve_remote_ref", earlier)
+    assert sync(settings, repo.url) == (answered, "main", True)
+    assert has_object(settings, cache_path(settings, "repo_t"), answered)
+    monkeypatch.setattr(git_remote, "resolve_remote_ref", real)
+    assert sync(settings, repo.url)[:2] == (moved, "main")
+
+
 def test_a_default_branch_that_does_not_exist_is_refused_not_emptied(
     settings: Settings, repo: WorkRepo
 ) -> None:

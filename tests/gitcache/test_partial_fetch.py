@@ -15,7 +15,7 @@ from activities.delivery import DeliveryActivities
 from activities.git import GitActivities
 from examples.receiver import Receiver
 from models.delivery import AppDelivery, DeliverInput
-from models.git import SnapshotInput, SnapshotResult
+from models.git import SnapshotInput, SnapshotResult, SnapshotStats
 from tests.support.githttp import GitHttpServer, git_http_server
 from tests.support.gitrepos import WorkRepo, git
 from tests.support.receiver_fixture import add_watch, register
@@ -127,3 +127,48 @@ def test_a_server_without_filter_support_is_fetched_whole(
     deliver(settings, app_id, repository_id, mono.commit)
     assert rcv.files() == {"docs/index.md": b"# Docs\n", "docs/guide.md": b"guide\n"}
     assert served.bytes_sent > SRC_FILES * SRC_BYTES  # everything came, as before
+
+
+def test_a_new_commit_is_listed_once_for_its_support_blobs_and_its_counts(
+    settings: Settings, tmp_path: Path, served: GitHttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partial cache lists each new commit for its support blobs; that listing gives the
+    snapshot's counts too, unless a root `.treecastignore` changes them (listed again)."""
+    import treecast.gitcache.partial as partial_module
+    import treecast.gitcache.tree as tree_module
+    from treecast.gitcache.command import stream_records as real
+
+    listings: list[str] = []
+
+    def recorded(args: list[str], **kwargs: Any) -> Any:
+        if args[0] == "ls-tree":
+            listings.append(args[-1])
+        return real(args, **kwargs)
+
+    for module in (tree_module, partial_module):
+        monkeypatch.setattr(module, "stream_records", recorded)
+    mono = Monorepo(tmp_path, served)
+    mono.repo.write("build/out.tmp", "ignored\n")
+    mono.repo.write("docs/.gitattributes", "*.md text\n")
+    os.symlink("index.md", mono.repo.work / "docs" / "link.md")
+    ignoring = mono.repo.commit("an ignored file, a link")
+    _, repository_id = register(
+        settings, "http://127.0.0.1:9/", ["s"], mono.url, path_globs=["docs/**"]
+    )
+    cache = cache_path(settings, repository_id)
+
+    def counts(commit: str) -> dict[str, Any]:
+        return tree_module.list_tree(settings, cache, commit, keep_files=False).stats.counts()
+
+    result = snapshot(settings, repository_id)
+    assert result.commit == ignoring and listings == [ignoring, ignoring]
+    assert SnapshotStats.of(result).counts() == counts(ignoring)
+    assert result.file_count == SRC_FILES + 4 and result.skipped_symlinks == 1
+
+    git(mono.repo.work, "rm", "-q", ".treecastignore")
+    unignored = mono.repo.commit("nothing ignored")
+    listings.clear()
+    result = snapshot(settings, repository_id)
+    assert result.commit == unignored and listings == [unignored]
+    assert SnapshotStats.of(result).counts() == counts(unignored)
+    assert result.file_count == SRC_FILES + 4 and result.skipped_symlinks == 1

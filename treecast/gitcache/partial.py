@@ -19,10 +19,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from models.git import GitErrorType
 from treecast.config import Settings
 from treecast.gitcache.command import AnyCredentials, stream_records
-from treecast.gitcache.objects import blob_sizes, is_object_id
-from treecast.gitcache.tree import IGNORE_FILE, is_partial, parse_ls_tree_record
+from treecast.gitcache.errors import GitError
+from treecast.gitcache.objects import ObjectChecker, blob_sizes, is_object_id
+from treecast.gitcache.tree import (
+    IGNORE_FILE,
+    TreeStats,
+    count_unfiltered,
+    is_partial,
+    parse_ls_tree_record,
+    warn_skipped,
+)
 
 PROMISOR = "treecast"
 FILTER = "blob:none"
@@ -30,7 +39,8 @@ FILTER = "blob:none"
 FETCH_BATCH = 2000
 
 # The blobs every read of a commit may need, fetched with the commit.
-_ROOT_SUPPORT = {IGNORE_FILE.encode(), b".gitmodules", b".lfsconfig", b".gitattributes"}
+_IGNORE_PATH = IGNORE_FILE.encode()
+_ROOT_SUPPORT = {_IGNORE_PATH, b".gitmodules", b".lfsconfig", b".gitattributes"}
 
 
 def mark_partial(path: Path) -> None:
@@ -76,20 +86,30 @@ def fetch_blobs(
     return len(wanted)
 
 
-def support_blobs(settings: Settings, path: Path, commit: str) -> set[str]:
+class _Support:
+    """The support blobs among a listing's entries, gathered as they stream by."""
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+        self.ignore_file = False  # the root `.treecastignore` is among them
+
+    def seen(self, _mode: str, oid: str, raw_path: bytes) -> None:
+        name = raw_path.rsplit(b"/", 1)[-1]
+        if raw_path in _ROOT_SUPPORT or name == b".gitattributes":
+            self.found.add(oid)
+            self.ignore_file |= raw_path == _IGNORE_PATH
+
+
+def support_blobs(settings: Settings, path: Path, commit: str) -> _Support:
     """The blob ids of the commit's root `.treecastignore`, `.gitmodules`, `.lfsconfig`
     and every `.gitattributes` (git would need them for any read)."""
-    found: set[str] = set()
+    support = _Support()
     args = ["ls-tree", "-r", "-z", "--full-tree", commit]
     for record in stream_records(args, settings=settings, cwd=path):
         parsed = parse_ls_tree_record(record)
-        if parsed is None:
-            continue
-        _mode, oid, _size, raw_path = parsed
-        name = raw_path.rsplit(b"/", 1)[-1]
-        if raw_path in _ROOT_SUPPORT or name == b".gitattributes":
-            found.add(oid)
-    return found
+        if parsed is not None:
+            support.seen(parsed[0], parsed[1], parsed[3])
+    return support
 
 
 def fetch_support_blobs(
@@ -98,12 +118,34 @@ def fetch_support_blobs(
     url: str,
     credentials: AnyCredentials | None,
     commit: str,
-) -> None:
-    """After a commit arrived in a partial cache: fetch the blobs any read of it needs."""
-    found = support_blobs(settings, path, commit)
+    *,
+    count: bool = False,
+) -> TreeStats | None:
+    """After a commit arrived in a partial cache: fetch the blobs any read of it needs.
+
+    `count`: the same listing also counts the commit, and its `TreeStats` are returned
+    unless they could be wrong (a root `.treecastignore`, which they do not apply, or a
+    tree past a limit, which `tree_stats` refuses); otherwise None.
+    """
+    stats: TreeStats | None = None
+    support = _Support()
+    if count:
+        try:
+            stats = count_unfiltered(settings, path, commit, support.seen)
+        except GitError as exc:
+            if exc.type != GitErrorType.TREE_TOO_LARGE:
+                raise
+    if stats is None:
+        support = support_blobs(settings, path, commit)
+    elif support.ignore_file:
+        stats = None
+    else:
+        warn_skipped(commit, stats)
+    found = support.found
     needed = found & missing_objects(settings, path, commit) if found else set()
     if needed:
         fetch_blobs(settings, path, url, credentials, needed)
+    return stats
 
 
 def fill(
@@ -113,12 +155,13 @@ def fill(
     credentials: AnyCredentials | None,
     commit: str,
     blob_ids: Iterable[str],
+    checker: ObjectChecker | None = None,
 ) -> dict[str, int]:
     """The sizes of `blob_ids` (blobs of `commit`), fetching first those a partial cache
-    lacks."""
+    lacks; asked of `checker` when given (it finds what the fetch brought)."""
     wanted = set(blob_ids)
     if wanted and is_partial(path):
         lacking = wanted & missing_objects(settings, path, commit)
         if lacking:
             fetch_blobs(settings, path, url, credentials, lacking)
-    return blob_sizes(path, wanted)
+    return blob_sizes(path, wanted, checker)

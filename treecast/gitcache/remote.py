@@ -10,12 +10,14 @@ may change its name) and whenever fetching by name fails.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from models.git import GitErrorType
@@ -35,7 +37,7 @@ from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import ObjectChecker, is_object_id
 from treecast.gitcache.pinning import pinned_remote
 from treecast.gitcache.ssh import SshCredentials, SshFiles, ssh_files
-from treecast.gitcache.tree import is_partial
+from treecast.gitcache.tree import TreeStats, is_partial
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +229,9 @@ class SyncOutcome:
     # True when the sync brought a commit its previous sync did not have, and pinned it
     # (False: nothing new, or a commit the cache already held, not pinned again here).
     fetched: bool
+    # The commit's counts when a partial cache's listing for its support blobs gave them
+    # (a new commit; see `partial.fetch_support_blobs`), else None.
+    stats: TreeStats | None = None
 
 
 MEMO_FILE = "treecast-ref.json"
@@ -350,14 +355,56 @@ def _sync_once(sync: _Sync) -> SyncOutcome:
 
 
 def _resolve_and_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
-    """Ask the remote what the ref is, then fetch that commit by id."""
-    settings, path, ref = sync.settings, sync.path, sync.ref
-    remote = resolve_remote_ref(settings, sync.url, ref, sync.credentials)
+    """Ask the remote what the ref is, then fetch that commit by id (into an empty cache:
+    `_first_fetch`)."""
+    if not _has_history(sync.path) and not is_object_id(sync.ref.strip().lower()):
+        return _first_fetch(sync)
+    remote = resolve_remote_ref(sync.settings, sync.url, sync.ref, sync.credentials)
+    return _fetch_resolved(sync, remote), remote
+
+
+def _first_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
+    """A first sync: the remote is asked what the ref is (on a side thread) while the ref
+    it most likely is (the remote's HEAD, the branch of that name, the full ref) is fetched
+    by name, so the question costs no round trip of its own. The answer decides, as in
+    every sync: its errors are raised, and when it names another object than the one that
+    landed (a tag, a ref moved meanwhile) that object is fetched by id as usual."""
+    ref = sync.ref.strip()
+    guess = "HEAD" if not ref else ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+    landed: str | None = None
+    failure: GitError | None = None
+    # The caller's heartbeat (a context variable) goes with the question to its thread.
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(1, thread_name_prefix="treecast-resolve") as pool:
+        asked = pool.submit(
+            context.run, resolve_remote_ref, sync.settings, sync.url, ref, sync.credentials
+        )
+        try:
+            sync.fetch(guess, HEAD_REF)
+            landed = _loose_ref(sync.path, HEAD_REF)
+        except GitError as exc:
+            failure = exc
+        remote = asked.result()
     if remote.oid is None:
-        return SyncOutcome(path=path, ref=remote.name, commit=None, fetched=False), remote
+        return SyncOutcome(path=sync.path, ref=remote.name, commit=None, fetched=False), remote
+    if failure is not None and failure.type == GitErrorType.TIMEOUT:
+        raise failure  # fetching by id would wait as long again
+    if landed is None or landed != remote.oid:
+        return _fetch_resolved(sync, remote), remote
+    commit = _commit_named(sync, remote)
+    keep_commit(sync.settings, sync.path, commit)
+    return SyncOutcome(path=sync.path, ref=remote.name, commit=commit, fetched=True), remote
+
+
+def _fetch_resolved(sync: _Sync, remote: RemoteRef) -> SyncOutcome:
+    """Bring the commit `remote` names into the cache: fetched by id (by name when the
+    server refuses that), unless it is here already."""
+    settings, path = sync.settings, sync.path
+    if remote.oid is None:
+        return SyncOutcome(path=path, ref=remote.name, commit=None, fetched=False)
     commit = sync.peeled(remote.oid)
     if commit is not None:
-        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=False), remote
+        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=False)
     try:
         # By id: we get exactly what ls-remote saw, and the fetch itself pins it.
         sync.fetch(remote.oid, KEEP_PREFIX + remote.oid)
@@ -368,15 +415,22 @@ def _resolve_and_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
         sync.fetch(remote.full_name, HEAD_REF)
         commit = rev_parse_commit(settings, path, HEAD_REF)
         keep_commit(settings, path, commit)
-        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
+        return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True)
+    commit = _commit_named(sync, remote)
+    if commit != remote.oid:
+        keep_commit(settings, path, commit)
+    return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True)
+
+
+def _commit_named(sync: _Sync, remote: RemoteRef) -> str:
+    """The commit `remote`'s object (now in the cache) is or peels to."""
+    assert remote.oid is not None
     branch = remote.full_name == "HEAD" or (remote.full_name or "").startswith("refs/heads/")
     # A branch names a commit; a tag or a given id may name a tag object: peel it.
     commit = remote.oid if branch else sync.peeled(remote.oid)
     if commit is None:
-        raise GitError(GitErrorType.REF_NOT_FOUND, f"{ref or 'HEAD'} does not name a commit")
-    if commit != remote.oid:
-        keep_commit(settings, path, commit)
-    return SyncOutcome(path=path, ref=remote.name, commit=commit, fetched=True), remote
+        raise GitError(GitErrorType.REF_NOT_FOUND, f"{sync.ref or 'HEAD'} does not name a commit")
+    return commit
 
 
 def sync_ref(
@@ -398,7 +452,11 @@ def sync_ref(
     prepare_cache(settings, path)
     outcome = _sync_ref(_Sync(settings, path, url, ref, credentials, checker, filtered))
     if outcome.commit is not None and is_partial(path):
-        partial.fetch_support_blobs(settings, path, url, credentials, outcome.commit)
+        # A new commit is counted by the same listing (a snapshot counts every new one).
+        stats = partial.fetch_support_blobs(
+            settings, path, url, credentials, outcome.commit, count=outcome.fetched
+        )
+        outcome = replace(outcome, stats=stats)
     return outcome
 
 

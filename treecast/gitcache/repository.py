@@ -125,8 +125,9 @@ class RepositoryCache:
         """The sizes of blobs of `commit` about to be read, fetching those a partial cache
         lacks first (in batches)."""
         return partial_clone.fill(
-            self.settings, self.path, access.url, access.credentials, commit, blob_ids
-        )
+            self.settings, self.path, access.url, access.credentials, commit, blob_ids,
+            self._checker,
+        )  # fmt: skip
 
     def keep(self, commit: str) -> None:
         """Pin `commit` against gc."""
@@ -205,13 +206,19 @@ class RepositoryCache:
         return tree.diff_with_sizes(self.settings, self.path, old, new, self._checker)
 
     def tree_stats(
-        self, commit: str, previous_commit: str | None, previous: SnapshotStats | None
+        self,
+        commit: str,
+        previous_commit: str | None,
+        previous: SnapshotStats | None,
+        listed: tree.TreeStats | None = None,
     ) -> tree.TreeStats:
         """The counts of `commit`: carried over from the previous snapshot's through a tree
         diff when the cache still holds that commit (work proportional to the change),
-        else from a full listing."""
+        else `listed` (counted by the sync: `SyncOutcome.stats`), else from a full listing."""
         if previous is not None and previous_commit == commit:
             return tree.TreeStats.of(previous)
+        if listed is not None:
+            return listed
         # A partial cache cannot size the blobs of a diff (they may be missing): listed,
         # without sizes.
         if previous is not None and previous_commit and not self.partial:

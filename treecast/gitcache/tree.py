@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -405,12 +405,41 @@ def list_tree(
     ignore_blob = ignore_blob_at(settings, repo_path, commit, checker)
     if file_filter is None:
         file_filter = FileFilter(read_ignore_lines(repo_path, ignore_blob))
+    records = _ls_tree(settings, repo_path, commit, limits or limits_of(settings), guard)
+    listing = _listing(commit, records, file_filter, ignore_blob, keep_files=keep_files)
+    warn_skipped(commit, listing.stats)
+    return listing
+
+
+def count_unfiltered(
+    settings: Settings, repo_path: Path, commit: str, seen: Callable[[str, str, bytes], None]
+) -> TreeStats:
+    """The counts of `commit` as `list_tree` gives them when it has no `.treecastignore`,
+    from a listing that shows `seen` each entry (mode, object id, raw path) and reads no
+    blob (a partial cache may lack them all); `warn_skipped` is the caller's. Raises
+    `TreeTooLarge` past a limit."""
+    records = _ls_tree(settings, repo_path, commit, limits_of(settings))
+
+    def shown() -> Iterator[tuple[str, str, int, bytes]]:
+        for record in records:
+            seen(record[0], record[1], record[3])
+            yield record
+
+    return _listing(commit, shown(), FileFilter(), None, keep_files=False).stats
+
+
+def _listing(
+    commit: str,
+    records: Iterable[tuple[str, str, int, bytes]],
+    file_filter: FileFilter,
+    ignore_blob: str | None,
+    *,
+    keep_files: bool,
+) -> TreeListing:
     stats = TreeStats()
     files: dict[str, TreeFile] = {}
     gitlinks: dict[str, str] = {}
-    for mode, oid, size, raw_path in _ls_tree(
-        settings, repo_path, commit, limits or limits_of(settings), guard
-    ):
+    for mode, oid, size, raw_path in records:
         path = classify(mode, raw_path, stats)
         if path is None:
             if mode == MODE_SUBMODULE and keep_files:
@@ -425,6 +454,13 @@ def list_tree(
         stats.total_bytes += size
         if keep_files and (file_filter.globs is None or file_filter.globs.match_file(path)):
             files[path] = TreeFile(path=path, blob_id=oid, size=size, mode=mode)
+    return TreeListing(
+        commit=commit, files=files, stats=stats, ignore_blob=ignore_blob, gitlinks=gitlinks
+    )
+
+
+def warn_skipped(commit: str, stats: TreeStats) -> None:
+    """Log the paths a listing of `commit` skipped (invalid UTF-8, unsafe), once per listing."""
     if stats.invalid_paths:
         log.warning(
             "skipped %d path(s) that are not valid UTF-8 in %s, e.g. %s",
@@ -439,9 +475,6 @@ def list_tree(
             commit,
             stats.unsafe_paths[0],
         )
-    return TreeListing(
-        commit=commit, files=files, stats=stats, ignore_blob=ignore_blob, gitlinks=gitlinks
-    )
 
 
 def gitlink_path(raw_path: bytes) -> str | None:
