@@ -91,10 +91,11 @@ def test_the_timed_receiver_counts_concurrent_deliveries_of_many_repositories(
         assert receiver.handle("create", body, headers)[0] == 200
 
     threads = [threading.Thread(target=deliver, args=(n,)) for n in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with receiver:  # stopped, its staging folder goes too
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     assert sorted(receiver.delivered_at) == sorted(f"repo_{n}" for n in range(40))
 
 
