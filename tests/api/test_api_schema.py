@@ -22,6 +22,7 @@ from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from tests.support.api_helpers import ADMIN_TOKEN, api_settings
+from tests.support.fuzzing import examples
 from treecast.api.app import create_app
 from treecast.service.core import TreecastService, run
 from treecast.service.errors import Unreachable
@@ -67,7 +68,7 @@ def _headers(path: str) -> dict[str, str]:
 
 @schema.parametrize()
 @settings(
-    max_examples=12,
+    max_examples=examples(12),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import spec_digest
+from tests.support.fuzzing import examples
 from tests.support.gitrepos import WorkRepo
 from treecast.config import load_settings
 from treecast.crypto import generate_key
@@ -66,7 +67,7 @@ def test_the_spec_receiver_imports_nothing_of_treecast() -> None:
 
 
 @given(st.dictionaries(PATH, CONTENT, max_size=30), st.sampled_from(["sha1", SHA256]))
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=examples(300), deadline=None, database=None)
 def test_the_definitions_agree_on_random_files(raw: dict[str, bytes], object_format: str) -> None:
     files = tree_of(raw)
     ours = tree_digest((p, git_blob_id(c, object_format)) for p, c in files.items())
@@ -120,7 +121,7 @@ def _digest_of_commit(root: Path, files: dict[str, bytes]) -> tuple[str, str, li
 
 @given(st.dictionaries(PATH, CONTENT, min_size=1, max_size=25))
 @settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from models.changes import ChangeKind
 from models.tables import DeliveredFile, Watch, WatchStatus
+from tests.support.fuzzing import examples
 from tests.support.receiver_fixture import register
 from treecast.config import Settings
 from treecast.db import session_scope
@@ -30,7 +31,7 @@ def ordered(files: dict[str, str]) -> list[tuple[str, str]]:
 
 
 @given(FILES, FILES)
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=examples(300), deadline=None, database=None)
 def test_the_merge_finds_what_sets_find(held: dict[str, str], recorded: dict[str, str]) -> None:
     found = compare((HeldFile(p, b) for p, b in ordered(held)), ordered(recorded), keep=True)
     assert found.counts[Drift.MISSING] == len(recorded.keys() - held.keys())

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from examples.receiver import Receiver
 from tests.conftest import free_port
+from tests.support.fuzzing import examples
 from treecast.webhooks.signing import signed_headers
 
 
@@ -227,9 +228,7 @@ def test_the_receiver_and_treecast_agree_on_unsafe_paths() -> None:
         assert example.unsafe_path_reason(path) == unsafe_path_reason(path), path
 
 
-@settings(
-    max_examples=20_000 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 300, deadline=None
-)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(
         st.sampled_from([*"ab./\\ :~\0", "git", "GIT", ".git", "\u200c", "\ufeff", "é", "\n"]),

@@ -1,6 +1,7 @@
-"""The property-based tests' budget: a few seconds each by default, much longer under
-`make fuzz` (HYPOTHESIS_PROFILE=fuzz). Per-test settings, so importing this module
-changes no global profile."""
+"""The property-based tests' budget: a few seconds each by default (`make test`), much
+longer under `make fuzz` (HYPOTHESIS_PROFILE=fuzz), a quarter of the default under
+`make unit` (HYPOTHESIS_PROFILE=unit: the quick loop while working; `make test` in CI runs
+the full default). Per-test settings, so importing this module changes no global profile."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "")
+FUZZ = PROFILE == "fuzz"
+QUICK = PROFILE == "unit"
 
 
-def budget(examples: int) -> settings:
-    """`examples` examples (20,000 under `make fuzz`), no deadline."""
-    return settings(max_examples=20_000 if FUZZ else examples, deadline=None)
+def examples(default: int) -> int:
+    """How many examples a test with `default` runs under the chosen profile."""
+    if FUZZ:
+        return 20_000
+    return max(default // 4, 3) if QUICK else default
+
+
+def budget(default: int) -> settings:
+    """`examples(default)` examples, no deadline."""
+    return settings(max_examples=examples(default), deadline=None)
 
 
 # The budget of the tests whose examples are slow to generate.
