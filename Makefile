@@ -82,21 +82,23 @@ test: lint typecheck browser sshd lfs
 
 # The tests that need no server (no Temporal, PostgreSQL, sshd or browser): what
 # tests/conftest.py does not mark `servers`, but for the few marked `slow` (heavy,
-# Treecast's own processes, real-time waits: `make test` runs them). Two processes per
-# core: these tests wait on git and sockets a good part of the time (on 2 idle cores, temp
-# folders on disk: 87 s, against 117 s with one per core and 106 s with three; with them in
-# memory, below, the tests wait less: worth measuring again on an idle machine).
-UNIT_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
+# Treecast's own processes, real-time waits: `make test` runs them). Three processes per
+# two cores: these tests wait on git and sockets part of the time, and each process pays
+# ~5 s to start and collect (2 idle cores, temp folders in memory, a quarter of the
+# examples: 61-63 s with three, 66 s with four).
+UNIT_WORKERS ?= $(shell echo $$(( $$(nproc) * 3 / 2 )))
 # Their temp folders (TMPDIR: pytest's tmp_path, tempfile's) in memory when /dev/shm is a
 # tmpfs with 2 GB free that may run programs (tests run scripts they write there): the
 # tests make and remove git repositories, thousands of small folders, and on a disk each
 # rmdir can cost a millisecond (this machine's). On 2 loaded cores: 199 -> 129 s wall,
 # 172 -> 134 s of CPU (39 -> 15 s of it in the kernel). `UNIT_TMPDIR=` keeps the usual one.
+# The property-based tests run a quarter of their examples (tests/support/fuzzing.py:
+# HYPOTHESIS_PROFILE=unit), the quick loop while working; `make test` runs them all.
 UNIT_TMPDIR ?= $(shell d=$$(mktemp -d /dev/shm/treecast-probe.XXXXXX 2>/dev/null) && { \
   [ "$$(df -Pk $$d | awk 'NR == 2 {print $$4}')" -ge 2097152 ] && printf '\043!/bin/sh\n' > $$d/run \
   && chmod +x $$d/run && $$d/run && echo /dev/shm; rm -rf $$d; })
 unit: $(STAMP)
-	$(if $(UNIT_TMPDIR),TMPDIR=$(UNIT_TMPDIR) )$(PYTEST) -q -m "not servers and not slow" -n $(UNIT_WORKERS) --dist worksteal
+	$(if $(UNIT_TMPDIR),TMPDIR=$(UNIT_TMPDIR) )HYPOTHESIS_PROFILE=unit $(PYTEST) -q -m "not servers and not slow" -n $(UNIT_WORKERS) --dist worksteal
 
 # Re-take docs/ui-breaker-open.png (the Web UI filtered by breaker state).
 screenshot: $(STAMP) browser
