@@ -483,7 +483,6 @@ def sshd() -> Iterator[SshServer]:
         yield server
 
 
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """After collection a test process holds hundreds of thousands of long-lived objects
     (modules, hypothesis strategies, the API schema's cases) that the garbage collector's
