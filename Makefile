@@ -85,7 +85,7 @@ test: lint typecheck browser sshd lfs
 # Treecast's own processes, real-time waits: `make test` runs them). Three processes per
 # two cores: these tests wait on git and sockets part of the time, and each process pays
 # ~5 s to start and collect (2 idle cores, temp folders in memory, a quarter of the
-# examples: 61-63 s with three, 66 s with four).
+# examples: 54-64 s with three, 66 s with four).
 UNIT_WORKERS ?= $(shell echo $$(( $$(nproc) * 3 / 2 )))
 # Their temp folders (TMPDIR: pytest's tmp_path, tempfile's) in memory when /dev/shm is a
 # tmpfs with 2 GB free that may run programs (tests run scripts they write there): the

@@ -494,6 +494,7 @@ async def test_internal_errors_do_not_leak(settings_api: Settings) -> None:
     assert "hunter2" not in json.dumps(answer.json())
 
 
+@pytest.mark.slow  # a load test: twenty clients flooding the API for seconds
 async def test_ready_answers_while_a_client_floods_another_route(settings_api: Settings) -> None:
     service = TreecastService(settings_api)
 

@@ -442,6 +442,7 @@ def test_ls_refs_answers_are_parsed_strictly() -> None:
     )
 
 
+@pytest.mark.slow  # real time: it waits out sweep intervals
 async def test_the_sweep_checks_each_repository_once_per_interval(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
