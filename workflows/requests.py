@@ -111,6 +111,16 @@ def synced(
             outcome.finish(RequestState.DONE, now, f"unchanged at {short}; every app is up to date")
 
 
+def not_yet_handed_over(state: SyncState, done: DeliveryPass) -> list[str]:
+    """The requests `done` covered whose sync still awaits their handover.
+
+    A slow worker gets the handover (DeliverFiles started or signalled) and the child's
+    report of the pass that covered its requests in one workflow task, and the SDK runs
+    the report's handler first: without `synced` first, the pass would skip them.
+    """
+    return [o.request_id for o in _open(state, done.request_ids) if o.state == RequestState.SYNCING]
+
+
 def pass_finished(state: SyncState, done: DeliveryPass, now: datetime) -> None:
     """DeliverFiles finished a pass: the requests it covered are done, others at that commit
     count its deliveries."""

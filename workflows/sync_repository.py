@@ -83,6 +83,10 @@ REUSE_RECENT = timedelta(seconds=60)
 # ignores the fields and syncs, so a history it wrote must replay that way (a marker each).
 WAKE_FOR_NEW_COMMITS_PATCH = "wake-for-new-commits"
 REUSE_RECENT_PATCH = "reuse-recent-sync"
+# A pass report that comes in the workflow task of its own handover (a slow worker)
+# answers its requests; a run of the release before left them delivering for good. Only
+# such a report reaches the marker.
+REPORT_WITH_HANDOVER_PATCH = "report-with-handover"
 
 
 def poll_jitter(repository_id: str, interval_seconds: int) -> timedelta:
@@ -226,7 +230,12 @@ class SyncRepository:
     @workflow.signal(name=DELIVERIES_FINISHED_SIGNAL)
     def deliveries_finished(self, done: DeliveryPass) -> None:
         """`DeliverFiles` finished a pass: the requests it covered are done."""
-        requests.pass_finished(self._state, done, workflow.now())
+        now = workflow.now()
+        early = requests.not_yet_handed_over(self._state, done)
+        if early and workflow.patched(REPORT_WITH_HANDOVER_PATCH):
+            # The handover that gave the child these requests resumes after this handler.
+            requests.synced(self._state, early, done.commit, now, handed_over=True)
+        requests.pass_finished(self._state, done, now)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -576,6 +585,9 @@ class SyncRepository:
         repository_id = self._input.repository_id
         child_id = deliver_workflow_id(repository_id)
         short = (commit or "empty")[:12]
+        # Before the awaits: the child's report may come in the task that resumes this
+        # coroutine, and its handler, which clears it, runs first.
+        self._state.delivering_commit = commit
         for _ in range(HANDOVER_ATTEMPTS):
             try:
                 await workflow.start_child_workflow(
@@ -592,7 +604,6 @@ class SyncRepository:
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     static_summary=f"deliver {repository_id} at {short} to {len(behind)} apps",
                 )
-                self._state.delivering_commit = commit
                 return True
             except WorkflowAlreadyStartedError:
                 pass
@@ -603,10 +614,10 @@ class SyncRepository:
                     DeliverFiles.new_commit,
                     NewCommit(commit=commit, request_ids=request_ids),
                 )
-                self._state.delivering_commit = commit
                 return True
             except FailureError:
                 continue  # it completed between our start and our signal: start anew
+        self._state.delivering_commit = None  # the child completed: nothing is under way
         return False
 
     # --- what people see -------------------------------------------------------------------

@@ -167,6 +167,7 @@ class FakeTreecast:
     refused: set[str] = field(default_factory=set)
     delivery_seconds: float = 0.0
     snapshot_gate: asyncio.Event | None = None  # set: fetches wait for it
+    delivery_gate: asyncio.Event | None = None  # set: deliveries wait for it
     lost_snapshots: int = 0  # this many first attempts never answer (a lost task)
     snapshots: int = 0
     watcher_lists: int = 0  # list_watchers calls
@@ -231,6 +232,8 @@ class FakeTreecast:
         try:
             if self.delivery_seconds:
                 await asyncio.sleep(self.delivery_seconds)
+            if self.delivery_gate is not None:
+                await self.delivery_gate.wait()
             error = self.failing_apps.get(input.app_id)
             if error is not None:
                 raise ApplicationError(

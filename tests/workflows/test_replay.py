@@ -37,6 +37,9 @@ EXPECTED = {
         "sync_access_refused",  # an app's own access refused: its notice child, patched
         "sync_wakes_for_commits",  # a wake for the commit it has, or is syncing
         "sync_new_watch_reuses",  # a new watch handed the commit just synced
+        # a pass report in the task of its handover (signal, start), patched
+        "sync_report_with_signal",
+        "sync_report_with_start",
     },
     "CheckRemotes": {"check_remotes"},
     # deliver_failures, _newer_commit and _orphaned predate "apps take turns" (the

@@ -83,3 +83,26 @@ def test_refusals_and_bounds() -> None:
     for _ in range(requests.PASSES_KEPT + 3):
         requests.pass_finished(state, a_pass("c", T0), T0)
     assert len(state.recent_passes) == requests.PASSES_KEPT
+
+
+def test_a_pass_reported_before_its_handover_resumed_answers_the_request() -> None:
+    # A slow worker's task carries the handover of r1 and the child's reports: the
+    # watch's pass (before r1's) and r1's own; their handlers run before the handover
+    # resumes, so the workflow calls `synced` for r1 on the second report.
+    state = SyncState()
+    requests.accept(state, "r1", T0, None)
+    requests.start(state, ["r1"])
+    watch = a_pass("c1", T0 + timedelta(seconds=1), delivered("a", 3))
+    assert requests.not_yet_handed_over(state, watch) == []
+    requests.pass_finished(state, watch, T0)
+    own = a_pass("c1", T0 + timedelta(seconds=2), ids=("r1",))
+    assert requests.not_yet_handed_over(state, own) == ["r1"]
+    requests.synced(state, ["r1"], own.commit, T0, handed_over=True)
+    requests.pass_finished(state, own, T0)
+    outcome = requests.find(state, "r1")
+    assert outcome is not None and outcome.final
+    assert outcome.summary == "done: c1: 3 files to 1 of 1 apps"
+    # The handover resuming afterwards changes nothing.
+    requests.synced(state, ["r1"], "c1", T0, handed_over=True)
+    assert outcome.final and outcome.summary == "done: c1: 3 files to 1 of 1 apps"
+    assert requests.not_yet_handed_over(state, own) == []

@@ -12,9 +12,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 
 from models.checks import CheckReason, RemoteMoved
@@ -22,14 +23,17 @@ from models.events import SyncEvent
 from models.git import GitErrorType
 from models.search_attributes import dev_server_args, operator_create_command
 from models.sync import (
+    DELIVERIES_FINISHED_SIGNAL,
     BreakerStatus,
     RequestState,
     SyncOutcome,
     SyncRepositoryInput,
     SyncRequest,
     SyncStatus,
+    deliver_workflow_id,
     sync_workflow_id,
 )
+from tests.support.held_tasks import CHILD_SIGNALLED, CHILD_STARTED, Hold, HoldingRunner
 from tests.support.temporal_env import (
     FakeTreecast,
     eventually,
@@ -61,12 +65,15 @@ def sync_input(repository_id: str, **changes: object) -> SyncRepositoryInput:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-async def start(client: Client, task_queue: str, input: SyncRepositoryInput) -> WorkflowHandle:
+async def start(
+    client: Client, task_queue: str, input: SyncRepositoryInput, **options: Any
+) -> WorkflowHandle:
     return await client.start_workflow(
         SyncRepository.run,
         input,
         id=sync_workflow_id(input.repository_id),
         task_queue=task_queue,
+        **options,
     )
 
 
@@ -599,3 +606,76 @@ async def test_a_new_watch_is_handed_the_commit_just_synced_without_a_fetch(
 
 def _delivered(fake: FakeTreecast, app_id: str, commit: str) -> bool:
     return any(d.app_id == app_id and d.commit == commit for d in fake.deliveries)
+
+
+# --- a pass report that comes in the same workflow task as its handover ---
+
+
+@pytest.mark.parametrize(
+    ("resumed_by", "history"),
+    [
+        (CHILD_SIGNALLED, "sync_report_with_signal"),
+        (CHILD_STARTED, "sync_report_with_start"),
+    ],
+)
+async def test_a_pass_reported_with_its_handover_answers_the_request(
+    dev_env: WorkflowEnvironment, resumed_by: str, history: str
+) -> None:
+    # A slow worker's task carries both the handover of request r1 to DeliverFiles (the
+    # running child signalled, or a new one started) and that child's report of the pass
+    # that covered r1; the report's handler runs first. r1 is answered all the same.
+    # On the dev server: the time-skipping one keeps signals back while a task fails.
+    fake = FakeTreecast(apps=["app-a"], commit="c1")
+    hold = Hold(resumed_by, request_id="r1")
+    queue = new_task_queue()
+    repo = unique("repo-o")
+    # A held task fails; the SDK reports only the first failure of a task and leaves
+    # the others to time out, so held tasks are retried after this.
+    held = timedelta(seconds=1)
+    async with treecast_worker(
+        dev_env.client, queue, fake.activities(), workflow_runner=HoldingRunner(hold)
+    ):
+        if resumed_by == CHILD_SIGNALLED:
+            # `watch`: its delivery of c1 is under way when r1's sync hands c1 over.
+            fake.delivery_gate = asyncio.Event()
+            handle = await start(dev_env.client, queue, sync_input(repo), task_timeout=held)
+            await wait_real(lambda: len(fake.deliveries) == 1)
+        else:
+            # The first delivery is over: r1's sync starts DeliverFiles for c2.
+            handle = await start(dev_env.client, queue, sync_input(repo), task_timeout=held)
+            await wait_real(lambda: _passes_reported(handle, 1))
+            await dev_env.client.get_workflow_handle(deliver_workflow_id(repo)).result()
+            fake.commit = "c2"
+        hold.armed = True
+        update = await handle.start_update(
+            SyncRepository.sync_and_wait,
+            SyncRequest(request_id="r1"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        await wait_real(lambda: hold.held > 0)
+        if fake.delivery_gate is not None:
+            fake.delivery_gate.set()  # the child has r1: its passes end
+        await wait_real(lambda: hold.released)
+        await wait_real(lambda: _final(handle, "r1"), seconds=10)
+        outcome = await update.result()
+        commit = "c1" if resumed_by == CHILD_SIGNALLED else "c2"
+        assert outcome.summary == f"done: {commit}: 3 files to 1 of 1 apps", outcome
+        assert (await status(handle)).delivering_commit is None
+        await handle.signal(SyncRepository.stop)
+        await handle.result()
+        await save_history(handle, history)
+
+
+async def _passes_reported(handle: WorkflowHandle, count: int) -> bool:
+    history = await handle.fetch_history()
+    return count == sum(
+        1
+        for event in history.events
+        if event.workflow_execution_signaled_event_attributes.signal_name
+        == DELIVERIES_FINISHED_SIGNAL
+    )
+
+
+async def _final(handle: WorkflowHandle, request_id: str) -> bool:
+    outcome = await request(handle, request_id)
+    return outcome is not None and outcome.final

@@ -1,8 +1,8 @@
 """The environment every git command runs in: least privilege, nothing inherited that could
 change what git does.
 
-No system or global config and an empty, private HOME (an operator's ~/.gitconfig
-could add hooks, rewrite URLs or helpers), only the transports Treecast uses
+No system or global config and no HOME (an operator's ~/.gitconfig could add hooks,
+rewrite URLs or helpers; a ~/.netrc, credentials), only the transports Treecast uses
 (`protocol.allow=never` otherwise: no `ext::` or `fd::`), no protocol chosen by a
 URL (`GIT_PROTOCOL_FROM_USER=0`), no hooks, fsck on every fetch. Config that must
 apply to one command only (a token header, the addresses a fetch may connect to)
@@ -11,11 +11,7 @@ is passed through `GIT_CONFIG_*` variables and lives as long as that command.
 
 from __future__ import annotations
 
-import atexit
-import functools
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 # The transports a watched repository may use; `file` is also refused at registration
@@ -46,13 +42,12 @@ _DROPPED_PREFIXES = ("GIT_CONFIG", "GIT_DIR", "GIT_WORK_TREE", "GIT_OBJECT_DIREC
 _DROPPED = {"GIT_ASKPASS", "SSH_ASKPASS", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_EXEC_PATH"}
 
 
-@functools.cache
-def private_home() -> str:
-    """An empty directory, readable by this process only, that git takes as HOME; removed
-    when the process exits (one per process, not one left behind per run)."""
-    home = tempfile.mkdtemp(prefix="treecast-git-home-")
-    atexit.register(shutil.rmtree, home, ignore_errors=True)
-    return home
+# git's HOME and XDG_CONFIG_HOME. No file can exist below /dev/null, so every one git or
+# its curl would read there (.gitconfig, git/attributes, .netrc) is absent (ENOTDIR, which
+# git takes for a missing file without a warning) and nobody can plant one; and there is
+# no folder to make, nor one that a killed process leaves behind. ssh ignores HOME: it
+# takes the password database's home (gitcache/ssh.py says what it reads there).
+NO_HOME = os.devnull
 
 
 def git_env(config: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
@@ -62,14 +57,13 @@ def git_env(config: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
         for key, value in os.environ.items()
         if key not in _DROPPED and not key.startswith(_DROPPED_PREFIXES)
     }
-    home = private_home()
     env.update(
         LC_ALL="C",  # classification reads English messages
         GIT_TERMINAL_PROMPT="0",  # never wait for a human
         GIT_CONFIG_NOSYSTEM="1",
         GIT_CONFIG_GLOBAL=os.devnull,
-        HOME=home,
-        XDG_CONFIG_HOME=home,
+        HOME=NO_HOME,
+        XDG_CONFIG_HOME=NO_HOME,
         GIT_PROTOCOL_FROM_USER="0",
     )
     # Through config rather than GIT_SSH_COMMAND, so one command can pin its host.
