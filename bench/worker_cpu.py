@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import compileall
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -183,6 +184,7 @@ async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
     finally:
         end_process(receiver, timeout=5)
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
