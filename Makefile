@@ -127,6 +127,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.idle_checks
 	$(BIN)/python -m bench.polling
+	$(BIN)/python -m bench.worker_cpu --activities 100
 	$(BIN)/python -m bench.first_wave --repos 1000 --floor
 	$(BIN)/python -m bench.repository_contents
 	$(BIN)/python -m bench.mirrors

@@ -8,52 +8,14 @@ watchers), start a detached child and wait for its report; the child runs one ac
 worker spend on these is the floor under Treecast's first wave on the same machine.
 """
 
-from __future__ import annotations
+from temporalio import workflow
 
-from datetime import timedelta
-
-from temporalio import activity, workflow
-
+# Everything but this module is passed through, as in Treecast's workflow modules.
 with workflow.unsafe.imports_passed_through():
     import models.search_attributes as search_attributes
+    from bench.floor_activities import TIMEOUT, floor_snapshot, floor_watchers
+    from bench.floor_deliver import FINISHED_SIGNAL, FloorDeliver
     from workflows.policies import TO_APPS
-
-TIMEOUT = timedelta(seconds=60)
-
-
-@activity.defn
-def floor_snapshot(repository_id: str) -> str:
-    """Stands for the snapshot: returns a commit id."""
-    return "0" * 40
-
-
-@activity.defn
-def floor_watchers(repository_id: str) -> list[str]:
-    """Stands for `list_watchers`: one app behind."""
-    return ["app"]
-
-
-@activity.defn
-def floor_deliver(repository_id: str) -> int:
-    """Stands for `deliver_changes`: delivered three files."""
-    return 3
-
-
-@workflow.defn
-class FloorDeliver:
-    """`DeliverFiles` for one pass: one activity, a report to the parent, done."""
-
-    @workflow.run
-    async def run(self, repository_id: str) -> int:
-        files = await workflow.execute_activity(
-            floor_deliver, repository_id, start_to_close_timeout=TIMEOUT, priority=TO_APPS
-        )
-        parent = workflow.info().parent
-        assert parent is not None
-        await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-            FloorSync.finished, files
-        )
-        return files
 
 
 @workflow.defn
@@ -68,7 +30,7 @@ class FloorSync:
     def sync_now(self) -> None:
         self._requested = True
 
-    @workflow.signal
+    @workflow.signal(name=FINISHED_SIGNAL)
     def finished(self, files: int) -> None:
         self._finished = True
 

@@ -47,20 +47,17 @@ async def serve(address: str) -> None:
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from bench.floor_workflows import (
-        FloorDeliver,
-        FloorSync,
-        floor_deliver,
-        floor_snapshot,
-        floor_watchers,
-    )
+    from bench.floor_activities import floor_deliver, floor_snapshot, floor_watchers
+    from bench.floor_deliver import FloorDeliver
+    from bench.floor_workflows import FloorSync
     from treecast.config import load_settings
     from worker import executor_threads, worker_options
 
     settings = load_settings()
     # As `build_worker` does for Treecast's workflows: the sandbox loads the module for
     # every run, from bytecode when there is some.
-    compileall.compile_file(str(ROOT / "bench" / "floor_workflows.py"), quiet=2)
+    for module in ("floor_workflows.py", "floor_deliver.py"):
+        compileall.compile_file(str(ROOT / "bench" / module), quiet=2)
     client = await Client.connect(address)
     with ThreadPoolExecutor(max_workers=executor_threads(settings)) as executor:
         worker = Worker(

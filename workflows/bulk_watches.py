@@ -7,8 +7,6 @@ step changes its watch once (its row is marked in the same transaction), so a re
 step never resends an app's files twice.
 """
 
-from __future__ import annotations
-
 from dataclasses import replace
 from datetime import timedelta
 

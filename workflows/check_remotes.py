@@ -6,8 +6,6 @@ holds. The activity heartbeats once a minute; a worker that dies mid-sweep is
 noticed within the heartbeat timeout (5 minutes) and the sweep resumes on another.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 
 from temporalio import workflow

@@ -9,8 +9,6 @@ for the newest commit only. After every pass it tells the parent
 deliveries are done. docs/workflows.md describes the tries and turns.
 """
 
-from __future__ import annotations
-
 import contextlib
 from datetime import datetime
 

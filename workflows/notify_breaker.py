@@ -6,8 +6,6 @@ short, bounded retry policy, so one dead app costs a few notice timeouts and
 never holds back the rest.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 
 from temporalio import workflow

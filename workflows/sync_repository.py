@@ -12,8 +12,6 @@ its continue-as-new, a termination or a worker restart.
 reported (`deliveries_finished`) the pass that covered it.
 """
 
-from __future__ import annotations
-
 import contextlib
 import zlib
 from collections.abc import Callable
