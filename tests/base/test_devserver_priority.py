@@ -86,7 +86,8 @@ async def test_a_delivery_queued_behind_snapshots_runs_first(tmp_path: Path) -> 
             max_concurrent_activity_task_polls=1,
         ):
             await asyncio.gather(*(h.result() for h in handles))
-        assert ran[:2] == ["delivery-0", "delivery-1"], ran
+        # Both deliveries before any snapshot; between the two, one priority: no order.
+        assert sorted(ran[:2]) == ["delivery-0", "delivery-1"], ran
         assert sorted(ran[2:]) == names[:6]
     finally:
         server.stop()
