@@ -18,10 +18,12 @@ missing before reading (a watch widened since, more blobs than one batch).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from models.git import GitErrorType
@@ -157,6 +159,37 @@ def fetch_support_blobs(
     unless they could be wrong (a root `.treecastignore`, which they do not apply, or a
     tree past a limit, which `tree_stats` refuses); otherwise None.
     """
+    with ThreadPoolExecutor(1, thread_name_prefix="treecast-missing") as pool:
+        # The watches' files are looked for among the missing ones: git walks the trees
+        # for those on a side thread (with the caller's heartbeat) while this one reads
+        # the listing.
+        context = contextvars.copy_context()
+        walk = (
+            pool.submit(context.run, missing_objects, settings, path, commit) if watched else None
+        )
+        stats, support = _listed(settings, path, commit, count, watched)
+        found = support.found
+        if walk is not None:
+            missing = walk.result()
+        else:
+            missing = missing_objects(settings, path, commit) if found else set()
+    needed = found & missing
+    prefetch: set[str] | None = None  # None: left to the deliveries
+    if support.files:
+        if support.ignore_blob in needed:
+            # Which files the watches receive depends on the ignore file: it comes first.
+            fetch_blobs(settings, path, url, credentials, needed)
+            needed = set()
+        prefetch = _watched_missing(path, support, missing)
+    if _fetch_with(settings, path, url, credentials, needed, prefetch):
+        note_filled(path, commit, watched)
+    return stats
+
+
+def _listed(
+    settings: Settings, path: Path, commit: str, count: bool, watched: Sequence[Sequence[str]]
+) -> tuple[TreeStats | None, _Support]:
+    """`fetch_support_blobs`' listing: the counts (see there) and what it found."""
     stats: TreeStats | None = None
     support = _Support(watched)
     if count:
@@ -172,19 +205,7 @@ def fetch_support_blobs(
         stats = None
     else:
         warn_skipped(commit, stats)
-    found = support.found
-    missing = missing_objects(settings, path, commit) if found or support.files else set()
-    needed = found & missing
-    prefetch: set[str] | None = None  # None: left to the deliveries
-    if support.files:
-        if support.ignore_blob in needed:
-            # Which files the watches receive depends on the ignore file: it comes first.
-            fetch_blobs(settings, path, url, credentials, needed)
-            needed = set()
-        prefetch = _watched_missing(path, support, missing)
-    if _fetch_with(settings, path, url, credentials, needed, prefetch):
-        note_filled(path, commit, watched)
-    return stats
+    return stats, support
 
 
 def _watched_missing(path: Path, support: _Support, missing: set[str]) -> set[str] | None:
