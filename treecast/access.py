@@ -26,7 +26,7 @@ from treecast.redact import redact
 from treecast.remote_access import decrypt, unregistered
 from treecast.store import access as access_store
 from treecast.store.credentials import StoredCredentials, fetch_order, identity
-from treecast.store.watches import every_watch_has_paths
+from treecast.store.watches import deliverable_globs, every_watch_has_paths
 
 # An access check while a person waits (watch time) gives up after this long.
 ACCESS_CHECK_SECONDS = 20.0
@@ -135,8 +135,10 @@ class AccessRun:
             )
             for w in watches
         }
-        # Every watch narrows the repository with `paths`: fetch by what is watched.
+        # Every watch narrows the repository with `paths`: fetch by what is watched, the
+        # files of a new commit those still delivered to receive with it.
         self.partial = every_watch_has_paths([w.path_globs for w in watches])
+        self.watched = deliverable_globs(watches) if self.partial else []
         self._order = [self._holders[a] for a in order]
         self._verdicts: dict[tuple[str, ...], AccessCheck] = {}
         self._credentials: dict[tuple[str, ...], AnyCredentials | None] = {}
@@ -173,7 +175,7 @@ class AccessRun:
             access = RemoteAccess(self.repository_id, self.url, self.ref, credentials)
             secrets.extend(access.secrets())
             try:
-                outcome = cache.sync(access, partial=partial)
+                outcome = cache.sync(access, partial=partial, watched=self.watched)
             except GitError as error:
                 if error.type not in REFUSALS:
                     # The repository's trouble, not the credentials': no use trying more.

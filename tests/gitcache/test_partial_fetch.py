@@ -4,6 +4,7 @@ and only the blobs the watches receive cross the wire (smart HTTP with
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ from activities.git import GitActivities
 from examples.receiver import Receiver
 from models.delivery import AppDelivery, DeliverInput
 from models.git import SnapshotInput, SnapshotResult, SnapshotStats
+from models.tables import Watch
 from tests.support.githttp import GitHttpServer, git_http_server
 from tests.support.gitrepos import WorkRepo, git
 from tests.support.receiver_fixture import add_watch, register
 from treecast.config import Settings
+from treecast.db import session_scope
 from treecast.gitcache.cache import cache_path
 from treecast.gitcache.partial import missing_objects
 from treecast.gitcache.tree import is_partial
@@ -172,3 +175,151 @@ def test_a_new_commit_is_listed_once_for_its_support_blobs_and_its_counts(
     assert result.commit == unignored and listings == [unignored]
     assert SnapshotStats.of(result).counts() == counts(unignored)
     assert result.file_count == SRC_FILES + 4 and result.skipped_symlinks == 1
+
+
+class GitRuns:
+    """The git commands this process starts (their arguments after `git`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import subprocess
+
+        self.started: list[list[str]] = []
+        real = subprocess.Popen
+
+        def recording(args: Any, *rest: Any, **kwargs: Any) -> Any:
+            if isinstance(args, list) and args[:1] == ["git"]:
+                self.started.append([str(a) for a in args[1:]])
+            return real(args, *rest, **kwargs)
+
+        monkeypatch.setattr(subprocess, "Popen", recording)
+
+    def named(self, command: str) -> list[list[str]]:
+        """The runs of one git command (`fetch`, `rev-list`), `-c` options before it skipped."""
+        return [
+            a
+            for a in self.started
+            if [w for w in a if w[0] != "-" and "=" not in w][:1] == [command]
+        ]
+
+    def blob_fetches(self) -> int:
+        return len([a for a in self.named("fetch") if "--stdin" in a])
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> GitRuns:
+    return GitRuns(monkeypatch)
+
+
+@pytest.fixture
+def attributed(tmp_path: Path, served: GitHttpServer) -> Monorepo:
+    """The monorepo with a `.gitattributes` instead of its `.treecastignore` (a support
+    blob that does not change which files a watch receives)."""
+    mono = Monorepo(tmp_path, served)
+    git(mono.repo.work, "rm", "-q", ".treecastignore")
+    mono.repo.write(".gitattributes", "*.md text\n")
+    mono.commit = mono.repo.commit("attributes")
+    return mono
+
+
+def test_a_first_sync_fetches_blobs_in_the_snapshot_only(
+    settings: Settings, attributed: Monorepo, app: App, runs: GitRuns
+) -> None:
+    """A first sync's blobs come with the snapshot, in the fetch of its support blobs (one
+    fetch of blob ids, nothing for `src/`): the delivery neither looks for missing blobs
+    nor fetches, and a second watch of other paths gets its own in the same fetch."""
+    rcv, secret = app
+    mono = attributed
+    mono.repo.write("notes/todo.md", "todo\n")
+    commit = mono.repo.commit("notes")
+    app_id, repository_id = register(settings, rcv.url, [secret], mono.url, path_globs=["docs/**"])
+    other = add_watch(settings, rcv.url, [secret], repository_id)
+    with session_scope(settings.database_url) as session:
+        watch = session.get(Watch, (other, repository_id))
+        assert watch is not None
+        watch.path_globs = json.dumps(["notes/*.md"])
+        session.add(watch)
+    runs.started.clear()
+    snapshot(settings, repository_id)
+    assert runs.blob_fetches() == 1, runs.started
+    cache = cache_path(settings, repository_id)
+    assert len(missing_objects(settings, cache, commit)) == SRC_FILES
+    runs.started.clear()
+    deliver(settings, app_id, repository_id, commit)
+    deliver(settings, other, repository_id, commit)
+    assert runs.named("fetch") == [] and runs.named("rev-list") == [], runs.started
+    assert rcv.files() == {
+        "docs/index.md": b"# Docs\n",
+        "docs/guide.md": b"guide\n",
+        "notes/todo.md": b"todo\n",
+    }
+    assert mono.server.bytes_sent < 0.05 * SRC_FILES * SRC_BYTES, mono.server.bytes_sent
+
+    # A later commit: its changed file comes with the snapshot too.
+    mono.repo.write("docs/guide.md", "guide, second edition\n")
+    second = mono.repo.commit("docs")
+    snapshot(settings, repository_id)
+    runs.started.clear()
+    deliver(settings, app_id, repository_id, second)
+    assert runs.named("fetch") == [] and runs.named("rev-list") == [], runs.started
+    assert rcv.files()["docs/guide.md"] == b"guide, second edition\n"
+
+
+def test_the_ignore_file_comes_first_and_what_it_ignores_never(
+    settings: Settings, tmp_path: Path, served: GitHttpServer, app: App, runs: GitRuns
+) -> None:
+    rcv, secret = app
+    mono = Monorepo(tmp_path, served)
+    mono.repo.write("docs/draft.tmp", os.urandom(SRC_BYTES))
+    commit = mono.repo.commit("an ignored draft")
+    app_id, repository_id = register(settings, rcv.url, [secret], mono.url, path_globs=["docs/**"])
+    runs.started.clear()
+    snapshot(settings, repository_id)
+    assert runs.blob_fetches() == 2, runs.started  # the ignore file, then the watched files
+    runs.started.clear()
+    deliver(settings, app_id, repository_id, commit)
+    assert runs.named("fetch") == [], runs.started
+    assert rcv.files() == {"docs/index.md": b"# Docs\n", "docs/guide.md": b"guide\n"}
+    draft = git(mono.repo.remote, "rev-parse", f"{commit}:docs/draft.tmp").strip()
+    assert draft in missing_objects(settings, cache_path(settings, repository_id), commit)
+
+
+def test_what_the_snapshot_could_not_fetch_the_delivery_fetches(
+    settings: Settings, attributed: Monorepo, app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watches' part of the snapshot's fetch failing fails nothing (the support blobs
+    are fetched alone, as before); and a note that claims blobs the cache lacks costs
+    the delivery a fetch, not a failure."""
+    import treecast.gitcache.partial as partial_module
+    from models.git import GitErrorType
+    from treecast.gitcache.errors import GitError
+
+    rcv, secret = app
+    mono, commit = attributed, attributed.commit
+    app_id, repository_id = register(settings, rcv.url, [secret], mono.url, path_globs=["docs/**"])
+    real = partial_module.fetch_blobs
+    asked: list[int] = []
+
+    def failing(*args: Any) -> int:
+        asked.append(len(set(args[-1])))
+        if len(asked) == 1:
+            raise GitError(GitErrorType.NETWORK, "the connection broke")
+        return real(*args)
+
+    monkeypatch.setattr(partial_module, "fetch_blobs", failing)
+    assert snapshot(settings, repository_id).commit == commit
+    assert asked == [3, 1]  # the attributes and two pages, then the attributes alone
+    cache = cache_path(settings, repository_id)
+    assert not (cache / partial_module.FILLED_FILE).exists()
+    monkeypatch.setattr(partial_module, "fetch_blobs", real)
+    runs = GitRuns(monkeypatch)
+    deliver(settings, app_id, repository_id, commit)
+    assert runs.blob_fetches() == 1
+    assert rcv.files() == {"docs/index.md": b"# Docs\n", "docs/guide.md": b"guide\n"}
+
+    # A watch of everything, noted as fetched while `src/` is not here.
+    everything = add_watch(settings, rcv.url, [secret], repository_id)
+    partial_module.note_filled(cache, commit, [[], ["docs/**"]])
+    runs.started.clear()
+    deliver(settings, everything, repository_id, commit)
+    assert runs.blob_fetches() == 1, runs.started
+    assert len([p for p in rcv.files() if p.startswith("src/")]) == SRC_FILES

@@ -71,7 +71,7 @@ def candidates_at(
     ignore_blob = ignore.oid if ignore is not None and ignore.kind == "blob" else None
     file_filter = cache.file_filter(ignore_blob, globs)
     if cache.partial:
-        return _partial_candidates(cache, access, commit, base, base_here, file_filter)
+        return _partial_candidates(cache, access, commit, base, base_here, file_filter, globs)
     if base and base_here is not None:
         entries, sizes = cache.diff(base, commit) if base != commit else ([], {})
         if not touches_ignore_file(entries):
@@ -86,16 +86,17 @@ def _partial_candidates(
     base: str | None,
     base_here: object,
     file_filter: FileFilter,
+    globs: list[str],
 ) -> Candidates:
     """`candidates_at` in a partial clone: the blobs this app receives are fetched (those
-    missing) and sized before anything reads them."""
+    missing, unless the snapshot fetched them) and sized before anything reads them."""
     if base and base_here is not None:
         entries = diff_trees(cache.settings, cache.path, base, commit) if base != commit else []
         if not touches_ignore_file(entries):
-            sizes = cache.fill(access, commit, wanted_blobs(entries, file_filter))
+            sizes = cache.fill(access, commit, wanted_blobs(entries, file_filter), globs=globs)
             return diffed(entries, sizes, file_filter)
     files = cache.list_tree(commit, file_filter).files
-    sizes = cache.fill(access, commit, (entry.blob_id for entry in files.values()))
+    sizes = cache.fill(access, commit, (entry.blob_id for entry in files.values()), globs=globs)
     return listed({path: replace(e, size=sizes[e.blob_id]) for path, e in files.items()})
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -442,20 +442,23 @@ def sync_ref(
     checker: ObjectChecker | None = None,
     *,
     filtered: bool = False,
+    watched: Sequence[Sequence[str]] = (),
 ) -> SyncOutcome:
     """Bring the ref's current commit into the cache at `path` (call under `cache_lock`).
 
     The first sync clones (a shallow fetch into an empty cache), later ones fetch
     only what is new; a damaged cache is rebuilt once and the sync retried. `filtered`:
-    without blobs (`partial`): the few every read needs are fetched with the commit.
+    without blobs (`partial`): the few every read needs are fetched with the commit, and
+    with a new commit those the watches with the glob lists `watched` receive.
     """
     prepare_cache(settings, path)
     outcome = _sync_ref(_Sync(settings, path, url, ref, credentials, checker, filtered))
     if outcome.commit is not None and is_partial(path):
         # A new commit is counted by the same listing (a snapshot counts every new one).
         stats = partial.fetch_support_blobs(
-            settings, path, url, credentials, outcome.commit, count=outcome.fetched
-        )
+            settings, path, url, credentials, outcome.commit, count=outcome.fetched,
+            watched=watched if outcome.fetched else (),
+        )  # fmt: skip
         outcome = replace(outcome, stats=stats)
     return outcome
 

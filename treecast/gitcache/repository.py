@@ -8,7 +8,7 @@ functions in `cache`, `remote`, `tree` and `objects` are its building blocks.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +103,13 @@ class RepositoryCache:
 
     # -- writing (under `locked`) --------------------------------------------------------
 
-    def sync(self, access: RemoteAccess, *, partial: bool = False) -> remote.SyncOutcome:
+    def sync(
+        self, access: RemoteAccess, *, partial: bool = False, watched: Sequence[Sequence[str]] = ()
+    ) -> remote.SyncOutcome:
         """Bring the watched ref's current commit into the cache (clone, then fetch what is
-        new); `partial`: without the blobs (every watch has `paths`: `fill` fetches theirs)."""
+        new); `partial`: without the blobs (every watch has `paths`), but for those of a
+        new commit that the watches with the glob lists `watched` receive (`fill` fetches
+        whatever a delivery still lacks)."""
         return remote.sync_ref(
             self.settings,
             self.path,
@@ -114,6 +118,7 @@ class RepositoryCache:
             access.credentials,
             self._checker,
             filtered=partial,
+            watched=watched,
         )
 
     @property
@@ -121,12 +126,21 @@ class RepositoryCache:
         """True for a partial clone: blobs nobody asked for are missing (see `fill`)."""
         return tree.is_partial(self.path)
 
-    def fill(self, access: RemoteAccess, commit: str, blob_ids: Iterable[str]) -> dict[str, int]:
+    def fill(
+        self,
+        access: RemoteAccess,
+        commit: str,
+        blob_ids: Iterable[str],
+        *,
+        globs: Sequence[str] | None = None,
+    ) -> dict[str, int]:
         """The sizes of blobs of `commit` about to be read, fetching those a partial cache
-        lacks first (in batches)."""
+        lacks first (in batches); `globs`: they are files a watch with these globs
+        receives, which the snapshot may have fetched already (`partial.is_filled`)."""
+        filled = globs is not None and partial_clone.is_filled(self.path, commit, globs)
         return partial_clone.fill(
             self.settings, self.path, access.url, access.credentials, commit, blob_ids,
-            self._checker,
+            self._checker, filled=filled,
         )  # fmt: skip
 
     def keep(self, commit: str) -> None:

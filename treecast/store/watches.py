@@ -214,6 +214,19 @@ def every_watch_has_paths(path_globs: list[str]) -> bool:
     return bool(path_globs) and all(parse_globs(raw) for raw in path_globs)
 
 
+def deliverable_globs(watches: list[Watch]) -> list[list[str]]:
+    """The distinct glob lists of the watches still delivered to (not disabled, access
+    not refused): what a partial cache fetches with a new commit."""
+    globs: list[list[str]] = []
+    for watch in watches:
+        if watch.status == WatchStatus.DISABLED or watch.access == WatchAccess.REFUSED:
+            continue
+        listed = parse_globs(watch.path_globs)
+        if listed and listed not in globs:
+            globs.append(listed)
+    return globs
+
+
 class TargetColumns(NamedTuple):
     """The app, repository and watch columns that say where and how to reach one app for
     one repository (`treecast.delivery.target.AppTarget`)."""
