@@ -9,7 +9,8 @@ submodule bump's cost.
    by side, `--rounds` times: a full clone (`git clone --bare --depth=1`, what a cache
    without filter fetches), `git clone --filter=blob:none --sparse` + `git sparse-checkout
    set docs`, and Treecast's first sync of a `docs/**` watch (the snapshot activity, then
-   the delivery activity to the example receiver in its own process). Bytes are the
+   the delivery activity to the example receiver in its own process; then the same to an
+   app with batch delivery, the 20 files in one request). Bytes are the
    server's answers; targets: Treecast's bytes <= 5 % of the full clone's, its time <=
    1.2x the sparse clone's.
 2. LFS memory: a worker subprocess delivers one `--lfs-mb` MB LFS object (fetched through
@@ -71,7 +72,12 @@ def partial(root: Path, src_mb: int, rounds: int) -> dict[str, Any]:
         repo.write(f"docs/page{index:02}.md", f"# Page {index}\n\n" + "text " * 200)
     commit = repo.commit("monorepo")
     secret = generate_webhook_secret()
-    rows: dict[str, list[tuple[int, float]]] = {"full": [], "sparse": [], "treecast": []}
+    rows: dict[str, list[tuple[int, float]]] = {
+        "full": [],
+        "sparse": [],
+        "treecast": [],
+        "treecast_batch": [],
+    }
     with git_http_server(root / "srv", None) as server:
         url = server.url("monorepo/remote.git")
 
@@ -92,20 +98,26 @@ def partial(root: Path, src_mb: int, rounds: int) -> dict[str, Any]:
             base.mkdir()
             rows["full"].append(measured(full, base))
             rows["sparse"].append(measured(sparse, base))
-            receiver = ReceiverProcess(secret, base / "mirror")
-            try:
-                settings = _settings(base / "data")
-                app_id, repository_id = register(
-                    settings, receiver.url, [secret], url, path_globs=["docs/**"]
-                )
-
-                rows["treecast"].append(
-                    measured(_first_sync, settings, app_id, repository_id, commit)
-                )
-            finally:
-                receiver.stop()
-            mirrored = sorted(p.name for p in (base / "mirror" / "docs").iterdir())
-            assert len(mirrored) == 20 and not (base / "mirror" / "src").exists()
+            # The same first sync to an app with one acknowledged request per file (the
+            # default), then to an app with batch delivery on (the files in one request).
+            for row, batch in (("treecast", False), ("treecast_batch", True)):
+                mirror = base / f"mirror-{row}"
+                receiver = ReceiverProcess(secret, mirror)
+                try:
+                    settings = _settings(base / f"data-{row}")
+                    app_id, repository_id = register(
+                        settings, receiver.url, [secret], url, path_globs=["docs/**"]
+                    )
+                    if batch:
+                        _batch_on(settings, app_id)
+                    phases = _PHASES if not batch else _BATCH_PHASES
+                    rows[row].append(
+                        measured(_first_sync, settings, app_id, repository_id, commit, phases)
+                    )
+                finally:
+                    receiver.stop()
+                mirrored = sorted(p.name for p in (mirror / "docs").iterdir())
+                assert len(mirrored) == 20 and not (mirror / "src").exists()
     figures: dict[str, Any] = {"src_mb": src_mb, "rounds": rounds}
     for name, values in rows.items():
         figures[name] = {
@@ -115,22 +127,46 @@ def partial(root: Path, src_mb: int, rounds: int) -> dict[str, Any]:
     figures["treecast"]["snapshot_seconds"] = round(statistics.median(p[0] for p in _PHASES), 3)
     figures["treecast"]["delivery_seconds"] = round(statistics.median(p[1] for p in _PHASES), 3)
     figures["bytes_ratio"] = round(figures["treecast"]["bytes"] / figures["full"]["bytes"], 4)
+    figures["treecast_batch"]["delivery_seconds"] = round(
+        statistics.median(p[1] for p in _BATCH_PHASES), 3
+    )
     figures["time_vs_sparse"] = round(
         figures["treecast"]["seconds"] / figures["sparse"]["seconds"], 2
+    )
+    figures["batch_time_vs_sparse"] = round(
+        figures["treecast_batch"]["seconds"] / figures["sparse"]["seconds"], 2
     )
     return figures
 
 
 _PHASES: list[tuple[float, float]] = []  # (snapshot, delivery) seconds of each first sync
+_BATCH_PHASES: list[tuple[float, float]] = []  # the same for the app with batch delivery
 
 
-def _first_sync(settings: Any, app_id: str, repository_id: str, commit: str) -> None:
+def _batch_on(settings: Any, app_id: str) -> None:
+    from models.tables import App
+    from treecast.db import session_scope
+
+    with session_scope(settings.database_url) as session:
+        app = session.get(App, app_id)
+        assert app is not None
+        app.batch = True
+        session.add(app)
+
+
+def _first_sync(
+    settings: Any,
+    app_id: str,
+    repository_id: str,
+    commit: str,
+    phases: list[tuple[float, float]],
+) -> None:
     started = time.perf_counter()
     _snapshot(settings, repository_id)
     fetched = time.perf_counter()
     result = _deliver(settings, app_id, repository_id, commit)
     assert result.status == "synced", result
-    _PHASES.append((fetched - started, time.perf_counter() - fetched))
+    phases.append((fetched - started, time.perf_counter() - fetched))
 
 
 # -- 2. an LFS object's memory -------------------------------------------------------------
@@ -274,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{fig['treecast']['seconds']} s (snapshot {fig['treecast']['snapshot_seconds']}"
                 f" s, delivery {fig['treecast']['delivery_seconds']} s; "
                 f"{fig['bytes_ratio']:.2%} of the full "
-                f"clone's bytes, {fig['time_vs_sparse']}x the sparse clone's time)"
+                f"clone's bytes, {fig['time_vs_sparse']}x the sparse clone's time); "
+                f"to an app with batch delivery {fig['treecast_batch']['seconds']} s (delivery "
+                f"{fig['treecast_batch']['delivery_seconds']} s; "
+                f"{fig['batch_time_vs_sparse']}x)"
             )
         if "lfs" in parts:
             fig = report["lfs"] = lfs_memory(Path(tmp) / "lfs", lfs_mb)
