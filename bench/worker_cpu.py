@@ -26,8 +26,6 @@ import asyncio
 import compileall
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,18 +39,6 @@ FLOOR_MODULES = ("floor_workflows.py", "floor_deliver.py")
 def _cpu(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
-
-
-def _wait_for(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def workflow_classes() -> dict[str, type]:
@@ -122,6 +108,7 @@ async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
     from activities.delivery import DeliveryActivities
     from activities.git import GitActivities
     from activities.watches import WatchActivities
+    from bench.delivery import ReceiverProcess
     from bench.first_wave import bench_env, make_repositories
     from models.delivery import DeliverInput, DeliveryStatus, WatchersInput
     from models.git import SnapshotInput
@@ -129,7 +116,7 @@ async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
     from tests.conftest import free_port
     from treecast.config import load_settings
     from treecast.crypto import generate_webhook_secret
-    from treecast.devserver import DevServer, end_process
+    from treecast.devserver import DevServer
     from treecast.service.core import TreecastService
 
     tmp = Path(tempfile.mkdtemp(prefix="treecast-worker-cpu-"))
@@ -138,18 +125,11 @@ async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
     settings = load_settings(env)
     server = DevServer(settings, ui=False, search_attribute_args=dev_server_args())
     server.start()
-    secret, port = generate_webhook_secret(), free_port()
-    serve = ["--port", str(port), "--secret", secret, "--mirror", str(tmp / "mirror")]
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "examples.receiver", *serve],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    secret = generate_webhook_secret()
+    receiver = ReceiverProcess(secret, tmp / "mirror")
     try:
-        _wait_for(port)
         service = TreecastService(settings)
-        app_id = (await service.apps.add("worker-cpu", f"http://127.0.0.1:{port}/", secret)).app_id
+        app_id = (await service.apps.add("worker-cpu", f"{receiver.url}/", secret)).app_id
         ids = [
             (await service.watches.watch(app_id, url=f"file://{path}")).repository_id
             for path in repositories
@@ -182,7 +162,7 @@ async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
         ]
         return min(results)
     finally:
-        end_process(receiver, timeout=5)
+        receiver.stop()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
