@@ -113,16 +113,21 @@ class _Support:
         self._filters = [FileFilter((), globs) for globs in watched]
         self._skipped = TreeStats()  # `classify`'s counts, which the listing keeps itself
 
-    def seen(self, mode: str, oid: str, raw_path: bytes) -> None:
+    def seen(self, mode: str, oid: str, raw_path: bytes, path: str | None) -> None:
+        """One entry of the listing; `path` as `classify` gave it (None: skipped)."""
         name = raw_path.rsplit(b"/", 1)[-1]
         if raw_path in _ROOT_SUPPORT or name == b".gitattributes":
             self.found.add(oid)
             if raw_path == _IGNORE_PATH:
                 self.ignore_blob = oid
-        if self._filters and mode in FILE_MODES:
-            path = classify(mode, raw_path, self._skipped)
-            if path is not None and any(f.wanted(path) for f in self._filters):
-                self.files.append((path, oid))
+        if path is not None and mode in FILE_MODES and any(f.wanted(path) for f in self._filters):
+            self.files.append((path, oid))
+
+    def listed(self, mode: str, oid: str, raw_path: bytes) -> None:
+        """One entry of a listing that did not classify it."""
+        files = self._filters and mode in FILE_MODES
+        path = classify(mode, raw_path, self._skipped) if files else None
+        self.seen(mode, oid, raw_path, path)
 
 
 def support_blobs(
@@ -136,7 +141,7 @@ def support_blobs(
     for record in stream_records(args, settings=settings, cwd=path):
         parsed = parse_ls_tree_record(record)
         if parsed is not None:
-            support.seen(parsed[0], parsed[1], parsed[3])
+            support.listed(parsed[0], parsed[1], parsed[3])
     return support
 
 

@@ -412,20 +412,17 @@ def list_tree(
 
 
 def count_unfiltered(
-    settings: Settings, repo_path: Path, commit: str, seen: Callable[[str, str, bytes], None]
+    settings: Settings,
+    repo_path: Path,
+    commit: str,
+    seen: Callable[[str, str, bytes, str | None], None],
 ) -> TreeStats:
     """The counts of `commit` as `list_tree` gives them when it has no `.treecastignore`,
-    from a listing that shows `seen` each entry (mode, object id, raw path) and reads no
-    blob (a partial cache may lack them all); `warn_skipped` is the caller's. Raises
-    `TreeTooLarge` past a limit."""
+    from a listing that shows `seen` each entry (mode, object id, raw path, and its path
+    as `classify` gave it: None when skipped) and reads no blob (a partial cache may lack
+    them all); `warn_skipped` is the caller's. Raises `TreeTooLarge` past a limit."""
     records = _ls_tree(settings, repo_path, commit, limits_of(settings))
-
-    def shown() -> Iterator[tuple[str, str, int, bytes]]:
-        for record in records:
-            seen(record[0], record[1], record[3])
-            yield record
-
-    return _listing(commit, shown(), FileFilter(), None, keep_files=False).stats
+    return _listing(commit, records, FileFilter(), None, keep_files=False, seen=seen).stats
 
 
 def _listing(
@@ -435,12 +432,15 @@ def _listing(
     ignore_blob: str | None,
     *,
     keep_files: bool,
+    seen: Callable[[str, str, bytes, str | None], None] | None = None,
 ) -> TreeListing:
     stats = TreeStats()
     files: dict[str, TreeFile] = {}
     gitlinks: dict[str, str] = {}
     for mode, oid, size, raw_path in records:
         path = classify(mode, raw_path, stats)
+        if seen is not None:
+            seen(mode, oid, raw_path, path)
         if path is None:
             if mode == MODE_SUBMODULE and keep_files:
                 link = gitlink_path(raw_path)
