@@ -61,17 +61,20 @@ class GitActivities:
                 previous = latest(session, repository_id)
             outcome = access.fetch(cache, secrets, partial=access.partial)
             stats = TreeStats()
+            new_commit = outcome.commit is not None and (
+                previous is None or previous.commit != outcome.commit
+            )
             if outcome.commit is not None:
                 before = SnapshotStats.of(previous) if previous is not None else None
                 stats = cache.tree_stats(
                     outcome.commit, previous.commit if previous else None, before, outcome.stats
                 )
-                if not outcome.fetched and (previous is None or previous.commit != outcome.commit):
+                if not outcome.fetched and new_commit:
                     # Back to a commit the cache had anyway: pin it again (a fetch pins itself).
                     cache.keep(outcome.commit)
             # Before the commit is handed to delivery: an app that lost its access is
-            # marked now and is not among those delivered to.
-            access.check_due()
+            # marked now and is not among those delivered to (a new commit: every app).
+            access.check_due(new_commit=new_commit)
             with session_scope(settings.database_url) as session:
                 keep = record_snapshot(session, repository_id, outcome.commit, stats, previous)
                 refused = access.save(session)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from sqlmodel import Session
 
 from models.git import GitErrorType
-from models.tables import utcnow
+from models.tables import WatchAccess, utcnow
 from treecast.config import Settings
 from treecast.credentials.github_app import forget_refused
 from treecast.gitcache.command import AnyCredentials, Credentials
@@ -103,6 +103,8 @@ class _Holder:
     stored: StoredCredentials
     identity: tuple[str, ...]
     due: bool
+    # Delivered to while its access holds: asked again before a new commit reaches it.
+    deliverable: bool
 
 
 class AccessRun:
@@ -132,6 +134,7 @@ class AccessRun:
                 StoredCredentials.of(w),
                 identity(settings, StoredCredentials.of(w)),
                 access_store.is_due(w, now, every),
+                w.access in WatchAccess.DELIVERABLE,
             )
             for w in watches
         }
@@ -194,11 +197,14 @@ class AccessRun:
         assert first is not None
         raise first
 
-    def check_due(self) -> None:
+    def check_due(self, *, new_commit: bool = False) -> None:
         """Ask the host about each app due a check whose credentials the fetch did not
-        already answer for."""
+        already answer for. A `new_commit` is new content: every app it would be delivered
+        to is asked now, however recently it was checked, so that an app whose credentials
+        were revoked since never receives it (another app's credentials fetched it)."""
         for holder in self._holders.values():
-            if not holder.due or holder.identity in self._verdicts:
+            asked = holder.due or (new_commit and holder.deliverable)
+            if not asked or holder.identity in self._verdicts:
                 continue
             try:
                 credentials = self._decrypted(holder)

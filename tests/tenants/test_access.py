@@ -37,10 +37,15 @@ SECRET = generate_webhook_secret()
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[GitHttpServer]:
+def origin(tmp_path: Path) -> WorkRepo:
     origin = WorkRepo(tmp_path / "git" / "o")
     origin.write("README.md", "private\n")
     origin.commit()
+    return origin
+
+
+@pytest.fixture
+def host(tmp_path: Path, origin: WorkRepo) -> Iterator[GitHttpServer]:
     with git_http_server(tmp_path / "git", "token-a") as server:
         server.tokens.update({"token-b", "shared"})
         yield server
@@ -135,6 +140,53 @@ def test_each_app_is_checked_with_its_own_credentials(
     assert snapshot(settings).refused_app_ids == []
     back = state(settings, a)
     assert back.access == WatchAccess.GRANTED and back.status == WatchStatus.PENDING
+
+
+def test_a_new_commit_goes_only_to_apps_whose_access_holds_now(
+    settings: Settings, host: GitHttpServer, origin: WorkRepo
+) -> None:
+    """An app checked a moment ago is not due a check, but a new commit is new content: each
+    app's access is asked again before the commit is handed to delivery, so an app whose
+    token the host revoked since its last check never receives the new files."""
+    with session_scope(settings.database_url) as session:
+        session.add(Repository(id=REPO, url=host.url("o/remote.git"), ref=""))
+    a, b = watcher(settings, "token-a"), watcher(settings, "token-b")
+    with session_scope(settings.database_url) as session:
+        repository = session.get(Repository, REPO)
+        assert repository is not None
+        repository.fetched_with = a  # A's token fetches; B's is only ever checked
+    first = snapshot(settings)
+    assert first.refused_app_ids == [] and fetched_with(settings) == a
+    assert state(settings, b).access == WatchAccess.GRANTED
+
+    # B's token is revoked on the host; the same commit again: nothing new, nobody is due
+    # a check, so the snapshot is its fetch alone (B's verdict waits for its due time).
+    host.tokens.discard("token-b")
+    before = listings(host)
+    assert snapshot(settings).refused_app_ids == []
+    assert listings(host) - before == 1
+
+    # A new commit: B is asked at once and refused, and is not among those delivered to.
+    origin.write("new.md", "only for apps that still read it\n")
+    origin.commit("new")
+    second = snapshot(settings)
+    assert second.commit != first.commit
+    assert second.refused_app_ids == [b]
+    assert state(settings, b).access == WatchAccess.REFUSED
+    assert state(settings, a).access == WatchAccess.GRANTED
+    listed = ActivityEnvironment().run(
+        WatchActivities(settings).list_watchers, WatchersInput(REPO, second.commit)
+    )
+    assert isinstance(listed, WatchersResult)
+    assert listed.app_ids == [a] and b not in listed.behind_app_ids
+
+    # A refused app is not asked again at every commit (only when due or its credentials
+    # change): the next new commit costs the fetch alone.
+    origin.write("newer.md", "later\n")
+    origin.commit("newer")
+    before = listings(host)
+    assert snapshot(settings).refused_app_ids == []
+    assert listings(host) - before == 1
 
 
 def test_a_probe_tells_a_refusal_from_no_answer(settings: Settings, host: GitHttpServer) -> None:

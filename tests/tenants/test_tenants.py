@@ -155,8 +155,8 @@ async def test_over_smart_http_each_app_needs_its_own_token(
             assert mine.json()["credentials"]["kind"] == "token"
             assert mine.json()["status"] == "synced"
 
-            # B loses access on the host: within one full-sync interval B gets one
-            # sync_failed and nothing more, while A carries on.
+            # B loses access on the host: at the next new commit B is asked again and gets
+            # one sync_failed and nothing more, while A carries on.
             host.tokens.clear()  # A's is the server's own `token`
             origin.write("third.md", "after B lost its access\n")
             third = origin.commit("third")
