@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from models.git import GitErrorType
@@ -293,6 +293,13 @@ class _Sync:
     credentials: AnyCredentials | None
     checker: ObjectChecker | None
     filtered: bool
+    watched: Sequence[Sequence[str]] = ()
+    # The cache held no commit before this sync (a first fetch): every blob is missing.
+    fresh: bool = False
+    # A new commit's support step (`support`) already run, by commit: its counts, or the
+    # GitError or CacheCorrupt it raised. A first sync runs it for the commit that landed
+    # while the remote's answer is awaited (`_first_fetch`).
+    early: dict[str, TreeStats | Exception | None] = field(default_factory=dict)
 
     def fetch(self, refspec: str, into: str) -> None:
         fetch(
@@ -302,6 +309,30 @@ class _Sync:
 
     def peeled(self, oid: str) -> str | None:
         return peeled_commit(self.path, oid, self.checker)
+
+    def support(self, commit: str, fetched: bool) -> TreeStats | None:
+        """A partial cache's step after a sync (`partial.fetch_support_blobs`): the
+        commit's support blobs and, when it is new (`fetched`), its counts and the blobs
+        the watches receive. Run ahead for this commit (`ahead`): its result, or error."""
+        if fetched and commit in self.early:
+            done = self.early.pop(commit)
+            if isinstance(done, Exception):
+                raise done
+            return done
+        return partial.fetch_support_blobs(
+            self.settings, self.path, self.url, self.credentials, commit, count=fetched,
+            watched=self.watched if fetched else (), fresh=self.fresh,
+        )  # fmt: skip
+
+    def ahead(self, commit: str) -> None:
+        """`support` for a new commit, now, keeping its result or the git error it raised
+        for when the sync has decided that this is the commit (raised then, as before)."""
+        result: TreeStats | Exception | None
+        try:
+            result = self.support(commit, True)
+        except (GitError, CacheCorrupt) as exc:
+            result = exc
+        self.early[commit] = result
 
 
 def _sync_by_name(sync: _Sync, memo: RefMemo) -> SyncOutcome | None:
@@ -384,6 +415,12 @@ def _first_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
             landed = _loose_ref(sync.path, HEAD_REF)
         except GitError as exc:
             failure = exc
+        branch = guess == "HEAD" or guess.startswith("refs/heads/")
+        if branch and landed is not None and not asked.done() and is_partial(sync.path):
+            # A branch names a commit. A partial cache's listing and blob fetch for it need
+            # not wait for the answer, which almost always names that commit (when it does
+            # not, they were for nothing and run again for the answer's commit).
+            sync.ahead(landed)
         remote = asked.result()
     if remote.oid is None:
         return SyncOutcome(path=sync.path, ref=remote.name, commit=None, fetched=False), remote
@@ -452,14 +489,12 @@ def sync_ref(
     with a new commit those the watches with the glob lists `watched` receive.
     """
     prepare_cache(settings, path)
-    outcome = _sync_ref(_Sync(settings, path, url, ref, credentials, checker, filtered))
+    fresh = not _has_history(path)
+    sync = _Sync(settings, path, url, ref, credentials, checker, filtered, watched, fresh)
+    outcome = _sync_ref(sync)
     if outcome.commit is not None and is_partial(path):
         # A new commit is counted by the same listing (a snapshot counts every new one).
-        stats = partial.fetch_support_blobs(
-            settings, path, url, credentials, outcome.commit, count=outcome.fetched,
-            watched=watched if outcome.fetched else (),
-        )  # fmt: skip
-        outcome = replace(outcome, stats=stats)
+        outcome = replace(outcome, stats=sync.support(outcome.commit, outcome.fetched))
     return outcome
 
 
@@ -470,6 +505,7 @@ def _sync_ref(sync: _Sync) -> SyncOutcome:
         log.warning("git cache %s looks damaged (%s); rebuilding", sync.path.name, exc)
         if sync.checker is not None:
             sync.checker.close()
+        sync.early.clear()  # what was fetched ahead is thrown away with the cache
         rebuild_cache(sync.settings, sync.path)
         try:
             return _sync_once(sync)
