@@ -328,8 +328,9 @@ def test_what_the_snapshot_could_not_fetch_the_delivery_fetches(
 def test_a_first_partial_sync_starts_one_git_process_per_step(
     settings: Settings, attributed: Monorepo, runs: GitRuns
 ) -> None:
-    """Into an empty partial cache every blob is missing: no walk of the trees looks for
-    them (`rev-list --missing`); the listing's own blob ids are what is fetched."""
+    """A first sync asks the remote what its ref is by one smart-HTTP request beside its
+    fetch (no `ls-remote`); into an empty partial cache every blob is missing: no walk of
+    the trees looks for them (`rev-list --missing`), the listing's own ids are fetched."""
     mono = attributed
     _, repository_id = register(
         settings, "http://127.0.0.1:9/", ["s"], mono.url, path_globs=["docs/**"]
@@ -337,7 +338,7 @@ def test_a_first_partial_sync_starts_one_git_process_per_step(
     runs.started.clear()
     assert snapshot(settings, repository_id).commit == mono.commit
     commands = sorted(next(w for w in a if w[0] != "-" and "=" not in w) for a in runs.started)
-    assert commands == ["fetch", "fetch", "ls-remote", "ls-tree"], runs.started
+    assert commands == ["fetch", "fetch", "ls-tree"], runs.started
     assert runs.blob_fetches() == 1
     cache = cache_path(settings, repository_id)
     assert len(missing_objects(settings, cache, mono.commit)) == SRC_FILES  # only src/
