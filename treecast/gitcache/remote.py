@@ -1,10 +1,10 @@
 """Resolving the watched ref and fetching it into this worker's cache (`sync_ref`).
 
 The first sync of a repository asks the remote what the ref is (`git ls-remote
---symref`) and fetches that commit by id. It remembers the answer in the cache
-(`RefMemo`), so later syncs are one `git fetch` of the ref by name, as bare git
-would do it; the remote is asked again every `MEMO_SECONDS` (the default branch
-may change its name) and whenever fetching by name fails.
+--symref`, or one smart-HTTP request: `ask_remote`) and fetches that commit. It
+remembers the answer in the cache (`RefMemo`), so later syncs are one `git fetch` of the
+ref by name, as bare git would do it; the remote is asked again every `MEMO_SECONDS`
+(the default branch may change its name) and whenever fetching by name fails.
 """
 
 from __future__ import annotations
