@@ -323,3 +323,99 @@ def test_what_the_snapshot_could_not_fetch_the_delivery_fetches(
     deliver(settings, everything, repository_id, commit)
     assert runs.blob_fetches() == 1, runs.started
     assert len([p for p in rcv.files() if p.startswith("src/")]) == SRC_FILES
+
+
+def test_a_first_partial_sync_starts_one_git_process_per_step(
+    settings: Settings, attributed: Monorepo, runs: GitRuns
+) -> None:
+    """A first sync asks the remote what its ref is by one smart-HTTP request beside its
+    fetch (no `ls-remote`); into an empty partial cache every blob is missing: no walk of
+    the trees looks for them (`rev-list --missing`), the listing's own ids are fetched."""
+    mono = attributed
+    _, repository_id = register(
+        settings, "http://127.0.0.1:9/", ["s"], mono.url, path_globs=["docs/**"]
+    )
+    runs.started.clear()
+    assert snapshot(settings, repository_id).commit == mono.commit
+    commands = sorted(next(w for w in a if w[0] != "-" and "=" not in w) for a in runs.started)
+    assert commands == ["fetch", "fetch", "ls-tree"], runs.started
+    assert runs.blob_fetches() == 1
+    cache = cache_path(settings, repository_id)
+    assert len(missing_objects(settings, cache, mono.commit)) == SRC_FILES  # only src/
+    # A later commit into the same cache walks the trees for what it lacks, as before.
+    mono.repo.write("docs/guide.md", "guide, second edition\n")
+    second = mono.repo.commit("docs")
+    runs.started.clear()
+    assert snapshot(settings, repository_id).commit == second
+    assert len(runs.named("rev-list")) == 1 and runs.blob_fetches() == 1, runs.started
+    assert len(missing_objects(settings, cache, second)) == SRC_FILES
+
+
+class LateAnswer:
+    """The remote's answer to a first sync held back until the support step has run for
+    the commit that landed (`_Sync.ahead`), then replaced by `answer`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, answer: Any) -> None:
+        import threading
+
+        import treecast.gitcache.remote as remote_module
+
+        self.ran_ahead = threading.Event()
+        real_ahead = remote_module._Sync.ahead
+
+        def ahead(sync: Any, commit: str) -> None:
+            real_ahead(sync, commit)
+            self.ran_ahead.set()
+
+        def late(*args: Any) -> Any:
+            assert self.ran_ahead.wait(30)
+            return answer(remote_module.RemoteRef)
+
+        monkeypatch.setattr(remote_module._Sync, "ahead", ahead)
+        monkeypatch.setattr(remote_module, "resolve_remote_ref", late)
+
+
+def test_a_first_sync_fetches_blobs_before_the_answer_and_the_answer_decides(
+    settings: Settings,
+    attributed: Monorepo,
+    app: App,
+    runs: GitRuns,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The commit that landed is listed and its blobs fetched while the remote's answer is
+    awaited; an answer naming an earlier commit is the one synced, counted and noted as
+    fetched, and an answer that fails fails the sync."""
+    import treecast.gitcache.partial as partial_module
+    from models.git import GitErrorType
+    from treecast.gitcache.errors import GitError
+
+    rcv, secret = app
+    mono = attributed
+    answered = mono.commit
+    mono.repo.write("docs/guide.md", "moved\n")
+    moved = mono.repo.commit("pushed between the answer and the fetch")
+    app_id, repository_id = register(settings, rcv.url, [secret], mono.url, path_globs=["docs/**"])
+    late = LateAnswer(monkeypatch, lambda ref: ref("main", "refs/heads/main", answered))
+    runs.started.clear()
+    result = snapshot(settings, repository_id)
+    assert late.ran_ahead.is_set() and (result.commit, result.ref) == (answered, "main")
+    assert result.file_count == SRC_FILES + 3  # the answered commit's counts
+    assert runs.blob_fetches() == 2, runs.started  # the landed commit's, then the answer's
+    cache = cache_path(settings, repository_id)
+    assert partial_module.is_filled(cache, answered, ["docs/**"])
+    runs.started.clear()
+    deliver(settings, app_id, repository_id, answered)
+    assert runs.named("fetch") == [] and runs.named("rev-list") == [], runs.started
+    assert rcv.files()["docs/guide.md"] == b"guide\n"
+    assert moved != answered
+
+    def refused(ref: Any) -> Any:
+        raise GitError(GitErrorType.AUTHENTICATION_FAILED, "the remote refused")
+
+    _, fresh_id = register(
+        settings, rcv.url, [secret], mono.url, ref="main", path_globs=["docs/**"]
+    )
+    late = LateAnswer(monkeypatch, refused)
+    with pytest.raises(Exception, match="the remote refused"):
+        snapshot(settings, fresh_id)
+    assert late.ran_ahead.is_set()

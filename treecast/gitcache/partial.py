@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
 from pathlib import Path
 
 from models.git import GitErrorType
@@ -102,6 +103,16 @@ def fetch_blobs(
     return len(wanted)
 
 
+class _AllMissing(Enum):
+    """Every blob of the commit is missing (a first fetch into a partial cache)."""
+
+    ALL = "all"
+
+
+_ALL = _AllMissing.ALL
+_Missing = set[str] | _AllMissing
+
+
 class _Support:
     """The support blobs among a listing's entries, and the files some of `watched` (a
     watch's globs each) receive, `.treecastignore` aside, gathered as they stream by."""
@@ -154,6 +165,7 @@ def fetch_support_blobs(
     *,
     count: bool = False,
     watched: Sequence[Sequence[str]] = (),
+    fresh: bool = False,
 ) -> TreeStats | None:
     """After a commit arrived in a partial cache: fetch the blobs any read of it needs and,
     in the same fetch, those the watches with the glob lists `watched` receive (at most
@@ -162,7 +174,9 @@ def fetch_support_blobs(
 
     `count`: the same listing also counts the commit, and its `TreeStats` are returned
     unless they could be wrong (a root `.treecastignore`, which they do not apply, or a
-    tree past a limit, which `tree_stats` refuses); otherwise None.
+    tree past a limit, which `tree_stats` refuses); otherwise None. `fresh`: the cache held
+    no commit before this one (a first fetch, filtered), so every blob is missing and no
+    walk of the trees looks for them.
     """
     with ThreadPoolExecutor(1, thread_name_prefix="treecast-missing") as pool:
         # The watches' files are looked for among the missing ones: git walks the trees
@@ -170,15 +184,20 @@ def fetch_support_blobs(
         # the listing.
         context = contextvars.copy_context()
         walk = (
-            pool.submit(context.run, missing_objects, settings, path, commit) if watched else None
+            pool.submit(context.run, missing_objects, settings, path, commit)
+            if watched and not fresh
+            else None
         )
         stats, support = _listed(settings, path, commit, count, watched)
         found = support.found
-        if walk is not None:
+        missing: _Missing
+        if fresh:
+            missing = _ALL
+        elif walk is not None:
             missing = walk.result()
         else:
             missing = missing_objects(settings, path, commit) if found else set()
-    needed = found & missing
+    needed = found if missing is _ALL else found & missing
     prefetch: set[str] | None = None  # None: left to the deliveries
     if support.files:
         if support.ignore_blob in needed:
@@ -213,11 +232,15 @@ def _listed(
     return stats, support
 
 
-def _watched_missing(path: Path, support: _Support, missing: set[str]) -> set[str] | None:
+def _watched_missing(path: Path, support: _Support, missing: _Missing) -> set[str] | None:
     """The blobs the watches receive that the cache lacks; None past one batch (the
     deliveries fetch them in batches, each within a delivery's time)."""
     ignore = FileFilter(read_ignore_lines(path, support.ignore_blob))
-    lacking = {oid for name, oid in support.files if oid in missing and not ignore.ignored(name)}
+    lacking = {
+        oid
+        for name, oid in support.files
+        if (missing is _ALL or oid in missing) and not ignore.ignored(name)
+    }
     return lacking if len(lacking) <= FETCH_BATCH else None
 
 

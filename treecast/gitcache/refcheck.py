@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from enum import Enum
 
-from models.git import GitErrorType
 from treecast.config import Settings
+from treecast.gitcache import remote
 from treecast.gitcache.command import Credentials
-from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import is_object_id
 from treecast.gitcache.remote import ls_remote
 from treecast.gitcache.repository import RemoteAccess
 from treecast.gitcache.smarthttp import RefClient
-from treecast.urls import vet_git_url
 
 
 def check_patterns(ref: str) -> list[str] | None:
@@ -44,10 +42,6 @@ class AskGit(Enum):
 ASK_GIT = AskGit.ASK_GIT
 
 
-def _no_lookup(host: str, port: int) -> list[str]:
-    return []  # `RefClient` resolves and vets every address it connects to
-
-
 def names_in(patterns: list[str], rows: list[tuple[str, str]]) -> frozenset[str]:
     """The ids the first of `patterns` found names (with its peeled commit, for a tag)."""
     found = {name: oid for oid, name in rows if is_object_id(oid)}
@@ -70,11 +64,8 @@ def remote_names(settings: Settings, access: RemoteAccess) -> frozenset[str] | N
 
 
 def speaks_smart_http(settings: Settings, access: RemoteAccess) -> bool:
-    """Whether `remote_names_over` may ask by smart HTTP (else it is git's to do: ssh, a
-    deploy key, file://, or a proxy or CA bundle in TREECAST_GIT_CONFIG)."""
-    if settings.git_config or not access.url.lower().startswith(("https://", "http://")):
-        return False
-    return access.credentials is None or isinstance(access.credentials, Credentials)
+    """Whether `remote_names_over` may ask by smart HTTP (`remote.speaks_smart_http`)."""
+    return remote.speaks_smart_http(settings, access.url, access.credentials)
 
 
 async def remote_names_over(
@@ -98,21 +89,8 @@ async def remote_names_over(
 
 
 def vet_static(settings: Settings, access: RemoteAccess) -> None:
-    """The URL's checks that need no DNS (scheme, a token over http, option-like hosts);
-    raises the non-retryable GitUrlRefused."""
-    try:
-        vet_git_url(
-            access.url,
-            allow_private=settings.allow_private_urls,
-            allow_file=settings.allow_file_urls,
-            token=access.credentials is not None,
-            allow_insecure=settings.allow_insecure_transport,
-            resolve=_no_lookup,
-        )
-    except ValueError as refused:
-        raise GitError(
-            GitErrorType.URL_REFUSED, f"the repository's URL is refused: {refused}"
-        ) from None
+    """The URL's checks that need no DNS (`remote.vet_static`)."""
+    remote.vet_static(settings, access.url, access.credentials)
 
 
 def has_moved(known_commit: str | None, names: frozenset[str] | None) -> bool:

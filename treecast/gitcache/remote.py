@@ -1,23 +1,26 @@
 """Resolving the watched ref and fetching it into this worker's cache (`sync_ref`).
 
 The first sync of a repository asks the remote what the ref is (`git ls-remote
---symref`) and fetches that commit by id. It remembers the answer in the cache
-(`RefMemo`), so later syncs are one `git fetch` of the ref by name, as bare git
-would do it; the remote is asked again every `MEMO_SECONDS` (the default branch
-may change its name) and whenever fetching by name fails.
+--symref`, or one smart-HTTP request: `ask_remote`) and fetches that commit. It
+remembers the answer in the cache (`RefMemo`), so later syncs are one `git fetch` of the
+ref by name, as bare git would do it; the remote is asked again every `MEMO_SECONDS`
+(the default branch may change its name) and whenever fetching by name fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
+import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from models.git import GitErrorType
@@ -32,12 +35,14 @@ from treecast.gitcache.cache import (
     rebuild_cache,
     rev_parse_commit,
 )
-from treecast.gitcache.command import AnyCredentials, CacheCorrupt, run_git
+from treecast.gitcache.command import AnyCredentials, CacheCorrupt, Credentials, run_git
 from treecast.gitcache.errors import GitError
 from treecast.gitcache.objects import ObjectChecker, is_object_id
 from treecast.gitcache.pinning import pinned_remote
+from treecast.gitcache.smarthttp import RefClient
 from treecast.gitcache.ssh import SshCredentials, SshFiles, ssh_files
 from treecast.gitcache.tree import TreeStats, is_partial
+from treecast.urls import vet_git_url
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,91 @@ def ls_remote(
     return rows
 
 
+def speaks_smart_http(settings: Settings, url: str, credentials: AnyCredentials | None) -> bool:
+    """Whether the remote's refs may be asked for by smart HTTP without git (`smarthttp`;
+    else it is git's to do: ssh, a deploy key, file://, or a proxy or CA bundle in
+    TREECAST_GIT_CONFIG)."""
+    if settings.git_config or not url.lower().startswith(("https://", "http://")):
+        return False
+    return credentials is None or isinstance(credentials, Credentials)
+
+
+def vet_static(settings: Settings, url: str, credentials: AnyCredentials | None) -> None:
+    """The URL's checks that need no DNS (scheme, a token over http, option-like hosts);
+    raises the non-retryable GitUrlRefused."""
+    try:
+        vet_git_url(
+            url,
+            allow_private=settings.allow_private_urls,
+            allow_file=settings.allow_file_urls,
+            token=credentials is not None,
+            allow_insecure=settings.allow_insecure_transport,
+            resolve=_no_lookup,
+        )
+    except ValueError as refused:
+        raise GitError(
+            GitErrorType.URL_REFUSED, f"the repository's URL is refused: {refused}"
+        ) from None
+
+
+def _no_lookup(host: str, port: int) -> list[str]:
+    return []  # `RefClient` resolves and vets every address it connects to
+
+
+class _AskGit(Exception):
+    """The smart-HTTP answer is not one to decide on: git is asked instead."""
+
+
+@functools.cache
+def _tls_context(https: bool) -> ssl.SSLContext:
+    # https: what git's curl trusts, the system's CA store (read once: ~35 ms). Over http
+    # the client never uses one: a context that trusts nothing, made once.
+    return ssl.create_default_context() if https else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _ls_refs_over_http(
+    settings: Settings, url: str, credentials: AnyCredentials | None, patterns: list[str]
+) -> list[tuple[str, str]]:
+    """`ls_remote`'s rows (HEAD's symref among them) by one smart-HTTP request, no git
+    started. `_AskGit` for every ref and for any answer but a clean one, so git's errors
+    stay the ones raised; a timeout is raised as is (git would wait as long again)."""
+    if not patterns or not speaks_smart_http(settings, url, credentials):
+        raise _AskGit
+    assert credentials is None or isinstance(credentials, Credentials)
+    https = url.lower().startswith("https://")
+    client = RefClient(settings.allow_private_urls, _tls_context(https), idle_per_host=0)
+    timeout = settings.git_timeout_seconds
+
+    async def ask() -> list[tuple[str, str]] | None:
+        try:
+            return await client.ls_refs(url, credentials, patterns, timeout, symrefs=True)
+        finally:
+            client.close()
+
+    try:
+        vet_static(settings, url, credentials)
+        rows = asyncio.run(ask())
+    except GitError as exc:
+        if exc.type == GitErrorType.TIMEOUT:
+            raise
+        raise _AskGit from None
+    if rows is None:
+        raise _AskGit
+    return rows
+
+
+def ask_remote(
+    settings: Settings, url: str, ref: str, credentials: AnyCredentials | None = None
+) -> RemoteRef:
+    """`resolve_remote_ref` by one smart-HTTP request where it can (a first sync asks it
+    beside its fetch: no git process to compete with that one), else by git, which also
+    answers whatever the request does not settle (every error, a missing ref)."""
+    lister = functools.partial(_ls_refs_over_http, settings, url, credentials)
+    with contextlib.suppress(_AskGit):
+        return resolve_remote_ref(settings, url, ref, credentials, lister)
+    return resolve_remote_ref(settings, url, ref, credentials)
+
+
 def _short(full_name: str) -> str:
     for prefix in ("refs/heads/", "refs/tags/"):
         if full_name.startswith(prefix):
@@ -102,20 +192,26 @@ def _short(full_name: str) -> str:
 
 
 def resolve_remote_ref(
-    settings: Settings, url: str, ref: str, credentials: AnyCredentials | None = None
+    settings: Settings,
+    url: str,
+    ref: str,
+    credentials: AnyCredentials | None = None,
+    lister: Callable[[list[str]], list[tuple[str, str]]] | None = None,
 ) -> RemoteRef:
     """Ask the remote what `ref` is: a branch, a tag, a full ref, a commit id, or ""
-    for the remote's default branch (`git ls-remote --symref` HEAD)."""
+    for the remote's default branch (`git ls-remote --symref` HEAD, or `lister`'s rows
+    of the same form for these patterns)."""
+    ls_remote_rows = lister or functools.partial(ls_remote, settings, url, credentials)
     ref = ref.strip()
     if is_object_id(ref.lower()):
         return RemoteRef(name=ref.lower(), full_name=None, oid=ref.lower())
     if not ref:
-        rows = ls_remote(settings, url, credentials, ["HEAD"])
+        rows = ls_remote_rows(["HEAD"])
         symref = next(
             (left[len("ref: ") :] for left, right in rows if left.startswith("ref: ")), None
         )
         oid = next((left for left, right in rows if right == "HEAD" and is_object_id(left)), None)
-        if oid is None and ls_remote(settings, url, credentials, []):
+        if oid is None and ls_remote_rows([]):
             # HEAD names a branch that does not exist while others do. Syncing that as an
             # empty repository would delete every file at every app: refuse instead.
             raise GitError(
@@ -128,11 +224,11 @@ def resolve_remote_ref(
             return RemoteRef(name="HEAD", full_name="HEAD" if oid else None, oid=oid)
         return RemoteRef(name=_short(symref), full_name=symref, oid=oid)
     candidates = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
-    found = dict((right, left) for left, right in ls_remote(settings, url, credentials, candidates))
+    found = dict((right, left) for left, right in ls_remote_rows(candidates))
     for full_name in candidates:
         if full_name in found and is_object_id(found[full_name]):
             return RemoteRef(name=_short(full_name), full_name=full_name, oid=found[full_name])
-    if not ls_remote(settings, url, credentials, []):
+    if not ls_remote_rows([]):
         # No refs at all: a new repository nobody pushed to yet is empty, not misconfigured.
         return RemoteRef(name=_short(ref), full_name=None, oid=None)
     raise GitError(
@@ -293,6 +389,13 @@ class _Sync:
     credentials: AnyCredentials | None
     checker: ObjectChecker | None
     filtered: bool
+    watched: Sequence[Sequence[str]] = ()
+    # The cache held no commit before this sync (a first fetch): every blob is missing.
+    fresh: bool = False
+    # A new commit's support step (`support`) already run, by commit: its counts, or the
+    # GitError or CacheCorrupt it raised. A first sync runs it for the commit that landed
+    # while the remote's answer is awaited (`_first_fetch`).
+    early: dict[str, TreeStats | Exception | None] = field(default_factory=dict)
 
     def fetch(self, refspec: str, into: str) -> None:
         fetch(
@@ -302,6 +405,30 @@ class _Sync:
 
     def peeled(self, oid: str) -> str | None:
         return peeled_commit(self.path, oid, self.checker)
+
+    def support(self, commit: str, fetched: bool) -> TreeStats | None:
+        """A partial cache's step after a sync (`partial.fetch_support_blobs`): the
+        commit's support blobs and, when it is new (`fetched`), its counts and the blobs
+        the watches receive. Run ahead for this commit (`ahead`): its result, or error."""
+        if fetched and commit in self.early:
+            done = self.early.pop(commit)
+            if isinstance(done, Exception):
+                raise done
+            return done
+        return partial.fetch_support_blobs(
+            self.settings, self.path, self.url, self.credentials, commit, count=fetched,
+            watched=self.watched if fetched else (), fresh=self.fresh,
+        )  # fmt: skip
+
+    def ahead(self, commit: str) -> None:
+        """`support` for a new commit, now, keeping its result or the git error it raised
+        for when the sync has decided that this is the commit (raised then, as before)."""
+        result: TreeStats | Exception | None
+        try:
+            result = self.support(commit, True)
+        except (GitError, CacheCorrupt) as exc:
+            result = exc
+        self.early[commit] = result
 
 
 def _sync_by_name(sync: _Sync, memo: RefMemo) -> SyncOutcome | None:
@@ -364,7 +491,8 @@ def _resolve_and_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
 
 
 def _first_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
-    """A first sync: the remote is asked what the ref is (on a side thread) while the ref
+    """A first sync: the remote is asked what the ref is (on a side thread, by smart HTTP
+    where it can: `ask_remote`) while the ref
     it most likely is (the remote's HEAD, the branch of that name, the full ref) is fetched
     by name, so the question costs no round trip of its own. The answer decides, as in
     every sync: its errors are raised, and when it names another object than the one that
@@ -376,14 +504,18 @@ def _first_fetch(sync: _Sync) -> tuple[SyncOutcome, RemoteRef]:
     # The caller's heartbeat (a context variable) goes with the question to its thread.
     context = contextvars.copy_context()
     with ThreadPoolExecutor(1, thread_name_prefix="treecast-resolve") as pool:
-        asked = pool.submit(
-            context.run, resolve_remote_ref, sync.settings, sync.url, ref, sync.credentials
-        )
+        asked = pool.submit(context.run, ask_remote, sync.settings, sync.url, ref, sync.credentials)
         try:
             sync.fetch(guess, HEAD_REF)
             landed = _loose_ref(sync.path, HEAD_REF)
         except GitError as exc:
             failure = exc
+        branch = guess == "HEAD" or guess.startswith("refs/heads/")
+        if branch and landed is not None and not asked.done() and is_partial(sync.path):
+            # A branch names a commit. A partial cache's listing and blob fetch for it need
+            # not wait for the answer, which almost always names that commit (when it does
+            # not, they were for nothing and run again for the answer's commit).
+            sync.ahead(landed)
         remote = asked.result()
     if remote.oid is None:
         return SyncOutcome(path=sync.path, ref=remote.name, commit=None, fetched=False), remote
@@ -452,14 +584,12 @@ def sync_ref(
     with a new commit those the watches with the glob lists `watched` receive.
     """
     prepare_cache(settings, path)
-    outcome = _sync_ref(_Sync(settings, path, url, ref, credentials, checker, filtered))
+    fresh = not _has_history(path)
+    sync = _Sync(settings, path, url, ref, credentials, checker, filtered, watched, fresh)
+    outcome = _sync_ref(sync)
     if outcome.commit is not None and is_partial(path):
         # A new commit is counted by the same listing (a snapshot counts every new one).
-        stats = partial.fetch_support_blobs(
-            settings, path, url, credentials, outcome.commit, count=outcome.fetched,
-            watched=watched if outcome.fetched else (),
-        )  # fmt: skip
-        outcome = replace(outcome, stats=stats)
+        outcome = replace(outcome, stats=sync.support(outcome.commit, outcome.fetched))
     return outcome
 
 
@@ -470,6 +600,7 @@ def _sync_ref(sync: _Sync) -> SyncOutcome:
         log.warning("git cache %s looks damaged (%s); rebuilding", sync.path.name, exc)
         if sync.checker is not None:
             sync.checker.close()
+        sync.early.clear()  # what was fetched ahead is thrown away with the cache
         rebuild_cache(sync.settings, sync.path)
         try:
             return _sync_once(sync)

@@ -48,8 +48,9 @@ def ls_refs_request(prefixes: list[str]) -> bytes:
     return b"".join(body) + b"0000"
 
 
-def parse_ls_refs(data: bytes) -> list[tuple[str, str]]:
-    """(object id, name) rows of an `ls-refs` answer; a peeled tag adds (commit, name^{}).
+def parse_ls_refs(data: bytes, *, symrefs: bool = False) -> list[tuple[str, str]]:
+    """(object id, name) rows of an `ls-refs` answer; a peeled tag adds (commit, name^{});
+    `symrefs`: a symbolic ref adds ("ref: " and its target, name).
 
     Raises ValueError on anything that is not a well-formed answer."""
     rows: list[tuple[str, str]] = []
@@ -72,6 +73,9 @@ def parse_ls_refs(data: bytes) -> list[tuple[str, str]]:
         for attribute in attributes:
             if attribute.startswith("peeled:"):
                 rows.append((attribute[len("peeled:") :], name + "^{}"))
+            elif symrefs and attribute.startswith("symref-target:"):
+                # As `git ls-remote --symref` shows it: ("ref: refs/heads/main", "HEAD").
+                rows.append(("ref: " + attribute[len("symref-target:") :], name))
 
 
 class _Unusable(Exception):
@@ -186,9 +190,12 @@ class RefClient:
         credentials: Credentials | None,
         patterns: list[str],
         timeout: float,
+        *,
+        symrefs: bool = False,
     ) -> list[tuple[str, str]] | None:
         """The refs among `patterns` (exact names; `name^{}` for a peeled tag) on the remote
         at `url`, or None when it does not answer as protocol version 2 does (ask git).
+        `symrefs`: with the target of each symbolic ref among them (`parse_ls_refs`).
 
         Raises a classified `GitError` as git's own errors are."""
         parts = urlsplit(url)
@@ -223,7 +230,7 @@ class RefClient:
         if answer.status != 200 or "x-git-upload-pack-result" not in answer.content_type:
             return None  # a redirect, an old or dumb server: git knows what to do
         try:
-            rows = parse_ls_refs(answer.body)
+            rows = parse_ls_refs(answer.body, symrefs=symrefs)
         except ValueError:
             return None  # e.g. a version-0 advertisement: the server ignored Git-Protocol
         wanted = set(patterns)
