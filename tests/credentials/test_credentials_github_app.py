@@ -160,8 +160,7 @@ def github(app_key: rsa.RSAPrivateKey) -> Iterator[FakeGitHub]:
 @pytest.fixture
 def origin(tmp_path: Path) -> WorkRepo:
     work = WorkRepo(tmp_path / "root" / "handbook")
-    work.write("README.md", "app-only readme\n")
-    work.commit()
+    work.commit_files({"README.md": "app-only readme\n"})
     return work
 
 

@@ -39,8 +39,7 @@ SECRET = generate_webhook_secret()
 @pytest.fixture
 def origin(tmp_path: Path) -> WorkRepo:
     origin = WorkRepo(tmp_path / "git" / "o")
-    origin.write("README.md", "private\n")
-    origin.commit()
+    origin.commit_files({"README.md": "private\n"})
     return origin
 
 
