@@ -108,8 +108,8 @@ def test_a_small_listing_is_read_from_git_once_a_worker(
     """The snapshot and each app's first delivery list the same commit: git lists it once,
     the memo gives the same listing (filtered and counted afresh); a big one is not kept."""
     import treecast.gitcache.tree as tree_module
+    from treecast.gitcache.command import stream_records as real
 
-    real = tree_module.stream_records
     listings: list[str] = []
 
     def recorded(args: list[str], **kwargs: object) -> object:

@@ -23,7 +23,7 @@ from models.git import GitErrorType
 from treecast.config import Settings
 from treecast.gitcache.command import HEARTBEAT_SECONDS, run_git
 from treecast.gitcache.errors import GitError, heartbeat
-from treecast.gitcache.objects import ObjectChecker, batch_check, is_object_id
+from treecast.gitcache.objects import IDLE, ObjectChecker, batch_check, is_object_id
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ def prepare_cache(settings: Settings, path: Path) -> Path:
     """Make `path` a usable bare cache (call under `cache_lock`): create, repair or rebuild."""
     if path.exists() and not looks_valid(path):
         log.warning("rebuilding the damaged git cache %s", path.name)
+        IDLE.forget(path)
         shutil.rmtree(path, ignore_errors=True)
     if not path.exists():
         _init_cache(settings, path)
@@ -172,6 +173,7 @@ def prepare_cache(settings: Settings, path: Path) -> Path:
 def rebuild_cache(settings: Settings, path: Path) -> Path:
     """Throw the cache away and start empty (the next fetch clones again)."""
     log.warning("rebuilding the git cache %s", path.name)
+    IDLE.forget(path)
     shutil.rmtree(path, ignore_errors=True)
     return prepare_cache(settings, path)
 
@@ -220,8 +222,10 @@ def keep_commit(settings: Settings, path: Path, commit: str) -> None:
 
 
 def maintain(settings: Settings, path: Path) -> None:
-    """Let git pack and clean the cache when it thinks it is due (fetches skip this)."""
+    """Let git pack and clean the cache when it thinks it is due (fetches skip this); the
+    processes left open on it start afresh after."""
     run_git(["gc", "--auto", "--quiet"], settings=settings, cwd=path)
+    IDLE.forget(path)
 
 
 def prune_kept(settings: Settings, path: Path, keep: set[str]) -> None:

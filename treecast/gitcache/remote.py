@@ -469,7 +469,7 @@ def _sync_ref(sync: _Sync) -> SyncOutcome:
     except CacheCorrupt as exc:
         log.warning("git cache %s looks damaged (%s); rebuilding", sync.path.name, exc)
         if sync.checker is not None:
-            sync.checker.close()
+            sync.checker.discard()
         rebuild_cache(sync.settings, sync.path)
         try:
             return _sync_once(sync)
