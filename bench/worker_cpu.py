@@ -13,7 +13,8 @@ parts of the worker's CPU that Temporal alone does not have (docs/performance.md
   `list_watchers`, `deliver_changes`) called in this process for N new repositories of
   3 files, as `bench.first_wave` makes and registers them (the dev server only takes
   the registrations; the example receiver runs as its own process): this process's
-  CPU per first sync, and its git processes'.
+  CPU per first sync, and its git processes'; then, counted on a few more (not timed),
+  the git processes it starts and the SQL statements and transactions it runs.
 
 The best of `--rounds` is printed: the machine is shared, and the least disturbed
 round is the closest to the cost.
@@ -29,11 +30,67 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR_MODULES = ("floor_workflows.py", "floor_deliver.py")
+WARM_UP = 5  # first syncs before the rounds (the receiver warms up), and counted after
+
+
+@dataclass(frozen=True)
+class ActivityCosts:
+    """A first sync's activities, in-process: CPU (best round) and what they start and run."""
+
+    worker_ms: float
+    git_ms: float
+    processes: float  # git processes started
+    statements: float  # SQL statements, transactions' BEGIN and COMMIT left out
+    transactions: float  # COMMITs (SQLite begins none for a read)
+
+
+class _Counter:
+    """Counts the processes this process starts and the SQL its SQLite connections run."""
+
+    def __init__(self) -> None:
+        self.processes = self.statements = self.transactions = 0
+
+    def __enter__(self) -> _Counter:
+        import subprocess
+
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        self._popen = subprocess.Popen.__init__
+        counter, real = self, self._popen
+
+        def counted(popen: Any, *args: Any, **kwargs: Any) -> None:
+            counter.processes += 1
+            real(popen, *args, **kwargs)
+
+        subprocess.Popen.__init__ = counted  # type: ignore[method-assign, assignment]
+        event.listen(Engine, "connect", self._connected)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import subprocess
+
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        subprocess.Popen.__init__ = self._popen  # type: ignore[method-assign]
+        event.remove(Engine, "connect", self._connected)
+
+    def _connected(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(self._statement)
+
+    def _statement(self, sql: str) -> None:
+        word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if word == "COMMIT":
+            self.transactions += 1
+        elif word not in ("BEGIN", "ROLLBACK", "PRAGMA"):
+            self.statements += 1
 
 
 def _cpu(who: int) -> float:
@@ -100,9 +157,10 @@ async def instance_costs(runs: int, rounds: int) -> dict[str, float]:
     return costs
 
 
-async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
-    """(this process, its git processes) milliseconds of CPU per first sync's activities
-    (best of `rounds`, `count` new repositories each)."""
+async def activity_costs(count: int, rounds: int) -> ActivityCosts:
+    """Milliseconds of CPU per first sync's activities, this process's and its git
+    processes' (best of `rounds`, `count` new repositories each), and what they start and
+    run (counted on `WARM_UP` more)."""
     from temporalio.testing import ActivityEnvironment
 
     from activities.delivery import DeliveryActivities
@@ -116,11 +174,12 @@ async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
     from tests.conftest import free_port
     from treecast.config import load_settings
     from treecast.crypto import generate_webhook_secret
+    from treecast.db import engine_for
     from treecast.devserver import DevServer
     from treecast.service.core import TreecastService
 
     tmp = Path(tempfile.mkdtemp(prefix="treecast-worker-cpu-"))
-    repositories = make_repositories(tmp / "repos", count * rounds, 3)
+    repositories = make_repositories(tmp / "repos", count * rounds + 2 * WARM_UP, 3)
     env = bench_env(tmp / "data", free_port())
     settings = load_settings(env)
     server = DevServer(settings, ui=False, search_attribute_args=dev_server_args())
@@ -155,12 +214,23 @@ async def activity_costs(count: int, rounds: int) -> tuple[float, float]:
                 1000 * (_cpu(resource.RUSAGE_CHILDREN) - theirs) / len(repository_ids),
             )
 
-        await asyncio.to_thread(first_syncs, ids[: min(5, count)])  # the receiver warms up
+        warm, counted, ids = ids[:WARM_UP], ids[WARM_UP : 2 * WARM_UP], ids[2 * WARM_UP :]
+        await asyncio.to_thread(first_syncs, warm)  # the receiver warms up
         results = [
             await asyncio.to_thread(first_syncs, ids[n * count : (n + 1) * count])
             for n in range(rounds)
         ]
-        return min(results)
+        engine_for(settings.database_url).dispose()  # new connections, traced
+        with _Counter() as seen:
+            await asyncio.to_thread(first_syncs, counted)
+        mine, git_ms = min(results)
+        return ActivityCosts(
+            mine,
+            git_ms,
+            seen.processes / WARM_UP,
+            seen.statements / WARM_UP,
+            seen.transactions / WARM_UP,
+        )
     finally:
         receiver.stop()
         server.stop()
@@ -193,10 +263,11 @@ async def run(args: argparse.Namespace) -> list[str]:
     floor = costs["FloorSync"] + costs["FloorDeliver"]
     lines.append(f"  a first sync: Treecast {treecast:.2f} ms, Temporal alone {floor:.2f} ms")
     if args.activities:
-        mine, git = await activity_costs(args.activities, args.rounds)
+        done = await activity_costs(args.activities, args.rounds)
         lines.append(
-            f"a first sync's activities, in-process: {mine:.1f} ms of CPU, "
-            f"its git processes {git:.1f} ms"
+            f"a first sync's activities, in-process: {done.worker_ms:.1f} ms of CPU, "
+            f"its git processes {done.git_ms:.1f} ms; {done.processes:g} processes, "
+            f"{done.statements:g} SQL statements, {done.transactions:g} write transactions"
         )
     return lines
 

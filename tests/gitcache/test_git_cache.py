@@ -22,16 +22,26 @@ from tests.support.receiver_fixture import add_watch
 from treecast.config import Settings
 from treecast.crypto import generate_webhook_secret
 from treecast.db import session_scope
+from treecast.gitcache import objects
 from treecast.gitcache.cache import (
     _CACHE_CONFIG,
     KEEP_PREFIX,
     cache_lock,
     cache_path,
     has_object,
+    rebuild_cache,
 )
 from treecast.gitcache.command import Credentials, classify_git_error, run_git
 from treecast.gitcache.errors import GitError
-from treecast.gitcache.objects import BlobNotFound, BlobReader, blob_sizes
+from treecast.gitcache.objects import (
+    COMMANDS,
+    IDLE,
+    BlobNotFound,
+    BlobReader,
+    IdleProcesses,
+    ObjectChecker,
+    blob_sizes,
+)
 from treecast.gitcache.remote import MEMO_FILE, MEMO_SECONDS, sync_ref
 from treecast.gitcache.repository import RepositoryCache
 from treecast.remote_access import ensure_commit
@@ -379,7 +389,20 @@ def test_error_classification(stderr: str, expected: str) -> None:
 # -- BlobReader ----------------------------------------------------------------------------
 
 
-def test_blob_reader_streams_and_stays_in_sync(settings: Settings, repo: WorkRepo) -> None:
+@pytest.fixture(params=["commands", "two processes"])
+def cat_file_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of reading: one `--batch-command` (git 2.36) and, for an older git, a
+    `--batch` and a `--batch-check`."""
+    if request.param == "two processes":
+        monkeypatch.setattr(objects, "commands_supported", lambda: False)
+    else:
+        assert objects.commands_supported()  # this machine's git (docs/performance.md)
+    return str(request.param)
+
+
+def test_blob_reader_streams_and_stays_in_sync(
+    settings: Settings, repo: WorkRepo, cat_file_mode: str
+) -> None:
     big = os.urandom(3 * 1024 * 1024 + 17)
     repo.write("big.bin", big)
     repo.write("small.txt", "small\n")
@@ -415,6 +438,81 @@ def test_blob_reader_streams_and_stays_in_sync(settings: Settings, repo: WorkRep
         del never_started
         assert reader.read(blobs["docs/a.md"]) == b"a\n"
     assert blob_sizes(path, [blobs["big.bin"], "2" * 40]) == {blobs["big.bin"]: len(big)}
+
+
+def cat_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The modes of the `git cat-file` processes started from here on."""
+    import subprocess
+
+    started: list[str] = []
+    real = subprocess.Popen
+
+    def recording(args: list[str], *rest: object, **kwargs: object) -> object:
+        if args[-2:-1] == ["cat-file"]:
+            started.append(args[-1])
+        return real(args, *rest, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    return started
+
+
+def test_a_finished_reader_leaves_its_process_to_the_next(
+    settings: Settings, repo: WorkRepo, cat_file_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checker's or reader's `cat-file` is left open for the next one of the same cache (a
+    first sync's delivery asks the process its snapshot started), never one stopped half
+    way through a blob, and never across a rebuilt cache."""
+    big = os.urandom(256 * 1024)
+    repo.write("big.bin", big)
+    repo.commit()
+    commit, _, _ = sync(settings, repo.url)
+    assert commit is not None
+    path = cache_path(settings, "repo_t")
+    started = cat_files(monkeypatch)
+    with ObjectChecker(path) as checker:
+        blob = checker.check([f"{commit}:big.bin"])[0]
+    assert blob is not None
+    with ObjectChecker(path) as checker:
+        assert checker.check([f"{commit}^{{commit}}", f"{commit}:nope"])[1] is None
+        with BlobReader(path) as reader:  # while the first is taken: a process of its own
+            assert reader.read(blob.oid) == big
+    with BlobReader(path) as reader:
+        assert reader.size(blob.oid) == len(big) and reader.read(blob.oid) == big
+        assert next(reader.iter_bytes(blob.oid, 1000)) == big[:1000]  # left half way
+    with BlobReader(path) as reader:
+        assert reader.read(blob.oid) == big
+    reused = len(started)
+    # The first checker's process served the second and the reader after it; a reader
+    # inside the second needed its own, and the one stopped half way a new one after it.
+    assert reused == 3, started
+    rebuild_cache(settings, path)
+    sync(settings, repo.url)
+    with ObjectChecker(path) as checker:
+        assert checker.check([f"{commit}^{{commit}}"])[0] is not None
+    assert len(started) == reused + 1
+    IDLE.forget(path)
+
+
+def test_idle_processes_are_bounded_and_expire(tmp_path: Path) -> None:
+    import subprocess
+
+    def cat() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    idle = IdleProcesses(size=2, idle_seconds=60)
+    first, second, third = cat(), cat(), cat()
+    for name, proc in (("a", first), ("b", second), ("c", third)):
+        (tmp_path / name).mkdir()
+        idle.give(tmp_path / name, COMMANDS, proc)
+    assert first.wait(5) is not None  # the least recently left is stopped
+    assert idle.take(tmp_path / "a", COMMANDS) is None
+    assert idle.take(tmp_path / "b", COMMANDS) is second
+    idle.give(tmp_path / "b", COMMANDS, second)
+    (tmp_path / "c").rename(tmp_path / "old")
+    (tmp_path / "c").mkdir()  # another cache at the same path
+    assert idle.take(tmp_path / "c", COMMANDS) is None and third.wait(5) is not None
+    idle.idle_seconds = 0
+    assert idle.take(tmp_path / "a", COMMANDS) is None and second.wait(5) is not None
 
 
 def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -548,6 +646,7 @@ def test_a_delivery_read_asks_one_checker(
 
     commit, _, _ = sync(settings, repo.url)
     assert commit is not None
+    objects.commands_supported()  # asked once a process (`git version`)
     started: list[list[str]] = []
     real = subprocess.Popen
 
@@ -562,6 +661,6 @@ def test_a_delivery_read_asks_one_checker(
         assert cache.has_commit(commit)
         assert cache.ignore_blob(commit) is None
         assert set(cache.list_tree(commit).files) == {"README.md", "docs/a.md"}
-    checkers = [a for a in started if a[-2:] == ["cat-file", "--batch-check"]]
-    assert len(checkers) == 1, started
-    assert [a[1] for a in started if a[-2:] != ["cat-file", "--batch-check"]] == ["ls-tree"]
+    checkers = [a for a in started if a[-2] == "cat-file"]
+    assert len(checkers) == 1 and checkers[0][-1] in (COMMANDS, "--batch-check"), started
+    assert [a[1] for a in started if a[-2] != "cat-file"] == ["ls-tree"]

@@ -102,6 +102,37 @@ def test_treecastignore_and_globs(settings: Settings, repo: WorkRepo) -> None:
     assert docs.stats.file_count == listing.stats.file_count
 
 
+def test_a_small_listing_is_read_from_git_once_a_worker(
+    settings: Settings, repo: WorkRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot and each app's first delivery list the same commit: git lists it once,
+    the memo gives the same listing (filtered and counted afresh); a big one is not kept."""
+    import treecast.gitcache.tree as tree_module
+    from treecast.gitcache.command import stream_records as real
+
+    listings: list[str] = []
+
+    def recorded(args: list[str], **kwargs: object) -> object:
+        listings.append(args[-1])
+        return real(args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tree_module, "stream_records", recorded)
+    path, commit = synced(settings, repo)
+    counted = list_tree(settings, path, commit, keep_files=False)
+    docs = list_tree(settings, path, commit, ignore_filter(settings, path, commit, ["docs/**"]))
+    assert listings == [commit]
+    assert sorted(docs.files) == ["docs/guide.md", "docs/img/logo.png"]
+    assert docs.stats == counted.stats == list_tree(settings, path, commit).stats
+
+    monkeypatch.setattr(tree_module, "MEMO_MAX_LISTING_RECORDS", 3)
+    repo.write("more.md", "more\n")
+    newer = repo.commit()
+    path, _ = synced(settings, repo)
+    list_tree(settings, path, newer)
+    list_tree(settings, path, newer)
+    assert listings == [commit, newer, newer]
+
+
 def test_filter_rules() -> None:
     plain = FileFilter()
     assert plain.wanted("anything/at/all")

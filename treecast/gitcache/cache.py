@@ -23,7 +23,7 @@ from models.git import GitErrorType
 from treecast.config import Settings
 from treecast.gitcache.command import HEARTBEAT_SECONDS, run_git
 from treecast.gitcache.errors import GitError, heartbeat
-from treecast.gitcache.objects import ObjectChecker, batch_check, is_object_id
+from treecast.gitcache.objects import IDLE, ObjectChecker, batch_check, is_object_id
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,16 @@ def _config_sections(pairs: tuple[tuple[str, str], ...]) -> str:
 
 
 # What `git init --bare` writes that a cache needs (no hooks, description or info/):
-# written directly, a `git` process less for every new cache (docs/performance.md).
+# written directly, a `git` process less for every new cache (docs/performance.md). Of
+# its folders only those git looks for (`objects`, `refs`) and the one every fetch
+# writes to: git makes `objects/info` and `refs/heads` when it needs them, and each
+# folder made costs a new cache ~0.25 ms of the worker's CPU here (Seventh round).
 _CORE_CONFIG = (
     ("core.repositoryformatversion", "0"),
     ("core.filemode", "true"),
     ("core.bare", "true"),
 )
-_SKELETON = ("objects/info", "objects/pack", "refs/heads", "refs/tags")
+_SKELETON = ("objects/pack", "refs")
 
 
 def _init_cache(settings: Settings, path: Path) -> None:
@@ -162,6 +165,7 @@ def prepare_cache(settings: Settings, path: Path) -> Path:
     """Make `path` a usable bare cache (call under `cache_lock`): create, repair or rebuild."""
     if path.exists() and not looks_valid(path):
         log.warning("rebuilding the damaged git cache %s", path.name)
+        IDLE.forget(path)
         shutil.rmtree(path, ignore_errors=True)
     if not path.exists():
         _init_cache(settings, path)
@@ -172,6 +176,7 @@ def prepare_cache(settings: Settings, path: Path) -> Path:
 def rebuild_cache(settings: Settings, path: Path) -> Path:
     """Throw the cache away and start empty (the next fetch clones again)."""
     log.warning("rebuilding the git cache %s", path.name)
+    IDLE.forget(path)
     shutil.rmtree(path, ignore_errors=True)
     return prepare_cache(settings, path)
 
@@ -220,8 +225,10 @@ def keep_commit(settings: Settings, path: Path, commit: str) -> None:
 
 
 def maintain(settings: Settings, path: Path) -> None:
-    """Let git pack and clean the cache when it thinks it is due (fetches skip this)."""
+    """Let git pack and clean the cache when it thinks it is due (fetches skip this); the
+    processes left open on it start afresh after."""
     run_git(["gc", "--auto", "--quiet"], settings=settings, cwd=path)
+    IDLE.forget(path)
 
 
 def prune_kept(settings: Settings, path: Path, keep: set[str]) -> None:

@@ -599,7 +599,7 @@ def _sync_ref(sync: _Sync) -> SyncOutcome:
     except CacheCorrupt as exc:
         log.warning("git cache %s looks damaged (%s); rebuilding", sync.path.name, exc)
         if sync.checker is not None:
-            sync.checker.close()
+            sync.checker.discard()
         sync.early.clear()  # what was fetched ahead is thrown away with the cache
         rebuild_cache(sync.settings, sync.path)
         try:

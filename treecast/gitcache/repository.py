@@ -151,6 +151,8 @@ class RepositoryCache:
         """Drop the pins of commits not in `keep`, then let git tidy up when it is due."""
         cache.prune_kept(self.settings, self.path, keep)
         cache.maintain(self.settings, self.path)
+        if self._checker is not None:
+            self._checker.discard()  # it read the cache before git packed it
 
     def tidy(self) -> None:
         """Let git pack the cache when it thinks it is due, under the lock (a submodule's
@@ -181,7 +183,7 @@ class RepositoryCache:
                 except CacheCorrupt:
                     cache.rebuild_cache(settings, path)
                     if self._checker is not None:
-                        self._checker.close()  # it read the cache just thrown away
+                        self._checker.discard()  # it read the cache just thrown away
                     remote.fetch(settings, path, access.url, commit, pin, access.credentials)
                 if not self.has_commit(commit):
                     raise GitError(

@@ -20,7 +20,13 @@ from models.git import GitErrorType, SnapshotStats
 from treecast.config import Settings
 from treecast.gitcache.command import stream_records
 from treecast.gitcache.errors import GitError
-from treecast.gitcache.objects import BlobReader, ObjectChecker, batch_check, blob_sizes
+from treecast.gitcache.objects import (
+    BlobReader,
+    ObjectChecker,
+    batch_check,
+    blob_sizes,
+    is_object_id,
+)
 from treecast.globs import GlobSpec, skip_with_warning
 from treecast.paths import unsafe_path_reason
 
@@ -129,11 +135,14 @@ class _Memo:
                 self._items.popitem(last=False)
 
 
-# The snapshot and then each app's change computation ask for the same ignore file and
-# the same diff on one worker: remember them (small diffs only, to bound memory).
+# The snapshot and then each app's change computation ask for the same ignore file, the
+# same diff and (a first sync) the same listing on one worker: remember them (small diffs
+# and listings only, to bound memory: at most 32 x 2,000 listed records, a few MB).
 _IGNORE_MEMO = _Memo(64)
 _DIFF_MEMO = _Memo(16)
 MEMO_MAX_DIFF_ENTRIES = 5000
+_LISTING_MEMO = _Memo(32)
+MEMO_MAX_LISTING_RECORDS = 2000
 
 
 def read_ignore_lines(repo_path: Path, blob_id: str | None) -> list[str]:
@@ -348,18 +357,40 @@ def _ls_tree(
     (or counted by `guard`, shared by the listings of an expanded tree). A partial cache
     is listed without sizes (0): git would have to fetch each missing blob to tell."""
     guard = guard if guard is not None else TreeGuard(commit, limits)
-    sizes = [] if is_partial(repo_path) else ["-l"]
+    partial = is_partial(repo_path)
+    for mode, oid, size, raw_path in _ls_tree_records(settings, repo_path, commit, partial):
+        if mode == MODE_TREE:
+            guard.tree(oid)
+            continue
+        guard.entry(raw_path, size)
+        yield mode, oid, size, raw_path
+
+
+def _ls_tree_records(
+    settings: Settings, repo_path: Path, commit: str, partial: bool
+) -> Iterator[tuple[str, str, int, bytes]]:
+    """`git ls-tree`'s parsed records of `commit`, trees included, from the memo when a
+    small listing of it was read on this worker before (a commit id names one tree
+    forever; a partial cache's has no sizes, so it is its own key)."""
+    key = (str(repo_path), commit, "partial" if partial else "sized")
+    cached = _LISTING_MEMO.get(key)
+    if isinstance(cached, tuple):
+        yield from cached
+        return
+    kept: list[tuple[str, str, int, bytes]] | None = [] if is_object_id(commit) else None
+    sizes = [] if partial else ["-l"]
     args = ["ls-tree", "-r", "-t", "-z", *sizes, "--full-tree", commit]
     for record in stream_records(args, settings=settings, cwd=repo_path):
         parsed = parse_ls_tree_record(record)
         if parsed is None:
             continue
-        mode, oid, size, raw_path = parsed
-        if mode == MODE_TREE:
-            guard.tree(oid)
-            continue
-        guard.entry(raw_path, size)
+        if kept is not None:
+            kept.append(parsed)
+            if len(kept) > MEMO_MAX_LISTING_RECORDS:
+                kept = None
         yield parsed
+    if kept is not None:  # read to the end, and small
+        _LISTING_MEMO.put(key, tuple(kept))
 
 
 def tree_entries(

@@ -74,7 +74,8 @@ def record_snapshot(
     row_id = connection.execute(
         _INSERT, {"repository_id": repository_id, "commit": commit, **stats.counts()}
     ).scalar_one()
-    connection.execute(_DROP_STALE, {"repository_id": repository_id})
+    if newest is not None:  # a first snapshot has none older to drop
+        connection.execute(_DROP_STALE, {"repository_id": repository_id})
     if row_id % PRUNE_EVERY:
         return None
     kept = session.exec(
