@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -191,6 +192,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
         finally:
             worker.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # kept, with the worker's log, when it failed
     return {
         "interval_s": args.interval,
         "seed": seed,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,7 +93,7 @@ async def idle_cpu(
 ) -> float:
     """CPU share of one core used by the worker while `repos` repositories sit idle."""
     client = await connect(settings)
-    links = Path(tempfile.mkdtemp(prefix="treecast-bench-links-"))
+    links = Path(tempfile.mkdtemp(prefix="treecast-bench-links-", dir=repo.remote.parent.parent))
     ids: list[str] = []
     for index in range(repos):
         link = links / f"r{index:05d}.git"
@@ -193,6 +194,7 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         end_process(worker, 30)
         server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # kept when it failed
 
 
 def main(argv: list[str] | None = None) -> int:
